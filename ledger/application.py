@@ -1,0 +1,380 @@
+"""LedgerApplication: one method per use case, each one atomic ``save``.
+
+A use case has two halves kept apart: *decide* (load aggregates, run the domain, collect the
+aggregates whose new events must be recorded together, and the answer) and *commit* (one
+``save`` of all of them: one transaction). Keeping them apart lets several decisions share one
+transaction later (group commit).
+
+Concurrency: aggregates are versioned; a save that lost a race raises ``IntegrityError`` and the
+use case is decided again from fresh state, at most ``max_attempts`` times, then ``Contention``.
+Within one process, writers of one account queue on a striped lock first, so they rarely race.
+
+Idempotency: with a caller's key, an ``IdempotencyRecord`` is saved in the same transaction as
+the events it guards; a repeat answers the first response (see ``ledger.idempotency``).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from ledger import identity, money
+from ledger.account import Account, account_id
+from ledger.errors import (
+    AccountExists,
+    Contention,
+    IdempotencyKeyReused,
+    NotFound,
+)
+from ledger.idempotency import IdempotencyRecord, fingerprint, record_id
+from ledger.identity import Actor
+from ledger.refund_request import RefundRequest
+
+DEFAULT_MAX_ATTEMPTS = 40
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+LOCK_STRIPES = 256
+
+
+class EventPositions(Protocol):
+    """Where a stored event stands in the global log (the store knows; the domain asks)."""
+
+    def position_of(self, originator_id: UUID, version: int) -> int: ...
+
+
+class _UnwiredPositions:
+    def position_of(self, originator_id: UUID, version: int) -> int:
+        raise RuntimeError("LedgerApplication.positions was not wired to the event store")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a use case decided: aggregates to save together, and the answer.
+
+    No aggregates means nothing changes (a natural duplicate): ``position`` then says where the
+    original was recorded."""
+
+    aggregates: tuple[Aggregate, ...]
+    body: dict[str, Any]
+    outcome: str = "created"
+    original: tuple[UUID, int] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer of a command: ``created``, ``ok`` (a step on something existing) or
+    ``existing`` (a natural duplicate); ``replayed`` when an idempotency key answered it."""
+
+    outcome: str
+    body: dict[str, Any]
+    position: int
+    replayed: bool = False
+
+
+@dataclass
+class _StripedLocks:
+    stripes: list[threading.Lock] = field(
+        default_factory=lambda: [threading.Lock() for _ in range(LOCK_STRIPES)]
+    )
+
+    def for_key(self, key: UUID) -> threading.Lock:
+        return self.stripes[key.int % len(self.stripes)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class LedgerApplication(Application[UUID]):
+    name = "ledger"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        positions: EventPositions | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> None:
+        super().__init__(env)
+        assert max_attempts >= 1
+        self.positions: EventPositions = positions or _UnwiredPositions()
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.lock_timeout_s = lock_timeout_s
+        self._locks = _StripedLocks()
+
+    # -- accounts and money -----------------------------------------------------------------
+
+    def open_account(
+        self, username: str, currency: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        name = identity.username(username)
+        code = money.currency(currency)
+
+        def decide() -> Decision:
+            if self._account_or_none(name) is not None:
+                raise AccountExists(f"an account for {name!r} exists", username=name)
+            account = Account.open(name, code, actor=actor)
+            return Decision((account,), account.snapshot())
+
+        params = {"username": name, "currency": code}
+        return self._execute("open_account", params, decide, actor, idempotency_key,
+                             lock=account_id(name))
+
+    def deposit(
+        self, username: str, amount: int, reference: str, *, actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        name = identity.username(username)
+        amount = money.amount(amount)
+        reference = identity.reference(reference, field="reference")
+
+        def decide() -> Decision:
+            account = self.account(name)
+            if not account.receive_deposit(amount, reference, actor=actor):
+                version = account.deposit_version(reference)
+                assert version is not None
+                return Decision((), {"account": account.snapshot()}, "existing",
+                                original=(account.id, version))
+            return Decision((account,), {"account": account.snapshot()})
+
+        params = {"username": name, "amount": amount, "reference": reference}
+        return self._execute("deposit", params, decide, actor, idempotency_key,
+                             lock=account_id(name))
+
+    def purchase(
+        self, username: str, order_no: str, amount: int, *, actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        name = identity.username(username)
+        order_no = identity.reference(order_no, field="order_no")
+        amount = money.amount(amount)
+
+        def decide() -> Decision:
+            account = self.account(name)
+            account.pay_purchase(order_no, amount, actor=actor)
+            return Decision((account,), {"account": account.snapshot()})
+
+        params = {"username": name, "order_no": order_no, "amount": amount}
+        return self._execute("purchase", params, decide, actor, idempotency_key,
+                             lock=account_id(name))
+
+    def fail_purchase(
+        self, username: str, order_no: str, amount: int | None, reason: str, *, actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        name = identity.username(username)
+        order_no = identity.reference(order_no, field="order_no")
+        if amount is not None:
+            amount = money.amount(amount)
+        reason = identity.text(reason, field="reason")
+
+        def decide() -> Decision:
+            account = self.account(name)
+            account.fail_purchase(order_no, amount, reason, actor=actor)
+            return Decision((account,), {"account": account.snapshot()})
+
+        params = {"username": name, "order_no": order_no, "amount": amount, "reason": reason}
+        return self._execute("fail_purchase", params, decide, actor, idempotency_key,
+                             lock=account_id(name))
+
+    # -- balance refunds --------------------------------------------------------------------
+
+    def request_refund(
+        self, username: str, order_no: str, amount: int, reason: str, *, actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        name = identity.username(username)
+        order_no = identity.reference(order_no, field="order_no")
+        amount = money.amount(amount)
+        reason = identity.text(reason, field="reason")
+
+        def decide() -> Decision:
+            account = self.account(name)
+            request = RefundRequest.request(
+                id=uuid4(), username=name, currency=account.currency, order_no=order_no,
+                amount=amount, reason=reason, actor=actor,
+            )
+            account.hold_for_refund_request(str(request.id), order_no, amount, reason, actor=actor)
+            return Decision((account, request), request.snapshot())
+
+        params = {"username": name, "order_no": order_no, "amount": amount, "reason": reason}
+        return self._execute("request_refund", params, decide, actor, idempotency_key,
+                             lock=account_id(name))
+
+    def approve_refund(
+        self, request_id: UUID, note: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        note = identity.text(note, field="note")
+
+        def decide() -> Decision:
+            request = self.refund_request(request_id)
+            request.approve(note, actor=actor)
+            return Decision((request,), request.snapshot(), "ok")
+
+        return self._refund_step("approve_refund", request_id, {"note": note}, decide, actor,
+                                 idempotency_key)
+
+    def reject_refund(
+        self, request_id: UUID, reason: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        return self._release_refund("reject", request_id, reason, actor, idempotency_key)
+
+    def cancel_refund(
+        self, request_id: UUID, reason: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        return self._release_refund("cancel", request_id, reason, actor, idempotency_key)
+
+    def pay_refund(
+        self, request_id: UUID, payout_reference: str, *, actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        payout_reference = identity.reference(payout_reference, field="payout_reference")
+
+        def decide() -> Decision:
+            request = self.refund_request(request_id)
+            request.pay(payout_reference, actor=actor)
+            account = self.account(request.username)
+            account.pay_out_refund(str(request.id), payout_reference, actor=actor)
+            return Decision((account, request), request.snapshot(), "ok")
+
+        params = {"payout_reference": payout_reference}
+        return self._refund_step("pay_refund", request_id, params, decide, actor, idempotency_key)
+
+    def _release_refund(
+        self, step: str, request_id: UUID, reason: str, actor: Actor, key: str | None
+    ) -> Outcome:
+        reason = identity.text(reason, field="reason")
+
+        def decide() -> Decision:
+            request = self.refund_request(request_id)
+            if step == "reject":
+                request.reject(reason, actor=actor)
+            else:
+                request.cancel(reason, actor=actor)
+            account = self.account(request.username)
+            account.release_refund_hold(str(request.id), request.status, reason, actor=actor)
+            return Decision((account, request), request.snapshot(), "ok")
+
+        return self._refund_step(f"{step}_refund", request_id, {"reason": reason}, decide, actor,
+                                 key)
+
+    def _refund_step(
+        self, command: str, request_id: UUID, params: dict[str, Any],
+        decide: Callable[[], Decision], actor: Actor, key: str | None,
+    ) -> Outcome:
+        username = self.refund_request(request_id).username
+        return self._execute(command, {"id": str(request_id), **params}, decide, actor, key,
+                             lock=account_id(username))
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def account(self, username: str) -> Account:
+        found = self._account_or_none(identity.username(username))
+        if found is None:
+            raise NotFound(f"no account for {username!r}", username=username)
+        return found
+
+    def _account_or_none(self, username: str) -> Account | None:
+        try:
+            account = self.repository.get(account_id(username))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(account, Account)
+        return account
+
+    def refund_request(self, request_id: UUID) -> RefundRequest:
+        try:
+            request = self.repository.get(request_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no refund request {request_id}", id=str(request_id)) from None
+        if not isinstance(request, RefundRequest):
+            raise NotFound(f"no refund request {request_id}", id=str(request_id))
+        return request
+
+    # -- deciding and committing ------------------------------------------------------------
+
+    def _execute(
+        self, command: str, params: dict[str, Any], decide: Callable[[], Decision],
+        actor: Actor, key: str | None, *, lock: UUID,
+    ) -> Outcome:
+        guard = _KeyGuard(self, actor, key, fingerprint(command, params)) if key else None
+        for attempt in range(self.max_attempts):
+            stripe = self._locks.for_key(lock)
+            if not stripe.acquire(timeout=self.lock_timeout_s):
+                raise Contention("the account is busy; try again shortly")
+            try:
+                if guard is not None and (replay := guard.replay()) is not None:
+                    return replay
+                decision = decide()
+                if not decision.aggregates:
+                    assert decision.original is not None
+                    position = self.positions.position_of(*decision.original)
+                    return Outcome(decision.outcome, decision.body, position)
+                to_save = list(decision.aggregates)
+                if guard is not None:
+                    to_save.append(guard.record(decision))
+                try:
+                    recordings = self.save(*to_save)
+                except IntegrityError:
+                    pass  # lost a race (or the first try committed): decide again
+                else:
+                    return Outcome(decision.outcome, decision.body, recordings[-1].notification.id)
+            finally:
+                stripe.release()
+            _back_off(attempt)
+        raise Contention(f"{command} lost {self.max_attempts} races in a row; try again shortly")
+
+
+
+class _KeyGuard:
+    """The idempotency key of one command: replays what it did, or records what it does."""
+
+    def __init__(self, app: LedgerApplication, actor: Actor, key: str, fingerprint: str) -> None:
+        self.app = app
+        self.caller = actor.name
+        self.id = record_id(actor.name, key)
+        self.fingerprint = fingerprint
+        self.existing: IdempotencyRecord | None = None
+
+    def replay(self) -> Outcome | None:
+        try:
+            record = self.app.repository.get(self.id)
+        except AggregateNotFoundError:
+            self.existing = None
+            return None
+        assert isinstance(record, IdempotencyRecord)
+        self.existing = record
+        if not record.is_live(self.app.clock()):
+            return None
+        if record.fingerprint != self.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for another request", key_fingerprint=self.id.hex
+            )
+        position = self.app.positions.position_of(record.id, record.version)
+        return Outcome(record.outcome, record.body, position, replayed=True)
+
+    def record(self, decision: Decision) -> IdempotencyRecord:
+        if self.existing is None:
+            return IdempotencyRecord.record(
+                id=self.id, caller=self.caller, fingerprint=self.fingerprint,
+                outcome=decision.outcome, body=decision.body,
+            )
+        self.existing.renew(self.fingerprint, decision.outcome, decision.body)
+        return self.existing
+
+
+def _back_off(attempt: int) -> None:
+    """Jittered, capped sleep between optimistic retries (at most ~50 ms each)."""
+    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311

@@ -1,0 +1,112 @@
+"""Every refusal the ledger can answer, as a named error.
+
+The tree::
+
+    LedgerError                      an expected refusal; changes nothing
+    ├── InvalidInput                 validation_error       a value breaks a rule of the domain
+    ├── NotFound                     not_found              no such account, order or request
+    ├── Conflict                     (409)
+    │   ├── AccountExists            account_exists
+    │   ├── DuplicateOrder           duplicate_order
+    │   ├── DuplicateReference       duplicate_reference    same payment reference, other amount
+    │   ├── InvalidTransition        invalid_transition     the step is not allowed from this state
+    │   └── RequestOpenForOrder      request_open_for_order
+    ├── Refused                      (422)
+    │   ├── InsufficientFunds        insufficient_funds     available would go below zero
+    │   ├── OverRefundable           over_refundable        more than the order has left to credit
+    │   ├── UnknownOrder             unknown_order
+    │   ├── CurrencyMismatch         validation_error
+    │   └── IdempotencyKeyReused     idempotency_key_reused same key, another request
+    └── Unavailable                  (503)
+        ├── Contention               busy                   optimistic retries exhausted
+        └── NotReady                 not_ready              read models did not catch up in time
+
+Programmer errors (a broken invariant) are not LedgerErrors: they raise and crash loudly.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """An expected refusal of a command. Nothing was changed."""
+
+    code = "ledger_error"
+
+    def __init__(self, detail: str, **context: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.context = context
+
+
+class InvalidInput(LedgerError):
+    code = "validation_error"
+
+    def __init__(self, detail: str, *, field: str) -> None:
+        super().__init__(detail, field=field)
+        self.field = field
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+
+
+class Conflict(LedgerError):
+    code = "conflict"
+
+
+class AccountExists(Conflict):
+    code = "account_exists"
+
+
+class DuplicateOrder(Conflict):
+    code = "duplicate_order"
+
+
+class DuplicateReference(Conflict):
+    code = "duplicate_reference"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class RequestOpenForOrder(Conflict):
+    code = "request_open_for_order"
+
+
+class Refused(LedgerError):
+    code = "refused"
+
+
+class InsufficientFunds(Refused):
+    code = "insufficient_funds"
+
+
+class OverRefundable(Refused):
+    code = "over_refundable"
+
+
+class UnknownOrder(Refused):
+    code = "unknown_order"
+
+
+class CurrencyMismatch(Refused):
+    code = "validation_error"
+
+
+class IdempotencyKeyReused(Refused):
+    code = "idempotency_key_reused"
+
+
+class Unavailable(LedgerError):
+    code = "unavailable"
+
+
+class Contention(Unavailable):
+    """Too many concurrent writers on the same aggregate: try again shortly."""
+
+    code = "busy"
+
+
+class NotReady(Unavailable):
+    code = "not_ready"

@@ -1,0 +1,168 @@
+"""The event store as this service runs it: durable, append-only, and wired to the application.
+
+- SQLite connections run with ``synchronous=FULL`` (WAL mode, as eventsourcing sets it).
+- PostgreSQL refuses to start on a server with ``fsync`` or ``synchronous_commit`` off.
+- The database itself refuses UPDATE, DELETE and TRUNCATE of stored events (triggers).
+- ``StorePositions`` answers where a stored event stands in the global log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Recorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteDatastore,
+    SQLiteFactory,
+)
+from psycopg.sql import SQL, Identifier
+
+from ledger.application import LedgerApplication
+from ledger.settings import StoreSettings
+
+
+class StoreNotDurable(RuntimeError):
+    """The database would acknowledge commits it could lose: the ledger will not run on it."""
+
+
+class _DurableSQLitePool(SQLiteConnectionPool):
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        raw: sqlite3.Connection = connection._sqlite_conn  # noqa: SLF001
+        raw.execute("PRAGMA synchronous=FULL")
+        return connection
+
+
+class _DurableSQLiteDatastore(SQLiteDatastore):
+    def __init__(self, db_name: str, **kwargs: Any) -> None:
+        super().__init__(db_name, **kwargs)
+        self.pool = _DurableSQLitePool(db_name=db_name, lock_timeout=kwargs.get("lock_timeout"))
+
+
+class DurableSQLiteFactory(SQLiteFactory):
+    """eventsourcing's SQLite factory, every connection with ``synchronous=FULL``."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        old = self.datastore
+        self.datastore = _DurableSQLiteDatastore(
+            db_name=old.pool.db_name,
+            lock_timeout=old.pool.lock_timeout,
+            single_row_tracking=old.single_row_tracking,
+            originator_id_type=old.originator_id_type,
+        )
+        old.close()
+
+
+# -- positions ---------------------------------------------------------------------------------
+
+
+class StorePositions:
+    """``position_of(id, version)``: the notification id of one stored event."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def position_of(self, originator_id: UUID, version: int) -> int:
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    f"SELECT rowid FROM {recorder.events_table_name} "  # noqa: S608
+                    "WHERE originator_id=? AND originator_version=?",
+                    (originator_id.hex, version),
+                )
+                row = cursor.fetchone()
+            found = None if row is None else int(row[0])
+        else:
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            statement = SQL(
+                "SELECT notification_id FROM {}.{} WHERE originator_id=%s AND originator_version=%s"
+            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+            with recorder.datastore.transaction(commit=False) as curs:
+                curs.execute(statement, (originator_id, version))
+                pg_row = curs.fetchone()
+            found = None if pg_row is None else int(pg_row["notification_id"])
+        # The caller only asks about events it has just read back: absence is a broken store.
+        assert found is not None, f"no stored event {originator_id} v{version}"
+        return found
+
+
+# -- guards ------------------------------------------------------------------------------------
+
+_SQLITE_GUARDS = [
+    "CREATE TRIGGER IF NOT EXISTS {t}_refuse_update BEFORE UPDATE ON {t} "
+    "BEGIN SELECT RAISE(ABORT, 'stored events are immutable: UPDATE refused'); END",
+    "CREATE TRIGGER IF NOT EXISTS {t}_refuse_delete BEFORE DELETE ON {t} "
+    "BEGIN SELECT RAISE(ABORT, 'stored events are immutable: DELETE refused'); END",
+]
+
+_PG_GUARD_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.ledger_refuse_event_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'stored events are immutable: % refused on %', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END $$
+"""
+_PG_GUARDS = [
+    "CREATE OR REPLACE TRIGGER {trigger_rows} BEFORE UPDATE OR DELETE ON {schema}.{table} "
+    "FOR EACH ROW EXECUTE FUNCTION {schema}.ledger_refuse_event_change()",
+    "CREATE OR REPLACE TRIGGER {trigger_truncate} BEFORE TRUNCATE ON {schema}.{table} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.ledger_refuse_event_change()",
+]
+# Any constant shared by every process: serialises concurrent start-ups' DDL.
+_GUARD_LOCK_KEY = 0x1ED6E4
+
+
+def guard_events(recorder: Recorder) -> None:
+    """Make the database refuse UPDATE, DELETE and TRUNCATE of stored events."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=True) as cursor:
+            for statement in _SQLITE_GUARDS:
+                cursor.execute(statement.format(t=recorder.events_table_name))
+        return
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    datastore: PostgresDatastore = recorder.datastore
+    names = {
+        "schema": Identifier(datastore.schema),
+        "table": Identifier(recorder.events_table_name),
+        "trigger_rows": Identifier(f"{recorder.events_table_name}_refuse_change"),
+        "trigger_truncate": Identifier(f"{recorder.events_table_name}_refuse_truncate"),
+    }
+    with datastore.transaction(commit=True) as curs:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
+        curs.execute(SQL(_PG_GUARD_FUNCTION).format(**names))
+        for statement in _PG_GUARDS:
+            curs.execute(SQL(statement).format(**names))  # type: ignore[arg-type]
+
+
+def check_durable(recorder: Recorder) -> None:
+    """Refuse a PostgreSQL that acknowledges commits before they are on disk."""
+    if not isinstance(recorder, PostgresApplicationRecorder):
+        return
+    with recorder.datastore.transaction(commit=False) as curs:
+        for setting in ("fsync", "synchronous_commit"):
+            curs.execute(SQL("SHOW {}").format(Identifier(setting)))
+            row = curs.fetchone()
+            assert row is not None
+            value = str(next(iter(row.values())))
+            if value.lower() in ("off", "false", "0"):
+                raise StoreNotDurable(f"PostgreSQL has {setting}={value}: commits could be lost")
+
+
+def open_application(settings: StoreSettings, **options: Any) -> LedgerApplication:
+    """The ledger application on the configured store, checked and guarded."""
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    app = LedgerApplication(settings.app_env(), **options)
+    check_durable(app.recorder)
+    guard_events(app.recorder)
+    app.positions = StorePositions(app.recorder)
+    return app

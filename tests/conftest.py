@@ -1,0 +1,90 @@
+"""Fixtures shared by every layer: a fresh store of each kind per test.
+
+PostgreSQL tests make their own uniquely named database and drop it. Without a reachable server
+they skip, except under ``CI=true``, where they must run and pass.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ledger.application import LedgerApplication
+from ledger.identity import Actor
+from ledger.settings import StoreSettings
+from projections.store import open_application
+
+PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true and is unreachable: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+
+
+def make_pg_database() -> str:
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL of a fresh, empty store: once for SQLite and once for PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    name = make_pg_database()
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture
+def settings(store_url: str) -> StoreSettings:
+    return StoreSettings.from_url(store_url)
+
+
+@pytest.fixture
+def app(settings: StoreSettings) -> Iterator[LedgerApplication]:
+    application = open_application(settings)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+@pytest.fixture
+def system() -> Actor:
+    return Actor("system:0a1b2c3d", "req-system")
+
+
+@pytest.fixture
+def cs() -> Actor:
+    return Actor("cs:4e5f6a7b", "req-cs")
+
+
+@pytest.fixture
+def finance() -> Actor:
+    return Actor("finance:8c9d0e1f", "req-finance")
