@@ -43,7 +43,7 @@ class Account(Aggregate):
     class Event(Aggregate.Event):
         TOPIC = "ledger:Account.Event"
         actor: str
-        request_id: str
+        correlation_id: str
 
     class Created(Event, Aggregate.Created):
         TOPIC = "ledger:Account.Created"
@@ -71,7 +71,7 @@ class Account(Aggregate):
 
     class BalanceRefundRequested(Event):
         TOPIC = "ledger:Account.BalanceRefundRequested"
-        request: str
+        request_id: str
         order_no: str
         amount: int
         reason: str
@@ -80,13 +80,14 @@ class Account(Aggregate):
         """A rejected or cancelled request gives its hold back."""
 
         TOPIC = "ledger:Account.BalanceRefundReleased"
-        request: str
+        request_id: str
+        amount: int
         outcome: str
         reason: str
 
     class BalanceRefundPaidOut(Event):
         TOPIC = "ledger:Account.BalanceRefundPaidOut"
-        request: str
+        request_id: str
         amount: int
         payout_reference: str
 
@@ -95,7 +96,7 @@ class Account(Aggregate):
         return account_id(username)
 
     @event(Opened)
-    def __init__(self, username: str, currency: str, actor: str, request_id: str) -> None:
+    def __init__(self, username: str, currency: str, actor: str, correlation_id: str) -> None:
         self.username = username
         self.currency = currency
         self.posted = 0
@@ -114,7 +115,7 @@ class Account(Aggregate):
             username=username,
             currency=money.currency(currency),
             actor=actor.name,
-            request_id=actor.request_id,
+            correlation_id=actor.request_id,
         )
 
     # -- balances ---------------------------------------------------------------------------
@@ -159,7 +160,9 @@ class Account(Aggregate):
         return True
 
     @event(DepositReceived)
-    def _receive_deposit(self, amount: int, reference: str, actor: str, request_id: str) -> None:
+    def _receive_deposit(
+        self, amount: int, reference: str, actor: str, correlation_id: str
+    ) -> None:
         self.posted += amount
         # the version this event will have once applied (the library bumps it after the body)
         self.deposits[reference] = [amount, self.version + 1]
@@ -176,13 +179,11 @@ class Account(Aggregate):
         self._pay_purchase(order_no, amount, actor.name, actor.request_id)
 
     @event(PurchasePaid)
-    def _pay_purchase(self, order_no: str, amount: int, actor: str, request_id: str) -> None:
+    def _pay_purchase(self, order_no: str, amount: int, actor: str, correlation_id: str) -> None:
         self.posted -= amount
         self.orders[order_no] = [amount, 0]
 
-    def fail_purchase(
-        self, order_no: str, amount: int | None, reason: str, *, actor: Actor
-    ) -> int:
+    def fail_purchase(self, order_no: str, amount: int | None, reason: str, *, actor: Actor) -> int:
         """Credit back a paid order that failed after payment: by default all of what is still
         uncredited for it, never more. Returns the amount credited."""
         left = self.order_refundable(order_no)
@@ -196,13 +197,13 @@ class Account(Aggregate):
 
     @event(PurchaseFailed)
     def _fail_purchase(
-        self, order_no: str, amount: int, reason: str, actor: str, request_id: str
+        self, order_no: str, amount: int, reason: str, actor: str, correlation_id: str
     ) -> None:
         self.posted += amount
         self.orders[order_no][1] += amount
 
     def hold_for_refund_request(
-        self, request: str, order_no: str, amount: int, reason: str, *, actor: Actor
+        self, request_id: str, order_no: str, amount: int, reason: str, *, actor: Actor
     ) -> None:
         """Hold the amount of a new balance-refund request. The order number must be one of the
         account's orders or deposit references, with no other request open on it."""
@@ -221,35 +222,51 @@ class Account(Aggregate):
             raise InsufficientFunds(
                 f"refundable {self.refundable} is less than {amount}", available=self.available
             )
-        self._hold(request, order_no, amount, reason, actor.name, actor.request_id)
+        self._hold(request_id, order_no, amount, reason, actor.name, actor.request_id)
 
     @event(BalanceRefundRequested)
     def _hold(
-        self, request: str, order_no: str, amount: int, reason: str, actor: str, request_id: str
+        self,
+        request_id: str,
+        order_no: str,
+        amount: int,
+        reason: str,
+        actor: str,
+        correlation_id: str,
     ) -> None:
-        self.holds[request] = amount
-        self.open_request_by_order[order_no] = request
+        self.holds[request_id] = amount
+        self.open_request_by_order[order_no] = request_id
 
-    def release_refund_hold(self, request: str, outcome: str, reason: str, *, actor: Actor) -> None:
-        self._require_hold(request)
-        self._release(request, outcome, reason, actor.name, actor.request_id)
+    def release_refund_hold(
+        self, request_id: str, outcome: str, reason: str, *, actor: Actor
+    ) -> None:
+        amount = self._require_hold(request_id)
+        self._release(request_id, amount, outcome, reason, actor.name, actor.request_id)
 
     @event(BalanceRefundReleased)
-    def _release(self, request: str, outcome: str, reason: str, actor: str, request_id: str) -> None:
-        self._close_request(request)
+    def _release(
+        self,
+        request_id: str,
+        amount: int,
+        outcome: str,
+        reason: str,
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self._close_request(request_id)
 
-    def pay_out_refund(self, request: str, payout_reference: str, *, actor: Actor) -> int:
-        amount = self._require_hold(request)
+    def pay_out_refund(self, request_id: str, payout_reference: str, *, actor: Actor) -> int:
+        amount = self._require_hold(request_id)
         # The hold kept available >= 0 while it stood; paying it out leaves available unchanged.
-        self._pay_out(request, amount, payout_reference, actor.name, actor.request_id)
+        self._pay_out(request_id, amount, payout_reference, actor.name, actor.request_id)
         return amount
 
     @event(BalanceRefundPaidOut)
     def _pay_out(
-        self, request: str, amount: int, payout_reference: str, actor: str, request_id: str
+        self, request_id: str, amount: int, payout_reference: str, actor: str, correlation_id: str
     ) -> None:
         self.posted -= amount
-        self._close_request(request)
+        self._close_request(request_id)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -257,17 +274,19 @@ class Account(Aggregate):
         try:
             return self.orders[order_no]
         except KeyError:
-            raise UnknownOrder(f"no order {order_no!r} on this account", order_no=order_no) from None
+            raise UnknownOrder(
+                f"no order {order_no!r} on this account", order_no=order_no
+            ) from None
 
-    def _require_hold(self, request: str) -> int:
-        if request not in self.holds:
-            raise InvalidTransition(f"refund request {request} holds nothing on this account")
-        return self.holds[request]
+    def _require_hold(self, request_id: str) -> int:
+        if request_id not in self.holds:
+            raise InvalidTransition(f"refund request {request_id} holds nothing on this account")
+        return self.holds[request_id]
 
-    def _close_request(self, request: str) -> None:
-        del self.holds[request]
+    def _close_request(self, request_id: str) -> None:
+        del self.holds[request_id]
         for order_no, open_request in list(self.open_request_by_order.items()):
-            if open_request == request:
+            if open_request == request_id:
                 del self.open_request_by_order[order_no]
 
     def snapshot(self) -> dict[str, Any]:

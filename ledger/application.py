@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -91,7 +91,7 @@ class _StripedLocks:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class LedgerApplication(Application[UUID]):
@@ -129,11 +129,17 @@ class LedgerApplication(Application[UUID]):
             return Decision((account,), account.snapshot())
 
         params = {"username": name, "currency": code}
-        return self._execute("open_account", params, decide, actor, idempotency_key,
-                             lock=account_id(name))
+        return self._execute(
+            "open_account", params, decide, actor, idempotency_key, lock=account_id(name)
+        )
 
     def deposit(
-        self, username: str, amount: int, reference: str, *, actor: Actor,
+        self,
+        username: str,
+        amount: int,
+        reference: str,
+        *,
+        actor: Actor,
         idempotency_key: str | None = None,
     ) -> Outcome:
         name = identity.username(username)
@@ -145,16 +151,23 @@ class LedgerApplication(Application[UUID]):
             if not account.receive_deposit(amount, reference, actor=actor):
                 version = account.deposit_version(reference)
                 assert version is not None
-                return Decision((), {"account": account.snapshot()}, "existing",
-                                original=(account.id, version))
+                return Decision(
+                    (), {"account": account.snapshot()}, "existing", original=(account.id, version)
+                )
             return Decision((account,), {"account": account.snapshot()})
 
         params = {"username": name, "amount": amount, "reference": reference}
-        return self._execute("deposit", params, decide, actor, idempotency_key,
-                             lock=account_id(name))
+        return self._execute(
+            "deposit", params, decide, actor, idempotency_key, lock=account_id(name)
+        )
 
     def purchase(
-        self, username: str, order_no: str, amount: int, *, actor: Actor,
+        self,
+        username: str,
+        order_no: str,
+        amount: int,
+        *,
+        actor: Actor,
         idempotency_key: str | None = None,
     ) -> Outcome:
         name = identity.username(username)
@@ -167,11 +180,18 @@ class LedgerApplication(Application[UUID]):
             return Decision((account,), {"account": account.snapshot()})
 
         params = {"username": name, "order_no": order_no, "amount": amount}
-        return self._execute("purchase", params, decide, actor, idempotency_key,
-                             lock=account_id(name))
+        return self._execute(
+            "purchase", params, decide, actor, idempotency_key, lock=account_id(name)
+        )
 
     def fail_purchase(
-        self, username: str, order_no: str, amount: int | None, reason: str, *, actor: Actor,
+        self,
+        username: str,
+        order_no: str,
+        amount: int | None,
+        reason: str,
+        *,
+        actor: Actor,
         idempotency_key: str | None = None,
     ) -> Outcome:
         name = identity.username(username)
@@ -186,13 +206,20 @@ class LedgerApplication(Application[UUID]):
             return Decision((account,), {"account": account.snapshot()})
 
         params = {"username": name, "order_no": order_no, "amount": amount, "reason": reason}
-        return self._execute("fail_purchase", params, decide, actor, idempotency_key,
-                             lock=account_id(name))
+        return self._execute(
+            "fail_purchase", params, decide, actor, idempotency_key, lock=account_id(name)
+        )
 
     # -- balance refunds --------------------------------------------------------------------
 
     def request_refund(
-        self, username: str, order_no: str, amount: int, reason: str, *, actor: Actor,
+        self,
+        username: str,
+        order_no: str,
+        amount: int,
+        reason: str,
+        *,
+        actor: Actor,
         idempotency_key: str | None = None,
     ) -> Outcome:
         name = identity.username(username)
@@ -203,15 +230,21 @@ class LedgerApplication(Application[UUID]):
         def decide() -> Decision:
             account = self.account(name)
             request = RefundRequest.request(
-                id=uuid4(), username=name, currency=account.currency, order_no=order_no,
-                amount=amount, reason=reason, actor=actor,
+                id=uuid4(),
+                username=name,
+                currency=account.currency,
+                order_no=order_no,
+                amount=amount,
+                reason=reason,
+                actor=actor,
             )
             account.hold_for_refund_request(str(request.id), order_no, amount, reason, actor=actor)
             return Decision((account, request), request.snapshot())
 
         params = {"username": name, "order_no": order_no, "amount": amount, "reason": reason}
-        return self._execute("request_refund", params, decide, actor, idempotency_key,
-                             lock=account_id(name))
+        return self._execute(
+            "request_refund", params, decide, actor, idempotency_key, lock=account_id(name)
+        )
 
     def approve_refund(
         self, request_id: UUID, note: str, *, actor: Actor, idempotency_key: str | None = None
@@ -223,8 +256,9 @@ class LedgerApplication(Application[UUID]):
             request.approve(note, actor=actor)
             return Decision((request,), request.snapshot(), "ok")
 
-        return self._refund_step("approve_refund", request_id, {"note": note}, decide, actor,
-                                 idempotency_key)
+        return self._refund_step(
+            "approve_refund", request_id, {"note": note}, decide, actor, idempotency_key
+        )
 
     def reject_refund(
         self, request_id: UUID, reason: str, *, actor: Actor, idempotency_key: str | None = None
@@ -237,7 +271,11 @@ class LedgerApplication(Application[UUID]):
         return self._release_refund("cancel", request_id, reason, actor, idempotency_key)
 
     def pay_refund(
-        self, request_id: UUID, payout_reference: str, *, actor: Actor,
+        self,
+        request_id: UUID,
+        payout_reference: str,
+        *,
+        actor: Actor,
         idempotency_key: str | None = None,
     ) -> Outcome:
         payout_reference = identity.reference(payout_reference, field="payout_reference")
@@ -267,16 +305,28 @@ class LedgerApplication(Application[UUID]):
             account.release_refund_hold(str(request.id), request.status, reason, actor=actor)
             return Decision((account, request), request.snapshot(), "ok")
 
-        return self._refund_step(f"{step}_refund", request_id, {"reason": reason}, decide, actor,
-                                 key)
+        return self._refund_step(
+            f"{step}_refund", request_id, {"reason": reason}, decide, actor, key
+        )
 
     def _refund_step(
-        self, command: str, request_id: UUID, params: dict[str, Any],
-        decide: Callable[[], Decision], actor: Actor, key: str | None,
+        self,
+        command: str,
+        request_id: UUID,
+        params: dict[str, Any],
+        decide: Callable[[], Decision],
+        actor: Actor,
+        key: str | None,
     ) -> Outcome:
         username = self.refund_request(request_id).username
-        return self._execute(command, {"id": str(request_id), **params}, decide, actor, key,
-                             lock=account_id(username))
+        return self._execute(
+            command,
+            {"id": str(request_id), **params},
+            decide,
+            actor,
+            key,
+            lock=account_id(username),
+        )
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -306,8 +356,14 @@ class LedgerApplication(Application[UUID]):
     # -- deciding and committing ------------------------------------------------------------
 
     def _execute(
-        self, command: str, params: dict[str, Any], decide: Callable[[], Decision],
-        actor: Actor, key: str | None, *, lock: UUID,
+        self,
+        command: str,
+        params: dict[str, Any],
+        decide: Callable[[], Decision],
+        actor: Actor,
+        key: str | None,
+        *,
+        lock: UUID,
     ) -> Outcome:
         guard = _KeyGuard(self, actor, key, fingerprint(command, params)) if key else None
         for attempt in range(self.max_attempts):
@@ -335,7 +391,6 @@ class LedgerApplication(Application[UUID]):
                 stripe.release()
             _back_off(attempt)
         raise Contention(f"{command} lost {self.max_attempts} races in a row; try again shortly")
-
 
 
 class _KeyGuard:
@@ -368,8 +423,11 @@ class _KeyGuard:
     def record(self, decision: Decision) -> IdempotencyRecord:
         if self.existing is None:
             return IdempotencyRecord.record(
-                id=self.id, caller=self.caller, fingerprint=self.fingerprint,
-                outcome=decision.outcome, body=decision.body,
+                id=self.id,
+                caller=self.caller,
+                fingerprint=self.fingerprint,
+                outcome=decision.outcome,
+                body=decision.body,
             )
         self.existing.renew(self.fingerprint, decision.outcome, decision.body)
         return self.existing

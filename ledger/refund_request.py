@@ -27,7 +27,7 @@ class RefundRequest(Aggregate):
     class Event(Aggregate.Event):
         TOPIC = "ledger:RefundRequest.Event"
         actor: str
-        request_id: str
+        correlation_id: str
 
     class Created(Event, Aggregate.Created):
         TOPIC = "ledger:RefundRequest.Created"
@@ -65,7 +65,7 @@ class RefundRequest(Aggregate):
         amount: int,
         reason: str,
         actor: str,
-        request_id: str,
+        correlation_id: str,
     ) -> None:
         self.username = username
         self.currency = currency
@@ -78,7 +78,14 @@ class RefundRequest(Aggregate):
 
     @classmethod
     def request(
-        cls, *, id: UUID, username: str, currency: str, order_no: str, amount: int, reason: str,
+        cls,
+        *,
+        id: UUID,
+        username: str,
+        currency: str,
+        order_no: str,
+        amount: int,
+        reason: str,
         actor: Actor,
     ) -> RefundRequest:
         return cls._create(
@@ -90,7 +97,7 @@ class RefundRequest(Aggregate):
             amount=amount,
             reason=reason,
             actor=actor.name,
-            request_id=actor.request_id,
+            correlation_id=actor.request_id,
         )
 
     @property
@@ -102,7 +109,7 @@ class RefundRequest(Aggregate):
         self._approve(note, actor.name, actor.request_id)
 
     @event(Approved)
-    def _approve(self, note: str, actor: str, request_id: str) -> None:
+    def _approve(self, note: str, actor: str, correlation_id: str) -> None:
         self.status = "approved"
         self._step("approved", actor, {"note": note})
 
@@ -111,7 +118,7 @@ class RefundRequest(Aggregate):
         self._reject(reason, actor.name, actor.request_id)
 
     @event(Rejected)
-    def _reject(self, reason: str, actor: str, request_id: str) -> None:
+    def _reject(self, reason: str, actor: str, correlation_id: str) -> None:
         self.status = "rejected"
         self._step("rejected", actor, {"reason": reason})
 
@@ -120,7 +127,7 @@ class RefundRequest(Aggregate):
         self._cancel(reason, actor.name, actor.request_id)
 
     @event(Cancelled)
-    def _cancel(self, reason: str, actor: str, request_id: str) -> None:
+    def _cancel(self, reason: str, actor: str, correlation_id: str) -> None:
         self.status = "cancelled"
         self._step("cancelled", actor, {"reason": reason})
 
@@ -129,7 +136,7 @@ class RefundRequest(Aggregate):
         self._pay(payout_reference, actor.name, actor.request_id)
 
     @event(PaidOut)
-    def _pay(self, payout_reference: str, actor: str, request_id: str) -> None:
+    def _pay(self, payout_reference: str, actor: str, correlation_id: str) -> None:
         self.status = "paid"
         self._step("paid", actor, {"payout_reference": payout_reference})
 
@@ -140,8 +147,9 @@ class RefundRequest(Aggregate):
             )
 
     def _step(self, status: str, actor: str, data: dict[str, Any]) -> None:
-        self.steps.append({"status": status, "at": self.modified_on.isoformat(), "actor": actor,
-                           **data})
+        self.steps.append(
+            {"status": status, "at": self.modified_on.isoformat(), "actor": actor, **data}
+        )
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -35,7 +35,9 @@ class StoreSettings:
     pool_size: int = DEFAULT_POOL_SIZE
 
     @classmethod
-    def from_url(cls, url: str | None = None, *, pool_size: int = DEFAULT_POOL_SIZE) -> StoreSettings:
+    def from_url(
+        cls, url: str | None = None, *, pool_size: int = DEFAULT_POOL_SIZE
+    ) -> StoreSettings:
         url = url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL
         parts = urlsplit(url)
         if parts.scheme == "sqlite":
@@ -47,8 +49,9 @@ class StoreSettings:
         if parts.scheme in ("postgresql", "postgres"):
             dbname = parts.path.lstrip("/")
             if not dbname or not parts.hostname:
-                raise InvalidInput("postgresql URL needs a host and a database",
-                                   field="LEDGER_DATABASE_URL")
+                raise InvalidInput(
+                    "postgresql URL needs a host and a database", field="LEDGER_DATABASE_URL"
+                )
             postgres = {
                 "POSTGRES_DBNAME": dbname,
                 "POSTGRES_HOST": parts.hostname,

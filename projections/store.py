@@ -34,7 +34,7 @@ class StoreNotDurable(RuntimeError):
 class _DurableSQLitePool(SQLiteConnectionPool):
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
-        raw: sqlite3.Connection = connection._sqlite_conn  # noqa: SLF001
+        raw: sqlite3.Connection = connection._sqlite_conn
         raw.execute("PRAGMA synchronous=FULL")
         return connection
 
