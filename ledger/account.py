@@ -18,6 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from ledger import money
+from ledger.clock import rfc3339
 from ledger.errors import (
     DuplicateOrder,
     DuplicateReference,
@@ -298,6 +299,6 @@ class Account(Aggregate):
             "held": self.held,
             "available": self.available,
             "refundable": self.refundable,
-            "opened_at": self.created_on.isoformat(),
+            "opened_at": rfc3339(self.created_on),
             "version": self.version,
         }

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -30,6 +30,7 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger import identity, money
 from ledger.account import Account, account_id
+from ledger.clock import utc_now
 from ledger.errors import (
     AccountExists,
     Contention,
@@ -88,10 +89,6 @@ class _StripedLocks:
 
     def for_key(self, key: UUID) -> threading.Lock:
         return self.stripes[key.int % len(self.stripes)]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LedgerApplication(Application[UUID]):

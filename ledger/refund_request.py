@@ -15,6 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.clock import rfc3339
 from ledger.errors import InvalidTransition
 from ledger.identity import Actor
 
@@ -148,7 +149,7 @@ class RefundRequest(Aggregate):
 
     def _step(self, status: str, actor: str, data: dict[str, Any]) -> None:
         self.steps.append(
-            {"status": status, "at": self.modified_on.isoformat(), "actor": actor, **data}
+            {"status": status, "at": rfc3339(self.modified_on), "actor": actor, **data}
         )
 
     def snapshot(self) -> dict[str, Any]:

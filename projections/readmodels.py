@@ -1,33 +1,471 @@
-"""The read side's public face: queries over the read models, answered only once current.
+"""The read side: queries over the read models, answered only once they are current, and the
+keeper that keeps them current.
 
-CONTRACT (the API codes against this; the implementation lands here):
+``ReadModels.wait_current()`` takes the log position current when it is called and waits (bounded)
+until the read models have processed it, so a read reflects every write acknowledged before it
+began, whichever process served the write; past the bound it raises ``NotReady``.
 
-    Page(items: list[dict], next: str | None)
-
-    class ReadModels:
-        def __init__(self, settings: StoreSettings, app: LedgerApplication) -> None
-        def wait_current(self, timeout_s: float = 5.0) -> int
-            # waits until every read model has reached the log position that was current when
-            # the call began; returns it; raises ledger.errors.NotReady after timeout_s
-        def account(self, username: str) -> dict | None
-            # {username, currency, posted, held, available, refundable, opened_at, version}
-        def orders(self, username: str, *, limit: int, after: str | None) -> Page
-            # items {order_no, paid, credited_back, refundable, cases: [case ids]}
-        def refund_requests(self, *, status: str | None, username: str | None,
-                            limit: int, after: str | None) -> Page
-            # items {id, username, currency, order_no, amount, reason, status,
-            #        requested_at, updated_at}
-        def refund_request(self, request_id: UUID) -> dict | None   # an item + steps: [...]
-        def history(self, username: str, *, limit: int, after: str | None) -> Page
-            # items {position, type, amount, posted_after, available_after, at, actor, data}
-        def balance(self, username: str, *, at_position: int | None = None,
-                    as_of: datetime | None = None) -> dict | None
-            # {username, currency, posted, held, available, refundable, position}
-        def status(self) -> dict   # {log_position, read_models: {name: position}, lag}
-        def close(self) -> None
-
-    class ReadModelKeeper:   # keeps the read models current; one leader per PostgreSQL
-        def __init__(self, settings: StoreSettings) -> None
-        def start(self) -> None
-        def stop(self) -> None
+``ReadModelKeeper`` runs the projections: on PostgreSQL, eventsourcing's ``ProjectionRunner``
+(LISTEN/NOTIFY) in whichever ``ledger serve`` process holds an advisory lock, so exactly one
+process keeps them at a time and another takes over within seconds when it dies; a supervisor
+restarts a runner that failed or stalled (a lost NOTIFY). On SQLite, a polling loop drives the
+same projection code.
 """
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.utils import Environment
+
+from ledger.account import account_id
+from ledger.application import LedgerApplication
+from ledger.clock import rfc3339
+from ledger.errors import InvalidInput, NotReady
+from ledger.settings import StoreSettings
+from projections.accounts import AccountsProjection
+from projections.orders import OrdersProjection
+from projections.refund_requests import RefundRequestsProjection
+from projections.store import schema_lock
+from projections.views import ReadModelView, view_class
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS: tuple[type[Projection[ReadModelView]], ...] = (
+    AccountsProjection,
+    OrdersProjection,
+    RefundRequestsProjection,
+)
+APP_NAME = LedgerApplication.name
+MAX_PAGE = 1000
+MAX_POSITION = 2**63 - 1
+# Any constant every process agrees on: the keeper's leadership lock.
+LEADER_LOCK_KEY = 0x1ED6E5
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+def open_view(
+    settings: StoreSettings, projection: type[Projection[ReadModelView]], *, pool_size: int = 2
+) -> ReadModelView:
+    env = Environment(projection.name, view_env(settings, projection, pool_size=pool_size))
+    cls = view_class(settings.kind, projection.name, getattr(projection, "ddl", ()))
+    factory = InfrastructureFactory[ReadModelView].construct(env)
+    return factory.tracking_recorder(cls)
+
+
+def view_env(
+    settings: StoreSettings, projection: type[Projection[ReadModelView]], *, pool_size: int
+) -> dict[str, str]:
+    env = settings.env_for(projection.name)
+    if settings.kind == "postgres":
+        env.update(POSTGRES_POOL_SIZE=str(pool_size), POSTGRES_MAX_OVERFLOW=str(pool_size))
+    return env
+
+
+class ReadModels:
+    def __init__(self, settings: StoreSettings, app: LedgerApplication, *, pool_size: int = 2):
+        self.app = app
+        self.views = {p.name: open_view(settings, p, pool_size=pool_size) for p in PROJECTIONS}
+        self._accounts = self.views[AccountsProjection.name]
+        self._orders = self.views[OrdersProjection.name]
+        self._requests = self.views[RefundRequestsProjection.name]
+
+    def close(self) -> None:
+        for view in self.views.values():
+            view.datastore.close()  # type: ignore[attr-defined]
+
+    # -- currency -----------------------------------------------------------------------------
+
+    def log_position(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def tracked(self) -> dict[str, int]:
+        return {name: view.max_tracking_id(APP_NAME) or 0 for name, view in self.views.items()}
+
+    def wait_current(self, timeout_s: float = 5.0) -> int:
+        """Wait until every read model has reached the log position current now; return it."""
+        target = self.log_position()
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.001
+        for name, view in self.views.items():
+            while (view.max_tracking_id(APP_NAME) or 0) < target:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    raise NotReady(f"read model {name} did not reach position {target} in time")
+                time.sleep(min(pause_s, remaining_s))
+                pause_s = min(pause_s * 2, 0.02)
+        return target
+
+    def status(self) -> dict[str, Any]:
+        position = self.log_position()
+        tracked = self.tracked()
+        return {
+            "log_position": position,
+            "read_models": tracked,
+            "lag": max((position - t for t in tracked.values()), default=0),
+        }
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def account(self, username: str) -> dict[str, Any] | None:
+        rows = self._accounts.query(
+            "SELECT username, currency, posted, held, opened_at, version FROM rm_accounts"
+            " WHERE account_id = %(id)s",
+            {"id": account_id(username).hex},
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        available = row["posted"] - row["held"]
+        return {**row, "available": available, "refundable": available}
+
+    def history(self, username: str, *, limit: int, after: str | None) -> Page:
+        rows = self._accounts.query(
+            "SELECT position, type, amount, posted_after, held_after, at, actor, correlation_id,"
+            " data FROM rm_account_history WHERE account_id = %(id)s AND position > %(after)s"
+            " ORDER BY position LIMIT %(limit)s",
+            {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
+        )
+        items = [
+            {
+                "position": r["position"],
+                "type": r["type"],
+                "amount": r["amount"],
+                "posted_after": r["posted_after"],
+                "available_after": r["posted_after"] - r["held_after"],
+                "at": r["at"],
+                "actor": r["actor"],
+                "correlation_id": r["correlation_id"],
+                "data": json.loads(r["data"]),
+            }
+            for r in rows
+        ]
+        return paged(items, limit, key="position")
+
+    def balance(
+        self, username: str, *, at_position: int | None = None, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """The balances as they stood at a log position or a moment (the latest event at or
+        before it); None when the account did not exist yet."""
+        account = self.account(username)
+        if account is None:
+            return None
+        # Unbounded ends are the largest position and the latest time: one statement serves all.
+        rows = self._accounts.query(
+            "SELECT position, posted_after, held_after, at FROM rm_account_history"
+            " WHERE account_id = %(id)s AND position <= %(position)s AND at <= %(at)s"
+            " ORDER BY position DESC LIMIT 1",
+            {
+                "id": account_id(username).hex,
+                "position": MAX_POSITION if at_position is None else at_position,
+                "at": "9999" if as_of is None else rfc3339(as_of),
+            },
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        available = row["posted_after"] - row["held_after"]
+        return {
+            "username": account["username"],
+            "currency": account["currency"],
+            "posted": row["posted_after"],
+            "held": row["held_after"],
+            "available": available,
+            "refundable": available,
+            "position": row["position"],
+            "at": row["at"],
+        }
+
+    # -- orders -------------------------------------------------------------------------------
+
+    def orders(self, username: str, *, limit: int, after: str | None) -> Page:
+        rows = self._orders.query(
+            "SELECT order_no, paid, credited_back, seq FROM rm_orders"
+            " WHERE account_id = %(id)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s",
+            {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
+        )
+        items = [
+            {
+                "order_no": r["order_no"],
+                "paid": r["paid"],
+                "credited_back": r["credited_back"],
+                "refundable": r["paid"] - r["credited_back"],
+                "cases": [],
+                "seq": r["seq"],
+            }
+            for r in rows
+        ]
+        return paged(items, limit, key="seq")
+
+    # -- refund requests ----------------------------------------------------------------------
+
+    def refund_requests(
+        self, *, status: str | None, username: str | None, limit: int, after: str | None
+    ) -> Page:
+        where = ["seq > %(after)s"]
+        params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+        if status is not None:
+            where.append("status = %(status)s")
+            params["status"] = status
+        if username is not None:
+            where.append("username = %(username)s")
+            params["username"] = username
+        rows = self._requests.query(
+            f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY seq LIMIT %(limit)s",
+            params,
+        )
+        return paged(rows, limit, key="seq")
+
+    def refund_request(self, request_id: UUID) -> dict[str, Any] | None:
+        rows = self._requests.query(
+            f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE id = %(id)s",  # noqa: S608
+            {"id": str(request_id)},
+        )
+        if not rows:
+            return None
+        steps = self._requests.query(
+            "SELECT status, at, actor, position, data FROM rm_refund_request_steps"
+            " WHERE id = %(id)s ORDER BY version",
+            {"id": str(request_id)},
+        )
+        request = rows[0]
+        request.pop("seq")
+        request["steps"] = [
+            {
+                "status": s["status"],
+                "at": s["at"],
+                "actor": s["actor"],
+                "position": s["position"],
+                "data": json.loads(s["data"]),
+            }
+            for s in steps
+        ]
+        return request
+
+
+_REQUEST_COLUMNS = (
+    "id, username, currency, order_no, amount, reason, status, requested_at, updated_at, seq"
+)
+
+
+def page_size(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit is 1 to {MAX_PAGE}", field="limit")
+    return limit
+
+
+def cursor(after: str | None) -> int:
+    """Cursors are the log position of the row's first event (opaque to clients)."""
+    if after is None:
+        return 0
+    if not after.isdigit() or len(after) > 19:
+        raise InvalidInput("after is a cursor from a previous page's next", field="after")
+    return int(after)
+
+
+def paged(rows: list[dict[str, Any]], limit: int, *, key: str) -> Page:
+    items = rows[:limit]
+    more = len(rows) > limit
+    next_cursor = str(items[-1][key]) if more and items else None
+    if key == "seq":
+        for item in items:
+            item.pop("seq", None)
+    return Page(items, next_cursor)
+
+
+# -- keeping them current ----------------------------------------------------------------------
+
+
+class ReadModelKeeper:
+    """Keeps the read models current, in a thread of its own (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        *,
+        poll_interval_s: float = 0.01,
+        batch_size: int = 500,
+        lock_retry_s: float = 1.0,
+        stall_timeout_s: float = 5.0,
+    ) -> None:
+        assert 0 < batch_size <= 10_000
+        self.settings = settings
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+        self.lock_retry_s = lock_retry_s
+        self.stall_timeout_s = stall_timeout_s
+        self.is_leader = threading.Event()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        assert self._thread is None, "started twice"
+        target = self._poll if self.settings.kind == "sqlite" else self._lead
+        self._thread = threading.Thread(target=target, name="read-model-keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def nudge(self) -> None:
+        """A write was just made here: look for new events now rather than at the next poll."""
+        self._wake.set()
+
+    # -- SQLite: a polling loop over the same projection code ---------------------------------
+
+    def _poll(self) -> None:
+        app = LedgerApplication(self.settings.app_env())
+        projections = [p(open_view(self.settings, p)) for p in PROJECTIONS]
+        self.is_leader.set()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    busy = any([self.catch_up(app, p) for p in projections])
+                except IntegrityError:
+                    busy = True  # another process applied the same event first: read again
+                if not busy:
+                    self._wake.wait(self.poll_interval_s)
+                    self._wake.clear()
+        except Exception:
+            log.exception("read-model keeper failed")
+            raise
+        finally:
+            app.close()
+
+    def catch_up(self, app: LedgerApplication, projection: Projection[ReadModelView]) -> bool:
+        """Apply one batch of new events to one projection; True if there were any."""
+        start = projection.view.max_tracking_id(APP_NAME) or 0
+        notifications = app.recorder.select_notifications(
+            start, self.batch_size, inclusive_of_start=False
+        )
+        for notification in notifications:
+            event = app.mapper.to_domain_event(notification)
+            projection.process_event(event, Tracking(APP_NAME, notification.id))
+        return bool(notifications)
+
+    # -- PostgreSQL: one leader, ProjectionRunners, a supervisor ------------------------------
+
+    def _lead(self) -> None:
+        pg = self.settings.postgres
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    dbname=pg["POSTGRES_DBNAME"],
+                    host=pg["POSTGRES_HOST"],
+                    port=pg["POSTGRES_PORT"],
+                    user=pg["POSTGRES_USER"],
+                    password=pg["POSTGRES_PASSWORD"],
+                    autocommit=True,
+                    connect_timeout=5,
+                ) as lock_connection:
+                    if self._acquire(lock_connection):
+                        self.is_leader.set()
+                        self._supervise(lock_connection)
+            except (psycopg.Error, OSError) as error:
+                log.warning("read-model keeper lost its database connection: %s", error)
+            finally:
+                self.is_leader.clear()
+            self._stopping.wait(self.lock_retry_s)
+
+    def _acquire(self, connection: psycopg.Connection[Any]) -> bool:
+        while not self._stopping.is_set():
+            row = connection.execute(
+                "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
+            ).fetchone()
+            if row is not None and row[0]:
+                log.info("this process now keeps the read models current")
+                return True
+            self._stopping.wait(self.lock_retry_s)
+        return False
+
+    def _supervise(self, lock_connection: psycopg.Connection[Any]) -> None:
+        runners = {p.name: self._runner(p) for p in PROJECTIONS}
+        progress: dict[str, tuple[int, float]] = {}
+        try:
+            while not self._stopping.is_set():
+                lock_connection.execute("SELECT 1")  # still holding the lock?
+                position = next(iter(runners.values())).app.recorder.max_notification_id() or 0
+                for projection in PROJECTIONS:
+                    runner = runners[projection.name]
+                    if self._is_failed_or_stalled(runner, position, progress, projection.name):
+                        _close_runner(runner)
+                        runners[projection.name] = self._runner(projection)
+                        progress.pop(projection.name, None)
+                self._stopping.wait(0.5)
+        finally:
+            for runner in runners.values():
+                _close_runner(runner)
+
+    def _runner(
+        self, projection: type[Projection[ReadModelView]]
+    ) -> ProjectionRunner[LedgerApplication, ReadModelView]:
+        runner: ProjectionRunner[LedgerApplication, ReadModelView] = ProjectionRunner(
+            application_class=LedgerApplication,
+            projection_class=projection,
+            view_class=view_class(self.settings.kind, projection.name, projection.ddl),  # type: ignore[attr-defined]
+            env=view_env(self.settings, projection, pool_size=2),
+        )
+        return runner.__enter__()
+
+    def _is_failed_or_stalled(
+        self,
+        runner: ProjectionRunner[LedgerApplication, ReadModelView],
+        position: int,
+        progress: dict[str, tuple[int, float]],
+        name: str,
+    ) -> bool:
+        if runner.is_interrupted.is_set():
+            log.warning("projection runner %s stopped; restarting it", name)
+            return True
+        tracked = runner.view.max_tracking_id(APP_NAME) or 0
+        now = time.monotonic()
+        last_tracked, since = progress.get(name, (tracked, now))
+        if tracked != last_tracked or tracked >= position:
+            progress[name] = (tracked, now)
+            return False
+        progress[name] = (last_tracked, since)
+        if now - since > self.stall_timeout_s:
+            log.warning(
+                "projection runner %s stalled at %d of %d; restarting", name, tracked, position
+            )
+            return True
+        return False
+
+
+def _close_runner(runner: ProjectionRunner[LedgerApplication, ReadModelView]) -> None:
+    try:
+        runner.__exit__(None, None, None)
+    except Exception:  # a failed runner re-raises its thread's error here: it is replaced
+        log.exception("projection runner ended with an error")
+
+
+def prepare_read_models(settings: StoreSettings) -> None:
+    """Create every read model's tables, one process at a time, before any keeper or reader
+    opens them (concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL)."""
+    with schema_lock(settings):
+        for projection in PROJECTIONS:
+            open_view(settings, projection, pool_size=1).datastore.close()  # type: ignore[attr-defined]
+
+
+__all__: Sequence[str] = ("Page", "ReadModelKeeper", "ReadModels", "prepare_read_models")

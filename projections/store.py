@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import Recorder
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import (
@@ -117,8 +120,9 @@ _PG_GUARDS = [
     "CREATE OR REPLACE TRIGGER {trigger_truncate} BEFORE TRUNCATE ON {schema}.{table} "
     "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.ledger_refuse_event_change()",
 ]
-# Any constant shared by every process: serialises concurrent start-ups' DDL.
+# Any constants shared by every process: they serialise concurrent start-ups' DDL.
 _GUARD_LOCK_KEY = 0x1ED6E4
+_SCHEMA_LOCK_KEY = 0x1ED6E3
 
 
 def guard_events(recorder: Recorder) -> None:
@@ -157,12 +161,37 @@ def check_durable(recorder: Recorder) -> None:
                 raise StoreNotDurable(f"PostgreSQL has {setting}={value}: commits could be lost")
 
 
+@contextmanager
+def schema_lock(settings: StoreSettings) -> Iterator[None]:
+    """One process at a time creates tables (PostgreSQL; SQLite serialises DDL itself)."""
+    if settings.kind != "postgres":
+        yield
+        return
+    pg = settings.postgres
+    with psycopg.connect(
+        dbname=pg["POSTGRES_DBNAME"],
+        host=pg["POSTGRES_HOST"],
+        port=pg["POSTGRES_PORT"],
+        user=pg["POSTGRES_USER"],
+        password=pg["POSTGRES_PASSWORD"],
+        autocommit=True,
+        connect_timeout=5,
+    ) as connection:
+        connection.execute("SET lock_timeout = '30s'")
+        connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
+
+
 def open_application(settings: StoreSettings, **options: Any) -> LedgerApplication:
     """The ledger application on the configured store, checked and guarded."""
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    app = LedgerApplication(settings.app_env(), **options)
-    check_durable(app.recorder)
-    guard_events(app.recorder)
+    with schema_lock(settings):
+        app = LedgerApplication(settings.app_env(), **options)
+        check_durable(app.recorder)
+        guard_events(app.recorder)
     app.positions = StorePositions(app.recorder)
     return app

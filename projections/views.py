@@ -1,0 +1,86 @@
+"""Materialised views: rows of a read model and its tracking record, one transaction.
+
+A projection decides *what* to write as a list of SQL statements with named parameters
+(``%(name)s``, the one dialect both stores are given); a view runs them together with the
+tracking record of the event that caused them. The tracking record is written first: when two
+processes ever apply the same event, the second one's tracking insert fails and its whole
+transaction rolls back, so no row is changed twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.sql import SQL
+
+Statement = tuple[str, dict[str, Any]]
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+class ReadModelView(TrackingRecorder):
+    """What a projection needs of its view, whichever the store."""
+
+    ddl: ClassVar[Sequence[str]] = ()
+
+    def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *self.ddl]
+
+    def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            self._insert_tracking(cursor, tracking)
+            for sql, params in statements:
+                cursor.execute(_to_sqlite(sql), params)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(_to_sqlite(sql), params or {})
+            return [dict(row) for row in cursor.fetchall()]
+
+
+class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sql_create_statements.extend(SQL(statement) for statement in self.ddl)  # type: ignore[arg-type]
+
+    def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_tracking(curs, tracking)
+            for sql, params in statements:
+                curs.execute(sql, params)  # type: ignore[arg-type]
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, params or {})  # type: ignore[arg-type]
+            return [dict(row) for row in curs.fetchall()]
+
+
+def _to_sqlite(sql: str) -> str:
+    return _NAMED.sub(r":\1", sql)
+
+
+_VIEW_CLASSES: dict[tuple[str, str], type[ReadModelView]] = {}
+
+
+def view_class(kind: str, name: str, ddl: Sequence[str]) -> type[ReadModelView]:
+    """The view class of one read model on one kind of store (its DDL is part of the class,
+    because eventsourcing constructs views from a class and creates their tables)."""
+    key = (kind, name)
+    if key not in _VIEW_CLASSES:
+        base: type[ReadModelView] = (
+            SQLiteReadModelView if kind == "sqlite" else PostgresReadModelView
+        )
+        _VIEW_CLASSES[key] = type(f"{name.title()}{base.__name__}", (base,), {"ddl": tuple(ddl)})
+    return _VIEW_CLASSES[key]
