@@ -1,0 +1,204 @@
+"""A balance-refund request's lifecycle.
+
+    requested ──► approved ──► paid
+        │             │
+        └──► rejected / cancelled (from requested or approved)
+
+Any other step is refused with InvalidTransition and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from ledger.clock import rfc3339
+from ledger.errors import InvalidTransition, LedgerError
+from ledger.identity import Actor
+from ledger.refund_request import RefundRequest
+
+STEPS = ("approve", "reject", "cancel", "pay")
+ARRIVES_AT = {"approve": "approved", "reject": "rejected", "cancel": "cancelled", "pay": "paid"}
+ALLOWED = {
+    "requested": {"approve", "reject", "cancel"},
+    "approved": {"reject", "cancel", "pay"},
+    "rejected": set(),
+    "cancelled": set(),
+    "paid": set(),
+}
+# Every state, reached by every route the lifecycle allows.
+ROUTES = {
+    "requested": [],
+    "approved": ["approve"],
+    "rejected-at-once": ["reject"],
+    "rejected-after-approval": ["approve", "reject"],
+    "cancelled-at-once": ["cancel"],
+    "cancelled-after-approval": ["approve", "cancel"],
+    "paid": ["approve", "pay"],
+}
+
+
+def new_request(actor: Actor, amount: int = 700) -> RefundRequest:
+    return RefundRequest.request(
+        id=uuid4(), username="alice", currency="USD", order_no="ORD-1", amount=amount,
+        reason="moving abroad", actor=actor,
+    )
+
+
+def take(request: RefundRequest, step: str, actor: Actor) -> None:
+    do: dict[str, Callable[[], None]] = {
+        "approve": lambda: request.approve("checked", actor=actor),
+        "reject": lambda: request.reject("not eligible", actor=actor),
+        "cancel": lambda: request.cancel("customer withdrew", actor=actor),
+        "pay": lambda: request.pay("WIRE-1", actor=actor),
+    }
+    do[step]()
+
+
+def test_a_new_request_is_requested_and_open_and_shows_what_was_asked(cs: Actor) -> None:
+    request = new_request(cs)
+
+    assert request.status == "requested"
+    assert request.is_open
+    assert request.version == 1
+    assert request.snapshot() == {
+        "id": str(request.id),
+        "username": "alice",
+        "currency": "USD",
+        "order_no": "ORD-1",
+        "amount": 700,
+        "reason": "moving abroad",
+        "status": "requested",
+    }
+    assert request.steps == [
+        {"status": "requested", "at": rfc3339(request.created_on), "actor": cs.name,
+         "reason": "moving abroad"},
+    ]
+
+
+@pytest.mark.parametrize("route", ROUTES.values(), ids=ROUTES.keys())
+@pytest.mark.parametrize("step", STEPS)
+def test_a_step_is_taken_only_from_the_states_that_allow_it(
+    cs: Actor, finance: Actor, route: list[str], step: str,
+) -> None:
+    request = new_request(cs)
+    for earlier in route:
+        take(request, earlier, finance)
+    status, version, steps = request.status, request.version, list(request.steps)
+
+    if step in ALLOWED[status]:
+        take(request, step, finance)
+
+        assert request.status == ARRIVES_AT[step]
+        assert request.version == version + 1
+        assert request.steps[-1]["status"] == ARRIVES_AT[step]
+    else:
+        with pytest.raises(InvalidTransition) as refused:
+            take(request, step, finance)
+
+        assert refused.value.context == {"status": status}
+        assert (request.status, request.version, request.steps) == (status, version, steps)
+
+
+def test_the_transition_table_covers_every_state_the_routes_reach(
+    cs: Actor, finance: Actor,
+) -> None:
+    reached = set()
+    for route in ROUTES.values():
+        request = new_request(cs)
+        for step in route:
+            take(request, step, finance)
+        reached.add(request.status)
+
+    assert reached == set(ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("route", "is_open"),
+    [([], True), (["approve"], True), (["reject"], False), (["approve", "cancel"], False),
+     (["approve", "pay"], False)],
+)
+def test_a_request_is_open_until_it_is_paid_rejected_or_cancelled(
+    cs: Actor, finance: Actor, route: list[str], is_open: bool,
+) -> None:
+    request = new_request(cs)
+    for step in route:
+        take(request, step, finance)
+
+    assert request.is_open is is_open
+
+
+def test_an_invalid_transition_is_an_expected_refusal(cs: Actor, finance: Actor) -> None:
+    request = new_request(cs)
+
+    with pytest.raises(LedgerError) as refused:
+        request.pay("WIRE-1", actor=finance)
+
+    assert refused.value.code == "invalid_transition"
+
+
+def test_each_step_records_who_took_it_and_what_they_said(cs: Actor, finance: Actor) -> None:
+    request = new_request(cs)
+    request.approve("balance checked", actor=finance)
+    request.pay("WIRE-9", actor=finance)
+
+    assert [(s["status"], s["actor"]) for s in request.steps] == [
+        ("requested", cs.name), ("approved", finance.name), ("paid", finance.name),
+    ]
+    assert request.steps[1]["note"] == "balance checked"
+    assert request.steps[2]["payout_reference"] == "WIRE-9"
+
+
+def test_every_event_carries_the_actor_and_the_http_request_that_caused_it(
+    cs: Actor, finance: Actor,
+) -> None:
+    other = Actor("cs:99999999", "req-cancel")
+    request = new_request(cs)
+    request.approve("ok", actor=finance)
+    request.cancel("customer withdrew", actor=other)
+
+    events = request.collect_events()
+
+    assert [type(e) for e in events] == [
+        RefundRequest.Requested, RefundRequest.Approved, RefundRequest.Cancelled,
+    ]
+    assert [(e.actor, e.correlation_id) for e in events] == [
+        (cs.name, cs.request_id), (finance.name, finance.request_id),
+        (other.name, other.request_id),
+    ]
+
+
+def test_each_step_is_stamped_with_the_time_of_its_own_event(cs: Actor, finance: Actor) -> None:
+    request = new_request(cs)
+    time.sleep(0.002)  # so that the two events cannot share a microsecond
+    request.approve("ok", actor=finance)
+
+    requested, approved = request.collect_events()
+
+    assert [s["at"] for s in request.steps] == [
+        rfc3339(requested.timestamp), rfc3339(approved.timestamp),
+    ]
+
+
+def test_a_step_replayed_from_history_keeps_the_day_it_was_taken(
+    cs: Actor, finance: Actor,
+) -> None:
+    # Given a request made on one day and approved the next, as stored
+    (requested,) = new_request(cs).collect_events()
+    next_day = requested.timestamp + timedelta(days=1)
+    approved = RefundRequest.Approved(
+        originator_id=requested.originator_id, originator_version=2, timestamp=next_day,
+        note="ok", actor=finance.name, correlation_id=finance.request_id,
+    )
+
+    # When the request is rebuilt from those events
+    request = approved.mutate(requested.mutate(None))
+
+    # Then its approval step says it happened on the next day
+    assert request.status == "approved"
+    assert request.steps[1]["at"] == rfc3339(next_day)
+    assert request.modified_on == next_day
