@@ -92,6 +92,20 @@ class Account(Aggregate):
         amount: int
         payout_reference: str
 
+    class ReturnRefundCredited(Event):
+        TOPIC = "ledger:Account.ReturnRefundCredited"
+        case_id: str
+        order_no: str
+        amount: int
+
+    class FreightCharged(Event):
+        """The customer bears the freight both ways on returns and exchanges."""
+
+        TOPIC = "ledger:Account.FreightCharged"
+        case_id: str
+        order_no: str
+        amount: int
+
     @staticmethod
     def create_id(username: str) -> UUID:
         return account_id(username)
@@ -268,6 +282,42 @@ class Account(Aggregate):
     ) -> None:
         self.posted -= amount
         self._close_request(request_id)
+
+    def credit_return_refund(
+        self, case_id: str, order_no: str, amount: int | None, *, actor: Actor
+    ) -> int:
+        """Credit a return case's refund: by default all the order has left to credit back,
+        never more. Returns the amount credited."""
+        left = self.order_refundable(order_no)
+        credit = left if amount is None else money.amount(amount)
+        if left == 0 or credit > left:
+            raise OverRefundable(
+                f"order {order_no!r} has {left} left to credit back", refundable=left
+            )
+        self._credit_return_refund(case_id, order_no, credit, actor.name, actor.request_id)
+        return credit
+
+    @event(ReturnRefundCredited)
+    def _credit_return_refund(
+        self, case_id: str, order_no: str, amount: int, actor: str, correlation_id: str
+    ) -> None:
+        self.posted += amount
+        self.orders[order_no][1] += amount
+
+    def charge_freight(self, case_id: str, order_no: str, amount: int, *, actor: Actor) -> None:
+        amount = money.amount(amount, field="freight_amount")
+        if amount > self.available:
+            raise InsufficientFunds(
+                f"available {self.available} does not cover freight of {amount}",
+                available=self.available,
+            )
+        self._charge_freight(case_id, order_no, amount, actor.name, actor.request_id)
+
+    @event(FreightCharged)
+    def _charge_freight(
+        self, case_id: str, order_no: str, amount: int, actor: str, correlation_id: str
+    ) -> None:
+        self.posted -= amount
 
     # -- internals --------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -28,18 +28,22 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from ledger import identity, money
+from ledger import identity, money, policy
 from ledger.account import Account, account_id
 from ledger.clock import utc_now
 from ledger.errors import (
     AccountExists,
+    CaseRefused,
     Contention,
     IdempotencyKeyReused,
+    InvalidInput,
+    InvalidTransition,
     NotFound,
 )
 from ledger.idempotency import IdempotencyRecord, fingerprint, record_id
 from ledger.identity import Actor
 from ledger.refund_request import RefundRequest
+from ledger.return_case import OUTCOMES, ReturnCase
 
 DEFAULT_MAX_ATTEMPTS = 40
 DEFAULT_LOCK_TIMEOUT_S = 10.0
@@ -325,6 +329,315 @@ class LedgerApplication(Application[UUID]):
             lock=account_id(username),
         )
 
+    # -- return and exchange cases ----------------------------------------------------------
+
+    def open_return_case(
+        self, case: CaseApplication, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        """Open a case for one of the customer's orders, unless the policy refuses it."""
+        name = identity.username(case.username)
+        order_no = identity.reference(case.order_no, field="order_no")
+        note = identity.text(case.note, field="note")
+        if case.kind not in policy.CASE_KINDS:
+            raise InvalidInput(f"kind is one of {sorted(policy.CASE_KINDS)}", field="kind")
+        today = self.today()
+        if case.shipped_on > today:
+            raise InvalidInput("shipped_on is not in the future", field="shipped_on")
+
+        def decide() -> Decision:
+            account = self.account(name)
+            if order_no not in account.orders:
+                raise CaseRefused(f"no order {order_no!r} on this account", reason="unknown_order")
+            reason = policy.refusal_reason(case.policy_view(), today)
+            if reason is not None:
+                raise CaseRefused(f"the policy refuses this case: {reason}", reason=reason)
+            opened = ReturnCase.open(
+                id=uuid4(),
+                username=name,
+                currency=account.currency,
+                order_no=order_no,
+                kind=case.kind,
+                shipped_on=case.shipped_on.isoformat(),
+                items=case.items,
+                evidence=case.evidence,
+                conditions=case.conditions,
+                note=note,
+                actor=actor,
+                guarantee_until=_iso(case.guarantee_until),
+                on=today.isoformat(),
+            )
+            return Decision((opened,), opened.snapshot())
+
+        params = {**case.fingerprint_params(), "username": name}
+        return self._execute(
+            "open_return_case", params, decide, actor, idempotency_key, lock=account_id(name)
+        )
+
+    def start_supplier_review(
+        self, case_id: UUID, note: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        note = identity.text(note, field="note")
+        return self._case_step(
+            "supplier_review",
+            case_id,
+            {"note": note},
+            actor,
+            idempotency_key,
+            lambda c, on: c.start_supplier_review(note, actor=actor, on=on),
+        )
+
+    def accept_return_case(
+        self,
+        case_id: UUID,
+        return_by: date,
+        return_address: str,
+        instructions: str,
+        *,
+        actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        address = identity.text(return_address, field="return_address")
+        if not address:
+            raise InvalidInput("return_address is required", field="return_address")
+        instructions = identity.text(instructions, field="instructions")
+        if return_by < self.today():
+            raise InvalidInput("return_by is not in the past", field="return_by")
+        params = {
+            "return_by": return_by.isoformat(),
+            "return_address": address,
+            "instructions": instructions,
+        }
+        return self._case_step(
+            "accept",
+            case_id,
+            params,
+            actor,
+            idempotency_key,
+            lambda c, on: c.accept(
+                return_by.isoformat(), address, instructions, actor=actor, on=on
+            ),
+        )
+
+    def reject_return_case(
+        self, case_id: UUID, reason: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        reason = identity.text(reason, field="reason")
+        return self._case_step(
+            "reject",
+            case_id,
+            {"reason": reason},
+            actor,
+            idempotency_key,
+            lambda c, on: c.reject(reason, actor=actor, on=on),
+        )
+
+    def ship_back(
+        self, case_id: UUID, tracking: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        tracking = identity.reference(tracking, field="tracking")
+        return self._case_step(
+            "ship_back",
+            case_id,
+            {"tracking": tracking},
+            actor,
+            idempotency_key,
+            lambda c, on: c.ship_back(tracking, actor=actor, on=on),
+        )
+
+    def receive_return(
+        self,
+        case_id: UUID,
+        postmark_date: date,
+        goods: bool,
+        original_packaging: bool,
+        acceptance_copy: bool,
+        *,
+        actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """The goods came back; a postmark after return_by makes the case late."""
+        if postmark_date > self.today():
+            raise InvalidInput("postmark_date is not in the future", field="postmark_date")
+
+        def step(case: ReturnCase, on: str) -> None:
+            if postmark_date < date.fromisoformat(case.shipped_on):
+                raise InvalidInput(
+                    "postmark_date is before the order shipped", field="postmark_date"
+                )
+            late = case.return_by is not None and policy.is_late(
+                postmark_date, date.fromisoformat(case.return_by)
+            )
+            case.receive(
+                postmark_date.isoformat(),
+                goods,
+                original_packaging,
+                acceptance_copy,
+                late=late,
+                actor=actor,
+                on=on,
+            )
+
+        params = {
+            "postmark_date": postmark_date.isoformat(),
+            "goods": goods,
+            "original_packaging": original_packaging,
+            "acceptance_copy": acceptance_copy,
+        }
+        return self._case_step("receive", case_id, params, actor, idempotency_key, step)
+
+    def expire_return_case(
+        self, case_id: UUID, note: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        """No goods by return_by: the supplier's commitment period has run out."""
+        note = identity.text(note, field="note")
+        today = self.today()
+
+        def step(case: ReturnCase, on: str) -> None:
+            if case.return_by is not None and today <= date.fromisoformat(case.return_by):
+                raise InvalidTransition(
+                    f"the case is not past its return_by {case.return_by}", state=case.state
+                )
+            case.expire(note, actor=actor, on=on)
+
+        return self._case_step("expire", case_id, {"note": note}, actor, idempotency_key, step)
+
+    def forward_to_supplier(
+        self, case_id: UUID, note: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        note = identity.text(note, field="note")
+        return self._case_step(
+            "forward",
+            case_id,
+            {"note": note},
+            actor,
+            idempotency_key,
+            lambda c, on: c.forward(note, actor=actor, on=on),
+        )
+
+    def resolve_return_case(
+        self,
+        case_id: UUID,
+        outcome: str,
+        refund_amount: int | None,
+        freight_amount: int,
+        tracking: str | None,
+        *,
+        actor: Actor,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Resolve by refund (credits the account: the order's refundable at most), exchange or
+        repair (outbound tracking). The freight is charged to the account; all in one save."""
+        outcome, refund_amount, freight_amount, tracking = _resolution(
+            outcome, refund_amount, freight_amount, tracking
+        )
+
+        def decide() -> Decision:
+            case = self.return_case(case_id)
+            account = self.account(case.username)
+            credited = 0
+            if outcome == "refund":
+                credited = account.credit_return_refund(
+                    str(case.id), case.order_no, refund_amount, actor=actor
+                )
+            if freight_amount:
+                account.charge_freight(str(case.id), case.order_no, freight_amount, actor=actor)
+            case.resolve(
+                outcome,
+                credited,
+                freight_amount,
+                tracking,
+                actor=actor,
+                on=self.today().isoformat(),
+            )
+            return Decision((account, case), case.snapshot(), "ok")
+
+        params = {
+            "id": str(case_id),
+            "outcome": outcome,
+            "refund_amount": refund_amount,
+            "freight_amount": freight_amount,
+            "tracking": tracking,
+        }
+        return self._execute(
+            "resolve",
+            params,
+            decide,
+            actor,
+            idempotency_key,
+            lock=account_id(self.return_case(case_id).username),
+        )
+
+    def close_return_case(
+        self, case_id: UUID, note: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        note = identity.text(note, field="note")
+        return self._case_step(
+            "close",
+            case_id,
+            {"note": note},
+            actor,
+            idempotency_key,
+            lambda c, on: c.close(note, actor=actor, on=on),
+        )
+
+    def cancel_return_case(
+        self, case_id: UUID, reason: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        reason = identity.text(reason, field="reason")
+        return self._case_step(
+            "cancel",
+            case_id,
+            {"reason": reason},
+            actor,
+            idempotency_key,
+            lambda c, on: c.cancel(reason, actor=actor, on=on),
+        )
+
+    def add_case_note(
+        self, case_id: UUID, text: str, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome:
+        text = identity.text(text, field="text")
+        if not text:
+            raise InvalidInput("a note has text", field="text")
+        return self._case_step(
+            "note",
+            case_id,
+            {"text": text},
+            actor,
+            idempotency_key,
+            lambda c, on: c.add_note(text, actor=actor, on=on),
+            outcome="created",
+        )
+
+    def _case_step(
+        self,
+        command: str,
+        case_id: UUID,
+        params: dict[str, Any],
+        actor: Actor,
+        key: str | None,
+        step: Callable[[ReturnCase, str], None],
+        *,
+        outcome: str = "ok",
+    ) -> Outcome:
+        def decide() -> Decision:
+            case = self.return_case(case_id)
+            step(case, self.today().isoformat())
+            return Decision((case,), case.snapshot(), outcome)
+
+        username = self.return_case(case_id).username
+        return self._execute(
+            f"return_case.{command}",
+            {"id": str(case_id), **params},
+            decide,
+            actor,
+            key,
+            lock=account_id(username),
+        )
+
+    def today(self) -> date:
+        return self.clock().date()
+
     # -- loading ----------------------------------------------------------------------------
 
     def account(self, username: str) -> Account:
@@ -340,6 +653,15 @@ class LedgerApplication(Application[UUID]):
             return None
         assert isinstance(account, Account)
         return account
+
+    def return_case(self, case_id: UUID) -> ReturnCase:
+        try:
+            case = self.repository.get(case_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no return case {case_id}", id=str(case_id)) from None
+        if not isinstance(case, ReturnCase):
+            raise NotFound(f"no return case {case_id}", id=str(case_id))
+        return case
 
     def refund_request(self, request_id: UUID) -> RefundRequest:
         try:
@@ -388,6 +710,88 @@ class LedgerApplication(Application[UUID]):
                 stripe.release()
             _back_off(attempt)
         raise Contention(f"{command} lost {self.max_attempts} races in a row; try again shortly")
+
+
+@dataclass(frozen=True)
+class CaseApplication:
+    """A customer's application for a return or exchange case, as CS enters it."""
+
+    username: str
+    order_no: str
+    kind: str
+    shipped_on: date
+    items: list[dict[str, Any]]
+    goods_photos: list[str]
+    package_photos: list[str]
+    replaced_or_modified: bool
+    parts_missing: bool
+    opened_media: bool
+    has_quality_assurance: bool
+    guarantee_until: date | None = None
+    note: str = ""
+
+    @property
+    def evidence(self) -> dict[str, list[str]]:
+        return {
+            "goods_photos": list(self.goods_photos),
+            "package_photos": list(self.package_photos),
+        }
+
+    @property
+    def conditions(self) -> dict[str, bool]:
+        return {
+            "replaced_or_modified": self.replaced_or_modified,
+            "parts_missing": self.parts_missing,
+            "opened_media": self.opened_media,
+            "has_quality_assurance": self.has_quality_assurance,
+        }
+
+    def policy_view(self) -> policy.Application:
+        return policy.Application(
+            kind=self.kind,
+            conditions=policy.Conditions(**self.conditions),
+            goods_photos=tuple(self.goods_photos),
+            package_photos=tuple(self.package_photos),
+            guarantee_until=self.guarantee_until,
+        )
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        return {
+            "order_no": self.order_no,
+            "kind": self.kind,
+            "shipped_on": self.shipped_on.isoformat(),
+            "items": self.items,
+            "evidence": self.evidence,
+            "conditions": self.conditions,
+            "guarantee_until": _iso(self.guarantee_until),
+            "note": self.note,
+        }
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _resolution(
+    outcome: str, refund_amount: int | None, freight_amount: int, tracking: str | None
+) -> tuple[str, int | None, int, str]:
+    """A resolution's fields, checked: a refund may name its amount (default: all the order has
+    left); an exchange or repair names its outbound tracking and no refund."""
+    if outcome not in OUTCOMES:
+        raise InvalidInput(f"outcome is one of {sorted(OUTCOMES)}", field="outcome")
+    if isinstance(freight_amount, bool) or not isinstance(freight_amount, int):
+        raise InvalidInput("freight_amount is an integer of minor units", field="freight_amount")
+    if freight_amount != 0:  # no freight is fine; any other amount is a command's amount
+        money.amount(freight_amount, field="freight_amount")
+    if outcome == "refund":
+        if refund_amount is not None:
+            money.amount(refund_amount, field="refund_amount")
+        return outcome, refund_amount, freight_amount, tracking or ""
+    if refund_amount is not None:
+        raise InvalidInput(f"an {outcome} refunds nothing", field="refund_amount")
+    if not tracking:
+        raise InvalidInput(f"an {outcome} names the outbound tracking", field="tracking")
+    return outcome, None, freight_amount, identity.reference(tracking, field="tracking")
 
 
 class _KeyGuard:

@@ -15,7 +15,7 @@ The tree::
     │   ├── InsufficientFunds        insufficient_funds     available would go below zero
     │   ├── OverRefundable           over_refundable        more than the order has left to credit
     │   ├── UnknownOrder             unknown_order
-    │   ├── CurrencyMismatch         validation_error
+    │   ├── CaseRefused              case_refused (+ reason) the policy refuses the case
     │   └── IdempotencyKeyReused     idempotency_key_reused same key, another request
     └── Unavailable                  (503)
         ├── Contention               busy                   optimistic retries exhausted
@@ -90,8 +90,14 @@ class UnknownOrder(Refused):
     code = "unknown_order"
 
 
-class CurrencyMismatch(Refused):
-    code = "validation_error"
+class CaseRefused(Refused):
+    """The policy refuses a return or exchange case; ``reason`` is its code (DOMAIN.md)."""
+
+    code = "case_refused"
+
+    def __init__(self, detail: str, *, reason: str) -> None:
+        super().__init__(detail, reason=reason)
+        self.reason = reason
 
 
 class IdempotencyKeyReused(Refused):

@@ -4,8 +4,9 @@
         │             │
         └──► rejected / cancelled (from requested or approved)
 
-The money side (the hold, its release, the payout) lives on the Account; every step that moves
-money is saved together with the account in one transaction.
+The steps' history (who, when, why) is the request's events; the refund-requests read model
+shows it. The money side (the hold, its release, the payout) lives on the Account; every step
+that moves money is saved together with the account in one transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.clock import rfc3339
 from ledger.errors import InvalidTransition
 from ledger.identity import Actor
 
@@ -74,8 +74,6 @@ class RefundRequest(Aggregate):
         self.amount = amount
         self.reason = reason
         self.status = "requested"
-        self.steps: list[dict[str, Any]] = []
-        self._step("requested", actor, {"reason": reason})
 
     @classmethod
     def request(
@@ -112,7 +110,6 @@ class RefundRequest(Aggregate):
     @event(Approved)
     def _approve(self, note: str, actor: str, correlation_id: str) -> None:
         self.status = "approved"
-        self._step("approved", actor, {"note": note})
 
     def reject(self, reason: str, *, actor: Actor) -> None:
         self._require("reject", OPEN_STATUSES)
@@ -121,7 +118,6 @@ class RefundRequest(Aggregate):
     @event(Rejected)
     def _reject(self, reason: str, actor: str, correlation_id: str) -> None:
         self.status = "rejected"
-        self._step("rejected", actor, {"reason": reason})
 
     def cancel(self, reason: str, *, actor: Actor) -> None:
         self._require("cancel", OPEN_STATUSES)
@@ -130,7 +126,6 @@ class RefundRequest(Aggregate):
     @event(Cancelled)
     def _cancel(self, reason: str, actor: str, correlation_id: str) -> None:
         self.status = "cancelled"
-        self._step("cancelled", actor, {"reason": reason})
 
     def pay(self, payout_reference: str, *, actor: Actor) -> None:
         self._require("pay", {"approved"})
@@ -139,18 +134,12 @@ class RefundRequest(Aggregate):
     @event(PaidOut)
     def _pay(self, payout_reference: str, actor: str, correlation_id: str) -> None:
         self.status = "paid"
-        self._step("paid", actor, {"payout_reference": payout_reference})
 
     def _require(self, step: str, allowed: frozenset[str] | set[str]) -> None:
         if self.status not in allowed:
             raise InvalidTransition(
                 f"cannot {step} a refund request that is {self.status}", status=self.status
             )
-
-    def _step(self, status: str, actor: str, data: dict[str, Any]) -> None:
-        self.steps.append(
-            {"status": status, "at": rfc3339(self.modified_on), "actor": actor, **data}
-        )
 
     def snapshot(self) -> dict[str, Any]:
         return {

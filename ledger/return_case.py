@@ -1,0 +1,352 @@
+"""A return or exchange case for one order of one customer (DOMAIN.md, "Return / exchange cases").
+
+    opened ─► supplier_review ─► accepted ─► goods_in_transit ─► received ─► with_supplier
+                   └─ rejected       └─ expired              └─ late      resolved ◄─┘
+    any open state ─► cancelled                                            closed ◄──┘
+
+expired: no goods by return_by; late: postmark after return_by; resolved: refund, exchange or
+repair.
+
+A case refused at opening is never recorded: the application answers the reason. Every step
+is an event with actor, date and note (the case-status read model shows them as its steps);
+progress notes may be added at any open step. The money of a
+refund resolution (the credit and the freight) is recorded on the Account in the same save.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.errors import InvalidTransition
+from ledger.identity import Actor
+
+OPEN_STATES = frozenset(
+    {"opened", "supplier_review", "accepted", "goods_in_transit", "received", "with_supplier"}
+)
+# Notes may follow a resolution until the case is closed; money moved by then.
+NOTE_STATES = OPEN_STATES | {"resolved"}
+OUTCOMES = frozenset({"refund", "exchange", "repair"})
+
+
+class ReturnCase(Aggregate):
+    TOPIC = "ledger:ReturnCase"
+
+    class Event(Aggregate.Event):
+        TOPIC = "ledger:ReturnCase.Event"
+        actor: str
+        correlation_id: str
+        on: str  # the shop's date of the step, YYYY-MM-DD
+
+    class Created(Event, Aggregate.Created):
+        TOPIC = "ledger:ReturnCase.Created"
+
+    class Opened(Created):
+        TOPIC = "ledger:ReturnCase.Opened"
+        username: str
+        currency: str
+        order_no: str
+        kind: str
+        shipped_on: str
+        items: list[dict[str, Any]]
+        evidence: dict[str, list[str]]
+        guarantee_until: str | None
+        conditions: dict[str, bool]
+        note: str
+
+    class SupplierReviewStarted(Event):
+        TOPIC = "ledger:ReturnCase.SupplierReviewStarted"
+        note: str
+
+    class Accepted(Event):
+        TOPIC = "ledger:ReturnCase.Accepted"
+        return_by: str
+        return_address: str
+        instructions: str
+
+    class Rejected(Event):
+        TOPIC = "ledger:ReturnCase.Rejected"
+        reason: str
+
+    class ShippedBack(Event):
+        TOPIC = "ledger:ReturnCase.ShippedBack"
+        tracking: str
+
+    class Received(Event):
+        TOPIC = "ledger:ReturnCase.Received"
+        postmark_date: str
+        goods: bool
+        original_packaging: bool
+        acceptance_copy: bool
+        late: bool
+
+    class Expired(Event):
+        TOPIC = "ledger:ReturnCase.Expired"
+        note: str
+
+    class Forwarded(Event):
+        TOPIC = "ledger:ReturnCase.Forwarded"
+        note: str
+
+    class Resolved(Event):
+        TOPIC = "ledger:ReturnCase.Resolved"
+        outcome: str
+        refund_amount: int
+        freight_amount: int
+        tracking: str
+
+    class Closed(Event):
+        TOPIC = "ledger:ReturnCase.Closed"
+        note: str
+
+    class Cancelled(Event):
+        TOPIC = "ledger:ReturnCase.Cancelled"
+        reason: str
+
+    class NoteAdded(Event):
+        TOPIC = "ledger:ReturnCase.NoteAdded"
+        text: str
+
+    @event(Opened)
+    def __init__(
+        self,
+        username: str,
+        currency: str,
+        order_no: str,
+        kind: str,
+        shipped_on: str,
+        items: list[dict[str, Any]],
+        evidence: dict[str, list[str]],
+        guarantee_until: str | None,
+        conditions: dict[str, bool],
+        note: str,
+        actor: str,
+        correlation_id: str,
+        on: str,
+    ) -> None:
+        self.username = username
+        self.currency = currency
+        self.order_no = order_no
+        self.kind = kind
+        self.shipped_on = shipped_on
+        self.opened_on = on
+        self.state = "opened"
+        self.return_by: str | None = None
+        self.postmark_date: str | None = None
+        self.received_on: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        id: UUID,
+        username: str,
+        currency: str,
+        order_no: str,
+        kind: str,
+        shipped_on: str,
+        items: list[dict[str, Any]],
+        evidence: dict[str, list[str]],
+        guarantee_until: str | None,
+        conditions: dict[str, bool],
+        note: str,
+        actor: Actor,
+        on: str,
+    ) -> ReturnCase:
+        return cls._create(
+            cls.Opened,
+            id=id,
+            username=username,
+            currency=currency,
+            order_no=order_no,
+            kind=kind,
+            shipped_on=shipped_on,
+            items=items,
+            evidence=evidence,
+            guarantee_until=guarantee_until,
+            conditions=conditions,
+            note=note,
+            actor=actor.name,
+            correlation_id=actor.request_id,
+            on=on,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def start_supplier_review(self, note: str, *, actor: Actor, on: str) -> None:
+        self._require("supplier-review", {"opened"})
+        self._start_supplier_review(note, actor.name, actor.request_id, on)
+
+    @event(SupplierReviewStarted)
+    def _start_supplier_review(self, note: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "supplier_review"
+
+    def accept(
+        self, return_by: str, return_address: str, instructions: str, *, actor: Actor, on: str
+    ) -> None:
+        self._require("accept", {"supplier_review"})
+        self._accept(return_by, return_address, instructions, actor.name, actor.request_id, on)
+
+    @event(Accepted)
+    def _accept(
+        self,
+        return_by: str,
+        return_address: str,
+        instructions: str,
+        actor: str,
+        correlation_id: str,
+        on: str,
+    ) -> None:
+        self.return_by = return_by
+        self.state = "accepted"
+
+    def reject(self, reason: str, *, actor: Actor, on: str) -> None:
+        self._require("reject", {"supplier_review"})
+        self._reject(reason, actor.name, actor.request_id, on)
+
+    @event(Rejected)
+    def _reject(self, reason: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "rejected"
+
+    def ship_back(self, tracking: str, *, actor: Actor, on: str) -> None:
+        self._require("ship-back", {"accepted"})
+        self._ship_back(tracking, actor.name, actor.request_id, on)
+
+    @event(ShippedBack)
+    def _ship_back(self, tracking: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "goods_in_transit"
+
+    def receive(
+        self,
+        postmark_date: str,
+        goods: bool,
+        original_packaging: bool,
+        acceptance_copy: bool,
+        *,
+        late: bool,
+        actor: Actor,
+        on: str,
+    ) -> None:
+        """Goods came back. What came back is recorded as it is, missing pieces included;
+        a postmark after ``return_by`` makes the case late."""
+        self._require("receive", {"accepted", "goods_in_transit"})
+        self._receive(
+            postmark_date,
+            goods,
+            original_packaging,
+            acceptance_copy,
+            late,
+            actor.name,
+            actor.request_id,
+            on,
+        )
+
+    @event(Received)
+    def _receive(
+        self,
+        postmark_date: str,
+        goods: bool,
+        original_packaging: bool,
+        acceptance_copy: bool,
+        late: bool,
+        actor: str,
+        correlation_id: str,
+        on: str,
+    ) -> None:
+        self.postmark_date = postmark_date
+        self.received_on = on
+        self.state = "late" if late else "received"
+
+    def expire(self, note: str, *, actor: Actor, on: str) -> None:
+        self._require("expire", {"accepted"})
+        self._expire(note, actor.name, actor.request_id, on)
+
+    @event(Expired)
+    def _expire(self, note: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "expired"
+
+    def forward(self, note: str, *, actor: Actor, on: str) -> None:
+        self._require("forward", {"received"})
+        self._forward(note, actor.name, actor.request_id, on)
+
+    @event(Forwarded)
+    def _forward(self, note: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "with_supplier"
+
+    def resolve(
+        self,
+        outcome: str,
+        refund_amount: int,
+        freight_amount: int,
+        tracking: str,
+        *,
+        actor: Actor,
+        on: str,
+    ) -> None:
+        self._require("resolve", {"with_supplier"})
+        assert outcome in OUTCOMES, outcome
+        assert (outcome == "refund") == (refund_amount > 0) and freight_amount >= 0
+        self._resolve(
+            outcome, refund_amount, freight_amount, tracking, actor.name, actor.request_id, on
+        )
+
+    @event(Resolved)
+    def _resolve(
+        self,
+        outcome: str,
+        refund_amount: int,
+        freight_amount: int,
+        tracking: str,
+        actor: str,
+        correlation_id: str,
+        on: str,
+    ) -> None:
+        self.state = "resolved"
+
+    def close(self, note: str, *, actor: Actor, on: str) -> None:
+        self._require("close", {"resolved"})
+        self._close(note, actor.name, actor.request_id, on)
+
+    @event(Closed)
+    def _close(self, note: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "closed"
+
+    def cancel(self, reason: str, *, actor: Actor, on: str) -> None:
+        self._require("cancel", OPEN_STATES)
+        self._cancel(reason, actor.name, actor.request_id, on)
+
+    @event(Cancelled)
+    def _cancel(self, reason: str, actor: str, correlation_id: str, on: str) -> None:
+        self.state = "cancelled"
+
+    def add_note(self, text: str, *, actor: Actor, on: str) -> None:
+        self._require("add a note to", NOTE_STATES)
+        self._add_note(text, actor.name, actor.request_id, on)
+
+    @event(NoteAdded)
+    def _add_note(self, text: str, actor: str, correlation_id: str, on: str) -> None:
+        pass  # a note changes no state: it is history the customer is told
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _require(self, step: str, allowed: frozenset[str] | set[str]) -> None:
+        if self.state not in allowed:
+            raise InvalidTransition(f"cannot {step} a case that is {self.state}", state=self.state)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "username": self.username,
+            "order_no": self.order_no,
+            "kind": self.kind,
+            "state": self.state,
+            "opened_on": self.opened_on,
+            "shipped_on": self.shipped_on,
+            "return_by": self.return_by,
+        }
