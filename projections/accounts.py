@@ -27,6 +27,8 @@ MONEY_EFFECTS: dict[type[Any], tuple[int, int]] = {
     Account.BalanceRefundRequested: (0, +1),
     Account.BalanceRefundReleased: (0, -1),
     Account.BalanceRefundPaidOut: (-1, -1),
+    Account.ReturnRefundCredited: (+1, 0),
+    Account.FreightCharged: (-1, 0),
 }
 
 DDL = (

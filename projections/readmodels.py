@@ -29,6 +29,7 @@ from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tra
 from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import Environment
 
+from ledger import policy
 from ledger.account import account_id
 from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
@@ -37,6 +38,7 @@ from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
 from projections.orders import OrdersProjection
 from projections.refund_requests import RefundRequestsProjection
+from projections.return_cases import ReturnCasesProjection, case_status, overdue_where
 from projections.store import schema_lock
 from projections.views import ReadModelView, view_class
 
@@ -46,6 +48,7 @@ PROJECTIONS: tuple[type[Projection[ReadModelView]], ...] = (
     AccountsProjection,
     OrdersProjection,
     RefundRequestsProjection,
+    ReturnCasesProjection,
 )
 APP_NAME = LedgerApplication.name
 MAX_PAGE = 1000
@@ -79,12 +82,21 @@ def view_env(
 
 
 class ReadModels:
-    def __init__(self, settings: StoreSettings, app: LedgerApplication, *, pool_size: int = 2):
+    def __init__(
+        self,
+        settings: StoreSettings,
+        app: LedgerApplication,
+        *,
+        pool_size: int = 2,
+        unresolved_after_days: int = policy.DEFAULT_UNRESOLVED_AFTER_DAYS,
+    ) -> None:
         self.app = app
+        self.unresolved_after_days = unresolved_after_days
         self.views = {p.name: open_view(settings, p, pool_size=pool_size) for p in PROJECTIONS}
         self._accounts = self.views[AccountsProjection.name]
         self._orders = self.views[OrdersProjection.name]
         self._requests = self.views[RefundRequestsProjection.name]
+        self._cases = self.views[ReturnCasesProjection.name]
 
     def close(self) -> None:
         for view in self.views.values():
@@ -200,18 +212,90 @@ class ReadModels:
             " WHERE account_id = %(id)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s",
             {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
         )
+        cases: dict[str, list[str]] = {}
+        if rows:
+            for case in self._orders.query(
+                "SELECT order_no, case_id FROM rm_order_cases WHERE account_id = %(id)s"
+                " ORDER BY position",
+                {"id": account_id(username).hex},
+            ):
+                cases.setdefault(case["order_no"], []).append(case["case_id"])
         items = [
             {
                 "order_no": r["order_no"],
                 "paid": r["paid"],
                 "credited_back": r["credited_back"],
                 "refundable": r["paid"] - r["credited_back"],
-                "cases": [],
+                "cases": cases.get(r["order_no"], []),
                 "seq": r["seq"],
             }
             for r in rows
         ]
         return paged(items, limit, key="seq")
+
+    # -- return cases -------------------------------------------------------------------------
+
+    def return_case(self, case_id: UUID) -> dict[str, Any] | None:
+        rows = self._cases.query(
+            f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE id = %(id)s",  # noqa: S608
+            {"id": str(case_id)},
+        )
+        if not rows:
+            return None
+        steps = self._cases.query(
+            "SELECT step, state, on_date, at, actor, position, data FROM rm_return_case_steps"
+            " WHERE id = %(id)s ORDER BY version",
+            {"id": str(case_id)},
+        )
+        case = self._case_item(rows[0])
+        case["steps"] = [
+            {
+                "step": s["step"],
+                "state": s["state"],
+                "on": s["on_date"],
+                "at": s["at"],
+                "actor": s["actor"],
+                "position": s["position"],
+                "data": json.loads(s["data"]),
+            }
+            for s in steps
+        ]
+        return case
+
+    def return_cases(
+        self,
+        *,
+        state: str | None,
+        username: str | None,
+        overdue: bool | None,
+        limit: int,
+        after: str | None,
+    ) -> Page:
+        where = ["seq > %(after)s"]
+        params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+        if state is not None:
+            where.append("state = %(state)s")
+            params["state"] = state
+        if username is not None:
+            where.append("username = %(username)s")
+            params["username"] = username
+        if overdue is not None:
+            condition, overdue_params = overdue_where(self.app.today(), self.unresolved_after_days)
+            where.append(condition if overdue else f"NOT {condition}")
+            params.update(overdue_params)
+        rows = self._cases.query(
+            f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY seq LIMIT %(limit)s",
+            params,
+        )
+        return paged([self._case_item(row) for row in rows], limit, key="seq")
+
+    def _case_item(self, row: dict[str, Any]) -> dict[str, Any]:
+        today = self.app.today()
+        item = {k: row[k] for k in row if k not in ("items", "received_on")}
+        item["items"] = json.loads(row["items"])
+        item.update(case_status(row, today, self.unresolved_after_days))
+        return item
 
     # -- refund requests ----------------------------------------------------------------------
 
@@ -260,6 +344,11 @@ class ReadModels:
         return request
 
 
+_CASE_COLUMNS = (
+    "id, username, currency, order_no, kind, state, opened_at, opened_on, shipped_on,"
+    " guarantee_until, return_by, postmark_date, received_on, outcome, refund_amount,"
+    " freight_amount, items, seq"
+)
 _REQUEST_COLUMNS = (
     "id, username, currency, order_no, amount, reason, status, requested_at, updated_at, seq"
 )
