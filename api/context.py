@@ -1,0 +1,106 @@
+"""What a handler reaches through its request: typed keys, the executor, and the read side.
+
+eventsourcing is synchronous, so every call into the ledger application or the read models goes
+through ``run``: one bounded thread pool per app, no blocking call on the event loop.
+
+The read side is typed here by the contract of ``projections.readmodels`` (``ReadModels`` and
+``ReadModelKeeper``), as protocols: the API depends on what it calls, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, ParamSpec, Protocol, TypeVar
+from uuid import UUID
+
+from aiohttp import web
+
+from ledger.application import LedgerApplication
+from ledger.identity import Actor
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Page(Protocol):
+    @property
+    def items(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def next(self) -> str | None: ...
+
+
+class ReadSide(Protocol):
+    """The queries of ``projections.readmodels.ReadModels`` the API makes."""
+
+    def wait_current(self, timeout_s: float = 5.0) -> int: ...
+
+    def account(self, username: str) -> dict[str, Any] | None: ...
+
+    def orders(self, username: str, *, limit: int, after: str | None) -> Page: ...
+
+    def refund_requests(
+        self, *, status: str | None, username: str | None, limit: int, after: str | None
+    ) -> Page: ...
+
+    def refund_request(self, request_id: UUID) -> dict[str, Any] | None: ...
+
+    def history(self, username: str, *, limit: int, after: str | None) -> Page: ...
+
+    def balance(
+        self, username: str, *, at_position: int | None = None, as_of: datetime | None = None
+    ) -> dict[str, Any] | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Keeper(Protocol):
+    """``projections.readmodels.ReadModelKeeper``: keeps the read models current."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def nudge(self) -> None: ...
+
+
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+LEDGER = web.AppKey("ledger", LedgerApplication)
+READ_MODELS = web.AppKey("read_models", ReadSide)
+KEEPER = web.AppKey("keeper", Keeper)
+READ_WAIT_S = web.AppKey("read_wait_s", float)
+
+ACTOR = web.RequestKey("actor", Actor)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+async def in_executor(
+    app: web.Application, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Call ``fn`` on the app's bounded executor and await its result."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(app[EXECUTOR], functools.partial(fn, *args, **kwargs))
+
+
+async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    return await in_executor(request.app, fn, *args, **kwargs)
+
+
+async def read(request: web.Request, query: Callable[[ReadSide], T]) -> T:
+    """Answer ``query`` once the read models reflect every write acknowledged before now.
+
+    Waiting and querying are one executor job. ``NotReady`` (503) when they lag too long."""
+    read_models = request.app[READ_MODELS]
+    timeout_s = request.app[READ_WAIT_S]
+
+    def current() -> T:
+        read_models.wait_current(timeout_s)
+        return query(read_models)
+
+    return await run(request, current)

@@ -1,0 +1,310 @@
+"""The bodies the API reads and writes, as pydantic models; /openapi.json is generated from them.
+
+Request bodies are strict: an unknown field, a string or a float or a boolean where an integer
+belongs is refused (422 ``validation_error``), never coerced. Amounts are integers of minor
+units in 1..10^12. The domain checks the rest (user names, references, ISO 4217 membership) and
+answers the same ``validation_error``. Query strings are parsed in lax mode (everything in a URL
+is text) but unknown parameters are refused, so a misspelt ``?at_postion=`` never silently
+answers "now".
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from ledger.money import MAX_AMOUNT_MINOR
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_CURSOR_CHARS = 64
+MAX_POSITION = 2**63 - 1
+
+Amount = Annotated[
+    StrictInt,
+    Field(gt=0, le=MAX_AMOUNT_MINOR, description="An integer count of minor units (cents)."),
+]
+Currency = Annotated[
+    StrictStr, Field(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. USD.")
+]
+Username = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="The shop's login, normalised by trimming and lower-casing: then 3-64 of "
+        "a-z, 0-9, '.', '_', '-'.",
+    ),
+]
+Reference = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="1-128 printable ASCII characters without surrounding spaces.",
+    ),
+]
+Text = Annotated[StrictStr, Field(max_length=2000, description="Free text, trimmed.")]
+Status = Literal["requested", "approved", "rejected", "cancelled", "paid"]
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OpenAccount(Body):
+    username: Username
+    currency: Currency
+
+
+class Deposit(Body):
+    amount: Amount
+    reference: Reference = Field(description="The payment reference, unique per account.")
+
+
+class Purchase(Body):
+    order_no: Reference
+    amount: Amount
+
+
+class PurchaseFailure(Body):
+    amount: Amount | None = Field(
+        default=None, description="Default: all that is still uncredited for the order."
+    )
+    reason: Text
+
+
+class RefundRequestCreate(Body):
+    order_no: Reference = Field(description="One of the account's orders or deposit references.")
+    amount: Amount
+    reason: Text = ""
+
+
+class Approve(Body):
+    note: Text = ""
+
+
+class Reject(Body):
+    reason: Text
+
+
+class Cancel(Body):
+    reason: Text
+
+
+class Pay(Body):
+    payout_reference: Reference
+
+
+# -- query strings ------------------------------------------------------------------------------
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(Query):
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    after: str | None = Field(
+        default=None, max_length=MAX_CURSOR_CHARS, description="The `next` of the previous page."
+    )
+
+
+class RefundRequestQuery(PageQuery):
+    status: Status | None = None
+    username: Username | None = None
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    # Lax datetime parsing would also take "1700000000" as a Unix time: RFC 3339 text only.
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("as_of is an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
+    return value
+
+
+class BalanceQuery(Query):
+    as_of: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = Field(
+        default=None, description="RFC 3339 time: the balances as they stood then."
+    )
+    at_position: int | None = Field(
+        default=None, ge=0, le=MAX_POSITION, description="The balances after this log position."
+    )
+
+    @model_validator(mode="after")
+    def _one_point_in_time(self) -> BalanceQuery:
+        if self.as_of is not None and self.at_position is not None:
+            raise ValueError("give as_of or at_position, not both")
+        return self
+
+
+class NoQuery(Query):
+    pass
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    # additionalProperties: false in the document: it lists every field served.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Account(Answer):
+    username: str
+    currency: str
+    posted: int
+    held: int
+    available: int
+    refundable: int
+    opened_at: datetime
+    version: int
+
+
+class OpenedAccount(Account):
+    position: int = Field(description="Log position of the last event the write recorded.")
+
+
+class AccountWritten(Answer):
+    account: Account
+    position: int
+
+
+class Balance(Answer):
+    username: str
+    currency: str
+    posted: int
+    held: int
+    available: int
+    refundable: int
+    position: int = Field(description="Log position of the account's last event at that point.")
+    at: datetime = Field(description="When that event was recorded.")
+
+
+class HistoryItem(Answer):
+    position: int
+    type: str
+    amount: int
+    posted_after: int
+    available_after: int
+    at: datetime
+    actor: str
+    correlation_id: str = Field(description="The request id of the request that wrote it.")
+    data: dict[str, Any] = Field(description="The event's own fields.")
+
+
+class HistoryPage(Answer):
+    items: list[HistoryItem]
+    next: str | None
+
+
+class Order(Answer):
+    order_no: str
+    paid: int
+    credited_back: int
+    refundable: int
+    cases: list[str]
+
+
+class OrderPage(Answer):
+    items: list[Order]
+    next: str | None
+
+
+class Refundable(Answer):
+    username: str
+    currency: str
+    available: int
+    held: int
+    refundable: int
+    orders: list[Order] = Field(description="A page of the account's orders (?limit, ?after).")
+    next: str | None
+
+
+class RefundRequestWritten(Answer):
+    id: UUID
+    username: str
+    currency: str
+    order_no: str
+    amount: int
+    reason: str
+    status: Status
+    position: int
+
+
+class RefundRequestItem(Answer):
+    id: UUID
+    username: str
+    currency: str
+    order_no: str
+    amount: int
+    reason: str
+    status: Status
+    requested_at: datetime
+    updated_at: datetime
+
+
+class RefundStep(Answer):
+    status: Status
+    at: datetime
+    actor: str
+    position: int
+    data: dict[str, Any]
+
+
+class RefundRequestDetail(RefundRequestItem):
+    steps: list[RefundStep]
+
+
+class RefundRequestPage(Answer):
+    items: list[RefundRequestItem]
+    next: str | None
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Ready(Answer):
+    status: Literal["ready"]
+    log_position: int
+    read_models: dict[str, int] = Field(description="Position each read model has reached.")
+    lag: int = Field(description="How many positions the furthest-behind read model lags.")
+
+
+class FieldError(Answer):
+    field: str
+    message: str
+
+
+class Problem(Answer):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+    reason: str | None = None

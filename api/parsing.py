@@ -1,0 +1,107 @@
+"""Turning an HTTP request into typed values, or into the problem that says why not.
+
+- A body must be ``application/json`` (415), at most the app's ``client_max_size`` (413), JSON
+  (400: also for NaN, Infinity, duplicate keys and numbers Python will not parse), and valid
+  for its model (422 with every field's error).
+- A body-less POST to a route whose body has no required field reads as ``{}``.
+- Path user names are normalised by the domain; a malformed one is 422 ``validation_error``
+  (it is a bad request, not a missing account). A malformed refund request id is 404: ids are
+  the server's, and one that cannot exist is not found.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, NoReturn, TypeVar
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api.problems import MalformedJson, UnsupportedMediaType, ValidationFailed
+from ledger import identity
+from ledger.errors import NotFound
+
+M = TypeVar("M", bound=BaseModel)
+JSON = "application/json"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return found
+
+
+def _invalid(error: ValidationError, *, where: str = "") -> ValidationFailed:
+    errors = [
+        {"field": ".".join(str(part) for part in e["loc"]) or where or "body", "message": e["msg"]}
+        for e in error.errors(include_url=False, include_input=False)
+    ]
+    return ValidationFailed("the request is not valid", errors=errors)
+
+
+async def body(request: web.Request, model: type[M]) -> M:
+    if not request.body_exists and not any(f.is_required() for f in model.model_fields.values()):
+        return model()
+    if request.content_type != JSON:
+        raise UnsupportedMediaType(f"the body must be {JSON}")
+    raw = await request.read()
+    try:
+        data = json.loads(
+            raw, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys
+        )
+    except ValueError as error:  # also UnicodeDecodeError and JSONDecodeError
+        raise MalformedJson(f"the body is not valid JSON: {error}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+def query(request: web.Request, model: type[M]) -> M:
+    data: dict[str, str] = {}
+    for name in request.query:
+        values = request.query.getall(name)
+        if len(values) > 1:
+            raise ValidationFailed(
+                "the request is not valid",
+                errors=[{"field": name, "message": "give this parameter once"}],
+            )
+        data[name] = values[0]
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error, where="query") from None
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    keys = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    if not keys:
+        return None
+    if len(keys) > 1 or not _IDEMPOTENCY_KEY.fullmatch(keys[0]):
+        raise ValidationFailed(
+            "the request is not valid",
+            errors=[{"field": IDEMPOTENCY_HEADER,
+                     "message": "one key of 1-255 printable ASCII characters"}],
+        )
+    return keys[0]
+
+
+def username(request: web.Request) -> str:
+    return identity.username(request.match_info["username"])
+
+
+def refund_request_id(request: web.Request) -> UUID:
+    raw = request.match_info["id"]
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound(f"no refund request {raw!r}", id=raw) from None

@@ -1,0 +1,195 @@
+"""Every refusal as RFC 9457 ``application/problem+json``, from one middleware and one table.
+
+A problem is ``{type, title, status, detail, code}``, plus ``errors`` (``[{field, message}]``)
+for validation, ``reason`` where the refusal carries one, and ``request_id`` to find it in the
+logs. The status of an exception is looked up by its class (the nearest class in the table
+wins). Anything not in the table is a programmer error: logged with its stack trace, answered
+500 without one.
+
+The API's own refusals (before the ledger is asked anything)::
+
+    ApiError
+    ├── MalformedJson          400 malformed_json
+    ├── Unauthorized           401 unauthorized (with WWW-Authenticate: Bearer)
+    ├── Forbidden              403 forbidden
+    ├── UnsupportedMediaType   415 unsupported_media_type
+    └── ValidationFailed       422 validation_error (with errors)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from api.context import REQUEST_ID
+from ledger.errors import (
+    Conflict,
+    InvalidInput,
+    LedgerError,
+    NotFound,
+    Refused,
+    Unavailable,
+)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:ledger:problem:"
+RETRY_AFTER_S = 1
+MAX_ERRORS = 20
+
+log = logging.getLogger("api.problems")
+
+
+class ApiError(Exception):
+    """A request refused by the API itself; nothing reached the ledger."""
+
+    code = "bad_request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)[:MAX_ERRORS]
+        self.headers = dict(headers or {})
+
+
+class MalformedJson(ApiError):
+    code = "malformed_json"
+
+
+class Unauthorized(ApiError):
+    code = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="ledger"'})
+
+
+class Forbidden(ApiError):
+    code = "forbidden"
+
+
+class UnsupportedMediaType(ApiError):
+    code = "unsupported_media_type"
+
+
+class ValidationFailed(ApiError):
+    code = "validation_error"
+
+
+# The one table: exception class -> HTTP status. Subclasses inherit their parent's status.
+STATUS_BY_CLASS: Mapping[type[Exception], int] = {
+    MalformedJson: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    UnsupportedMediaType: 415,
+    ValidationFailed: 422,
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Refused: 422,
+    Unavailable: 503,
+}
+
+# aiohttp's own refusals (routing, body size, framing), by status.
+CODE_BY_HTTP_STATUS: Mapping[int, str] = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+_KEPT_HTTP_HEADERS = ("Allow",)
+
+
+def status_of(error: Exception) -> int | None:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_CLASS:
+            return STATUS_BY_CLASS[cls]
+    return None
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **{key: value for key, value in extra.items() if value is not None},
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    all_headers = dict(headers or {})
+    if status == 503:
+        all_headers.setdefault("Retry-After", str(RETRY_AFTER_S))
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_JSON,
+        headers=all_headers,
+    )
+
+
+def _from_error(error: Exception, status: int, request_id: str | None) -> web.Response:
+    if isinstance(error, ApiError):
+        return problem(
+            status, error.code, error.detail, request_id=request_id, headers=error.headers,
+            errors=error.errors or None,
+        )
+    assert isinstance(error, LedgerError)
+    errors = None
+    if isinstance(error, InvalidInput):
+        errors = [{"field": error.field, "message": error.detail}]
+    reason = error.context.get("reason") if isinstance(error, Refused) else None
+    return problem(
+        status, error.code, error.detail, request_id=request_id, errors=errors, reason=reason
+    )
+
+
+def _from_http(error: web.HTTPException, request_id: str | None) -> web.Response:
+    code = CODE_BY_HTTP_STATUS.get(error.status, f"http_{error.status}")
+    # aiohttp's default text is "<status>: <reason>"; keep only a text that says more (413's).
+    text = (error.text or "").strip()
+    detail = error.reason if not text or text.startswith(f"{error.status}:") else text
+    headers = {name: error.headers[name] for name in _KEPT_HTTP_HEADERS if name in error.headers}
+    return problem(error.status, code, detail, request_id=request_id, headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.get(REQUEST_ID)
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _from_http(error, request_id)
+    except Exception as error:
+        status = status_of(error)
+        if status is not None:
+            return _from_error(error, status, request_id)
+        log.exception("unexpected error in %s %s (request %s)", request.method,
+                      request.path, request_id)
+        return problem(
+            500, "internal_error",
+            "an unexpected error occurred; it was logged with this request id",
+            request_id=request_id,
+        )
