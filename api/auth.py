@@ -1,0 +1,142 @@
+"""Who is calling: bearer tokens by role, checked on every request but ``/health``.
+
+- ``LEDGER_TOKENS`` is ``role:token,role:token,...``; roles are system, cs, finance, auditor. A
+  role may have several tokens (rotation); a token may not serve two roles. Anything else
+  refuses to start.
+- Unset, ``ledger serve`` uses ``./var/tokens`` (one token per role, mode 0600), making it with
+  fresh random tokens on the first start.
+- A presented token is compared with every known token in constant time.
+- The actor recorded in events is ``role:<first 8 hex of sha256(token)>``: who, never the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from api.context import ACTOR, REQUEST_ID
+from api.problems import Forbidden, Unauthorized
+from ledger.identity import Actor
+
+SYSTEM, CS, FINANCE, AUDITOR = "system", "cs", "finance", "auditor"
+ROLES = (SYSTEM, CS, FINANCE, AUDITOR)
+ANY_ROLE = frozenset(ROLES)
+DEFAULT_TOKENS_FILE = Path("var/tokens")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
+# Roles of each route, by route name: None means no token needed.
+ROUTE_ROLES = web.AppKey("route_roles", dict[str, frozenset[str] | None])
+
+
+class TokenConfigError(ValueError):
+    """The token configuration is unusable: the service does not start."""
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Known tokens, as sha256 digests, with the role each one grants."""
+
+    digests: tuple[tuple[bytes, str], ...]
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Tokens:
+        digests: dict[bytes, str] = {}
+        for role, token in pairs:
+            if role not in ROLES:
+                raise TokenConfigError(f"unknown role {role!r}: roles are {', '.join(ROLES)}")
+            if not _TOKEN.fullmatch(token):
+                raise TokenConfigError(f"the {role} token is empty or not printable ASCII")
+            digest = hashlib.sha256(token.encode()).digest()
+            if digests.get(digest, role) != role:
+                raise TokenConfigError("one token is given to two roles")
+            digests[digest] = role
+        if not digests:
+            raise TokenConfigError("no tokens given")
+        return cls(tuple(digests.items()))
+
+    @classmethod
+    def parse(cls, text: str) -> Tokens:
+        """``role:token`` pairs separated by commas (or newlines, as in the tokens file)."""
+        pairs = []
+        for item in re.split(r"[,\n]", text):
+            if not item.strip():
+                continue
+            role, sep, token = item.strip().partition(":")
+            if not sep:
+                raise TokenConfigError("each token is given as role:token")
+            pairs.append((role.strip(), token.strip()))
+        return cls.from_pairs(pairs)
+
+    def identify(self, token: str) -> str | None:
+        """The role of ``token``, or None; every known token is compared, in constant time."""
+        presented = hashlib.sha256(token.encode()).digest()
+        found = None
+        for digest, role in self.digests:
+            if hmac.compare_digest(digest, presented):
+                found = role
+        return found
+
+
+TOKENS = web.AppKey("tokens", Tokens)
+
+
+def load_or_create(path: Path = DEFAULT_TOKENS_FILE) -> tuple[Tokens, Mapping[str, str], bool]:
+    """The tokens of ``path``, made with one fresh random token per role when it is missing.
+
+    Returns the tokens, the role -> token pairs to show the operator, and whether they are new.
+    A file others may read is refused, as ssh refuses a private key."""
+    created = False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{role}:{secrets.token_urlsafe(32)}\n" for role in ROLES)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        created = True
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenConfigError(f"{path} is readable by others: chmod 600 it")
+    text = path.read_text()
+    shown = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return Tokens.parse(text), shown, created
+
+
+def actor_name(role: str, token: str) -> str:
+    return f"{role}:{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+
+
+def _bearer(header: str | None) -> str | None:
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 without a valid token, 403 when the role may not call the route; sets the actor.
+
+    Unknown routes need a token too (401 before 404): only ``/health`` is open."""
+    route_name = request.match_info.route.name
+    roles = request.app[ROUTE_ROLES].get(route_name or "", ANY_ROLE)
+    if roles is None:
+        return await handler(request)
+    token = _bearer(request.headers.get("Authorization"))
+    role = None if token is None else request.app[TOKENS].identify(token)
+    if token is None or role is None:
+        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+    request[ACTOR] = Actor(actor_name(role, token), request[REQUEST_ID])
+    if role not in roles:
+        raise Forbidden(f"the {role} role may not do this")
+    return await handler(request)
