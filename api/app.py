@@ -1,0 +1,91 @@
+"""``create_app``: the whole HTTP service, built in one place.
+
+Resources live in ``cleanup_ctx``, opened in this order and closed in the reverse: the bounded
+executor, the ledger application, the read models, the read-model keeper. Middlewares, outermost
+first: request id and metrics, problems (every error becomes problem+json), auth (token, role).
+Handler cancellation stays off (aiohttp's default): a client hanging up never cuts a write in
+half. Bodies over ``client_max_size`` are refused with 413.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from api import openapi
+from api.auth import TOKENS, Tokens, auth_middleware
+from api.context import (
+    EXECUTOR,
+    KEEPER,
+    LEDGER,
+    READ_MODELS,
+    READ_WAIT_S,
+    Keeper,
+    ReadSide,
+    in_executor,
+)
+from api.observability import METRICS, Metrics, observe_middleware
+from api.operations import OPENAPI_JSON
+from api.problems import problem_middleware
+from api.routes import ROUTES
+from api.routing import register
+from ledger.application import LedgerApplication
+from ledger.settings import StoreSettings
+from projections.readmodels import ReadModelKeeper, ReadModels
+from projections.store import open_application
+
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_READ_WAIT_S = 5.0
+
+
+def create_app(
+    settings: StoreSettings,
+    tokens: Tokens,
+    *,
+    executor_workers: int | None = None,
+    read_wait_s: float = DEFAULT_READ_WAIT_S,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    read_models: Callable[[StoreSettings, LedgerApplication], ReadSide] = ReadModels,
+    keeper: Callable[[StoreSettings], Keeper] = ReadModelKeeper,
+) -> web.Application:
+    """The service on ``settings``' store. ``executor_workers`` defaults to the store's pool
+    size: never more threads than connections to give them."""
+    workers = executor_workers or settings.pool_size
+    if not 1 <= workers <= settings.pool_size:
+        raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[observe_middleware, problem_middleware, auth_middleware],
+    )
+    app[TOKENS] = tokens
+    app[READ_WAIT_S] = read_wait_s
+    app[METRICS] = Metrics()
+    register(app, ROUTES)
+    app[OPENAPI_JSON] = json.dumps(openapi.build(ROUTES)).encode()
+
+    async def executor(app: web.Application) -> AsyncIterator[None]:
+        app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger")
+        yield
+        app[EXECUTOR].shutdown(wait=True)
+
+    async def ledger(app: web.Application) -> AsyncIterator[None]:
+        app[LEDGER] = await in_executor(app, open_application, settings)
+        yield
+        await in_executor(app, app[LEDGER].close)
+
+    async def read_side(app: web.Application) -> AsyncIterator[None]:
+        # The read models make their tables before the keeper's thread opens them: made from
+        # two threads at once, SQLite's tracking tables race and the keeper's thread dies.
+        app[READ_MODELS] = await in_executor(app, read_models, settings, app[LEDGER])
+        app[KEEPER] = keeper(settings)
+        await in_executor(app, app[KEEPER].start)
+        yield
+        await in_executor(app, app[KEEPER].stop)
+        await in_executor(app, app[READ_MODELS].close)
+
+    app.cleanup_ctx.extend([executor, ledger, read_side])
+    return app
+

@@ -1,0 +1,209 @@
+"""Handlers of the money endpoints: parse, make one call, map the answer.
+
+A write answers its resource with ``position`` (the log position of the last event it wrote):
+201 when it created something, 200 for a step on something existing or a natural duplicate,
+and with ``Idempotent-Replayed: true`` when an ``Idempotency-Key`` answered it. A read first
+waits (bounded) until the read models reflect every write acknowledged before it began.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from api import models, parsing
+from api.context import ACTOR, KEEPER, LEDGER, ReadSide, read, run
+from ledger import identity
+from ledger.application import Outcome
+from ledger.errors import NotFound
+
+STATUS_OF_OUTCOME = {"created": 201, "ok": 200, "existing": 200}
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def _default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    text = json.dumps(data, default=_default, separators=(",", ":"))
+    return web.Response(text=text, status=status, content_type="application/json",
+                        headers=headers)
+
+
+async def _command(request: web.Request, command: Callable[..., Outcome], *args: Any
+                   ) -> web.Response:
+    outcome = await run(
+        request, command, *args, actor=request[ACTOR],
+        idempotency_key=parsing.idempotency_key(request),
+    )
+    # The read models of this process need not wait for their next poll to see the write.
+    request.app[KEEPER].nudge()
+    headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
+    return json_response({**outcome.body, "position": outcome.position},
+                         status=STATUS_OF_OUTCOME[outcome.outcome], headers=headers)
+
+
+def _account_or_404(read_models: ReadSide, name: str) -> dict[str, Any]:
+    found = read_models.account(name)
+    if found is None:
+        raise NotFound(f"no account for {name!r}", username=name)
+    return found
+
+
+def _page(page: Any) -> dict[str, Any]:
+    return {"items": page.items, "next": page.next}
+
+
+# -- accounts and money -------------------------------------------------------------------------
+
+
+async def open_account(request: web.Request) -> web.Response:
+    b = await parsing.body(request, models.OpenAccount)
+    return await _command(request, request.app[LEDGER].open_account, b.username, b.currency)
+
+
+async def deposit(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    b = await parsing.body(request, models.Deposit)
+    return await _command(request, request.app[LEDGER].deposit, name, b.amount, b.reference)
+
+
+async def purchase(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    b = await parsing.body(request, models.Purchase)
+    return await _command(request, request.app[LEDGER].purchase, name, b.order_no, b.amount)
+
+
+async def fail_purchase(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    order_no = request.match_info["order_no"]
+    b = await parsing.body(request, models.PurchaseFailure)
+    return await _command(
+        request, request.app[LEDGER].fail_purchase, name, order_no, b.amount, b.reason
+    )
+
+
+async def get_account(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    parsing.query(request, models.NoQuery)
+    return json_response(await read(request, lambda rm: _account_or_404(rm, name)))
+
+
+async def get_balance(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    q = parsing.query(request, models.BalanceQuery)
+
+    def balance(rm: ReadSide) -> dict[str, Any]:
+        found = rm.balance(name, at_position=q.at_position, as_of=q.as_of)
+        if found is None:
+            raise NotFound(f"no account for {name!r} at that point", username=name)
+        return found
+
+    return json_response(await read(request, balance))
+
+
+async def get_history(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    q = parsing.query(request, models.PageQuery)
+
+    def history(rm: ReadSide) -> dict[str, Any]:
+        _account_or_404(rm, name)
+        return _page(rm.history(name, limit=q.limit, after=q.after))
+
+    return json_response(await read(request, history))
+
+
+async def get_orders(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    q = parsing.query(request, models.PageQuery)
+
+    def orders(rm: ReadSide) -> dict[str, Any]:
+        _account_or_404(rm, name)
+        return _page(rm.orders(name, limit=q.limit, after=q.after))
+
+    return json_response(await read(request, orders))
+
+
+async def get_refundable(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    q = parsing.query(request, models.PageQuery)
+
+    def refundable(rm: ReadSide) -> dict[str, Any]:
+        account = _account_or_404(rm, name)
+        page = rm.orders(name, limit=q.limit, after=q.after)
+        fields = ("username", "currency", "available", "held", "refundable")
+        return {**{f: account[f] for f in fields}, "orders": page.items, "next": page.next}
+
+    return json_response(await read(request, refundable))
+
+
+# -- balance refunds ----------------------------------------------------------------------------
+
+
+async def request_refund(request: web.Request) -> web.Response:
+    name = parsing.username(request)
+    b = await parsing.body(request, models.RefundRequestCreate)
+    return await _command(
+        request, request.app[LEDGER].request_refund, name, b.order_no, b.amount, b.reason
+    )
+
+
+async def approve_refund(request: web.Request) -> web.Response:
+    request_id = parsing.refund_request_id(request)
+    b = await parsing.body(request, models.Approve)
+    return await _command(request, request.app[LEDGER].approve_refund, request_id, b.note)
+
+
+async def reject_refund(request: web.Request) -> web.Response:
+    request_id = parsing.refund_request_id(request)
+    b = await parsing.body(request, models.Reject)
+    return await _command(request, request.app[LEDGER].reject_refund, request_id, b.reason)
+
+
+async def cancel_refund(request: web.Request) -> web.Response:
+    request_id = parsing.refund_request_id(request)
+    b = await parsing.body(request, models.Cancel)
+    return await _command(request, request.app[LEDGER].cancel_refund, request_id, b.reason)
+
+
+async def pay_refund(request: web.Request) -> web.Response:
+    request_id = parsing.refund_request_id(request)
+    b = await parsing.body(request, models.Pay)
+    return await _command(
+        request, request.app[LEDGER].pay_refund, request_id, b.payout_reference
+    )
+
+
+async def list_refund_requests(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.RefundRequestQuery)
+    name = None if q.username is None else identity.username(q.username)
+
+    def requests(rm: ReadSide) -> dict[str, Any]:
+        return _page(rm.refund_requests(status=q.status, username=name, limit=q.limit,
+                                        after=q.after))
+
+    return json_response(await read(request, requests))
+
+
+async def get_refund_request(request: web.Request) -> web.Response:
+    request_id = parsing.refund_request_id(request)
+    parsing.query(request, models.NoQuery)
+
+    def refund_request(rm: ReadSide) -> dict[str, Any]:
+        found = rm.refund_request(request_id)
+        if found is None:
+            raise NotFound(f"no refund request {request_id}", id=str(request_id))
+        return found
+
+    return json_response(await read(request, refund_request))

@@ -1,0 +1,189 @@
+"""The OpenAPI 3.1 document of what is served, generated from the route table and the models.
+
+Each operation lists its path, query and header parameters, its body, every answer it can
+give (its own, and the problems every route of its kind can answer: 401/403 for tokens and
+roles, 400/413/415/422 for bodies, 422/503 for reads, 503 for writes, 500 for all), the roles
+that may call it, and bearer security (none for /health).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from importlib import metadata
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from api import models
+from api.auth import ANY_ROLE
+from api.routing import Route
+
+OPENAPI_VERSION = "3.1.0"
+REF = "#/components/schemas/{model}"
+JsonSchema = dict[str, Any]
+
+PATH_PARAMETERS: dict[str, JsonSchema] = {
+    "username": {"type": "string", "maxLength": 128,
+                 "description": "The customer's user name (normalised: trimmed, lower-case)."},
+    "id": {"type": "string", "format": "uuid", "description": "A refund request's id."},
+    "order_no": {"type": "string", "maxLength": 128, "description": "The order number."},
+    "name": {"type": "string", "description": "The asset's file name."},
+}
+HEADER_PARAMETERS: dict[str, JsonSchema] = {
+    "RequestId": {
+        "name": "X-Request-Id", "in": "header", "required": False,
+        "description": "Your id for this request (1-128 printable ASCII); echoed back, and "
+                       "recorded in the events it writes. Made up when absent.",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+    "IdempotencyKey": {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": "Same caller, key and body within 24 h: the first answer again, with "
+                       "Idempotent-Replayed: true. Same key, other body: 422.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    },
+}
+RESPONSE_HEADERS: dict[str, JsonSchema] = {
+    "X-Request-Id": {"description": "The request's id.", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "true when an Idempotency-Key answered it.",
+                            "schema": {"type": "string", "enum": ["true"]}},
+    "WWW-Authenticate": {"description": "The scheme: Bearer.", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
+}
+_PROBLEM_HEADERS = {401: "WWW-Authenticate", 503: "Retry-After"}
+
+
+def _problem_statuses(route: Route) -> set[int]:
+    statuses = {500, *route.problems}
+    if route.roles is not None:
+        statuses.add(401)
+        if route.roles != ANY_ROLE:
+            statuses.add(403)
+    if route.body is not None:
+        statuses |= {400, 413, 415, 422, 503}
+    if route.query is not None:
+        statuses |= {422, 503}
+    if "{username}" in route.path:
+        statuses.add(422)
+    return statuses
+
+
+def _without_null(schema: JsonSchema) -> JsonSchema:
+    """A query parameter is absent or has a value: ``T | None`` is documented as ``T``."""
+    branches = [s for s in schema.get("anyOf", ()) if s.get("type") != "null"]
+    if len(branches) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**branches[0], **rest}
+
+
+def _parameters(route: Route) -> list[JsonSchema]:
+    parameters: list[JsonSchema] = [
+        {"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS[name]}
+        for name in re.findall(r"\{(\w+)\}", route.path)
+    ]
+    if route.query is not None:
+        schema = route.query.model_json_schema(ref_template=REF)
+        required = set(schema.get("required", ()))
+        for name, field_schema in schema.get("properties", {}).items():
+            parameters.append({"name": name, "in": "query", "required": name in required,
+                               "schema": _without_null(field_schema)})
+    parameters.append({"$ref": "#/components/parameters/RequestId"})
+    if route.is_write:
+        parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
+    return parameters
+
+
+def _answers(route: Route, refs: dict[type[BaseModel], JsonSchema]) -> dict[str, JsonSchema]:
+    headers: dict[str, JsonSchema] = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
+    if route.is_write:
+        headers["Idempotent-Replayed"] = {"$ref": "#/components/headers/Idempotent-Replayed"}
+    responses: dict[str, JsonSchema] = {}
+    for status, answer in sorted(route.answers.items()):
+        if isinstance(answer, type):
+            content = {"application/json": {"schema": refs[answer]}}
+        else:
+            content = {answer.content_type: {"schema": dict(answer.schema)}}
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": content,
+                                  "headers": headers}
+    for status in sorted(_problem_statuses(route)):
+        responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
+    return responses
+
+
+def _operation(route: Route, refs: dict[type[BaseModel], JsonSchema]) -> JsonSchema:
+    operation: JsonSchema = {
+        "operationId": route.name,
+        "summary": route.summary,
+        "tags": [route.tag],
+        "parameters": _parameters(route),
+        "responses": _answers(route, refs),
+    }
+    if route.roles is None:
+        operation["security"] = []
+        operation["description"] = "Served without a token."
+    else:
+        operation["description"] = "Roles: " + ", ".join(sorted(route.roles)) + "."
+        operation["x-roles"] = sorted(route.roles)
+    if route.body is not None:
+        required = any(f.is_required() for f in route.body.model_fields.values())
+        operation["requestBody"] = {
+            "required": required,
+            "content": {"application/json": {"schema": refs[route.body]}},
+        }
+    return operation
+
+
+def _schemas(routes: Sequence[Route]) -> tuple[dict[type[BaseModel], JsonSchema], JsonSchema]:
+    bodies = {route.body for route in routes if route.body is not None}
+    answers = {a for route in routes for a in route.answers.values() if isinstance(a, type)}
+    answers.add(models.Problem)
+    inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        *((m, "validation") for m in sorted(bodies, key=lambda m: m.__name__)),
+        *((m, "serialization") for m in sorted(answers, key=lambda m: m.__name__)),
+    ]
+    by_key, top = models_json_schema(inputs, ref_template=REF)
+    refs = {model: dict(by_key[(model, mode)]) for model, mode in inputs}
+    return refs, top.get("$defs", {})
+
+
+def _problem_responses(statuses: Iterable[int]) -> JsonSchema:
+    responses: JsonSchema = {}
+    for status in sorted(statuses):
+        headers = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
+        if status in _PROBLEM_HEADERS:
+            name = _PROBLEM_HEADERS[status]
+            headers[name] = {"$ref": f"#/components/headers/{name}"}
+        responses[f"Problem{status}"] = {
+            "description": HTTPStatus(status).phrase,
+            "headers": headers,
+            "content": {"application/problem+json": {"schema": {"$ref": REF.format(
+                model="Problem")}}},
+        }
+    return responses
+
+
+def build(routes: Sequence[Route], *, title: str = "Ledger API") -> JsonSchema:
+    refs, schemas = _schemas(routes)
+    paths: dict[str, JsonSchema] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+    statuses = {s for route in routes for s in _problem_statuses(route)}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": metadata.version("ledger"),
+                 "description": "The ledger of a cross-border shopping agent's customer money. "
+                                "Amounts are integers of minor units; see API.md."},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "parameters": HEADER_PARAMETERS,
+            "headers": RESPONSE_HEADERS,
+            "responses": _problem_responses(statuses),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

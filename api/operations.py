@@ -1,0 +1,50 @@
+"""Handlers of the operations endpoints: health, readiness, metrics and the API's description.
+
+``/health`` says the process answers (no token, no database). ``/ready`` says the database
+answers and how far the read models lag; 503 ``not_ready`` when the database does not answer
+within ``READY_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.context import READ_MODELS, run
+from api.handlers import json_response
+from api.observability import METRICS
+from ledger.errors import NotReady
+
+READY_TIMEOUT_S = 5.0
+OPENAPI_JSON = web.AppKey("openapi_json", bytes)
+
+log = logging.getLogger("api.operations")
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    try:
+        status = await asyncio.wait_for(
+            run(request, request.app[READ_MODELS].status), READY_TIMEOUT_S
+        )
+    except Exception as error:  # any failure to reach the store means: not ready
+        log.warning("not ready: %s: %s", type(error).__name__, error)
+        raise NotReady("the database does not answer") from None
+    return json_response({"status": "ready", **status})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(request.app[METRICS].registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI_JSON], content_type="application/json")

@@ -1,0 +1,98 @@
+"""Every route the service serves, with the roles that may call it (API.md, "Roles").
+
+system: open accounts, deposits, purchases, purchase failures; read accounts.
+cs: open accounts, refund requests (create, cancel), purchase failures; read all but audit.
+finance: approve, reject and pay refund requests; read all.
+auditor: read everything; write nothing.
+"""
+
+from __future__ import annotations
+
+from api import docs, handlers, models, operations
+from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
+from api.routing import Media, Route
+
+READ_ACCOUNTS = ANY_ROLE
+READ_REFUNDS = frozenset({CS, FINANCE, AUDITOR})
+OPEN_ACCOUNTS = frozenset({SYSTEM, CS})
+POST_MONEY = frozenset({SYSTEM})
+FAIL_PURCHASES = frozenset({SYSTEM, CS})
+REQUEST_REFUNDS = frozenset({CS})
+DECIDE_REFUNDS = frozenset({FINANCE})
+
+ACCOUNTS = "Accounts and money"
+REFUNDS = "Balance refunds"
+OPERATIONS = "Operations"
+U = "/v1/accounts/{username}"
+R = "/v1/refund-requests/{id}"
+
+ROUTES: tuple[Route, ...] = (
+    # -- accounts and money
+    Route("POST", "/v1/accounts", handlers.open_account, OPEN_ACCOUNTS,
+          "Open an account", ACCOUNTS, {201: models.OpenedAccount},
+          body=models.OpenAccount, problems=(409,)),
+    Route("GET", U, handlers.get_account, READ_ACCOUNTS,
+          "An account's balances", ACCOUNTS, {200: models.Account}, query=models.NoQuery,
+          problems=(404,)),
+    Route("GET", f"{U}/balance", handlers.get_balance, READ_ACCOUNTS,
+          "Balances now, as of a time, or at a log position", ACCOUNTS,
+          {200: models.Balance}, query=models.BalanceQuery, problems=(404,)),
+    Route("GET", f"{U}/history", handlers.get_history, READ_ACCOUNTS,
+          "The account's money events, oldest first", ACCOUNTS,
+          {200: models.HistoryPage}, query=models.PageQuery, problems=(404,)),
+    Route("POST", f"{U}/deposits", handlers.deposit, POST_MONEY,
+          "Credit a deposit (the payment reference is its natural key)", ACCOUNTS,
+          {201: models.AccountWritten, 200: models.AccountWritten},
+          body=models.Deposit, problems=(404, 409)),
+    Route("POST", f"{U}/purchases", handlers.purchase, POST_MONEY,
+          "Pay for an order from the balance", ACCOUNTS, {201: models.AccountWritten},
+          body=models.Purchase, problems=(404, 409)),
+    Route("POST", f"{U}/purchases/{{order_no}}/failure", handlers.fail_purchase,
+          FAIL_PURCHASES, "Credit back a purchase that failed after payment", ACCOUNTS,
+          {201: models.AccountWritten}, body=models.PurchaseFailure, problems=(404,)),
+    Route("GET", f"{U}/orders", handlers.get_orders, READ_ACCOUNTS,
+          "The account's orders: paid, credited back, refundable", ACCOUNTS,
+          {200: models.OrderPage}, query=models.PageQuery, problems=(404,)),
+    Route("GET", f"{U}/refundable", handlers.get_refundable, READ_ACCOUNTS,
+          "What the customer can get back, with a page of orders", ACCOUNTS,
+          {200: models.Refundable}, query=models.PageQuery, problems=(404,)),
+    # -- balance refunds
+    Route("POST", f"{U}/refund-requests", handlers.request_refund, REQUEST_REFUNDS,
+          "Request a balance refund (holds the amount)", REFUNDS,
+          {201: models.RefundRequestWritten}, body=models.RefundRequestCreate,
+          problems=(404, 409)),
+    Route("GET", "/v1/refund-requests", handlers.list_refund_requests, READ_REFUNDS,
+          "Refund requests, by status and user name", REFUNDS,
+          {200: models.RefundRequestPage}, query=models.RefundRequestQuery),
+    Route("GET", R, handlers.get_refund_request, READ_REFUNDS,
+          "A refund request with its steps", REFUNDS, {200: models.RefundRequestDetail},
+          query=models.NoQuery, problems=(404,)),
+    Route("POST", f"{R}/approve", handlers.approve_refund, DECIDE_REFUNDS,
+          "Approve a requested refund", REFUNDS, {200: models.RefundRequestWritten},
+          body=models.Approve, problems=(404, 409)),
+    Route("POST", f"{R}/reject", handlers.reject_refund, DECIDE_REFUNDS,
+          "Reject a refund request (releases the hold)", REFUNDS,
+          {200: models.RefundRequestWritten}, body=models.Reject, problems=(404, 409)),
+    Route("POST", f"{R}/cancel", handlers.cancel_refund, REQUEST_REFUNDS,
+          "Cancel a refund request for the customer (releases the hold)", REFUNDS,
+          {200: models.RefundRequestWritten}, body=models.Cancel, problems=(404, 409)),
+    Route("POST", f"{R}/pay", handlers.pay_refund, DECIDE_REFUNDS,
+          "Record the payout of an approved refund", REFUNDS,
+          {200: models.RefundRequestWritten}, body=models.Pay, problems=(404, 409)),
+    # -- operations
+    Route("GET", "/health", operations.health, None,
+          "The process answers (no token needed)", OPERATIONS, {200: models.Health}),
+    Route("GET", "/ready", operations.ready, ANY_ROLE,
+          "The database answers; how far the read models lag", OPERATIONS,
+          {200: models.Ready}, problems=(503,)),
+    Route("GET", "/metrics", operations.metrics, ANY_ROLE,
+          "Prometheus metrics", OPERATIONS, {200: Media("text/plain")}),
+    Route("GET", "/openapi.json", operations.openapi_json, ANY_ROLE,
+          "This document", OPERATIONS,
+          {200: Media("application/json", {"type": "object"})}),
+    Route("GET", "/docs", docs.docs_page, ANY_ROLE,
+          "Swagger UI, served offline", OPERATIONS, {200: Media("text/html")}),
+    Route("GET", "/docs/static/{name}", docs.docs_asset, ANY_ROLE,
+          "An asset of the Swagger UI page", OPERATIONS,
+          {200: Media("application/octet-stream")}, problems=(404,)),
+)

@@ -1,0 +1,56 @@
+"""What a route is: method, path, handler, who may call it, and what it reads and answers.
+
+The route table (``api.routes``) is the one source of what is served: the router, the role
+check and /openapi.json are all made from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel
+
+from api.auth import ROUTE_ROLES
+
+
+@dataclass(frozen=True)
+class Media:
+    """An answer that is not a JSON model: its content type and schema."""
+
+    content_type: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    roles: frozenset[str] | None  # None: served without a token
+    summary: str
+    tag: str
+    answers: Mapping[int, type[BaseModel] | Media]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    problems: tuple[int, ...] = ()  # beyond those every route of its kind can answer
+
+    @property
+    def name(self) -> str:
+        return self.handler.__name__
+
+    @property
+    def is_write(self) -> bool:
+        return self.method == "POST"
+
+
+def register(app: web.Application, routes: Sequence[Route]) -> None:
+    names = [route.name for route in routes]
+    if len(set(names)) != len(names):
+        raise ValueError("two routes share a handler name")
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+    app[ROUTE_ROLES] = {route.name: route.roles for route in routes}
