@@ -1,0 +1,266 @@
+"""Idempotency keys, on both stores (API.md, Conventions).
+
+Same caller, key and request within 24 h: the first response again, replayed, and no second
+effect. Same key with another request: IdempotencyKeyReused. Keys of different callers are
+independent. After 24 h a key starts afresh.
+
+A partial failure credit is the command these tests retry: it has no natural key, so only the
+idempotency key stands between a retry and a second credit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import pytest
+
+from ledger.application import LedgerApplication, Outcome
+from ledger.clock import utc_now
+from ledger.errors import IdempotencyKeyReused
+from ledger.idempotency import KEY_LIFETIME, record_id
+from ledger.identity import Actor
+from ledger.settings import StoreSettings
+from projections.store import open_application
+from tests.app.conftest import last_position, open_funded
+
+
+class Clock:
+    """The application's clock: real time shifted by ``offset``, or pinned ``at`` a moment."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+        self.at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.at if self.at is not None else utc_now() + self.offset
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def shop(settings: StoreSettings, clock: Clock, system: Actor) -> Iterator[LedgerApplication]:
+    """Alice deposited 2,000 and paid 1,000 for ORD-1, on an application that reads ``clock``."""
+    app = open_application(settings, clock=clock)
+    open_funded(app, system, amount=2_000)
+    app.purchase("alice", "ORD-1", 1_000, actor=system)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def credit(app: LedgerApplication, actor: Actor, key: str, amount: int = 100) -> Outcome:
+    return app.fail_purchase(
+        "alice", "ORD-1", amount, "one item failed", actor=actor, idempotency_key=key
+    )
+
+
+def credited_back(app: LedgerApplication) -> int:
+    return app.account("alice").orders["ORD-1"][1]
+
+
+def test_a_retry_with_the_same_key_answers_the_first_response_and_takes_effect_once(
+    shop: LedgerApplication, cs: Actor,
+) -> None:
+    first = credit(shop, cs, "key-1")
+    written = last_position(shop)
+
+    retry = credit(shop, cs, "key-1")
+
+    assert first.replayed is False
+    assert retry.replayed is True
+    assert (retry.outcome, retry.body, retry.position) == (
+        first.outcome, first.body, first.position,
+    )
+    assert credited_back(shop) == 100
+    assert last_position(shop) == written
+
+
+def test_the_first_response_is_answered_again_even_after_the_account_moved_on(
+    shop: LedgerApplication, system: Actor, cs: Actor,
+) -> None:
+    first = credit(shop, cs, "key-1")
+    shop.deposit("alice", 777, "PAY-LATER", actor=system)
+
+    retry = credit(shop, cs, "key-1")
+
+    assert retry.body == first.body
+    assert retry.body["account"]["posted"] == 1_100
+
+
+def test_every_use_case_honours_a_key(
+    shop: LedgerApplication, system: Actor, cs: Actor, finance: Actor,
+) -> None:
+    def twice(command: Callable[[], Outcome]) -> Outcome:
+        first, retry = command(), command()
+        assert retry.replayed and not first.replayed
+        assert (retry.body, retry.position) == (first.body, first.position)
+        return first
+
+    twice(lambda: shop.open_account("bob", "EUR", actor=system, idempotency_key="k-open"))
+    twice(lambda: shop.deposit("bob", 500, "PAY-B", actor=system, idempotency_key="k-dep"))
+    twice(lambda: shop.purchase("bob", "ORD-B", 200, actor=system, idempotency_key="k-buy"))
+    requested = twice(
+        lambda: shop.request_refund("bob", "ORD-B", 50, "r", actor=cs, idempotency_key="k-req")
+    )
+    rid = UUID(requested.body["id"])
+    twice(lambda: shop.approve_refund(rid, "ok", actor=finance, idempotency_key="k-approve"))
+    twice(lambda: shop.pay_refund(rid, "WIRE-1", actor=finance, idempotency_key="k-pay"))
+    other = shop.request_refund("bob", "PAY-B", 10, "r", actor=cs).body["id"]
+    twice(lambda: shop.reject_refund(UUID(other), "no", actor=finance, idempotency_key="k-rej"))
+    third = shop.request_refund("bob", "PAY-B", 10, "r", actor=cs).body["id"]
+    twice(lambda: shop.cancel_refund(UUID(third), "no", actor=cs, idempotency_key="k-cancel"))
+
+    bob = shop.account("bob")
+    assert (bob.posted, bob.held, bob.available) == (250, 0, 250)
+
+
+def test_a_key_reused_for_another_request_is_refused_and_changes_nothing(
+    shop: LedgerApplication, system: Actor, cs: Actor,
+) -> None:
+    credit(shop, cs, "key-1", amount=100)
+    written = last_position(shop)
+
+    with pytest.raises(IdempotencyKeyReused):
+        credit(shop, cs, "key-1", amount=101)
+    with pytest.raises(IdempotencyKeyReused):
+        shop.deposit("alice", 100, "PAY-9", actor=cs, idempotency_key="key-1")
+
+    assert credited_back(shop) == 100
+    assert last_position(shop) == written
+
+
+def test_the_same_key_from_two_callers_is_two_requests(
+    shop: LedgerApplication, cs: Actor,
+) -> None:
+    other_cs = Actor("cs:feedbeef", "req-other")
+
+    mine = credit(shop, cs, "shared-key")
+    theirs = credit(shop, other_cs, "shared-key")
+
+    assert not mine.replayed and not theirs.replayed
+    assert theirs.position > mine.position
+    assert credited_back(shop) == 200
+
+
+def test_a_key_is_still_honoured_just_before_24_hours_have_passed(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    first = credit(shop, cs, "key-1")
+    recorded_at = shop.repository.get(record_id(cs.name, "key-1")).modified_on
+
+    clock.at = recorded_at + KEY_LIFETIME - timedelta(seconds=1)
+    retry = credit(shop, cs, "key-1")
+
+    assert retry.replayed and retry.position == first.position
+    assert credited_back(shop) == 100
+
+
+def test_after_24_hours_a_key_starts_afresh(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    credit(shop, cs, "key-1", amount=100)
+
+    clock.offset = KEY_LIFETIME + timedelta(seconds=1)
+    later = credit(shop, cs, "key-1", amount=250)
+
+    assert later.replayed is False
+    assert later.outcome == "created"
+    assert credited_back(shop) == 350
+
+
+def test_a_key_renewed_after_24_hours_is_honoured_for_24_hours_from_its_renewal(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    # Given a key used once, and used again for a new request after its lifetime
+    credit(shop, cs, "key-1", amount=100)
+    time.sleep(0.3)  # so that the renewal is clearly later than the first use
+    clock.offset = KEY_LIFETIME + timedelta(hours=1)
+    renewed = credit(shop, cs, "key-1", amount=250)
+    renewed_at = shop.repository.get(record_id(cs.name, "key-1")).modified_on
+
+    # When the client retries the renewed request a moment short of 24 h after the renewal
+    clock.at = renewed_at + KEY_LIFETIME - timedelta(milliseconds=100)
+    retry = credit(shop, cs, "key-1", amount=250)
+
+    # Then it is answered from the renewal and credits nothing more
+    assert retry.replayed is True
+    assert retry.position == renewed.position
+    assert credited_back(shop) == 350
+
+
+def test_concurrent_duplicates_with_one_key_take_effect_once(
+    shop: LedgerApplication, cs: Actor,
+) -> None:
+    start = threading.Barrier(8)
+
+    def duplicate(_: int) -> Outcome:
+        start.wait(timeout=10)
+        return credit(shop, cs, "key-burst")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(duplicate, range(8)))
+
+    assert sum(not o.replayed for o in outcomes) == 1
+    assert len({(o.position, str(o.body)) for o in outcomes}) == 1
+    assert credited_back(shop) == 100
+
+
+def test_duplicates_with_one_key_sent_to_two_processes_take_effect_once(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    second = open_application(settings, clock=clock)
+    start = threading.Barrier(8)
+
+    def duplicate(n: int) -> Outcome:
+        start.wait(timeout=10)
+        return credit(shop if n % 2 else second, cs, "key-burst")
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(duplicate, range(8)))
+    finally:
+        second.close()
+
+    assert sum(not o.replayed for o in outcomes) == 1
+    assert len({o.position for o in outcomes}) == 1
+    assert credited_back(shop) == 100
+
+
+def test_a_key_whose_first_use_met_a_known_deposit_answers_that_response_again(
+    shop: LedgerApplication, system: Actor,
+) -> None:
+    # Given a deposit, and a retry of it (under a new key) that met it as a natural duplicate
+    shop.deposit("alice", 500, "PAY-7", actor=system)
+    first = shop.deposit("alice", 500, "PAY-7", actor=system, idempotency_key="key-7")
+    assert first.outcome == "existing"
+    shop.purchase("alice", "ORD-2", 100, actor=system)
+
+    # When the same request comes again with the same key
+    retry = shop.deposit("alice", 500, "PAY-7", actor=system, idempotency_key="key-7")
+
+    # Then it is the first response again, replayed
+    assert retry.replayed is True
+    assert (retry.outcome, retry.body, retry.position) == (
+        first.outcome, first.body, first.position,
+    )
+
+
+def test_a_key_whose_first_use_met_a_known_deposit_cannot_be_used_for_another_request(
+    shop: LedgerApplication, system: Actor,
+) -> None:
+    shop.deposit("alice", 500, "PAY-7", actor=system)
+    shop.deposit("alice", 500, "PAY-7", actor=system, idempotency_key="key-7")
+
+    with pytest.raises(IdempotencyKeyReused):
+        shop.deposit("alice", 900, "PAY-8", actor=system, idempotency_key="key-7")
+
+    assert shop.account("alice").posted == 2_000 - 1_000 + 500
