@@ -36,7 +36,9 @@ from ledger.clock import rfc3339
 from ledger.errors import InvalidInput, NotReady
 from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
+from projections.journal import JournalProjection
 from projections.orders import OrdersProjection
+from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection, case_status, overdue_where
 from projections.store import schema_lock
@@ -49,6 +51,7 @@ PROJECTIONS: tuple[type[Projection[ReadModelView]], ...] = (
     OrdersProjection,
     RefundRequestsProjection,
     ReturnCasesProjection,
+    JournalProjection,
 )
 APP_NAME = LedgerApplication.name
 MAX_PAGE = 1000
@@ -97,6 +100,7 @@ class ReadModels:
         self._orders = self.views[OrdersProjection.name]
         self._requests = self.views[RefundRequestsProjection.name]
         self._cases = self.views[ReturnCasesProjection.name]
+        self._journal = self.views[JournalProjection.name]
 
     def close(self) -> None:
         for view in self.views.values():
@@ -232,6 +236,51 @@ class ReadModels:
             for r in rows
         ]
         return paged(items, limit, key="seq")
+
+    # -- finance --------------------------------------------------------------------------------
+
+    def journal(self, *, account: str | None, limit: int, after: str | None) -> Page:
+        """Balanced postings per money event, in log order; ``account`` keeps the events that
+        post to that chart account (all their postings shown)."""
+        params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+        events_sql = "SELECT DISTINCT position FROM rm_journal WHERE position > %(after)s"
+        if account is not None:
+            events_sql += " AND account = %(account)s"
+            params["account"] = account
+        positions = [
+            r["position"]
+            for r in self._journal.query(f"{events_sql} ORDER BY position LIMIT %(limit)s", params)
+        ]
+        rows = self._journal.query(
+            "SELECT position, leg, type, account, amount, currency, username, order_no, event_id,"
+            " at FROM rm_journal WHERE position >= %(first)s AND position <= %(last)s"
+            " ORDER BY position, leg",
+            {"first": positions[0] if positions else 0, "last": positions[-1] if positions else -1},
+        )
+        wanted = set(positions)
+        entries: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            if r["position"] not in wanted:
+                continue
+            entry = entries.setdefault(
+                r["position"],
+                {
+                    "position": r["position"],
+                    "type": r["type"],
+                    "event_id": r["event_id"],
+                    "username": r["username"],
+                    "order_no": r["order_no"],
+                    "at": r["at"],
+                    "currency": r["currency"],
+                    "postings": [],
+                },
+            )
+            entry["postings"].append({"account": r["account"], "amount": r["amount"]})
+        return paged(list(entries.values()), limit, key="position")
+
+    def reconciliation(self, currency: str, at_position: int | None = None) -> dict[str, Any]:
+        position = self.log_position() if at_position is None else at_position
+        return reconcile(self._journal, self._accounts, currency, position)
 
     # -- return cases -------------------------------------------------------------------------
 

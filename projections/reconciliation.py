@@ -1,0 +1,114 @@
+"""Finance's reconciliation at any log position, per currency (DOMAIN.md, "Invariants").
+
+Figures come from two read models that are built independently from the same events — the
+journal (postings) and the accounts (balances after each event) — so each checks the other:
+
+- totals by kind of money event, and held (open balance-refund requests);
+- the sum of customer balances, from the journal and from the accounts;
+- the trial balance (all postings), which must be zero;
+- one boolean per invariant, and ``ok`` when all hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from projections.views import ReadModelView
+
+# kind of money event -> how it moves the customers' balances
+FLOW_SIGNS = {
+    "deposit_received": +1,
+    "purchase_paid": -1,
+    "purchase_failed": +1,
+    "return_refund_credited": +1,
+    "freight_charged": -1,
+    "balance_refund_paid_out": -1,
+}
+TOTAL_NAMES = {
+    "deposit_received": "deposits",
+    "purchase_paid": "purchases",
+    "purchase_failed": "failure_credits",
+    "return_refund_credited": "return_refunds",
+    "freight_charged": "freight",
+    "balance_refund_paid_out": "payouts",
+}
+
+
+def reconcile(
+    journal: ReadModelView, accounts: ReadModelView, currency: str, position: int
+) -> dict[str, Any]:
+    scope = {"currency": currency, "position": position}
+    flows = {name: 0 for name in TOTAL_NAMES.values()}
+    for row in journal.query(
+        "SELECT type, SUM(amount) AS total FROM rm_journal WHERE currency = %(currency)s"
+        " AND position <= %(position)s AND amount > 0 GROUP BY type",
+        scope,
+    ):
+        flows[TOTAL_NAMES[row["type"]]] = int(row["total"])
+    net_flows = sum(FLOW_SIGNS[kind] * flows[name] for kind, name in TOTAL_NAMES.items())
+
+    sums = journal.query(
+        "SELECT COALESCE(SUM(amount), 0) AS trial,"
+        " COALESCE(SUM(CASE WHEN account LIKE 'customer:%%' THEN -amount ELSE 0 END), 0)"
+        " AS customers FROM rm_journal WHERE currency = %(currency)s"
+        " AND position <= %(position)s",
+        scope,
+    )[0]
+    trial_balance, journal_customers = int(sums["trial"]), int(sums["customers"])
+
+    over_refunded = journal.query(
+        "SELECT username, order_no FROM rm_journal WHERE currency = %(currency)s"
+        " AND position <= %(position)s AND order_no IS NOT NULL AND amount > 0 GROUP BY"
+        " username, order_no HAVING SUM(CASE WHEN type = 'purchase_paid' THEN amount ELSE 0"
+        " END) < SUM(CASE WHEN type IN ('purchase_failed', 'return_refund_credited')"
+        " THEN amount ELSE 0 END)",
+        scope,
+    )
+
+    balances = _balances(accounts, scope)
+    invariants = {
+        "available_never_negative": balances["lowest_available"] >= 0,
+        "customer_balances_equal_flows": balances["posted"] == net_flows,
+        "journal_equals_account_balances": journal_customers == balances["posted"],
+        "trial_balance_zero": trial_balance == 0,
+        "refunds_within_paid": not over_refunded,
+    }
+    return {
+        "currency": currency,
+        "position": position,
+        "totals": {**flows, "held": balances["held"]},
+        "customer_balances": {
+            "posted": balances["posted"],
+            "held": balances["held"],
+            "available": balances["posted"] - balances["held"],
+        },
+        "journal_customer_balances": journal_customers,
+        "trial_balance": trial_balance,
+        "invariants": invariants,
+        "ok": all(invariants.values()),
+    }
+
+
+def _balances(accounts: ReadModelView, scope: dict[str, Any]) -> dict[str, int]:
+    """Each account's balances after its last event at or before the position, summed; and the
+    lowest available any account ever had up to there."""
+    latest = accounts.query(
+        "SELECT COALESCE(SUM(h.posted_after), 0) AS posted,"
+        " COALESCE(SUM(h.held_after), 0) AS held FROM rm_account_history h"
+        " JOIN (SELECT account_id, MAX(position) AS last FROM rm_account_history"
+        " WHERE position <= %(position)s GROUP BY account_id) m"
+        " ON h.account_id = m.account_id AND h.position = m.last"
+        " JOIN rm_accounts a ON a.account_id = h.account_id WHERE a.currency = %(currency)s",
+        scope,
+    )[0]
+    lowest = accounts.query(
+        "SELECT MIN(h.posted_after - h.held_after) AS lowest FROM rm_account_history h"
+        " JOIN rm_accounts a ON a.account_id = h.account_id WHERE a.currency = %(currency)s"
+        " AND h.position <= %(position)s",
+        scope,
+    )[0]["lowest"]
+    return {
+        "posted": int(latest["posted"]),
+        "held": int(latest["held"]),
+        "lowest_available": 0 if lowest is None else int(lowest),
+    }
