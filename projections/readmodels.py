@@ -36,6 +36,7 @@ from ledger.clock import rfc3339
 from ledger.errors import InvalidInput, NotReady
 from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
+from projections.chain import Chain
 from projections.journal import JournalProjection
 from projections.orders import OrdersProjection
 from projections.reconciliation import reconcile
@@ -475,11 +476,13 @@ class ReadModelKeeper:
     def _poll(self) -> None:
         app = LedgerApplication(self.settings.app_env())
         projections = [p(open_view(self.settings, p)) for p in PROJECTIONS]
+        chain = Chain(app.recorder)
         self.is_leader.set()
         try:
             while not self._stopping.is_set():
                 try:
                     busy = any([self.catch_up(app, p) for p in projections])
+                    busy = chain.extend(self.batch_size) > 0 or busy
                 except IntegrityError:
                     busy = True  # another process applied the same event first: read again
                 if not busy:
@@ -543,7 +546,10 @@ class ReadModelKeeper:
         try:
             while not self._stopping.is_set():
                 lock_connection.execute("SELECT 1")  # still holding the lock?
-                position = next(iter(runners.values())).app.recorder.max_notification_id() or 0
+                recorder = next(iter(runners.values())).app.recorder
+                position = recorder.max_notification_id() or 0
+                while Chain(recorder).extend(self.batch_size) == self.batch_size:
+                    pass  # bounded by the log's length: each round links a full batch
                 for projection in PROJECTIONS:
                     runner = runners[projection.name]
                     if self._is_failed_or_stalled(runner, position, progress, projection.name):

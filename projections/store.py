@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,7 +98,49 @@ class StorePositions:
         return found
 
 
-# -- guards ------------------------------------------------------------------------------------
+# -- plain SQL beside the event store ----------------------------------------------------------
+
+
+def run_sql(
+    recorder: Recorder,
+    statements: list[tuple[str, dict[str, Any]]],
+    *,
+    commit: bool,
+) -> list[dict[str, Any]]:
+    """Run statements (named ``%(x)s`` parameters) in one transaction of the event store's
+    database; answer the rows of the last one."""
+    rows: list[dict[str, Any]] = []
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=commit) as cursor:
+            for sql, params in statements:
+                cursor.execute(_NAMED.sub(r":\1", sql), params)
+            if statements and cursor.sqlite_cursor.description:
+                rows = [dict(row) for row in cursor.fetchall()]
+        return rows
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    with recorder.datastore.transaction(commit=commit) as curs:
+        for sql, params in statements:
+            curs.execute(sql, params)  # type: ignore[arg-type]
+        if statements and curs.description:
+            rows = [dict(row) for row in curs.fetchall()]
+    return rows
+
+
+def events_table(recorder: Recorder) -> str:
+    assert isinstance(recorder, (SQLiteApplicationRecorder, PostgresApplicationRecorder))
+    return recorder.events_table_name
+
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+# -- guards ---------------------------------------------------------------------------------------
+
+CHAIN_TABLE = "ledger_chain"
+CHAIN_DDL = (
+    "CREATE TABLE IF NOT EXISTS ledger_chain ("
+    " position BIGINT PRIMARY KEY, hash TEXT NOT NULL, CHECK (length(hash) = 64))"
+)
 
 _SQLITE_GUARDS = [
     "CREATE TRIGGER IF NOT EXISTS {t}_refuse_update BEFORE UPDATE ON {t} "
@@ -126,25 +169,31 @@ _SCHEMA_LOCK_KEY = 0x1ED6E3
 
 
 def guard_events(recorder: Recorder) -> None:
-    """Make the database refuse UPDATE, DELETE and TRUNCATE of stored events."""
+    """Make the database refuse UPDATE, DELETE and TRUNCATE of stored events and of the hash
+    chain that binds them."""
+    tables = [events_table(recorder), CHAIN_TABLE]
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=True) as cursor:
-            for statement in _SQLITE_GUARDS:
-                cursor.execute(statement.format(t=recorder.events_table_name))
+            cursor.execute(CHAIN_DDL)
+            for table in tables:
+                for statement in _SQLITE_GUARDS:
+                    cursor.execute(statement.format(t=table))
         return
     assert isinstance(recorder, PostgresApplicationRecorder)
     datastore: PostgresDatastore = recorder.datastore
-    names = {
-        "schema": Identifier(datastore.schema),
-        "table": Identifier(recorder.events_table_name),
-        "trigger_rows": Identifier(f"{recorder.events_table_name}_refuse_change"),
-        "trigger_truncate": Identifier(f"{recorder.events_table_name}_refuse_truncate"),
-    }
     with datastore.transaction(commit=True) as curs:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
-        curs.execute(SQL(_PG_GUARD_FUNCTION).format(**names))
-        for statement in _PG_GUARDS:
-            curs.execute(SQL(statement).format(**names))  # type: ignore[arg-type]
+        curs.execute(CHAIN_DDL)  # type: ignore[arg-type]
+        curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=Identifier(datastore.schema)))
+        for table in tables:
+            names = {
+                "schema": Identifier(datastore.schema),
+                "table": Identifier(table),
+                "trigger_rows": Identifier(f"{table}_refuse_change"),
+                "trigger_truncate": Identifier(f"{table}_refuse_truncate"),
+            }
+            for statement in _PG_GUARDS:
+                curs.execute(SQL(statement).format(**names))  # type: ignore[arg-type]
 
 
 def check_durable(recorder: Recorder) -> None:
