@@ -34,11 +34,17 @@ def link(previous: str, notification: Notification) -> str:
         str(notification.originator_id).encode(),
         str(notification.originator_version).encode(),
         notification.topic.encode(),
-        notification.state,
+        _raw(notification.state),
     ):
         digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no ambiguous joins
         digest.update(part)
     return digest.hexdigest()
+
+
+def _raw(state: object) -> bytes:
+    # A column changed behind the service's back may come back as another type: hash what is
+    # there rather than fail, so the verifier names the position.
+    return state if isinstance(state, bytes) else str(state).encode()
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class JournalProjection(Projection[ReadModelView]):
             "username": domain_event.username,
             "currency": domain_event.currency,
         }
+        # Remembered now: in a batched replay the row is not committed before the next event.
+        self._owners[params["account_id"]] = (params["username"], params["currency"])
         self.view.record(tracking, [(_OPENED, params)])
 
     def _owner(self, account_id: str) -> tuple[str, str]:

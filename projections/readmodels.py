@@ -38,6 +38,7 @@ from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
 from projections.chain import Chain
 from projections.journal import JournalProjection
+from projections.leadership import LeaderLock
 from projections.orders import OrdersProjection
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
@@ -57,8 +58,6 @@ PROJECTIONS: tuple[type[Projection[ReadModelView]], ...] = (
 APP_NAME = LedgerApplication.name
 MAX_PAGE = 1000
 MAX_POSITION = 2**63 - 1
-# Any constant every process agrees on: the keeper's leadership lock.
-LEADER_LOCK_KEY = 0x1ED6E5
 
 
 @dataclass(frozen=True)
@@ -474,10 +473,23 @@ class ReadModelKeeper:
     # -- SQLite: a polling loop over the same projection code ---------------------------------
 
     def _poll(self) -> None:
+        lock = LeaderLock(self.settings)
+        try:
+            while not self._stopping.is_set():
+                if lock.try_acquire():
+                    log.info("this process now keeps the read models current")
+                    self.is_leader.set()
+                    self._poll_as_leader()
+                    return
+                self._stopping.wait(self.lock_retry_s)
+        finally:
+            self.is_leader.clear()
+            lock.release()
+
+    def _poll_as_leader(self) -> None:
         app = LedgerApplication(self.settings.app_env())
         projections = [p(open_view(self.settings, p)) for p in PROJECTIONS]
         chain = Chain(app.recorder)
-        self.is_leader.set()
         try:
             while not self._stopping.is_set():
                 try:
@@ -493,6 +505,8 @@ class ReadModelKeeper:
             raise
         finally:
             app.close()
+            for projection in projections:
+                projection.view.datastore.close()  # type: ignore[attr-defined]
 
     def catch_up(self, app: LedgerApplication, projection: Projection[ReadModelView]) -> bool:
         """Apply one batch of new events to one projection; True if there were any."""
@@ -508,44 +522,26 @@ class ReadModelKeeper:
     # -- PostgreSQL: one leader, ProjectionRunners, a supervisor ------------------------------
 
     def _lead(self) -> None:
-        pg = self.settings.postgres
         while not self._stopping.is_set():
+            lock = LeaderLock(self.settings)
             try:
-                with psycopg.connect(
-                    dbname=pg["POSTGRES_DBNAME"],
-                    host=pg["POSTGRES_HOST"],
-                    port=pg["POSTGRES_PORT"],
-                    user=pg["POSTGRES_USER"],
-                    password=pg["POSTGRES_PASSWORD"],
-                    autocommit=True,
-                    connect_timeout=5,
-                ) as lock_connection:
-                    if self._acquire(lock_connection):
-                        self.is_leader.set()
-                        self._supervise(lock_connection)
+                if lock.try_acquire():
+                    log.info("this process now keeps the read models current")
+                    self.is_leader.set()
+                    self._supervise(lock)
             except (psycopg.Error, OSError) as error:
                 log.warning("read-model keeper lost its database connection: %s", error)
             finally:
                 self.is_leader.clear()
+                lock.release()
             self._stopping.wait(self.lock_retry_s)
 
-    def _acquire(self, connection: psycopg.Connection[Any]) -> bool:
-        while not self._stopping.is_set():
-            row = connection.execute(
-                "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
-            ).fetchone()
-            if row is not None and row[0]:
-                log.info("this process now keeps the read models current")
-                return True
-            self._stopping.wait(self.lock_retry_s)
-        return False
-
-    def _supervise(self, lock_connection: psycopg.Connection[Any]) -> None:
+    def _supervise(self, lock: LeaderLock) -> None:
         runners = {p.name: self._runner(p) for p in PROJECTIONS}
         progress: dict[str, tuple[int, float]] = {}
         try:
             while not self._stopping.is_set():
-                lock_connection.execute("SELECT 1")  # still holding the lock?
+                lock.check()  # still holding the lock?
                 recorder = next(iter(runners.values())).app.recorder
                 position = recorder.max_notification_id() or 0
                 while Chain(recorder).extend(self.batch_size) == self.batch_size:

@@ -19,6 +19,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
 Statement = tuple[str, dict[str, Any]]
+APP_NAME = "ledger"
 _NAMED = re.compile(r"%\((\w+)\)s")
 
 
@@ -31,6 +32,10 @@ class ReadModelView(TrackingRecorder):
         raise NotImplementedError
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def dump(self, tables: Sequence[str]) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
+        """Every row of the tables and the tracked position, read in one snapshot."""
         raise NotImplementedError
 
 
@@ -49,6 +54,12 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
             cursor.execute(_to_sqlite(sql), params or {})
             return [dict(row) for row in cursor.fetchall()]
 
+    def dump(self, tables: Sequence[str]) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
+        # A write transaction: SQLite then lets no writer in between the reads.
+        with self.datastore.transaction(commit=True) as cursor:
+            position = self._max_tracking_id(APP_NAME, cursor) or 0
+            return position, _dump(cursor.sqlite_cursor, tables, position)
+
 
 class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -65,6 +76,22 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(sql, params or {})  # type: ignore[arg-type]
             return [dict(row) for row in curs.fetchall()]
+
+    def dump(self, tables: Sequence[str]) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            curs.execute(self.max_tracking_id_statement, (APP_NAME,))
+            row = curs.fetchone()
+            position = (row["max"] if row else None) or 0
+            return position, _dump(curs, tables, position)
+
+
+def _dump(cursor: Any, tables: Sequence[str], tracked: Any) -> dict[str, list[tuple[Any, ...]]]:
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    for table in tables:
+        cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 (names from the projection's DDL)
+        rows[table] = sorted(tuple(dict(r).values()) for r in cursor.fetchall())
+    return rows
 
 
 def _to_sqlite(sql: str) -> str:
