@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from eventsourcing.projection import Projection
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
+from projections.leadership import leadership
 from projections.readmodels import APP_NAME, PROJECTIONS, open_view
 from projections.views import ReadModelView, Statement
 
@@ -121,3 +123,39 @@ def differences(
                 f"replayed {b[first] if first < len(b) else None!r}"
             )
     return found
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    events: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+def rebuild(
+    settings: StoreSettings,
+    app: LedgerApplication,
+    *,
+    on_batch: Callable[[int], None] = lambda n: None,
+    lock_timeout_s: float = 5.0,
+) -> RebuildReport:
+    """Drop every read model and replay the whole log into it, holding the keepers' lock so
+    no keeper writes meanwhile (LeadershipBusy while a ``ledger serve`` keeps them)."""
+    with leadership(settings, timeout_s=lock_timeout_s):
+        for projection in PROJECTIONS:
+            old = open_view(settings, projection, pool_size=1)
+            try:
+                old.drop(tables_of(projection))
+            finally:
+                old.datastore.close()  # type: ignore[attr-defined]
+        views = [(p, open_view(settings, p, pool_size=1)) for p in PROJECTIONS]
+        try:
+            started = time.perf_counter()
+            events = replay(app, views, on_batch=on_batch)
+            return RebuildReport(events, time.perf_counter() - started)
+        finally:
+            for _, view in views:
+                view.datastore.close()  # type: ignore[attr-defined]

@@ -38,6 +38,10 @@ class ReadModelView(TrackingRecorder):
         """Every row of the tables and the tracked position, read in one snapshot."""
         raise NotImplementedError
 
+    def drop(self, tables: Sequence[str]) -> None:
+        """Drop the read model's tables and its tracking (``ledger rebuild``)."""
+        raise NotImplementedError
+
 
 class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
     def construct_create_table_statements(self) -> list[str]:
@@ -53,6 +57,11 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(_to_sqlite(sql), params or {})
             return [dict(row) for row in cursor.fetchall()]
+
+    def drop(self, tables: Sequence[str]) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for table in [*tables, "tracking"]:
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
     def dump(self, tables: Sequence[str]) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
         # A write transaction: SQLite then lets no writer in between the reads.
@@ -76,6 +85,11 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(sql, params or {})  # type: ignore[arg-type]
             return [dict(row) for row in curs.fetchall()]
+
+    def drop(self, tables: Sequence[str]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for table in [*tables, self.tracking_table_name]:
+                curs.execute(f"DROP TABLE IF EXISTS {table}")  # type: ignore[arg-type]
 
     def dump(self, tables: Sequence[str]) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
         with self.datastore.transaction(commit=False) as curs:
