@@ -24,6 +24,12 @@ ISO_4217 = frozenset(
     """.split()
 )
 
+# Digits of the minor unit where it is not 2 (ISO 4217): JPY counts yen, BHD counts fils.
+MINOR_UNIT_DIGITS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+}
+
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -42,3 +48,12 @@ def amount(value: int, *, field: str = "amount") -> int:
     if not 0 < value <= MAX_AMOUNT_MINOR:
         raise InvalidInput(f"an amount is between 1 and {MAX_AMOUNT_MINOR}", field=field)
     return value
+
+
+def decimal_text(amount_minor: int, currency_code: str) -> str:
+    """An amount of minor units as exact decimal text in the major unit (``-1234`` USD →
+    ``-12.34``), computed with integers only."""
+    digits = MINOR_UNIT_DIGITS.get(currency_code, 2)
+    sign = "-" if amount_minor < 0 else ""
+    whole, fraction = divmod(abs(amount_minor), 10**digits)
+    return f"{sign}{whole}.{fraction:0{digits}d}" if digits else f"{sign}{whole}"

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -277,6 +277,16 @@ class ReadModels:
             )
             entry["postings"].append({"account": r["account"], "amount": r["amount"]})
         return paged(list(entries.values()), limit, key="position")
+
+    def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every journal entry in log order (of one currency, if given), a page at a time."""
+        after: str | None = None
+        while True:
+            page = self.journal(account=None, limit=MAX_PAGE, after=after)
+            yield from (e for e in page.items if currency is None or e["currency"] == currency)
+            if page.next is None:
+                return
+            after = page.next
 
     def reconciliation(self, currency: str, at_position: int | None = None) -> dict[str, Any]:
         position = self.log_position() if at_position is None else at_position

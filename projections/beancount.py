@@ -1,0 +1,98 @@
+"""The journal as a Beancount file, for plain-text accounting tools (written here: Beancount
+itself is GPL and only a test dependency, to check what this writes).
+
+- an ``open`` for every account, on the day it is first used (customers with their currency);
+- one transaction per money event, its event id and log position as metadata;
+- a ``balance`` assertion per customer at the end of every day they moved money (Beancount
+  asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
+
+Chart accounts map to Beancount's five roots; customers' names are written so that different
+user names never meet (``bob.smith_1`` → ``Liabilities:Customers:Bob-Dsmith-U1``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+from ledger import journal
+from ledger.money import decimal_text
+
+ROOTS = {
+    journal.DEPOSITS: "Assets:Clearing:Deposits",
+    journal.PAYOUTS: "Assets:Clearing:Payouts",
+    journal.SUPPLIERS_RECEIVABLE: "Assets:Suppliers:Receivable",
+    journal.ORDERS_PAID: "Expenses:Orders:Paid",
+    journal.FREIGHT_REVENUE: "Income:Freight",
+}
+_ESCAPES = {"-": "--", ".": "-D", "_": "-U"}
+
+
+def account_name(chart_account: str) -> str:
+    if chart_account in ROOTS:
+        return ROOTS[chart_account]
+    kind, _, username = chart_account.partition(":")
+    assert kind == "customer" and username, chart_account
+    escaped = "".join(_ESCAPES.get(c, c) for c in username)
+    return f"Liabilities:Customers:{escaped[0].upper()}{escaped[1:]}"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") -> str:
+    """Beancount text of journal entries (``ReadModels.journal`` items, in log order)."""
+    lines = [f"option {_quoted('title')} {_quoted(title)}", ""]
+    body: list[str] = []
+    opened: dict[str, tuple[date, str | None]] = {}
+    balances: dict[str, int] = defaultdict(int)
+    currency_of: dict[str, str] = {}
+    day_moves: dict[date, set[str]] = defaultdict(set)
+    last_day: date | None = None
+    for entry in entries:
+        day = date.fromisoformat(entry["at"][:10])
+        if last_day is not None and day != last_day:
+            body += _assertions(last_day, day_moves.pop(last_day, set()), balances, currency_of)
+        last_day = day
+        currency = entry["currency"]
+        body.append(f"{day.isoformat()} * {_quoted(entry['type'])} {_quoted(_narration(entry))}")
+        body.append(f"  event_id: {_quoted(entry['event_id'])}")
+        body.append(f"  position: {entry['position']}")
+        for posting in entry["postings"]:
+            name = account_name(posting["account"])
+            if name not in opened:
+                is_customer = name.startswith("Liabilities:Customers:")
+                opened[name] = (day, currency if is_customer else None)
+            if name.startswith("Liabilities:Customers:"):
+                balances[name] += posting["amount"]
+                currency_of[name] = currency
+                day_moves[day].add(name)
+            body.append(f"  {name}  {decimal_text(posting['amount'], currency)} {currency}")
+        body.append("")
+    if last_day is not None:
+        body += _assertions(last_day, day_moves.pop(last_day, set()), balances, currency_of)
+    for name, (day, currency) in sorted(opened.items(), key=lambda item: (item[1][0], item[0])):
+        lines.append(f"{day.isoformat()} open {name}" + (f" {currency}" if currency else ""))
+    return "\n".join([*lines, "", *body]) + "\n"
+
+
+def _narration(entry: dict[str, Any]) -> str:
+    parts = [entry["username"]]
+    if entry.get("order_no"):
+        parts.append(f"order {entry['order_no']}")
+    return " ".join(parts)
+
+
+def _assertions(
+    day: date, moved: set[str], balances: dict[str, int], currency_of: dict[str, str]
+) -> list[str]:
+    end_of_day = (day + timedelta(days=1)).isoformat()
+    lines = [
+        f"{end_of_day} balance {name}  {decimal_text(balances[name], currency_of[name])} "
+        f"{currency_of[name]}"
+        for name in sorted(moved)
+    ]
+    return [*lines, ""] if lines else []
