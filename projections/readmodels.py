@@ -37,6 +37,7 @@ from ledger.errors import InvalidInput, NotReady
 from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
 from projections.chain import Chain
+from projections.events import own_fields
 from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
 from projections.orders import OrdersProjection
@@ -237,6 +238,30 @@ class ReadModels:
         ]
         return paged(items, limit, key="seq")
 
+    # -- the log -------------------------------------------------------------------------------
+
+    def events(self, *, limit: int, after: str | None) -> Page:
+        """The global log in order, straight from the event store: no gap skipped (writers
+        commit in log order), no event twice."""
+        notifications = self.app.recorder.select_notifications(
+            cursor(after), page_size(limit) + 1, inclusive_of_start=False
+        )
+        items = []
+        for notification in notifications:
+            event = self.app.mapper.to_domain_event(notification)
+            items.append(
+                {
+                    "position": notification.id,
+                    "stream": str(notification.originator_id),
+                    "version": notification.originator_version,
+                    "type": notification.topic,
+                    "at": rfc3339(event.timestamp),
+                    "actor": getattr(event, "actor", None),
+                    "data": _jsonable(own_fields(event)),
+                }
+            )
+        return paged(items, limit, key="position")
+
     # -- finance --------------------------------------------------------------------------------
 
     def journal(self, *, account: str | None, limit: int, after: str | None) -> Page:
@@ -401,6 +426,10 @@ class ReadModels:
             for s in steps
         ]
         return request
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, UUID | datetime) else v) for k, v in data.items()}
 
 
 _CASE_COLUMNS = (
