@@ -1,0 +1,247 @@
+"""A real ``ledger serve`` process per store, and a small client for it.
+
+One server per store (SQLite, PostgreSQL) serves each test module: starting one takes about a
+second, so a module's tests share it and keep apart by using fresh user names. Not one for the
+whole session: a server holds some 25-50 PostgreSQL connections, and the tests that start
+servers of their own (several processes, start-up and shutdown) must not find the database's
+100 connections taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDictProxy
+
+from tests.conftest import drop_pg_database, make_pg_database, pg_url
+
+TOKENS = {
+    "system": "system-test-token-1f2e3d",
+    "cs": "cs-test-token-4c5b6a",
+    "finance": "finance-test-token-7d8e9f",
+    "auditor": "auditor-test-token-0a1b2c",
+}
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+def tokens_env(tokens: Mapping[str, str] = TOKENS) -> str:
+    return ",".join(f"{role}:{token}" for role, token in tokens.items())
+
+
+def ledger_command() -> list[str]:
+    script = Path(sys.executable).with_name("ledger")
+    if not script.exists():
+        found = shutil.which("ledger")
+        if found is None:
+            pytest.fail("the ledger console script is not installed: run make install")
+        script = Path(found)
+    return [str(script)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, a bounded wait, then SIGKILL. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT_S)
+        return self.process.returncode
+
+
+def start_server(
+    database_url: str, workdir: Path, *, env: Mapping[str, str | None] | None = None
+) -> Server:
+    """``ledger serve`` on a free port in ``workdir``; returns once /health answers. In ``env``,
+    None unsets a variable."""
+    port = free_port()
+    overrides = {"LEDGER_DATABASE_URL": database_url, "LEDGER_TOKENS": tokens_env(), **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **overrides}.items() if v is not None}
+    log_path = workdir / f"serve-{port}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [*ledger_command(), "serve", "--port", str(port)],
+            cwd=workdir, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"ledger serve exited with {process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    server.stop()
+    pytest.fail(f"ledger serve did not answer /health in {START_TIMEOUT_S} s:\n{server.log()}")
+
+
+@contextmanager
+def store(kind: str, workdir: Path) -> Iterator[str]:
+    """A fresh store's URL (the same kinds as the ``store_url`` fixture)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir}/ledger.db"
+        return
+    name = make_pg_database()
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp(f"serve-{request.param}")
+    with store(request.param, workdir) as url:
+        running = start_server(url, workdir)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture(scope="module")
+def spec(server: Server) -> dict[str, Any]:
+    answer = urllib.request.Request(
+        f"{server.base_url}/openapi.json",
+        headers={"Authorization": f"Bearer {TOKENS['auditor']}"},
+    )
+    with urllib.request.urlopen(answer, timeout=10) as reply:
+        document: dict[str, Any] = json.load(reply)
+    return document
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    text: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip()
+
+
+class Api:
+    """Calls the server as a role; ``json`` bodies are sent as application/json."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        role: str | None = "system",
+        json_body: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> Reply:
+        all_headers = dict(headers or {})
+        if token is None and role is not None:
+            token = TOKENS[role]
+        if token is not None:
+            all_headers.setdefault("Authorization", f"Bearer {token}")
+        if json_body is not None:
+            data = json.dumps(json_body)
+            all_headers.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, path, data=data, headers=all_headers) as r:
+            return Reply(r.status, r.headers, await r.text(errors="replace"))
+
+    async def get(self, path: str, **options: Any) -> Reply:
+        return await self.call("GET", path, **options)
+
+    async def post(self, path: str, body: Any = None, **options: Any) -> Reply:
+        return await self.call("POST", path, json_body=body, **options)
+
+    # -- steps most tests take ------------------------------------------------------------------
+
+    async def open_account(self, currency: str = "USD") -> str:
+        username = f"u-{uuid.uuid4().hex[:12]}"
+        reply = await self.post("/v1/accounts", {"username": username, "currency": currency})
+        assert reply.status == 201, reply.text
+        return username
+
+    async def funded_account(self, amount: int) -> str:
+        username = await self.open_account()
+        reply = await self.post(f"/v1/accounts/{username}/deposits",
+                                {"amount": amount, "reference": f"pay-{uuid.uuid4().hex[:8]}"})
+        assert reply.status == 201, reply.text
+        return username
+
+    async def account(self, username: str) -> dict[str, Any]:
+        reply = await self.get(f"/v1/accounts/{username}")
+        assert reply.status == 200, reply.text
+        document: dict[str, Any] = reply.json
+        return document
+
+    async def state(self, username: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The account and its whole history: what must not change after a refusal."""
+        history = await self.get(f"/v1/accounts/{username}/history?limit=1000")
+        assert history.status == 200, history.text
+        return await self.account(username), history.json["items"]
+
+
+@pytest.fixture
+async def api(server: Server) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(base_url=server.base_url) as session:
+        yield Api(session)
+
+
+def assert_problem(reply: Reply, status: int, code: str) -> dict[str, Any]:
+    assert reply.status == status, reply.text
+    assert reply.content_type == "application/problem+json"
+    problem: dict[str, Any] = reply.json
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert isinstance(problem["type"], str) and problem["type"]
+    assert isinstance(problem["title"], str) and problem["title"]
+    assert isinstance(problem["detail"], str)
+    assert "Traceback" not in reply.text
+    return problem

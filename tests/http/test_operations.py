@@ -1,0 +1,184 @@
+"""Operations: health, readiness, metrics, and an API description that matches what is served."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+from openapi_spec_validator import validate
+
+from tests.http.conftest import Api, Reply, assert_problem
+
+# API.md's paths of the sections served so far.
+CONTRACT = {
+    ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
+    ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),
+    ("post", "/v1/accounts/{username}/deposits"), ("post", "/v1/accounts/{username}/purchases"),
+    ("post", "/v1/accounts/{username}/purchases/{order_no}/failure"),
+    ("get", "/v1/accounts/{username}/orders"), ("get", "/v1/accounts/{username}/refundable"),
+    ("post", "/v1/accounts/{username}/refund-requests"), ("get", "/v1/refund-requests"),
+    ("get", "/v1/refund-requests/{id}"), ("post", "/v1/refund-requests/{id}/approve"),
+    ("post", "/v1/refund-requests/{id}/reject"), ("post", "/v1/refund-requests/{id}/cancel"),
+    ("post", "/v1/refund-requests/{id}/pay"), ("get", "/health"), ("get", "/ready"),
+    ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/docs"),
+}
+SAMPLE_PARAMETERS = {"username": "someone-x", "id": "00000000-0000-4000-8000-000000000000",
+                     "order_no": "o", "name": "swagger-ui.css"}
+
+
+def assert_documented(spec: dict[str, Any], method: str, template: str, reply: Reply) -> None:
+    """The reply's status is documented for the operation, and its body fits the schema."""
+    operation = spec["paths"][template][method.lower()]
+    response = operation["responses"].get(str(reply.status))
+    assert response is not None, f"{method} {template} answered undocumented {reply.status}"
+    if "$ref" in response:
+        response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    media = response["content"].get(reply.content_type)
+    assert media is not None, f"{reply.content_type} is not documented for {reply.status}"
+    if reply.content_type.endswith("json"):
+        schema = {**media["schema"], "components": spec["components"]}
+        jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        ).validate(reply.json)
+
+
+async def test_health_says_the_process_answers(api: Api) -> None:
+    reply = await api.get("/health", role=None)
+    assert (reply.status, reply.json) == (200, {"status": "ok"})
+
+
+async def test_ready_says_the_database_answers_and_how_far_the_read_models_lag(
+    api: Api,
+) -> None:
+    await api.funded_account(10)
+    reply = await api.get("/ready", role="auditor")
+    assert reply.status == 200, reply.text
+    body = reply.json
+    assert body["status"] == "ready"
+    assert body["log_position"] >= 2
+    assert set(body["read_models"]) >= {"accounts", "orders", "refund_requests"}
+    assert isinstance(body["lag"], int) and body["lag"] >= 0
+
+
+async def test_metrics_count_requests_by_route_template(api: Api) -> None:
+    username = await api.open_account()
+    await api.get(f"/v1/accounts/{username}")
+    reply = await api.get("/metrics", role="auditor")
+    assert reply.status == 200
+    assert reply.content_type == "text/plain"
+    assert re.search(r'ledger_http_requests_total\{method="GET",route="/v1/accounts/\{username\}",'
+                     r'status="200"\} [1-9]', reply.text)
+    assert "ledger_http_request_duration_seconds_bucket" in reply.text
+    assert username not in reply.text  # label values stay bounded
+
+
+def test_the_api_description_is_a_valid_openapi_3_1_document(spec: dict[str, Any]) -> None:
+    assert spec["openapi"].startswith("3.1")
+    validate(spec)
+
+
+def test_the_api_description_covers_every_path_of_the_contract(spec: dict[str, Any]) -> None:
+    documented = {(method, path) for path, ops in spec["paths"].items() for method in ops}
+    assert documented >= CONTRACT
+    assert documented - CONTRACT == {("get", "/docs/static/{name}")}
+
+
+def test_every_operation_documents_its_security_and_problems(spec: dict[str, Any]) -> None:
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert "500" in statuses, (method, path)
+            if path == "/health":
+                assert operation["security"] == []
+            else:
+                assert "security" not in operation  # the document's: bearer
+                assert "401" in statuses, (method, path)
+            if method == "post":
+                assert {"400", "413", "415", "422"} <= statuses, (method, path)
+                assert "requestBody" in operation
+    assert spec["security"] == [{"bearer": []}]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_every_documented_path_serves_exactly_its_documented_methods(
+    api: Api, spec: dict[str, Any]
+) -> None:
+    for template, operations in spec["paths"].items():
+        path = re.sub(r"\{(\w+)\}", lambda m: SAMPLE_PARAMETERS[m.group(1)], template)
+        reply = await api.call("PATCH", path, role="auditor")
+        assert_problem(reply, 405, "method_not_allowed")
+        allowed = {m.strip().lower() for m in reply.headers["Allow"].split(",")}
+        assert allowed == set(operations), template
+
+
+async def test_every_answer_of_a_full_tour_is_documented(api: Api, spec: dict[str, Any]) -> None:
+    u = await api.funded_account(1_000)
+    A, R = "/v1/accounts/{username}", "/v1/refund-requests/{id}"
+
+    async def step(method: str, template: str, path: str, role: str | None = "system",
+                   body: Any = None, **options: Any) -> Reply:
+        reply = await api.call(method, path, role=role, json_body=body, **options)
+        assert_documented(spec, method, template, reply)
+        return reply
+
+    await step("POST", "/v1/accounts", "/v1/accounts", body={"username": f"{u}-2",
+                                                             "currency": "JPY"})
+    await step("POST", "/v1/accounts", "/v1/accounts", body={"username": u, "currency": "USD"})
+    await step("POST", "/v1/accounts", "/v1/accounts", body={"username": 1})
+    await step("POST", f"{A}/deposits", f"/v1/accounts/{u}/deposits",
+               body={"amount": 5, "reference": "t"})
+    await step("POST", f"{A}/deposits", f"/v1/accounts/{u}/deposits",
+               body={"amount": 5, "reference": "t"})
+    await step("POST", f"{A}/purchases", f"/v1/accounts/{u}/purchases",
+               body={"order_no": "T", "amount": 500})
+    await step("POST", f"{A}/purchases/{{order_no}}/failure", f"/v1/accounts/{u}/purchases/T/"
+               "failure", body={"amount": 100, "reason": "late"})
+    await step("POST", f"{A}/purchases", f"/v1/accounts/{u}/purchases", role="cs",
+               body={"order_no": "T", "amount": 1})
+    for suffix in ("", "/balance", "/history", "/orders", "/refundable"):
+        await step("GET", A + suffix, f"/v1/accounts/{u}{suffix}", role="auditor")
+    await step("GET", A, "/v1/accounts/no-one-here")
+    await step("GET", A, "/v1/accounts/x")
+    request = (await step("POST", f"{A}/refund-requests", f"/v1/accounts/{u}/refund-requests",
+                          role="cs", body={"order_no": "T", "amount": 100})).json
+    rid = request["id"]
+    await step("GET", "/v1/refund-requests", "/v1/refund-requests", role="finance")
+    await step("GET", R, f"/v1/refund-requests/{rid}", role="finance")
+    await step("POST", f"{R}/pay", f"/v1/refund-requests/{rid}/pay", role="finance",
+               body={"payout_reference": "early"})
+    await step("POST", f"{R}/approve", f"/v1/refund-requests/{rid}/approve", role="finance",
+               body={})
+    await step("POST", f"{R}/pay", f"/v1/refund-requests/{rid}/pay", role="finance",
+               body={"payout_reference": "P"})
+    await step("GET", R, f"/v1/refund-requests/{rid}", role="cs")
+    await step("POST", f"{R}/cancel", f"/v1/refund-requests/{rid}/cancel", role="cs",
+               body={"reason": "too late"})
+    await step("POST", f"{R}/reject", f"/v1/refund-requests/{rid}/reject", role="finance",
+               data=b"{", headers={"Content-Type": "application/json"})
+    for template in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+        await step("GET", template, template, role="auditor")
+    await step("GET", "/ready", "/ready", role=None)
+
+
+async def test_the_docs_page_loads_nothing_from_outside(api: Api) -> None:
+    reply = await api.get("/docs", role="cs")
+    assert reply.status == 200
+    assert reply.content_type == "text/html"
+    assert "http://" not in reply.text and "https://" not in reply.text
+    assert "validatorUrl: null" in reply.text  # Swagger UI's default badge is external
+    assets = re.findall(r'(?:src|href)="([^"]+)"', reply.text)
+    assert len(assets) >= 3
+    for asset in assets:
+        assert asset.startswith("/docs/static/"), asset
+        fetched = await api.get(asset, role="cs")
+        assert fetched.status == 200, asset
+    spec_urls = re.findall(r'url: "([^"]+)"', reply.text)
+    assert spec_urls == ["/openapi.json"]
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "swagger-editor.js", "LICENSE"])
+async def test_the_docs_serve_only_their_own_assets(api: Api, name: str) -> None:
+    reply = await api.get(f"/docs/static/{name}", role="cs")
+    assert reply.status == 404

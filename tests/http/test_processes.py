@@ -1,0 +1,124 @@
+"""``ledger serve`` as a process: configuration at start, several processes, a clean stop."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.http.conftest import (
+    Api,
+    ledger_command,
+    start_server,
+    store,
+    tokens_env,
+)
+
+
+async def test_a_write_acknowledged_by_one_process_is_read_by_the_other_at_once(
+    tmp_path: Path,
+) -> None:
+    with store("postgres", tmp_path) as url:
+        servers = []
+        try:
+            servers += [start_server(url, tmp_path), start_server(url, tmp_path)]
+            async with aiohttp.ClientSession(servers[0].base_url) as s1, \
+                    aiohttp.ClientSession(servers[1].base_url) as s2:
+                one, two = Api(s1), Api(s2)
+                username = await one.open_account()
+                for n in range(1, 11):
+                    writer, reader = (one, two) if n % 2 else (two, one)
+                    reply = await writer.post(f"/v1/accounts/{username}/deposits",
+                                              {"amount": 7, "reference": f"x{n}"})
+                    assert reply.status == 201, reply.text
+                    assert (await reader.account(username))["posted"] == 7 * n
+        finally:
+            exit_codes = [server.stop() for server in servers]
+        assert exit_codes == [0, 0], [server.log() for server in servers]
+
+
+def test_sigterm_stops_the_server_cleanly(store_url: str, tmp_path: Path) -> None:
+    server = start_server(store_url, tmp_path)
+    assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_without_ledger_tokens_it_makes_tokens_once_and_keeps_them(
+    store_url: str, tmp_path: Path
+) -> None:
+    server = start_server(store_url, tmp_path, env={"LEDGER_TOKENS": None})
+    try:
+        printed = server.log()
+    finally:
+        assert server.stop() == 0
+    tokens_file = tmp_path / "var" / "tokens"
+    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
+    lines = tokens_file.read_text().split()
+    assert sorted(line.split(":")[0] for line in lines) == ["auditor", "cs", "finance", "system"]
+    for line in lines:
+        assert line in printed  # the operator is told them at start
+    restarted = start_server(store_url, tmp_path, env={"LEDGER_TOKENS": None})
+    try:
+        assert tokens_file.read_text().split() == lines
+        system_token = next(line for line in lines if line.startswith("system:")).split(":")[1]
+        request = urllib.request.Request(f"{restarted.base_url}/ready",
+                                         headers={"Authorization": f"Bearer {system_token}"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        "wizard:abc",  # unknown role
+        "system:",  # empty token
+        "system",  # no token at all
+        f"system:same,cs:same,{tokens_env()}",  # one token for two roles
+        "",
+    ],
+)
+def test_bad_ledger_tokens_refuse_to_start(tmp_path: Path, tokens: str) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_TOKENS": tokens,
+             "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"},
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "ledger serve:" in result.stderr
+    assert not (tmp_path / "l.db").exists()  # refused before touching the store
+
+
+def test_a_bad_database_url_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_TOKENS": tokens_env(),
+             "LEDGER_DATABASE_URL": "mysql://nope/db"},
+    )
+    assert result.returncode == 2
+    assert "LEDGER_DATABASE_URL" in result.stderr
+
+
+def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    tokens_file = tmp_path / "var" / "tokens"
+    tokens_file.parent.mkdir()
+    secret = uuid.uuid4().hex
+    tokens_file.write_text(f"system:{secret}\n")
+    tokens_file.chmod(0o644)
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"},
+    )
+    assert result.returncode == 2
+    assert "readable by others" in result.stderr
+    assert secret not in result.stdout + result.stderr
