@@ -62,6 +62,8 @@ def serve(host: str, port: int) -> None:
         host=host,
         port=port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        # Explicit, though aiohttp's default: a client hanging up never cuts a write in half.
+        handler_cancellation=False,
         access_log=logging.getLogger("aiohttp.access"),
         access_log_format=ACCESS_LOG_FORMAT,
         print=lambda message: log.info("%s", message),
