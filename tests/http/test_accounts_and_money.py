@@ -192,3 +192,17 @@ async def test_an_unusable_request_id_is_replaced_by_a_fresh_one(api: Api) -> No
     assert reply.status == 200
     assert reply.headers["X-Request-Id"] != "x" * 129
     assert len(reply.headers["X-Request-Id"]) == 32
+
+
+async def test_an_order_number_with_a_slash_or_spaces_is_addressed_percent_encoded(
+    api: Api,
+) -> None:
+    username = await api.funded_account(1_000)
+    for order_no, encoded in (("A/1", "A%2F1"), ("B 2#?", "B%202%23%3F")):
+        paid = await api.post(f"/v1/accounts/{username}/purchases",
+                              {"order_no": order_no, "amount": 100})
+        assert paid.status == 201, paid.text
+        failed = await api.post(f"/v1/accounts/{username}/purchases/{encoded}/failure",
+                                {"reason": "cancelled"})
+        assert failed.status == 201, failed.text
+    assert (await api.account(username))["posted"] == 1_000
