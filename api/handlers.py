@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from aiohttp import web
 
 from api import models, parsing
-from api.context import ACTOR, KEEPER, LEDGER, ReadSide, read, run
+from api.context import ACTOR, KEEPER, LEDGER, Page, ReadSide, read, run
 from ledger import identity
 from ledger.application import Outcome
 from ledger.errors import NotFound
@@ -26,17 +24,10 @@ STATUS_OF_OUTCOME = {"created": 201, "ok": 200, "existing": 200}
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def _default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
                   ) -> web.Response:
-    text = json.dumps(data, default=_default, separators=(",", ":"))
+    # The ledger and the read models answer JSON types only; anything else is a bug (500).
+    text = json.dumps(data, separators=(",", ":"))
     return web.Response(text=text, status=status, content_type="application/json",
                         headers=headers)
 
@@ -61,7 +52,7 @@ def _account_or_404(read_models: ReadSide, name: str) -> dict[str, Any]:
     return found
 
 
-def _page(page: Any) -> dict[str, Any]:
+def _page(page: Page) -> dict[str, Any]:
     return {"items": page.items, "next": page.next}
 
 
