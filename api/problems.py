@@ -1,5 +1,8 @@
 """Every refusal as RFC 9457 ``application/problem+json``, from one middleware and one table.
 
+A store that does not answer (connections refused or exhausted, SQLite locked past its timeout)
+is 503 ``store_unavailable``: the client may retry, safely with an idempotency or natural key.
+
 A problem is ``{type, title, status, detail, code}``, plus ``errors`` (``[{field, message}]``)
 for validation, ``reason`` where the refusal carries one, and ``request_id`` to find it in the
 logs. The status of an exception is looked up by its class (the nearest class in the table
@@ -26,6 +29,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from api.context import REQUEST_ID
 from ledger.errors import (
@@ -98,6 +103,8 @@ STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     Conflict: 409,
     Refused: 422,
     Unavailable: 503,
+    StoreOperationalError: 503,
+    StoreInterfaceError: 503,
 }
 
 # aiohttp's own refusals (routing, body size, framing), by status.
@@ -154,7 +161,10 @@ def _from_error(error: Exception, status: int, request_id: str | None) -> web.Re
             status, error.code, error.detail, request_id=request_id, headers=error.headers,
             errors=error.errors or None,
         )
-    assert isinstance(error, LedgerError)
+    if not isinstance(error, LedgerError):  # the store's own errors
+        log.warning("the store did not answer (request %s): %s", request_id, error)
+        return problem(status, "store_unavailable",
+                       "the store did not answer; try again shortly", request_id=request_id)
     errors = None
     if isinstance(error, InvalidInput):
         errors = [{"field": error.field, "message": error.detail}]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from eventsourcing.persistence import OperationalError
 
 from api.app import create_app
 from api.auth import Tokens
@@ -102,3 +103,16 @@ def test_more_executor_workers_than_pool_connections_are_refused(tmp_path: Path)
     with pytest.raises(ValueError, match="pool size"):
         create_app(settings, Tokens.parse(tokens_env()),
                    executor_workers=settings.pool_size + 1)
+
+
+async def test_a_store_that_does_not_answer_is_503_with_retry_after(
+    aiohttp_client: ClientMaker, tmp_path: Path
+) -> None:
+    client = await _client(aiohttp_client, tmp_path,
+                           OperationalError("FATAL: sorry, too many clients already"))
+    reply = await client.get("/v1/accounts/someone", headers=AUTH)
+    assert reply.status == 503
+    assert reply.headers["Retry-After"] == "1"
+    body = await reply.json()
+    assert body["code"] == "store_unavailable"
+    assert "too many clients" not in body["detail"]
