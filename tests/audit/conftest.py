@@ -1,0 +1,225 @@
+"""Fixtures of the finance-and-audit tests: a ledger whose read models and hash chain are kept
+by the real keeper, fresh stores for property tests, and an intruder who edits the database
+behind the service's back with its guards switched off (as a superuser could)."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ledger.application import LedgerApplication
+from ledger.settings import StoreSettings
+from projections.chain import Chain
+from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, open_view
+from projections.readmodels import prepare_read_models as prepare
+from projections.replay import tables_of
+from projections.store import open_application
+from tests.conftest import drop_pg_database, make_pg_database, pg_url
+
+SETTLE_TIMEOUT_S = 15.0
+# Small pools: the PostgreSQL server (100 connections) is shared with other suites running at
+# the same time, and a kept ledger opens a pool per projection runner besides.
+POOL_SIZE = 2
+
+
+@pytest.fixture
+def settings(store_url: str) -> StoreSettings:
+    return StoreSettings.from_url(store_url, pool_size=POOL_SIZE)
+
+
+@dataclass
+class Ledger:
+    """The application, its read models and the keeper that keeps them and the chain."""
+
+    settings: StoreSettings
+    app: LedgerApplication
+    read_models: ReadModels
+    keeper: ReadModelKeeper
+
+    def settle(self) -> int:
+        """Wait until the read models and the hash chain have reached the log's end."""
+        position = self.read_models.wait_current(timeout_s=SETTLE_TIMEOUT_S)
+        chain = Chain(self.app.recorder)
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while chain.head().position < position:
+            assert time.monotonic() < deadline, "the keeper did not link the chain in time"
+            time.sleep(0.02)
+        return position
+
+    def stop_keeper(self) -> None:
+        self.keeper.stop()
+
+
+@contextmanager
+def running_ledger(settings: StoreSettings, app: LedgerApplication) -> Iterator[Ledger]:
+    prepare(settings)
+    keeper = ReadModelKeeper(settings)
+    keeper.start()
+    models = ReadModels(settings, app, pool_size=1)
+    try:
+        yield Ledger(settings, app, models, keeper)
+    finally:
+        keeper.stop()
+        models.close()
+
+
+@pytest.fixture
+def ledger(settings: StoreSettings, app: LedgerApplication) -> Iterator[Ledger]:
+    with running_ledger(settings, app) as running:
+        yield running
+
+
+@contextmanager
+def fresh_store(kind: str) -> Iterator[StoreSettings]:
+    """A new, empty store of one kind (for a property test's every example)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="ledger-audit-") as folder:
+            yield StoreSettings.from_url(
+                f"sqlite:///{Path(folder) / 'ledger.db'}", pool_size=POOL_SIZE
+            )
+        return
+    name = make_pg_database()
+    try:
+        yield StoreSettings.from_url(pg_url(name), pool_size=POOL_SIZE)
+    finally:
+        drop_pg_database(name)
+
+
+@contextmanager
+def fresh_ledger(kind: str) -> Iterator[Ledger]:
+    with fresh_store(kind) as settings:
+        app = open_application(settings)
+        try:
+            with running_ledger(settings, app) as running:
+                yield running
+        finally:
+            app.close()
+
+
+def dump_read_models(settings: StoreSettings) -> dict[str, tuple[int, Any]]:
+    """Every read model's rows and tracked position, by read model."""
+    dumps = {}
+    for projection in PROJECTIONS:
+        view = open_view(settings, projection, pool_size=1)
+        try:
+            dumps[projection.name] = view.dump(tables_of(projection))
+        finally:
+            view.datastore.close()  # type: ignore[attr-defined]
+    return dumps
+
+
+# -- behind the service's back -----------------------------------------------------------------
+
+
+class Intruder:
+    """Plain SQL on the store with a connection of its own. ``unguarded`` switches the
+    database's guards off for the statements (a superuser's ``session_replication_role``
+    on PostgreSQL; dropping and re-creating the triggers in one transaction on SQLite)."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self.kind = settings.kind
+        self.events = "stored_events" if self.kind == "sqlite" else "ledger_events"
+        self.key = "rowid" if self.kind == "sqlite" else "notification_id"
+
+    def run(self, statement: str, params: tuple[Any, ...] = (), *, unguarded: bool) -> None:
+        if self.kind == "sqlite":
+            self._run_sqlite([(statement, params)], unguarded=unguarded)
+        else:
+            self._run_postgres([(statement, params)], unguarded=unguarded)
+
+    def _run_sqlite(
+        self, statements: list[tuple[str, tuple[Any, ...]]], *, unguarded: bool
+    ) -> None:
+        assert self.settings.sqlite_path is not None
+        with closing(sqlite3.connect(self.settings.sqlite_path, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                triggers = []
+                if unguarded:
+                    triggers = db.execute(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                    ).fetchall()
+                    for name, _ in triggers:
+                        db.execute(f'DROP TRIGGER "{name}"')
+                for statement, params in statements:
+                    db.execute(statement.replace("%s", "?"), params)
+                for _, sql in triggers:
+                    db.execute(sql)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _run_postgres(
+        self, statements: list[tuple[str, tuple[Any, ...]]], *, unguarded: bool
+    ) -> None:
+        with psycopg.connect(pg_url(self.settings.postgres["POSTGRES_DBNAME"])) as db:
+            if unguarded:
+                db.execute("SET session_replication_role = replica")
+            for statement, params in statements:
+                db.execute(statement, params)  # type: ignore[arg-type]
+
+    def read_model_sql(self, projection_name: str, statement: str) -> None:
+        """Change a read model's rows by hand (read models have no guard)."""
+        if self.kind == "postgres":
+            self._run_postgres([(statement, ())], unguarded=False)
+            return
+        env = self.settings.env_for(projection_name)
+        with closing(sqlite3.connect(env["SQLITE_DBNAME"], isolation_level=None)) as db:
+            db.execute(statement)
+
+    # -- tamperings of the log ---------------------------------------------------------------
+
+    def state_at(self, position: int) -> bytes:
+        rows = self._select(f"SELECT state FROM {self.events} WHERE {self.key} = %s", (position,))
+        assert rows, f"no stored event at position {position}"
+        return bytes(rows[0][0])
+
+    def _select(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.kind == "sqlite":
+            assert self.settings.sqlite_path is not None
+            with closing(sqlite3.connect(self.settings.sqlite_path)) as db:
+                return db.execute(statement.replace("%s", "?"), params).fetchall()
+        with psycopg.connect(pg_url(self.settings.postgres["POSTGRES_DBNAME"])) as db:
+            return db.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+    def set_state(self, position: int, state: bytes) -> None:
+        self.run(
+            f"UPDATE {self.events} SET state = %s WHERE {self.key} = %s",
+            (state, position),
+            unguarded=True,
+        )
+
+    def flip_amount_digit(self, position: int) -> None:
+        """Change one byte of one stored event: the first digit of its amount."""
+        state = bytearray(self.state_at(position))
+        at = state.index(b'"amount":') + len(b'"amount":')
+        state[at] = ord("9") if state[at] != ord("9") else ord("8")
+        self.set_state(position, bytes(state))
+
+    def delete(self, position: int) -> None:
+        self.run(f"DELETE FROM {self.events} WHERE {self.key} = %s", (position,), unguarded=True)
+
+    def swap(self, first: int, second: int) -> None:
+        a, b = self.state_at(first), self.state_at(second)
+        assert a != b
+        self.set_state(first, b)
+        self.set_state(second, a)
+
+    def cut_chain_from(self, position: int) -> None:
+        self.run("DELETE FROM ledger_chain WHERE position >= %s", (position,), unguarded=True)
+
+
+@pytest.fixture
+def intruder(settings: StoreSettings) -> Intruder:
+    return Intruder(settings)
