@@ -1,0 +1,133 @@
+"""``ledger verify`` (``projections.audit.verify``) on both stores: a faithful history verifies;
+history changed behind the service's back (its guards switched off, as a superuser could) fails
+and names the first bad position; a read model changed by hand fails and names the read model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from projections.audit import verify
+from projections.chain import Chain, read_digests
+from projections.replay import rebuild
+from tests.audit.conftest import Intruder, Ledger
+from tests.audit.history import History, RandomChooser
+
+DEPOSIT = "ledger:Account.DepositReceived"
+
+
+@pytest.fixture
+def audited(ledger: Ledger) -> Ledger:
+    """A settled random history (read models and chain at the log's end), the keeper stopped
+    so that nothing repairs or extends what the intruder changes."""
+    History(ledger.app, RandomChooser(seed=3)).run(35)
+    ledger.settle()
+    ledger.stop_keeper()
+    return ledger
+
+
+def deposit_positions(ledger: Ledger) -> list[int]:
+    log = ledger.app.recorder.select_notifications(start=1, limit=10_000)
+    positions = [n.id for n in log if n.topic == DEPOSIT]
+    assert len(positions) >= 4, "the history should hold a few deposits"
+    return positions
+
+
+def test_a_faithful_history_verifies(audited: Ledger) -> None:
+    report = verify(audited.settings, audited.app)
+
+    assert report.problems == []
+    assert report.ok and report.first_bad_position is None
+    assert report.events_checked == audited.read_models.log_position() > 30
+    assert report.unlinked_tail == 0
+
+
+def test_one_byte_changed_in_one_stored_event_is_named_by_its_position(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    position = deposit_positions(audited)[1]
+
+    intruder.flip_amount_digit(position)
+
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.first_bad_position == position
+    assert f"hash chain broken at position {position}" in report.problems
+
+
+@pytest.mark.parametrize("which", ["a middle one", "the last one"])
+def test_a_deleted_event_is_named_by_its_position(
+    audited: Ledger, intruder: Intruder, which: str
+) -> None:
+    log_end = audited.read_models.log_position()
+    position = deposit_positions(audited)[1] if which == "a middle one" else log_end
+
+    intruder.delete(position)
+
+    assert audited.read_models.log_position() == (
+        log_end if which == "a middle one" else log_end - 1
+    )
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.first_bad_position == position
+
+
+def test_two_events_with_their_bytes_swapped_are_named_by_the_first_of_them(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    first, *_, second = deposit_positions(audited)
+
+    intruder.swap(first, second)
+
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.first_bad_position == first
+
+
+def test_a_rewrite_of_events_and_chain_together_is_caught_by_the_digests_exported_before(
+    ledger: Ledger, intruder: Intruder, tmp_path: Path
+) -> None:
+    # given digests of the chain's head exported after each of three stretches of history
+    exported = tmp_path / "digests.jsonl"
+    stretches = []
+    history = History(ledger.app, RandomChooser(seed=21))
+    for _ in range(3):
+        history.run(15)
+        ledger.settle()
+        digest = Chain(ledger.app.recorder).head()
+        stretches.append(digest.position)
+        with exported.open("a") as out:
+            out.write(digest.to_json() + "\n")
+    ledger.stop_keeper()
+
+    # when an intruder changes a deposit of the second stretch, re-links the chain from there
+    # and rebuilds the read models, so that the database agrees with itself
+    position = next(p for p in deposit_positions(ledger) if stretches[0] < p <= stretches[1])
+    intruder.flip_amount_digit(position)
+    intruder.cut_chain_from(position)
+    while Chain(ledger.app.recorder).extend() > 0:
+        pass
+    rebuild(ledger.settings, ledger.app)
+    assert verify(ledger.settings, ledger.app).ok  # nothing inside the database tells
+
+    # then the digests kept outside tell, at the first one exported after the change
+    report = verify(ledger.settings, ledger.app, read_digests(exported))
+    assert not report.ok
+    assert report.first_bad_position == stretches[1]
+    assert report.problems == [f"hash chain broken at position {stretches[1]}"]
+
+
+def test_a_read_model_row_changed_by_hand_fails_verify_naming_the_read_model(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    intruder.read_model_sql("accounts", "UPDATE rm_accounts SET posted = posted + 1")
+
+    report = verify(audited.settings, audited.app)
+
+    assert not report.ok
+    assert report.first_bad_position is None  # the log itself is sound
+    assert report.problems and all(
+        p.startswith("read model accounts: rm_accounts") for p in report.problems
+    )
