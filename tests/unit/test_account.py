@@ -350,6 +350,80 @@ def test_a_failure_credit_of_an_invalid_amount_is_refused_and_changes_nothing(
     assert state_of(paid) == before
 
 
+# -- return refunds and freight ---------------------------------------------------------------
+
+
+def test_a_return_refund_credits_what_the_order_has_left_by_default(
+    paid: Account, cs: Actor,
+) -> None:
+    credited = paid.credit_return_refund("case-1", "ORD-1", None, actor=cs)
+
+    assert credited == 1_500
+    assert paid.orders["ORD-1"] == [1_500, 1_500]
+    assert balances(paid) == (2_000, 0, 2_000, 2_000)
+    (event,) = paid.collect_events()
+    assert isinstance(event, Account.ReturnRefundCredited)
+    assert (event.case_id, event.order_no, event.amount) == ("case-1", "ORD-1", 1_500)
+
+
+def test_failure_credits_and_return_refunds_share_what_the_order_has_left(
+    paid: Account, cs: Actor,
+) -> None:
+    paid.fail_purchase("ORD-1", 400, "one item out of stock", actor=cs)
+    paid.collect_events()
+    before = state_of(paid)
+
+    with pytest.raises(OverRefundable) as refused:
+        paid.credit_return_refund("case-1", "ORD-1", 1_101, actor=cs)
+    assert refused.value.context == {"refundable": 1_100}
+    assert state_of(paid) == before
+
+    assert paid.credit_return_refund("case-1", "ORD-1", None, actor=cs) == 1_100
+    with pytest.raises(OverRefundable):
+        paid.fail_purchase("ORD-1", None, "and now it failed", actor=cs)
+    assert paid.orders["ORD-1"] == [1_500, 1_500]
+
+
+def test_a_return_refund_for_an_order_the_account_never_paid_is_refused(
+    paid: Account, cs: Actor,
+) -> None:
+    with pytest.raises(UnknownOrder):
+        paid.credit_return_refund("case-1", "ORD-404", None, actor=cs)
+
+
+def test_freight_is_charged_to_the_account(paid: Account, cs: Actor) -> None:
+    paid.charge_freight("case-1", "ORD-1", 120, actor=cs)
+
+    assert balances(paid) == (380, 0, 380, 380)
+    (event,) = paid.collect_events()
+    assert isinstance(event, Account.FreightCharged)
+    assert (event.case_id, event.order_no, event.amount) == ("case-1", "ORD-1", 120)
+
+
+def test_freight_beyond_the_available_balance_is_refused_and_changes_nothing(
+    paid: Account, cs: Actor,
+) -> None:
+    paid.hold_for_refund_request("R1", "ORD-1", 300, "wants it back", actor=cs)
+    paid.collect_events()
+    before = state_of(paid)
+
+    with pytest.raises(InsufficientFunds) as refused:
+        paid.charge_freight("case-1", "ORD-1", 201, actor=cs)
+
+    assert refused.value.context == {"available": 200}
+    assert state_of(paid) == before
+
+
+@pytest.mark.parametrize("amount", INVALID_AMOUNTS)
+def test_freight_of_an_invalid_amount_is_refused_as_the_freight_amount(
+    paid: Account, cs: Actor, amount: Any,
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        paid.charge_freight("case-1", "ORD-1", amount, actor=cs)
+
+    assert refused.value.field == "freight_amount"
+
+
 # -- refund holds ------------------------------------------------------------------------------
 
 
@@ -607,11 +681,13 @@ def test_every_event_carries_the_actor_and_the_http_request_that_caused_it(
     account.release_refund_hold("R1", "rejected", "no", actor=actors[3])
     account.hold_for_refund_request("R2", "ORD-1", 100, "b", actor=actors[4])
     account.pay_out_refund("R2", "WIRE-1", actor=actors[5])
+    account.credit_return_refund("case-1", "ORD-1", 50, actor=actors[6])
+    account.charge_freight("case-1", "ORD-1", 30, actor=actors[7])
 
     events = account.collect_events()
 
     assert [(e.actor, e.correlation_id) for e in events] == [
-        (a.name, a.request_id) for a in [shop, *actors[:6]]
+        (a.name, a.request_id) for a in [shop, *actors]
     ]
     assert [type(e) for e in events] == [
         Account.DepositReceived,
@@ -621,4 +697,6 @@ def test_every_event_carries_the_actor_and_the_http_request_that_caused_it(
         Account.BalanceRefundReleased,
         Account.BalanceRefundRequested,
         Account.BalanceRefundPaidOut,
+        Account.ReturnRefundCredited,
+        Account.FreightCharged,
     ]
