@@ -39,6 +39,8 @@ def busy_account(system: Actor, cs: Actor, finance: Actor) -> Account:
     account.release_refund_hold("R1", "rejected", "no", actor=finance)
     account.pay_out_refund("R2", "WIRE-1", actor=finance)
     account.receive_deposit(50, "PAY-3", actor=system)
+    account.credit_return_refund("case-1", "ORD-1", 100, actor=cs)
+    account.charge_freight("case-1", "ORD-1", 30, actor=cs)
     return account
 
 
@@ -71,7 +73,7 @@ def test_an_account_loaded_from_a_store_has_the_live_state(
 
     assert isinstance(loaded, Account)
     assert state(loaded) == state(live)
-    assert (loaded.posted, loaded.held, loaded.available) == (4_350, 0, 4_350)
+    assert (loaded.posted, loaded.held, loaded.available) == (4_420, 0, 4_420)
 
 
 def test_a_deposit_remembers_its_own_event_s_version_both_live_and_after_replay(
@@ -146,4 +148,4 @@ def test_every_stored_event_is_named_by_a_stable_topic_not_a_module_path(
     }
 
     assert all(topic.startswith("ledger:") for topic in topics), topics
-    assert len(topics) == 7 + 2 + 2
+    assert len(topics) == 9 + 2 + 2
