@@ -371,7 +371,7 @@ class History:
         if outcome == "refund":
             amount = self.choose.pick([None, self.choose.integer(1, left + 50)])
         freight = self.choose.pick([0, self.choose.integer(1, 400)])
-        case_id = self._walk_to_supplier(c, order_no)
+        case_id = self.walk_to_supplier(c, order_no)
         credit = 0 if outcome == "exchange" else (left if amount is None else amount)
         refusal: type[LedgerError] | None = None
         if outcome == "refund" and (left == 0 or credit > left):
@@ -394,7 +394,7 @@ class History:
             c.orders[order_no][1] += credit
         return None
 
-    def _walk_to_supplier(self, c: Customer, order_no: str) -> UUID:
+    def walk_to_supplier(self, c: Customer, order_no: str) -> UUID:
         today = self.app.today()
         application = CaseApplication(
             username=c.username,
