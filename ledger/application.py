@@ -648,7 +648,7 @@ class LedgerApplication(Application[UUID]):
 
     def _account_or_none(self, username: str) -> Account | None:
         try:
-            account = self.repository.get(account_id(username))
+            account: object = self.repository.get(account_id(username))
         except AggregateNotFoundError:
             return None
         assert isinstance(account, Account)
@@ -656,7 +656,7 @@ class LedgerApplication(Application[UUID]):
 
     def return_case(self, case_id: UUID) -> ReturnCase:
         try:
-            case = self.repository.get(case_id)
+            case: object = self.repository.get(case_id)
         except AggregateNotFoundError:
             raise NotFound(f"no return case {case_id}", id=str(case_id)) from None
         if not isinstance(case, ReturnCase):
@@ -665,7 +665,7 @@ class LedgerApplication(Application[UUID]):
 
     def refund_request(self, request_id: UUID) -> RefundRequest:
         try:
-            request = self.repository.get(request_id)
+            request: object = self.repository.get(request_id)
         except AggregateNotFoundError:
             raise NotFound(f"no refund request {request_id}", id=str(request_id)) from None
         if not isinstance(request, RefundRequest):
@@ -693,19 +693,22 @@ class LedgerApplication(Application[UUID]):
                 if guard is not None and (replay := guard.replay()) is not None:
                     return replay
                 decision = decide()
-                if not decision.aggregates:
+                original = None
+                if not decision.aggregates:  # a natural duplicate: it answers the original
                     assert decision.original is not None
-                    position = self.positions.position_of(*decision.original)
-                    return Outcome(decision.outcome, decision.body, position)
+                    original = self.positions.position_of(*decision.original)
+                    if guard is None:
+                        return Outcome(decision.outcome, decision.body, original)
                 to_save = list(decision.aggregates)
                 if guard is not None:
-                    to_save.append(guard.record(decision))
+                    to_save.append(guard.record(decision, original))
                 try:
                     recordings = self.save(*to_save)
                 except IntegrityError:
                     pass  # lost a race (or the first try committed): decide again
                 else:
-                    return Outcome(decision.outcome, decision.body, recordings[-1].notification.id)
+                    position = recordings[-1].notification.id if original is None else original
+                    return Outcome(decision.outcome, decision.body, position)
             finally:
                 stripe.release()
             _back_off(attempt)
@@ -806,7 +809,7 @@ class _KeyGuard:
 
     def replay(self) -> Outcome | None:
         try:
-            record = self.app.repository.get(self.id)
+            record: object = self.app.repository.get(self.id)
         except AggregateNotFoundError:
             self.existing = None
             return None
@@ -818,10 +821,14 @@ class _KeyGuard:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for another request", key_fingerprint=self.id.hex
             )
-        position = self.app.positions.position_of(record.id, record.version)
+        position = record.position
+        if position is None:
+            position = self.app.positions.position_of(record.id, record.version)
         return Outcome(record.outcome, record.body, position, replayed=True)
 
-    def record(self, decision: Decision) -> IdempotencyRecord:
+    def record(self, decision: Decision, original: int | None) -> IdempotencyRecord:
+        """The record of this key's first response; ``original`` is the position it names
+        when it wrote nothing else."""
         if self.existing is None:
             return IdempotencyRecord.record(
                 id=self.id,
@@ -829,8 +836,9 @@ class _KeyGuard:
                 fingerprint=self.fingerprint,
                 outcome=decision.outcome,
                 body=decision.body,
+                position=original,
             )
-        self.existing.renew(self.fingerprint, decision.outcome, decision.body)
+        self.existing.renew(self.fingerprint, decision.outcome, decision.body, original)
         return self.existing
 
 

@@ -40,11 +40,15 @@ class IdempotencyRecord(Aggregate):
         TOPIC = "ledger:IdempotencyRecord.Created"
 
     class Recorded(Created):
+        """``position`` is the log position the first response named when it wrote nothing
+        (a natural duplicate); None when the response's position is this event's own."""
+
         TOPIC = "ledger:IdempotencyRecord.Recorded"
         caller: str
         fingerprint: str
         outcome: str
         body: dict[str, Any]
+        position: int | None = None  # absent in records stored before it existed
 
     class Renewed(Event):
         """The key came back after its lifetime with a new request."""
@@ -53,32 +57,66 @@ class IdempotencyRecord(Aggregate):
         fingerprint: str
         outcome: str
         body: dict[str, Any]
+        position: int | None = None  # absent in records stored before it existed
 
     @event(Recorded)
-    def __init__(self, caller: str, fingerprint: str, outcome: str, body: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        caller: str,
+        fingerprint: str,
+        outcome: str,
+        body: dict[str, Any],
+        position: int | None,
+    ) -> None:
         self.caller = caller
-        self._remember(fingerprint, outcome, body)
+        self._remember(fingerprint, outcome, body, position)
 
     @classmethod
     def record(
-        cls, *, id: UUID, caller: str, fingerprint: str, outcome: str, body: dict[str, Any]
+        cls,
+        *,
+        id: UUID,
+        caller: str,
+        fingerprint: str,
+        outcome: str,
+        body: dict[str, Any],
+        position: int | None = None,
     ) -> IdempotencyRecord:
         return cls._create(
-            cls.Recorded, id=id, caller=caller, fingerprint=fingerprint, outcome=outcome, body=body
+            cls.Recorded,
+            id=id,
+            caller=caller,
+            fingerprint=fingerprint,
+            outcome=outcome,
+            body=body,
+            position=position,
         )
 
-    def renew(self, fingerprint: str, outcome: str, body: dict[str, Any]) -> None:
-        self._renew(fingerprint, outcome, body)
+    def renew(
+        self, fingerprint: str, outcome: str, body: dict[str, Any], position: int | None = None
+    ) -> None:
+        self._renew(fingerprint, outcome, body, position)
 
     @event(Renewed)
-    def _renew(self, fingerprint: str, outcome: str, body: dict[str, Any]) -> None:
-        self._remember(fingerprint, outcome, body)
+    def _renew(
+        self, fingerprint: str, outcome: str, body: dict[str, Any], position: int | None
+    ) -> None:
+        self._remember(fingerprint, outcome, body, position)
 
-    def _remember(self, fingerprint: str, outcome: str, body: dict[str, Any]) -> None:
+    def _remember(
+        self, fingerprint: str, outcome: str, body: dict[str, Any], position: int | None
+    ) -> None:
         self.fingerprint = fingerprint
         self.outcome = outcome
         self.body = body
-        self.recorded_at = self.modified_on
+        self.position = position
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the key was last used for a new request: every event of a record is a
+        recording. (Inside an @event body the aggregate still carries the previous event's
+        time, so this is read once the event is applied, never stored from the body.)"""
+        return self.modified_on
 
     def is_live(self, now: datetime) -> bool:
         return now - self.recorded_at < KEY_LIFETIME

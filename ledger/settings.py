@@ -16,9 +16,10 @@ from urllib.parse import unquote, urlsplit
 from ledger.errors import InvalidInput
 
 DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
-# Bounded pool: the executor never has more threads than connections to give them.
+# Bounded pool: the executor never has more threads than connections to give them. A few are
+# kept open; the rest open under load and close when idle, so several processes share a server.
 DEFAULT_POOL_SIZE = 8
-DEFAULT_MAX_OVERFLOW = 4
+IDLE_CONNECTIONS = 2
 DEFAULT_LOCK_TIMEOUT_S = 5
 DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_MAX_WAITING = 64
@@ -32,7 +33,7 @@ class StoreSettings:
     kind: str  # "sqlite" or "postgres"
     sqlite_path: Path | None = None
     postgres: dict[str, str] = field(default_factory=dict)
-    pool_size: int = DEFAULT_POOL_SIZE
+    pool_size: int = DEFAULT_POOL_SIZE  # the most connections the event store's pool opens
 
     @classmethod
     def from_url(
@@ -85,8 +86,8 @@ class StoreSettings:
         return {
             "PERSISTENCE_MODULE": POSTGRES_FACTORY_TOPIC,
             **self.postgres,
-            "POSTGRES_POOL_SIZE": str(self.pool_size),
-            "POSTGRES_MAX_OVERFLOW": str(DEFAULT_MAX_OVERFLOW),
+            "POSTGRES_POOL_SIZE": str(min(IDLE_CONNECTIONS, self.pool_size)),
+            "POSTGRES_MAX_OVERFLOW": str(max(0, self.pool_size - IDLE_CONNECTIONS)),
             "POSTGRES_LOCK_TIMEOUT": str(DEFAULT_LOCK_TIMEOUT_S),
             "POSTGRES_CONNECT_TIMEOUT": str(DEFAULT_CONNECT_TIMEOUT_S),
             "POSTGRES_MAX_WAITING": str(DEFAULT_MAX_WAITING),

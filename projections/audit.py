@@ -79,7 +79,7 @@ def first_invariant_breach(app: LedgerApplication) -> tuple[int, str] | None:
     for notification in all_notifications(app.recorder):
         position = notification.id
         try:
-            event = app.mapper.to_domain_event(notification)
+            event: Any = app.mapper.to_domain_event(notification)
             before = aggregates.get(event.originator_id)
             posted_before = before.posted if isinstance(before, Account) else 0
             aggregate = event.mutate(before)

@@ -7,7 +7,8 @@ itself is GPL and only a test dependency, to check what this writes).
   asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
 
 Chart accounts map to Beancount's five roots; customers' names are written so that different
-user names never meet (``bob.smith_1`` → ``Liabilities:Customers:Bob-Dsmith-U1``).
+user names never meet (``bob.smith_1`` → ``Liabilities:Customers:Ubob-Dsmith-U1``); each
+customer's ``open`` carries the user name as metadata.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def account_name(chart_account: str) -> str:
         return ROOTS[chart_account]
     kind, _, username = chart_account.partition(":")
     assert kind == "customer" and username, chart_account
+    # A fixed capital first (Beancount's rule) and an escape for each of ". _ -": different
+    # user names can never meet, whatever character they start with.
     escaped = "".join(_ESCAPES.get(c, c) for c in username)
-    return f"Liabilities:Customers:{escaped[0].upper()}{escaped[1:]}"
+    return f"Liabilities:Customers:U{escaped}"
 
 
 def _quoted(text: str) -> str:
@@ -50,6 +53,7 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
     opened: dict[str, tuple[date, str | None]] = {}
     balances: dict[str, int] = defaultdict(int)
     currency_of: dict[str, str] = {}
+    usernames: dict[str, str] = {}
     day_moves: dict[date, set[str]] = defaultdict(set)
     last_day: date | None = None
     for entry in entries:
@@ -67,6 +71,7 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
                 is_customer = name.startswith("Liabilities:Customers:")
                 opened[name] = (day, currency if is_customer else None)
             if name.startswith("Liabilities:Customers:"):
+                usernames[name] = entry["username"]
                 balances[name] += posting["amount"]
                 currency_of[name] = currency
                 day_moves[day].add(name)
@@ -76,6 +81,8 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
         body += _assertions(last_day, day_moves.pop(last_day, set()), balances, currency_of)
     for name, (day, currency) in sorted(opened.items(), key=lambda item: (item[1][0], item[0])):
         lines.append(f"{day.isoformat()} open {name}" + (f" {currency}" if currency else ""))
+        if name in usernames:
+            lines.append(f"  username: {_quoted(usernames[name])}")
     return "\n".join([*lines, "", *body]) + "\n"
 
 

@@ -76,12 +76,32 @@ def open_view(
     return factory.tracking_recorder(cls)
 
 
+def open_views(settings: StoreSettings, *, pool_size: int) -> dict[str, ReadModelView]:
+    """Every read model's view. On PostgreSQL they share one pool of at most ``pool_size``
+    connections (one idle); on SQLite each has its file."""
+    if settings.kind != "postgres":
+        return {p.name: open_view(settings, p, pool_size=pool_size) for p in PROJECTIONS}
+    env = settings.env_for(None)
+    env.update(
+        POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW=str(max(0, pool_size - 1)), CREATE_TABLE="n"
+    )
+    factory: Any = InfrastructureFactory[ReadModelView].construct(Environment("read_models", env))
+    datastore = factory.datastore
+    return {
+        p.name: view_class(settings.kind, p.name, p.ddl)(  # type: ignore[attr-defined,call-arg]
+            datastore=datastore, tracking_table_name=f"{p.name}_tracking"
+        )
+        for p in PROJECTIONS
+    }
+
+
 def view_env(
     settings: StoreSettings, projection: type[Projection[ReadModelView]], *, pool_size: int
 ) -> dict[str, str]:
+    """A view's settings: on PostgreSQL a pool of one idle and at most ``pool_size`` open."""
     env = settings.env_for(projection.name)
     if settings.kind == "postgres":
-        env.update(POSTGRES_POOL_SIZE=str(pool_size), POSTGRES_MAX_OVERFLOW=str(pool_size))
+        env.update(POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW=str(max(0, pool_size - 1)))
     return env
 
 
@@ -91,12 +111,12 @@ class ReadModels:
         settings: StoreSettings,
         app: LedgerApplication,
         *,
-        pool_size: int = 2,
+        pool_size: int = 4,
         unresolved_after_days: int = policy.DEFAULT_UNRESOLVED_AFTER_DAYS,
     ) -> None:
         self.app = app
         self.unresolved_after_days = unresolved_after_days
-        self.views = {p.name: open_view(settings, p, pool_size=pool_size) for p in PROJECTIONS}
+        self.views = open_views(settings, pool_size=pool_size)
         self._accounts = self.views[AccountsProjection.name]
         self._orders = self.views[OrdersProjection.name]
         self._requests = self.views[RefundRequestsProjection.name]
@@ -104,8 +124,8 @@ class ReadModels:
         self._journal = self.views[JournalProjection.name]
 
     def close(self) -> None:
-        for view in self.views.values():
-            view.datastore.close()  # type: ignore[attr-defined]
+        for datastore in {id(v.datastore): v.datastore for v in self.views.values()}.values():  # type: ignore[attr-defined]
+            datastore.close()
 
     # -- currency -----------------------------------------------------------------------------
 
@@ -248,7 +268,7 @@ class ReadModels:
         )
         items = []
         for notification in notifications:
-            event = self.app.mapper.to_domain_event(notification)
+            event: Any = self.app.mapper.to_domain_event(notification)
             items.append(
                 {
                     "position": notification.id,
@@ -514,13 +534,18 @@ class ReadModelKeeper:
     def _poll(self) -> None:
         lock = LeaderLock(self.settings)
         try:
-            while not self._stopping.is_set():
-                if lock.try_acquire():
-                    log.info("this process now keeps the read models current")
-                    self.is_leader.set()
-                    self._poll_as_leader()
-                    return
+            while not self._stopping.is_set() and not lock.try_acquire():
                 self._stopping.wait(self.lock_retry_s)
+            if self._stopping.is_set():
+                return
+            log.info("this process now keeps the read models current")
+            self.is_leader.set()
+            while not self._stopping.is_set():
+                try:
+                    self._poll_as_leader()
+                except Exception:  # restarted, never left dead: every read would wait in vain
+                    log.exception("read-model keeper failed; restarting it")
+                    self._stopping.wait(self.lock_retry_s)
         finally:
             self.is_leader.clear()
             lock.release()
@@ -539,9 +564,6 @@ class ReadModelKeeper:
                 if not busy:
                     self._wake.wait(self.poll_interval_s)
                     self._wake.clear()
-        except Exception:
-            log.exception("read-model keeper failed")
-            raise
         finally:
             app.close()
             for projection in projections:

@@ -120,7 +120,7 @@ def run_sql(
     assert isinstance(recorder, PostgresApplicationRecorder)
     with recorder.datastore.transaction(commit=commit) as curs:
         for sql, params in statements:
-            curs.execute(sql, params)  # type: ignore[arg-type]
+            curs.execute(sql, params)
         if statements and curs.description:
             rows = [dict(row) for row in curs.fetchall()]
     return rows
@@ -147,7 +147,19 @@ _SQLITE_GUARDS = [
     "BEGIN SELECT RAISE(ABORT, 'stored events are immutable: UPDATE refused'); END",
     "CREATE TRIGGER IF NOT EXISTS {t}_refuse_delete BEFORE DELETE ON {t} "
     "BEGIN SELECT RAISE(ABORT, 'stored events are immutable: DELETE refused'); END",
+    # INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers: refuse an
+    # insert whose key is taken. (A plain conflicting insert fails as a constraint either way,
+    # which is how an optimistic-concurrency conflict still surfaces.)
+    "CREATE TRIGGER IF NOT EXISTS {t}_refuse_replace BEFORE INSERT ON {t} "
+    "WHEN EXISTS (SELECT 1 FROM {t} WHERE {key}) "
+    "BEGIN SELECT RAISE(ABORT, 'stored events are immutable: REPLACE refused'); END",
 ]
+# How a new row names the row it would replace, per guarded table.
+_SQLITE_KEYS = {
+    "stored_events": "originator_id = NEW.originator_id "
+    "AND originator_version = NEW.originator_version",
+    "ledger_chain": "position = NEW.position",
+}
 
 _PG_GUARD_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.ledger_refuse_event_change() RETURNS trigger
@@ -177,13 +189,13 @@ def guard_events(recorder: Recorder) -> None:
             cursor.execute(CHAIN_DDL)
             for table in tables:
                 for statement in _SQLITE_GUARDS:
-                    cursor.execute(statement.format(t=table))
+                    cursor.execute(statement.format(t=table, key=_SQLITE_KEYS[table]))
         return
     assert isinstance(recorder, PostgresApplicationRecorder)
     datastore: PostgresDatastore = recorder.datastore
     with datastore.transaction(commit=True) as curs:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
-        curs.execute(CHAIN_DDL)  # type: ignore[arg-type]
+        curs.execute(CHAIN_DDL)
         curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=Identifier(datastore.schema)))
         for table in tables:
             names = {
@@ -193,7 +205,7 @@ def guard_events(recorder: Recorder) -> None:
                 "trigger_truncate": Identifier(f"{table}_refuse_truncate"),
             }
             for statement in _PG_GUARDS:
-                curs.execute(SQL(statement).format(**names))  # type: ignore[arg-type]
+                curs.execute(SQL(statement).format(**names))
 
 
 def check_durable(recorder: Recorder) -> None:

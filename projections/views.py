@@ -73,23 +73,23 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
 class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sql_create_statements.extend(SQL(statement) for statement in self.ddl)  # type: ignore[arg-type]
+        self.sql_create_statements.extend(SQL(statement).format() for statement in self.ddl)
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         with self.datastore.transaction(commit=True) as curs:
             self._insert_tracking(curs, tracking)
             for sql, params in statements:
-                curs.execute(sql, params)  # type: ignore[arg-type]
+                curs.execute(sql, params)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(sql, params or {})  # type: ignore[arg-type]
+            curs.execute(sql, params or {})
             return [dict(row) for row in curs.fetchall()]
 
     def drop(self, tables: Sequence[str]) -> None:
         with self.datastore.transaction(commit=True) as curs:
             for table in [*tables, self.tracking_table_name]:
-                curs.execute(f"DROP TABLE IF EXISTS {table}")  # type: ignore[arg-type]
+                curs.execute(f"DROP TABLE IF EXISTS {table}")
 
     def dump(self, tables: Sequence[str]) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
         with self.datastore.transaction(commit=False) as curs:
