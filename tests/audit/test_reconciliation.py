@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.audit.conftest import Intruder, Ledger, fresh_ledger
-from tests.audit.history import DataChooser, Figures, History, RandomChooser
+from tests.audit.history import INVARIANTS, DataChooser, Figures, History, RandomChooser
 
 STORES = ["sqlite", "postgres"]
 
@@ -37,8 +37,10 @@ def test_reconciliation_holds_at_every_position_with_the_model_s_figures(
         # model's figures there
         for currency in history.currencies():
             for expected in figures.at_every_position(currency):
-                position = expected["position"]
-                assert ledger.read_models.reconciliation(currency, position) == expected
+                report = ledger.read_models.reconciliation(currency, expected["position"])
+                invariants = report.pop("invariants")
+                assert report == expected
+                assert invariants.keys() >= set(INVARIANTS) and all(invariants.values()), report
 
 
 @pytest.fixture
