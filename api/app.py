@@ -34,7 +34,7 @@ from api.routes import ROUTES
 from api.routing import register
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
-from projections.readmodels import ReadModelKeeper, ReadModels
+from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
 from projections.store import open_application
 
 MAX_BODY_BYTES = 64 * 1024
@@ -77,8 +77,9 @@ def create_app(
         await in_executor(app, app[LEDGER].close)
 
     async def read_side(app: web.Application) -> AsyncIterator[None]:
-        # The read models make their tables before the keeper's thread opens them: made from
-        # two threads at once, SQLite's tracking tables race and the keeper's thread dies.
+        # The read models' tables are made before the keeper's thread or the readers open them
+        # (one process at a time): made from two threads at once, tracking tables race.
+        await in_executor(app, prepare_read_models, settings)
         app[READ_MODELS] = await in_executor(app, read_models, settings, app[LEDGER])
         app[KEEPER] = keeper(settings)
         await in_executor(app, app[KEEPER].start)
