@@ -55,6 +55,18 @@ class ReadSide(Protocol):
         self, username: str, *, at_position: int | None = None, as_of: datetime | None = None
     ) -> dict[str, Any] | None: ...
 
+    def return_case(self, case_id: UUID) -> dict[str, Any] | None: ...
+
+    def return_cases(
+        self,
+        *,
+        state: str | None,
+        username: str | None,
+        overdue: bool | None,
+        limit: int,
+        after: str | None,
+    ) -> Page: ...
+
     def status(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...

@@ -32,7 +32,7 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
                         headers=headers)
 
 
-async def _command(request: web.Request, command: Callable[..., Outcome], *args: Any
+async def command(request: web.Request, command: Callable[..., Outcome], *args: Any
                    ) -> web.Response:
     outcome = await run(
         request, command, *args, actor=request[ACTOR],
@@ -52,8 +52,8 @@ def _account_or_404(read_models: ReadSide, name: str) -> dict[str, Any]:
     return found
 
 
-def _page(page: Page) -> dict[str, Any]:
-    return {"items": page.items, "next": page.next}
+def page(found: Page) -> dict[str, Any]:
+    return {"items": found.items, "next": found.next}
 
 
 # -- accounts and money -------------------------------------------------------------------------
@@ -61,26 +61,26 @@ def _page(page: Page) -> dict[str, Any]:
 
 async def open_account(request: web.Request) -> web.Response:
     b = await parsing.body(request, models.OpenAccount)
-    return await _command(request, request.app[LEDGER].open_account, b.username, b.currency)
+    return await command(request, request.app[LEDGER].open_account, b.username, b.currency)
 
 
 async def deposit(request: web.Request) -> web.Response:
     name = parsing.username(request)
     b = await parsing.body(request, models.Deposit)
-    return await _command(request, request.app[LEDGER].deposit, name, b.amount, b.reference)
+    return await command(request, request.app[LEDGER].deposit, name, b.amount, b.reference)
 
 
 async def purchase(request: web.Request) -> web.Response:
     name = parsing.username(request)
     b = await parsing.body(request, models.Purchase)
-    return await _command(request, request.app[LEDGER].purchase, name, b.order_no, b.amount)
+    return await command(request, request.app[LEDGER].purchase, name, b.order_no, b.amount)
 
 
 async def fail_purchase(request: web.Request) -> web.Response:
     name = parsing.username(request)
     order_no = request.match_info["order_no"]
     b = await parsing.body(request, models.PurchaseFailure)
-    return await _command(
+    return await command(
         request, request.app[LEDGER].fail_purchase, name, order_no, b.amount, b.reason
     )
 
@@ -110,7 +110,7 @@ async def get_history(request: web.Request) -> web.Response:
 
     def history(rm: ReadSide) -> dict[str, Any]:
         _account_or_404(rm, name)
-        return _page(rm.history(name, limit=q.limit, after=q.after))
+        return page(rm.history(name, limit=q.limit, after=q.after))
 
     return json_response(await read(request, history))
 
@@ -121,7 +121,7 @@ async def get_orders(request: web.Request) -> web.Response:
 
     def orders(rm: ReadSide) -> dict[str, Any]:
         _account_or_404(rm, name)
-        return _page(rm.orders(name, limit=q.limit, after=q.after))
+        return page(rm.orders(name, limit=q.limit, after=q.after))
 
     return json_response(await read(request, orders))
 
@@ -132,9 +132,9 @@ async def get_refundable(request: web.Request) -> web.Response:
 
     def refundable(rm: ReadSide) -> dict[str, Any]:
         account = _account_or_404(rm, name)
-        page = rm.orders(name, limit=q.limit, after=q.after)
+        orders = rm.orders(name, limit=q.limit, after=q.after)
         fields = ("username", "currency", "available", "held", "refundable")
-        return {**{f: account[f] for f in fields}, "orders": page.items, "next": page.next}
+        return {**{f: account[f] for f in fields}, "orders": orders.items, "next": orders.next}
 
     return json_response(await read(request, refundable))
 
@@ -145,7 +145,7 @@ async def get_refundable(request: web.Request) -> web.Response:
 async def request_refund(request: web.Request) -> web.Response:
     name = parsing.username(request)
     b = await parsing.body(request, models.RefundRequestCreate)
-    return await _command(
+    return await command(
         request, request.app[LEDGER].request_refund, name, b.order_no, b.amount, b.reason
     )
 
@@ -153,25 +153,25 @@ async def request_refund(request: web.Request) -> web.Response:
 async def approve_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Approve)
-    return await _command(request, request.app[LEDGER].approve_refund, request_id, b.note)
+    return await command(request, request.app[LEDGER].approve_refund, request_id, b.note)
 
 
 async def reject_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Reject)
-    return await _command(request, request.app[LEDGER].reject_refund, request_id, b.reason)
+    return await command(request, request.app[LEDGER].reject_refund, request_id, b.reason)
 
 
 async def cancel_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Cancel)
-    return await _command(request, request.app[LEDGER].cancel_refund, request_id, b.reason)
+    return await command(request, request.app[LEDGER].cancel_refund, request_id, b.reason)
 
 
 async def pay_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Pay)
-    return await _command(
+    return await command(
         request, request.app[LEDGER].pay_refund, request_id, b.payout_reference
     )
 
@@ -181,7 +181,7 @@ async def list_refund_requests(request: web.Request) -> web.Response:
     name = None if q.username is None else identity.username(q.username)
 
     def requests(rm: ReadSide) -> dict[str, Any]:
-        return _page(rm.refund_requests(status=q.status, username=name, limit=q.limit,
+        return page(rm.refund_requests(status=q.status, username=name, limit=q.limit,
                                         after=q.after))
 
     return json_response(await read(request, requests))

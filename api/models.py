@@ -11,8 +11,8 @@ answers "now".
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import (
@@ -21,12 +21,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     model_validator,
 )
 
 from ledger.money import MAX_AMOUNT_MINOR
+from ledger.policy import CASE_KINDS
+from ledger.return_case import OUTCOMES
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -59,6 +62,31 @@ Reference = Annotated[
 ]
 Text = Annotated[StrictStr, Field(max_length=2000, description="Free text, trimmed.")]
 Status = Literal["requested", "approved", "rejected", "cancelled", "paid"]
+CaseKind = Literal["delivery_error", "defective", "damaged", "quality_problem"]
+CaseState = Literal[
+    "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
+    "expired", "with_supplier", "resolved", "closed", "cancelled",
+]
+CaseOutcome = Literal["refund", "exchange", "repair"]
+# The domain's lists, spelt out for the document; they must not drift apart.
+if set(get_args(CaseKind)) != CASE_KINDS or set(get_args(CaseOutcome)) != OUTCOMES:
+    raise RuntimeError("api.models' case kinds or outcomes differ from the domain's")
+MAX_CASE_ITEMS = 100
+MAX_PHOTOS = 20
+MAX_QUANTITY = 1_000_000
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: Any) -> Any:
+    # JSON has no dates: a date is YYYY-MM-DD text, never a number or a time.
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("a date is YYYY-MM-DD text")
+    return value
+
+
+Day = Annotated[
+    date, BeforeValidator(_iso_date), Field(strict=False, description="A date, YYYY-MM-DD.")
+]
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -112,6 +140,90 @@ class Pay(Body):
     payout_reference: Reference
 
 
+class CaseItem(Body):
+    sku: Reference | None = None
+    description: Annotated[StrictStr, Field(min_length=1, max_length=500, pattern=r"\S")]
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
+
+
+PhotoRefs = Annotated[
+    list[Reference],
+    Field(max_length=MAX_PHOTOS, description="References to stored photos."),
+]
+
+
+class Evidence(Body):
+    goods_photos: PhotoRefs = Field(default_factory=list)
+    package_photos: PhotoRefs = Field(default_factory=list)
+
+
+class Conditions(Body):
+    """What CS found about the goods: each one is stated, none is assumed."""
+
+    replaced_or_modified: StrictBool
+    parts_missing: StrictBool
+    opened_media: StrictBool = Field(description="Software, CD, DVD and similar, once opened.")
+    has_quality_assurance: StrictBool
+
+
+class CaseOpen(Body):
+    username: Username
+    order_no: Reference = Field(description="One of the account's orders.")
+    kind: CaseKind
+    shipped_on: Day
+    items: list[CaseItem] = Field(min_length=1, max_length=MAX_CASE_ITEMS)
+    evidence: Evidence = Field(
+        default_factory=Evidence,
+        description="Delivery errors, defective and damaged goods need at least one photo of "
+        "the goods and one of the outer package.",
+    )
+    guarantee_until: Day | None = Field(
+        default=None, description="The end of the goods' quality guarantee (quality problems)."
+    )
+    conditions: Conditions
+    note: Text = ""
+
+
+class StepNote(Body):
+    note: Text = ""
+
+
+class Accept(Body):
+    return_by: Day = Field(description="The last postmark date the supplier accepts.")
+    return_address: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+    instructions: Text = ""
+
+
+class ShipBack(Body):
+    tracking: Reference
+
+
+class Receive(Body):
+    postmark_date: Day
+    goods: StrictBool
+    original_packaging: StrictBool
+    acceptance_copy: StrictBool = Field(description="A copy of the acceptance notice came too.")
+
+
+class Resolve(Body):
+    outcome: CaseOutcome
+    refund_amount: Amount | None = Field(
+        default=None,
+        description="A refund's amount (default: all the order has left to credit back); "
+        "none for an exchange or repair.",
+    )
+    freight_amount: Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT_MINOR)] = Field(
+        description="Freight both ways, charged to the customer's account (0: none)."
+    )
+    tracking: Reference | None = Field(
+        default=None, description="The outbound tracking of an exchange or repair."
+    )
+
+
+class CaseNoteAdd(Body):
+    text: Annotated[StrictStr, Field(min_length=1, max_length=2000, pattern=r"\S")]
+
+
 # -- query strings ------------------------------------------------------------------------------
 
 
@@ -160,6 +272,21 @@ class BalanceQuery(Query):
 
 class NoQuery(Query):
     pass
+
+
+def _true_or_false(value: Any) -> Any:
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("true or false")
+    return value
+
+
+class CaseQuery(PageQuery):
+    state: CaseState | None = None
+    username: Username | None = None
+    overdue: Annotated[bool, BeforeValidator(_true_or_false)] | None = Field(
+        default=None, description="true: only cases past a deadline; false: only the others."
+    )
+
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -278,6 +405,75 @@ class RefundRequestDetail(RefundRequestItem):
 
 class RefundRequestPage(Answer):
     items: list[RefundRequestItem]
+    next: str | None
+
+
+class CaseWritten(Answer):
+    id: UUID
+    username: str
+    order_no: str
+    kind: CaseKind
+    state: CaseState
+    opened_on: date
+    shipped_on: date
+    return_by: date | None
+    position: int = Field(description="Log position of the last event the write recorded.")
+
+
+class ThirtyDayGuarantee(Answer):
+    """The recommended suppliers' 30-day full return, from shipping to the return's postmark."""
+
+    holds: bool
+    days_used: int
+    last_postmark: date
+
+
+class CaseItemAnswer(Answer):
+    sku: str | None
+    description: str
+    quantity: int
+
+
+class CaseSummary(Answer):
+    id: UUID
+    username: str
+    currency: str
+    order_no: str
+    kind: CaseKind
+    state: CaseState
+    opened_at: datetime
+    opened_on: date
+    shipped_on: date
+    guarantee_until: date | None
+    return_by: date | None
+    postmark_date: date | None
+    outcome: CaseOutcome | None
+    refund_amount: int
+    freight_amount: int
+    items: list[CaseItemAnswer]
+    days_open: int
+    days_since_shipping: int
+    thirty_day_guarantee: ThirtyDayGuarantee
+    overdue: bool = Field(description="Past a deadline (see overdue_reasons), not merely slow.")
+    overdue_reasons: list[Literal["past_return_by", "unresolved_after_receipt"]]
+
+
+class CaseStep(Answer):
+    step: str = Field(description="What happened: opened, accepted, note_added, ...")
+    state: CaseState = Field(description="The case's state after the step.")
+    on: date = Field(description="The shop's date of the step.")
+    at: datetime
+    actor: str
+    position: int
+    data: dict[str, Any] = Field(description="The step's own fields.")
+
+
+class CaseDetail(CaseSummary):
+    steps: list[CaseStep]
+
+
+class CasePage(Answer):
+    items: list[CaseSummary]
     next: str | None
 
 

@@ -28,7 +28,8 @@ JsonSchema = dict[str, Any]
 PATH_PARAMETERS: dict[str, JsonSchema] = {
     "username": {"type": "string", "maxLength": 128,
                  "description": "The customer's user name (normalised: trimmed, lower-case)."},
-    "id": {"type": "string", "format": "uuid", "description": "A refund request's id."},
+    "id": {"type": "string", "format": "uuid",
+           "description": "The id the server gave the refund request or return case."},
     "order_no": {"type": "string", "maxLength": 128, "description": "The order number."},
     "name": {"type": "string", "description": "The asset's file name."},
 }

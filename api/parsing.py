@@ -5,8 +5,8 @@
   for its model (422 with every field's error).
 - A body-less POST to a route whose body has no required field reads as ``{}``.
 - Path user names are normalised by the domain; a malformed one is 422 ``validation_error``
-  (it is a bad request, not a missing account). A malformed refund request id is 404: ids are
-  the server's, and one that cannot exist is not found.
+  (it is a bad request, not a missing account). A malformed refund request or case id is 404:
+  ids are the server's, and one that cannot exist is not found.
 """
 
 from __future__ import annotations
@@ -100,8 +100,16 @@ def username(request: web.Request) -> str:
 
 
 def refund_request_id(request: web.Request) -> UUID:
+    return _server_id(request, "refund request")
+
+
+def case_id(request: web.Request) -> UUID:
+    return _server_id(request, "return case")
+
+
+def _server_id(request: web.Request, what: str) -> UUID:
     raw = request.match_info["id"]
     try:
         return UUID(raw)
     except ValueError:
-        raise NotFound(f"no refund request {raw!r}", id=raw) from None
+        raise NotFound(f"no {what} {raw!r}", id=raw) from None

@@ -1,14 +1,20 @@
 """Every route the service serves, with the roles that may call it (API.md, "Roles").
 
 system: open accounts, deposits, purchases, purchase failures; read accounts.
-cs: open accounts, refund requests (create, cancel), purchase failures; read all but audit.
+cs: open accounts, refund requests (create, cancel), return cases (all steps), purchase
+    failures; read all but audit.
 finance: approve, reject and pay refund requests; read all.
 auditor: read everything; write nothing.
+
+Beyond API.md: ``POST /v1/return-cases/{id}/expire`` (the lifecycle's "expired" needs a step
+to reach it).
 """
 
 from __future__ import annotations
 
-from api import docs, handlers, models, operations
+from aiohttp.typedefs import Handler
+
+from api import cases, docs, handlers, models, operations
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
 from api.routing import Media, Route
 
@@ -19,12 +25,21 @@ POST_MONEY = frozenset({SYSTEM})
 FAIL_PURCHASES = frozenset({SYSTEM, CS})
 REQUEST_REFUNDS = frozenset({CS})
 DECIDE_REFUNDS = frozenset({FINANCE})
+READ_CASES = frozenset({CS, FINANCE, AUDITOR})
+MOVE_CASES = frozenset({CS})
 
 ACCOUNTS = "Accounts and money"
 REFUNDS = "Balance refunds"
+CASES = "Return and exchange cases"
 OPERATIONS = "Operations"
 U = "/v1/accounts/{username}"
 R = "/v1/refund-requests/{id}"
+C = "/v1/return-cases/{id}"
+
+
+def _case_step(step: str, handler: Handler, summary: str, body: type[models.Body]) -> Route:
+    return Route("POST", f"{C}/{step}", handler, MOVE_CASES, summary, CASES,
+                 {200: models.CaseWritten}, body=body, problems=(404, 409))
 
 ROUTES: tuple[Route, ...] = (
     # -- accounts and money
@@ -79,6 +94,40 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{R}/pay", handlers.pay_refund, DECIDE_REFUNDS,
           "Record the payout of an approved refund", REFUNDS,
           {200: models.RefundRequestWritten}, body=models.Pay, problems=(404, 409)),
+    # -- return and exchange cases
+    Route("POST", "/v1/return-cases", cases.open_case, MOVE_CASES,
+          "Open a case for a customer's order, unless the policy refuses it (reason)", CASES,
+          {201: models.CaseWritten}, body=models.CaseOpen, problems=(404,)),
+    Route("GET", "/v1/return-cases", cases.list_cases, READ_CASES,
+          "Cases, by state, user name and overdue", CASES, {200: models.CasePage},
+          query=models.CaseQuery),
+    Route("GET", C, cases.get_case, READ_CASES,
+          "A case: its facts, days, deadlines, overdue flags and steps", CASES,
+          {200: models.CaseDetail}, query=models.NoQuery, problems=(404,)),
+    _case_step("supplier-review", cases.start_supplier_review,
+               "Ask the supplier (opened → supplier_review)", models.StepNote),
+    _case_step("accept", cases.accept_case,
+               "Record the supplier's acceptance and return_by (→ accepted)", models.Accept),
+    _case_step("reject", cases.reject_case, "The supplier refuses (→ rejected)", models.Reject),
+    _case_step("ship-back", cases.ship_back,
+               "The customer sent the goods back (accepted → goods_in_transit)",
+               models.ShipBack),
+    _case_step("receive", cases.receive_return,
+               "The goods came back (→ received, or late when posted after return_by)",
+               models.Receive),
+    _case_step("expire", cases.expire_case,
+               "No goods by return_by (accepted → expired); beyond API.md", models.StepNote),
+    _case_step("forward", cases.forward_case,
+               "Forward the goods to the supplier (received → with_supplier)", models.StepNote),
+    Route("POST", f"{C}/resolve", cases.resolve_case, MOVE_CASES,
+          "Resolve: a refund credits the account in the same transaction; freight is charged",
+          CASES, {200: models.CaseWritten}, body=models.Resolve, problems=(404, 409)),
+    _case_step("close", cases.close_case, "Close a resolved case (→ closed)", models.StepNote),
+    _case_step("cancel", cases.cancel_case,
+               "Cancel an open case for the customer (→ cancelled)", models.Cancel),
+    Route("POST", f"{C}/notes", cases.add_case_note, MOVE_CASES,
+          "Add a progress note (any open step, or resolved)", CASES,
+          {201: models.CaseWritten}, body=models.CaseNoteAdd, problems=(404, 409)),
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    database_url: str
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -97,7 +99,7 @@ def start_server(
             [*ledger_command(), "serve", "--port", str(port)],
             cwd=workdir, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, database_url)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -226,6 +228,87 @@ class Api:
         history = await self.get(f"/v1/accounts/{username}/history?limit=1000")
         assert history.status == 200, history.text
         return await self.account(username), history.json["items"]
+
+
+    # -- return cases -----------------------------------------------------------------------------
+
+    async def customer_with_order(self, *, deposit: int = 10_000, paid: int = 3_000,
+                                  order_no: str = "ORD-1") -> str:
+        username = await self.funded_account(deposit)
+        reply = await self.post(f"/v1/accounts/{username}/purchases",
+                                {"order_no": order_no, "amount": paid})
+        assert reply.status == 201, reply.text
+        return username
+
+    async def open_case(self, username: str, order_no: str = "ORD-1", **changes: Any
+                        ) -> dict[str, Any]:
+        reply = await self.post("/v1/return-cases", case_body(username, order_no, **changes),
+                                role="cs")
+        assert reply.status == 201, reply.text
+        case: dict[str, Any] = reply.json
+        return case
+
+    async def step(self, case_id: str, step: str, body: Any = None, *, status: int = 200
+                   ) -> dict[str, Any]:
+        reply = await self.post(f"/v1/return-cases/{case_id}/{step}",
+                                {} if body is None else body, role="cs")
+        assert reply.status == status, reply.text
+        answer: dict[str, Any] = reply.json
+        return answer
+
+    async def walk(self, case_id: str, to: str) -> None:
+        """Take a case from opened along the main path until it is in state ``to``."""
+        for step, body, state in main_path():
+            answer = await self.step(case_id, step, body)
+            assert answer["state"] == state
+            if state == to:
+                return
+        raise AssertionError(f"{to} is not on the main path")
+
+    async def case(self, case_id: str, role: str = "cs") -> dict[str, Any]:
+        reply = await self.get(f"/v1/return-cases/{case_id}", role=role)
+        assert reply.status == 200, reply.text
+        case: dict[str, Any] = reply.json
+        return case
+
+
+def today() -> date:
+    """The server's date: it keeps the shop's calendar in UTC."""
+    return datetime.now(UTC).date()
+
+
+def days_from_today(days: int) -> str:
+    return (today() + timedelta(days=days)).isoformat()
+
+
+def case_body(username: str, order_no: str = "ORD-1", **changes: Any) -> dict[str, Any]:
+    """An application the policy accepts: defective goods, photos of both kinds."""
+    body: dict[str, Any] = {
+        "username": username,
+        "order_no": order_no,
+        "kind": "defective",
+        "shipped_on": days_from_today(-10),
+        "items": [{"sku": "SKU-1", "description": "an electric kettle", "quantity": 1}],
+        "evidence": {"goods_photos": ["photo-goods-1"], "package_photos": ["photo-box-1"]},
+        "conditions": {"replaced_or_modified": False, "parts_missing": False,
+                       "opened_media": False, "has_quality_assurance": True},
+        "note": "the kettle leaks",
+    }
+    body.update(changes)
+    return body
+
+
+def main_path() -> list[tuple[str, dict[str, Any], str]]:
+    """The main path from opened, one step at a time: (step, body, the state after it)."""
+    return [
+        ("supplier-review", {"note": "asked the supplier"}, "supplier_review"),
+        ("accept", {"return_by": days_from_today(14), "return_address": "Supplier Ltd, Dock 4",
+                    "instructions": "original box if possible"}, "accepted"),
+        ("ship-back", {"tracking": "TRK-BACK-1"}, "goods_in_transit"),
+        ("receive", {"postmark_date": days_from_today(0), "goods": True,
+                     "original_packaging": False, "acceptance_copy": True}, "received"),
+        ("forward", {}, "with_supplier"),
+    ]
 
 
 @pytest.fixture

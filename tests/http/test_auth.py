@@ -14,6 +14,9 @@ ROLES = ("system", "cs", "finance", "auditor")
 ALL = frozenset(ROLES)
 A = "/v1/accounts/someone-x"
 R = "/v1/refund-requests/00000000-0000-4000-8000-000000000000"
+C = "/v1/return-cases/00000000-0000-4000-8000-0000000000c0"
+CS_ONLY = frozenset({"cs"})
+READERS = frozenset({"cs", "finance", "auditor"})
 
 # (method, path, body, roles that may) from API.md's role table.
 MATRIX: list[tuple[str, str, Any, frozenset[str]]] = [
@@ -34,6 +37,21 @@ MATRIX: list[tuple[str, str, Any, frozenset[str]]] = [
     ("POST", f"{R}/reject", {"reason": "r"}, frozenset({"finance"})),
     ("POST", f"{R}/pay", {"payout_reference": "p"}, frozenset({"finance"})),
     ("POST", f"{R}/cancel", {"reason": "r"}, frozenset({"cs"})),
+    ("POST", "/v1/return-cases", {"username": "someone-x"}, CS_ONLY),
+    ("GET", "/v1/return-cases", None, READERS),
+    ("GET", C, None, READERS),
+    ("POST", f"{C}/supplier-review", {}, CS_ONLY),
+    ("POST", f"{C}/accept", {"return_by": "2030-01-01", "return_address": "a"}, CS_ONLY),
+    ("POST", f"{C}/reject", {"reason": "r"}, CS_ONLY),
+    ("POST", f"{C}/ship-back", {"tracking": "t"}, CS_ONLY),
+    ("POST", f"{C}/receive", {"postmark_date": "2026-01-01", "goods": True,
+                              "original_packaging": True, "acceptance_copy": True}, CS_ONLY),
+    ("POST", f"{C}/expire", {}, CS_ONLY),
+    ("POST", f"{C}/forward", {}, CS_ONLY),
+    ("POST", f"{C}/resolve", {"outcome": "refund", "freight_amount": 0}, CS_ONLY),
+    ("POST", f"{C}/close", {}, CS_ONLY),
+    ("POST", f"{C}/cancel", {"reason": "r"}, CS_ONLY),
+    ("POST", f"{C}/notes", {"text": "t"}, CS_ONLY),
     ("GET", "/ready", None, ALL),
     ("GET", "/metrics", None, ALL),
     ("GET", "/openapi.json", None, ALL),

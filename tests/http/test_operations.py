@@ -9,9 +9,10 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from openapi_spec_validator import validate
 
-from tests.http.conftest import Api, Reply, assert_problem
+from tests.http.conftest import Api, Reply, assert_problem, case_body, days_from_today
 
-# API.md's paths of the sections served so far.
+# API.md's paths, and those this service adds.
+ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/expire")}
 CONTRACT = {
     ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
     ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),
@@ -23,6 +24,10 @@ CONTRACT = {
     ("post", "/v1/refund-requests/{id}/reject"), ("post", "/v1/refund-requests/{id}/cancel"),
     ("post", "/v1/refund-requests/{id}/pay"), ("get", "/health"), ("get", "/ready"),
     ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/docs"),
+    ("post", "/v1/return-cases"), ("get", "/v1/return-cases"), ("get", "/v1/return-cases/{id}"),
+    *(("post", f"/v1/return-cases/{{id}}/{step}") for step in (
+        "supplier-review", "accept", "reject", "ship-back", "receive", "forward", "resolve",
+        "close", "cancel", "notes")),
 }
 SAMPLE_PARAMETERS = {"username": "someone-x", "id": "00000000-0000-4000-8000-000000000000",
                      "order_no": "o", "name": "swagger-ui.css"}
@@ -82,7 +87,7 @@ def test_the_api_description_is_a_valid_openapi_3_1_document(spec: dict[str, Any
 def test_the_api_description_covers_every_path_of_the_contract(spec: dict[str, Any]) -> None:
     documented = {(method, path) for path, ops in spec["paths"].items() for method in ops}
     assert documented >= CONTRACT
-    assert documented - CONTRACT == {("get", "/docs/static/{name}")}
+    assert documented - CONTRACT == ADDITIONS
 
 
 def test_every_operation_documents_its_security_and_problems(spec: dict[str, Any]) -> None:
@@ -160,6 +165,52 @@ async def test_every_answer_of_a_full_tour_is_documented(api: Api, spec: dict[st
     for template in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
         await step("GET", template, template, role="auditor")
     await step("GET", "/ready", "/ready", role=None)
+
+
+async def _documented(api: Api, spec: dict[str, Any], method: str, template: str, path: str,
+                      role: str | None = "cs", body: Any = None, **options: Any) -> Reply:
+    reply = await api.call(method, path, role=role, json_body=body, **options)
+    assert_documented(spec, method, template, reply)
+    return reply
+
+
+async def test_every_answer_of_a_case_tour_is_documented(api: Api, spec: dict[str, Any]) -> None:
+    u = await api.customer_with_order()
+    C = "/v1/return-cases/{id}"
+    opened = await _documented(api, spec, "POST", "/v1/return-cases", "/v1/return-cases",
+                               body=case_body(u))
+    c = opened.json["id"]
+    await _documented(api, spec, "POST", "/v1/return-cases", "/v1/return-cases",
+                      body=case_body(u, order_no="NEVER"))
+    await _documented(api, spec, "POST", "/v1/return-cases", "/v1/return-cases",
+                      body=case_body("no-such-user"))
+    await _documented(api, spec, "POST", "/v1/return-cases", "/v1/return-cases",
+                      body=case_body(u, kind="x"))
+    await _documented(api, spec, "POST", f"{C}/forward", f"/v1/return-cases/{c}/forward",
+                      body={})
+    for step, body in [
+        ("supplier-review", {}),
+        ("accept", {"return_by": days_from_today(9), "return_address": "Dock 4"}),
+        ("ship-back", {"tracking": "T-1"}),
+        ("receive", {"postmark_date": days_from_today(0), "goods": True,
+                     "original_packaging": True, "acceptance_copy": True}),
+        ("forward", {}),
+        ("resolve", {"outcome": "refund", "refund_amount": 10**9, "freight_amount": 0}),
+        ("resolve", {"outcome": "refund", "freight_amount": 10}),
+        ("notes", {"text": "sent"}),
+        ("close", {}),
+        ("cancel", {"reason": "too late"}),
+        ("expire", {}),
+        ("reject", {"reason": "x"}),
+    ]:
+        await _documented(api, spec, "POST", f"{C}/{step}", f"/v1/return-cases/{c}/{step}",
+                          body=body)
+    await _documented(api, spec, "GET", C, f"/v1/return-cases/{c}", role="auditor")
+    await _documented(api, spec, "GET", C, "/v1/return-cases/00000000-0000-4000-8000-0000000000c0")
+    await _documented(api, spec, "GET", "/v1/return-cases", f"/v1/return-cases?username={u}",
+                      role="finance")
+    await _documented(api, spec, "GET", "/v1/return-cases", "/v1/return-cases?overdue=maybe")
+    await _documented(api, spec, "GET", "/v1/return-cases", "/v1/return-cases", role="system")
 
 
 async def test_the_docs_page_loads_nothing_from_outside(api: Api) -> None:

@@ -1,0 +1,148 @@
+"""Handlers of the return and exchange cases: open, every step of the lifecycle, notes, reads.
+
+A step answers the case as the ledger recorded it (``id, username, order_no, kind, state,
+opened_on, shipped_on, return_by``) with ``position``: the same body again when an
+``Idempotency-Key`` replays it. The full view (days, deadlines, overdue flags, steps) is
+``GET /v1/return-cases/{id}``, computed for the day it is asked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api import models, parsing
+from api.context import LEDGER, ReadSide, read
+from api.handlers import command, json_response, page
+from ledger import identity
+from ledger.application import CaseApplication
+from ledger.errors import NotFound
+
+# Columns the read model keeps for paging; not part of a case.
+_INTERNAL = ("seq",)
+
+
+def _application(b: models.CaseOpen) -> CaseApplication:
+    return CaseApplication(
+        username=b.username,
+        order_no=b.order_no,
+        kind=b.kind,
+        shipped_on=b.shipped_on,
+        items=[
+            {"sku": i.sku, "description": i.description.strip(), "quantity": i.quantity}
+            for i in b.items
+        ],
+        goods_photos=list(b.evidence.goods_photos),
+        package_photos=list(b.evidence.package_photos),
+        replaced_or_modified=b.conditions.replaced_or_modified,
+        parts_missing=b.conditions.parts_missing,
+        opened_media=b.conditions.opened_media,
+        has_quality_assurance=b.conditions.has_quality_assurance,
+        guarantee_until=b.guarantee_until,
+        note=b.note,
+    )
+
+
+async def open_case(request: web.Request) -> web.Response:
+    b = await parsing.body(request, models.CaseOpen)
+    return await command(request, request.app[LEDGER].open_return_case, _application(b))
+
+
+async def start_supplier_review(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.StepNote)
+    return await command(request, request.app[LEDGER].start_supplier_review, case_id, b.note)
+
+
+async def accept_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.Accept)
+    return await command(
+        request, request.app[LEDGER].accept_return_case, case_id, b.return_by, b.return_address,
+        b.instructions,
+    )
+
+
+async def reject_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.Reject)
+    return await command(request, request.app[LEDGER].reject_return_case, case_id, b.reason)
+
+
+async def ship_back(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.ShipBack)
+    return await command(request, request.app[LEDGER].ship_back, case_id, b.tracking)
+
+
+async def receive_return(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.Receive)
+    return await command(
+        request, request.app[LEDGER].receive_return, case_id, b.postmark_date, b.goods,
+        b.original_packaging, b.acceptance_copy,
+    )
+
+
+async def expire_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.StepNote)
+    return await command(request, request.app[LEDGER].expire_return_case, case_id, b.note)
+
+
+async def forward_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.StepNote)
+    return await command(request, request.app[LEDGER].forward_to_supplier, case_id, b.note)
+
+
+async def resolve_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.Resolve)
+    return await command(
+        request, request.app[LEDGER].resolve_return_case, case_id, b.outcome, b.refund_amount,
+        b.freight_amount, b.tracking,
+    )
+
+
+async def close_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.StepNote)
+    return await command(request, request.app[LEDGER].close_return_case, case_id, b.note)
+
+
+async def cancel_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.Cancel)
+    return await command(request, request.app[LEDGER].cancel_return_case, case_id, b.reason)
+
+
+async def add_case_note(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.CaseNoteAdd)
+    return await command(request, request.app[LEDGER].add_case_note, case_id, b.text)
+
+
+async def get_case(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    parsing.query(request, models.NoQuery)
+
+    def case(rm: ReadSide) -> dict[str, Any]:
+        found = rm.return_case(case_id)
+        if found is None:
+            raise NotFound(f"no return case {case_id}", id=str(case_id))
+        return {k: v for k, v in found.items() if k not in _INTERNAL}
+
+    return json_response(await read(request, case))
+
+
+async def list_cases(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.CaseQuery)
+    name = None if q.username is None else identity.username(q.username)
+
+    def cases(rm: ReadSide) -> dict[str, Any]:
+        return page(rm.return_cases(state=q.state, username=name, overdue=q.overdue,
+                                    limit=q.limit, after=q.after))
+
+    return json_response(await read(request, cases))
