@@ -1,7 +1,8 @@
 """``create_app``: the whole HTTP service, built in one place.
 
 Resources live in ``cleanup_ctx``, opened in this order and closed in the reverse: the bounded
-executor, the ledger application, the read models, the read-model keeper. Middlewares, outermost
+executors (one for requests, one thread for ``verify``), the ledger application, the read models,
+the read-model keeper. Middlewares, outermost
 first: request id and metrics, problems (every error becomes problem+json), auth (token, role).
 Handler cancellation stays off (aiohttp's default): a client hanging up never cuts a write in
 half. Bodies over ``client_max_size`` are refused with 413.
@@ -9,6 +10,7 @@ half. Bodies over ``client_max_size`` are refused with 413.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,15 +20,21 @@ from aiohttp import web
 from api import openapi
 from api.auth import TOKENS, Tokens, auth_middleware
 from api.context import (
+    AUDIT_EXECUTOR,
+    AUDIT_LOCK,
     EXECUTOR,
     KEEPER,
     LEDGER,
     READ_MODELS,
     READ_WAIT_S,
+    SETTINGS,
+    VERIFIER,
     Keeper,
     ReadSide,
+    Verifier,
     in_executor,
 )
+from api.finance import default_verifier
 from api.observability import METRICS, Metrics, observe_middleware
 from api.operations import OPENAPI_JSON
 from api.problems import problem_middleware
@@ -50,6 +58,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     read_models: Callable[[StoreSettings, LedgerApplication], ReadSide] = ReadModels,
     keeper: Callable[[StoreSettings], Keeper] = ReadModelKeeper,
+    verifier: Verifier = default_verifier,
 ) -> web.Application:
     """The service on ``settings``' store. ``executor_workers`` defaults to the store's pool
     size: never more threads than connections to give them."""
@@ -60,7 +69,9 @@ def create_app(
         client_max_size=max_body_bytes,
         middlewares=[observe_middleware, problem_middleware, auth_middleware],
     )
+    app[SETTINGS] = settings
     app[TOKENS] = tokens
+    app[VERIFIER] = verifier
     app[READ_WAIT_S] = read_wait_s
     app[METRICS] = Metrics()
     register(app, ROUTES)
@@ -68,7 +79,10 @@ def create_app(
 
     async def executor(app: web.Application) -> AsyncIterator[None]:
         app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger")
+        app[AUDIT_EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+        app[AUDIT_LOCK] = asyncio.Lock()
         yield
+        app[AUDIT_EXECUTOR].shutdown(wait=True)
         app[EXECUTOR].shutdown(wait=True)
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:

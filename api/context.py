@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
+from ledger.settings import StoreSettings
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -67,6 +68,14 @@ class ReadSide(Protocol):
         after: str | None,
     ) -> Page: ...
 
+    def events(self, *, limit: int, after: str | None) -> Page: ...
+
+    def journal(self, *, account: str | None, limit: int, after: str | None) -> Page: ...
+
+    def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]: ...
+
+    def reconciliation(self, currency: str, at_position: int | None = None) -> dict[str, Any]: ...
+
     def status(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
@@ -82,7 +91,15 @@ class Keeper(Protocol):
     def nudge(self) -> None: ...
 
 
+# ``verify``'s re-derivation of the whole history, answered as a dict (``VerifyReport``).
+Verifier = Callable[[StoreSettings, LedgerApplication], dict[str, Any]]
+
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+SETTINGS = web.AppKey("settings", StoreSettings)
+VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
+# One verify at a time, on a thread of its own: a long one never takes the executor's workers.
+AUDIT_EXECUTOR = web.AppKey("audit_executor", ThreadPoolExecutor)
+AUDIT_LOCK = web.AppKey("audit_lock", asyncio.Lock)
 LEDGER = web.AppKey("ledger", LedgerApplication)
 READ_MODELS = web.AppKey("read_models", ReadSide)
 KEEPER = web.AppKey("keeper", Keeper)
@@ -108,11 +125,18 @@ async def read(request: web.Request, query: Callable[[ReadSide], T]) -> T:
     """Answer ``query`` once the read models reflect every write acknowledged before now.
 
     Waiting and querying are one executor job. ``NotReady`` (503) when they lag too long."""
+    return await read_at(request, lambda read_models, position: query(read_models))
+
+
+async def read_at(request: web.Request, query: Callable[[ReadSide, int], T]) -> T:
+    """``read``, telling ``query`` the log position every read model has reached: a query that
+    reads several read models pins itself there, so a write landing meanwhile cannot show in
+    one and not in another."""
     read_models = request.app[READ_MODELS]
     timeout_s = request.app[READ_WAIT_S]
 
     def current() -> T:
-        read_models.wait_current(timeout_s)
-        return query(read_models)
+        position = read_models.wait_current(timeout_s)
+        return query(read_models, position)
 
     return await run(request, current)

@@ -288,6 +288,32 @@ class CaseQuery(PageQuery):
     )
 
 
+ChartAccount = Annotated[
+    str,
+    Field(
+        max_length=80,
+        pattern=r"^[a-z]+:[a-z0-9._-]+$",
+        description="A chart account: customer:<user name>, clearing:deposits, "
+        "clearing:payouts, orders:paid, suppliers:receivable or revenue:freight.",
+    ),
+]
+
+
+class JournalQuery(PageQuery):
+    account: ChartAccount | None = None
+
+
+class ReconciliationQuery(Query):
+    currency: Currency = Field(description="An ISO 4217 code, e.g. USD.")
+    at_position: int | None = Field(
+        default=None, ge=0, le=MAX_POSITION,
+        description="Reconcile as the log stood after this position (default: now).",
+    )
+
+
+class ExportQuery(Query):
+    currency: Currency | None = Field(default=None, description="Only this currency's entries.")
+
 
 # -- answers ------------------------------------------------------------------------------------
 
@@ -475,6 +501,86 @@ class CaseDetail(CaseSummary):
 class CasePage(Answer):
     items: list[CaseSummary]
     next: str | None
+
+
+class LogEvent(Answer):
+    position: int
+    stream: UUID = Field(description="The id of the aggregate the event belongs to.")
+    version: int
+    type: str = Field(description="The event's topic, e.g. ledger:Account.DepositReceived.")
+    at: datetime
+    actor: str | None
+    data: dict[str, Any] = Field(description="The event's own fields.")
+
+
+class EventPage(Answer):
+    items: list[LogEvent]
+    next: str | None
+
+
+class Posting(Answer):
+    account: str
+    amount: int = Field(description="Minor units: a debit is positive, a credit negative.")
+
+
+class JournalEntry(Answer):
+    position: int
+    type: str
+    event_id: str
+    username: str
+    order_no: str | None
+    at: datetime
+    currency: str
+    postings: list[Posting] = Field(description="They sum to zero.")
+
+
+class JournalPage(Answer):
+    items: list[JournalEntry]
+    next: str | None
+
+
+class Totals(Answer):
+    deposits: int
+    purchases: int
+    failure_credits: int
+    return_refunds: int
+    freight: int
+    payouts: int
+    held: int = Field(description="Held by open balance-refund requests.")
+
+
+class CustomerBalances(Answer):
+    posted: int
+    held: int
+    available: int
+
+
+class Reconciliation(Answer):
+    currency: str
+    position: int
+    totals: Totals
+    customer_balances: CustomerBalances = Field(description="Summed from the accounts.")
+    journal_customer_balances: int = Field(description="The same sum, from the journal.")
+    trial_balance: int
+    invariants: dict[str, bool] = Field(
+        description="Whether each invariant holds, by name: available_never_negative, "
+        "customer_balances_equal_flows, journal_equals_account_balances, trial_balance_zero, "
+        "refunds_within_paid, and any the ledger adds."
+    )
+    ok: bool = Field(description="Every invariant holds.")
+
+
+class VerifyReport(Answer):
+    ok: bool
+    events_checked: int
+    first_bad_position: int | None
+    problems: list[str]
+    unlinked_tail: int = Field(description="Events not yet bound into the hash chain.")
+
+
+class ChainDigest(Answer):
+    position: int = Field(description="The last position bound into the hash chain (0: none).")
+    hash: str = Field(description="The chain's link at that position (sha256, hex).")
 
 
 class Health(Answer):

@@ -2,19 +2,20 @@
 
 system: open accounts, deposits, purchases, purchase failures; read accounts.
 cs: open accounts, refund requests (create, cancel), return cases (all steps), purchase
-    failures; read all but audit.
-finance: approve, reject and pay refund requests; read all.
-auditor: read everything; write nothing.
+    failures; read all but the finance and audit endpoints.
+finance: approve, reject and pay refund requests; reconciliation; read all but verify and
+    the chain's digest.
+auditor: read everything, audit and export; write nothing.
 
 Beyond API.md: ``POST /v1/return-cases/{id}/expire`` (the lifecycle's "expired" needs a step
-to reach it).
+to reach it) and ``GET /v1/audit/digest`` (the chain's head, to keep outside the database).
 """
 
 from __future__ import annotations
 
 from aiohttp.typedefs import Handler
 
-from api import cases, docs, handlers, models, operations
+from api import cases, docs, finance, handlers, models, operations
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
 from api.routing import Media, Route
 
@@ -27,10 +28,13 @@ REQUEST_REFUNDS = frozenset({CS})
 DECIDE_REFUNDS = frozenset({FINANCE})
 READ_CASES = frozenset({CS, FINANCE, AUDITOR})
 MOVE_CASES = frozenset({CS})
+READ_BOOKS = frozenset({FINANCE, AUDITOR})  # the log, the journal, reconciliation, export
+AUDIT = frozenset({AUDITOR})
 
 ACCOUNTS = "Accounts and money"
 REFUNDS = "Balance refunds"
 CASES = "Return and exchange cases"
+BOOKS = "Finance and audit"
 OPERATIONS = "Operations"
 U = "/v1/accounts/{username}"
 R = "/v1/refund-requests/{id}"
@@ -128,6 +132,25 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{C}/notes", cases.add_case_note, MOVE_CASES,
           "Add a progress note (any open step, or resolved)", CASES,
           {201: models.CaseWritten}, body=models.CaseNoteAdd, problems=(404, 409)),
+    # -- finance and audit
+    Route("GET", "/v1/events", finance.list_events, READ_BOOKS,
+          "The global event log, in order", BOOKS, {200: models.EventPage},
+          query=models.PageQuery),
+    Route("GET", "/v1/journal", finance.get_journal, READ_BOOKS,
+          "Balanced postings per money event, in log order", BOOKS,
+          {200: models.JournalPage}, query=models.JournalQuery),
+    Route("GET", "/v1/reconciliation", finance.get_reconciliation, READ_BOOKS,
+          "Totals, customer balances, trial balance and invariants at a log position", BOOKS,
+          {200: models.Reconciliation}, query=models.ReconciliationQuery),
+    Route("GET", "/v1/audit/verify", finance.audit_verify, AUDIT,
+          "Re-derive history and check it: hash chain, invariants, read models", BOOKS,
+          {200: models.VerifyReport}, query=models.NoQuery, problems=(503,)),
+    Route("GET", "/v1/audit/digest", finance.audit_digest, AUDIT,
+          "The hash chain's head, to keep outside the database; beyond API.md", BOOKS,
+          {200: models.ChainDigest}, query=models.NoQuery),
+    Route("GET", "/v1/export/beancount", finance.export_beancount, READ_BOOKS,
+          "The journal as a Beancount file", BOOKS,
+          {200: Media("text/plain")}, query=models.ExportQuery),
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),

@@ -17,6 +17,7 @@ R = "/v1/refund-requests/00000000-0000-4000-8000-000000000000"
 C = "/v1/return-cases/00000000-0000-4000-8000-0000000000c0"
 CS_ONLY = frozenset({"cs"})
 READERS = frozenset({"cs", "finance", "auditor"})
+BOOKS = frozenset({"finance", "auditor"})
 
 # (method, path, body, roles that may) from API.md's role table.
 MATRIX: list[tuple[str, str, Any, frozenset[str]]] = [
@@ -52,6 +53,12 @@ MATRIX: list[tuple[str, str, Any, frozenset[str]]] = [
     ("POST", f"{C}/close", {}, CS_ONLY),
     ("POST", f"{C}/cancel", {"reason": "r"}, CS_ONLY),
     ("POST", f"{C}/notes", {"text": "t"}, CS_ONLY),
+    ("GET", "/v1/events", None, BOOKS),
+    ("GET", "/v1/journal", None, BOOKS),
+    ("GET", "/v1/reconciliation?currency=USD", None, BOOKS),
+    ("GET", "/v1/audit/verify", None, frozenset({"auditor"})),
+    ("GET", "/v1/audit/digest", None, frozenset({"auditor"})),
+    ("GET", "/v1/export/beancount", None, BOOKS),
     ("GET", "/ready", None, ALL),
     ("GET", "/metrics", None, ALL),
     ("GET", "/openapi.json", None, ALL),

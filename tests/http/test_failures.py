@@ -6,6 +6,8 @@ These run the real app in-process with a fake read side (``create_app``'s ``read
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -116,3 +118,41 @@ async def test_a_store_that_does_not_answer_is_503_with_retry_after(
     body = await reply.json()
     assert body["code"] == "store_unavailable"
     assert "too many clients" not in body["detail"]
+
+
+async def test_a_verify_asked_while_one_runs_is_503_busy_and_the_first_is_answered(
+    aiohttp_client: ClientMaker, tmp_path: Path
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    report = {"ok": True, "events_checked": 0, "first_bad_position": None, "problems": [],
+              "unlinked_tail": 0}
+
+    def slow_verifier(settings: StoreSettings, app: LedgerApplication) -> dict[str, Any]:
+        started.set()
+        release.wait(10)
+        return report
+
+    app = create_app(
+        StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
+        read_models=lambda settings, app: BrokenReadSide(RuntimeError("unused")),
+        keeper=lambda settings: IdleKeeper(), verifier=slow_verifier,
+    )
+    client = await aiohttp_client(app)
+    first = asyncio.create_task(client.get("/v1/audit/verify", headers=AUTH))
+    assert await asyncio.to_thread(started.wait, 10)
+
+    second = await client.get("/v1/audit/verify", headers=AUTH)
+    assert second.status == 503
+    assert second.headers["Retry-After"] == "1"
+    assert (await second.json())["code"] == "busy"
+    # the running verify holds no worker of the request executor: /ready is still answered
+    # (503 only because its fake read side fails)
+    other = await client.get("/ready", headers=AUTH)
+    assert (await other.json())["code"] == "not_ready"
+
+    release.set()
+    answered = await first
+    assert answered.status == 200
+    assert await answered.json() == report
+    again = await client.get("/v1/audit/verify", headers=AUTH)
+    assert again.status == 200

@@ -12,7 +12,8 @@ from openapi_spec_validator import validate
 from tests.http.conftest import Api, Reply, assert_problem, case_body, days_from_today
 
 # API.md's paths, and those this service adds.
-ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/expire")}
+ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/expire"),
+             ("get", "/v1/audit/digest")}
 CONTRACT = {
     ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
     ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),
@@ -28,6 +29,8 @@ CONTRACT = {
     *(("post", f"/v1/return-cases/{{id}}/{step}") for step in (
         "supplier-review", "accept", "reject", "ship-back", "receive", "forward", "resolve",
         "close", "cancel", "notes")),
+    ("get", "/v1/events"), ("get", "/v1/journal"), ("get", "/v1/reconciliation"),
+    ("get", "/v1/audit/verify"), ("get", "/v1/export/beancount"),
 }
 SAMPLE_PARAMETERS = {"username": "someone-x", "id": "00000000-0000-4000-8000-000000000000",
                      "order_no": "o", "name": "swagger-ui.css"}
@@ -211,6 +214,23 @@ async def test_every_answer_of_a_case_tour_is_documented(api: Api, spec: dict[st
                       role="finance")
     await _documented(api, spec, "GET", "/v1/return-cases", "/v1/return-cases?overdue=maybe")
     await _documented(api, spec, "GET", "/v1/return-cases", "/v1/return-cases", role="system")
+
+
+async def test_every_answer_of_a_books_tour_is_documented(api: Api, spec: dict[str, Any]) -> None:
+    await api.funded_account(100)
+    for template, query, role in [
+        ("/v1/events", "?limit=3", "finance"), ("/v1/events", "?limit=0", "auditor"),
+        ("/v1/journal", "", "auditor"), ("/v1/journal", "?account=x", "finance"),
+        ("/v1/reconciliation", "?currency=USD", "finance"),
+        ("/v1/reconciliation", "?currency=USD&at_position=1", "auditor"),
+        ("/v1/reconciliation", "?currency=QQQ", "auditor"),
+        ("/v1/audit/verify", "", "auditor"), ("/v1/audit/verify", "", "finance"),
+        ("/v1/audit/digest", "", "auditor"),
+        ("/v1/export/beancount", "?currency=USD", "finance"),
+        ("/v1/export/beancount", "?currency=1", "finance"),
+        ("/v1/events", "", "cs"),
+    ]:
+        await _documented(api, spec, "GET", template, template + query, role=role)
 
 
 async def test_the_docs_page_loads_nothing_from_outside(api: Api) -> None:

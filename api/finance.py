@@ -1,0 +1,122 @@
+"""Handlers of finance and audit: the global log, the journal, reconciliation, the Beancount
+export, the hash chain's head and ``verify``.
+
+- ``/v1/events`` reads the event store itself, so it is current without waiting.
+- Reconciliation pins itself to the log position every read model has reached (``read_at``):
+  it reads the journal and the accounts, and a write landing between the two must not show in
+  one only. A position beyond that is refused (422): it is not history yet.
+- ``/v1/audit/verify`` re-derives the whole history: one at a time, on a thread of its own; a
+  second call meanwhile is 503 ``busy`` rather than a queue that grows.
+- ``/v1/audit/digest`` waits (bounded, like reads) until the chain binds every event written
+  before the request, then answers its head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from api import models, parsing
+from api.context import (
+    AUDIT_EXECUTOR,
+    AUDIT_LOCK,
+    LEDGER,
+    READ_MODELS,
+    READ_WAIT_S,
+    SETTINGS,
+    VERIFIER,
+    ReadSide,
+    read,
+    read_at,
+    run,
+)
+from api.handlers import json_response, page
+from ledger import money
+from ledger.application import LedgerApplication
+from ledger.errors import Contention, InvalidInput, NotReady
+from ledger.settings import StoreSettings
+from projections import audit, beancount
+from projections.chain import Chain
+
+CHAIN_POLL_S = 0.02
+
+
+async def list_events(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.PageQuery)
+    found = await run(request, request.app[READ_MODELS].events, limit=q.limit, after=q.after)
+    return json_response(page(found))
+
+
+async def get_journal(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.JournalQuery)
+
+    def journal(rm: ReadSide) -> dict[str, Any]:
+        return page(rm.journal(account=q.account, limit=q.limit, after=q.after))
+
+    return json_response(await read(request, journal))
+
+
+async def get_reconciliation(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.ReconciliationQuery)
+    currency = money.currency(q.currency)
+
+    def reconcile(rm: ReadSide, reached: int) -> dict[str, Any]:
+        position = reached if q.at_position is None else q.at_position
+        if position > reached:
+            raise InvalidInput(
+                f"at_position is beyond the log's end ({reached})", field="at_position"
+            )
+        return rm.reconciliation(currency, position)
+
+    return json_response(await read_at(request, reconcile))
+
+
+async def export_beancount(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.ExportQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+    title = "Ledger journal" if currency is None else f"Ledger journal ({currency})"
+
+    def export(rm: ReadSide) -> str:
+        return beancount.export(rm.journal_entries(currency=currency), title=title)
+
+    text = await read(request, export)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def default_verifier(settings: StoreSettings, app: LedgerApplication) -> dict[str, Any]:
+    return audit.verify(settings, app).as_dict()
+
+
+async def audit_verify(request: web.Request) -> web.Response:
+    parsing.query(request, models.NoQuery)
+    lock = request.app[AUDIT_LOCK]
+    if lock.locked():
+        raise Contention("a verify is running; try again when it is done")
+    async with lock:
+        report = await asyncio.get_running_loop().run_in_executor(
+            request.app[AUDIT_EXECUTOR], request.app[VERIFIER], request.app[SETTINGS],
+            request.app[LEDGER],
+        )
+    return json_response(report)
+
+
+def _chain_head(app: LedgerApplication, timeout_s: float) -> dict[str, Any]:
+    target = app.recorder.max_notification_id() or 0
+    chain = Chain(app.recorder)
+    deadline = time.monotonic() + timeout_s
+    head = chain.head()
+    while head.position < target:
+        if time.monotonic() >= deadline:
+            raise NotReady(f"the hash chain did not reach position {target} in time")
+        time.sleep(CHAIN_POLL_S)
+        head = chain.head()
+    return {"position": head.position, "hash": head.hash}
+
+
+async def audit_digest(request: web.Request) -> web.Response:
+    parsing.query(request, models.NoQuery)
+    head = await run(request, _chain_head, request.app[LEDGER], request.app[READ_WAIT_S])
+    return json_response(head)
