@@ -1,26 +1,47 @@
-"""The ``ledger`` command: ``ledger serve`` (``rebuild``, ``verify`` and ``export`` join later).
+"""The ``ledger`` command: ``serve``, ``rebuild``, ``verify``, ``digest`` and ``export``.
 
-Configuration comes from the environment and is checked before anything is served:
-``LEDGER_DATABASE_URL`` (see ``ledger.settings``) and ``LEDGER_TOKENS`` (see ``api.auth``).
-SIGTERM and SIGINT stop the server gracefully: no new connections, requests in flight finish
-(up to ``SHUTDOWN_TIMEOUT_S``), then the resources close.
+Configuration comes from the environment and is checked before anything is done:
+``LEDGER_DATABASE_URL`` (see ``ledger.settings``) and, for ``serve``, ``LEDGER_TOKENS`` (see
+``api.auth``). SIGTERM and SIGINT stop the server gracefully: no new connections, requests in
+flight finish (up to ``SHUTDOWN_TIMEOUT_S``), then the resources close.
+
+Exit codes: 0 done (``verify``: everything holds); 1 refused or not ok (``rebuild`` while a
+``ledger serve`` keeps the read models, ``verify`` finding a bad position, ``digest`` with
+nothing bound yet); 2 bad configuration or arguments. The commands other than ``serve`` never
+create a store: an SQLite file that does not exist is refused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
 
 import click
-from aiohttp import web
+from tqdm import tqdm  # type: ignore[import-untyped]
 
-from api.app import create_app
 from api.auth import DEFAULT_TOKENS_FILE, TokenConfigError, Tokens, load_or_create
+from ledger import money
+from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput
 from ledger.settings import StoreSettings
+from projections import audit, beancount, replay
+from projections.chain import Chain, Digest, read_digests
+from projections.journal import JournalProjection
+from projections.leadership import LeadershipBusy
+from projections.readmodels import ReadModels
+from projections.store import open_application
 
 SHUTDOWN_TIMEOUT_S = 15.0
+# The one-off commands use a connection or two at a time.
+COMMAND_POOL_SIZE = 2
+DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
 ACCESS_LOG_FORMAT = '%a "%r" %s %bB %Tfs request_id=%{X-Request-Id}o'
 log = logging.getLogger("api.cli")
 
@@ -47,6 +68,11 @@ def main() -> None:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 def serve(host: str, port: int) -> None:
     """Serve the HTTP API and keep the read models current."""
+    # Imported here: the HTTP stack is most of the start-up time of the one-off commands.
+    from aiohttp import web
+
+    from api.app import create_app
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -68,3 +94,168 @@ def serve(host: str, port: int) -> None:
         access_log_format=ACCESS_LOG_FORMAT,
         print=lambda message: log.info("%s", message),
     )
+
+
+# -- the one-off commands ------------------------------------------------------------------------
+
+
+def _refuse(command: str, message: str, *, exit_code: int = 2) -> NoReturn:
+    click.echo(f"ledger {command}: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def _settings(command: str) -> StoreSettings:
+    try:
+        settings = StoreSettings.from_url(
+            os.environ.get("LEDGER_DATABASE_URL"), pool_size=COMMAND_POOL_SIZE
+        )
+    except InvalidInput as error:
+        _refuse(command, error.detail)
+    if settings.sqlite_path is not None and not settings.sqlite_path.exists():
+        _refuse(command, f"there is no store at {settings.sqlite_path} (LEDGER_DATABASE_URL)")
+    return settings
+
+
+@contextmanager
+def _application(settings: StoreSettings) -> Iterator[LedgerApplication]:
+    app = open_application(settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@main.command()
+@click.option("--lock-timeout", "lock_timeout_s", default=DEFAULT_REBUILD_LOCK_TIMEOUT_S,
+              show_default=True, type=click.FloatRange(0, 600),
+              help="Seconds to wait for the read models' lock.")
+def rebuild(lock_timeout_s: float) -> None:
+    """Rebuild every read model from the event log, with a progress bar.
+
+    Refused while a `ledger serve` keeps the read models: stop it first."""
+    settings = _settings("rebuild")
+    with _application(settings) as app:
+        total = app.recorder.max_notification_id() or 0
+        with tqdm(total=total, unit="event", desc="rebuild", file=sys.stderr) as bar:
+            try:
+                report = replay.rebuild(
+                    settings, app, on_batch=bar.update, lock_timeout_s=lock_timeout_s
+                )
+            except LeadershipBusy as error:
+                bar.close()
+                _refuse("rebuild", str(error), exit_code=1)
+    click.echo(
+        f"rebuilt every read model from {report.events} events in {report.seconds:.2f} s "
+        f"({report.events_per_second:,.0f} events/s)"
+    )
+
+
+def _digests(paths: tuple[Path, ...]) -> list[Digest]:
+    found: list[Digest] = []
+    for path in paths:
+        try:
+            found += read_digests(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            _refuse("verify", f"{path} is not a file of digests from `ledger digest`: {error}")
+    return found
+
+
+def _print_report(report: audit.VerifyReport) -> None:
+    if report.ok:
+        click.echo(f"ok: {report.events_checked} events checked; the hash chain, every digest "
+                   "and every invariant hold, and the read models equal a fresh replay")
+    else:
+        where = report.first_bad_position
+        click.echo(f"NOT OK: {report.events_checked} events checked; first bad position: "
+                   f"{'none in the log (a read model differs)' if where is None else where}")
+        for problem in report.problems:
+            click.echo(f"  - {problem}")
+    if report.unlinked_tail:
+        click.echo(f"note: the last {report.unlinked_tail} events are not bound into the hash "
+                   "chain yet (the process keeping the read models binds them)")
+
+
+@main.command()
+@click.option("--digest", "digest_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A file of digests written by `ledger digest` (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
+    """Re-derive history and check it: the hash chain against the stored events and the
+    digests, every invariant at every position, the read models against a fresh replay.
+
+    Exits 0 only when all hold; otherwise 1, with the first bad position."""
+    settings = _settings("verify")
+    digests = _digests(digest_files)
+    with _application(settings) as app:
+        report = audit.verify(settings, app, digests)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        _print_report(report)
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append the digest to this file (default: print it).")
+def digest(output: Path | None) -> None:
+    """The hash chain's head as a JSON line: keep it outside the database, and give it to
+    `ledger verify --digest` to catch a rewrite of events and chain together."""
+    settings = _settings("digest")
+    with _application(settings) as app:
+        head = Chain(app.recorder).head()
+        log_end = app.recorder.max_notification_id() or 0
+    if head.position == 0:
+        _refuse("digest", "the hash chain binds no event yet (`ledger serve` binds them)",
+                exit_code=1)
+    if output is None:
+        click.echo(head.to_json())
+    else:
+        with output.open("a") as file:
+            file.write(head.to_json() + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+    if log_end > head.position:
+        click.echo(f"ledger digest: the log reaches position {log_end}; the chain binds it up "
+                   f"to {head.position}", err=True)
+
+
+def beancount_text(app: LedgerApplication, currency: str | None) -> str:
+    """The journal as Beancount text, replayed from the log into a scratch journal (a temporary
+    SQLite file): exact up to where the log stood, whether or not a ``ledger serve`` keeps the
+    live read models current, and nothing is written to the store."""
+    with tempfile.TemporaryDirectory(prefix="ledger-export-") as folder:
+        scratch = StoreSettings.from_url(f"sqlite:///{folder}/export.db")
+        read_models = ReadModels(scratch, app)
+        try:
+            journal = read_models.views[JournalProjection.name]
+            replay.replay(app, [(JournalProjection, journal)])
+            title = "Ledger journal" if currency is None else f"Ledger journal ({currency})"
+            return beancount.export(read_models.journal_entries(currency=currency), title=title)
+        finally:
+            read_models.close()
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["beancount"]), required=True,
+              help="The file format.")
+@click.option("--currency", default=None, help="Only this ISO 4217 currency (default: all).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file (default: print).")
+def export(fmt: str, currency: str | None, output: Path | None) -> None:
+    """The journal for plain-text accounting tools."""
+    if currency is not None:
+        try:
+            currency = money.currency(currency)
+        except InvalidInput as error:
+            _refuse("export", error.detail)
+    settings = _settings("export")
+    with _application(settings) as app:
+        text = beancount_text(app, currency)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    partial = output.with_name(f".{output.name}.partial")
+    partial.write_text(text)
+    partial.replace(output)  # a failed export never leaves half a file

@@ -1,0 +1,225 @@
+"""The one-off commands, run as processes on a store filled through the application, on SQLite
+and PostgreSQL: ``ledger rebuild``, ``verify``, ``digest`` and ``export``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from beancount import loader
+from beancount.core import data as bean
+
+from ledger.application import CaseApplication, LedgerApplication
+from ledger.identity import Actor
+from ledger.settings import StoreSettings
+from projections.beancount import account_name
+from projections.chain import Chain
+from projections.readmodels import ReadModels
+from projections.store import open_application
+from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.http.conftest import TOKENS, ledger_command, start_server
+
+ACTOR = Actor("cs:cli-test", "test-cli")
+TIMEOUT_S = 120
+EVENTS = 15  # what ``fill`` writes: positions 1..15 of a fresh store
+
+
+def ledger(database_url: str, *args: str, cwd: Path | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": database_url},
+    )
+
+
+def fill(app: LedgerApplication) -> None:
+    """Two customers in two currencies; a case resolved by a refund with freight."""
+    app.open_account("alice", "USD", actor=ACTOR)
+    app.deposit("alice", 10_000, "PAY-1", actor=ACTOR)
+    app.purchase("alice", "ORD-1", 3_000, actor=ACTOR)
+    app.open_account("bob.smith_1", "JPY", actor=ACTOR)
+    app.deposit("bob.smith_1", 5_000, "PAY-1", actor=ACTOR)
+    app.purchase("bob.smith_1", "ORD-9", 1_200, actor=ACTOR)
+    today = app.today()
+    opened = app.open_return_case(
+        CaseApplication("alice", "ORD-1", "defective", today - timedelta(days=5),
+                        [{"sku": None, "description": "a kettle", "quantity": 1}],
+                        ["goods.jpg"], ["box.jpg"], False, False, False, True),
+        actor=ACTOR,
+    )
+    case_id = uuid.UUID(opened.body["id"])
+    app.start_supplier_review(case_id, "", actor=ACTOR)
+    app.accept_return_case(case_id, today + timedelta(days=10), "Dock 4", "", actor=ACTOR)
+    app.ship_back(case_id, "T-1", actor=ACTOR)
+    app.receive_return(case_id, today, True, True, True, actor=ACTOR)
+    app.forward_to_supplier(case_id, "", actor=ACTOR)
+    app.resolve_return_case(case_id, "refund", 2_000, 300, None, actor=ACTOR)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[str]:
+    """A store's URL, filled, its hash chain bound to the end (as a keeper would)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('cli')}/ledger.db"
+        name = None
+    else:
+        name = make_pg_database()
+        url = pg_url(name)
+    try:
+        app = open_application(StoreSettings.from_url(url, pool_size=1))
+        try:
+            fill(app)
+            assert app.recorder.max_notification_id() == EVENTS
+            Chain(app.recorder).extend()
+        finally:
+            app.close()
+        yield url
+    finally:
+        if name is not None:
+            drop_pg_database(name)
+
+
+def test_rebuild_replays_the_log_into_the_read_models_with_a_progress_bar(filled: str) -> None:
+    result = ledger(filled, "rebuild")
+    assert result.returncode == 0, result.stderr
+    assert f"rebuilt every read model from {EVENTS} events" in result.stdout
+    assert "events/s" in result.stdout
+    assert f"{EVENTS}/{EVENTS}" in result.stderr  # the progress bar counted every event
+    settings = StoreSettings.from_url(filled, pool_size=1)
+    app = open_application(settings)
+    read_models = ReadModels(settings, app)
+    try:
+        assert read_models.status()["lag"] == 0
+        account = read_models.account("alice")
+        assert account is not None and account["posted"] == 8_700
+    finally:
+        read_models.close()
+        app.close()
+
+
+def test_rebuild_is_refused_while_a_server_keeps_the_read_models(
+    filled: str, tmp_path: Path
+) -> None:
+    server = start_server(filled, tmp_path)
+    try:
+        # a read after a write proves the server's keeper runs, holding the keepers' lock
+        request = urllib.request.Request(
+            f"{server.base_url}/v1/accounts/alice",
+            headers={"Authorization": f"Bearer {TOKENS['system']}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.load(reply)["posted"] == 8_700
+        result = ledger(filled, "rebuild", "--lock-timeout", "0.5")
+    finally:
+        assert server.stop() == 0
+    assert result.returncode == 1
+    assert "ledger rebuild:" in result.stderr and "ledger serve" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_finds_a_clean_store_ok(filled: str) -> None:
+    result = ledger(filled, "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"ok: {EVENTS} events checked")
+    as_json = ledger(filled, "verify", "--json")
+    assert as_json.returncode == 0
+    report = json.loads(as_json.stdout)
+    assert report == {"ok": True, "events_checked": EVENTS, "first_bad_position": None,
+                      "problems": [], "unlinked_tail": 0}
+
+
+def test_digests_kept_outside_are_checked_and_a_wrong_one_names_its_position(
+    filled: str, tmp_path: Path
+) -> None:
+    digests = tmp_path / "digests.jsonl"
+    for _ in range(2):
+        result = ledger(filled, "digest", "-o", str(digests))
+        assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in digests.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0] == lines[1]
+    assert lines[0]["position"] == EVENTS and len(lines[0]["hash"]) == 64
+    printed = ledger(filled, "digest")
+    assert json.loads(printed.stdout) == lines[0]
+
+    assert ledger(filled, "verify", "--digest", str(digests)).returncode == 0
+
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(json.dumps({"position": 5, "hash": "ab" * 32}) + "\n")
+    result = ledger(filled, "verify", "--digest", str(digests), "--digest", str(forged))
+    assert result.returncode == 1
+    assert "first bad position: 5" in result.stdout
+
+
+def test_a_digest_file_that_is_not_one_is_refused(filled: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    result = ledger(filled, "verify", "--digest", str(bad))
+    assert result.returncode == 2
+    assert "not a file of digests" in result.stderr
+    missing = ledger(filled, "verify", "--digest", str(tmp_path / "missing.jsonl"))
+    assert missing.returncode == 2
+
+
+def test_export_writes_a_beancount_file_bean_check_accepts_with_the_ledgers_balances(
+    filled: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "ledger.beancount"
+    result = ledger(filled, "export", "--format", "beancount", "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    checked = subprocess.run([str(Path(sys.executable).with_name("bean-check")), str(path)],
+                             capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    entries, errors, _ = loader.load_file(str(path))
+    assert errors == []
+    totals = {name: sum((p.units.number for e in entries if isinstance(e, bean.Transaction)
+                         for p in e.postings if p.account == account_name(f"customer:{name}")),
+                        start=0)
+              for name in ("alice", "bob.smith_1")}
+    assert totals == {"alice": -87, "bob.smith_1": -3_800}  # 87.00 USD, 3,800 JPY
+
+
+def test_export_of_one_currency_to_standard_output(filled: str) -> None:
+    result = ledger(filled, "export", "--format", "beancount", "--currency", "JPY")
+    assert result.returncode == 0, result.stderr
+    assert "JPY" in result.stdout and "USD" not in result.stdout
+    assert account_name("customer:bob.smith_1") in result.stdout
+
+
+@pytest.mark.parametrize("args", [["export", "--format", "csv"], ["export"],
+                                  ["export", "--format", "beancount", "--currency", "usd"]])
+def test_export_with_bad_arguments_is_refused(filled: str, args: list[str]) -> None:
+    result = ledger(filled, *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_the_commands_refuse_a_store_that_does_not_exist(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/none.db"
+    for args in (["rebuild"], ["verify"], ["digest"], ["export", "--format", "beancount"]):
+        result = ledger(url, *args, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert "no store" in result.stderr
+    assert not (tmp_path / "none.db").exists()
+    bad_url = ledger("mysql://x/y", "verify")
+    assert bad_url.returncode == 2 and "LEDGER_DATABASE_URL" in bad_url.stderr
+
+
+def test_a_digest_of_a_chain_that_binds_nothing_yet_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    app = open_application(StoreSettings.from_url(url, pool_size=1))
+    try:
+        app.open_account("carol", "EUR", actor=ACTOR)
+    finally:
+        app.close()
+    result = ledger(url, "digest")
+    assert result.returncode == 1
+    assert "binds no event yet" in result.stderr
+    assert result.stdout == ""
