@@ -533,6 +533,7 @@ class LedgerApplication(Application[UUID]):
 
         def decide() -> Decision:
             case = self.return_case(case_id)
+            case.require_resolvable()  # the state decides before the money does
             account = self.account(case.username)
             credited = 0
             if outcome == "refund":
@@ -837,8 +838,11 @@ class _KeyGuard:
                 outcome=decision.outcome,
                 body=decision.body,
                 position=original,
+                recorded_at=self.app.clock(),
             )
-        self.existing.renew(self.fingerprint, decision.outcome, decision.body, original)
+        self.existing.renew(
+            self.fingerprint, decision.outcome, decision.body, original, self.app.clock()
+        )
         return self.existing
 
 

@@ -49,6 +49,7 @@ class IdempotencyRecord(Aggregate):
         outcome: str
         body: dict[str, Any]
         position: int | None = None  # absent in records stored before it existed
+        recorded_at: str | None = None  # the shop's clock; absent: the event's own time
 
     class Renewed(Event):
         """The key came back after its lifetime with a new request."""
@@ -58,6 +59,7 @@ class IdempotencyRecord(Aggregate):
         outcome: str
         body: dict[str, Any]
         position: int | None = None  # absent in records stored before it existed
+        recorded_at: str | None = None  # the shop's clock; absent: the event's own time
 
     @event(Recorded)
     def __init__(
@@ -67,9 +69,10 @@ class IdempotencyRecord(Aggregate):
         outcome: str,
         body: dict[str, Any],
         position: int | None,
+        recorded_at: str | None,
     ) -> None:
         self.caller = caller
-        self._remember(fingerprint, outcome, body, position)
+        self._remember(fingerprint, outcome, body, position, recorded_at)
 
     @classmethod
     def record(
@@ -81,6 +84,7 @@ class IdempotencyRecord(Aggregate):
         outcome: str,
         body: dict[str, Any],
         position: int | None = None,
+        recorded_at: datetime | None = None,
     ) -> IdempotencyRecord:
         return cls._create(
             cls.Recorded,
@@ -90,33 +94,52 @@ class IdempotencyRecord(Aggregate):
             outcome=outcome,
             body=body,
             position=position,
+            recorded_at=None if recorded_at is None else recorded_at.isoformat(),
         )
 
     def renew(
-        self, fingerprint: str, outcome: str, body: dict[str, Any], position: int | None = None
+        self,
+        fingerprint: str,
+        outcome: str,
+        body: dict[str, Any],
+        position: int | None = None,
+        recorded_at: datetime | None = None,
     ) -> None:
-        self._renew(fingerprint, outcome, body, position)
+        at = None if recorded_at is None else recorded_at.isoformat()
+        self._renew(fingerprint, outcome, body, position, at)
 
     @event(Renewed)
     def _renew(
-        self, fingerprint: str, outcome: str, body: dict[str, Any], position: int | None
+        self,
+        fingerprint: str,
+        outcome: str,
+        body: dict[str, Any],
+        position: int | None,
+        recorded_at: str | None,
     ) -> None:
-        self._remember(fingerprint, outcome, body, position)
+        self._remember(fingerprint, outcome, body, position, recorded_at)
 
     def _remember(
-        self, fingerprint: str, outcome: str, body: dict[str, Any], position: int | None
+        self,
+        fingerprint: str,
+        outcome: str,
+        body: dict[str, Any],
+        position: int | None,
+        recorded_at: str | None,
     ) -> None:
         self.fingerprint = fingerprint
         self.outcome = outcome
         self.body = body
         self.position = position
+        self._recorded_at = None if recorded_at is None else datetime.fromisoformat(recorded_at)
 
     @property
     def recorded_at(self) -> datetime:
-        """When the key was last used for a new request: every event of a record is a
-        recording. (Inside an @event body the aggregate still carries the previous event's
-        time, so this is read once the event is applied, never stored from the body.)"""
-        return self.modified_on
+        """When the key was last used for a new request, on the shop's clock (the one the
+        application compares it with); records that did not carry it use their last event's
+        time, read here once applied (inside an @event body the aggregate still carries the
+        previous event's time)."""
+        return self._recorded_at if self._recorded_at is not None else self.modified_on
 
     def is_live(self, now: datetime) -> bool:
         return now - self.recorded_at < KEY_LIFETIME

@@ -59,7 +59,9 @@ def missing_evidence(application: Application) -> str | None:
     """Part A needs at least one photo of the goods and one of the outer package."""
     if application.kind not in PART_A_KINDS:
         return None
-    if application.goods_photos and application.package_photos:
+    if any(p.strip() for p in application.goods_photos) and any(
+        p.strip() for p in application.package_photos
+    ):
         return None
     return "missing_evidence"
 

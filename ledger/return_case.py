@@ -279,6 +279,9 @@ class ReturnCase(Aggregate):
     def _forward(self, note: str, actor: str, correlation_id: str, on: str) -> None:
         self.state = "with_supplier"
 
+    def require_resolvable(self) -> None:
+        self._require("resolve", {"with_supplier"})
+
     def resolve(
         self,
         outcome: str,

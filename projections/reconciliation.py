@@ -66,12 +66,17 @@ def reconcile(
     )
 
     balances = _balances(accounts, scope)
+    # At the accounts' current position, the balances shown to customers (rm_accounts) must be
+    # what their history says; earlier positions have no such row to compare.
+    shown = _shown_balances(accounts, scope) if position >= _tracked(accounts) else None
     invariants = {
         "available_never_negative": balances["lowest_available"] >= 0,
         "customer_balances_equal_flows": balances["posted"] == net_flows,
         "journal_equals_account_balances": journal_customers == balances["posted"],
         "trial_balance_zero": trial_balance == 0,
         "refunds_within_paid": not over_refunded,
+        "shown_balances_equal_history": shown is None
+        or shown == (balances["posted"], balances["held"]),
     }
     return {
         "currency": currency,
@@ -87,6 +92,19 @@ def reconcile(
         "invariants": invariants,
         "ok": all(invariants.values()),
     }
+
+
+def _tracked(view: ReadModelView) -> int:
+    return view.max_tracking_id("ledger") or 0
+
+
+def _shown_balances(accounts: ReadModelView, scope: dict[str, Any]) -> tuple[int, int]:
+    row = accounts.query(
+        "SELECT COALESCE(SUM(posted), 0) AS posted, COALESCE(SUM(held), 0) AS held"
+        " FROM rm_accounts WHERE currency = %(currency)s",
+        scope,
+    )[0]
+    return int(row["posted"]), int(row["held"])
 
 
 def _balances(accounts: ReadModelView, scope: dict[str, Any]) -> dict[str, int]:
