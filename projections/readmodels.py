@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import Environment
@@ -116,6 +115,7 @@ class ReadModels:
     ) -> None:
         self.app = app
         self.unresolved_after_days = unresolved_after_days
+        prepare_read_models(settings)
         self.views = open_views(settings, pool_size=pool_size)
         self._accounts = self.views[AccountsProjection.name]
         self._orders = self.views[OrdersProjection.name]
@@ -551,6 +551,7 @@ class ReadModelKeeper:
             lock.release()
 
     def _poll_as_leader(self) -> None:
+        prepare_read_models(self.settings)
         app = LedgerApplication(self.settings.app_env())
         projections = [p(open_view(self.settings, p)) for p in PROJECTIONS]
         chain = Chain(app.recorder)
@@ -588,10 +589,11 @@ class ReadModelKeeper:
             try:
                 if lock.try_acquire():
                     log.info("this process now keeps the read models current")
+                    prepare_read_models(self.settings)
                     self.is_leader.set()
                     self._supervise(lock)
-            except (psycopg.Error, OSError) as error:
-                log.warning("read-model keeper lost its database connection: %s", error)
+            except Exception:  # never left dead: every read would wait in vain
+                log.exception("read-model keeper failed; trying again")
             finally:
                 self.is_leader.clear()
                 lock.release()
@@ -625,7 +627,9 @@ class ReadModelKeeper:
             application_class=LedgerApplication,
             projection_class=projection,
             view_class=view_class(self.settings.kind, projection.name, projection.ddl),  # type: ignore[attr-defined]
-            env=view_env(self.settings, projection, pool_size=2),
+            # The tables exist (prepare_read_models, under the schema lock): DDL from here
+            # would race other processes' start-ups.
+            env={**view_env(self.settings, projection, pool_size=2), "CREATE_TABLE": "n"},
         )
         return runner.__enter__()
 
