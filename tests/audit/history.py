@@ -7,7 +7,7 @@ with which error, and which account events it must record; the driver checks tha
 application agrees. ``Figures`` then places the model's money on the log: the account events a
 command recorded land at the positions it wrote, so finance's figures are known at every position.
 
-Choices come from a ``Chooser``: hypothesis's ``data`` in property tests, a seeded
+Choices come from a ``Chooser``: a plan of numbers hypothesis draws in property tests, a seeded
 ``random.Random`` where a test needs one fixed history.
 """
 
@@ -99,15 +99,22 @@ class RandomChooser:
         return self.rng.choice(options)
 
 
-class DataChooser:
-    def __init__(self, data: st.DataObject) -> None:
-        self.data = data
+class PlanChooser:
+    """Choices read off a plan of numbers drawn in full before the ledger starts: hypothesis
+    shrinks the plan, and never draws while the keeper's threads run (they use ``random``)."""
+
+    def __init__(self, plan: Sequence[int]) -> None:
+        self.plan = iter(plan)
 
     def integer(self, low: int, high: int) -> int:
-        return self.data.draw(st.integers(low, high))
+        return low + next(self.plan, 0) % (high - low + 1)
 
     def pick(self, options: Sequence[T]) -> T:
-        return self.data.draw(st.sampled_from(options))
+        return options[next(self.plan, 0) % len(options)]
+
+
+# Plans long enough for 30-60 commands (a few numbers each); an exhausted plan picks the first.
+PLANS = st.lists(st.integers(0, 2**16), min_size=150, max_size=400)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.audit.conftest import Intruder, Ledger, fresh_ledger
-from tests.audit.history import INVARIANTS, DataChooser, Figures, History, RandomChooser
+from tests.audit.history import (
+    INVARIANTS,
+    PLANS,
+    Figures,
+    History,
+    PlanChooser,
+    RandomChooser,
+)
 
 STORES = ["sqlite", "postgres"]
 
@@ -23,13 +30,13 @@ STORES = ["sqlite", "postgres"]
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(data=st.data(), commands=st.integers(30, 60))
+@given(plan=PLANS, commands=st.integers(30, 60))
 def test_reconciliation_holds_at_every_position_with_the_model_s_figures(
-    store: str, data: st.DataObject, commands: int
+    store: str, plan: list[int], commands: int
 ) -> None:
     with fresh_ledger(store) as ledger:
         # given a random history of deposits, purchases, failures, refunds and return cases
-        history = History(ledger.app, DataChooser(data)).run(commands)
+        history = History(ledger.app, PlanChooser(plan)).run(commands)
         ledger.read_models.wait_current()
         figures = Figures(history)
 
