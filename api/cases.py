@@ -19,9 +19,6 @@ from ledger import identity
 from ledger.application import CaseApplication
 from ledger.errors import NotFound
 
-# Columns the read model keeps for paging; not part of a case.
-_INTERNAL = ("seq",)
-
 
 def _application(b: models.CaseOpen) -> CaseApplication:
     return CaseApplication(
@@ -132,7 +129,7 @@ async def get_case(request: web.Request) -> web.Response:
         found = rm.return_case(case_id)
         if found is None:
             raise NotFound(f"no return case {case_id}", id=str(case_id))
-        return {k: v for k, v in found.items() if k not in _INTERNAL}
+        return found
 
     return json_response(await read(request, case))
 

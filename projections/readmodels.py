@@ -334,7 +334,14 @@ class ReadModels:
             after = page.next
 
     def reconciliation(self, currency: str, at_position: int | None = None) -> dict[str, Any]:
-        position = self.log_position() if at_position is None else at_position
+        """Reconciled at a position (default: the one both read models it uses have reached,
+        so a write landing meanwhile cannot show in one of them only)."""
+        if at_position is None:
+            at_position = min(
+                self._journal.max_tracking_id(APP_NAME) or 0,
+                self._accounts.max_tracking_id(APP_NAME) or 0,
+            )
+        position = at_position
         return reconcile(self._journal, self._accounts, currency, position)
 
     # -- return cases -------------------------------------------------------------------------
@@ -352,6 +359,7 @@ class ReadModels:
             {"id": str(case_id)},
         )
         case = self._case_item(rows[0])
+        case.pop("seq")
         case["steps"] = [
             {
                 "step": s["step"],

@@ -68,7 +68,7 @@ def reconcile(
     balances = _balances(accounts, scope)
     # At the accounts' current position, the balances shown to customers (rm_accounts) must be
     # what their history says; earlier positions have no such row to compare.
-    shown = _shown_balances(accounts, scope) if position >= _tracked(accounts) else None
+    shown = _shown_balances(accounts, scope)
     invariants = {
         "available_never_negative": balances["lowest_available"] >= 0,
         "customer_balances_equal_flows": balances["posted"] == net_flows,
@@ -94,16 +94,19 @@ def reconcile(
     }
 
 
-def _tracked(view: ReadModelView) -> int:
-    return view.max_tracking_id("ledger") or 0
-
-
-def _shown_balances(accounts: ReadModelView, scope: dict[str, Any]) -> tuple[int, int]:
+def _shown_balances(accounts: ReadModelView, scope: dict[str, Any]) -> tuple[int, int] | None:
+    """The balances shown to customers now (rm_accounts), when the accounts read model stands
+    exactly at the position asked; read with its tracking in one statement, so one snapshot.
+    Earlier positions have no such rows to compare."""
     row = accounts.query(
-        "SELECT COALESCE(SUM(posted), 0) AS posted, COALESCE(SUM(held), 0) AS held"
+        "SELECT (SELECT MAX(notification_id) FROM "  # noqa: S608 (the view's own table)
+        f"{accounts.tracking_table} WHERE application_name = 'ledger') AS tracked,"
+        " COALESCE(SUM(posted), 0) AS posted, COALESCE(SUM(held), 0) AS held"
         " FROM rm_accounts WHERE currency = %(currency)s",
         scope,
     )[0]
+    if row["tracked"] is None or int(row["tracked"]) != scope["position"]:
+        return None
     return int(row["posted"]), int(row["held"])
 
 

@@ -28,6 +28,8 @@ class ReadModelView(TrackingRecorder):
 
     ddl: ClassVar[Sequence[str]] = ()
 
+    tracking_table: str = "tracking"
+
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         raise NotImplementedError
 
@@ -73,6 +75,7 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
 class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.tracking_table = self.tracking_table_name
         self.sql_create_statements.extend(SQL(statement).format() for statement in self.ddl)
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
