@@ -52,6 +52,7 @@ def test_a_rebuild_is_refused_while_a_keeper_keeps_the_read_models(ledger: Ledge
 
     with pytest.raises(LeadershipBusy):
         rebuild(ledger.settings, ledger.app, lock_timeout_s=0.3)
+    assert ledger.keeper.is_leader.is_set(), "the keeper let its lock go during the test"
 
     assert dump_read_models(ledger.settings) == before  # nothing dropped
     username = _some_user(ledger)
