@@ -228,7 +228,9 @@ def main(count: int, concurrency: int, accounts: int, pg: str) -> None:
         "LEDGER_DATABASE_URL": dsn,
         "LEDGER_TOKENS": ",".join(f"{r}:{t}" for r, t in TOKENS.items()),
     }
-    ledger = start([sys.executable, "-m", "api.cli", "serve", "--port", str(ledger_port)], env)
+    ledger = start(
+        [str(Path(sys.executable).with_name("ledger")), "serve", "--port", str(ledger_port)], env
+    )
     bare = start([sys.executable, "-c", BARE_APP, str(bare_port)], dict(os.environ))
     try:
         wait_for(f"http://127.0.0.1:{ledger_port}", ledger)
