@@ -44,7 +44,7 @@ from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection, case_status, overdue_where
 from projections.store import schema_lock
-from projections.views import ReadModelView, view_class
+from projections.views import BatchingView, ReadModelView, view_class
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +561,8 @@ class ReadModelKeeper:
     def _poll_as_leader(self) -> None:
         prepare_read_models(self.settings)
         app = LedgerApplication(self.settings.app_env())
-        projections = [p(open_view(self.settings, p)) for p in PROJECTIONS]
+        views = [BatchingView(open_view(self.settings, p)) for p in PROJECTIONS]
+        projections = [p(view) for p, view in zip(PROJECTIONS, views, strict=True)]  # type: ignore[arg-type]
         chain = Chain(app.recorder)
         try:
             while not self._stopping.is_set():
@@ -575,18 +576,25 @@ class ReadModelKeeper:
                     self._wake.clear()
         finally:
             app.close()
-            for projection in projections:
-                projection.view.datastore.close()  # type: ignore[attr-defined]
+            for view in views:
+                view.view.datastore.close()  # type: ignore[attr-defined]
 
     def catch_up(self, app: LedgerApplication, projection: Projection[ReadModelView]) -> bool:
-        """Apply one batch of new events to one projection; True if there were any."""
-        start = projection.view.max_tracking_id(APP_NAME) or 0
+        """Apply one batch of new events to one projection, in one transaction; True if there
+        were any."""
+        view = projection.view
+        assert isinstance(view, BatchingView)
+        start = view.max_tracking_id(APP_NAME) or 0
         notifications = app.recorder.select_notifications(
             start, self.batch_size, inclusive_of_start=False
         )
-        for notification in notifications:
-            event = app.mapper.to_domain_event(notification)
-            projection.process_event(event, Tracking(APP_NAME, notification.id))
+        try:
+            for notification in notifications:
+                event = app.mapper.to_domain_event(notification)
+                projection.process_event(event, Tracking(APP_NAME, notification.id))
+            view.flush()
+        finally:
+            view.statements, view.tracking = [], None  # a failed batch is read again
         return bool(notifications)
 
     # -- PostgreSQL: one leader, ProjectionRunners, a supervisor ------------------------------

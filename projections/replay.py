@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.leadership import leadership
 from projections.readmodels import APP_NAME, PROJECTIONS, open_view
-from projections.views import ReadModelView, Statement
+from projections.views import BatchingView, ReadModelView
 
 REPLAY_BATCH = 2000
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
@@ -32,27 +32,6 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 
 def tables_of(projection: type[Projection[ReadModelView]]) -> list[str]:
     return [m.group(1) for sql in projection.ddl for m in [_TABLE.match(sql)] if m]  # type: ignore[attr-defined]
-
-
-@dataclass
-class _Batch:
-    """Stands in for a view during a replay: collects a batch's statements for one commit."""
-
-    view: ReadModelView
-    statements: list[Statement] = field(default_factory=list)
-    tracking: Tracking | None = None
-
-    def record(self, tracking: Tracking, statements: list[Statement]) -> None:
-        self.statements.extend(statements)
-        self.tracking = tracking
-
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self.view.query(sql, params)
-
-    def flush(self) -> None:
-        if self.tracking is not None:
-            self.view.record(self.tracking, self.statements)
-        self.statements, self.tracking = [], None
 
 
 def replay(
@@ -65,7 +44,7 @@ def replay(
     """Apply every event after each view's tracked position (up to ``upto``) to the views;
     answers the number of events read."""
     start = min((view.max_tracking_id(APP_NAME) or 0) for _, view in projections)
-    batches = [(_Batch(view), view) for _, view in projections]
+    batches = [(BatchingView(view), view) for _, view in projections]
     runners = [
         (cls(batch), batch, view.max_tracking_id(APP_NAME) or 0)  # type: ignore[arg-type]
         for (cls, _), (batch, view) in zip(projections, batches, strict=True)
