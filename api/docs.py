@@ -16,9 +16,15 @@ from aiohttp import web
 from ledger.errors import NotFound
 
 STATIC_DIR = Path(str(resources.files("swagger_ui") / "static"))
-# Only the files the page uses: nothing else in the package directory is served.
-ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
-          "favicon-32x32.png", "favicon-16x16.png")
+# Only the files the page uses, nothing else in the package directory, each with its media
+# type stated here (not guessed from the machine's mime.types, so /openapi.json can list them).
+ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
 CACHE_S = 86_400
 
 PAGE = """<!DOCTYPE html>
@@ -60,5 +66,6 @@ async def docs_asset(request: web.Request) -> web.FileResponse:
     if name not in ASSETS:
         raise NotFound(f"no asset {name!r}")
     return web.FileResponse(
-        STATIC_DIR / name, headers={"Cache-Control": f"private, max-age={CACHE_S}"}
+        STATIC_DIR / name,
+        headers={"Cache-Control": f"private, max-age={CACHE_S}", "Content-Type": ASSETS[name]},
     )

@@ -26,37 +26,56 @@ from pydantic import (
     StrictStr,
     model_validator,
 )
+from pydantic.config import JsonDict
 
-from ledger.money import MAX_AMOUNT_MINOR
+from ledger.money import ISO_4217, MAX_AMOUNT_MINOR
 from ledger.policy import CASE_KINDS
 from ledger.return_case import OUTCOMES
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-MAX_CURSOR_CHARS = 64
 MAX_POSITION = 2**63 - 1
 
 Amount = Annotated[
     StrictInt,
-    Field(gt=0, le=MAX_AMOUNT_MINOR, description="An integer count of minor units (cents)."),
+    Field(gt=0, le=MAX_AMOUNT_MINOR,
+          description="An integer count of minor units (cents), written without a fraction "
+                      "or exponent: 100.0 is refused."),
 ]
 Currency = Annotated[
-    StrictStr, Field(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. USD.")
-]
-Username = Annotated[
     StrictStr,
-    Field(
-        min_length=1,
-        max_length=128,
-        description="The shop's login, normalised by trimming and lower-casing: then 3-64 of "
-        "a-z, 0-9, '.', '_', '-'.",
-    ),
+    Field(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code, e.g. USD.",
+          json_schema_extra={"enum": sorted(ISO_4217)}),
+]
+# What Python's str.strip() removes (the domain trims names and texts), spelt out because \s
+# means other characters in Python, in JSON Schema (ECMA 262) and in pydantic's regex engine.
+_STRIPPED = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Text that is not blank: one character the trimming keeps.
+NOT_BLANK_PATTERN = rf"[^{_STRIPPED}]"
+# A user name as given over HTTP: ASCII letters in either case, digits, '.', '_', '-', with
+# spaces around it if you like; the domain trims and lower-cases it (Alice is alice). The
+# domain alone would also take a few non-ASCII letters that lower-case to ASCII (the Kelvin
+# sign): the API takes exactly what its document says.
+USERNAME_PATTERN = rf"^[{_STRIPPED}]*[A-Za-z0-9._-]{{3,64}}[{_STRIPPED}]*$"
+USERNAME_DESCRIPTION = (
+    "The shop's login: 3-64 of A-Z, a-z, 0-9, '.', '_', '-', trimmed and lower-cased "
+    "(' Alice ' is alice)."
+)
+# A page cursor is the ``next`` of a previous page: digits, always below 2^63.
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+# The Idempotency-Key header: 1-255 printable ASCII (HTTP drops spaces around a header value).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
+# ledger.identity.reference: printable ASCII, no space at either end.
+REFERENCE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$"
+Username = Annotated[
+    StrictStr, Field(pattern=USERNAME_PATTERN, description=USERNAME_DESCRIPTION)
 ]
 Reference = Annotated[
     StrictStr,
     Field(
         min_length=1,
         max_length=128,
+        pattern=REFERENCE_PATTERN,
         description="1-128 printable ASCII characters without surrounding spaces.",
     ),
 ]
@@ -142,7 +161,9 @@ class Pay(Body):
 
 class CaseItem(Body):
     sku: Reference | None = None
-    description: Annotated[StrictStr, Field(min_length=1, max_length=500, pattern=r"\S")]
+    description: Annotated[
+        StrictStr, Field(min_length=1, max_length=500, pattern=NOT_BLANK_PATTERN)
+    ]
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
 
 
@@ -190,7 +211,9 @@ class StepNote(Body):
 
 class Accept(Body):
     return_by: Day = Field(description="The last postmark date the supplier accepts.")
-    return_address: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+    return_address: Annotated[
+        StrictStr, Field(min_length=1, max_length=2000, pattern=NOT_BLANK_PATTERN)
+    ]
     instructions: Text = ""
 
 
@@ -205,7 +228,26 @@ class Receive(Body):
     acceptance_copy: StrictBool = Field(description="A copy of the acceptance notice came too.")
 
 
+# A refund may name its amount; an exchange or a repair names its outbound tracking and no
+# refund amount (ledger.application._resolution): stated in the document too.
+_RESOLVE_RULES: JsonDict = {
+    "anyOf": [
+        {"properties": {"outcome": {"const": "refund"}}},
+        {
+            "properties": {
+                "outcome": {"enum": ["exchange", "repair"]},
+                "refund_amount": {"type": "null"},
+                "tracking": {"type": "string"},
+            },
+            "required": ["tracking"],
+        },
+    ]
+}
+
+
 class Resolve(Body):
+    model_config = ConfigDict(json_schema_extra=_RESOLVE_RULES)
+
     outcome: CaseOutcome
     refund_amount: Amount | None = Field(
         default=None,
@@ -221,7 +263,7 @@ class Resolve(Body):
 
 
 class CaseNoteAdd(Body):
-    text: Annotated[StrictStr, Field(min_length=1, max_length=2000, pattern=r"\S")]
+    text: Annotated[StrictStr, Field(min_length=1, max_length=2000, pattern=NOT_BLANK_PATTERN)]
 
 
 # -- query strings ------------------------------------------------------------------------------
@@ -234,7 +276,7 @@ class Query(BaseModel):
 class PageQuery(Query):
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     after: str | None = Field(
-        default=None, max_length=MAX_CURSOR_CHARS, description="The `next` of the previous page."
+        default=None, pattern=CURSOR_PATTERN, description="The `next` of the previous page."
     )
 
 

@@ -17,42 +17,49 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from api import models
+from api import docs, models, problems
 from api.auth import ANY_ROLE
-from api.routing import Route
+from api.routing import Link, Route
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
 JsonSchema = dict[str, Any]
 
 PATH_PARAMETERS: dict[str, JsonSchema] = {
-    "username": {"type": "string", "maxLength": 128,
-                 "description": "The customer's user name (normalised: trimmed, lower-case)."},
+    "username": {"type": "string", "pattern": models.USERNAME_PATTERN,
+                 "description": models.USERNAME_DESCRIPTION},
     "id": {"type": "string", "format": "uuid",
            "description": "The id the server gave the refund request or return case."},
-    "order_no": {"type": "string", "maxLength": 128, "description": "The order number."},
-    "name": {"type": "string", "description": "The asset's file name."},
+    "order_no": {"type": "string", "minLength": 1, "maxLength": 128,
+                 "pattern": models.REFERENCE_PATTERN, "description": "The order number."},
+    "name": {"type": "string", "enum": list(docs.ASSETS),
+             "description": "The asset's file name."},
 }
 HEADER_PARAMETERS: dict[str, JsonSchema] = {
     "RequestId": {
         "name": "X-Request-Id", "in": "header", "required": False,
-        "description": "Your id for this request (1-128 printable ASCII); echoed back, and "
-                       "recorded in the events it writes. Made up when absent.",
-        "schema": {"type": "string", "maxLength": 128},
+        "description": "Your id for this request: when it is 1-128 printable ASCII without "
+                       "spaces it is echoed back and recorded in the events the request "
+                       "writes; any other value (or none) is replaced by a fresh id.",
+        "schema": {"type": "string"},
     },
     "IdempotencyKey": {
         "name": "Idempotency-Key", "in": "header", "required": False,
         "description": "Same caller, key and body within 24 h: the first answer again, with "
                        "Idempotent-Replayed: true. Same key, other body: 422.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "schema": {"type": "string", "pattern": models.IDEMPOTENCY_KEY_PATTERN},
     },
 }
+# Every answer carries X-Request-Id; every 401 WWW-Authenticate; every 503 Retry-After.
 RESPONSE_HEADERS: dict[str, JsonSchema] = {
-    "X-Request-Id": {"description": "The request's id.", "schema": {"type": "string"}},
+    "X-Request-Id": {"description": "The request's id.", "required": True,
+                     "schema": {"type": "string"}},
     "Idempotent-Replayed": {"description": "true when an Idempotency-Key answered it.",
                             "schema": {"type": "string", "enum": ["true"]}},
-    "WWW-Authenticate": {"description": "The scheme: Bearer.", "schema": {"type": "string"}},
-    "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
+    "WWW-Authenticate": {"description": "The scheme: Bearer.", "required": True,
+                         "schema": {"type": "string", "pattern": "^Bearer"}},
+    "Retry-After": {"description": "Seconds to wait.", "required": True,
+                    "schema": {"type": "integer", "minimum": 1}},
 }
 _PROBLEM_HEADERS = {401: "WWW-Authenticate", 503: "Retry-After"}
 
@@ -107,12 +114,26 @@ def _answers(route: Route, refs: dict[type[BaseModel], JsonSchema]) -> dict[str,
         if isinstance(answer, type):
             content = {"application/json": {"schema": refs[answer]}}
         else:
-            content = {answer.content_type: {"schema": dict(answer.schema)}}
+            content = {media: {"schema": dict(answer.schema)} for media in answer.content_types}
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": content,
                                   "headers": headers}
+        if route.links and 200 <= status < 300:
+            responses[str(status)]["links"] = _links(route.links)
     for status in sorted(_problem_statuses(route)):
         responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
     return responses
+
+
+def _links(links: Sequence[Link]) -> JsonSchema:
+    found: JsonSchema = {}
+    for link in links:
+        definition: JsonSchema = {"operationId": link.target}
+        if link.parameters:
+            definition["parameters"] = dict(link.parameters)
+        if link.body is not None:
+            definition["requestBody"] = dict(link.body)
+        found[link.target] = definition
+    return found
 
 
 def _operation(route: Route, refs: dict[type[BaseModel], JsonSchema]) -> JsonSchema:
@@ -152,22 +173,37 @@ def _schemas(routes: Sequence[Route]) -> tuple[dict[type[BaseModel], JsonSchema]
 
 
 def _problem_responses(statuses: Iterable[int]) -> JsonSchema:
+    """One response per status: a Problem whose ``code`` (and so ``type``) is one of those the
+    service answers with that status, with the headers that status always carries."""
+    codes = problems.codes_by_status()
     responses: JsonSchema = {}
     for status in sorted(statuses):
-        headers = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
+        headers: JsonSchema = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
         if status in _PROBLEM_HEADERS:
             name = _PROBLEM_HEADERS[status]
             headers[name] = {"$ref": f"#/components/headers/{name}"}
+        schema = {"allOf": [
+            {"$ref": REF.format(model="Problem")},
+            {"properties": {
+                "status": {"const": status},
+                "code": {"enum": codes[status]},
+                "type": {"enum": [problems.TYPE_PREFIX + code for code in codes[status]]},
+            }},
+        ]}
         responses[f"Problem{status}"] = {
-            "description": HTTPStatus(status).phrase,
+            "description": f"{HTTPStatus(status).phrase}: " + ", ".join(codes[status]),
             "headers": headers,
-            "content": {"application/problem+json": {"schema": {"$ref": REF.format(
-                model="Problem")}}},
+            "content": {"application/problem+json": {"schema": schema}},
         }
     return responses
 
 
 def build(routes: Sequence[Route], *, title: str = "Ledger API") -> JsonSchema:
+    names = {route.name for route in routes}
+    for route in routes:
+        for link in route.links:
+            if link.target not in names:
+                raise ValueError(f"{route.name} links to {link.target}, which is not a route")
     refs, schemas = _schemas(routes)
     paths: dict[str, JsonSchema] = {}
     for route in routes:

@@ -4,7 +4,8 @@
   (400: also for NaN, Infinity, duplicate keys and numbers Python will not parse), and valid
   for its model (422 with every field's error).
 - A body-less POST to a route whose body has no required field reads as ``{}``.
-- Path user names are normalised by the domain; a malformed one is 422 ``validation_error``
+- Path user names are given as the document says (``models.USERNAME_PATTERN``) and normalised
+  by the domain; a malformed one is 422 ``validation_error``
   (it is a bad request, not a missing account). A malformed refund request or case id is 404:
   ids are the server's, and one that cannot exist is not found.
 """
@@ -19,6 +20,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from api import models
 from api.problems import MalformedJson, UnsupportedMediaType, ValidationFailed
 from ledger import identity
 from ledger.errors import NotFound
@@ -26,7 +28,8 @@ from ledger.errors import NotFound
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+_IDEMPOTENCY_KEY = re.compile(models.IDEMPOTENCY_KEY_PATTERN)
+_USERNAME = re.compile(models.USERNAME_PATTERN)
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -96,7 +99,13 @@ def idempotency_key(request: web.Request) -> str | None:
 
 
 def username(request: web.Request) -> str:
-    return identity.username(request.match_info["username"])
+    raw = request.match_info["username"]
+    if not _USERNAME.fullmatch(raw):
+        raise ValidationFailed(
+            "the request is not valid",
+            errors=[{"field": "username", "message": models.USERNAME_DESCRIPTION}],
+        )
+    return identity.username(raw)
 
 
 def refund_request_id(request: web.Request) -> UUID:

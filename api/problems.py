@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -48,6 +48,7 @@ RETRY_AFTER_S = 1
 MAX_ERRORS = 20
 
 log = logging.getLogger("api.problems")
+E = TypeVar("E", bound=Exception)
 
 
 class ApiError(Exception):
@@ -118,11 +119,43 @@ CODE_BY_HTTP_STATUS: Mapping[int, str] = {
 _KEPT_HTTP_HEADERS = ("Allow",)
 
 
+INTERNAL_ERROR = "internal_error"
+STORE_UNAVAILABLE = "store_unavailable"
+
+
 def status_of(error: Exception) -> int | None:
-    for cls in type(error).__mro__:
-        if cls in STATUS_BY_CLASS:
-            return STATUS_BY_CLASS[cls]
+    return status_of_class(type(error))
+
+
+def status_of_class(cls: type[Exception]) -> int | None:
+    for base in cls.__mro__:
+        if base in STATUS_BY_CLASS:
+            return STATUS_BY_CLASS[base]
     return None
+
+
+def _leaves(cls: type[E]) -> list[type[E]]:
+    children = cls.__subclasses__()
+    return [cls] if not children else [leaf for c in children for leaf in _leaves(c)]
+
+
+def codes_by_status() -> dict[int, list[str]]:
+    """Every problem code the service can answer, by status: the named errors of the API and
+    of the ledger (the classes raised are the leaves of their trees), aiohttp's own refusals,
+    the store that does not answer, and the unexpected error. /openapi.json lists them."""
+    found: dict[int, set[str]] = {500: {INTERNAL_ERROR}, 503: {STORE_UNAVAILABLE}}
+    for http_status, http_code in CODE_BY_HTTP_STATUS.items():
+        found.setdefault(http_status, set()).add(http_code)
+    named: list[tuple[type[Exception], str]] = [
+        *((cls, cls.code) for cls in _leaves(ApiError)),
+        *((cls, cls.code) for cls in _leaves(LedgerError)),
+    ]
+    for cls, code in named:
+        status = status_of_class(cls)
+        if status is None:
+            raise RuntimeError(f"{cls.__name__} has no status in STATUS_BY_CLASS")
+        found.setdefault(status, set()).add(code)
+    return {status: sorted(codes) for status, codes in sorted(found.items())}
 
 
 def problem(
@@ -163,7 +196,7 @@ def _from_error(error: Exception, status: int, request_id: str | None) -> web.Re
         )
     if not isinstance(error, LedgerError):  # the store's own errors
         log.warning("the store did not answer (request %s): %s", request_id, error)
-        return problem(status, "store_unavailable",
+        return problem(status, STORE_UNAVAILABLE,
                        "the store did not answer; try again shortly", request_id=request_id)
     errors = None
     if isinstance(error, InvalidInput):
@@ -199,7 +232,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("unexpected error in %s %s (request %s)", request.method,
                       request.path, request_id)
         return problem(
-            500, "internal_error",
+            500, INTERNAL_ERROR,
             "an unexpected error occurred; it was logged with this request id",
             request_id=request_id,
         )

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler
 
 from api import cases, docs, finance, handlers, models, operations
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
-from api.routing import Media, Route
+from api.routing import Link, Media, Route
 
 READ_ACCOUNTS = ANY_ROLE
 READ_REFUNDS = frozenset({CS, FINANCE, AUDITOR})
@@ -41,15 +41,33 @@ R = "/v1/refund-requests/{id}"
 C = "/v1/return-cases/{id}"
 
 
-def _case_step(step: str, handler: Handler, summary: str, body: type[models.Body]) -> Route:
+# Links: what a successful answer lets a client (or schemathesis' stateful phase) do next.
+NEW_ACCOUNT = {"username": "$response.body#/username"}
+SAME_ACCOUNT = {"username": "$request.path.username"}
+NEW_ID = {"id": "$response.body#/id"}
+SAME_ID = {"id": "$request.path.id"}
+ORDER = "$request.body#/order_no"
+
+
+def _next(names: str, parameters: dict[str, str], body: dict[str, str] | None = None
+          ) -> tuple[Link, ...]:
+    return tuple(Link(name, parameters, body) for name in names.split())
+
+
+def _case_step(step: str, handler: Handler, summary: str, body: type[models.Body],
+               then: str = "") -> Route:
     return Route("POST", f"{C}/{step}", handler, MOVE_CASES, summary, CASES,
-                 {200: models.CaseWritten}, body=body, problems=(404, 409))
+                 {200: models.CaseWritten}, body=body, problems=(404, 409),
+                 links=_next(f"get_case {then}", SAME_ID))
+
 
 ROUTES: tuple[Route, ...] = (
     # -- accounts and money
     Route("POST", "/v1/accounts", handlers.open_account, OPEN_ACCOUNTS,
           "Open an account", ACCOUNTS, {201: models.OpenedAccount},
-          body=models.OpenAccount, problems=(409,)),
+          body=models.OpenAccount, problems=(409,),
+          links=_next("get_account get_balance get_history get_orders get_refundable deposit "
+                      "purchase", NEW_ACCOUNT)),
     Route("GET", U, handlers.get_account, READ_ACCOUNTS,
           "An account's balances", ACCOUNTS, {200: models.Account}, query=models.NoQuery,
           problems=(404,)),
@@ -62,13 +80,21 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{U}/deposits", handlers.deposit, POST_MONEY,
           "Credit a deposit (the payment reference is its natural key)", ACCOUNTS,
           {201: models.AccountWritten, 200: models.AccountWritten},
-          body=models.Deposit, problems=(404, 409)),
+          body=models.Deposit, problems=(404, 409),
+          links=_next("purchase get_account get_history", SAME_ACCOUNT)),
     Route("POST", f"{U}/purchases", handlers.purchase, POST_MONEY,
           "Pay for an order from the balance", ACCOUNTS, {201: models.AccountWritten},
-          body=models.Purchase, problems=(404, 409)),
+          body=models.Purchase, problems=(404, 409),
+          links=(
+              *_next("get_orders get_refundable", SAME_ACCOUNT),
+              Link("fail_purchase", {**SAME_ACCOUNT, "order_no": ORDER}),
+              Link("request_refund", SAME_ACCOUNT, {"order_no": ORDER}),
+              Link("open_case", {}, {"username": "$request.path.username", "order_no": ORDER}),
+          )),
     Route("POST", f"{U}/purchases/{{order_no}}/failure", handlers.fail_purchase,
           FAIL_PURCHASES, "Credit back a purchase that failed after payment", ACCOUNTS,
-          {201: models.AccountWritten}, body=models.PurchaseFailure, problems=(404,)),
+          {201: models.AccountWritten}, body=models.PurchaseFailure, problems=(404,),
+          links=_next("get_orders get_history", SAME_ACCOUNT)),
     Route("GET", f"{U}/orders", handlers.get_orders, READ_ACCOUNTS,
           "The account's orders: paid, credited back, refundable", ACCOUNTS,
           {200: models.OrderPage}, query=models.PageQuery, problems=(404,)),
@@ -79,7 +105,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{U}/refund-requests", handlers.request_refund, REQUEST_REFUNDS,
           "Request a balance refund (holds the amount)", REFUNDS,
           {201: models.RefundRequestWritten}, body=models.RefundRequestCreate,
-          problems=(404, 409)),
+          problems=(404, 409),
+          links=_next("get_refund_request approve_refund reject_refund cancel_refund",
+                      NEW_ID)),
     Route("GET", "/v1/refund-requests", handlers.list_refund_requests, READ_REFUNDS,
           "Refund requests, by status and user name", REFUNDS,
           {200: models.RefundRequestPage}, query=models.RefundRequestQuery),
@@ -88,20 +116,26 @@ ROUTES: tuple[Route, ...] = (
           query=models.NoQuery, problems=(404,)),
     Route("POST", f"{R}/approve", handlers.approve_refund, DECIDE_REFUNDS,
           "Approve a requested refund", REFUNDS, {200: models.RefundRequestWritten},
-          body=models.Approve, problems=(404, 409)),
+          body=models.Approve, problems=(404, 409),
+          links=_next("get_refund_request pay_refund", SAME_ID)),
     Route("POST", f"{R}/reject", handlers.reject_refund, DECIDE_REFUNDS,
           "Reject a refund request (releases the hold)", REFUNDS,
-          {200: models.RefundRequestWritten}, body=models.Reject, problems=(404, 409)),
+          {200: models.RefundRequestWritten}, body=models.Reject, problems=(404, 409),
+          links=_next("get_refund_request", SAME_ID)),
     Route("POST", f"{R}/cancel", handlers.cancel_refund, REQUEST_REFUNDS,
           "Cancel a refund request for the customer (releases the hold)", REFUNDS,
-          {200: models.RefundRequestWritten}, body=models.Cancel, problems=(404, 409)),
+          {200: models.RefundRequestWritten}, body=models.Cancel, problems=(404, 409),
+          links=_next("get_refund_request", SAME_ID)),
     Route("POST", f"{R}/pay", handlers.pay_refund, DECIDE_REFUNDS,
           "Record the payout of an approved refund", REFUNDS,
-          {200: models.RefundRequestWritten}, body=models.Pay, problems=(404, 409)),
+          {200: models.RefundRequestWritten}, body=models.Pay, problems=(404, 409),
+          links=_next("get_refund_request", SAME_ID)),
     # -- return and exchange cases
     Route("POST", "/v1/return-cases", cases.open_case, MOVE_CASES,
           "Open a case for a customer's order, unless the policy refuses it (reason)", CASES,
-          {201: models.CaseWritten}, body=models.CaseOpen, problems=(404,)),
+          {201: models.CaseWritten}, body=models.CaseOpen, problems=(404,),
+          links=_next("get_case start_supplier_review reject_case cancel_case add_case_note",
+                      NEW_ID)),
     Route("GET", "/v1/return-cases", cases.list_cases, READ_CASES,
           "Cases, by state, user name and overdue", CASES, {200: models.CasePage},
           query=models.CaseQuery),
@@ -109,29 +143,36 @@ ROUTES: tuple[Route, ...] = (
           "A case: its facts, days, deadlines, overdue flags and steps", CASES,
           {200: models.CaseDetail}, query=models.NoQuery, problems=(404,)),
     _case_step("supplier-review", cases.start_supplier_review,
-               "Ask the supplier (opened → supplier_review)", models.StepNote),
+               "Ask the supplier (opened → supplier_review)", models.StepNote,
+               then="accept_case reject_case cancel_case add_case_note"),
     _case_step("accept", cases.accept_case,
-               "Record the supplier's acceptance and return_by (→ accepted)", models.Accept),
+               "Record the supplier's acceptance and return_by (→ accepted)", models.Accept,
+               then="ship_back expire_case cancel_case"),
     _case_step("reject", cases.reject_case, "The supplier refuses (→ rejected)", models.Reject),
     _case_step("ship-back", cases.ship_back,
                "The customer sent the goods back (accepted → goods_in_transit)",
-               models.ShipBack),
+               models.ShipBack,
+               then="receive_return"),
     _case_step("receive", cases.receive_return,
                "The goods came back (→ received, or late when posted after return_by)",
-               models.Receive),
+               models.Receive,
+               then="forward_case resolve_case"),
     _case_step("expire", cases.expire_case,
                "No goods by return_by (accepted → expired); beyond API.md", models.StepNote),
     _case_step("forward", cases.forward_case,
-               "Forward the goods to the supplier (received → with_supplier)", models.StepNote),
+               "Forward the goods to the supplier (received → with_supplier)", models.StepNote,
+               then="resolve_case add_case_note"),
     Route("POST", f"{C}/resolve", cases.resolve_case, MOVE_CASES,
           "Resolve: a refund credits the account in the same transaction; freight is charged",
-          CASES, {200: models.CaseWritten}, body=models.Resolve, problems=(404, 409)),
+          CASES, {200: models.CaseWritten}, body=models.Resolve, problems=(404, 409),
+          links=_next("get_case close_case add_case_note", SAME_ID)),
     _case_step("close", cases.close_case, "Close a resolved case (→ closed)", models.StepNote),
     _case_step("cancel", cases.cancel_case,
                "Cancel an open case for the customer (→ cancelled)", models.Cancel),
     Route("POST", f"{C}/notes", cases.add_case_note, MOVE_CASES,
           "Add a progress note (any open step, or resolved)", CASES,
-          {201: models.CaseWritten}, body=models.CaseNoteAdd, problems=(404, 409)),
+          {201: models.CaseWritten}, body=models.CaseNoteAdd, problems=(404, 409),
+          links=_next("get_case", SAME_ID)),
     # -- finance and audit
     Route("GET", "/v1/events", finance.list_events, READ_BOOKS,
           "The global event log, in order", BOOKS, {200: models.EventPage},
@@ -166,5 +207,6 @@ ROUTES: tuple[Route, ...] = (
           "Swagger UI, served offline", OPERATIONS, {200: Media("text/html")}),
     Route("GET", "/docs/static/{name}", docs.docs_asset, ANY_ROLE,
           "An asset of the Swagger UI page", OPERATIONS,
-          {200: Media("application/octet-stream")}, problems=(404,)),
+          {200: Media("text/css", more_types=("text/javascript", "image/png"))},
+          problems=(404,)),
 )

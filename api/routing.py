@@ -23,6 +23,23 @@ class Media:
 
     content_type: str
     schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    more_types: tuple[str, ...] = ()  # other content types the same answer may have
+
+    @property
+    def content_types(self) -> tuple[str, ...]:
+        return (self.content_type, *self.more_types)
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link from a route's successful answer to the call it enables (the next step
+    of a story: open an account, deposit, purchase, ...). Values are runtime expressions such
+    as ``$response.body#/id`` or ``$request.path.username``; ``body`` fills fields of the next
+    call's body."""
+
+    target: str  # the next route's name (its handler's name, the operationId)
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Route:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     problems: tuple[int, ...] = ()  # beyond those every route of its kind can answer
+    links: tuple[Link, ...] = ()  # from every 2xx answer
 
     @property
     def name(self) -> str:
