@@ -1,7 +1,8 @@
 """Turning an HTTP request into typed values, or into the problem that says why not.
 
 - A body must be ``application/json`` (415), at most the app's ``client_max_size`` (413), JSON
-  (400: also for NaN, Infinity, duplicate keys and numbers Python will not parse), and valid
+  (400: also for NaN, Infinity, duplicate keys, numbers Python will not parse and nesting
+  deeper than Python's recursion limit), and valid
   for its model (422 with every field's error).
 - A body-less POST to a route whose body has no required field reads as ``{}``.
 - Path user names are given as the document says (``models.USERNAME_PATTERN``) and normalised
@@ -63,6 +64,8 @@ async def body(request: web.Request, model: type[M]) -> M:
         )
     except ValueError as error:  # also UnicodeDecodeError and JSONDecodeError
         raise MalformedJson(f"the body is not valid JSON: {error}") from None
+    except RecursionError:  # [[[[...]]]]: 64 KiB nest far deeper than the parser's stack
+        raise MalformedJson("the body nests arrays or objects too deeply") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
