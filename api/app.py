@@ -3,7 +3,8 @@
 Resources live in ``cleanup_ctx``, opened in this order and closed in the reverse: the bounded
 executors (one for requests, one thread for ``verify``), the ledger application, the read models,
 the read-model keeper. Middlewares, outermost
-first: request id and metrics, problems (every error becomes problem+json), auth (token, role).
+first: request id and metrics, problems (every error becomes problem+json), the request deadline
+(``api.limits``), auth (token, role).
 Handler cancellation stays off (aiohttp's default): a client hanging up never cuts a write in
 half. Bodies over ``client_max_size`` are refused with 413.
 """
@@ -20,6 +21,7 @@ from aiohttp import web
 from api import openapi
 from api.auth import TOKENS, Tokens, auth_middleware
 from api.context import (
+    ADMISSION,
     AUDIT_EXECUTOR,
     AUDIT_LOCK,
     EXECUTOR,
@@ -35,18 +37,21 @@ from api.context import (
     in_executor,
 )
 from api.finance import default_verifier
+from api.limits import LIMITS, Admission, Limits, deadline_middleware
 from api.observability import METRICS, Metrics, observe_middleware
 from api.operations import OPENAPI_JSON
 from api.problems import problem_middleware
 from api.routes import ROUTES
 from api.routing import register
-from ledger.application import LedgerApplication
+from ledger.application import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, LedgerApplication
 from ledger.settings import StoreSettings
 from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
 from projections.store import open_application
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_READ_WAIT_S = 5.0
+MAX_ATTEMPTS_BOUND = 1000
+MAX_LOCK_TIMEOUT_S = 60.0
 
 
 def create_app(
@@ -59,34 +64,50 @@ def create_app(
     read_models: Callable[[StoreSettings, LedgerApplication], ReadSide] = ReadModels,
     keeper: Callable[[StoreSettings], Keeper] = ReadModelKeeper,
     verifier: Verifier = default_verifier,
+    limits: Limits = Limits(),  # noqa: B008 (frozen: one shared default is safe)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> web.Application:
     """The service on ``settings``' store. ``executor_workers`` defaults to the store's pool
-    size: never more threads than connections to give them."""
+    size: never more threads than connections to give them. ``limits`` bound the requests
+    waiting for a worker and how long any request takes (``api.limits``); ``max_attempts`` and
+    ``lock_timeout_s`` bound the ledger's optimistic retries and per-account lock wait (past
+    either: 503 ``busy``)."""
     workers = executor_workers or settings.pool_size
     if not 1 <= workers <= settings.pool_size:
         raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_BOUND:
+        raise ValueError(f"max_attempts is 1..{MAX_ATTEMPTS_BOUND}")
+    if not 0 < lock_timeout_s <= MAX_LOCK_TIMEOUT_S:
+        raise ValueError(f"lock_timeout_s is in (0, {MAX_LOCK_TIMEOUT_S:g}]")
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[observe_middleware, problem_middleware, auth_middleware],
+        middlewares=[observe_middleware, problem_middleware, deadline_middleware,
+                     auth_middleware],
     )
+    app[LIMITS] = limits
     app[SETTINGS] = settings
     app[TOKENS] = tokens
     app[VERIFIER] = verifier
     app[READ_WAIT_S] = read_wait_s
     app[METRICS] = Metrics()
     register(app, ROUTES)
-    app[OPENAPI_JSON] = json.dumps(openapi.build(ROUTES)).encode()
+    app[OPENAPI_JSON] = json.dumps(
+        openapi.build(ROUTES, request_deadline_s=limits.request_deadline_s,
+                      max_body_bytes=max_body_bytes)).encode()
 
     async def executor(app: web.Application) -> AsyncIterator[None]:
         app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger")
         app[AUDIT_EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         app[AUDIT_LOCK] = asyncio.Lock()
+        app[ADMISSION] = Admission(workers, limits)
         yield
         app[AUDIT_EXECUTOR].shutdown(wait=True)
         app[EXECUTOR].shutdown(wait=True)
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
-        app[LEDGER] = await in_executor(app, open_application, settings)
+        app[LEDGER] = await in_executor(app, open_application, settings,
+                                        max_attempts=max_attempts, lock_timeout_s=lock_timeout_s)
         yield
         await in_executor(app, app[LEDGER].close)
 

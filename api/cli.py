@@ -2,8 +2,9 @@
 
 Configuration comes from the environment and is checked before anything is done:
 ``LEDGER_DATABASE_URL`` (see ``ledger.settings``) and, for ``serve``, ``LEDGER_TOKENS`` (see
-``api.auth``). SIGTERM and SIGINT stop the server gracefully: no new connections, requests in
-flight finish (up to ``SHUTDOWN_TIMEOUT_S``), then the resources close.
+``api.auth``) and the bounds of ``_bounds_from_env``. SIGTERM and SIGINT stop the server
+gracefully: no new connections, requests in flight finish (up to ``SHUTDOWN_TIMEOUT_S``), then
+the resources close.
 
 Exit codes: 0 done (``verify``: everything holds); 1 refused or not ok (``rebuild`` while a
 ``ledger serve`` keeps the read models, ``verify`` finding a bad position, ``digest`` with
@@ -21,12 +22,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from api.auth import DEFAULT_TOKENS_FILE, TokenConfigError, Tokens, load_or_create
+from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Limits
 from ledger import money
 from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput
@@ -58,6 +60,41 @@ def _tokens() -> Tokens:
     return tokens
 
 
+def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} is not a number: {raw!r}") from None
+
+
+def _bounds_from_env() -> dict[str, Any]:
+    """The bounds an operator (or a test) may tighten, each checked before the server starts:
+    ``LEDGER_MAX_ATTEMPTS`` (optimistic retries of a write), ``LEDGER_LOCK_TIMEOUT_S`` (wait
+    for an account's lock), ``LEDGER_REQUEST_DEADLINE_S``, ``LEDGER_MAX_WAITING_REQUESTS`` and
+    ``LEDGER_QUEUE_WAIT_S`` (see ``api.limits``). Unset: the defaults."""
+    options: dict[str, Any] = {}
+    for name, option, kind in (("LEDGER_MAX_ATTEMPTS", "max_attempts", int),
+                               ("LEDGER_LOCK_TIMEOUT_S", "lock_timeout_s", float)):
+        value = _env_number(name, kind)
+        if value is not None:
+            options[option] = value
+    limits: dict[str, Any] = {}
+    for name, field, kind in (("LEDGER_REQUEST_DEADLINE_S", "request_deadline_s", float),
+                              ("LEDGER_MAX_WAITING_REQUESTS", "max_waiting", int),
+                              ("LEDGER_QUEUE_WAIT_S", "queue_wait_s", float)):
+        value = _env_number(name, kind)
+        if value is not None:
+            limits[field] = value
+    if limits:
+        deadline_s = limits.get("request_deadline_s", REQUEST_DEADLINE_S)
+        limits.setdefault("queue_wait_s", min(MAX_QUEUE_WAIT_S, deadline_s))
+        options["limits"] = Limits(**limits)
+    return options
+
+
 @click.group()
 def main() -> None:
     """The ledger of a cross-border shopping agent's customer money."""
@@ -79,12 +116,13 @@ def serve(host: str, port: int) -> None:
     try:
         settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"))
         tokens = _tokens()
-    except (InvalidInput, TokenConfigError, OSError) as error:
+        app = create_app(settings, tokens, **_bounds_from_env())
+    except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)
         sys.exit(2)
     web.run_app(
-        create_app(settings, tokens),
+        app,
         host=host,
         port=port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,

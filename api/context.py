@@ -1,7 +1,8 @@
 """What a handler reaches through its request: typed keys, the executor, and the read side.
 
 eventsourcing is synchronous, so every call into the ledger application or the read models goes
-through ``run``: one bounded thread pool per app, no blocking call on the event loop.
+through ``run``: one bounded thread pool per app, a bounded line of requests waiting for it
+(``api.limits``), no blocking call on the event loop.
 
 The read side is typed here by the contract of ``projections.readmodels`` (``ReadModels`` and
 ``ReadModelKeeper``), as protocols: the API depends on what it calls, nothing more.
@@ -14,7 +15,7 @@ import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from aiohttp import web
@@ -22,6 +23,9 @@ from aiohttp import web
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from api.limits import Admission
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -104,6 +108,8 @@ LEDGER = web.AppKey("ledger", LedgerApplication)
 READ_MODELS = web.AppKey("read_models", ReadSide)
 KEEPER = web.AppKey("keeper", Keeper)
 READ_WAIT_S = web.AppKey("read_wait_s", float)
+# Worker slots of EXECUTOR for requests (``api.limits``).
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 
 ACTOR = web.RequestKey("actor", Actor)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -112,13 +118,16 @@ REQUEST_ID = web.RequestKey("request_id", str)
 async def in_executor(
     app: web.Application, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:
-    """Call ``fn`` on the app's bounded executor and await its result."""
+    """Call ``fn`` on the app's bounded executor and await its result (start-up, shutdown)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(app[EXECUTOR], functools.partial(fn, *args, **kwargs))
 
 
 async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    return await in_executor(request.app, fn, *args, **kwargs)
+    """A request's call: on the executor once a worker slot is free (``api.limits``: 503
+    ``busy`` when none is in time); it runs to its end even if the request gives up on it."""
+    app = request.app
+    return await app[ADMISSION].run(app[EXECUTOR], functools.partial(fn, *args, **kwargs))
 
 
 async def read(request: web.Request, query: Callable[[ReadSide], T]) -> T:

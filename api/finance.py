@@ -6,7 +6,9 @@ export, the hash chain's head and ``verify``.
   it reads the journal and the accounts, and a write landing between the two must not show in
   one only. A position beyond that is refused (422): it is not history yet.
 - ``/v1/audit/verify`` re-derives the whole history: one at a time, on a thread of its own; a
-  second call meanwhile is 503 ``busy`` rather than a queue that grows.
+  second call meanwhile is 503 ``busy`` rather than a queue that grows. Like every request it
+  is answered within the request deadline (503 ``deadline_exceeded`` past it, the verify still
+  finishing on its thread): for a very long history, ``ledger verify`` has no deadline.
 - ``/v1/audit/digest`` waits (bounded, like reads) until the chain binds every event written
   before the request, then answers its head.
 """
@@ -34,6 +36,7 @@ from api.context import (
     run,
 )
 from api.handlers import json_response, page
+from api.limits import finish_even_if_abandoned
 from ledger import money
 from ledger.application import LedgerApplication
 from ledger.errors import Contention, InvalidInput, NotReady
@@ -95,12 +98,19 @@ async def audit_verify(request: web.Request) -> web.Response:
     lock = request.app[AUDIT_LOCK]
     if lock.locked():
         raise Contention("a verify is running; try again when it is done")
-    async with lock:
-        report = await asyncio.get_running_loop().run_in_executor(
+    await lock.acquire()
+    try:
+        verify = asyncio.get_running_loop().run_in_executor(
             request.app[AUDIT_EXECUTOR], request.app[VERIFIER], request.app[SETTINGS],
             request.app[LEDGER],
         )
-    return json_response(report)
+    except BaseException:
+        lock.release()
+        raise
+    # The lock is the verify's, not the request's: held until the thread is done, even when
+    # the request's deadline passes first, so verifies never queue up behind each other.
+    verify.add_done_callback(lambda _: lock.release())
+    return json_response(await finish_even_if_abandoned(verify))
 
 
 def _chain_head(app: LedgerApplication, timeout_s: float) -> dict[str, Any]:

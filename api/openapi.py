@@ -19,6 +19,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from api import docs, models, problems
 from api.auth import ANY_ROLE
+from api.limits import REQUEST_DEADLINE_S
+from api.models import MAX_PAGE
 from api.routing import Link, Route
 
 OPENAPI_VERSION = "3.1.0"
@@ -62,6 +64,20 @@ RESPONSE_HEADERS: dict[str, JsonSchema] = {
                     "schema": {"type": "integer", "minimum": 1}},
 }
 _PROBLEM_HEADERS = {401: "WWW-Authenticate", 503: "Retry-After"}
+
+
+def _description(request_deadline_s: float, max_body_bytes: int) -> str:
+    return (
+        "The ledger of a cross-border shopping agent's customer money. Amounts are integers "
+        "of minor units; see API.md.\n\n"
+        f"Bounds: bodies up to {max_body_bytes // 1024} KiB (413), pages up to {MAX_PAGE} "
+        f"items (422). Every request is answered within {request_deadline_s:g} s: past it, "
+        "503 `deadline_exceeded`. A write handed to the store by then still completes, and "
+        "the same request with the same `Idempotency-Key` (or natural key) answers its "
+        "outcome. Too many requests waiting for the store, or a write that keeps losing races "
+        "for its account, is 503 `busy`. Every 503 carries `Retry-After` and is safe to retry "
+        "with an idempotency or natural key."
+    )
 
 
 def _problem_statuses(route: Route) -> set[int]:
@@ -198,7 +214,9 @@ def _problem_responses(statuses: Iterable[int]) -> JsonSchema:
     return responses
 
 
-def build(routes: Sequence[Route], *, title: str = "Ledger API") -> JsonSchema:
+def build(routes: Sequence[Route], *, title: str = "Ledger API",
+          request_deadline_s: float = REQUEST_DEADLINE_S,
+          max_body_bytes: int = 64 * 1024) -> JsonSchema:
     names = {route.name for route in routes}
     for route in routes:
         for link in route.links:
@@ -212,8 +230,7 @@ def build(routes: Sequence[Route], *, title: str = "Ledger API") -> JsonSchema:
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": metadata.version("ledger"),
-                 "description": "The ledger of a cross-border shopping agent's customer money. "
-                                "Amounts are integers of minor units; see API.md."},
+                 "description": _description(request_deadline_s, max_body_bytes)},
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {

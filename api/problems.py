@@ -16,7 +16,9 @@ The API's own refusals (before the ledger is asked anything)::
     ├── Unauthorized           401 unauthorized (with WWW-Authenticate: Bearer)
     ├── Forbidden              403 forbidden
     ├── UnsupportedMediaType   415 unsupported_media_type
-    └── ValidationFailed       422 validation_error (with errors)
+    ├── ValidationFailed       422 validation_error (with errors)
+    ├── Overloaded             503 busy (too many requests wait for the store)
+    └── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
 """
 
 from __future__ import annotations
@@ -92,6 +94,20 @@ class ValidationFailed(ApiError):
     code = "validation_error"
 
 
+class Overloaded(ApiError):
+    """More requests wait for the store than ``MAX_WAITING_REQUESTS``, or one waited longer than
+    ``MAX_QUEUE_WAIT_S`` for a worker: nothing was done."""
+
+    code = "busy"
+
+
+class DeadlineExceeded(ApiError):
+    """No answer within ``REQUEST_DEADLINE_S``. A write already handed to the store still
+    completes; the same request with the same ``Idempotency-Key`` answers its outcome."""
+
+    code = "deadline_exceeded"
+
+
 # The one table: exception class -> HTTP status. Subclasses inherit their parent's status.
 STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     MalformedJson: 400,
@@ -99,6 +115,8 @@ STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     Forbidden: 403,
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
+    Overloaded: 503,
+    DeadlineExceeded: 503,
     InvalidInput: 422,
     NotFound: 404,
     Conflict: 409,

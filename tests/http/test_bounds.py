@@ -1,0 +1,329 @@
+"""Bounds: every wait, line, page and body has one, and passing it is a documented answer.
+
+- Requests beyond the line for workers, or waiting too long in it, are 503 ``busy`` with
+  ``Retry-After``, at once; no request is answered later than the request deadline (503
+  ``deadline_exceeded``), and a write handed to the store by then still completes: the same
+  request with the same ``Idempotency-Key`` tells the client its outcome.
+- A hot account under a server with tiny retry and lock bounds answers only 201, 422 and 503
+  with ``Retry-After``, never 500, each request within the stated deadline, and the money
+  still adds up.
+- Pages over 1000 items and bodies over 64 KiB are refused on every route that has them.
+
+The line and the deadline are shown in-process with a read side that blocks on cue (the
+``read_models`` seam of ``create_app``); the hot account runs against real ``ledger serve``
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.auth import Tokens
+from api.limits import Limits
+from api.routes import ROUTES
+from ledger.settings import StoreSettings
+from tests.http.conftest import (
+    TOKENS,
+    Api,
+    Server,
+    assert_problem,
+    ledger_command,
+    start_server,
+    store,
+    tokens_env,
+)
+from tests.http.test_failures import IdleKeeper
+
+AUTH = {"Authorization": f"Bearer {TOKENS['auditor']}"}
+SYSTEM = {"Authorization": f"Bearer {TOKENS['system']}"}
+BLOCK_S = 10.0  # how long a blocked fake waits at most: far beyond every bound under test
+
+
+class BlockingReadSide:
+    """A read side whose ``account`` blocks until ``release`` is set (at most BLOCK_S)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def wait_current(self, timeout_s: float = 5.0) -> int:
+        return 0
+
+    def account(self, username: str) -> dict[str, Any]:
+        self.entered.release()
+        self.release.wait(BLOCK_S)
+        return {"username": username, "currency": "USD", "posted": 0, "held": 0,
+                "available": 0, "refundable": 0, "opened_at": "2026-01-01T00:00:00+00:00",
+                "version": 1}
+
+    def status(self) -> dict[str, Any]:
+        return {"log_position": 0, "read_models": {}, "lag": 0}
+
+    def close(self) -> None:
+        self.release.set()
+
+
+@pytest.fixture
+async def blocking(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], BlockingReadSide]]:
+    read_side = BlockingReadSide()
+
+    def read_models(settings: StoreSettings, app: Any) -> Any:
+        return read_side
+
+    app = create_app(
+        StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
+        executor_workers=1,
+        limits=Limits(request_deadline_s=1.0, max_waiting=2, queue_wait_s=0.5),
+        read_models=read_models, keeper=lambda settings: IdleKeeper(),
+    )
+    async with TestClient(TestServer(app)) as client:
+        try:
+            yield client, read_side
+        finally:
+            read_side.release.set()
+
+
+async def _answer(client: TestClient[Any, Any], path: str) -> tuple[int, dict[str, Any], float,
+                                                                      str | None]:
+    started = time.monotonic()
+    reply = await client.get(path, headers=AUTH)
+    return (reply.status, await reply.json(), time.monotonic() - started,
+            reply.headers.get("Retry-After"))
+
+
+async def test_a_request_beyond_the_line_for_workers_is_503_busy_at_once(
+    blocking: tuple[TestClient[Any, Any], BlockingReadSide],
+) -> None:
+    client, read_side = blocking
+    holder = asyncio.create_task(_answer(client, "/v1/accounts/holder"))
+    assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)
+    waiting = [asyncio.create_task(_answer(client, f"/v1/accounts/wait-{n}")) for n in range(2)]
+    await asyncio.sleep(0.05)  # both are in line now
+    status, body, took_s, retry_after = await _answer(client, "/v1/accounts/one-too-many")
+    assert (status, body["code"], retry_after) == (503, "busy", "1")
+    assert took_s < 0.25, "refused at once, not after a wait"
+    read_side.release.set()
+    assert [(await task)[0] for task in (holder, *waiting)] == [200, 200, 200]
+
+
+async def test_a_request_that_waits_too_long_for_a_worker_is_503_busy(
+    blocking: tuple[TestClient[Any, Any], BlockingReadSide],
+) -> None:
+    client, read_side = blocking
+    holder = asyncio.create_task(_answer(client, "/v1/accounts/holder"))
+    assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)
+    status, body, took_s, retry_after = await _answer(client, "/v1/accounts/in-line")
+    assert (status, body["code"], retry_after) == (503, "busy", "1")
+    assert 0.4 < took_s < 0.9  # queue_wait_s is 0.5
+    read_side.release.set()
+    assert (await holder)[0] in (200, 503)
+
+
+async def test_no_request_is_answered_later_than_its_deadline_and_its_job_still_ends(
+    blocking: tuple[TestClient[Any, Any], BlockingReadSide],
+) -> None:
+    client, read_side = blocking
+    status, body, took_s, retry_after = await _answer(client, "/v1/accounts/slow")
+    assert (status, body["code"], retry_after) == (503, "deadline_exceeded", "1")
+    assert "Idempotency-Key" in body["detail"]
+    assert 0.9 < took_s < 1.5  # request_deadline_s is 1
+    # The job still holds the only worker: the next request waits in line (and gives up)...
+    status, body, _, _ = await _answer(client, "/v1/accounts/next")
+    assert (status, body["code"]) == (503, "busy")
+    # ...until the job ends and frees it.
+    read_side.release.set()
+    await asyncio.sleep(0.05)
+    status, body, _, _ = await _answer(client, "/v1/accounts/after")
+    assert status == 200, body
+
+
+async def test_a_write_cut_off_by_its_deadline_is_learnt_by_sending_it_again_with_its_key(
+    tmp_path: Path,
+) -> None:
+    settings = StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    tokens = Tokens.parse(tokens_env())
+    username, key = f"late-{uuid.uuid4().hex[:8]}", f"key-{uuid.uuid4().hex}"
+    deposit = {"amount": 700, "reference": "pay-late"}
+
+    async def serve(limits: Limits) -> TestClient[web.Request, web.Application]:
+        client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(create_app(settings, tokens, limits=limits)))
+        await client.start_server()
+        return client
+
+    hurried = await serve(Limits(request_deadline_s=0.001, queue_wait_s=0.001))
+    try:
+        opened = await hurried.post("/v1/accounts", headers=SYSTEM,
+                                    json={"username": username, "currency": "USD"})
+        assert opened.status in (201, 503)
+        first = await hurried.post(f"/v1/accounts/{username}/deposits",
+                                   headers={**SYSTEM, "Idempotency-Key": key}, json=deposit)
+        assert first.status == 503
+        assert first.headers["Retry-After"] == "1"
+        assert (await first.json())["code"] in ("deadline_exceeded", "busy")
+    finally:
+        await hurried.close()  # waits for the jobs it handed over
+    patient = await serve(Limits())
+    try:
+        if opened.status == 503:
+            await patient.post("/v1/accounts", headers=SYSTEM,
+                               json={"username": username, "currency": "USD"})
+        again = await patient.post(f"/v1/accounts/{username}/deposits",
+                                   headers={**SYSTEM, "Idempotency-Key": key}, json=deposit)
+        assert again.status == 201, await again.text()
+        history = await (await patient.get(f"/v1/accounts/{username}/history",
+                                           headers=AUTH)).json()
+        deposits = [i["amount"] for i in history["items"] if "eposit" in i["type"]]
+        assert deposits == [700]  # exactly once
+    finally:
+        await patient.close()
+
+
+# -- a hot account under tiny retry and lock bounds, on real servers ---------------------------
+
+HOT_DEADLINE_S = 5.0
+TINY_BOUNDS = {"LEDGER_MAX_ATTEMPTS": "1", "LEDGER_LOCK_TIMEOUT_S": "0.001",
+               "LEDGER_REQUEST_DEADLINE_S": str(HOT_DEADLINE_S),
+               "LEDGER_MAX_WAITING_REQUESTS": "16", "LEDGER_QUEUE_WAIT_S": "1"}
+PURCHASES = 240
+PRICE = 100
+FUNDS = 4 * PRICE
+# the stated deadline, and the time it takes to send and read a small answer on a busy machine
+MARGIN_S = 2.0
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def tight(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[list[Server]]:
+    """Servers with tiny bounds on one store: two on PostgreSQL, so writers really race."""
+    workdir = tmp_path_factory.mktemp(f"tight-{request.param}")
+    with store(request.param, workdir) as url:
+        servers = [start_server(url, workdir, env=TINY_BOUNDS)
+                   for _ in range(2 if request.param == "postgres" else 1)]
+        try:
+            yield servers
+        finally:
+            for server in servers:
+                server.stop()
+
+
+async def test_a_hot_account_under_tiny_bounds_answers_201_422_or_503_within_the_deadline(
+    tight: list[Server],
+) -> None:
+    username = f"hot-{uuid.uuid4().hex[:8]}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        base = tight[0].base_url
+        for path, body in ((f"{base}/v1/accounts", {"username": username, "currency": "USD"}),
+                           (f"{base}/v1/accounts/{username}/deposits",
+                            {"amount": FUNDS, "reference": "funds"})):
+            async with session.post(path, json=body, headers=SYSTEM) as reply:
+                assert reply.status == 201, await reply.text()
+
+        async def buy(n: int) -> tuple[int, str | None, dict[str, Any], float]:
+            server = tight[n % len(tight)]
+            started = time.monotonic()
+            async with session.post(
+                f"{server.base_url}/v1/accounts/{username}/purchases",
+                json={"order_no": f"hot-{n}", "amount": PRICE}, headers=SYSTEM,
+            ) as reply:
+                body = await reply.json(content_type=None)
+                return (reply.status, reply.headers.get("Retry-After"), body,
+                        time.monotonic() - started)
+
+        answers = await asyncio.gather(*(buy(n) for n in range(PURCHASES)))
+        async with session.get(f"{base}/v1/accounts/{username}/orders?limit=1000",
+                               headers=AUTH) as reply:
+            orders = (await reply.json())["items"]
+        async with session.get(f"{base}/v1/accounts/{username}", headers=AUTH) as reply:
+            account = await reply.json()
+
+    statuses = Counter(status for status, _, _, _ in answers)
+    assert set(statuses) <= {201, 422, 503}, statuses
+    assert statuses[201] >= 1, statuses
+    for status, retry_after, body, _ in answers:
+        if status == 503:
+            assert retry_after == "1", body
+            assert body["code"] in ("busy", "store_unavailable", "deadline_exceeded"), body
+        if status == 422:
+            assert body["code"] == "insufficient_funds", body
+    slowest_s = max(took for _, _, _, took in answers)
+    assert slowest_s <= HOT_DEADLINE_S + MARGIN_S, f"{slowest_s:.2f} s; {statuses}"
+    # Whatever was refused, the money adds up: every 201 is an order, paid from the funds.
+    assert len(orders) == statuses[201]
+    assert account["available"] == FUNDS - PRICE * statuses[201] >= 0
+    for server in tight:
+        assert "unexpected error" not in server.log()  # no 500 was logged either
+
+
+# -- pages and bodies ---------------------------------------------------------------------------
+
+PAGED = [route for route in ROUTES
+         if route.query is not None and "limit" in route.query.model_fields]
+WRITES = [route for route in ROUTES if route.body is not None]
+SAMPLE = {"username": "someone-x", "id": "00000000-0000-4000-8000-000000000000",
+          "order_no": "o", "name": "swagger-ui.css"}
+
+
+def _path(template: str) -> str:
+    return template.format(**SAMPLE)
+
+
+@pytest.mark.parametrize("route", PAGED, ids=[r.path for r in PAGED])
+async def test_a_page_over_1000_items_is_refused_on_every_paged_route(
+    api: Api, route: Any
+) -> None:
+    path = _path(route.path)
+    problem = assert_problem(await api.get(f"{path}?limit=1001", role="auditor"),
+                             422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["limit"]
+    at_most = await api.get(f"{path}?limit=1000", role="auditor")
+    assert at_most.status != 422, at_most.text
+
+
+def test_every_list_of_the_contract_is_paged() -> None:
+    assert {r.path for r in PAGED} >= {
+        "/v1/accounts/{username}/history", "/v1/accounts/{username}/orders",
+        "/v1/refund-requests", "/v1/return-cases", "/v1/events", "/v1/journal"}
+
+
+@pytest.mark.parametrize("route", WRITES, ids=[r.path for r in WRITES])
+async def test_a_body_over_64_kib_is_refused_on_every_write(api: Api, route: Any) -> None:
+    role = next(r for r in ("system", "cs", "finance") if r in route.roles)
+    body = b'{"note": "' + b"x" * (64 * 1024) + b'"}'
+    reply = await api.call("POST", _path(route.path), role=role, data=body,
+                           headers={"Content-Type": "application/json"})
+    assert_problem(reply, 413, "too_large")
+
+
+# -- the bounds are checked before the server starts ----------------------------------------
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LEDGER_MAX_ATTEMPTS", "0"), ("LEDGER_MAX_ATTEMPTS", "1001"), ("LEDGER_MAX_ATTEMPTS", "x"),
+    ("LEDGER_LOCK_TIMEOUT_S", "0"), ("LEDGER_LOCK_TIMEOUT_S", "-1"),
+    ("LEDGER_REQUEST_DEADLINE_S", "0"), ("LEDGER_REQUEST_DEADLINE_S", "nan"),
+    ("LEDGER_MAX_WAITING_REQUESTS", "-1"), ("LEDGER_QUEUE_WAIT_S", "99999"),
+])
+def test_a_bound_out_of_range_refuses_to_start(tmp_path: Path, name: str, value: str) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+             "LEDGER_TOKENS": tokens_env(), name: value},
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ledger serve:" in result.stderr
