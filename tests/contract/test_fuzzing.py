@@ -22,6 +22,7 @@ Knobs (environment):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -57,7 +58,9 @@ def examples() -> int:
     return int(raw)
 
 
+@functools.cache
 def seed() -> int:
+    """One seed for the whole session, so the one printed is the one used."""
     raw = os.environ.get("LEDGER_FUZZ_SEED", "20261126")
     if raw == "random":
         return random.randrange(2**32)
