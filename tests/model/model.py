@@ -146,6 +146,8 @@ class AccountModel:
     open_request_by_order: dict[str, UUID] = field(default_factory=dict)
     flows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLOWS, 0))
     cases_by_order: dict[str, list[UUID]] = field(default_factory=dict)
+    # (log position, posted, held) after each command that changed the account
+    balances_at: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def posted(self) -> int:
@@ -181,12 +183,36 @@ class CaseModel:
     order_no: str
     kind: str
     shipped_on: date
+    opened_on: date
     state: str = "opened"
     return_by: date | None = None
+    postmark: date | None = None
+    received_on: date | None = None
     outcome: str | None = None
     refund_amount: int = 0
     freight_amount: int = 0
     steps: list[str] = field(default_factory=lambda: ["opened"])
+
+    def status(self, today: date, unresolved_after_days: int) -> dict[str, Any]:
+        """What the case view shows for the day (DOMAIN.md, "Status views"): overdue is past a
+        deadline — nothing sent back by ``return_by``, or goods received and the case not
+        resolved within ``unresolved_after_days`` — and the 30-day full return counts from the
+        shipping day to the postmark of the goods coming back (to today until they do)."""
+        past_return_by = (
+            self.state == "accepted" and self.return_by is not None and today > self.return_by
+        )
+        unresolved = (
+            self.state in ("received", "with_supplier")
+            and self.received_on is not None
+            and (today - self.received_on).days > unresolved_after_days
+        )
+        days_used = ((self.postmark or today) - self.shipped_on).days
+        return {
+            "days_open": (today - self.opened_on).days,
+            "days_since_shipping": (today - self.shipped_on).days,
+            "overdue": past_return_by or unresolved,
+            "thirty_day_guarantee": (days_used <= 30, days_used),
+        }
 
 
 @dataclass
@@ -406,7 +432,7 @@ class LedgerModel:
             assert account is not None
             case_id = UUID(outcome.body["id"])
             self.cases[case_id] = CaseModel(
-                account.username, case.order_no, case.kind, case.shipped_on
+                account.username, case.order_no, case.kind, case.shipped_on, self.today
             )
             account.cases_by_order.setdefault(case.order_no, []).append(case_id)
 
@@ -505,9 +531,12 @@ class LedgerModel:
                 return Prediction.refused(InvalidInput)
             return None
 
+        def change(case: CaseModel) -> None:
+            case.postmark, case.received_on = postmark_date, self.today
+
         return self._case_step(
             case_id, {"accepted", "goods_in_transit"}, "late" if late else "received",
-            "received", check=check,
+            "received", check=check, change=change,
         )
 
     def _expire_return_case(self, case_id: UUID, note: str) -> Prediction:

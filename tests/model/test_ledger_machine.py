@@ -95,7 +95,7 @@ def mostly(common: st.SearchStrategy[T], rare: st.SearchStrategy[T]) -> st.Searc
 
 AMOUNTS = mostly(st.integers(1, 3_000), st.sampled_from([1, 10**12]))
 WITH_KEY = mostly(st.just(True), st.just(False))
-HOURS = st.sampled_from([1, 23, 24, 25, 72, 24 * 20, 24 * 40])
+HOURS = st.sampled_from([1, 23, 24, 25, 72, 24 * 20, 24 * 40, 24 * 61])
 # The steps of a case most likely next from each state: mostly forward along the lifecycle, so
 # that cases get far (every other step, and every other branch, still comes up now and then).
 NEXT_STEPS = {
@@ -219,7 +219,9 @@ class LedgerMachine(RuleBasedStateMachine):
         if recorded:
             self.touched.add(("account", owner))
             if any(n.topic.startswith("ledger:Account.") for n in recorded):
-                self.touched.add(("money", self.model.accounts[owner].currency))
+                account = self.model.accounts[owner]
+                self.touched.add(("money", account.currency))
+                account.balances_at.append((self.position, account.posted, account.held))
             if "request_id" in command.params or command.name == "request_refund":
                 self.touched.add(("request", UUID(answer.body["id"])))
             if "case_id" in command.params or command.name == "open_return_case":
@@ -666,6 +668,39 @@ class LedgerMachine(RuleBasedStateMachine):
             expected.freight_amount,
         ), shown
         assert [s["step"] for s in shown["steps"]] == expected.steps, shown
+        status = expected.status(self.model.today, self.read_models.unresolved_after_days)
+        guarantee = shown["thirty_day_guarantee"]
+        assert {
+            "days_open": shown["days_open"],
+            "days_since_shipping": shown["days_since_shipping"],
+            "overdue": shown["overdue"],
+            "thirty_day_guarantee": (guarantee["holds"], guarantee["days_used"]),
+        } == status, shown
+
+    def check_lists_and_past_balances(self, username: str) -> None:
+        """The customer's requests and cases as finance and CS list them (the overdue filter
+        agreeing with each case's flag), and the balances as they stood after each change."""
+        requests = self.read_models.refund_requests(
+            status=None, username=username, limit=100, after=None
+        ).items
+        assert [(r["id"], r["status"]) for r in requests] == [
+            (str(i), r.status) for i, r in self.model.requests.items() if r.username == username
+        ], requests
+        today, after_days = self.model.today, self.read_models.unresolved_after_days
+        cases = [(str(i), c) for i, c in self.model.cases.items() if c.username == username]
+        for overdue in (None, True, False):
+            listed = self.read_models.return_cases(
+                state=None, username=username, overdue=overdue, limit=100, after=None
+            ).items
+            assert [(c["id"], c["state"]) for c in listed] == [
+                (i, c.state) for i, c in cases
+                if overdue is None or c.status(today, after_days)["overdue"] == overdue
+            ], (overdue, listed)
+        for position, posted, held in self.model.accounts[username].balances_at:
+            then = self.read_models.balance(username, at_position=position)
+            assert then is not None and (then["posted"], then["held"]) == (posted, held), (
+                position, then,
+            )
 
     def _reconciled(self, currency: str) -> dict[str, Any]:
         return self.read_models.reconciliation(currency)
@@ -694,12 +729,18 @@ class LedgerMachine(RuleBasedStateMachine):
         everything |= {("case", case_id) for case_id in self.model.cases}
         everything |= {("money", a.currency) for a in self.model.accounts.values()}
         self.check(everything)
+        for username in self.model.accounts:
+            self.check_lists_and_past_balances(username)
         problems = example_differences(self.ledger, self.start, self.prefix)
         assert not problems, "read models differ from a replay of the example:\n" + "\n".join(
             problems
         )
+        today, after_days = self.model.today, self.read_models.unresolved_after_days
         for reached in {c.state for c in self.model.cases.values()}:
             self.seen(f"a case reached {reached}")
+        for why in {c.state for c in self.model.cases.values()
+                    if c.status(today, after_days)["overdue"]}:
+            self.seen(f"a case was overdue: {why}")
         for status in {r.status for r in self.model.requests.values()}:
             self.seen(f"a refund request reached {status}")
 
