@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres bench lint clean
+.PHONY: install run test test-sqlite test-postgres bench chaos lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# The long chaos run (tests/chaos/README.md) on a PostgreSQL cluster of its own (15/chaos on port
+# 5433, made if missing: the run crash-restarts it). CHAOS_ARGS adds or overrides options.
+chaos: install
+	$(BIN)/python -m tests.chaos.run --operations 10000 --servers 3 --kills 3 --pg-restarts 2 \
+		--terminations 2 --history var/chaos-history.json $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check ledger projections api tests bench
