@@ -220,8 +220,11 @@ def _from_error(error: Exception, status: int, request_id: str | None) -> web.Re
     if isinstance(error, InvalidInput):
         errors = [{"field": error.field, "message": error.detail}]
     reason = error.context.get("reason") if isinstance(error, Refused) else None
+    # A refusal an Idempotency-Key answered again is marked like any replayed answer.
+    headers = {"Idempotent-Replayed": "true"} if error.replayed else None
     return problem(
-        status, error.code, error.detail, request_id=request_id, errors=errors, reason=reason
+        status, error.code, error.detail, request_id=request_id, errors=errors, reason=reason,
+        headers=headers,
     )
 
 

@@ -28,17 +28,20 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from ledger import identity, money, policy
+from ledger import errors, identity, money, policy
 from ledger.account import Account, account_id
 from ledger.clock import utc_now
 from ledger.errors import (
     AccountExists,
     CaseRefused,
+    Conflict,
     Contention,
     IdempotencyKeyReused,
     InvalidInput,
     InvalidTransition,
+    LedgerError,
     NotFound,
+    Refused,
 )
 from ledger.idempotency import IdempotencyRecord, fingerprint, record_id
 from ledger.identity import Actor
@@ -693,9 +696,20 @@ class LedgerApplication(Application[UUID]):
             try:
                 if guard is not None and (replay := guard.replay()) is not None:
                     return replay
-                decision = decide()
+                try:
+                    decision = decide()
+                except (Refused, Conflict, NotFound) as refusal:
+                    if guard is None:
+                        raise
+                    # Another process may have carried out this very request (same key) since
+                    # the check above: its answer is the answer. Otherwise the refusal is this
+                    # key's first response, recorded so that a retry hears it again.
+                    if (replay := guard.replay()) is not None:
+                        return replay
+                    decision = guard.refusal(refusal)
                 original = None
-                if not decision.aggregates:  # a natural duplicate: it answers the original
+                if not decision.aggregates and decision.outcome != REFUSED:
+                    # a natural duplicate: it answers the original
                     assert decision.original is not None
                     original = self.positions.position_of(*decision.original)
                     if guard is None:
@@ -708,6 +722,8 @@ class LedgerApplication(Application[UUID]):
                 except IntegrityError:
                     pass  # lost a race (or the first try committed): decide again
                 else:
+                    if decision.outcome == REFUSED:
+                        raise refusal_from(decision.body)
                     position = recordings[-1].notification.id if original is None else original
                     return Outcome(decision.outcome, decision.body, position)
             finally:
@@ -822,10 +838,21 @@ class _KeyGuard:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for another request", key_fingerprint=self.id.hex
             )
+        if record.outcome == REFUSED:
+            raise refusal_from(record.body)
         position = record.position
         if position is None:
             position = self.app.positions.position_of(record.id, record.version)
         return Outcome(record.outcome, record.body, position, replayed=True)
+
+    def refusal(self, refusal: LedgerError) -> Decision:
+        """A decision that records nothing but this key's refused first response."""
+        body = {
+            "error": type(refusal).__name__,
+            "detail": refusal.detail,
+            "context": {k: _plain(v) for k, v in refusal.context.items()},
+        }
+        return Decision((), body, REFUSED, original=None)
 
     def record(self, decision: Decision, original: int | None) -> IdempotencyRecord:
         """The record of this key's first response; ``original`` is the position it names
@@ -844,6 +871,25 @@ class _KeyGuard:
             self.fingerprint, decision.outcome, decision.body, original, self.app.clock()
         )
         return self.existing
+
+
+REFUSED = "refused"
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, str | int | bool | type(None)) else str(value)
+
+
+def refusal_from(body: dict[str, Any]) -> LedgerError:
+    """The refusal a key's record holds, raised again (marked ``replayed``)."""
+    cls = getattr(errors, body["error"])
+    assert isinstance(cls, type) and issubclass(cls, LedgerError), body
+    refusal = cls.__new__(cls)
+    LedgerError.__init__(refusal, body["detail"], **body["context"])
+    for name, value in body["context"].items():  # e.g. CaseRefused.reason, InvalidInput.field
+        setattr(refusal, name, value)
+    refusal.replayed = True
+    return refusal
 
 
 def _back_off(attempt: int) -> None:

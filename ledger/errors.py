@@ -31,6 +31,8 @@ class LedgerError(Exception):
     """An expected refusal of a command. Nothing was changed."""
 
     code = "ledger_error"
+    # True when an Idempotency-Key answered it: the first response to that key, again
+    replayed = False
 
     def __init__(self, detail: str, **context: object) -> None:
         super().__init__(detail)

@@ -26,7 +26,9 @@ class Actor:
 
 def username(raw: str) -> str:
     """The shop's login, normalised: trimmed, lower-case, 3-64 of ``a-z 0-9 . _ -``."""
-    normalised = raw.strip().lower()
+    # ASCII first: lower() folds some other letters into ASCII ("\u212a" KELVIN SIGN -> "k"),
+    # which would give one customer a second spelling.
+    normalised = raw.strip().lower() if raw.isascii() else ""
     if not _USERNAME.fullmatch(normalised):
         raise InvalidInput(
             "a user name is 3-64 characters of a-z, 0-9, '.', '_' or '-'", field="username"

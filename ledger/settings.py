@@ -23,6 +23,10 @@ IDLE_CONNECTIONS = 2
 DEFAULT_LOCK_TIMEOUT_S = 5
 DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_MAX_WAITING = 64
+# Aggregates are kept in memory between commands and brought up to date from the store before
+# each use (eventsourcing's cache, fast-forwarded, handed out as copies), so a busy account is
+# not rebuilt from all its events for every command.
+CACHE = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
 SQLITE_FACTORY_TOPIC = "projections.store:DurableSQLiteFactory"
 POSTGRES_FACTORY_TOPIC = "eventsourcing.postgres:PostgresFactory"
 
@@ -82,6 +86,7 @@ class StoreSettings:
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": str(DEFAULT_LOCK_TIMEOUT_S),
                 "CREATE_TABLE": "y",
+                **CACHE,
             }
         return {
             "PERSISTENCE_MODULE": POSTGRES_FACTORY_TOPIC,
@@ -95,4 +100,5 @@ class StoreSettings:
             # Off on purpose: with it on, the insert function takes no table lock (see FACTS.md).
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             "CREATE_TABLE": "y",
+            **CACHE,
         }

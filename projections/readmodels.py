@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,7 @@ PROJECTIONS: tuple[type[Projection[ReadModelView]], ...] = (
 APP_NAME = LedgerApplication.name
 MAX_PAGE = 1000
 MAX_POSITION = 2**63 - 1
+_CURSOR = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -492,7 +494,9 @@ def cursor(after: str | None) -> int:
     """Cursors are the log position of the row's first event (opaque to clients)."""
     if after is None:
         return 0
-    if not after.isdigit() or len(after) > 19:
+    # ASCII digits only (str.isdigit also takes superscripts and other scripts' digits),
+    # and at most 18 of them, so it fits a BIGINT.
+    if not _CURSOR.fullmatch(after):
         raise InvalidInput("after is a cursor from a previous page's next", field="after")
     return int(after)
 

@@ -80,10 +80,6 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            # A read model is rebuilt from the events, and its rows and tracking commit
-            # together: a crash can lose its last commits, never split one. So it need not wait
-            # for the disk, which would otherwise bound every read model to the fsync rate.
-            curs.execute("SET LOCAL synchronous_commit = off")
             self._insert_tracking(curs, tracking)
             for sql, params in statements:
                 curs.execute(sql, params)
