@@ -11,9 +11,11 @@ cases and the idempotency keys their commands carried.
 
 Order of the checks, as the application makes them (a refusal names the first that fails):
 1. the input itself (``InvalidInput``) and the refund request or case stepped on (``NotFound``);
-2. the idempotency key: a live record of the same request answers it again, of another request
-   refuses it (``IdempotencyKeyReused``); an expired one is renewed by the new request;
-3. the state of the accounts, requests and cases the command touches.
+2. the idempotency key: a live record of the same request answers it again (its answer, or its
+   refusal), of another request refuses it (``IdempotencyKeyReused``); an expired record is
+   renewed by the new request;
+3. the state of the accounts, requests and cases the command touches. A key records a refusal
+   made here (a conflict, the policy's refusal, something not found) as its first response.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ledger.application import CaseApplication, LedgerApplication, Outcome
 from ledger.errors import (
     AccountExists,
     CaseRefused,
+    Conflict,
     DuplicateOrder,
     DuplicateReference,
     IdempotencyKeyReused,
@@ -38,6 +41,7 @@ from ledger.errors import (
     LedgerError,
     NotFound,
     OverRefundable,
+    Refused,
     RequestOpenForOrder,
     UnknownOrder,
 )
@@ -58,6 +62,8 @@ FLOWS = ("deposits", "purchases", "failure_credits", "return_refunds", "freight"
 # Fields of a command that the application normalises before it fingerprints the request.
 _USERNAME_FIELDS = frozenset({"username"})
 _TEXT_FIELDS = frozenset({"reason", "note", "text", "instructions", "return_address"})
+# The refusals a key records as its first response (the 404s, 409s and 422s of a decision).
+RECORDED_REFUSALS = (Conflict, Refused, NotFound)
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -217,11 +223,13 @@ class CaseModel:
 
 @dataclass
 class KeyRecord:
-    """The first response to a request carrying a key, and when it was recorded."""
+    """The first response to a request carrying a key — an answer, or a refusal (its class and
+    what it said) — and when it was recorded."""
 
     request: str
-    answer: Outcome
+    answer: Outcome | None
     recorded_at: datetime
+    refusal: LedgerError | None = None
 
 
 @dataclass
@@ -252,11 +260,27 @@ class LedgerModel:
             return ("IdempotencyRecord.Renewed",)
         return ("IdempotencyRecord.Recorded",)
 
-    def remember_key(self, command: Command, answer: Outcome) -> None:
-        if command.key is not None:
-            self.keys[(command.actor.name, command.key)] = KeyRecord(
-                command.request, answer, self.today_at()
-            )
+    def remember_key(self, command: Command, answer: Outcome | LedgerError) -> None:
+        if command.key is None:
+            return
+        record = KeyRecord(command.request, None, self.today_at())
+        if isinstance(answer, LedgerError):
+            record.refusal = answer
+        else:
+            record.answer = answer
+        self.keys[(command.actor.name, command.key)] = record
+
+    def records_refusal(self, command: Command, prediction: Prediction) -> bool:
+        """A key records the refusal of a decision (what the state of the ledger refused: a
+        conflict, a refusal by the policy, something not found while deciding), so that a
+        retry hears it again; a refusal of the input itself, or of the key, records nothing."""
+        return (
+            command.key is not None
+            and prediction.refusal is not None
+            and not prediction.early
+            and prediction.refusal is not IdempotencyKeyReused
+            and issubclass(prediction.refusal, RECORDED_REFUSALS)
+        )
 
     def totals(self, currency: str) -> dict[str, int]:
         """This example's money in one currency, as reconciliation counts it."""

@@ -39,13 +39,14 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import Notification
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -153,54 +154,79 @@ class LedgerMachine(RuleBasedStateMachine):
         self.broken = False
 
     def _replayed(self, command: Command, record: KeyRecord) -> None:
-        answer = self._run(command, "the first answer again")
-        first = record.answer
-        assert answer.replayed, f"{command!r} took effect again instead of being replayed"
-        assert (answer.outcome, answer.body, answer.position) == (
-            first.outcome, first.body, first.position,
-        ), f"{command!r} answered {answer!r}, first {first!r}"
+        """A live key of the same request: the first response again, nothing recorded."""
+        if record.refusal is not None:
+            first = record.refusal
+            error = self._refusal(command, type(first), getattr(first, "reason", None))
+            assert str(error) == str(first), f"{command!r} refused with {error}, first {first}"
+            assert error.replayed, f"{command!r}: a refusal answered again is marked replayed"
+        else:
+            answer = self._run(command, "the first answer again")
+            assert answer.replayed, f"{command!r} took effect again instead of being replayed"
+            assert record.answer is not None
+            assert (answer.outcome, answer.body, answer.position) == (
+                record.answer.outcome, record.answer.body, record.answer.position,
+            ), f"{command!r} answered {answer!r}, first {record.answer!r}"
         assert self.ledger.log_position() == self.position, f"{command!r}: a replay recorded"
-        self.seen("retry answered again")
+        self.seen("a retry answered again")
 
     def _refused(self, command: Command, expected: Prediction) -> None:
         assert expected.refusal is not None
+        error = self._refusal(command, expected.refusal, expected.reason)
+        assert not error.replayed, f"{command!r}: a first refusal is marked as replayed"
+        if self.model.records_refusal(command, expected):
+            # the key holds the refusal now: nothing else is recorded
+            self._recorded(command, self.model.key_event(command))
+            self.model.remember_key(command, error)
+        else:
+            assert self.ledger.log_position() == self.position, (
+                f"{command!r} was refused, yet recorded"
+            )
+        self.seen(f"refused: {expected.refusal.__name__}")
+
+    def _refusal(
+        self, command: Command, refusal: type[LedgerError], reason: str | None
+    ) -> LedgerError:
+        """Run a command that must be refused with exactly ``refusal`` (and ``reason``)."""
         try:
             answer = command.run(self.app)
         except LedgerError as error:
-            assert type(error) is expected.refusal, (
+            assert type(error) is refusal, (
                 f"{command!r} refused with {type(error).__name__} ({error}), the model expected "
-                f"{expected.refusal.__name__}"
+                f"{refusal.__name__}"
             )
-            if expected.reason is not None:
-                assert getattr(error, "reason", None) == expected.reason, (command, error)
-        else:
-            raise AssertionError(
-                f"{command!r} was expected to be refused with {expected.refusal.__name__}, "
-                f"it answered {answer!r}"
-            )
-        assert self.ledger.log_position() == self.position, f"{command!r} refused, yet recorded"
-        self.seen(f"refused: {expected.refusal.__name__}")
+            if reason is not None:
+                assert getattr(error, "reason", None) == reason, (command, error)
+            return error
+        raise AssertionError(
+            f"{command!r} was expected to be refused with {refusal.__name__}, it answered "
+            f"{answer!r}"
+        )
+
+    def _recorded(self, command: Command, events: tuple[str, ...]) -> Sequence[Notification]:
+        """What the command recorded since the last step must be exactly ``events`` (topics, in
+        any order; nothing else writes to the store meanwhile)."""
+        recorded = self.app.recorder.select_notifications(
+            self.position, 50, inclusive_of_start=False
+        )
+        topics = sorted(n.topic for n in recorded)
+        wanted = sorted(f"ledger:{t}" for t in events)
+        assert topics == wanted, f"{command!r} recorded {topics}, the model expected {wanted}"
+        if recorded:
+            self.position = recorded[-1].id
+        if "ledger:IdempotencyRecord.Renewed" in topics:
+            self.seen("a lapsed key taken for a new request")
+        return recorded
 
     def _done(self, command: Command, expected: Prediction) -> None:
         answer = self._run(command, f"outcome {expected.outcome}")
         assert not answer.replayed, f"{command!r} answered as a replay: {answer!r}"
         assert answer.outcome == expected.outcome, (command, answer, expected.outcome)
-        # Everything recorded since the last step (nothing else writes to the store meanwhile).
-        recorded = self.app.recorder.select_notifications(
-            self.position, 50, inclusive_of_start=False
-        )
-        topics = sorted(n.topic for n in recorded)
-        key_event = self.model.key_event(command)
-        wanted = sorted(f"ledger:{t}" for t in (*expected.events, *key_event))
-        if key_event == ("IdempotencyRecord.Renewed",):
-            self.seen("a lapsed key taken for a new request")
-        assert topics == wanted, f"{command!r} recorded {topics}, the model expected {wanted}"
+        recorded = self._recorded(command, (*expected.events, *self.model.key_event(command)))
         if expected.original_position is not None:
             assert answer.position == expected.original_position, (command, answer)
         else:
             assert answer.position == recorded[-1].id, (command, answer, recorded[-1].id)
-        if recorded:
-            self.position = recorded[-1].id
         expected.apply(answer)
         self.model.remember_key(command, answer)
         owner = self._owner(command, answer)
