@@ -7,28 +7,32 @@ and every step of theirs, time passing on the shop's clock, a command retried wi
 key reused for another command — beside ``tests.model.model.LedgerModel``. The real read-model
 keeper keeps the read models current meanwhile, as ``ledger serve`` does.
 
-Every command:
+Every command is checked as it runs:
 - refused exactly when the model says, with exactly the model's error class (and case reason),
-  and then nothing is recorded: the log does not move;
+  not marked replayed; it records nothing, unless its key records the refusal (then exactly
+  that record);
 - otherwise answered with the model's outcome and the position of its last event (a natural
   duplicate: the original's), recording exactly the events the model names, key record included;
-- retried with its key while the key lives: the first answer again, ``replayed``, nothing
-  recorded; a key reused for another request: ``IdempotencyKeyReused``, nothing recorded.
+- retried with its key while the key lives: the first answer or refusal again, ``replayed``,
+  nothing recorded; a key reused for another request: ``IdempotencyKeyReused``, nothing recorded.
 
-After every step that recorded anything (a step that recorded nothing cannot have changed
-anything, which the log position shows):
-- every account of the example, from its aggregate and from the read models once current:
-  posted, held and available equal the model's, available is never negative, and per order
-  what was paid and credited back equals the model's, credits never above paid;
-- the refund request or case the step touched: its status or state and its steps, both ways;
-- reconciliation of each of the example's currencies: ``ok``, every invariant true, the trial
-  balance zero, and the totals and customer balances those before the example plus the model's.
+After every step that recorded anything (a step that recorded nothing changed nothing: the log
+did not move), for what the step touched, the aggregates first, then the read models once
+current (``ReadModels.wait_current``):
+- the account: posted, held and available equal the model's, available never negative, each
+  order's paid and credited back equal the model's and credits never above paid (the orders read
+  model also lists the order's cases);
+- the refund request or case: status or state and steps; a case's days open, days since
+  shipping, 30-day full return and overdue flag for the shop's day;
+- reconciliation of the currency, when money or a hold moved: ``ok``, every invariant true, the
+  trial balance zero, totals and customer balances those before the example plus the model's.
 
-Once per example (``teardown``): every request and case of the example checked as above, and the
-read models' rows of the example equal a fresh replay of the example's events into empty read
-models. Once per store (every ``EXAMPLES_PER_STORE`` examples, and at the end): ``ledger verify``
-of the whole store — hash chain, the invariants at every position, every read model against a
-fresh replay of the whole log.
+Once per example (``teardown``): all of that for everything of the example; the customers' lists
+of requests and cases (the overdue filter agreeing with each case's flag) and their balances as
+they stood after each change; and the read models' rows of the example equal a fresh replay of
+the example's events into empty read models. Once per store (every ``EXAMPLES_PER_STORE``
+examples, and at the end): ``ledger verify`` of the whole store — hash chain, the invariants at
+every position, every read model against a fresh replay of the whole log.
 
 ``LEDGER_MODEL_EXAMPLES`` (default 200) examples per store, ``LEDGER_MODEL_STEPS`` (default 20)
 steps per example.
