@@ -696,6 +696,7 @@ class LedgerApplication(Application[UUID]):
             try:
                 if guard is not None and (replay := guard.replay()) is not None:
                     return replay
+                first_refusal = None
                 try:
                     decision = decide()
                 except (Refused, Conflict, NotFound) as refusal:
@@ -706,7 +707,7 @@ class LedgerApplication(Application[UUID]):
                     # key's first response, recorded so that a retry hears it again.
                     if (replay := guard.replay()) is not None:
                         return replay
-                    decision = guard.refusal(refusal)
+                    decision, first_refusal = guard.refusal(refusal), refusal
                 original = None
                 if not decision.aggregates and decision.outcome != REFUSED:
                     # a natural duplicate: it answers the original
@@ -722,8 +723,8 @@ class LedgerApplication(Application[UUID]):
                 except IntegrityError:
                     pass  # lost a race (or the first try committed): decide again
                 else:
-                    if decision.outcome == REFUSED:
-                        raise refusal_from(decision.body)
+                    if first_refusal is not None:
+                        raise first_refusal  # recorded; not a replay the first time
                     position = recordings[-1].notification.id if original is None else original
                     return Outcome(decision.outcome, decision.body, position)
             finally:
