@@ -761,6 +761,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.check(everything)
         for username in self.model.accounts:
             self.check_lists_and_past_balances(username)
+        for currency, before in self.baseline.items():
+            # reconciled as of the position where the example began: as it was then
+            then = self.read_models.reconciliation(currency, at_position=self.start)
+            assert then["ok"] and then["trial_balance"] == 0, then
+            assert (then["totals"], then["customer_balances"]) == (
+                before["totals"], before["customer_balances"],
+            ), (then, before)
         problems = example_differences(self.ledger, self.start, self.prefix)
         assert not problems, "read models differ from a replay of the example:\n" + "\n".join(
             problems
