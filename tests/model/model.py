@@ -1,7 +1,8 @@
 """The ledger's policy as plain Python: what every command of the application must do.
 
-The model knows nothing of eventsourcing, SQL or the ledger's own classes; it is DOMAIN.md and
-API.md ("Idempotency") written again, small enough to read in one sitting. For each command it
+The model knows nothing of eventsourcing or SQL, and of the ledger only its public face (the use
+cases' names and answers, the error classes); it is DOMAIN.md and API.md ("Idempotency") written
+again, small enough to read in one sitting. For each command it
 predicts a ``Prediction``: the refusal (the exact ``LedgerError`` class, and whether it comes
 before the idempotency key is looked at), or the outcome, the events the command records (by
 topic) and what it changes.
@@ -101,14 +102,15 @@ class Command:
         return f"{self.name}({params}, actor={self.actor.name!r}, key={self.key!r})"
 
 
-def _normalised(params: dict[str, Any]) -> dict[str, Any]:
+def _normalised(params: dict[str, Any], *, texts: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in params.items():
         if is_dataclass(value) and not isinstance(value, type):
-            value = _normalised(asdict(value))
+            # a case application is fingerprinted with its user name normalised, the rest as is
+            value = _normalised(asdict(value), texts=False)
         elif name in _USERNAME_FIELDS and isinstance(value, str):
             value = value.strip().lower()
-        elif name in _TEXT_FIELDS and isinstance(value, str):
+        elif texts and name in _TEXT_FIELDS and isinstance(value, str):
             value = value.strip()
         out[name] = value
     return out
@@ -253,7 +255,7 @@ class LedgerModel:
         return record
 
     def key_event(self, command: Command) -> tuple[str, ...]:
-        """The event the command's key adds when the command takes effect."""
+        """The event the command's key adds when it records the answer (or the refusal)."""
         if command.key is None:
             return ()
         if (command.actor.name, command.key) in self.keys:
