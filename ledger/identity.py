@@ -26,9 +26,10 @@ class Actor:
 
 def username(raw: str) -> str:
     """The shop's login, normalised: trimmed, lower-case, 3-64 of ``a-z 0-9 . _ -``."""
-    # ASCII first: lower() folds some other letters into ASCII ("\u212a" KELVIN SIGN -> "k"),
-    # which would give one customer a second spelling.
-    normalised = raw.strip().lower() if raw.isascii() else ""
+    # Trimmed, then ASCII before case folding: lower() folds some other letters into ASCII
+    # ("\u212a" KELVIN SIGN -> "k"), which would give one customer a second spelling.
+    trimmed = raw.strip()
+    normalised = trimmed.lower() if trimmed.isascii() else ""
     if not _USERNAME.fullmatch(normalised):
         raise InvalidInput(
             "a user name is 3-64 characters of a-z, 0-9, '.', '_' or '-'", field="username"
