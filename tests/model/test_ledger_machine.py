@@ -34,7 +34,7 @@ the example's events into empty read models. Once per store (every ``EXAMPLES_PE
 examples, and at the end): ``ledger verify`` of the whole store — hash chain, the invariants at
 every position, every read model against a fresh replay of the whole log.
 
-``LEDGER_MODEL_EXAMPLES`` (default 200) examples per store, ``LEDGER_MODEL_STEPS`` (default 20)
+``LEDGER_MODEL_EXAMPLES`` (default 200) examples per store, ``LEDGER_MODEL_STEPS`` (default 16)
 steps per example.
 """
 
@@ -80,7 +80,7 @@ from tests.model.model import (
 T = TypeVar("T")
 
 EXAMPLES = int(os.environ.get("LEDGER_MODEL_EXAMPLES", "200"))
-STEPS = int(os.environ.get("LEDGER_MODEL_STEPS", "20"))
+STEPS = int(os.environ.get("LEDGER_MODEL_STEPS", "16"))
 
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
