@@ -163,6 +163,31 @@ class ReadModels:
             time.sleep(min(pause_s, remaining_s))
             pause_s = min(pause_s * 2, 0.02)
 
+    def wait_caught_up(self, stall_timeout_s: float = 30.0, limit_s: float = 900.0) -> int:
+        """Wait until every read model has reached the log position current now; return it.
+
+        Unlike ``wait_current`` (a request's bound: slow counts as not ready), this waits as
+        long as the read models make progress, and raises ``NotReady`` only when none of them
+        has moved for ``stall_timeout_s`` (stuck, not slow), or after ``limit_s`` in all."""
+        target = self.log_position()
+        started = last_move = time.monotonic()
+        seen = self.tracked()
+        while True:
+            behind = [name for name, at in seen.items() if at < target]
+            if not behind:
+                return target
+            now = time.monotonic()
+            if now - last_move > stall_timeout_s or now - started > limit_s:
+                raise NotReady(
+                    f"read models {behind} are stuck short of position {target}: "
+                    f"at {[seen[name] for name in behind]}, no progress for "
+                    f"{now - last_move:.0f} s"
+                )
+            time.sleep(0.01)
+            tracked = self.tracked()
+            if tracked != seen:
+                seen, last_move = tracked, time.monotonic()
+
     def status(self) -> dict[str, Any]:
         position = self.log_position()
         tracked = self.tracked()

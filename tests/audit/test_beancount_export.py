@@ -61,7 +61,7 @@ def mixed_history(ledger: Ledger) -> None:
     app.resolve_return_case(case, "exchange", None, 999, "TRK-OUT-1", actor=CS)
     request = UUID(app.request_refund("dora-k", "ORD-1", 10, "changed mind", actor=CS).body["id"])
     app.cancel_refund(request, "stays", actor=CS)  # a hold released: nothing to post
-    ledger.read_models.wait_current()
+    ledger.read_models.wait_caught_up()
 
 
 def bean_check(text: str, folder: Path) -> subprocess.CompletedProcess[str]:
@@ -143,7 +143,7 @@ def test_end_of_day_balance_assertions_over_several_days_pass_and_catch_a_missin
 ) -> None:
     # given a journal spread over five days (the store stamps events now: dates moved here)
     History(ledger.app, RandomChooser(seed=4)).run(40)
-    ledger.read_models.wait_current()
+    ledger.read_models.wait_caught_up()
     entries = list(ledger.read_models.journal_entries())
     first_day = date(2028, 2, 27)  # across a month end and a leap day
     for n, entry in enumerate(entries):
@@ -189,7 +189,7 @@ def test_a_customer_whose_name_starts_with_a_dash_is_exported_in_a_file_bean_che
 ) -> None:
     ledger.app.open_account("-dash.k", "USD", actor=Actor("system:x", "r"))
     ledger.app.deposit("-dash.k", 100, "PAY-1", actor=Actor("system:x", "r"))
-    ledger.read_models.wait_current()
+    ledger.read_models.wait_caught_up()
 
     checked = bean_check(export(ledger.read_models.journal_entries()), tmp_path)
 

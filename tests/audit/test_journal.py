@@ -79,7 +79,7 @@ def test_events_that_move_no_money_post_nothing(system: Actor) -> None:
 @pytest.fixture
 def journaled(ledger: Ledger) -> tuple[Ledger, History]:
     history = History(ledger.app, RandomChooser(seed=11)).run(50)
-    ledger.read_models.wait_current()
+    ledger.read_models.wait_caught_up()
     return ledger, history
 
 

@@ -46,7 +46,7 @@ def test_a_rebuild_after_a_random_history_reproduces_every_read_model_row_for_ro
 
 def test_a_rebuild_is_refused_while_a_keeper_keeps_the_read_models(ledger: Ledger) -> None:
     History(ledger.app, RandomChooser(seed=8)).run(10)
-    ledger.read_models.wait_current()
+    ledger.read_models.wait_caught_up()
     assert ledger.keeper.is_leader.wait(10)
     before = dump_read_models(ledger.settings)
 
@@ -61,7 +61,7 @@ def test_a_rebuild_is_refused_while_a_keeper_keeps_the_read_models(ledger: Ledge
     assert dump_read_models(ledger.settings) == before  # nothing dropped
     username = _some_user(ledger)
     ledger.app.deposit(username, 5, "PAY-AFTER-REFUSAL", actor=Actor("system:x", "r"))
-    ledger.read_models.wait_current()  # and the keeper goes on keeping them
+    ledger.read_models.wait_caught_up()  # and the keeper goes on keeping them
 
 
 def _some_user(ledger: Ledger) -> str:

@@ -37,7 +37,7 @@ def test_reconciliation_holds_at_every_position_with_the_model_s_figures(
     with fresh_ledger(store) as ledger:
         # given a random history of deposits, purchases, failures, refunds and return cases
         history = History(ledger.app, PlanChooser(plan)).run(commands)
-        ledger.read_models.wait_current()
+        ledger.read_models.wait_caught_up()
         figures = Figures(history)
 
         # when finance reconciles each currency at each position, then it holds with the
@@ -53,7 +53,7 @@ def test_reconciliation_holds_at_every_position_with_the_model_s_figures(
 @pytest.fixture
 def reconciled(ledger: Ledger) -> tuple[Ledger, History]:
     history = History(ledger.app, RandomChooser(seed=7)).run(40)
-    ledger.read_models.wait_current()
+    ledger.read_models.wait_caught_up()
     ledger.stop_keeper()  # nothing may repair what the intruder changes
     assert all(ledger.read_models.reconciliation(c)["ok"] for c in history.currencies())
     return ledger, history

@@ -164,7 +164,7 @@ def keeper(settings: StoreSettings) -> Iterator[ReadModelKeeper]:
     try:
         probe = Actor("system:keeper-probe", "req-keeper-probe")
         app.open_account(f"keeper-probe-{uuid4().hex[:8]}", "USD", actor=probe)
-        models.wait_current(timeout_s=30)
+        models.wait_caught_up()
         yield running
     finally:
         models.close()

@@ -28,7 +28,7 @@ API_FIELDS = {
 
 
 def view(read_models: ReadModels, case_id: UUID) -> dict[str, object]:
-    read_models.wait_current()
+    read_models.wait_caught_up()
     case = read_models.return_case(case_id)
     assert case is not None
     return case
@@ -101,7 +101,7 @@ def test_the_view_lists_what_did_not_come_back(
 
 
 def test_an_unknown_case_has_no_view(read_models: ReadModels) -> None:
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     assert read_models.return_case(uuid4()) is None
 
@@ -189,7 +189,7 @@ def test_the_overdue_flag_and_the_overdue_filter_agree_day_by_day(
     for today, overdue_states in expected.items():
         # When the shop's calendar shows the day
         desk.clock.set(today)
-        read_models.wait_current()
+        read_models.wait_caught_up()
 
         # Then each case's flag says whether it is overdue
         flags = {state: view(read_models, c)["overdue"] for state, c in cases.items()}
@@ -221,7 +221,7 @@ def test_cases_are_listed_by_state_and_customer(
 ) -> None:
     accepted = desk.reach("damaged", "accepted")
     rejected = desk.reach("defective", "rejected")
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     def listed(state: str | None) -> list[str]:
         page = read_models.return_cases(
@@ -243,7 +243,7 @@ def test_the_orders_view_lists_the_cases_of_each_order(
     second = desk.reach("damaged", "with_supplier")
     third = desk.open("quality_problem")
     desk.app.resolve_return_case(second, "refund", 1_000, 0, None, actor=finance)
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     # When the customer's orders are read
     orders = {
@@ -265,12 +265,12 @@ def test_the_account_view_shows_the_refund_and_the_freight_of_a_resolution(
     desk: CaseDesk, read_models: ReadModels, finance: Actor
 ) -> None:
     case_id = desk.reach("damaged", "with_supplier")
-    read_models.wait_current()
+    read_models.wait_caught_up()
     before = read_models.account(desk.customer)
     assert before is not None
 
     desk.app.resolve_return_case(case_id, "refund", 1_000, 200, None, actor=finance)
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     after = read_models.account(desk.customer)
     assert after is not None

@@ -29,6 +29,8 @@ MAX_CONNECTIONS = 300
 COMMAND_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 3
+# What pg_ctl says when postgresql.conf does not parse.
+CONFIG_ERROR = "contains errors"
 
 
 class ClusterError(RuntimeError):
@@ -72,17 +74,49 @@ class Cluster:
         it is reachable, durable and roomy enough."""
         status = self.status()
         if status is None:
-            if self.is_shared:
-                raise ClusterError(f"refusing to create the shared cluster {self.name}")
-            _command([
-                "pg_createcluster", self.version, self.name, "--port", str(self.port),
-                "-o", f"max_connections={MAX_CONNECTIONS}", "-o", "listen_addresses=127.0.0.1",
-                "--start", "--", "--auth=trust",
-            ])
+            self._create()
         elif status != "online":
-            _command(["pg_ctlcluster", self.version, self.name, "start"])
+            try:
+                _command(["pg_ctlcluster", self.version, self.name, "start"])
+            except ClusterError as error:
+                # A cluster of our own whose configuration PostgreSQL cannot parse (one made by
+                # an earlier version of this helper wrote `listen_addresses = 127.0.0.1`
+                # unquoted) never starts again: its data is a chaos run's scratch, so make it anew.
+                if self.is_shared or CONFIG_ERROR not in str(error):
+                    raise
+                self.remove()
+                self._create()
         self.wait_ready()
         self._check_settings()
+
+    def _create(self) -> None:
+        """``pg_createcluster`` with trust on loopback and room for several servers.
+
+        Only settings whose values need no quoting go through ``-o``: pg_createcluster writes
+        them into postgresql.conf as given, and a dotted address unquoted does not parse. The
+        default ``listen_addresses`` (``localhost``) already keeps the cluster on loopback."""
+        if self.is_shared:
+            raise ClusterError(f"refusing to create the shared cluster {self.name}")
+        _command([
+            "pg_createcluster", self.version, self.name, "--port", str(self.port),
+            "-o", f"max_connections={MAX_CONNECTIONS}",
+            "--start", "--", "--auth=trust",
+        ])
+
+    def remove(self) -> None:
+        """Stop and delete this cluster, data and configuration (never a shared one)."""
+        if self.is_shared:
+            raise ClusterError(f"refusing to remove the shared cluster {self.name}")
+        if self.status() is not None:
+            _command(["pg_dropcluster", "--stop", self.version, self.name])
+
+    def stop(self) -> None:
+        """Stop this cluster (fast shutdown; never a shared one)."""
+        self._refuse_if_shared("stop")
+        _command(["pg_ctlcluster", self.version, self.name, "stop"])
+
+    def config_path(self) -> str:
+        return f"/etc/postgresql/{self.version}/{self.name}/postgresql.conf"
 
     def _check_settings(self) -> None:
         with self.admin() as admin:

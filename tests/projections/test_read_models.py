@@ -38,7 +38,7 @@ def test_balances_orders_and_history_follow_the_writes(
     app.fail_purchase("ann", "order-1", 150, "out of stock", actor=cs)
     app.request_refund("ann", "pay-1", 300, "moving away", actor=cs)
 
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     assert read_models.account("ann") == {
         "username": "ann",
@@ -71,7 +71,7 @@ def test_a_balance_is_answered_as_it_stood_at_a_position_or_a_moment(
     app.open_account("bea", "EUR", actor=system)
     first = app.deposit("bea", 500, "pay-1", actor=system)
     app.purchase("bea", "order-1", 200, actor=system)
-    read_models.wait_current()
+    read_models.wait_caught_up()
     after_deposit = read_models.history("bea", limit=10, after=None).items[1]
 
     at_position = read_models.balance("bea", at_position=first.position)
@@ -96,7 +96,7 @@ def test_the_refund_queue_shows_each_request_with_its_steps(
     )
     app.approve_refund(request_id, "checked", actor=finance)
     app.pay_refund(request_id, "bank-77", actor=finance)
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     request = read_models.refund_request(request_id)
     assert request is not None
@@ -118,7 +118,7 @@ def test_small_pages_yield_every_item_once_in_order(
     app.deposit("dan", 10_000, "pay-1", actor=system)
     for n in range(7):
         app.purchase("dan", f"order-{n}", 10, actor=system)
-    read_models.wait_current()
+    read_models.wait_caught_up()
 
     seen, after = [], None
     for _ in range(10):  # bounded: 7 orders in pages of 2 take 4 pages
@@ -152,6 +152,19 @@ def test_a_read_that_cannot_become_current_in_time_is_refused_not_stale(
         models.close()
 
 
+def test_waiting_for_read_models_that_make_no_progress_says_they_are_stuck(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    models = ReadModels(settings, app)  # and no keeper running, so nothing ever moves
+    try:
+        app.open_account("eve", "USD", actor=system)
+        with pytest.raises(NotReady, match="stuck"):
+            models.wait_caught_up(stall_timeout_s=0.3)
+    finally:
+        models.close()
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_one_keeper_leads_and_another_takes_over_when_it_stops(
     settings: StoreSettings, app: LedgerApplication, system: Actor
@@ -167,12 +180,12 @@ def test_one_keeper_leads_and_another_takes_over_when_it_stops(
         time.sleep(0.6)
         assert not second.is_leader.is_set()  # exactly one keeps the read models at a time
         app.open_account("fay", "USD", actor=system)
-        models.wait_current()
+        models.wait_caught_up()
 
         first.stop()
         assert second.is_leader.wait(5)
         app.deposit("fay", 70, "pay-1", actor=system)
-        models.wait_current()
+        models.wait_caught_up()
         account = models.account("fay")
         assert account is not None and account["posted"] == 70
     finally:
