@@ -1,0 +1,126 @@
+"""Figures read from PostgreSQL itself: commits per request and the read models' lag.
+
+Commits: ``xact_commit`` of ``pg_stat_database`` for one database, read through a connection to
+another database (``postgres``), so reading it adds nothing to it. A backend publishes its
+counts only when it goes idle, and at most once a second; one that last published less than a
+second before going idle publishes 10 s later (PostgreSQL 15's ``PGSTAT_IDLE_INTERVAL``). So a
+run's closing reading is taken ``SETTLE_S`` after it ended: lazily, just before the same
+database's next run, so the wait overlaps the other service's run. The ledger also commits
+when idle (its keeper's supervisor): that idle rate, measured first, is taken off for the
+time between two readings, and so are the lag probe's own queries (one commit each, counted).
+Requests in flight when wrk stops are committed but not answered in its count: at most one
+per connection, so the figure leans high by up to connections / answers (1-3 % here).
+
+Lag: the last position of the event log minus the lowest position any read model has
+tracked, read from the tables (``ledger_events`` and each projection's ``*_tracking``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from projections.readmodels import APP_NAME, PROJECTIONS
+
+SETTLE_S = 11.5
+CATCH_UP_LIMIT_S = 120.0
+POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class _Pending:
+    ended: float  # when the run ended
+    requests: int  # its 2xx answers
+    own_queries: int  # the bench's own queries on the database since the opening reading
+    done: Callable[[float], None]  # given the commits per request
+
+
+class Commits:
+    """``xact_commit`` of one database; commits per request of runs between readings."""
+
+    def __init__(self, pg: str, dbname: str) -> None:
+        self.dbname = dbname
+        self.connection = psycopg.connect(f"{pg}/postgres", autocommit=True, connect_timeout=10)
+        self.idle_per_s = 0.0
+        self.last: tuple[int, float] | None = None
+        self.pending: _Pending | None = None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def read(self) -> tuple[int, float]:
+        row = self.connection.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.dbname,)
+        ).fetchone()
+        if row is None:
+            raise RuntimeError(f"no database {self.dbname} in pg_stat_database")
+        return int(row[0]), time.monotonic()
+
+    def measure_idle(self, started: tuple[int, float]) -> float:
+        """The idle rate since ``started`` (a reading taken ``SETTLE_S`` after any work)."""
+        self.last = self.read()
+        self.idle_per_s = (self.last[0] - started[0]) / (self.last[1] - started[1])
+        return self.idle_per_s
+
+    def before_run(self) -> None:
+        """Close the previous run's count (waiting out ``SETTLE_S`` if need be)."""
+        assert self.last is not None, "no opening reading: measure_idle first"
+        if self.pending is None:
+            return
+        time.sleep(max(0.0, self.pending.ended + SETTLE_S - time.monotonic()))
+        (before, started), (after, now) = self.last, self.read()
+        net = after - before - self.pending.own_queries - self.idle_per_s * (now - started)
+        self.pending.done(net / max(self.pending.requests, 1))
+        self.last, self.pending = (after, now), None
+
+    def after_run(self, requests: int, own_queries: int, done: Callable[[float], None]) -> None:
+        self.pending = _Pending(time.monotonic(), requests, own_queries, done)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    lag_events: int  # right after the load ended
+    seconds: float  # until the lag was 0
+    caught_up: bool  # False: still behind after CATCH_UP_LIMIT_S
+
+
+class Lag:
+    """The read models' lag, straight from the tables; every query counted (one commit)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.connection = psycopg.connect(database_url, autocommit=True, connect_timeout=10)
+        self.queries = 0
+        events = f"{APP_NAME.lower()}_events"
+        tracked = ", ".join(
+            f"coalesce((SELECT max(notification_id) FROM {p.name}_tracking"
+            f" WHERE application_name = '{APP_NAME}'), 0)"
+            for p in PROJECTIONS
+        )
+        # Names from the ledger's own classes, never from input.
+        self.sql = (f"SELECT coalesce((SELECT max(notification_id) FROM {events}), 0),"
+                    f" least({tracked})")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def positions(self) -> tuple[int, int]:
+        """The log's last position, and the lowest any read model has reached."""
+        self.queries += 1
+        row = self.connection.execute(self.sql).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def lag(self) -> int:
+        log, tracked = self.positions()
+        return log - tracked
+
+    def catch_up(self) -> CatchUp:
+        started = time.monotonic()
+        first = lag = self.lag()
+        while lag > 0 and time.monotonic() - started < CATCH_UP_LIMIT_S:
+            time.sleep(POLL_S)
+            lag = self.lag()
+        return CatchUp(first, time.monotonic() - started, lag <= 0)
