@@ -1,257 +1,261 @@
-"""``make bench``: the ledger's speed beside baselines measured in the same run.
+"""``make bench``: the figures issue 9 asks for, the ledger beside its baselines, in one run.
 
-One run against PostgreSQL (a fresh database, dropped after):
-- HTTP deposits per second and balance reads per second, p50/p99 latency, through a real
-  ``ledger serve`` process;
-- baselines: raw single-row INSERT commits from Python (psycopg, same concurrency), and a bare
-  aiohttp handler (GET and small-JSON POST) served by a process of its own.
-Figures are printed as a table with each ratio to its baseline: these machines are shared and
-noisy, so only ratios measured side by side mean much.
+On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
+1. A real ``ledger serve`` and the bare service (``bench/bare.py``: aiohttp + psycopg, a pool
+   of 8, one durable INSERT per write, one indexed SELECT per read), each started here on a
+   free loopback port, ``--users`` accounts opened in each first.
+2. ``--rounds`` rounds of deposits then balance reads, wrk ``-t2 -c32`` for ``--seconds``
+   each, the same requests (``bench/load.lua``) to both services, taking turns on who goes
+   first; medians over the rounds. For each run: commits per request (``pg_stat_database``)
+   and, for the ledger's write runs, the read models' lag when the load ends and how long
+   until they catch up.
+3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
+4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
+5. With the services stopped: ``--events`` events made in a fresh database, then the rate of
+   ``ledger rebuild`` beside the rate of merely reading and decoding them.
+Then one markdown table: each measure, its baseline, the ratio and the issue's goal.
+
+These machines are shared and noisy: compare only ratios measured side by side in one run.
+Every run, wait and loop is bounded; started processes are stopped and databases dropped
+however the run ends.
+
+    .venv/bin/python -m bench.run --rounds 1 --seconds 4 --events 20000   # a quick run
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import click
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKENS = {role: secrets.token_urlsafe(16) for role in ("system", "cs", "finance", "auditor")}
-START_TIMEOUT_S = 30.0
+from bench import rebuild, report, services, wrk
+from bench.probes import SETTLE_S, Commits, Lag
+from bench.report import HttpFigures
+from bench.services import Service
+
+OPEN_CONCURRENCY = 16
+OPEN_TIMEOUT_S = 300.0
+OPEN_ATTEMPTS = 3
+AUDITOR_HEAD_START_S = 1.0
+IDLE_S = 5.0
 
 
 @dataclass
-class Result:
+class Target:
+    """One service under load, with its commit meter and (the ledger) its lag probe."""
+
     name: str
-    count: int
-    seconds: float
-    latencies_s: list[float]
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.seconds
-
-    def percentile_ms(self, q: float) -> float:
-        ordered = sorted(self.latencies_s)
-        if not ordered:
-            return float("nan")
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    service: Service
+    token: str
+    commits: Commits
+    lag: Lag | None = None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class Options:
+    rounds: int
+    seconds: int
+    users: int
+    threads: int
+    connections: int
+    auditors: int
 
 
-async def load(
-    name: str,
-    count: int,
-    concurrency: int,
-    call: Callable[[aiohttp.ClientSession, int], Awaitable[None]],
-) -> Result:
-    """``count`` calls, ``concurrency`` at a time; every call's latency recorded."""
-    latencies: list[float] = []
-    next_index = iter(range(count))
-    connector = aiohttp.TCPConnector(limit=concurrency)
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def open_accounts(base: str, token: str, users: int) -> None:
+    """``users`` accounts u0000 ... through the API, as the system role."""
+    headers = {"Authorization": f"Bearer {token}"}
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
 
-        async def worker() -> None:
-            for i in next_index:
-                started = time.perf_counter()
-                await call(session, i)
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    return Result(name, count, seconds, latencies)
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited early with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"server at {url} did not start in {START_TIMEOUT_S} s")
-
-
-BARE_APP = """
-import sys
-from aiohttp import web
-async def get(request): return web.json_response({"ok": True})
-async def post(request): return web.json_response(await request.json(), status=201)
-app = web.Application(); app.router.add_get("/", get); app.router.add_post("/", post)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-"""
-
-
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        args,
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
-def raw_inserts(dsn: str, count: int, threads: int) -> Result:
-    """Single-row INSERT commits from Python: the floor under any durable write."""
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("CREATE TABLE bench_raw (id bigserial PRIMARY KEY, body text)")
-    body = "x" * 300
-    latencies: list[float] = []
-    counter = iter(range(count))
-    lock = threading.Lock()
-
-    def work() -> None:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            while True:
-                with lock:
-                    if next(counter, None) is None:
+        async def one(n: int) -> None:
+            body = {"username": f"u{n:04d}", "currency": "USD"}
+            refusal = ""
+            for _ in range(OPEN_ATTEMPTS):  # a 503 is safe to retry under the key
+                async with gate, session.post(f"{base}/v1/accounts", json=body,
+                                              headers={"Idempotency-Key": f"open-{n}"}) as answer:
+                    if answer.status == 201:
                         return
-                started = time.perf_counter()
-                c.execute("INSERT INTO bench_raw (body) VALUES (%s)", (body,))
-                latencies.append(time.perf_counter() - started)
+                    refusal = f"{answer.status} {await answer.text()}"
+                    if answer.status != 503:
+                        break
+                await asyncio.sleep(1.0)
+            raise RuntimeError(f"opening u{n:04d}: {refusal}")
 
-    started = time.perf_counter()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return Result("raw INSERT commits (psycopg)", count, time.perf_counter() - started, latencies)
+        await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(users))), OPEN_TIMEOUT_S)
 
 
-async def ledger_load(
-    base: str, accounts: int, count: int, concurrency: int
-) -> tuple[Result, Result]:
-    system = {"Authorization": f"Bearer {TOKENS['system']}"}
-    async with aiohttp.ClientSession() as session:
-        for n in range(accounts):
-            async with session.post(
-                f"{base}/v1/accounts",
-                json={"username": f"bench-{n}", "currency": "USD"},
-                headers=system,
-            ) as r:
-                assert r.status == 201, await r.text()
-
-    async def deposit(session: aiohttp.ClientSession, i: int) -> None:
-        async with session.post(
-            f"{base}/v1/accounts/bench-{i % accounts}/deposits",
-            json={"amount": 100 + i, "reference": f"pay-{i}"},
-            headers=system,
-        ) as r:
-            assert r.status == 201, await r.text()
-
-    async def read(session: aiohttp.ClientSession, i: int) -> None:
-        async with session.get(f"{base}/v1/accounts/bench-{i % accounts}", headers=system) as r:
-            assert r.status == 200, await r.text()
-
-    deposits = await load("ledger: HTTP deposits", count, concurrency, deposit)
-    reads = await load("ledger: balance reads", count, concurrency, read)
-    return deposits, reads
-
-
-async def bare_load(base: str, count: int, concurrency: int) -> tuple[Result, Result]:
-    async def post(session: aiohttp.ClientSession, i: int) -> None:
-        async with session.post(base, json={"amount": i, "reference": f"pay-{i}"}) as r:
-            assert r.status == 201
-
-    async def get(session: aiohttp.ClientSession, i: int) -> None:
-        async with session.get(base) as r:
-            assert r.status == 200
-
-    return (
-        await load("bare aiohttp POST", count, concurrency, post),
-        await load("bare aiohttp GET", count, concurrency, get),
+def load(target: Target, mode: str, tag: str, options: Options, *, threads: int | None = None,
+         connections: int | None = None) -> wrk.Load:
+    command = wrk.command(
+        target.service.url, wrk.LOAD_SCRIPT, [mode, str(options.users), tag, target.token],
+        threads=threads or options.threads, connections=connections or options.connections,
+        seconds=options.seconds,
     )
+    return wrk.run(command, options.seconds)
 
 
-def table(rows: list[tuple[Result, Result]]) -> str:
-    lines = [
-        f"{'measure':<30} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}   {'baseline':<30} "
-        f"{'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}",
-    ]
-    for mine, base in rows:
-        lines.append(
-            f"{mine.name:<30} {mine.per_second:>9.0f} {mine.percentile_ms(0.5):>8.1f} "
-            f"{mine.percentile_ms(0.99):>8.1f}   {base.name:<30} {base.per_second:>9.0f} "
-            f"{base.percentile_ms(0.5):>8.1f} {base.percentile_ms(0.99):>8.1f} "
-            f"{mine.per_second / base.per_second:>6.2f}"
-        )
-    return "\n".join(lines)
+def metered(target: Target, mode: str, tag: str, options: Options,
+            figures: HttpFigures) -> wrk.Load:
+    """One load run, with its commits per request (counted once they have settled) and, for
+    the ledger's writes, the read models' lag when it ends."""
+    target.commits.before_run()
+    own_before = target.lag.queries if target.lag else 0
+    done = load(target, mode, tag, options)
+    line = f"  {target.name:<6} {mode:<7} {done.describe()}"
+    if target.lag is not None:
+        catch_up = target.lag.catch_up()
+        if mode == "deposit":
+            figures.lags.append(catch_up)
+            line += f"; lag {catch_up.lag_events} events, 0 after {catch_up.seconds:.2f} s"
+    found = figures.commits_per_write if mode == "deposit" else figures.commits_per_read
+    counts = found.setdefault(target.name, [])
+
+    def counted(per_request: float) -> None:
+        counts.append(per_request)
+        say(f"  ({target.name} {mode} {tag}: {per_request:.2f} commits each)")
+
+    own = (target.lag.queries if target.lag else 0) - own_before
+    target.commits.after_run(done.ok, own, counted)
+    say(line)
+    return done
+
+
+def rounds(targets: list[Target], options: Options, figures: HttpFigures) -> None:
+    runs: dict[tuple[str, str], list[wrk.Load]] = {}
+    for r in range(options.rounds):
+        say(f"round {r + 1} of {options.rounds}")
+        order = targets if r % 2 == 0 else targets[::-1]  # neither always goes first
+        for mode in ("deposit", "balance"):
+            for target in order:
+                done = metered(target, mode, f"r{r}", options, figures)
+                runs.setdefault((target.name, mode), []).append(done)
+    for target in targets:  # the last runs' counts, before any unmetered load
+        target.commits.before_run()
+    for (name, mode), loads in runs.items():
+        (figures.writes if mode == "deposit" else figures.reads)[name] = wrk.Median.of(loads)
+
+
+def one_at_a_time(targets: list[Target], options: Options, figures: HttpFigures) -> None:
+    say("one deposit at a time")
+    for target in targets:
+        done = load(target, "deposit", "solo", options, threads=1, connections=1)
+        figures.solo[target.name] = done
+        say(f"  {target.name:<6} {done.describe()}")
+
+
+def heavy_readers(ledger: Target, auditor_token: str, options: Options,
+                  figures: HttpFigures) -> None:
+    assert ledger.lag is not None
+    say(f"deposits alone, then with {options.auditors} auditors paging the log")
+    figures.unloaded = load(ledger, "deposit", "alone", options)
+    ledger.lag.catch_up()
+    log_size, _ = ledger.lag.positions()
+    seconds = options.seconds + 2 * int(AUDITOR_HEAD_START_S) + 1
+    auditors = wrk.Background(wrk.command(
+        ledger.service.url, wrk.AUDITOR_SCRIPT, [auditor_token, str(log_size)],
+        threads=1, connections=options.auditors, seconds=seconds), seconds)
+    try:
+        time.sleep(AUDITOR_HEAD_START_S)  # the auditors are paging before deposits begin
+        figures.audited = load(ledger, "deposit", "audited", options)
+        figures.auditors = auditors.finish()
+    finally:
+        auditors.stop()
+    figures.auditor_count = options.auditors
+    say(f"  alone   {figures.unloaded.describe()}\n  audited {figures.audited.describe()}\n"
+        f"  auditors {figures.auditors.describe()} (pages)")
+
+
+@contextmanager
+def targets(pg: str, options: Options, tokens: dict[str, str]) -> Iterator[list[Target]]:
+    """Both services running on fresh databases, accounts opened, meters ready."""
+    with ExitStack() as stack:
+        ledger_url = stack.enter_context(services.database(pg, "ledger"))
+        bare_url = stack.enter_context(services.database(pg, "bare"))
+        ledger = stack.enter_context(services.ledger(ledger_url, tokens))
+        bare = stack.enter_context(services.bare(bare_url, options.users))
+        say(f"opening {options.users} accounts in the ledger")
+        asyncio.run(open_accounts(ledger.url, tokens["system"], options.users))
+        lag = Lag(ledger_url)
+        stack.callback(lag.close)
+        lag.catch_up()
+        found = []
+        for service, url, probe in ((bare, bare_url, None), (ledger, ledger_url, lag)):
+            commits = Commits(pg, url.rsplit("/", 1)[1])
+            stack.callback(commits.close)
+            found.append(Target(service.name, service, tokens["system"], commits, probe))
+        yield found
+
+
+def http_figures(pg: str, options: Options) -> HttpFigures:
+    tokens = services.tokens()
+    figures = HttpFigures(connections=options.connections, rounds=options.rounds)
+    with targets(pg, options, tokens) as found:
+        say(f"counting idle commits ({SETTLE_S + IDLE_S:.0f} s)")
+        time.sleep(SETTLE_S)  # the start-up's and the accounts' commits have settled
+        opening = [target.commits.read() for target in found]
+        time.sleep(IDLE_S)
+        for target, started in zip(found, opening, strict=True):
+            idle = target.commits.measure_idle(started)
+            figures.idle_commits_per_s[target.name] = idle
+            say(f"  {target.name} commits {idle:.1f}/s when idle (taken off its counts)")
+        rounds(found, options, figures)
+        one_at_a_time(found, options, figures)
+        heavy_readers(found[1], tokens["auditor"], options, figures)
+    return figures
+
+
+def server_version(pg: str) -> str:
+    with psycopg.connect(f"{pg}/postgres", connect_timeout=10) as c:
+        row = c.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
 
 
 @click.command()
-@click.option("--count", default=3000, show_default=True, help="requests per measure")
-@click.option("--concurrency", default=32, show_default=True, help="connections at once")
-@click.option("--accounts", default=100, show_default=True, help="accounts the load spreads over")
-@click.option("--pg", default="postgresql://postgres@127.0.0.1:5432", show_default=True)
-def main(count: int, concurrency: int, accounts: int, pg: str) -> None:
-    assert 0 < count <= 1_000_000 and 0 < concurrency <= 1000
-    name = f"ledger_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{pg}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = f"{pg}/{name}"
-    ledger_port, bare_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": dsn,
-        "LEDGER_TOKENS": ",".join(f"{r}:{t}" for r, t in TOKENS.items()),
-    }
-    ledger = start(
-        [str(Path(sys.executable).with_name("ledger")), "serve", "--port", str(ledger_port)], env
-    )
-    bare = start([sys.executable, "-c", BARE_APP, str(bare_port)], dict(os.environ))
-    try:
-        wait_for(f"http://127.0.0.1:{ledger_port}", ledger)
-        wait_for(f"http://127.0.0.1:{bare_port}", bare)
-        raw = raw_inserts(dsn, count, threads=min(concurrency, 8))
-        deposits, reads = asyncio.run(
-            ledger_load(f"http://127.0.0.1:{ledger_port}", accounts, count, concurrency)
-        )
-        bare_post, bare_get = asyncio.run(
-            bare_load(f"http://127.0.0.1:{bare_port}/", count, concurrency)
-        )
-    finally:
-        stop(ledger)
-        stop(bare)
-        with psycopg.connect(f"{pg}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    print(
-        f"\n{count} requests per measure, {concurrency} connections, {accounts} accounts, "
-        f"PostgreSQL {name}\n"
-    )
-    print(table([(deposits, raw), (deposits, bare_post), (reads, bare_get)]))
+@click.option("--rounds", "rounds_", default=3, show_default=True, type=click.IntRange(1, 9),
+              help="Rounds of the write and read loads (medians over them).")
+@click.option("--seconds", default=6, show_default=True, type=click.IntRange(1, 60),
+              help="Length of each wrk run.")
+@click.option("--events", default=100_000, show_default=True,
+              type=click.IntRange(0, 1_000_000), help="Events to rebuild (0: skip).")
+@click.option("--users", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option("--connections", default=32, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--auditors", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option("--pg", default="postgresql://postgres@127.0.0.1:5432", show_default=True,
+              help="The PostgreSQL server (a URL without a database).")
+def main(rounds_: int, seconds: int, events: int, users: int, threads: int,
+         connections: int, auditors: int, pg: str) -> None:
+    if connections < threads:
+        raise click.BadParameter("at least one connection per thread", param_hint="--connections")
+    options = Options(rounds_, seconds, users, threads, connections, auditors)
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    http = http_figures(pg, options)
+    rebuilt = None
+    if events:
+        say(f"making {events:,} events, then `ledger rebuild` beside reading and decoding them")
+        with services.database(pg, "replay") as url:
+            rebuilt = rebuild.measure(url, events=events, users=users)
+        say(f"  made in {rebuilt.seed_s:.1f} s; read + decode {rebuilt.decode_per_s:,.0f}/s; "
+            f"rebuild {rebuilt.command_per_s:,.0f}/s whole command")
+    idle = ", ".join(f"{k} {v:.1f}/s" for k, v in http.idle_commits_per_s.items())
+    say(f"\nPostgreSQL {server_version(pg)}; wrk -t{threads} -c{connections} -d{seconds}s, "
+        f"{rounds_} round(s), {users} users; load average {load_before:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at the end; {time.monotonic() - started:.0f} s in all; "
+        f"idle commits taken off the counts: {idle}.\n")
+    say(report.markdown(report.rows(http, rebuilt)))
 
 
 if __name__ == "__main__":
