@@ -21,8 +21,9 @@ run: install
 test: install
 	$(BIN)/pytest -q
 
+# Issue 9's figures (bench/run.py; needs wrk). BENCH_ARGS adds options, e.g. --rounds 1 --seconds 4.
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The long chaos run (tests/chaos/README.md) on a PostgreSQL cluster of its own (15/chaos on port
 # 5433, made if missing: the run crash-restarts it). CHAOS_ARGS adds or overrides options.
