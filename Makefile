@@ -23,6 +23,7 @@ test: install
 
 # Issue 9's figures (bench/run.py; needs wrk). BENCH_ARGS adds options, e.g. --rounds 1 --seconds 4.
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The long chaos run (tests/chaos/README.md) on a PostgreSQL cluster of its own (15/chaos on port

@@ -38,6 +38,7 @@ from projections.chain import Chain, Digest, read_digests
 from projections.journal import JournalProjection
 from projections.leadership import LeadershipBusy
 from projections.readmodels import ReadModels
+from projections.seal import ChainKeyError
 from projections.store import open_application
 
 SHUTDOWN_TIMEOUT_S = 15.0
@@ -121,17 +122,21 @@ def serve(host: str, port: int) -> None:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)
         sys.exit(2)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        # Explicit, though aiohttp's default: a client hanging up never cuts a write in half.
-        handler_cancellation=False,
-        access_log=logging.getLogger("aiohttp.access"),
-        access_log_format=ACCESS_LOG_FORMAT,
-        print=lambda message: log.info("%s", message),
-    )
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # Explicit, though aiohttp's default: a client hanging up never cuts a write in half.
+            handler_cancellation=False,
+            access_log=logging.getLogger("aiohttp.access"),
+            access_log_format=ACCESS_LOG_FORMAT,
+            print=lambda message: log.info("%s", message),
+        )
+    except ChainKeyError as error:  # found at start-up, before anything is served
+        click.echo(f"ledger serve: {error}", err=True)
+        sys.exit(2)
 
 
 # -- the one-off commands ------------------------------------------------------------------------
@@ -155,8 +160,13 @@ def _settings(command: str) -> StoreSettings:
 
 
 @contextmanager
-def _application(settings: StoreSettings) -> Iterator[LedgerApplication]:
-    app = open_application(settings)
+def _application(settings: StoreSettings, command: str) -> Iterator[LedgerApplication]:
+    """The application on an existing store; never a new chain key (only ``serve`` makes one,
+    on an empty store's first start)."""
+    try:
+        app = open_application(settings, may_create_key=False)
+    except ChainKeyError as error:
+        _refuse(command, str(error))
     try:
         yield app
     finally:
@@ -172,7 +182,7 @@ def rebuild(lock_timeout_s: float) -> None:
 
     Refused while a `ledger serve` keeps the read models: stop it first."""
     settings = _settings("rebuild")
-    with _application(settings) as app:
+    with _application(settings, "rebuild") as app:
         total = app.recorder.max_notification_id() or 0
         with tqdm(total=total, unit="event", desc="rebuild", file=sys.stderr) as bar:
             try:
@@ -200,7 +210,7 @@ def _digests(paths: tuple[Path, ...]) -> list[Digest]:
 
 def _print_report(report: audit.VerifyReport) -> None:
     if report.ok:
-        click.echo(f"ok: {report.events_checked} events checked; the hash chain, every digest "
+        click.echo(f"ok: {report.events_checked} events checked; every seal, every digest "
                    "and every invariant hold, and the read models equal a fresh replay")
     else:
         where = report.first_bad_position
@@ -208,9 +218,6 @@ def _print_report(report: audit.VerifyReport) -> None:
                    f"{'none in the log (a read model differs)' if where is None else where}")
         for problem in report.problems:
             click.echo(f"  - {problem}")
-    if report.unlinked_tail:
-        click.echo(f"note: the last {report.unlinked_tail} events are not bound into the hash "
-                   "chain yet (the process keeping the read models binds them)")
 
 
 @main.command()
@@ -225,7 +232,7 @@ def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
     Exits 0 only when all hold; otherwise 1, with the first bad position."""
     settings = _settings("verify")
     digests = _digests(digest_files)
-    with _application(settings) as app:
+    with _application(settings, "verify") as app:
         report = audit.verify(settings, app, digests)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
@@ -241,12 +248,10 @@ def digest(output: Path | None) -> None:
     """The hash chain's head as a JSON line: keep it outside the database, and give it to
     `ledger verify --digest` to catch a rewrite of events and chain together."""
     settings = _settings("digest")
-    with _application(settings) as app:
+    with _application(settings, "digest") as app:
         head = Chain(app.recorder).head()
-        log_end = app.recorder.max_notification_id() or 0
     if head.position == 0:
-        _refuse("digest", "the hash chain binds no event yet (`ledger serve` binds them)",
-                exit_code=1)
+        _refuse("digest", "the chain seals no event yet", exit_code=1)
     if output is None:
         click.echo(head.to_json())
     else:
@@ -254,9 +259,6 @@ def digest(output: Path | None) -> None:
             file.write(head.to_json() + "\n")
             file.flush()
             os.fsync(file.fileno())
-    if log_end > head.position:
-        click.echo(f"ledger digest: the log reaches position {log_end}; the chain binds it up "
-                   f"to {head.position}", err=True)
 
 
 def beancount_text(app: LedgerApplication, currency: str | None) -> str:
@@ -289,7 +291,7 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
         except InvalidInput as error:
             _refuse("export", error.detail)
     settings = _settings("export")
-    with _application(settings) as app:
+    with _application(settings, "export") as app:
         text = beancount_text(app, currency)
     if output is None:
         click.echo(text, nl=False)

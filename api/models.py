@@ -612,17 +612,29 @@ class Reconciliation(Answer):
     ok: bool = Field(description="Every invariant holds.")
 
 
+class ChainDamage(Answer):
+    position: int = Field(description="The log position.")
+    what: Literal["unsealed", "content", "order", "missing", "digest"] = Field(
+        description="unsealed: an event with no seal (written behind the service's back); "
+        "content: the seal does not match the event; order: the seal does not follow the one "
+        "before it (events removed or moved); missing: a sealed event is gone; digest: a "
+        "digest kept outside the database does not match."
+    )
+
+
 class VerifyReport(Answer):
     ok: bool
     events_checked: int
     first_bad_position: int | None
     problems: list[str]
-    unlinked_tail: int = Field(description="Events not yet bound into the hash chain.")
+    damage: list[ChainDamage] = Field(
+        description="Every damaged position of the chain, in log order, and what is wrong there."
+    )
 
 
 class ChainDigest(Answer):
     position: int = Field(description="The last position bound into the hash chain (0: none).")
-    hash: str = Field(description="The chain's link at that position (sha256, hex).")
+    hash: str = Field(description="The chain's link at that position (HMAC-SHA-256, hex).")
 
 
 class Health(Answer):

@@ -14,7 +14,7 @@ import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.context import REQUEST_ID
 
@@ -39,6 +39,12 @@ class Metrics:
             "ledger_http_request_duration_seconds",
             "Time to answer an HTTP request",
             ("route", "method"),
+            registry=self.registry,
+        )
+        self.history_damage = Gauge(
+            "ledger_history_damaged_position",
+            "The first log position whose seal does not hold, where the read models stop "
+            "(0: none); set on every /ready",
             registry=self.registry,
         )
 

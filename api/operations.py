@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.context import READ_MODELS, run
 from api.handlers import json_response
 from api.observability import METRICS
-from ledger.errors import NotReady
+from ledger.errors import HistoryDamaged, NotReady
 
 READY_TIMEOUT_S = 5.0
 OPENAPI_JSON = web.AppKey("openapi_json", bytes)
@@ -36,6 +36,16 @@ async def ready(request: web.Request) -> web.Response:
     except Exception as error:  # any failure to reach the store means: not ready
         log.warning("not ready: %s: %s", type(error).__name__, error)
         raise NotReady("the database does not answer") from None
+    damage = status.get("damage")
+    request.app[METRICS].history_damage.set(damage["position"] if damage else 0)
+    if damage:
+        log.error("not ready: history damaged at position %d (%s)", damage["position"],
+                  damage["what"])
+        raise HistoryDamaged(
+            f"the history is damaged at position {damage['position']} ({damage['what']}): the "
+            "read models stop before it, and nothing after it is served",
+            position=damage["position"],
+        )
     return json_response({"status": "ready", **status})
 
 

@@ -1,16 +1,19 @@
-"""LedgerApplication: one method per use case, each one atomic ``save``.
+"""LedgerApplication: one method per use case, each recorded atomically.
 
 A use case has two halves kept apart: *decide* (load aggregates, run the domain, collect the
-aggregates whose new events must be recorded together, and the answer) and *commit* (one
-``save`` of all of them: one transaction). Keeping them apart lets several decisions share one
-transaction later (group commit).
+aggregates whose new events must be recorded together, and the answer) and *commit* (hand them
+to the committer, ``ledger.pipeline``, which records many decided commands in one transaction).
 
-Concurrency: aggregates are versioned; a save that lost a race raises ``IntegrityError`` and the
-use case is decided again from fresh state, at most ``max_attempts`` times, then ``Contention``.
-Within one process, writers of one account queue on a striped lock first, so they rarely race.
+Concurrency: aggregates are versioned; a decision that cannot be recorded because its state
+moved on (another command of the batch, another process) is decided again from fresh state, at
+most ``max_attempts`` times, then ``Contention``. Within one process, writers of one account
+queue on a striped lock first (held until their commit is answered), so they rarely race.
+Aggregates come from this process's cache as it last recorded them; a decision that records
+nothing (a refusal, a natural duplicate) is decided again from the store before it is answered,
+so another process's writes are never missed.
 
-Idempotency: with a caller's key, an ``IdempotencyRecord`` is saved in the same transaction as
-the events it guards; a repeat answers the first response (see ``ledger.idempotency``).
+Idempotency: with a caller's key, the key's record is written in the same transaction as the
+events it guards; a repeat answers the first response (see ``ledger.idempotency``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from ledger import errors, identity, money, policy
 from ledger.account import Account, account_id
@@ -43,8 +45,9 @@ from ledger.errors import (
     NotFound,
     Refused,
 )
-from ledger.idempotency import IdempotencyRecord, fingerprint, record_id
+from ledger.idempotency import KeyBook, KeyRecord, KeyWrite, fingerprint, record_id
 from ledger.identity import Actor
+from ledger.pipeline import Committer, Conflicted
 from ledger.refund_request import RefundRequest
 from ledger.return_case import OUTCOMES, ReturnCase
 
@@ -62,6 +65,14 @@ class EventPositions(Protocol):
 class _UnwiredPositions:
     def position_of(self, originator_id: UUID, version: int) -> int:
         raise RuntimeError("LedgerApplication.positions was not wired to the event store")
+
+
+class _UnwiredKeys:
+    def get(self, record_id: str) -> KeyRecord | None:
+        raise RuntimeError("LedgerApplication.keys was not wired to the event store")
+
+    def prune(self, before: datetime) -> int:
+        raise RuntimeError("LedgerApplication.keys was not wired to the event store")
 
 
 @dataclass(frozen=True)
@@ -113,10 +124,17 @@ class LedgerApplication(Application[UUID]):
         super().__init__(env)
         assert max_attempts >= 1
         self.positions: EventPositions = positions or _UnwiredPositions()
+        self.keys: KeyBook = _UnwiredKeys()
         self.clock = clock
         self.max_attempts = max_attempts
         self.lock_timeout_s = lock_timeout_s
         self._locks = _StripedLocks()
+        self.committer = Committer(self)
+        self._reads = threading.local()  # the aggregates the current decision loaded
+
+    def close(self) -> None:
+        self.committer.stop()
+        super().close()
 
     # -- accounts and money -----------------------------------------------------------------
 
@@ -322,7 +340,7 @@ class LedgerApplication(Application[UUID]):
         actor: Actor,
         key: str | None,
     ) -> Outcome:
-        username = self.refund_request(request_id).username
+        username = self._owner(request_id, RefundRequest)
         return self._execute(
             command,
             {"id": str(request_id), **params},
@@ -568,7 +586,7 @@ class LedgerApplication(Application[UUID]):
             decide,
             actor,
             idempotency_key,
-            lock=account_id(self.return_case(case_id).username),
+            lock=account_id(self._owner(case_id, ReturnCase)),
         )
 
     def close_return_case(
@@ -629,7 +647,7 @@ class LedgerApplication(Application[UUID]):
             step(case, self.today().isoformat())
             return Decision((case,), case.snapshot(), outcome)
 
-        username = self.return_case(case_id).username
+        username = self._owner(case_id, ReturnCase)
         return self._execute(
             f"return_case.{command}",
             {"id": str(case_id), **params},
@@ -652,7 +670,7 @@ class LedgerApplication(Application[UUID]):
 
     def _account_or_none(self, username: str) -> Account | None:
         try:
-            account: object = self.repository.get(account_id(username))
+            account: object = self._load(account_id(username))
         except AggregateNotFoundError:
             return None
         assert isinstance(account, Account)
@@ -660,16 +678,51 @@ class LedgerApplication(Application[UUID]):
 
     def return_case(self, case_id: UUID) -> ReturnCase:
         try:
-            case: object = self.repository.get(case_id)
+            case: object = self._load(case_id)
         except AggregateNotFoundError:
             raise NotFound(f"no return case {case_id}", id=str(case_id)) from None
         if not isinstance(case, ReturnCase):
             raise NotFound(f"no return case {case_id}", id=str(case_id))
         return case
 
+    def _load(self, aggregate_id: UUID) -> Aggregate:
+        """Within a decision: the aggregate as this process last knew it, remembered as read,
+        so that a decision recording nothing can be made again from the store. Outside one (a
+        caller asking how things stand): as the store has it now."""
+        reads: set[UUID] | None = getattr(self._reads, "ids", None)
+        if reads is None:
+            self._forget({aggregate_id})
+        else:
+            reads.add(aggregate_id)
+        aggregate: Aggregate = self.repository.get(aggregate_id)
+        return aggregate
+
+    def _owner(self, aggregate_id: UUID, kind: type[RefundRequest | ReturnCase]) -> str:
+        """Whose request or case this is (to take the account's lock): that never changes, so
+        the copy this process knows is as good as the store's."""
+        try:
+            found: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, kind):
+            what = "refund request" if kind is RefundRequest else "return case"
+            raise NotFound(f"no {what} {aggregate_id}", id=str(aggregate_id))
+        return found.username
+
+    def _forget(self, ids: set[UUID]) -> None:
+        """Drop aggregates from the cache: the next load reads them from the store."""
+        cache: Any = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in ids:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
+
     def refund_request(self, request_id: UUID) -> RefundRequest:
         try:
-            request: object = self.repository.get(request_id)
+            request: object = self._load(request_id)
         except AggregateNotFoundError:
             raise NotFound(f"no refund request {request_id}", id=str(request_id)) from None
         if not isinstance(request, RefundRequest):
@@ -689,47 +742,68 @@ class LedgerApplication(Application[UUID]):
         lock: UUID,
     ) -> Outcome:
         guard = _KeyGuard(self, actor, key, fingerprint(command, params)) if key else None
-        for attempt in range(self.max_attempts):
+        # The key is looked up only when it may matter: before a decision made again (a
+        # conflict may have been this very request, committed), and before any answer that
+        # records nothing. A first attempt that records goes straight to the commit, where a
+        # key already taken is a conflict like any other.
+        check_key, fresh, conflicts = False, False, 0
+        # Bounded: each round either answers, or is the one decision made again from the store
+        # (``fresh``, once), or is a conflict (at most ``max_attempts``).
+        while conflicts < self.max_attempts:
             stripe = self._locks.for_key(lock)
             if not stripe.acquire(timeout=self.lock_timeout_s):
                 raise Contention("the account is busy; try again shortly")
             try:
-                if guard is not None and (replay := guard.replay()) is not None:
+                if guard is not None and check_key and (replay := guard.replay()) is not None:
                     return replay
                 first_refusal = None
+                reads: set[UUID] = set()
+                self._reads.ids = reads
                 try:
                     decision = decide()
                 except (Refused, Conflict, NotFound) as refusal:
+                    if not fresh:  # perhaps decided on what another process changed since
+                        self._forget(reads)
+                        check_key = fresh = True
+                        continue
                     if guard is None:
                         raise
-                    # Another process may have carried out this very request (same key) since
-                    # the check above: its answer is the answer. Otherwise the refusal is this
-                    # key's first response, recorded so that a retry hears it again.
                     if (replay := guard.replay()) is not None:
                         return replay
                     decision, first_refusal = guard.refusal(refusal), refusal
+                finally:
+                    self._reads.ids = None
                 original = None
                 if not decision.aggregates and decision.outcome != REFUSED:
                     # a natural duplicate: it answers the original
+                    if not fresh:
+                        self._forget(reads)
+                        check_key = fresh = True
+                        continue
                     assert decision.original is not None
                     original = self.positions.position_of(*decision.original)
                     if guard is None:
                         return Outcome(decision.outcome, decision.body, original)
-                to_save = list(decision.aggregates)
-                if guard is not None:
-                    to_save.append(guard.record(decision, original))
+                    if (replay := guard.replay()) is not None:
+                        return replay
+                write = guard.record(decision, original) if guard is not None else None
                 try:
-                    recordings = self.save(*to_save)
-                except IntegrityError:
-                    pass  # lost a race (or the first try committed): decide again
+                    committed = self.committer.commit(decision.aggregates, write)
+                except Conflicted:
+                    # lost a race (or the first try committed, or the key was taken): decide
+                    # again from the store
+                    self._forget(reads)
+                    check_key = fresh = True
+                    conflicts += 1
                 else:
                     if first_refusal is not None:
                         raise first_refusal  # recorded; not a replay the first time
-                    position = recordings[-1].notification.id if original is None else original
+                    position = committed.last if original is None else original
+                    assert position is not None, "a recorded decision has a position"
                     return Outcome(decision.outcome, decision.body, position)
             finally:
                 stripe.release()
-            _back_off(attempt)
+            _back_off(conflicts)
         raise Contention(f"{command} lost {self.max_attempts} races in a row; try again shortly")
 
 
@@ -816,35 +890,33 @@ def _resolution(
 
 
 class _KeyGuard:
-    """The idempotency key of one command: replays what it did, or records what it does."""
+    """The idempotency key of one command: replays what it did, or records what it does.
+
+    A key belongs to the caller (the role), not to the token it came with."""
 
     def __init__(self, app: LedgerApplication, actor: Actor, key: str, fingerprint: str) -> None:
         self.app = app
-        self.caller = actor.name
-        self.id = record_id(actor.name, key)
+        self.caller = actor.role
+        self.id = record_id(self.caller, key)
         self.fingerprint = fingerprint
-        self.existing: IdempotencyRecord | None = None
+        self.expired: KeyRecord | None = None
 
     def replay(self) -> Outcome | None:
-        try:
-            record: object = self.app.repository.get(self.id)
-        except AggregateNotFoundError:
-            self.existing = None
+        record = self.app.keys.get(self.id)
+        self.expired = None
+        if record is None:
             return None
-        assert isinstance(record, IdempotencyRecord)
-        self.existing = record
         if not record.is_live(self.app.clock()):
+            self.expired = record
             return None
         if record.fingerprint != self.fingerprint:
             raise IdempotencyKeyReused(
-                "this Idempotency-Key was used for another request", key_fingerprint=self.id.hex
+                "this Idempotency-Key was used for another request", key_fingerprint=self.id
             )
         if record.outcome == REFUSED:
             raise refusal_from(record.body)
-        position = record.position
-        if position is None:
-            position = self.app.positions.position_of(record.id, record.version)
-        return Outcome(record.outcome, record.body, position, replayed=True)
+        assert record.position is not None, "a key's recorded answer names its position"
+        return Outcome(record.outcome, record.body, record.position, replayed=True)
 
     def refusal(self, refusal: LedgerError) -> Decision:
         """A decision that records nothing but this key's refused first response."""
@@ -855,23 +927,21 @@ class _KeyGuard:
         }
         return Decision((), body, REFUSED, original=None)
 
-    def record(self, decision: Decision, original: int | None) -> IdempotencyRecord:
+    def record(self, decision: Decision, original: int | None) -> KeyWrite:
         """The record of this key's first response; ``original`` is the position it names
-        when it wrote nothing else."""
-        if self.existing is None:
-            return IdempotencyRecord.record(
-                id=self.id,
-                caller=self.caller,
-                fingerprint=self.fingerprint,
-                outcome=decision.outcome,
-                body=decision.body,
-                position=original,
-                recorded_at=self.app.clock(),
-            )
-        self.existing.renew(
-            self.fingerprint, decision.outcome, decision.body, original, self.app.clock()
+        when it wrote nothing else (otherwise: its last event's)."""
+        record = KeyRecord(
+            id=self.id,
+            caller=self.caller,
+            fingerprint=self.fingerprint,
+            outcome=decision.outcome,
+            body=decision.body,
+            position=original,
+            recorded_at=self.app.clock(),
         )
-        return self.existing
+        replaces = None if self.expired is None else self.expired.recorded_at
+        at_last_event = original is None and decision.outcome != REFUSED
+        return KeyWrite(record, at_last_event=at_last_event, replaces=replaces)
 
 
 REFUSED = "refused"

@@ -20,6 +20,7 @@ The tree::
     └── Unavailable                  (503)
         ├── Contention               busy                   optimistic retries exhausted
         └── NotReady                 not_ready              read models did not catch up in time
+            └── HistoryDamaged       not_ready              a stored event has no valid seal
 
 Programmer errors (a broken invariant) are not LedgerErrors: they raise and crash loudly.
 """
@@ -118,3 +119,12 @@ class Contention(Unavailable):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class HistoryDamaged(NotReady):
+    """A stored event without a valid seal (written, changed or moved behind the service's
+    back): the service refuses to use it. ``position`` names it."""
+
+    def __init__(self, detail: str, *, position: int) -> None:
+        super().__init__(detail, position=position)
+        self.position = position

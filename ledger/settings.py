@@ -23,12 +23,18 @@ IDLE_CONNECTIONS = 2
 DEFAULT_LOCK_TIMEOUT_S = 5
 DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_MAX_WAITING = 64
-# Aggregates are kept in memory between commands and brought up to date from the store before
-# each use (eventsourcing's cache, fast-forwarded, handed out as copies), so a busy account is
-# not rebuilt from all its events for every command.
-CACHE = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+# Aggregates are kept in memory between commands as this process last recorded them
+# (eventsourcing's cache, handed out as copies, not fast-forwarded): deciding reads nothing from
+# the store. A decision made on a copy another process has since moved on from cannot be
+# recorded (its version is taken) and is decided again from the store; one that records
+# nothing (a refusal, a duplicate) is decided again from the store before it is answered.
+CACHE = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "n"}
 SQLITE_FACTORY_TOPIC = "projections.store:DurableSQLiteFactory"
 POSTGRES_FACTORY_TOPIC = "eventsourcing.postgres:PostgresFactory"
+# The recorders that seal each event as they record it (projections.store).
+SQLITE_RECORDER_TOPIC = "projections.store:SealingSQLiteRecorder"
+POSTGRES_RECORDER_TOPIC = "projections.store:SealingPostgresRecorder"
+DEFAULT_CHAIN_KEY_FILE = Path("var/chain.key")
 
 
 @dataclass(frozen=True)
@@ -38,19 +44,27 @@ class StoreSettings:
     sqlite_path: Path | None = None
     postgres: dict[str, str] = field(default_factory=dict)
     pool_size: int = DEFAULT_POOL_SIZE  # the most connections the event store's pool opens
+    # The key that seals the events (projections.seal); outside the database on purpose.
+    chain_key_file: Path = DEFAULT_CHAIN_KEY_FILE
 
     @classmethod
     def from_url(
         cls, url: str | None = None, *, pool_size: int = DEFAULT_POOL_SIZE
     ) -> StoreSettings:
         url = url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL
+        key_file = Path(
+            os.environ.get("LEDGER_CHAIN_KEY_FILE", "").strip() or DEFAULT_CHAIN_KEY_FILE
+        )
         parts = urlsplit(url)
         if parts.scheme == "sqlite":
             # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
             path = parts.path[1:] if parts.path.startswith("/") else parts.path
             if not path:
                 raise InvalidInput("sqlite URL names no file", field="LEDGER_DATABASE_URL")
-            return cls(url=url, kind="sqlite", sqlite_path=Path(path), pool_size=pool_size)
+            return cls(
+                url=url, kind="sqlite", sqlite_path=Path(path), pool_size=pool_size,
+                chain_key_file=key_file,
+            )
         if parts.scheme in ("postgresql", "postgres"):
             dbname = parts.path.lstrip("/")
             if not dbname or not parts.hostname:
@@ -64,7 +78,10 @@ class StoreSettings:
                 "POSTGRES_USER": unquote(parts.username or "postgres"),
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
             }
-            return cls(url=url, kind="postgres", postgres=postgres, pool_size=pool_size)
+            return cls(
+                url=url, kind="postgres", postgres=postgres, pool_size=pool_size,
+                chain_key_file=key_file,
+            )
         raise InvalidInput(
             "LEDGER_DATABASE_URL is sqlite:///PATH or postgresql://USER@HOST/DB",
             field="LEDGER_DATABASE_URL",
@@ -83,6 +100,7 @@ class StoreSettings:
                 path = path.with_name(f"{path.stem}.{read_model}{path.suffix or '.db'}")
             return {
                 "PERSISTENCE_MODULE": SQLITE_FACTORY_TOPIC,
+                "APPLICATION_RECORDER_TOPIC": SQLITE_RECORDER_TOPIC,
                 "SQLITE_DBNAME": str(path),
                 "SQLITE_LOCK_TIMEOUT": str(DEFAULT_LOCK_TIMEOUT_S),
                 "CREATE_TABLE": "y",
@@ -90,6 +108,7 @@ class StoreSettings:
             }
         return {
             "PERSISTENCE_MODULE": POSTGRES_FACTORY_TOPIC,
+            "APPLICATION_RECORDER_TOPIC": POSTGRES_RECORDER_TOPIC,
             **self.postgres,
             "POSTGRES_POOL_SIZE": str(min(IDLE_CONNECTIONS, self.pool_size)),
             "POSTGRES_MAX_OVERFLOW": str(max(0, self.pool_size - IDLE_CONNECTIONS)),

@@ -1,7 +1,8 @@
 """``ledger verify``: re-derive history and check it (API.md, "Starting it").
 
-1. the hash chain re-derived from the stored events equals the stored chain and every digest
-   kept outside the database;
+1. every stored event carries the writer's seal, each seal follows the one before it, and every
+   digest kept outside the database still holds (``projections.chain.check_chain``), with every
+   damaged position named;
 2. every invariant of DOMAIN.md holds at every position, replaying the domain itself: no
    available balance below zero, no order credited back beyond what was paid, each event's
    postings balanced, and the customers' balances equal to the journal's, per currency;
@@ -22,7 +23,7 @@ from ledger import journal
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
-from projections.chain import Chain, Digest, all_notifications, first_broken_link
+from projections.chain import Chain, Digest, all_notifications, check_chain
 from projections.readmodels import PROJECTIONS, open_view
 from projections.replay import differences, replay, scratch_views, tables_of
 
@@ -32,7 +33,7 @@ class VerifyReport:
     events_checked: int
     first_bad_position: int | None
     problems: list[str] = field(default_factory=list)
-    unlinked_tail: int = 0
+    damage: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -44,7 +45,7 @@ class VerifyReport:
             "events_checked": self.events_checked,
             "first_bad_position": self.first_bad_position,
             "problems": self.problems,
-            "unlinked_tail": self.unlinked_tail,
+            "damage": self.damage,
         }
 
 
@@ -55,12 +56,14 @@ def verify(
     *,
     read_models: bool = True,
 ) -> VerifyReport:
-    chain = first_broken_link(all_notifications(app.recorder), Chain(app.recorder).links(), digests)
-    report = VerifyReport(chain.events_checked, None, unlinked_tail=chain.unlinked_tail)
+    key = app.recorder.chain_key  # type: ignore[attr-defined]
+    chain = check_chain(key, all_notifications(app.recorder), Chain(app.recorder).links(), digests)
+    report = VerifyReport(chain.events_checked, None)
     bad_positions = []
     if not chain.ok:
         bad_positions.append(chain.first_bad_position)
-        report.problems.append(f"hash chain broken at position {chain.first_bad_position}")
+        report.damage = [{"position": d.position, "what": d.what} for d in chain.damage]
+        report.problems += [f"chain damaged at {d.describe()}" for d in chain.damage]
     breach = first_invariant_breach(app)
     if breach is not None:
         bad_positions.append(breach[0])

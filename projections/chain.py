@@ -1,50 +1,37 @@
-"""Tamper evidence: every stored event bound into a hash chain, and digests kept elsewhere.
+"""Tamper evidence: the chain of seals over every stored event, checked end to end, and digests
+kept elsewhere.
 
-``link(previous, event)`` hashes the previous link with the event's position, aggregate id,
-version, topic and stored bytes, so changing any stored byte, deleting, inserting or reordering
-an event breaks every link from there on. The chain lives beside the events (``ledger_chain``,
-append-only like them; ``projections.store`` creates and guards it) and is extended by whichever
-process keeps the read models. A digest (a position and its link) exported and kept outside the
-database catches a rewrite of events and chain together. ``first_broken_link`` re-derives the
-chain from the events and names the first position where the events, the stored chain or a
-digest disagree.
+The writer seals each event as it records it (``projections.seal``, ``projections.store``);
+nothing else ever links an event. ``check_chain`` walks the events and the stored links side by
+side and names every damaged position and what is wrong there:
+
+- ``unsealed``: an event with no link (inserted behind the service's back);
+- ``content``: an event whose link is not the key's seal of it (its bytes, its position or its
+  link changed);
+- ``order``: a link that does not follow the one before it (events removed or moved before it);
+- ``missing``: a link whose event is gone (deleted behind the service's back);
+- ``digest``: a digest kept outside the database that the chain no longer holds.
+
+A digest (a position and its link) exported and kept outside the database still catches a
+rewrite of events and chain together by someone who holds the key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventsourcing.persistence import Notification, Recorder
 
+from projections.seal import GENESIS, ChainKey
 from projections.store import run_sql
 
-GENESIS = "0" * 64
 BATCH = 1000
 
-
-def link(previous: str, notification: Notification) -> str:
-    digest = hashlib.sha256()
-    for part in (
-        previous.encode(),
-        str(notification.id).encode(),
-        str(notification.originator_id).encode(),
-        str(notification.originator_version).encode(),
-        notification.topic.encode(),
-        _raw(notification.state),
-    ):
-        digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no ambiguous joins
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def _raw(state: object) -> bytes:
-    # A column changed behind the service's back may come back as another type: hash what is
-    # there rather than fail, so the verifier names the position.
-    return state if isinstance(state, bytes) else str(state).encode()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +41,31 @@ class Digest:
 
     def to_json(self) -> str:
         return json.dumps({"position": self.position, "hash": self.hash})
+
+
+@dataclass(frozen=True)
+class Link:
+    position: int
+    previous: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Damage:
+    position: int
+    what: str  # unsealed, content, order, missing, digest
+
+    def describe(self) -> str:
+        return f"position {self.position}: {_WHAT[self.what]}"
+
+
+_WHAT = {
+    "unsealed": "an event with no seal (written behind the service's back)",
+    "content": "the seal does not match the event (the event or its seal was changed)",
+    "order": "the seal does not follow the one before it (events removed or moved)",
+    "missing": "a sealed event is gone",
+    "digest": "a digest kept outside the database does not match the chain",
+}
 
 
 def read_digests(path: Path) -> list[Digest]:
@@ -79,45 +91,40 @@ class Chain:
         )
         return Digest(0, GENESIS) if not rows else Digest(int(rows[0]["position"]), rows[0]["hash"])
 
-    def extend(self, batch_size: int = BATCH) -> int:
-        """Link the next batch of events; answers how many were linked."""
-        head = self.head()
-        notifications = self.recorder.select_notifications(  # type: ignore[attr-defined]
-            head.position, batch_size, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0
-        previous, statements = head.hash, []
-        for notification in notifications:
-            previous = link(previous, notification)
-            statements.append(
-                (
-                    "INSERT INTO ledger_chain (position, hash) VALUES (%(p)s, %(h)s)",
-                    {"p": notification.id, "h": previous},
-                )
-            )
-        run_sql(self.recorder, statements, commit=True)
-        return len(notifications)
-
-    def links(self, batch_size: int = BATCH) -> Iterator[Digest]:
-        after = 0
+    def links(
+        self, after: int = 0, upto: int | None = None, batch_size: int = BATCH
+    ) -> Iterator[Link]:
+        """The stored links after position ``after`` (up to ``upto``), in position order."""
         while True:
             rows = run_sql(
                 self.recorder,
-                [
-                    (
-                        "SELECT position, hash FROM ledger_chain WHERE position > %(after)s"
-                        " ORDER BY position LIMIT %(limit)s",
-                        {"after": after, "limit": batch_size},
-                    )
-                ],
+                [(
+                    "SELECT position, previous, hash FROM ledger_chain"
+                    " WHERE position > %(after)s AND position <= %(upto)s"
+                    " ORDER BY position LIMIT %(limit)s",
+                    {"after": after, "upto": 2**63 - 1 if upto is None else upto,
+                     "limit": batch_size},
+                )],
                 commit=False,
             )
             for row in rows:
-                yield Digest(int(row["position"]), row["hash"])
+                yield Link(int(row["position"]), row["previous"], row["hash"])
             if len(rows) < batch_size:
                 return
             after = int(rows[-1]["position"])
+
+    def link_at(self, position: int) -> str:
+        """The link at ``position`` (the genesis link at 0); KeyError if there is none."""
+        if position == 0:
+            return GENESIS
+        rows = run_sql(
+            self.recorder,
+            [("SELECT hash FROM ledger_chain WHERE position = %(p)s", {"p": position})],
+            commit=False,
+        )
+        if not rows:
+            raise KeyError(position)
+        return str(rows[0]["hash"])
 
 
 def all_notifications(recorder: Recorder, batch_size: int = BATCH) -> Iterator[Notification]:
@@ -133,52 +140,169 @@ def all_notifications(recorder: Recorder, batch_size: int = BATCH) -> Iterator[N
         after = batch[-1].id
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChainCheck:
-    events_checked: int
-    first_bad_position: int | None
-    unlinked_tail: int  # events after the chain's head, not linked yet
+    events_checked: int = 0
+    damage: list[Damage] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.first_bad_position is None
+        return not self.damage
+
+    @property
+    def first_bad_position(self) -> int | None:
+        return min((d.position for d in self.damage), default=None)
 
 
-def first_broken_link(
-    notifications: Iterable[Notification], links: Iterable[Digest], digests: Iterable[Digest] = ()
+def seal_damage(
+    key: ChainKey, previous: str, notification: Notification, link: Link | None
+) -> str | None:
+    """What is wrong with one event's seal, given the link before it; None when it holds."""
+    if link is None:
+        return "unsealed"
+    if not key.holds(
+        link.hash, link.previous, notification.id, notification.originator_id,
+        notification.originator_version, notification.topic, notification.state,
+    ):
+        return "content"
+    if link.previous != previous:
+        return "order"
+    return None
+
+
+def check_chain(
+    key: ChainKey,
+    notifications: Iterable[Notification],
+    links: Iterable[Link],
+    digests: Iterable[Digest] = (),
+    *,
+    max_damage: int = 1000,
 ) -> ChainCheck:
-    """Re-derive the chain from the events and compare it with the stored links and digests."""
+    """Walk the events and the stored links side by side; name every damaged position (at most
+    ``max_damage`` of them: past that, the store is beyond a list)."""
     # The digest of an empty chain (position 0, the genesis link) holds for any log.
     expected = {d.position: d.hash for d in digests if (d.position, d.hash) != (0, GENESIS)}
+    check = ChainCheck()
     stored = iter(links)
-    previous, checked, tail, bad = GENESIS, 0, 0, None
     pending = next(stored, None)
+    previous = GENESIS
+
+    def damaged(position: int, what: str) -> None:
+        if len(check.damage) < max_damage:
+            check.damage.append(Damage(position, what))
+
+    def gone_until(position: int | None) -> None:
+        # Links before ``position`` whose events are gone.
+        nonlocal pending, previous
+        while pending is not None and (position is None or pending.position < position):
+            damaged(pending.position, "missing")
+            _check_digest(pending)
+            previous = pending.hash
+            pending = next(stored, None)
+
+    def _check_digest(link: Link) -> None:
+        if link.position in expected and expected.pop(link.position) != link.hash:
+            damaged(link.position, "digest")
+
     for notification in notifications:
-        previous = link(previous, notification)
-        checked += 1
-        if notification.id in expected and expected.pop(notification.id) != previous:
-            bad = notification.id
-            break
-        if pending is None:
-            tail += 1
-            continue
-        if pending.position != notification.id or pending.hash != previous:
-            bad = min(pending.position, notification.id)
-            break
+        check.events_checked += 1
+        gone_until(notification.id)
+        link = pending if pending is not None and pending.position == notification.id else None
+        what = seal_damage(key, previous, notification, link)
+        if what is not None:
+            damaged(notification.id, what)
+        if link is not None:
+            _check_digest(link)
+            previous = link.hash  # go on from the stored link: one damage does not cascade
+            pending = next(stored, None)
+    gone_until(None)
+    for position in sorted(expected):  # digests naming positions the chain no longer has
+        damaged(position, "digest")
+    check.damage.sort(key=lambda d: d.position)
+    return check
+
+
+class SealWatch:
+    """Follows the log as a reader of it goes (the read-model keeper): admits events only while
+    each one's seal holds and follows the one before, and stops at the first that does not.
+
+    ``damage`` then names it, until an operator repairs the store; the reader applies nothing
+    from there on, so no read model ever shows an event the writer did not seal."""
+
+    def __init__(self, recorder: Recorder, key: ChainKey) -> None:
+        self.chain = Chain(recorder)
+        self.key = key
+        self.damage: Damage | None = None
+        self._at: tuple[int, str] | None = None  # the last admitted position and its link
+
+    def admit(self, after: int, notifications: list[Notification]) -> list[Notification]:
+        """The prefix of ``notifications`` (the events after position ``after``, in order) whose
+        seals hold."""
+        if not notifications:
+            return []
+        if self._at is None or self._at[0] != after:
+            try:
+                self._at = (after, self.chain.link_at(after))
+            except KeyError:
+                self._stop(Damage(after, "missing"))
+                return []
+        _, previous = self._at
+        stored = iter(self.chain.links(after, notifications[-1].id))
         pending = next(stored, None)
-    if bad is None and pending is not None:
-        bad = pending.position  # linked events that are gone
-    if bad is None and expected:
-        bad = min(expected)  # a digest names a position no longer in the log
-    return ChainCheck(checked, bad, tail)
+        admitted: list[Notification] = []
+        for notification in notifications:
+            if pending is not None and pending.position < notification.id:
+                self._stop(Damage(pending.position, "missing"))  # a sealed event is gone
+                break
+            link = pending if pending is not None and pending.position == notification.id else None
+            what = seal_damage(self.key, previous, notification, link)
+            if what is not None:
+                self._stop(Damage(notification.id, what))
+                break
+            assert link is not None
+            admitted.append(notification)
+            previous = link.hash
+            pending = next(stored, None)
+        if admitted:
+            self._at = (admitted[-1].id, previous)
+        if len(admitted) == len(notifications):
+            self.damage = None
+        return admitted
+
+    def _stop(self, damage: Damage) -> None:
+        if self.damage != damage:
+            log.error("history damaged at %s; read models stop before it", damage.describe())
+        self.damage = damage
+
+
+def damage_after(
+    recorder: Recorder, key: ChainKey, position: int, window: int = 64
+) -> Damage | None:
+    """The first damaged position among the (at most ``window``) events after ``position``:
+    what stops a reader of the log there, checked by any process."""
+    notifications = list(recorder.select_notifications(  # type: ignore[attr-defined]
+        position, window, inclusive_of_start=False
+    ))
+    watch = SealWatch(recorder, key)
+    watch.admit(position, notifications)
+    if watch.damage is None and not notifications:
+        # nothing after it: a link with no event (the last ones deleted) is damage too
+        gone = next(iter(Chain(recorder).links(position, None, batch_size=1)), None)
+        if gone is not None:
+            return Damage(gone.position, "missing")
+    return watch.damage
 
 
 __all__ = [
     "Chain",
     "ChainCheck",
+    "Damage",
     "Digest",
+    "Link",
+    "SealWatch",
     "all_notifications",
-    "first_broken_link",
-    "link",
+    "check_chain",
+    "damage_after",
     "read_digests",
+    "seal_damage",
 ]

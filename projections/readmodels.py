@@ -33,10 +33,10 @@ from ledger import policy
 from ledger.account import account_id
 from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
-from ledger.errors import InvalidInput, NotReady
+from ledger.errors import HistoryDamaged, InvalidInput, NotReady
 from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
-from projections.chain import Chain
+from projections.chain import Damage, SealWatch, damage_after
 from projections.events import own_fields
 from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
@@ -159,6 +159,7 @@ class ReadModels:
                 return target
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
+                self._refuse_damaged(min(at for at in self.tracked().values()))
                 raise NotReady(f"read models {behind} did not reach position {target} in time")
             time.sleep(min(pause_s, remaining_s))
             pause_s = min(pause_s * 2, 0.02)
@@ -178,6 +179,7 @@ class ReadModels:
                 return target
             now = time.monotonic()
             if now - last_move > stall_timeout_s or now - started > limit_s:
+                self._refuse_damaged(min(seen.values()))
                 raise NotReady(
                     f"read models {behind} are stuck short of position {target}: "
                     f"at {[seen[name] for name in behind]}, no progress for "
@@ -188,14 +190,34 @@ class ReadModels:
             if tracked != seen:
                 seen, last_move = tracked, time.monotonic()
 
+    def _refuse_damaged(self, after: int) -> None:
+        damage = self.damage(after)
+        if damage is not None:
+            raise HistoryDamaged(
+                f"the history is damaged at {damage.describe()}; the read models stop before "
+                "it until an operator restores the store",
+                position=damage.position,
+            )
+
     def status(self) -> dict[str, Any]:
+        """The log's position, each read model's, the lag, and the damage (if any) that stops
+        the read models: an event after their position without a valid seal."""
         position = self.log_position()
         tracked = self.tracked()
+        lag = max((position - t for t in tracked.values()), default=0)
+        damage = self.damage(min(tracked.values(), default=0)) if lag else None
         return {
             "log_position": position,
             "read_models": tracked,
-            "lag": max((position - t for t in tracked.values()), default=0),
+            "lag": lag,
+            "damage": None if damage is None else {"position": damage.position,
+                                                   "what": damage.what},
         }
+
+    def damage(self, after: int) -> Damage | None:
+        key = getattr(self.app.recorder, "chain_key", None)
+        assert key is not None, "the application was not opened on a sealing store"
+        return damage_after(self.app.recorder, key, after)
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -604,12 +626,10 @@ class ReadModelKeeper:
         app = LedgerApplication(self.settings.app_env())
         views = [BatchingView(open_view(self.settings, p)) for p in PROJECTIONS]
         projections = [p(view) for p, view in zip(PROJECTIONS, views, strict=True)]  # type: ignore[arg-type]
-        chain = Chain(app.recorder)
         try:
             while not self._stopping.is_set():
                 try:
                     busy = any([self.catch_up(app, p) for p in projections])
-                    busy = chain.extend(self.batch_size) > 0 or busy
                 except IntegrityError:
                     busy = True  # another process applied the same event first: read again
                 if not busy:
@@ -664,8 +684,6 @@ class ReadModelKeeper:
                 lock.check()  # still holding the lock?
                 recorder = next(iter(runners.values())).app.recorder
                 position = recorder.max_notification_id() or 0
-                while Chain(recorder).extend(self.batch_size) == self.batch_size:
-                    pass  # bounded by the log's length: each round links a full batch
                 for projection in PROJECTIONS:
                     runner = runners[projection.name]
                     if self._is_failed_or_stalled(runner, position, progress, projection.name):

@@ -1,34 +1,48 @@
-"""The event store as this service runs it: durable, append-only, and wired to the application.
+"""The event store as this service runs it: durable, append-only, sealed, and wired to the
+application.
 
 - SQLite connections run with ``synchronous=FULL`` (WAL mode, as eventsourcing sets it).
 - PostgreSQL refuses to start on a server with ``fsync`` or ``synchronous_commit`` off.
-- The database itself refuses UPDATE, DELETE and TRUNCATE of stored events (triggers).
+- The writer seals every event it records (``projections.seal``): eventsourcing's recorders,
+  subclassed, write each event's link into ``ledger_chain`` in the very transaction, under the
+  events table's lock, and the idempotency keys of the commands into ``ledger_keys``. Loading
+  an aggregate checks each event's seal: an event without a valid one is ``HistoryDamaged``.
+- The database itself refuses UPDATE, DELETE and TRUNCATE of stored events and of the chain
+  (triggers).
 - ``StorePositions`` answers where a stored event stands in the global log.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Recorder
+from eventsourcing.persistence import InterfaceError, OperationalError, Recorder, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
+    SQLiteCursor,
     SQLiteDatastore,
     SQLiteFactory,
 )
-from psycopg.sql import SQL, Identifier
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.application import LedgerApplication
+from ledger.errors import HistoryDamaged
+from ledger.idempotency import KeyRecord, KeyWrite
 from ledger.settings import StoreSettings
+from projections.seal import GENESIS, ChainKey, ChainKeyError, create_key, read_key
 
 
 class StoreNotDurable(RuntimeError):
@@ -62,6 +76,251 @@ class DurableSQLiteFactory(SQLiteFactory):
             originator_id_type=old.originator_id_type,
         )
         old.close()
+
+
+# -- the sealing recorders -----------------------------------------------------------------------
+
+CHAIN_TABLE = "ledger_chain"
+KEYS_TABLE = "ledger_keys"
+CHAIN_KEY_TABLE = "ledger_chain_key"
+STORE_DDL = (
+    "CREATE TABLE IF NOT EXISTS ledger_chain ("
+    " position BIGINT PRIMARY KEY, previous TEXT NOT NULL, hash TEXT NOT NULL,"
+    " CHECK (length(hash) = 64), CHECK (length(previous) = 64))",
+    "CREATE TABLE IF NOT EXISTS ledger_chain_key ("
+    " fingerprint TEXT PRIMARY KEY, adopted_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ledger_keys ("
+    " id TEXT PRIMARY KEY, caller TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+    " outcome TEXT NOT NULL, body TEXT NOT NULL, position BIGINT, recorded_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ledger_keys_by_age ON ledger_keys (recorded_at)",
+)
+_HEAD_LINK = "SELECT hash FROM ledger_chain ORDER BY position DESC LIMIT 1"
+
+
+def _instant(at: datetime) -> str:
+    """A key's time as stored: UTC, one spelling, so text order is time order."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class _Sealer:
+    """What both stores' recorders share: the key, the links, the keys' rows."""
+
+    chain_key: ChainKey | None = None
+
+    def _key(self) -> ChainKey:
+        # Nothing writes or loads an event unsealed: open_application gives every writer the key.
+        assert self.chain_key is not None, "the recorder was not given the chain key"
+        return self.chain_key
+
+    def _links(
+        self, previous: str, ids: Sequence[int], stored_events: Sequence[StoredEvent]
+    ) -> list[tuple[int, str, str]]:
+        assert len(ids) == len(stored_events), "every inserted event has its position"
+        key, links = self._key(), []
+        for position, stored in sorted(zip(ids, stored_events, strict=True), key=lambda p: p[0]):
+            link = key.link(
+                previous, position, stored.originator_id, stored.originator_version,
+                stored.topic, stored.state,
+            )
+            links.append((position, previous, link))
+            previous = link
+        return links
+
+    def _check_seal(self, row: Any, position: int, originator_id: UUID | str) -> None:
+        if not self._key().holds(
+            row["hash"], row["previous"], position, originator_id,
+            row["originator_version"], row["topic"], row["state"],
+        ):
+            raise HistoryDamaged(
+                f"the stored event at position {position} has no valid seal: it was written "
+                "behind the service's back, and the service will not use it",
+                position=position,
+            )
+
+    @staticmethod
+    def _key_rows(keys: Sequence[KeyWrite], ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        rows = []
+        for write in keys:
+            record = write.record
+            position = record.position
+            if write.at_last_event:
+                position = ids[write.event_index - 1] if write.event_index else None
+            rows.append((
+                record.id, record.caller, record.fingerprint, record.outcome,
+                json.dumps(record.body), position, _instant(record.recorded_at),
+            ))
+        return rows
+
+
+class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
+    """eventsourcing's PostgreSQL recorder, sealing each event in the inserting transaction."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema = Identifier(datastore.schema)
+        # The chain's head, read by the insert itself under the table lock: no round trip more.
+        self.insert_events_statement += SQL(
+            ", (SELECT hash FROM {}.ledger_chain ORDER BY position DESC LIMIT 1) AS head"
+        ).format(schema)
+        self._insert_links = SQL(
+            "INSERT INTO {}.ledger_chain (position, previous, hash)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
+        ).format(schema)
+        self._delete_expired_key = SQL(
+            "DELETE FROM {}.ledger_keys WHERE id = %s AND recorded_at = %s"
+        ).format(schema)
+        self._insert_keys = SQL(
+            "INSERT INTO {}.ledger_keys"
+            " (id, caller, fingerprint, outcome, body, position, recorded_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::bigint[], %s::text[])"
+        ).format(schema)
+        self._select_sealed: Composed = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state, e.notification_id,"
+            " c.previous, c.hash FROM {schema}.{table} e"
+            " LEFT JOIN {schema}.ledger_chain c ON c.position = e.notification_id"
+            " WHERE e.originator_id = %s"
+        ).format(schema=schema, table=Identifier(self.events_table_name))
+
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        if not stored_events:  # a refusal under a key records its answer, and no event
+            self._write_keys(curs, kwargs.get("keys", ()), ())
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int]:
+        rows = curs.fetchall()
+        ids = [int(row["notification_id"]) for row in rows]
+        previous = (rows[0]["head"] if rows else None) or GENESIS
+        links = self._links(previous, ids, stored_events)
+        curs.execute(self._insert_links, ([p for p, _, _ in links], [v for _, v, _ in links],
+                                          [h for _, _, h in links]))
+        self._write_keys(curs, kwargs.get("keys", ()), ids)
+        return ids
+
+    def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:
+        if not keys:
+            return
+        for write in keys:
+            if write.replaces is not None:  # gone already if another process renewed it first
+                curs.execute(self._delete_expired_key, (write.record.id, _instant(write.replaces)))
+        columns = list(zip(*self._key_rows(keys, ids), strict=True))
+        curs.execute(self._insert_keys, [list(column) for column in columns])
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        statement = self._select_sealed
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            statement += SQL(" AND e.originator_version > %s")
+            params.append(gt)
+        if lte is not None:
+            statement += SQL(" AND e.originator_version <= %s")
+            params.append(lte)
+        statement += SQL(" ORDER BY e.originator_version DESC" if desc else
+                         " ORDER BY e.originator_version ASC")
+        if limit is not None:
+            statement += SQL(" LIMIT %s")
+            params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            rows = curs.fetchall()
+        events = []
+        for row in rows:
+            row["state"] = bytes(row["state"])
+            self._check_seal(row, int(row["notification_id"]), row["originator_id"])
+            events.append(StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=row["state"],
+            ))
+        return events
+
+
+class SealingSQLiteRecorder(_Sealer, SQLiteApplicationRecorder):
+    """eventsourcing's SQLite recorder, sealing each event in the inserting transaction."""
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs) or []
+        if stored_events:
+            c.execute(_HEAD_LINK)
+            head = c.fetchone()
+            links = self._links(GENESIS if head is None else head[0], ids, stored_events)
+            c.executemany(
+                "INSERT INTO ledger_chain (position, previous, hash) VALUES (?, ?, ?)", links
+            )
+        keys: Sequence[KeyWrite] = kwargs.get("keys", ())
+        for write in keys:
+            if write.replaces is not None:
+                c.execute(
+                    "DELETE FROM ledger_keys WHERE id = ? AND recorded_at = ?",
+                    (write.record.id, _instant(write.replaces)),
+                )
+        if keys:
+            c.executemany(
+                "INSERT INTO ledger_keys (id, caller, fingerprint, outcome, body, position,"
+                " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                self._key_rows(keys, ids),
+            )
+        return ids
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        statement = (
+            f"SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic,"  # noqa: S608
+            f" e.state, c.previous, c.hash FROM {self.events_table_name} e"
+            " LEFT JOIN ledger_chain c ON c.position = e.rowid WHERE e.originator_id = ? "
+        )
+        params: list[Any] = [
+            originator_id.hex if isinstance(originator_id, UUID) else originator_id
+        ]
+        if gt is not None:
+            statement += "AND e.originator_version > ? "
+            params.append(gt)
+        if lte is not None:
+            statement += "AND e.originator_version <= ? "
+            params.append(lte)
+        statement += "ORDER BY e.originator_version " + ("DESC " if desc else "ASC ")
+        if limit is not None:
+            statement += "LIMIT ? "
+            params.append(limit)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            rows = c.fetchall()
+        events = []
+        for row in rows:
+            self._check_seal(row, int(row["position"]), row["originator_id"])
+            events.append(StoredEvent(
+                originator_id=self.convert_originator_id(row["originator_id"]),
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=row["state"],
+            ))
+        return events
+
+
+SQLITE_RECORDER_TOPIC = "projections.store:SealingSQLiteRecorder"
+POSTGRES_RECORDER_TOPIC = "projections.store:SealingPostgresRecorder"
 
 
 # -- positions ---------------------------------------------------------------------------------
@@ -136,11 +395,6 @@ _NAMED = re.compile(r"%\((\w+)\)s")
 
 # -- guards ---------------------------------------------------------------------------------------
 
-CHAIN_TABLE = "ledger_chain"
-CHAIN_DDL = (
-    "CREATE TABLE IF NOT EXISTS ledger_chain ("
-    " position BIGINT PRIMARY KEY, hash TEXT NOT NULL, CHECK (length(hash) = 64))"
-)
 
 _SQLITE_GUARDS = [
     "CREATE TRIGGER IF NOT EXISTS {t}_refuse_update BEFORE UPDATE ON {t} "
@@ -159,6 +413,7 @@ _SQLITE_KEYS = {
     "stored_events": "originator_id = NEW.originator_id "
     "AND originator_version = NEW.originator_version",
     "ledger_chain": "position = NEW.position",
+    "ledger_chain_key": "fingerprint = NEW.fingerprint",
 }
 
 _PG_GUARD_FUNCTION = """
@@ -181,12 +436,14 @@ _SCHEMA_LOCK_KEY = 0x1ED6E3
 
 
 def guard_events(recorder: Recorder) -> None:
-    """Make the database refuse UPDATE, DELETE and TRUNCATE of stored events and of the hash
-    chain that binds them."""
-    tables = [events_table(recorder), CHAIN_TABLE]
+    """Create the chain, chain-key and keys tables, and make the database refuse UPDATE,
+    DELETE and TRUNCATE of stored events, of the chain that seals them, and of the chain key's
+    fingerprint. (The keys' table is not history: it is pruned.)"""
+    tables = [events_table(recorder), CHAIN_TABLE, CHAIN_KEY_TABLE]
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=True) as cursor:
-            cursor.execute(CHAIN_DDL)
+            for statement in STORE_DDL:
+                cursor.execute(statement)
             for table in tables:
                 for statement in _SQLITE_GUARDS:
                     cursor.execute(statement.format(t=table, key=_SQLITE_KEYS[table]))
@@ -195,7 +452,8 @@ def guard_events(recorder: Recorder) -> None:
     datastore: PostgresDatastore = recorder.datastore
     with datastore.transaction(commit=True) as curs:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
-        curs.execute(CHAIN_DDL)
+        for statement in STORE_DDL:
+            curs.execute(statement)
         curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=Identifier(datastore.schema)))
         for table in tables:
             names = {
@@ -206,6 +464,86 @@ def guard_events(recorder: Recorder) -> None:
             }
             for statement in _PG_GUARDS:
                 curs.execute(SQL(statement).format(**names))
+
+
+def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> ChainKey:
+    """The key that seals this store's events, checked against the fingerprint the store keeps.
+
+    An empty store with no fingerprint takes the key at ``path`` (made there first when
+    ``may_create``). A store that holds events but no fingerprint, or whose fingerprint is not
+    the key's, is refused: this process would seal what others cannot check."""
+    rows = run_sql(recorder, [("SELECT fingerprint FROM ledger_chain_key", {})], commit=False)
+    fingerprints = {str(row["fingerprint"]) for row in rows}
+    if not fingerprints:
+        events = recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+        if events:
+            raise ChainKeyError(
+                f"the store holds {events} events but no chain key: it was written by an "
+                "earlier version that did not seal events; start with an empty store"
+            )
+        key = create_key(path) if may_create and not path.exists() else read_key(path)
+        run_sql(
+            recorder,
+            [(
+                "INSERT INTO ledger_chain_key (fingerprint, adopted_at) VALUES (%(f)s, %(at)s)",
+                {"f": key.fingerprint, "at": _instant(datetime.now(UTC))},
+            )],
+            commit=True,
+        )
+        return key
+    if not path.exists():
+        raise ChainKeyError(
+            f"this store is sealed with chain key {sorted(fingerprints)[0]}, and there is no "
+            f"key at {path}: point LEDGER_CHAIN_KEY_FILE at that key"
+        )
+    key = read_key(path)
+    if key.fingerprint not in fingerprints:
+        raise ChainKeyError(
+            f"the chain key at {path} (fingerprint {key.fingerprint}) is not the key this store "
+            f"is sealed with ({sorted(fingerprints)[0]}): point LEDGER_CHAIN_KEY_FILE at that key"
+        )
+    return key
+
+
+class StoreKeyBook:
+    """The idempotency keys' table (``ledger.idempotency.KeyBook``)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def get(self, record_id: str) -> KeyRecord | None:
+        rows = run_sql(
+            self.recorder,
+            [(
+                "SELECT id, caller, fingerprint, outcome, body, position, recorded_at"
+                " FROM ledger_keys WHERE id = %(id)s",
+                {"id": record_id},
+            )],
+            commit=False,
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return KeyRecord(
+            id=row["id"],
+            caller=row["caller"],
+            fingerprint=row["fingerprint"],
+            outcome=row["outcome"],
+            body=json.loads(row["body"]),
+            position=None if row["position"] is None else int(row["position"]),
+            recorded_at=datetime.fromisoformat(row["recorded_at"]),
+        )
+
+    def prune(self, before: datetime) -> int:
+        rows = run_sql(
+            self.recorder,
+            [(
+                "DELETE FROM ledger_keys WHERE recorded_at < %(before)s RETURNING id",
+                {"before": _instant(before)},
+            )],
+            commit=True,
+        )
+        return len(rows)
 
 
 def check_durable(recorder: Recorder) -> None:
@@ -246,13 +584,25 @@ def schema_lock(settings: StoreSettings) -> Iterator[None]:
             connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
 
 
-def open_application(settings: StoreSettings, **options: Any) -> LedgerApplication:
-    """The ledger application on the configured store, checked and guarded."""
+def open_application(
+    settings: StoreSettings, *, may_create_key: bool = True, **options: Any
+) -> LedgerApplication:
+    """The ledger application on the configured store, checked, guarded and sealing."""
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     with schema_lock(settings):
         app = LedgerApplication(settings.app_env(), **options)
-        check_durable(app.recorder)
-        guard_events(app.recorder)
-    app.positions = StorePositions(app.recorder)
+        wire(app, settings, may_create_key=may_create_key)
     return app
+
+
+def wire(app: LedgerApplication, settings: StoreSettings, *, may_create_key: bool = True) -> None:
+    """Check and guard the application's store, give its recorder the chain key, and wire the
+    application to the store's positions and keys."""
+    check_durable(app.recorder)
+    guard_events(app.recorder)
+    key = adopt_chain_key(app.recorder, settings.chain_key_file, may_create=may_create_key)
+    assert isinstance(app.recorder, _Sealer), "the store's recorder seals what it records"
+    app.recorder.chain_key = key
+    app.positions = StorePositions(app.recorder)
+    app.keys = StoreKeyBook(app.recorder)

@@ -7,6 +7,7 @@ they skip, except under ``CI=true``, where they must run and pass.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.store import open_application
 
+# One chain key for the whole session, shared by the servers the tests start (they inherit the
+# environment) and the applications the tests open in-process on the same stores.
+os.environ.setdefault(
+    "LEDGER_CHAIN_KEY_FILE",
+    str(Path(tempfile.gettempdir()) / f"ledger-tests-{os.getpid()}" / "chain.key"),
+)
 PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

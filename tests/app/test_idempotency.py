@@ -11,10 +11,9 @@ idempotency key stands between a retry and a second credit.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -139,37 +138,56 @@ def test_a_key_reused_for_another_request_is_refused_and_changes_nothing(
 
 
 def test_the_same_key_from_two_callers_is_two_requests(
-    shop: LedgerApplication, cs: Actor,
+    shop: LedgerApplication, cs: Actor, system: Actor,
 ) -> None:
-    other_cs = Actor("cs:feedbeef", "req-other")
-
     mine = credit(shop, cs, "shared-key")
-    theirs = credit(shop, other_cs, "shared-key")
+    theirs = credit(shop, system, "shared-key")
 
     assert not mine.replayed and not theirs.replayed
     assert theirs.position > mine.position
     assert credited_back(shop) == 200
 
 
-def test_a_key_is_still_honoured_just_before_24_hours_have_passed(
+def test_a_retry_sent_with_a_rotated_token_is_the_same_request(
+    shop: LedgerApplication, cs: Actor,
+) -> None:
+    # Given a request made with one customer-service token
+    first = credit(shop, cs, "key-1")
+
+    # When the client retries it after its token was rotated (same role, another token)
+    rotated = Actor("cs:99999999", "req-after-rotation")
+    retry = credit(shop, rotated, "key-1")
+
+    # Then the key is the caller's, not the token's: the first answer, and no second credit
+    assert retry.replayed and retry.position == first.position
+    assert credited_back(shop) == 100
+
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+JUST_UNDER = KEY_LIFETIME - timedelta(microseconds=1)
+
+
+def test_a_key_is_honoured_until_just_before_24_hours_on_the_shop_s_clock(
     shop: LedgerApplication, clock: Clock, cs: Actor,
 ) -> None:
+    clock.at = T0
     first = credit(shop, cs, "key-1")
-    recorded_at = shop.repository.get(record_id(cs.name, "key-1")).modified_on
+    assert shop.keys.get(record_id(cs.role, "key-1")).recorded_at == T0  # type: ignore[union-attr]
 
-    clock.at = recorded_at + KEY_LIFETIME - timedelta(seconds=1)
+    clock.at = T0 + JUST_UNDER
     retry = credit(shop, cs, "key-1")
 
     assert retry.replayed and retry.position == first.position
     assert credited_back(shop) == 100
 
 
-def test_after_24_hours_a_key_starts_afresh(
+def test_at_24_hours_a_key_starts_afresh(
     shop: LedgerApplication, clock: Clock, cs: Actor,
 ) -> None:
+    clock.at = T0
     credit(shop, cs, "key-1", amount=100)
 
-    clock.offset = KEY_LIFETIME + timedelta(seconds=1)
+    clock.at = T0 + KEY_LIFETIME
     later = credit(shop, cs, "key-1", amount=250)
 
     assert later.replayed is False
@@ -180,21 +198,40 @@ def test_after_24_hours_a_key_starts_afresh(
 def test_a_key_renewed_after_24_hours_is_honoured_for_24_hours_from_its_renewal(
     shop: LedgerApplication, clock: Clock, cs: Actor,
 ) -> None:
-    # Given a key used once, and used again for a new request after its lifetime
+    # Given a key used once, and used again for a new request 25 hours later
+    clock.at = T0
     credit(shop, cs, "key-1", amount=100)
-    time.sleep(0.3)  # so that the renewal is clearly later than the first use
-    clock.offset = KEY_LIFETIME + timedelta(hours=1)
+    renewed_at = T0 + timedelta(hours=25)
+    clock.at = renewed_at
     renewed = credit(shop, cs, "key-1", amount=250)
-    renewed_at = shop.repository.get(record_id(cs.name, "key-1")).modified_on
 
-    # When the client retries the renewed request a moment short of 24 h after the renewal
-    clock.at = renewed_at + KEY_LIFETIME - timedelta(milliseconds=100)
+    # When the client retries the renewed request just short of 24 h after the renewal
+    clock.at = renewed_at + JUST_UNDER
     retry = credit(shop, cs, "key-1", amount=250)
 
     # Then it is answered from the renewal and credits nothing more
     assert retry.replayed is True
     assert retry.position == renewed.position
     assert credited_back(shop) == 350
+
+    # And at 24 h after the renewal the key starts afresh once more
+    clock.at = renewed_at + KEY_LIFETIME
+    assert credit(shop, cs, "key-1", amount=50).replayed is False
+    assert credited_back(shop) == 400
+
+
+def test_keys_past_their_lifetime_are_pruned_and_live_ones_kept(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    clock.at = T0
+    credit(shop, cs, "old-key")
+    clock.at = T0 + timedelta(hours=1)
+    credit(shop, cs, "new-key")
+
+    assert shop.keys.prune(before=T0 + timedelta(minutes=30)) == 1
+
+    assert shop.keys.get(record_id(cs.role, "old-key")) is None
+    assert shop.keys.get(record_id(cs.role, "new-key")) is not None
 
 
 def test_concurrent_duplicates_with_one_key_take_effect_once(

@@ -4,6 +4,8 @@ behind the service's back with its guards switched off (as a superuser could).""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import tempfile
 import time
@@ -18,10 +20,10 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
-from projections.chain import Chain
 from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, open_view
 from projections.readmodels import prepare_read_models as prepare
 from projections.replay import tables_of
+from projections.seal import ChainKey
 from projections.store import open_application
 from tests.conftest import drop_pg_database, make_pg_database, pg_url
 
@@ -46,17 +48,9 @@ class Ledger:
     keeper: ReadModelKeeper
 
     def settle(self) -> int:
-        """Wait until the read models and the hash chain have reached the log's end."""
-        position = self.read_models.wait_caught_up()
-        chain = Chain(self.app.recorder)
-        linked, last_move = chain.head().position, time.monotonic()
-        while linked < position:
-            # Stuck, not slow: fail only when the keeper links nothing for a while.
-            assert time.monotonic() - last_move < STALL_TIMEOUT_S, "the keeper stopped linking"
-            time.sleep(0.02)
-            if (head := chain.head().position) != linked:
-                linked, last_move = head, time.monotonic()
-        return position
+        """Wait until the read models have reached the log's end (the writer seals each event
+        as it records it, so the chain is there already)."""
+        return self.read_models.wait_caught_up()
 
     def stop_keeper(self) -> None:
         self.keeper.stop()
@@ -221,6 +215,74 @@ class Intruder:
 
     def cut_chain_from(self, position: int) -> None:
         self.run("DELETE FROM ledger_chain WHERE position >= %s", (position,), unguarded=True)
+
+    def forge_deposit(self, like: int, amount: int, reference: str) -> int:
+        """INSERT, with plain SQL, a well-formed deposit on the account of the deposit at
+        position ``like``, as that account's next version; answers the forged row's position.
+        (No guard refuses an INSERT: only the seal it cannot make tells.)"""
+        rows = self._select(
+            f"SELECT originator_id, topic, state FROM {self.events} WHERE {self.key} = %s",
+            (like,),
+        )
+        originator_id, topic, state = rows[0]
+        (version,) = self._select(
+            f"SELECT MAX(originator_version) FROM {self.events} WHERE originator_id = %s",
+            (originator_id,),
+        )[0]
+        data = json.loads(bytes(state))
+        data.update(amount=amount, reference=reference)
+        forged = json.dumps(data, separators=(",", ":")).encode()
+        self.run(
+            f"INSERT INTO {self.events} (originator_id, originator_version, topic, state)"
+            " VALUES (%s, %s, %s, %s)",
+            (originator_id, version + 1, topic, forged),
+            unguarded=False,
+        )
+        (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
+        return int(position)
+
+    def relink_with_sha256(self, position: int) -> None:
+        """Recompute the stored link at ``position`` and every one after it as an intruder
+        without the key would: plain SHA-256 over the same parts (guards off)."""
+        links = self._select(
+            "SELECT position, previous FROM ledger_chain WHERE position >= %s ORDER BY position",
+            (position,),
+        )
+        previous = links[0][1]
+        for at, _ in links:
+            state = self.state_at(at)
+            forged = hashlib.sha256(previous.encode() + str(at).encode() + state).hexdigest()
+            self.run(
+                "UPDATE ledger_chain SET previous = %s, hash = %s WHERE position = %s",
+                (previous, forged, at),
+                unguarded=True,
+            )
+            previous = forged
+
+    def relink_with_key(self, key: ChainKey, position: int) -> None:
+        """Recompute every link from ``position`` with the chain key (an insider holding it)."""
+        events = self._select(
+            f"SELECT {self.key}, originator_id, originator_version, topic, state"
+            f" FROM {self.events} WHERE {self.key} >= %s ORDER BY {self.key}",
+            (position,),
+        )
+        (previous,) = self._select(
+            "SELECT previous FROM ledger_chain WHERE position = %s", (position,)
+        )[0]
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("DELETE FROM ledger_chain WHERE position >= %s", (position,))
+        ]
+        for at, originator_id, version, topic, state in events:
+            link = key.link(previous, at, originator_id, version, topic, bytes(state))
+            statements.append((
+                "INSERT INTO ledger_chain (position, previous, hash) VALUES (%s, %s, %s)",
+                (at, previous, link),
+            ))
+            previous = link
+        if self.kind == "sqlite":
+            self._run_sqlite(statements, unguarded=True)
+        else:
+            self._run_postgres(statements, unguarded=True)
 
 
 @pytest.fixture

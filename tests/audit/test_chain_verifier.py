@@ -1,15 +1,13 @@
-"""The hash chain's verifier (``projections.chain.first_broken_link``), in memory: every way of
-tampering with a linked log is detected, at or before the first position tampered with.
+"""The chain's verifier (``projections.chain.check_chain``), in memory: every way of tampering
+with a sealed log is detected, at or before the first position tampered with.
 
 Logs are built of ``Notification``s as the stores return them (ids ascending, with gaps as on
-PostgreSQL), linked with ``link`` as the keeper links them. A tampering changes the events, the
-stored links, or both, and says where it first becomes evident: the first position it touched
-when the database itself holds the evidence; when events and chain were rewritten together (or
-the chain cut and the events after the cut rewritten), only digests exported before hold it, so
-there it is the first exported digest at or after the first position touched.
-
-Left out on purpose, because nothing tells it from a legitimate write: appending events after
-the chain's head (the keeper links new events lazily).
+PostgreSQL), sealed with a ``ChainKey`` as the writer seals them. A tampering changes the
+events, the stored links, or both, and says where it first becomes evident: the first position
+it touched when the database itself holds the evidence; when an insider holding the key rewrote
+events and chain together, only digests exported before hold it, so there it is the first
+exported digest at or after the first position touched. An event appended after the chain's
+head is no legitimate write any more: the writer seals every event it records.
 """
 
 from __future__ import annotations
@@ -23,7 +21,8 @@ from eventsourcing.persistence import Notification
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from projections.chain import GENESIS, Digest, first_broken_link, link
+from projections.chain import Digest, Link, check_chain
+from projections.seal import GENESIS, ChainKey
 
 TOPICS = (
     "ledger:Account.Opened",
@@ -33,8 +32,9 @@ TOPICS = (
 )
 STREAMS = tuple(UUID(int=n) for n in (1, 2, 3))
 
+KEY = ChainKey(bytes(range(32)))
 Log = list[Notification]
-Links = list[Digest]
+Links = list[Link]
 # A tampering: the log and its links in; out the tampered pair, the digests an auditor exported
 # before, and the first position where the tampering is evident.
 Tampering = Callable[[st.DataObject, Log, Links], tuple[Log, Links, list[Digest], int]]
@@ -62,12 +62,17 @@ def linked_logs(draw: st.DrawFn) -> tuple[Log, Links]:
     return log, chain_of(log)
 
 
-def chain_of(log: Log) -> Links:
+def chain_of(log: Log, key: ChainKey = KEY) -> Links:
     links, previous = [], GENESIS
-    for notification in log:
-        previous = link(previous, notification)
-        links.append(Digest(notification.id, previous))
+    for n in log:
+        sealed = key.link(previous, n.id, n.originator_id, n.originator_version, n.topic, n.state)
+        links.append(Link(n.id, previous, sealed))
+        previous = sealed
     return links
+
+
+def digest(link: Link) -> Digest:
+    return Digest(link.position, link.hash)
 
 
 def _index(data: st.DataObject, log: Log) -> int:
@@ -176,32 +181,56 @@ def change_a_stored_link(
     forged = data.draw(st.text("0123456789abcdef", min_size=64, max_size=64))
     if forged == links[i].hash:
         forged = ("1" if forged[0] == "0" else "0") + forged[1:]
-    tampered = [*links[:i], Digest(links[i].position, forged), *links[i + 1 :]]
+    tampered = [*links[:i], replace(links[i], hash=forged), *links[i + 1 :]]
     return log, tampered, [], log[i].id
 
 
 def delete_a_stored_link(
     data: st.DataObject, log: Log, links: Links
 ) -> tuple[Log, Links, list[Digest], int]:
-    i = data.draw(st.integers(0, len(links) - 2))  # the last one gone is a chain cut short
+    i = _index(data, log)
     return log, links[:i] + links[i + 1 :], [], log[i].id
+
+
+def append_an_event(
+    data: st.DataObject, log: Log, links: Links
+) -> tuple[Log, Links, list[Digest], int]:
+    """After the chain's head: an INSERT by SQL, which no writer sealed."""
+    forged = Notification(
+        id=log[-1].id + data.draw(st.integers(1, 3)),
+        originator_id=data.draw(st.sampled_from(STREAMS)),
+        originator_version=data.draw(st.integers(1, 50)),
+        topic=data.draw(st.sampled_from(TOPICS)),
+        state=b'{"forged":true}',
+    )
+    return [*log, forged], links, [], forged.id
+
+
+def relink_without_the_key(
+    data: st.DataObject, log: Log, links: Links
+) -> tuple[Log, Links, list[Digest], int]:
+    """Change an event and re-seal everything with a key of the intruder's own."""
+    i = _index(data, log)
+    tampered = _replaced(log, i, state=log[i].state + b" ")
+    return tampered, chain_of(tampered, ChainKey(b"\xff" * 32)), [], log[0].id
 
 
 def truncate_the_chain_and_rewrite_its_tail(
     data: st.DataObject, log: Log, links: Links
 ) -> tuple[Log, Links, list[Digest], int]:
-    """Cut the stored chain and change an event after the cut: it now looks merely unlinked."""
+    """Cut the stored chain and change an event after the cut: the events after it are
+    unsealed from the cut on."""
     keep = data.draw(st.integers(0, len(log) - 1))
     i = data.draw(st.integers(keep, len(log) - 1))
     tampered = _replaced(log, i, state=log[i].state + b" ")
-    digests = _exported(data, links, log[i].id)
-    return tampered, links[:keep], digests, _first_digest_from(digests, log[i].id)
+    return tampered, links[:keep], [], log[keep].id
 
 
 def rewrite_events_and_chain_together(
     data: st.DataObject, log: Log, links: Links
 ) -> tuple[Log, Links, list[Digest], int]:
-    """Change an event and re-link everything from the genesis: consistent in the database."""
+    """An insider holding the key changes an event and re-seals everything from the genesis:
+    consistent in the database; only the digests exported before tell."""
     i = _index(data, log)
     tampered = _replaced(log, i, state=log[i].state + b" ")
     digests = _exported(data, links, log[i].id)
@@ -210,8 +239,8 @@ def rewrite_events_and_chain_together(
 
 def _exported(data: st.DataObject, links: Links, tampered_at: int) -> list[Digest]:
     """Some links exported before the tampering, at least one of them at or after it."""
-    later = [d for d in links if d.position >= tampered_at]
-    some = data.draw(st.lists(st.sampled_from(links), max_size=4))
+    later = [digest(d) for d in links if d.position >= tampered_at]
+    some = data.draw(st.lists(st.sampled_from([digest(d) for d in links]), max_size=4))
     return sorted({data.draw(st.sampled_from(later)), *some}, key=lambda d: d.position)
 
 
@@ -232,6 +261,8 @@ TAMPERINGS: tuple[Tampering, ...] = (
     truncate_the_log,
     change_a_stored_link,
     delete_a_stored_link,
+    append_an_event,
+    relink_without_the_key,
     truncate_the_chain_and_rewrite_its_tail,
     rewrite_events_and_chain_together,
 )
@@ -246,33 +277,55 @@ def _replaced(log: Log, i: int, **changes: object) -> Log:
 def test_every_tampering_is_detected_no_later_than_where_it_is_evident(
     logged: tuple[Log, Links], tampering: Tampering, data: st.DataObject
 ) -> None:
-    # given a linked log that verifies, also against a digest of its head
+    # given a sealed log that verifies, also against a digest of its head
     log, links = logged
-    untouched = first_broken_link(log, links, [links[-1]])
-    assert untouched.ok and untouched.events_checked == len(log) and untouched.unlinked_tail == 0
+    untouched = check_chain(KEY, log, links, [digest(links[-1])])
+    assert untouched.ok and untouched.events_checked == len(log)
 
     # when it is tampered with
     event(tampering.__name__)
     tampered_log, tampered_links, digests, evident_at = tampering(data, log, links)
 
     # then the verifier names a position no later than where the tampering is evident
-    check = first_broken_link(tampered_log, tampered_links, digests)
+    check = check_chain(KEY, tampered_log, tampered_links, digests)
     assert not check.ok, f"{tampering.__name__} went unnoticed"
     assert check.first_bad_position is not None
     assert check.first_bad_position <= evident_at
 
 
-def test_a_chain_cut_short_alone_loses_nothing_and_is_reported_as_an_unlinked_tail() -> None:
-    log = [
+def log_of(size: int) -> Log:
+    return [
         Notification(
             id=n, originator_id=STREAMS[0], originator_version=n, topic=TOPICS[1], state=b"{}"
         )
-        for n in range(1, 6)
+        for n in range(1, size + 1)
     ]
+
+
+def test_a_chain_cut_short_names_each_event_left_unsealed() -> None:
+    log = log_of(5)
+
+    check = check_chain(KEY, log, chain_of(log)[:2])
+
+    assert [(d.position, d.what) for d in check.damage] == [(3, "unsealed"), (4, "unsealed"),
+                                                            (5, "unsealed")]
+
+
+def test_each_kind_of_damage_is_named_at_its_own_position_without_cascading() -> None:
+    log = log_of(8)
     links = chain_of(log)
+    forged = Notification(id=9, originator_id=STREAMS[1], originator_version=1,
+                          topic=TOPICS[0], state=b"{}")
+    tampered = [
+        *log[:1],
+        replace(log[1], state=b'{"changed":1}'),  # 2: content
+        *log[2:4],                                  # 5: gone, its link kept
+        *log[5:],
+        forged,                                     # 9: unsealed
+    ]
 
-    check = first_broken_link(log, links[:2], [links[-1]])
+    check = check_chain(KEY, tampered, links)
 
-    # the events re-derive the very links that were cut (and the head's digest): a keeper
-    # re-extends the chain with the same hashes
-    assert check.ok and check.unlinked_tail == 3 and check.events_checked == 5
+    assert [(d.position, d.what) for d in check.damage] == [
+        (2, "content"), (5, "missing"), (9, "unsealed")
+    ]

@@ -1,6 +1,7 @@
 """``ledger verify`` (``projections.audit.verify``) on both stores: a faithful history verifies;
-history changed behind the service's back (its guards switched off, as a superuser could) fails
-and names the first bad position; a read model changed by hand fails and names the read model.
+history changed behind the service's back (a row INSERTed by SQL, or its guards switched off, as
+the tables' owner could) fails and names every damaged position and what is wrong there; a read
+model changed by hand fails and names the read model.
 """
 
 from __future__ import annotations
@@ -41,7 +42,39 @@ def test_a_faithful_history_verifies(audited: Ledger) -> None:
     assert report.problems == []
     assert report.ok and report.first_bad_position is None
     assert report.events_checked == audited.read_models.log_position() > 30
-    assert report.unlinked_tail == 0
+    assert report.damage == []
+
+
+def test_a_deposit_inserted_by_sql_is_named_as_unsealed(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    # Given a well-formed deposit of an existing account, its next version, INSERTed by SQL
+    forged = intruder.forge_deposit(deposit_positions(audited)[0], 5_000_000, "FORGED-1")
+
+    report = verify(audited.settings, audited.app)
+
+    # Then verify names it, and only it
+    assert not report.ok
+    assert report.first_bad_position == forged
+    assert report.damage == [{"position": forged, "what": "unsealed"}]
+
+
+def test_an_event_changed_and_its_chain_recomputed_with_plain_sha256_is_named(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    position = deposit_positions(audited)[1]
+
+    intruder.flip_amount_digit(position)
+    intruder.relink_with_sha256(position)
+
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.first_bad_position == position
+    # every link recomputed without the key is no seal: each one is named
+    log_end = audited.read_models.log_position()
+    assert report.damage == [
+        {"position": p, "what": "content"} for p in range(position, log_end + 1)
+    ]
 
 
 def test_one_byte_changed_in_one_stored_event_is_named_by_its_position(
@@ -54,7 +87,7 @@ def test_one_byte_changed_in_one_stored_event_is_named_by_its_position(
     report = verify(audited.settings, audited.app)
     assert not report.ok
     assert report.first_bad_position == position
-    assert f"hash chain broken at position {position}" in report.problems
+    assert report.damage == [{"position": position, "what": "content"}]
 
 
 @pytest.mark.parametrize("which", ["a middle one", "the last one"])
@@ -72,6 +105,7 @@ def test_a_deleted_event_is_named_by_its_position(
     report = verify(audited.settings, audited.app)
     assert not report.ok
     assert report.first_bad_position == position
+    assert report.damage == [{"position": position, "what": "missing"}]
 
 
 def test_two_events_with_their_bytes_swapped_are_named_by_the_first_of_them(
@@ -84,6 +118,9 @@ def test_two_events_with_their_bytes_swapped_are_named_by_the_first_of_them(
     report = verify(audited.settings, audited.app)
     assert not report.ok
     assert report.first_bad_position == first
+    assert report.damage == [
+        {"position": first, "what": "content"}, {"position": second, "what": "content"}
+    ]
 
 
 def test_a_rewrite_of_events_and_chain_together_is_caught_by_the_digests_exported_before(
@@ -102,13 +139,11 @@ def test_a_rewrite_of_events_and_chain_together_is_caught_by_the_digests_exporte
             out.write(digest.to_json() + "\n")
     ledger.stop_keeper()
 
-    # when an intruder changes a deposit of the second stretch, re-links the chain from there
-    # and rebuilds the read models, so that the database agrees with itself
+    # when an insider holding the chain key changes a deposit of the second stretch, re-seals
+    # the chain from there and rebuilds the read models, so that the database agrees with itself
     position = next(p for p in deposit_positions(ledger) if stretches[0] < p <= stretches[1])
     intruder.flip_amount_digit(position)
-    intruder.cut_chain_from(position)
-    while Chain(ledger.app.recorder).extend() > 0:
-        pass
+    intruder.relink_with_key(ledger.app.recorder.chain_key, position)  # type: ignore[attr-defined]
     rebuild(ledger.settings, ledger.app)
     assert verify(ledger.settings, ledger.app).ok  # nothing inside the database tells
 
@@ -116,7 +151,9 @@ def test_a_rewrite_of_events_and_chain_together_is_caught_by_the_digests_exporte
     report = verify(ledger.settings, ledger.app, read_digests(exported))
     assert not report.ok
     assert report.first_bad_position == stretches[1]
-    assert report.problems == [f"hash chain broken at position {stretches[1]}"]
+    assert report.damage == [
+        {"position": stretches[1], "what": "digest"}, {"position": stretches[2], "what": "digest"}
+    ]
 
 
 HAND_CHANGES = {

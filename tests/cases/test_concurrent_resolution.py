@@ -5,7 +5,7 @@ applications on the same store whose saves are made to race."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
@@ -16,7 +16,7 @@ from ledger.application import LedgerApplication, Outcome
 from ledger.errors import OverRefundable
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
-from projections.store import StorePositions
+from projections.store import wire
 from tests.cases.conftest import KINDS, ORDER_PAID, CaseDesk, ShopClock, order_of
 
 TIMEOUT_S = 30
@@ -30,27 +30,27 @@ class RacingLedger(LedgerApplication):
 
     def __init__(
         self,
-        env: Mapping[str, str],
+        settings: StoreSettings,
         barrier: threading.Barrier,
         clock: ShopClock,
         max_attempts: int = 40,
     ) -> None:
-        super().__init__(env, clock=clock, max_attempts=max_attempts)
-        self.positions = StorePositions(self.recorder)
+        super().__init__(settings.app_env(), clock=clock, max_attempts=max_attempts)
+        wire(self, settings)
         self.barrier = barrier
         self.armed = False
 
-    def save(self, *objs: Any, **kwargs: Any) -> Any:
+    def _record(self, processing_event: Any) -> Any:
         if self.armed:
             self.armed = False
             self.barrier.wait(TIMEOUT_S)
-        return super().save(*objs, **kwargs)
+        return super()._record(processing_event)
 
 
 @pytest.fixture
 def racers(settings: StoreSettings, clock: ShopClock) -> Iterator[list[RacingLedger]]:
     barrier = threading.Barrier(2)
-    pair = [RacingLedger(settings.app_env(), barrier, clock) for _ in range(2)]
+    pair = [RacingLedger(settings, barrier, clock) for _ in range(2)]
     try:
         yield pair
     finally:
@@ -146,7 +146,7 @@ def test_it_is_the_store_that_stops_the_second_refund_when_two_applications_race
 ) -> None:
     # Given two ledgers that may try a save once only, and two cases on one order
     barrier = threading.Barrier(2)
-    racers = [RacingLedger(settings.app_env(), barrier, clock, max_attempts=1) for _ in range(2)]
+    racers = [RacingLedger(settings, barrier, clock, max_attempts=1) for _ in range(2)]
     try:
         cases = two_cases_with_the_supplier(desk, "damaged")
         for racer in racers:

@@ -125,7 +125,7 @@ async def test_a_verify_asked_while_one_runs_is_503_busy_and_the_first_is_answer
 ) -> None:
     started, release = threading.Event(), threading.Event()
     report = {"ok": True, "events_checked": 0, "first_bad_position": None, "problems": [],
-              "unlinked_tail": 0}
+              "damage": []}
 
     def slow_verifier(settings: StoreSettings, app: LedgerApplication) -> dict[str, Any]:
         started.set()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from ledger.idempotency import KEY_LIFETIME, IdempotencyRecord, fingerprint, record_id
+from ledger.idempotency import KEY_LIFETIME, KeyRecord, fingerprint, record_id
 
 BODY = {"account": {"username": "alice", "posted": 100}}
+RECORDED_AT = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
 
 
-def recorded(caller: str = "system:0a1b2c3d", key: str = "k-1") -> IdempotencyRecord:
-    return IdempotencyRecord.record(
+def recorded(caller: str = "system", key: str = "k-1") -> KeyRecord:
+    return KeyRecord(
         id=record_id(caller, key), caller=caller, fingerprint=fingerprint("deposit", {"a": 1}),
-        outcome="created", body=BODY,
+        outcome="created", body=BODY, position=7, recorded_at=RECORDED_AT,
     )
 
 
@@ -44,47 +45,10 @@ def test_a_request_s_fingerprint_changes_with_the_command_and_with_any_value() -
     assert base != fingerprint("deposit", {"amount": 100, "reference": "P", "note": None})
 
 
-def test_a_recorded_key_remembers_its_caller_request_and_answer() -> None:
+def test_a_recorded_key_is_live_until_24_hours_have_passed_on_the_shop_s_clock() -> None:
     record = recorded()
 
-    assert record.caller == "system:0a1b2c3d"
-    assert record.fingerprint == fingerprint("deposit", {"a": 1})
-    assert (record.outcome, record.body) == ("created", BODY)
-    assert record.recorded_at == record.created_on
-
-
-def test_a_recorded_key_is_live_until_24_hours_have_passed() -> None:
-    record = recorded()
-    at = record.recorded_at
-
-    assert record.is_live(at)
-    assert record.is_live(at + KEY_LIFETIME - timedelta(microseconds=1))
-    assert not record.is_live(at + KEY_LIFETIME)
-    assert not record.is_live(at + timedelta(days=30))
-
-
-def test_a_renewed_key_remembers_the_new_request_and_answer() -> None:
-    record = recorded()
-
-    record.renew("other-fingerprint", "ok", {"new": True})
-
-    assert (record.fingerprint, record.outcome, record.body) == ("other-fingerprint", "ok",
-                                                                 {"new": True})
-    assert record.version == 2
-
-
-def test_a_key_renewed_after_its_lifetime_is_honoured_for_24_hours_from_the_renewal() -> None:
-    # Given a key recorded on one day and renewed 25 hours later, as stored
-    (first,) = recorded().collect_events()
-    renewed_at = first.timestamp + timedelta(hours=25)
-    renewal = IdempotencyRecord.Renewed(
-        originator_id=first.originator_id, originator_version=2, timestamp=renewed_at,
-        fingerprint="second", outcome="created", body={"second": True},
-    )
-
-    # When the record is rebuilt from those events
-    record = renewal.mutate(first.mutate(None))
-
-    # Then the key counts from its renewal: an hour later it is still live
-    assert record.recorded_at == renewed_at
-    assert record.is_live(renewed_at + timedelta(hours=1))
+    assert record.is_live(RECORDED_AT)
+    assert record.is_live(RECORDED_AT + KEY_LIFETIME - timedelta(microseconds=1))
+    assert not record.is_live(RECORDED_AT + KEY_LIFETIME)
+    assert not record.is_live(RECORDED_AT + timedelta(days=30))

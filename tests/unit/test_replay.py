@@ -15,7 +15,6 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
 from ledger.account import Account
-from ledger.idempotency import IdempotencyRecord, fingerprint, record_id
 from ledger.identity import Actor
 from ledger.refund_request import RefundRequest
 
@@ -111,21 +110,6 @@ def test_a_refund_request_loaded_from_a_store_has_the_live_state(
     assert state(loaded) == state(live)
 
 
-def test_an_idempotency_record_loaded_from_a_store_has_the_live_state(
-    store: Application[UUID],
-) -> None:
-    live = IdempotencyRecord.record(
-        id=record_id("cs:1", "k"), caller="cs:1", fingerprint=fingerprint("x", {}),
-        outcome="created", body={"account": {"posted": 1}},
-    )
-    live.renew(fingerprint("y", {}), "ok", {"id": "r"})
-    store.save(live)
-
-    loaded = store.repository.get(live.id)
-
-    assert state(loaded) == state(live)
-
-
 def test_every_stored_event_is_named_by_a_stable_topic_not_a_module_path(
     store: Application[UUID], system: Actor, cs: Actor, finance: Actor,
 ) -> None:
@@ -135,17 +119,13 @@ def test_every_stored_event_is_named_by_a_stable_topic_not_a_module_path(
         reason="a", actor=cs,
     )
     request.approve("ok", actor=finance)
-    record = IdempotencyRecord.record(
-        id=record_id("cs:1", "k"), caller="cs:1", fingerprint="f", outcome="created", body={},
-    )
-    record.renew("g", "created", {})
-    store.save(account, request, record)
+    store.save(account, request)
 
     topics = {
         stored.topic
-        for aggregate in (account, request, record)
+        for aggregate in (account, request)
         for stored in store.recorder.select_events(aggregate.id)
     }
 
     assert all(topic.startswith("ledger:") for topic in topics), topics
-    assert len(topics) == 9 + 2 + 2
+    assert len(topics) == 9 + 2
