@@ -45,7 +45,14 @@ from ledger.errors import (
     NotFound,
     Refused,
 )
-from ledger.idempotency import KeyBook, KeyRecord, KeyWrite, fingerprint, record_id
+from ledger.idempotency import (
+    KEY_LIFETIME,
+    KeyBook,
+    KeyRecord,
+    KeyWrite,
+    fingerprint,
+    record_id,
+)
 from ledger.identity import Actor
 from ledger.pipeline import Committer, Conflicted
 from ledger.refund_request import RefundRequest
@@ -71,7 +78,7 @@ class _UnwiredKeys:
     def get(self, record_id: str) -> KeyRecord | None:
         raise RuntimeError("LedgerApplication.keys was not wired to the event store")
 
-    def prune(self, before: datetime) -> int:
+    def prune(self, up_to: datetime) -> int:
         raise RuntimeError("LedgerApplication.keys was not wired to the event store")
 
 
@@ -129,12 +136,18 @@ class LedgerApplication(Application[UUID]):
         self.max_attempts = max_attempts
         self.lock_timeout_s = lock_timeout_s
         self._locks = _StripedLocks()
-        self.committer = Committer(self)
+        self.committer = Committer(self, housekeeping=self.prune_keys)
         self._reads = threading.local()  # the aggregates the current decision loaded
 
     def close(self) -> None:
         self.committer.stop()
         super().close()
+
+    def prune_keys(self) -> int:
+        """Forget idempotency keys past their lifetime on the shop's clock; answers how many."""
+        if isinstance(self.keys, _UnwiredKeys):
+            return 0
+        return self.keys.prune(up_to=self.clock() - KEY_LIFETIME)
 
     # -- accounts and money -----------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,8 @@ MAX_BATCH = 256
 MAX_QUEUED = 4096
 ANSWER_TIMEOUT_S = 60.0
 IDLE_WAIT_S = 0.2
+# Housekeeping (pruning idempotency keys past their lifetime) runs when idle, this often.
+HOUSEKEEPING_EVERY_S = 300.0
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,17 @@ class Committer:
     """The one writer of an application's events in this process (see the module docstring)."""
 
     def __init__(
-        self, app: Application[UUID], *, max_batch: int = MAX_BATCH, max_queued: int = MAX_QUEUED
+        self,
+        app: Application[UUID],
+        *,
+        max_batch: int = MAX_BATCH,
+        max_queued: int = MAX_QUEUED,
+        housekeeping: Callable[[], object] = lambda: None,
     ) -> None:
         assert 1 <= max_batch <= 10_000 and 1 <= max_queued <= 1_000_000
         self.app = app
+        self.housekeeping = housekeeping
+        self._housekept_at = time.monotonic()
         self.max_batch = max_batch
         self._queue: queue.Queue[_Decided] = queue.Queue(max_queued)
         self._stopping = threading.Event()
@@ -130,6 +140,7 @@ class Committer:
             except queue.Empty:
                 if self._stopping.is_set():
                     return
+                self._keep_house()
                 continue
             batch = [first]
             while len(batch) < self.max_batch:
@@ -144,6 +155,15 @@ class Committer:
                 for decided in batch:
                     if not decided.answer.done():
                         decided.answer.set_exception(error)
+
+    def _keep_house(self) -> None:
+        if time.monotonic() - self._housekept_at < HOUSEKEEPING_EVERY_S:
+            return
+        self._housekept_at = time.monotonic()
+        try:
+            self.housekeeping()
+        except Exception:  # housekeeping never stops the committer; it runs again later
+            log.exception("committer housekeeping failed")
 
     def _commit_batch(self, batch: list[_Decided]) -> None:
         touched: set[UUID] = set()

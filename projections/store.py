@@ -534,12 +534,12 @@ class StoreKeyBook:
             recorded_at=datetime.fromisoformat(row["recorded_at"]),
         )
 
-    def prune(self, before: datetime) -> int:
+    def prune(self, up_to: datetime) -> int:
         rows = run_sql(
             self.recorder,
             [(
-                "DELETE FROM ledger_keys WHERE recorded_at < %(before)s RETURNING id",
-                {"before": _instant(before)},
+                "DELETE FROM ledger_keys WHERE recorded_at <= %(up_to)s RETURNING id",
+                {"up_to": _instant(up_to)},
             )],
             commit=True,
         )

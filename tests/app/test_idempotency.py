@@ -228,7 +228,7 @@ def test_keys_past_their_lifetime_are_pruned_and_live_ones_kept(
     clock.at = T0 + timedelta(hours=1)
     credit(shop, cs, "new-key")
 
-    assert shop.keys.prune(before=T0 + timedelta(minutes=30)) == 1
+    assert shop.keys.prune(up_to=T0 + timedelta(minutes=30)) == 1
 
     assert shop.keys.get(record_id(cs.role, "old-key")) is None
     assert shop.keys.get(record_id(cs.role, "new-key")) is not None
@@ -301,3 +301,17 @@ def test_a_key_whose_first_use_met_a_known_deposit_cannot_be_used_for_another_re
         shop.deposit("alice", 900, "PAY-8", actor=system, idempotency_key="key-7")
 
     assert shop.account("alice").posted == 2_000 - 1_000 + 500
+
+
+def test_the_ledger_prunes_the_keys_whose_lifetime_has_passed_on_the_shop_s_clock(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    clock.at = T0
+    credit(shop, cs, "day-one")
+    clock.at = T0 + KEY_LIFETIME
+    credit(shop, cs, "day-two")
+
+    assert shop.prune_keys() == 1
+
+    assert shop.keys.get(record_id(cs.role, "day-one")) is None
+    assert shop.keys.get(record_id(cs.role, "day-two")) is not None

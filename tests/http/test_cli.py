@@ -214,7 +214,16 @@ def test_the_commands_refuse_a_store_that_does_not_exist(tmp_path: Path) -> None
     assert bad_url.returncode == 2 and "LEDGER_DATABASE_URL" in bad_url.stderr
 
 
-def test_a_digest_of_a_chain_that_binds_nothing_yet_is_refused(tmp_path: Path) -> None:
+def test_a_digest_of_a_store_that_holds_no_event_yet_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    open_application(StoreSettings.from_url(url, pool_size=1)).close()
+    result = ledger(url, "digest")
+    assert result.returncode == 1
+    assert "seals no event yet" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_digest_names_the_last_event_as_soon_as_it_is_recorded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
     app = open_application(StoreSettings.from_url(url, pool_size=1))
     try:
@@ -222,6 +231,5 @@ def test_a_digest_of_a_chain_that_binds_nothing_yet_is_refused(tmp_path: Path) -
     finally:
         app.close()
     result = ledger(url, "digest")
-    assert result.returncode == 1
-    assert "binds no event yet" in result.stderr
-    assert result.stdout == ""
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["position"] == 1

@@ -65,6 +65,7 @@ from hypothesis.stateful import (
 from ledger.account import account_id
 from ledger.application import CaseApplication, Outcome
 from ledger.errors import LedgerError, NotReady
+from ledger.idempotency import record_id
 from ledger.identity import Actor
 from tests.model.harness import Harness, example_differences
 from tests.model.model import (
@@ -85,7 +86,7 @@ STEPS = int(os.environ.get("LEDGER_MODEL_STEPS", "16"))
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
 FINANCE = Actor("finance:8c9d0e1f", "req-finance")
-ACTORS = {a.name: a for a in (SYSTEM, CS, FINANCE)}
+CALLERS = {a.role: a for a in (SYSTEM, CS, FINANCE)}  # whom a key belongs to
 
 USERS = ("ann", "bob", "cy")
 CURRENCIES = ("USD", "EUR", "JPY")
@@ -179,8 +180,9 @@ class LedgerMachine(RuleBasedStateMachine):
         error = self._refusal(command, expected.refusal, expected.reason)
         assert not error.replayed, f"{command!r}: a first refusal is marked as replayed"
         if self.model.records_refusal(command, expected):
-            # the key holds the refusal now: nothing else is recorded
-            self._recorded(command, self.model.key_event(command))
+            # the key holds the refusal now, in the keys' table: nothing is recorded in the log
+            self._recorded(command, ())
+            self._key_holds(command, "refused")
             self.model.remember_key(command, error)
         else:
             assert self.ledger.log_position() == self.position, (
@@ -218,20 +220,29 @@ class LedgerMachine(RuleBasedStateMachine):
         assert topics == wanted, f"{command!r} recorded {topics}, the model expected {wanted}"
         if recorded:
             self.position = recorded[-1].id
-        if "ledger:IdempotencyRecord.Renewed" in topics:
-            self.seen("a lapsed key taken for a new request")
         return recorded
+
+    def _key_holds(self, command: Command, outcome: str, position: int | None = None) -> None:
+        """The store's record of the command's key holds its first answer."""
+        if command.key is None:
+            return
+        record = self.app.keys.get(record_id(command.actor.role, command.key))
+        assert record is not None, f"{command!r}: no record of its key"
+        assert (record.outcome, record.position) == (outcome, position), (command, record)
 
     def _done(self, command: Command, expected: Prediction) -> None:
         answer = self._run(command, f"outcome {expected.outcome}")
         assert not answer.replayed, f"{command!r} answered as a replay: {answer!r}"
         assert answer.outcome == expected.outcome, (command, answer, expected.outcome)
-        recorded = self._recorded(command, (*expected.events, *self.model.key_event(command)))
+        if self.model.takes_a_lapsed_key(command):
+            self.seen("a lapsed key taken for a new request")
+        recorded = self._recorded(command, expected.events)
         if expected.original_position is not None:
             assert answer.position == expected.original_position, (command, answer)
         else:
             assert answer.position == recorded[-1].id, (command, answer, recorded[-1].id)
         expected.apply(answer)
+        self._key_holds(command, answer.outcome, answer.position)
         self.model.remember_key(command, answer)
         owner = self._owner(command, answer)
         streams = {"ledger:Account.": account_id(owner)}
@@ -574,23 +585,25 @@ class LedgerMachine(RuleBasedStateMachine):
     def reuse_a_key_for_another_command(
         self, data: st.DataObject, other: str, another_caller: bool
     ) -> None:
-        """A client sends another request under a key it used before (or another client
-        happens to send one under the same key: keys are per caller, so that is no reuse)."""
-        actor_name, key = data.draw(st.sampled_from(sorted(self.model.keys)))
+        """A client sends another request under a key it used before (or another caller
+        happens to send one under the same key: keys are per caller (the role), so that is no
+        reuse)."""
+        role, key = data.draw(st.sampled_from(sorted(self.model.keys)))
+        actor = CALLERS[role]
         if another_caller:
-            actor_name = data.draw(st.sampled_from(sorted(set(ACTORS) - {actor_name})))
+            actor = CALLERS[data.draw(st.sampled_from(sorted(set(CALLERS) - {role})))]
         username = self.some_user(data)
         reused = next(self.keys)
         command = {
             "deposit": Command("deposit", {"username": username, "amount": 1,
-                                           "reference": f"PAY-R{reused}"}, ACTORS[actor_name]),
+                                           "reference": f"PAY-R{reused}"}, actor),
             "purchase": Command("purchase", {"username": username, "order_no": f"ORD-R{reused}",
-                                             "amount": 1}, ACTORS[actor_name]),
+                                             "amount": 1}, actor),
             "open": Command("open_account", {"username": self.user(f"new{reused}"),
-                                             "currency": "USD"}, ACTORS[actor_name]),
+                                             "currency": "USD"}, actor),
             "note": Command("add_case_note", {
                 "case_id": self.some_case(data) if self.model.cases else uuid4(),
-                "text": f"note {reused}"}, ACTORS[actor_name]),
+                "text": f"note {reused}"}, actor),
         }[other]
         if other == "open" and "USD" not in self.baseline:
             self.baseline["USD"] = self._reconciled("USD")
