@@ -36,7 +36,7 @@ async def ready(request: web.Request) -> web.Response:
     except Exception as error:  # any failure to reach the store means: not ready
         log.warning("not ready: %s: %s", type(error).__name__, error)
         raise NotReady("the database does not answer") from None
-    damage = status.get("damage")
+    damage = status.pop("damage", None)
     request.app[METRICS].history_damage.set(damage["position"] if damage else 0)
     if damage:
         log.error("not ready: history damaged at position %d (%s)", damage["position"],
