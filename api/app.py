@@ -24,6 +24,7 @@ from api.context import (
     ADMISSION,
     AUDIT_EXECUTOR,
     AUDIT_LOCK,
+    CURRENT,
     EXECUTOR,
     KEEPER,
     LEDGER,
@@ -45,7 +46,8 @@ from api.routes import ROUTES
 from api.routing import register
 from ledger.application import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, LedgerApplication
 from ledger.settings import StoreSettings
-from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
+from projections.current import CurrentReader
+from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
 from projections.store import open_application
 
 MAX_BODY_BYTES = 64 * 1024
@@ -116,10 +118,17 @@ def create_app(
         # (one process at a time): made from two threads at once, tracking tables race.
         await in_executor(app, prepare_read_models, settings)
         app[READ_MODELS] = await in_executor(app, read_models, settings, app[LEDGER])
+        current = None
+        if settings.kind == "postgres":
+            current = CurrentReader(settings, [f"{p.name}_tracking" for p in PROJECTIONS])
+            await current.open()
+        app[CURRENT] = current
         app[KEEPER] = keeper(settings)
         await in_executor(app, app[KEEPER].start)
         yield
         await in_executor(app, app[KEEPER].stop)
+        if current is not None:
+            await current.close()
         await in_executor(app, app[READ_MODELS].close)
 
     app.cleanup_ctx.extend([executor, ledger, read_side])

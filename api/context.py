@@ -21,11 +21,13 @@ from uuid import UUID
 from aiohttp import web
 
 from ledger.application import LedgerApplication
+from ledger.errors import NotReady
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 
 if TYPE_CHECKING:
     from api.limits import Admission
+    from projections.current import CurrentReader, Query
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -108,6 +110,9 @@ LEDGER = web.AppKey("ledger", LedgerApplication)
 READ_MODELS = web.AppKey("read_models", ReadSide)
 KEEPER = web.AppKey("keeper", Keeper)
 READ_WAIT_S = web.AppKey("read_wait_s", float)
+# Current reads in one statement on an async pool, in the event loop (PostgreSQL; None on
+# SQLite, whose reads stay on the executor): ``projections.current``.
+CURRENT: web.AppKey[CurrentReader | None] = web.AppKey("current_reads")
 # Worker slots of EXECUTOR for requests (``api.limits``).
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 
@@ -149,3 +154,22 @@ async def read_at(request: web.Request, query: Callable[[ReadSide, int], T]) -> 
         return query(read_models, position)
 
     return await run(request, current)
+
+
+async def read_current(
+    request: web.Request, query: Query, on_executor: Callable[[ReadSide], T]
+) -> T:
+    """``query``'s answer once current: in one statement on the async pool where there is one
+    (PostgreSQL), otherwise ``on_executor`` (the read side's own method for the same query) as
+    ``read`` does. Past the bound, ``NotReady``, or ``HistoryDamaged`` when an event without a
+    valid seal is what stops the read models."""
+    current = request.app[CURRENT]
+    if current is None:
+        return await read(request, on_executor)
+    try:
+        answer: T = await current.fetch(query, timeout_s=request.app[READ_WAIT_S])
+    except NotReady:
+        # Say why, if it is damage: the read models' own check answers at once.
+        await run(request, request.app[READ_MODELS].wait_current, 0.0)
+        raise
+    return answer

@@ -15,10 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import ACTOR, KEEPER, LEDGER, Page, ReadSide, read, run
+from api.context import ACTOR, KEEPER, LEDGER, Page, ReadSide, read, read_current, run
 from ledger import identity
 from ledger.application import Outcome
 from ledger.errors import NotFound
+from projections.current import account_query, balance_query
 
 STATUS_OF_OUTCOME = {"created": 201, "ok": 200, "existing": 200}
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -88,20 +89,23 @@ async def fail_purchase(request: web.Request) -> web.Response:
 async def get_account(request: web.Request) -> web.Response:
     name = parsing.username(request)
     parsing.query(request, models.NoQuery)
-    return json_response(await read(request, lambda rm: _account_or_404(rm, name)))
+    found = await read_current(request, account_query(name), lambda rm: rm.account(name))
+    if found is None:
+        raise NotFound(f"no account for {name!r}", username=name)
+    return json_response(found)
 
 
 async def get_balance(request: web.Request) -> web.Response:
     name = parsing.username(request)
     q = parsing.query(request, models.BalanceQuery)
-
-    def balance(rm: ReadSide) -> dict[str, Any]:
-        found = rm.balance(name, at_position=q.at_position, as_of=q.as_of)
-        if found is None:
-            raise NotFound(f"no account for {name!r} at that point", username=name)
-        return found
-
-    return json_response(await read(request, balance))
+    found = await read_current(
+        request,
+        balance_query(name, at_position=q.at_position, as_of=q.as_of),
+        lambda rm: rm.balance(name, at_position=q.at_position, as_of=q.as_of),
+    )
+    if found is None:
+        raise NotFound(f"no account for {name!r} at that point", username=name)
+    return json_response(found)
 
 
 async def get_history(request: web.Request) -> web.Response:

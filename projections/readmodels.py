@@ -36,7 +36,8 @@ from ledger.clock import rfc3339
 from ledger.errors import HistoryDamaged, InvalidInput, NotReady
 from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
-from projections.chain import Damage, SealWatch, damage_after
+from projections.chain import Damage, damage_after
+from projections.current import Query, account_query, balance_query
 from projections.events import own_fields
 from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
@@ -222,16 +223,13 @@ class ReadModels:
     # -- accounts -----------------------------------------------------------------------------
 
     def account(self, username: str) -> dict[str, Any] | None:
-        rows = self._accounts.query(
-            "SELECT username, currency, posted, held, opened_at, version FROM rm_accounts"
-            " WHERE account_id = %(id)s",
-            {"id": account_id(username).hex},
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        available = row["posted"] - row["held"]
-        return {**row, "available": available, "refundable": available}
+        found: dict[str, Any] | None = self.answer(AccountsProjection.name, account_query(username))
+        return found
+
+    def answer(self, read_model: str, query: Query) -> Any:
+        """``query`` on one read model's tables (the executor's way; ``projections.current``
+        asks the same queries in the event loop)."""
+        return query.shape(self.views[read_model].query(query.sql, query.params))
 
     def history(self, username: str, *, limit: int, after: str | None) -> Page:
         rows = self._accounts.query(
@@ -261,34 +259,9 @@ class ReadModels:
     ) -> dict[str, Any] | None:
         """The balances as they stood at a log position or a moment (the latest event at or
         before it); None when the account did not exist yet."""
-        account = self.account(username)
-        if account is None:
-            return None
-        # Unbounded ends are the largest position and the latest time: one statement serves all.
-        rows = self._accounts.query(
-            "SELECT position, posted_after, held_after, at FROM rm_account_history"
-            " WHERE account_id = %(id)s AND position <= %(position)s AND at <= %(at)s"
-            " ORDER BY position DESC LIMIT 1",
-            {
-                "id": account_id(username).hex,
-                "position": MAX_POSITION if at_position is None else at_position,
-                "at": "9999" if as_of is None else rfc3339(as_of),
-            },
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        available = row["posted_after"] - row["held_after"]
-        return {
-            "username": account["username"],
-            "currency": account["currency"],
-            "posted": row["posted_after"],
-            "held": row["held_after"],
-            "available": available,
-            "refundable": available,
-            "position": row["position"],
-            "at": row["at"],
-        }
+        query = balance_query(username, at_position=at_position, as_of=as_of)
+        found: dict[str, Any] | None = self.answer(AccountsProjection.name, query)
+        return found
 
     # -- orders -------------------------------------------------------------------------------
 
