@@ -13,10 +13,24 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, ReadSide, read
+from api.context import ReadSide, read
 from api.handlers import command, json_response, page
 from ledger import identity
-from ledger.application import CaseApplication
+from ledger.commands import (
+    AcceptReturnCase,
+    AddCaseNote,
+    CancelReturnCase,
+    CaseApplication,
+    CloseReturnCase,
+    ExpireReturnCase,
+    ForwardToSupplier,
+    OpenReturnCase,
+    ReceiveReturn,
+    RejectReturnCase,
+    ResolveReturnCase,
+    ShipBack,
+    StartSupplierReview,
+)
 from ledger.errors import NotFound
 
 
@@ -43,82 +57,81 @@ def _application(b: models.CaseOpen) -> CaseApplication:
 
 async def open_case(request: web.Request) -> web.Response:
     b = await parsing.body(request, models.CaseOpen)
-    return await command(request, request.app[LEDGER].open_return_case, _application(b))
+    return await command(request, OpenReturnCase.of, _application(b))
 
 
 async def start_supplier_review(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.StepNote)
-    return await command(request, request.app[LEDGER].start_supplier_review, case_id, b.note)
+    return await command(request, StartSupplierReview, case_id, b.note)
 
 
 async def accept_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.Accept)
     return await command(
-        request, request.app[LEDGER].accept_return_case, case_id, b.return_by, b.return_address,
-        b.instructions,
+        request, AcceptReturnCase, case_id, b.return_by, b.return_address, b.instructions
     )
 
 
 async def reject_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.Reject)
-    return await command(request, request.app[LEDGER].reject_return_case, case_id, b.reason)
+    return await command(request, RejectReturnCase, case_id, b.reason)
 
 
 async def ship_back(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.ShipBack)
-    return await command(request, request.app[LEDGER].ship_back, case_id, b.tracking)
+    return await command(request, ShipBack, case_id, b.tracking)
 
 
 async def receive_return(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.Receive)
     return await command(
-        request, request.app[LEDGER].receive_return, case_id, b.postmark_date, b.goods,
-        b.original_packaging, b.acceptance_copy,
+        request, ReceiveReturn, case_id, b.postmark_date, b.goods, b.original_packaging,
+        b.acceptance_copy,
     )
 
 
 async def expire_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.StepNote)
-    return await command(request, request.app[LEDGER].expire_return_case, case_id, b.note)
+    return await command(request, ExpireReturnCase, case_id, b.note)
 
 
 async def forward_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.StepNote)
-    return await command(request, request.app[LEDGER].forward_to_supplier, case_id, b.note)
+    return await command(request, ForwardToSupplier, case_id, b.note)
 
 
 async def resolve_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.Resolve)
     return await command(
-        request, request.app[LEDGER].resolve_return_case, case_id, b.outcome, b.refund_amount,
-        b.freight_amount, b.tracking,
+        request, ResolveReturnCase, case_id, b.outcome, b.refund_amount, b.freight_amount,
+        b.tracking,
     )
 
 
 async def close_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.StepNote)
-    return await command(request, request.app[LEDGER].close_return_case, case_id, b.note)
+    return await command(request, CloseReturnCase, case_id, b.note)
 
 
 async def cancel_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.Cancel)
-    return await command(request, request.app[LEDGER].cancel_return_case, case_id, b.reason)
+    return await command(request, CancelReturnCase, case_id, b.reason)
 
 
 async def add_case_note(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.CaseNoteAdd)
-    return await command(request, request.app[LEDGER].add_case_note, case_id, b.text)
+    return await command(request, AddCaseNote, case_id, b.text)
 
 
 async def get_case(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Handlers of the money endpoints: parse, make one call, map the answer.
+"""Handlers of the money endpoints: parse, build the command, have the ledger execute it, map
+the answer.
 
 A write answers its resource with ``position`` (the log position of the last event it wrote):
 201 when it created something, 200 for a step on something existing or a natural duplicate,
@@ -10,16 +11,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec
 
 from aiohttp import web
 
 from api import models, parsing
 from api.context import ACTOR, KEEPER, LEDGER, Page, ReadSide, read, read_current, run
 from ledger import identity
-from ledger.application import Outcome
+from ledger.commands import (
+    ApproveRefund,
+    CancelRefund,
+    Command,
+    Deposit,
+    FailPurchase,
+    OpenAccount,
+    PayRefund,
+    Purchase,
+    RejectRefund,
+    RequestRefund,
+)
 from ledger.errors import NotFound
+from ledger.pipeline import Outcome
 from projections.current import account_query, balance_query
+
+P = ParamSpec("P")
 
 STATUS_OF_OUTCOME = {"created": 201, "ok": 200, "existing": 200}
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -33,12 +48,17 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
                         headers=headers)
 
 
-async def command(request: web.Request, command: Callable[..., Outcome], *args: Any
-                   ) -> web.Response:
-    outcome = await run(
-        request, command, *args, actor=request[ACTOR],
-        idempotency_key=parsing.idempotency_key(request),
-    )
+async def command(request: web.Request, make: Callable[P, Command], *args: P.args,
+                  **kwargs: P.kwargs) -> web.Response:
+    """Build the command (``make(*args, **kwargs)``), have the ledger execute it, answer."""
+    ledger, actor = request.app[LEDGER], request[ACTOR]
+    key = parsing.idempotency_key(request)
+
+    def execute() -> Outcome:
+        # Built on the executor: a refusal of its fields waits for a worker like any answer.
+        return ledger.execute(make(*args, **kwargs), actor=actor, idempotency_key=key)
+
+    outcome = await run(request, execute)
     # The read models of this process need not wait for their next poll to see the write.
     request.app[KEEPER].nudge()
     headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
@@ -62,28 +82,26 @@ def page(found: Page) -> dict[str, Any]:
 
 async def open_account(request: web.Request) -> web.Response:
     b = await parsing.body(request, models.OpenAccount)
-    return await command(request, request.app[LEDGER].open_account, b.username, b.currency)
+    return await command(request, OpenAccount, b.username, b.currency)
 
 
 async def deposit(request: web.Request) -> web.Response:
     name = parsing.username(request)
     b = await parsing.body(request, models.Deposit)
-    return await command(request, request.app[LEDGER].deposit, name, b.amount, b.reference)
+    return await command(request, Deposit, name, b.amount, b.reference)
 
 
 async def purchase(request: web.Request) -> web.Response:
     name = parsing.username(request)
     b = await parsing.body(request, models.Purchase)
-    return await command(request, request.app[LEDGER].purchase, name, b.order_no, b.amount)
+    return await command(request, Purchase, name, b.order_no, b.amount)
 
 
 async def fail_purchase(request: web.Request) -> web.Response:
     name = parsing.username(request)
     order_no = request.match_info["order_no"]
     b = await parsing.body(request, models.PurchaseFailure)
-    return await command(
-        request, request.app[LEDGER].fail_purchase, name, order_no, b.amount, b.reason
-    )
+    return await command(request, FailPurchase, name, order_no, b.amount, b.reason)
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -149,35 +167,31 @@ async def get_refundable(request: web.Request) -> web.Response:
 async def request_refund(request: web.Request) -> web.Response:
     name = parsing.username(request)
     b = await parsing.body(request, models.RefundRequestCreate)
-    return await command(
-        request, request.app[LEDGER].request_refund, name, b.order_no, b.amount, b.reason
-    )
+    return await command(request, RequestRefund, name, b.order_no, b.amount, b.reason)
 
 
 async def approve_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Approve)
-    return await command(request, request.app[LEDGER].approve_refund, request_id, b.note)
+    return await command(request, ApproveRefund, request_id, b.note)
 
 
 async def reject_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Reject)
-    return await command(request, request.app[LEDGER].reject_refund, request_id, b.reason)
+    return await command(request, RejectRefund, request_id, b.reason)
 
 
 async def cancel_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Cancel)
-    return await command(request, request.app[LEDGER].cancel_refund, request_id, b.reason)
+    return await command(request, CancelRefund, request_id, b.reason)
 
 
 async def pay_refund(request: web.Request) -> web.Response:
     request_id = parsing.refund_request_id(request)
     b = await parsing.body(request, models.Pay)
-    return await command(
-        request, request.app[LEDGER].pay_refund, request_id, b.payout_reference
-    )
+    return await command(request, PayRefund, request_id, b.payout_reference)
 
 
 async def list_refund_requests(request: web.Request) -> web.Response:

@@ -229,7 +229,7 @@ class Receive(Body):
 
 
 # A refund may name its amount; an exchange or a repair names its outbound tracking and no
-# refund amount (ledger.application._resolution): stated in the document too.
+# refund amount (ledger.commands.ResolveReturnCase): stated in the document too.
 _RESOLVE_RULES: JsonDict = {
     "anyOf": [
         {"properties": {"outcome": {"const": "refund"}}},

@@ -1,12 +1,27 @@
-"""Group commit: decided commands wait in a bounded queue; one committer records many of them
-in one transaction, then answers each.
+"""The pipeline of a command: decide → queue → commit → answer.
 
-decide → queue → commit → answer. A handler decides on its own thread (under its account's
-lock), hands the committer the new events of its aggregates and its key's record, and waits for
-the answer. The committer takes whatever is queued (at most ``MAX_BATCH``; an idle ledger
-commits a lone command at once, and a batch forms while the previous one is being written) and
-records it with one ``insert_events``: one transaction under the events table's lock, where the
-store also seals each event and writes the keys (``projections.store``).
+``Pipeline.run`` carries out one command on its caller's thread: it takes the command's account
+lock, lets the application decide (load aggregates, run the domain, collect the aggregates whose
+new events must be recorded together, and the answer), hands the decision to the committer, and
+answers. The ``Committer`` records many decided commands in one transaction, then answers each.
+
+Concurrency: aggregates are versioned; a decision that cannot be recorded because its state
+moved on (another command of the batch, another process) is decided again from fresh state, at
+most ``max_attempts`` times, then ``Contention``. Within one process, writers of one account
+queue on a striped lock first (held until their commit is answered), so they rarely race.
+Aggregates come from this process's cache as it last recorded them; a decision that records
+nothing (a refusal, a natural duplicate) is decided again from the store before it is answered,
+so another process's writes are never missed.
+
+Idempotency: with a caller's key, the key's record is written in the same transaction as the
+events it guards; a repeat answers the first response (see ``ledger.idempotency``).
+
+Group commit: a handler decides on its own thread (under its account's lock), hands the
+committer the new events of its aggregates and its key's record, and waits for the answer. The
+committer takes whatever is queued (at most ``MAX_BATCH``; an idle ledger commits a lone
+command at once, and a batch forms while the previous one is being written) and records it with
+one ``insert_events``: one transaction under the events table's lock, where the store also
+seals each event and writes the keys (``projections.store``).
 
 - A command whose aggregate another command of the same batch already changed was decided on
   state that is no longer current: it is not recorded, and its handler decides again
@@ -14,30 +29,47 @@ store also seals each event and writes the keys (``projections.store``).
 - One command's failure never fails the rest of its batch: a batch the store refuses (a
   version another process took first, a key taken meanwhile) is recorded again one command at a
   time, and only the commands that fail alone fail.
-- Every wait is bounded: a full queue refuses at once (``Contention``), and a handler waits at
-  most ``ANSWER_TIMEOUT_S`` for its answer.
+- Every wait is bounded: a full queue refuses at once (``Contention``), a handler waits at most
+  ``lock_timeout_s`` for its account's lock and ``ANSWER_TIMEOUT_S`` for its answer.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Recording
 
-from ledger.errors import Contention
-from ledger.idempotency import KeyWrite
+from ledger import errors
+from ledger.errors import (
+    Conflict,
+    Contention,
+    IdempotencyKeyReused,
+    LedgerError,
+    NotFound,
+    Refused,
+)
+from ledger.idempotency import KeyBook, KeyRecord, KeyWrite, record_id
+from ledger.identity import Actor
 
+if TYPE_CHECKING:
+    from ledger.commands import Command
+
+DEFAULT_MAX_ATTEMPTS = 40
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+LOCK_STRIPES = 256
 MAX_BATCH = 256
 MAX_QUEUED = 4096
 ANSWER_TIMEOUT_S = 60.0
@@ -237,3 +269,241 @@ def _at_event(key: KeyWrite, events_so_far: int) -> KeyWrite:
     if not key.at_last_event:
         return key
     return replace(key, event_index=events_so_far)
+
+
+# -- one command: decide, commit, answer --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a use case decided: aggregates to save together, and the answer.
+
+    No aggregates means nothing changes (a natural duplicate): ``position`` then says where the
+    original was recorded."""
+
+    aggregates: tuple[Aggregate, ...]
+    body: dict[str, Any]
+    outcome: str = "created"
+    original: tuple[UUID, int] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer of a command: ``created``, ``ok`` (a step on something existing) or
+    ``existing`` (a natural duplicate); ``replayed`` when an idempotency key answered it."""
+
+    outcome: str
+    body: dict[str, Any]
+    position: int
+    replayed: bool = False
+
+
+REFUSED = "refused"
+
+
+class EventPositions(Protocol):
+    """Where a stored event stands in the global log (the store knows; the domain asks)."""
+
+    def position_of(self, originator_id: UUID, version: int) -> int: ...
+
+
+class Ledger(Protocol):
+    """What the pipeline asks of the application it carries commands out for (its keys and
+    positions are wired to the store after it is made, so they are read when needed)."""
+
+    keys: KeyBook
+    positions: EventPositions
+    clock: Callable[[], datetime]
+    committer: Committer
+
+    def forget(self, ids: set[UUID]) -> None:
+        """Drop aggregates from the cache: the next load reads them from the store."""
+
+
+@dataclass
+class _StripedLocks:
+    stripes: list[threading.Lock] = field(
+        default_factory=lambda: [threading.Lock() for _ in range(LOCK_STRIPES)]
+    )
+
+    def for_key(self, key: UUID) -> threading.Lock:
+        return self.stripes[key.int % len(self.stripes)]
+
+
+class Pipeline:
+    """Carries out commands for one application (see the module docstring)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> None:
+        assert max_attempts >= 1
+        self.ledger = ledger
+        self.max_attempts = max_attempts
+        self.lock_timeout_s = lock_timeout_s
+        self._locks = _StripedLocks()
+        self._reads = threading.local()  # the aggregates the current decision loaded
+
+    def reads(self) -> set[UUID] | None:
+        """The aggregates the decision being made on this thread has loaded so far (to add to);
+        None outside a decision."""
+        reads: set[UUID] | None = getattr(self._reads, "ids", None)
+        return reads
+
+    def run(
+        self,
+        command: Command,
+        decide: Callable[[], Decision],
+        *,
+        actor: Actor,
+        key: str | None,
+        lock: UUID,
+    ) -> Outcome:
+        """Decide ``command`` (again, when it lost a race) and commit it under ``key``, holding
+        the lock named ``lock``; answers the outcome, or raises the refusal."""
+        ledger = self.ledger
+        guard = KeyGuard(ledger, actor, key, command.fingerprint()) if key else None
+        # The key is looked up only when it may matter: before a decision made again (a
+        # conflict may have been this very request, committed), and before any answer that
+        # records nothing. A first attempt that records goes straight to the commit, where a
+        # key already taken is a conflict like any other.
+        check_key, fresh, conflicts = False, False, 0
+        # Bounded: each round either answers, or is the one decision made again from the store
+        # (``fresh``, once), or is a conflict (at most ``max_attempts``).
+        while conflicts < self.max_attempts:
+            stripe = self._locks.for_key(lock)
+            if not stripe.acquire(timeout=self.lock_timeout_s):
+                raise Contention("the account is busy; try again shortly")
+            try:
+                if guard is not None and check_key and (replay := guard.replay()) is not None:
+                    return replay
+                first_refusal = None
+                reads: set[UUID] = set()
+                self._reads.ids = reads
+                try:
+                    decision = decide()
+                except (Refused, Conflict, NotFound) as refusal:
+                    if not fresh:  # perhaps decided on what another process changed since
+                        ledger.forget(reads)
+                        check_key = fresh = True
+                        continue
+                    if guard is None:
+                        raise
+                    if (replay := guard.replay()) is not None:
+                        return replay
+                    decision, first_refusal = guard.refusal(refusal), refusal
+                finally:
+                    self._reads.ids = None
+                original = None
+                if not decision.aggregates and decision.outcome != REFUSED:
+                    # a natural duplicate: it answers the original
+                    if not fresh:
+                        ledger.forget(reads)
+                        check_key = fresh = True
+                        continue
+                    assert decision.original is not None
+                    original = ledger.positions.position_of(*decision.original)
+                    if guard is None:
+                        return Outcome(decision.outcome, decision.body, original)
+                    if (replay := guard.replay()) is not None:
+                        return replay
+                write = guard.record(decision, original) if guard is not None else None
+                try:
+                    committed = ledger.committer.commit(decision.aggregates, write)
+                except Conflicted:
+                    # lost a race (or the first try committed, or the key was taken): decide
+                    # again from the store
+                    ledger.forget(reads)
+                    check_key = fresh = True
+                    conflicts += 1
+                else:
+                    if first_refusal is not None:
+                        raise first_refusal  # recorded; not a replay the first time
+                    position = committed.last if original is None else original
+                    assert position is not None, "a recorded decision has a position"
+                    return Outcome(decision.outcome, decision.body, position)
+            finally:
+                stripe.release()
+            _back_off(conflicts)
+        raise Contention(
+            f"{command.name} lost {self.max_attempts} races in a row; try again shortly"
+        )
+
+
+class KeyGuard:
+    """The idempotency key of one command: replays what it did, or records what it does.
+
+    A key belongs to the caller (the role), not to the token it came with."""
+
+    def __init__(self, ledger: Ledger, actor: Actor, key: str, fingerprint: str) -> None:
+        self.ledger = ledger
+        self.caller = actor.role
+        self.id = record_id(self.caller, key)
+        self.fingerprint = fingerprint
+        self.expired: KeyRecord | None = None
+
+    def replay(self) -> Outcome | None:
+        record = self.ledger.keys.get(self.id)
+        self.expired = None
+        if record is None:
+            return None
+        if not record.is_live(self.ledger.clock()):
+            self.expired = record
+            return None
+        if record.fingerprint != self.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for another request", key_fingerprint=self.id
+            )
+        if record.outcome == REFUSED:
+            raise refusal_from(record.body)
+        assert record.position is not None, "a key's recorded answer names its position"
+        return Outcome(record.outcome, record.body, record.position, replayed=True)
+
+    def refusal(self, refusal: LedgerError) -> Decision:
+        """A decision that records nothing but this key's refused first response."""
+        body = {
+            "error": type(refusal).__name__,
+            "detail": refusal.detail,
+            "context": {k: _plain(v) for k, v in refusal.context.items()},
+        }
+        return Decision((), body, REFUSED, original=None)
+
+    def record(self, decision: Decision, original: int | None) -> KeyWrite:
+        """The record of this key's first response; ``original`` is the position it names
+        when it wrote nothing else (otherwise: its last event's)."""
+        record = KeyRecord(
+            id=self.id,
+            caller=self.caller,
+            fingerprint=self.fingerprint,
+            outcome=decision.outcome,
+            body=decision.body,
+            position=original,
+            recorded_at=self.ledger.clock(),
+        )
+        replaces = None if self.expired is None else self.expired.recorded_at
+        at_last_event = original is None and decision.outcome != REFUSED
+        return KeyWrite(record, at_last_event=at_last_event, replaces=replaces)
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, str | int | bool | type(None)) else str(value)
+
+
+def refusal_from(body: dict[str, Any]) -> LedgerError:
+    """The refusal a key's record holds, raised again (marked ``replayed``)."""
+    cls = getattr(errors, body["error"])
+    assert isinstance(cls, type) and issubclass(cls, LedgerError), body
+    refusal = cls.__new__(cls)
+    LedgerError.__init__(refusal, body["detail"], **body["context"])
+    for name, value in body["context"].items():  # e.g. CaseRefused.reason, InvalidInput.field
+        setattr(refusal, name, value)
+    refusal.replayed = True
+    return refusal
+
+
+def _back_off(attempt: int) -> None:
+    """Jittered, capped sleep between optimistic retries (at most ~50 ms each)."""
+    time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))  # noqa: S311

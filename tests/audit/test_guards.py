@@ -16,7 +16,7 @@ from ledger.settings import StoreSettings
 from projections.chain import Chain
 from tests.audit.conftest import Intruder
 
-FORGED_HASH = "f" * 64
+FORGED_HASH = FORGED = "f" * 64
 
 
 @pytest.fixture
@@ -82,9 +82,9 @@ def upsert(settings: StoreSettings, table: str) -> str:
     an insert), PostgreSQL's ``ON CONFLICT DO UPDATE``."""
     if table == "chain":
         if settings.kind == "sqlite":
-            return f"INSERT OR REPLACE INTO ledger_chain VALUES (2, '{FORGED_HASH}', '{FORGED_HASH}')"
+            return f"INSERT OR REPLACE INTO ledger_chain VALUES (2, '{FORGED}', '{FORGED}')"
         return (
-            f"INSERT INTO ledger_chain VALUES (2, '{FORGED_HASH}', '{FORGED_HASH}')"
+            f"INSERT INTO ledger_chain VALUES (2, '{FORGED}', '{FORGED}')"
             " ON CONFLICT (position) DO UPDATE SET hash = EXCLUDED.hash"
         )
     if settings.kind == "sqlite":

@@ -4,8 +4,8 @@ match the store's fingerprint ever after, on both stores."""
 from __future__ import annotations
 
 import subprocess
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,8 @@ def test_a_first_start_makes_the_key_and_another_key_is_refused_at_start(
                             (tmp_path / "missing.key", "there is no key")):
             started = time.monotonic()
             refused = subprocess.run(
-                [*ledger_command(), "serve", "--port", str(free_port())], capture_output=True, text=True,
+                [*ledger_command(), "serve", "--port", str(free_port())],
+                capture_output=True, text=True,
                 timeout=60, cwd=tmp_path, check=False,
                 env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": url,
                      "LEDGER_TOKENS": tokens_env(), "LEDGER_CHAIN_KEY_FILE": str(given)},
