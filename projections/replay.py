@@ -1,9 +1,9 @@
 """Replaying the log into read models: ``ledger rebuild`` and the read-model check of
 ``ledger verify``.
 
-A replay drives the very projection code the keeper runs, a batch of events per transaction
-(each batch's rows and its tracking record together), so a rebuilt read model is row for row
-what the live one holds at the same position.
+A replay drives the very projection code the keeper runs (``projections.batches``), a batch of
+events per transaction (each batch's rows and its tracking record together), so a rebuilt read
+model is row for row what the live one holds at the same position.
 """
 
 from __future__ import annotations
@@ -17,62 +17,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import Tracking
-from eventsourcing.projection import Projection
-
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
+from projections.batches import BatchApplier, Projections
 from projections.leadership import leadership
-from projections.readmodels import APP_NAME, PROJECTIONS, open_view
-from projections.views import BatchingView, ReadModelView
+from projections.readmodels import (
+    PROJECTIONS,
+    close_views,
+    open_view,
+    open_views,
+    prepare_read_models,
+)
+from projections.views import ReadModelProjection, ReadModelView
 
 REPLAY_BATCH = 2000
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 
 
-def tables_of(projection: type[Projection[ReadModelView]]) -> list[str]:
-    return [m.group(1) for sql in projection.ddl for m in [_TABLE.match(sql)] if m]  # type: ignore[attr-defined]
+def tables_of(projection: type[ReadModelProjection]) -> list[str]:
+    return [m.group(1) for sql in projection.ddl for m in [_TABLE.match(sql)] if m]
 
 
 def replay(
     app: LedgerApplication,
-    projections: list[tuple[type[Projection[ReadModelView]], ReadModelView]],
+    projections: Projections,
     *,
     upto: int | None = None,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Apply every event after each view's tracked position (up to ``upto``) to the views;
     answers the number of events read."""
-    start = min((view.max_tracking_id(APP_NAME) or 0) for _, view in projections)
-    batches = [(BatchingView(view), view) for _, view in projections]
-    runners = [
-        (cls(batch), batch, view.max_tracking_id(APP_NAME) or 0)  # type: ignore[arg-type]
-        for (cls, _), (batch, view) in zip(projections, batches, strict=True)
-    ]
+    applier = BatchApplier(app.mapper, projections)
     read = 0
     while True:
         notifications = app.recorder.select_notifications(
-            start, REPLAY_BATCH, stop=upto, inclusive_of_start=False
+            applier.position, REPLAY_BATCH, stop=upto, inclusive_of_start=False
         )
-        for notification in notifications:
-            event = app.mapper.to_domain_event(notification)
-            tracking = Tracking(APP_NAME, notification.id)
-            for projection, _, tracked in runners:
-                if notification.id > tracked:
-                    projection.process_event(event, tracking)
-        for _, batch, _ in runners:
-            batch.flush()
+        applier.apply(notifications)
         read += len(notifications)
         on_batch(len(notifications))
         if len(notifications) < REPLAY_BATCH:
             return read
-        start = notifications[-1].id
 
 
 @contextmanager
 def scratch_views(
-    projections: tuple[type[Projection[ReadModelView]], ...] = PROJECTIONS,
-) -> Iterator[list[tuple[type[Projection[ReadModelView]], ReadModelView]]]:
+    projections: tuple[type[ReadModelProjection], ...] = PROJECTIONS,
+) -> Iterator[list[tuple[type[ReadModelProjection], ReadModelView]]]:
     """Fresh, empty read models in a temporary SQLite file each (dropped after)."""
     with tempfile.TemporaryDirectory(prefix="ledger-replay-") as folder:
         settings = StoreSettings.from_url(f"sqlite:///{Path(folder) / 'replay.db'}")
@@ -81,7 +72,7 @@ def scratch_views(
             yield views
         finally:
             for _, view in views:
-                view.datastore.close()  # type: ignore[attr-defined]
+                view.datastore.close()
 
 
 def differences(
@@ -129,12 +120,13 @@ def rebuild(
             try:
                 old.drop(tables_of(projection))
             finally:
-                old.datastore.close()  # type: ignore[attr-defined]
-        views = [(p, open_view(settings, p, pool_size=1)) for p in PROJECTIONS]
+                old.datastore.close()
+        prepare_read_models(settings)  # anew, empty
+        # On PostgreSQL the views share one datastore: each batch is one transaction for all.
+        views = open_views(settings, pool_size=2)
         try:
             started = time.perf_counter()
-            events = replay(app, views, on_batch=on_batch)
+            events = replay(app, [(p, views[p.name]) for p in PROJECTIONS], on_batch=on_batch)
             return RebuildReport(events, time.perf_counter() - started)
         finally:
-            for _, view in views:
-                view.datastore.close()  # type: ignore[attr-defined]
+            close_views(views)
