@@ -8,11 +8,17 @@ tracking records of all of them, and read models with a file each (SQLite) commi
 When a batch fails, whatever of it was not committed is dropped and every remembered row is
 forgotten, so the next batch starts from what the store holds.
 
+``apply`` prepares and commits a batch in the caller's thread (the keeper). ``pipelined`` commits
+each batch in a thread of its own while the next one is decoded and projected (a replay: the
+database's work then overlaps Python's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,9 +97,8 @@ class BatchApplier:
         for part in batch.parts:
             by_datastore.setdefault(id(part[0].view.datastore), []).append(part)
         for group in by_datastore.values():
-            with group[0][0].view.datastore.transaction(commit=True) as cursor:
-                for rows, start, changes in group:
-                    rows.view.write(cursor, start, batch.end, changes)
+            parts = [(rows.view, start, changes) for rows, start, changes in group]
+            parts[0][0].write_batch(parts, batch.end)
             for rows, _, _ in group:
                 rows.committed(batch.end)
 
@@ -103,3 +108,68 @@ class BatchApplier:
     def forget(self) -> None:
         for _, rows in self.models:
             rows.forget()
+
+    @contextmanager
+    def pipelined(self) -> Iterator[Callable[[Sequence[Notification]], None]]:
+        """``apply``, with each batch committed in a thread of its own while the next one is
+        prepared (at most one waits its turn). A failed commit raises from the next ``apply``
+        or on leaving; leaving waits until every batch is committed."""
+        committing = _Committer(self.commit)
+        try:
+
+            def apply(notifications: Sequence[Notification]) -> None:
+                committing.check()
+                if self.remembered() > self.max_remembered_rows:
+                    committing.wait()  # forgotten only once nothing is left to commit
+                    self.forget()
+                batch = self.prepare(notifications)
+                if batch is not None:
+                    committing.submit(batch)
+
+            yield apply
+            committing.wait()
+        except BaseException:
+            committing.close()  # first: nothing may commit while the rows are forgotten
+            self.forget()
+            raise
+        finally:
+            committing.close()
+
+
+class _Committer:
+    """A thread committing batches in the order given."""
+
+    def __init__(self, commit: Callable[[Batch], None]) -> None:
+        self._commit = commit
+        self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="read-model-commits", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            try:
+                if self._failure is None:  # after a failure, nothing later may commit
+                    self._commit(batch)
+            except BaseException as failure:  # raised in the caller's thread, by check()
+                self._failure = failure
+            finally:
+                self._batches.task_done()
+        self._batches.task_done()
+
+    def submit(self, batch: Batch) -> None:
+        self._batches.put(batch)
+
+    def check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def wait(self) -> None:
+        """Until every batch given is committed (or one failed: raises)."""
+        self._batches.join()
+        self.check()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._batches.put(None)
+            self._thread.join()

@@ -3,19 +3,24 @@
 
 A replay drives the very projection code the keeper runs (``projections.batches``), a batch of
 events per transaction (each batch's rows and its tracking record together), so a rebuilt read
-model is row for row what the live one holds at the same position.
+model is row for row what the live one holds at the same position. It reads the next batch and
+commits the last one while it decodes and projects this one, each in a thread of its own.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from eventsourcing.persistence import Notification
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
@@ -28,9 +33,11 @@ from projections.readmodels import (
     open_views,
     prepare_read_models,
 )
+from projections.store import read_log
 from projections.views import ReadModelProjection, ReadModelView
 
 REPLAY_BATCH = 2000
+READ_AHEAD = 2  # batches read and waiting
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 
 
@@ -46,18 +53,58 @@ def replay(
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Apply every event after each view's tracked position (up to ``upto``) to the views;
-    answers the number of events read."""
+    answers the number of events read. Batches are read ahead and committed behind, each in a
+    thread of its own, while this one decodes and projects."""
     applier = BatchApplier(app.mapper, projections)
     read = 0
-    while True:
-        notifications = app.recorder.select_notifications(
-            applier.position, REPLAY_BATCH, stop=upto, inclusive_of_start=False
-        )
-        applier.apply(notifications)
-        read += len(notifications)
-        on_batch(len(notifications))
-        if len(notifications) < REPLAY_BATCH:
-            return read
+    with applier.pipelined() as apply:
+        for notifications in read_ahead(app, applier.position, upto=upto):
+            apply(notifications)
+            read += len(notifications)
+            on_batch(len(notifications))
+    return read
+
+
+def read_ahead(
+    app: LedgerApplication, after: int, *, upto: int | None = None
+) -> Iterator[Sequence[Notification]]:
+    """The log after a position (up to ``upto``) in batches, the next one read while this one
+    is used (at most ``READ_AHEAD`` waiting)."""
+    batches: queue.Queue[Sequence[Notification] | BaseException | None] = queue.Queue(READ_AHEAD)
+    stopping = threading.Event()
+
+    def read() -> None:
+        start = after
+        try:
+            while not stopping.is_set():
+                batch = read_log(app.recorder, start, REPLAY_BATCH, upto=upto)
+                _put(batches, batch, stopping)
+                if len(batch) < REPLAY_BATCH:
+                    break
+                start = batch[-1].id
+            _put(batches, None, stopping)
+        except BaseException as failure:  # raised in the reader's thread, below
+            _put(batches, failure, stopping)
+
+    reader = threading.Thread(target=read, name="replay-reads", daemon=True)
+    reader.start()
+    try:
+        while (batch := batches.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+    finally:
+        stopping.set()
+        reader.join()
+
+
+def _put(batches: queue.Queue[Any], item: Any, stopping: threading.Event) -> None:
+    while not stopping.is_set():
+        try:
+            batches.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 @contextmanager

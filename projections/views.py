@@ -4,9 +4,11 @@ A projection (``ReadModelProjection``) says what each event does to its read mod
 the rows it needs through ``Rows`` and puts back whole rows (keyed tables: the row as it now
 stands) or adds rows (append-only tables: one per step). ``Rows`` holds what a batch of events
 changed until the batch is committed; then each changed keyed row is written once, as it stands
-after the batch (an upsert), the added rows in bulk (``COPY`` on PostgreSQL, ``executemany`` on
-SQLite), and the tracking record moves from where the batch began to its last event, all in one
-transaction (``ReadModelView.write``).
+after the batch (an upsert), the added rows in bulk, and the tracking record moves from where
+the batch began to its last event, all in one transaction (``ReadModelView.write_batch``, for
+every read model of one datastore). On PostgreSQL a batch costs a few round trips however many
+rows it writes: tracking records and upserts (one statement per table, the rows as arrays) in
+one pipeline, then one binary ``COPY`` per append-only table; on SQLite, ``executemany``.
 
 The tracking record moves only from the position the batch began at (compare and set, written
 first): if another process ever applied events meanwhile, the transaction fails and rolls back
@@ -22,7 +24,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,6 +35,8 @@ from psycopg.sql import SQL, Identifier
 
 Statement = tuple[str, dict[str, Any]]
 Row = Mapping[str, Any]
+# One read model's part of a batch: its view, the position its part began after, its changes.
+Part = tuple["ReadModelView", int, "Changes"]
 APP_NAME = "ledger"
 _NAMED = re.compile(r"%\((\w+)\)s")
 
@@ -59,9 +63,10 @@ class ReadModelView(TrackingRecorder):
     tracking_table: str = "tracking"
     datastore: Any
 
-    def write(self, cursor: Any, start: int, end: int, changes: Changes) -> None:
-        """Within the caller's transaction: move the tracking record from ``start`` to ``end``
-        (IntegrityError if it no longer stands at ``start``), then write the changes."""
+    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+        """In one transaction of this view's datastore, for each read model of ``parts`` (all
+        on this datastore): move its tracking record from where its part began to ``end``
+        (IntegrityError if it no longer stands there), and write its changes."""
         raise NotImplementedError
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
@@ -83,15 +88,23 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.ddl]
 
-    def write(self, cursor: Any, start: int, end: int, changes: Changes) -> None:
-        raw = cursor.sqlite_cursor
-        raw.execute(_to_sqlite(_move_tracking("tracking")), _tracking(start, end))
-        if raw.rowcount != 1:
+    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for view, start, changes in parts:
+                assert isinstance(view, SQLiteReadModelView)
+                view._write(cursor.sqlite_cursor, start, end, changes)
+
+    def _write(self, cursor: Any, start: int, end: int, changes: Changes) -> None:
+        cursor.execute(_to_sqlite(_move_tracking("tracking")), _tracking(start, end))
+        if cursor.rowcount != 1:
             raise IntegrityError(f"read model tracking moved from {start} meanwhile")
         for table, rows in changes.put.items():
-            raw.executemany(_to_sqlite(_upsert(table, tuple(rows[0]), changes.keys[table])), rows)
+            columns = tuple(rows[0])
+            upsert = _upsert(table, columns, changes.keys[table], _named(columns))
+            cursor.executemany(_to_sqlite(upsert), rows)
         for table, rows in changes.added.items():
-            raw.executemany(_to_sqlite(_insert(table, tuple(rows[0]))), rows)
+            columns = tuple(rows[0])
+            cursor.executemany(_to_sqlite(_insert(table, columns, _named(columns))), rows)
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         with self.datastore.transaction(commit=True) as cursor:
@@ -124,34 +137,68 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         self._move_tracking_sql = SQL(_move_tracking("{}.{}")).format(
             Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
         )
-        self._types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._types: dict[str, dict[str, str]] = {}
 
-    def write(self, cursor: Any, start: int, end: int, changes: Changes) -> None:
-        cursor.execute(self._move_tracking_sql, _tracking(start, end))
-        if cursor.rowcount != 1:
-            raise IntegrityError(f"read model tracking moved from {start} meanwhile")
+    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+        views = [(_postgres(view), start, changes) for view, start, changes in parts]
+        with self.datastore.get_connection() as connection, connection.transaction():
+            for view, _, changes in views:
+                view._learn_types(connection, changes)  # asked outside the pipeline
+            # Every tracking record and keyed row of the batch in one round trip; a failure
+            # raises as the pipeline ends, and the transaction rolls back.
+            with connection.pipeline():
+                moved = [view._move(connection, start, end, rows) for view, start, rows in views]
+            for tracking, (_, start, _) in zip(moved, views, strict=True):
+                if tracking.rowcount != 1:
+                    raise IntegrityError(f"read model tracking moved from {start} meanwhile")
+            for view, _, changes in views:
+                view._add(connection, changes)  # COPY: not in a pipeline
+
+    def _move(self, connection: Any, start: int, end: int, changes: Changes) -> Any:
+        """Move the tracking record and put the keyed rows; answers the tracking's cursor."""
+        tracking = connection.cursor()
+        tracking.execute(self._move_tracking_sql, _tracking(start, end))
         for table, rows in changes.put.items():
-            cursor.executemany(_upsert(table, tuple(rows[0]), changes.keys[table]), rows)
+            columns = tuple(rows[0])
+            values = operator.itemgetter(*columns)
+            # One statement per table however many rows: the rows as one array per column,
+            # unnested back into rows by the server.
+            unnest = _unnest(self._types_of(table, columns))
+            connection.execute(
+                _upsert(table, columns, changes.keys[table], unnest),
+                [list(column) for column in zip(*map(values, rows), strict=True)],
+            )
+        return tracking
+
+    def _add(self, connection: Any, changes: Changes) -> None:
+        cursor = connection.cursor()
         for table, rows in changes.added.items():
             columns = tuple(rows[0])
             values = operator.itemgetter(*columns)
-            types = self._column_types(cursor, table, columns)
-            # Binary COPY: the bulk path, one round trip for all of a table's new rows, and the
-            # cheapest to encode and to parse.
+            # Binary COPY: one round trip for all of a table's rows, the cheapest to encode and
+            # to parse.
             with cursor.copy(
                 f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(types)
+                copy.set_types(list(self._types_of(table, columns)))
                 for row in rows:
                     copy.write_row(values(row))
 
-    def _column_types(self, cursor: Any, table: str, columns: tuple[str, ...]) -> list[int]:
-        """The columns' type ids, which binary COPY needs (asked of the table once)."""
-        key = (table, columns)
-        if key not in self._types:
-            cursor.execute(f"SELECT {', '.join(columns)} FROM {table} LIMIT 0")  # noqa: S608
-            self._types[key] = [column.type_code for column in cursor.description]
-        return self._types[key]
+    def _learn_types(self, connection: Any, changes: Changes) -> None:
+        """The column types of the tables changed, which binary COPY and unnest need (asked of
+        each table once)."""
+        for table in [*changes.put, *changes.added]:
+            if table not in self._types:
+                rows = connection.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod) AS type"
+                    " FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+                    " AND NOT attisdropped",
+                    (table,),
+                ).fetchall()
+                self._types[table] = {row["attname"]: row["type"] for row in rows}
+
+    def _types_of(self, table: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self._types[table][column] for column in columns)
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -178,6 +225,11 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
             return position, _dump(curs, tables, position)
 
 
+def _postgres(view: ReadModelView) -> PostgresReadModelView:
+    assert isinstance(view, PostgresReadModelView), "read models of one datastore, one kind"
+    return view
+
+
 def _tracking(start: int, end: int) -> dict[str, Any]:
     return {"application_name": APP_NAME, "start": start, "end": end}
 
@@ -192,18 +244,28 @@ def _move_tracking(table: str) -> str:
 
 
 @functools.cache
-def _upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
-    """Insert a keyed row, or replace the one with its key (names from the projections' own
+def _upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...], rows: str) -> str:
+    """Insert keyed rows, or replace those with their keys (names from the projections' own
     code, never from input)."""
     changed = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
     action = f"DO UPDATE SET {changed}" if changed else "DO NOTHING"
-    return f"{_insert(table, columns)} ON CONFLICT ({', '.join(keys)}) {action}"
+    return f"{_insert(table, columns, rows)} ON CONFLICT ({', '.join(keys)}) {action}"
+
+
+def _insert(table: str, columns: tuple[str, ...], rows: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) {rows}"
 
 
 @functools.cache
-def _insert(table: str, columns: tuple[str, ...]) -> str:
-    values = ", ".join(f"%({c})s" for c in columns)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"  # noqa: S608
+def _named(columns: tuple[str, ...]) -> str:
+    """One row's values, by name."""
+    return "VALUES (" + ", ".join(f"%({c})s" for c in columns) + ")"
+
+
+@functools.cache
+def _unnest(types: tuple[str, ...]) -> str:
+    """Rows given as one array per column (PostgreSQL; the types from the table's catalog)."""
+    return "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"  # noqa: S608
 
 
 def _dump(cursor: Any, tables: Sequence[str], tracked: Any) -> dict[str, list[tuple[Any, ...]]]:
@@ -240,6 +302,7 @@ class Rows:
     def __init__(self, view: ReadModelView, keys: Mapping[str, tuple[str, ...]]) -> None:
         self.view = view
         self.keys = dict(keys)
+        self._key_of = {table: _key_getter(columns) for table, columns in keys.items()}
         self.position = view.max_tracking_id(APP_NAME) or 0  # committed up to here
         self.applied = self.position  # applied up to here, committed or not
         self._known: dict[str, dict[tuple[Any, ...], Row | None]] = {t: {} for t in keys}
@@ -267,7 +330,7 @@ class Rows:
 
     def put(self, table: str, row: Row) -> None:
         """A keyed row as it stands now (a new one, or a changed copy of ``get``'s)."""
-        key = tuple(row[c] for c in self.keys[table])
+        key = self._key_of[table](row)
         self._known[table][key] = row
         self._put[table][key] = row
 
@@ -306,6 +369,14 @@ class Rows:
             self._put[table].clear()
         self._added = {}
         self.applied = self.position
+
+
+def _key_getter(columns: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's key, always a tuple (as ``Rows.get`` is given it)."""
+    if len(columns) == 1:
+        column = columns[0]
+        return lambda row: (row[column],)
+    return operator.itemgetter(*columns)
 
 
 class ReadModelProjection:
