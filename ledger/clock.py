@@ -11,4 +11,8 @@ def utc_now() -> datetime:
 
 def rfc3339(moment: datetime) -> str:
     """``2026-11-26T09:00:00.000000Z``: microseconds always, so text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat, not strftime: the same text at a third of the cost (read models write it for
+    # every event they apply). It ends "+00:00" for UTC.
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"

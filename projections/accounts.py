@@ -7,17 +7,12 @@ it, so a balance as of any position or time is one indexed look-up).
 
 from __future__ import annotations
 
-import json
-from functools import singledispatchmethod
-from typing import Any
-
-from eventsourcing.persistence import Tracking
-from eventsourcing.projection import Projection
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ledger.account import Account
-from ledger.clock import rfc3339
-from projections.events import own_fields, snake
-from projections.views import ReadModelView, Statement
+from projections.events import json_text, moment_text, own_fields, snake
+from projections.views import BrokenReadModel, ReadModelProjection, Row
 
 # How each account event moves (posted, held), by the sign of its amount.
 MONEY_EFFECTS: dict[type[Any], tuple[int, int]] = {
@@ -44,56 +39,64 @@ DDL = (
     " correlation_id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (account_id, position))",
 )
 
-_OPEN = (
-    "INSERT INTO rm_accounts (account_id, username, currency, posted, held, opened_at, version,"
-    " position) VALUES (%(account_id)s, %(username)s, %(currency)s, 0, 0, %(at)s, %(version)s,"
-    " %(position)s)"
-)
-_MOVE = (
-    "UPDATE rm_accounts SET posted = posted + %(posted_delta)s, held = held + %(held_delta)s,"
-    " version = %(version)s, position = %(position)s WHERE account_id = %(account_id)s"
-)
-_HISTORY = (
-    "INSERT INTO rm_account_history (account_id, position, version, type, amount, posted_after,"
-    " held_after, at, actor, correlation_id, data) SELECT %(account_id)s, %(position)s,"
-    " %(version)s, %(type)s, %(amount)s, posted, held, %(at)s, %(actor)s, %(correlation_id)s,"
-    " %(data)s FROM rm_accounts WHERE account_id = %(account_id)s"
-)
 
-
-class AccountsProjection(Projection[ReadModelView]):
+class AccountsProjection(ReadModelProjection):
     name = "accounts"
     ddl = DDL
+    keys: ClassVar[Mapping[str, tuple[str, ...]]] = {"rm_accounts": ("account_id",)}
+    handles = frozenset({Account.Opened, *MONEY_EFFECTS})
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        statements: list[Statement] = []
-        if type(domain_event) in MONEY_EFFECTS:
-            posted_sign, held_sign = MONEY_EFFECTS[type(domain_event)]
-            params = _params(domain_event, tracking)
-            params["posted_delta"] = posted_sign * domain_event.amount
-            params["held_delta"] = held_sign * domain_event.amount
-            statements = [(_MOVE, params), (_HISTORY, params)]
-        # Every other event is tracked too, so waiting for any position ends.
-        self.view.record(tracking, statements)
+    def process_event(self, event: Any, position: int) -> None:
+        kind = type(event)
+        if kind is Account.Opened:
+            account: Row = {
+                "account_id": event.originator_id.hex,
+                "username": event.username,
+                "currency": event.currency,
+                "posted": 0,
+                "held": 0,
+                "opened_at": moment_text(event.timestamp),
+                "version": event.originator_version,
+                "position": position,
+            }
+        elif kind in MONEY_EFFECTS:
+            account = _moved(self.rows.get("rm_accounts", event.originator_id.hex), event, position)
+        else:
+            return
+        self.rows.put("rm_accounts", account)
+        self.rows.add("rm_account_history", _history(event, position, account))
 
-    @process_event.register
-    def _opened(self, domain_event: Account.Opened, tracking: Tracking) -> None:
-        params = _params(domain_event, tracking)
-        params.update(username=domain_event.username, currency=domain_event.currency)
-        self.view.record(tracking, [(_OPEN, params), (_HISTORY, params)])
+
+def _moved(account: Row, event: Any, position: int) -> Row:
+    posted_sign, held_sign = MONEY_EFFECTS[type(event)]
+    posted = account["posted"] + posted_sign * event.amount
+    held = account["held"] + held_sign * event.amount
+    # The table checks the last row of a batch; this checks every event's.
+    if held < 0 or posted - held < 0:
+        raise BrokenReadModel(
+            f"account {account['username']} at position {position}: posted {posted}, held {held}"
+        )
+    return {
+        **account,
+        "posted": posted,
+        "held": held,
+        "version": event.originator_version,
+        "position": position,
+    }
 
 
-def _params(event: Any, tracking: Tracking) -> dict[str, Any]:
+def _history(event: Any, position: int, account: Row) -> Row:
     data = own_fields(event)
     return {
-        "account_id": event.originator_id.hex,
-        "position": tracking.notification_id,
+        "account_id": account["account_id"],
+        "position": position,
         "version": event.originator_version,
         "type": snake(type(event).__name__),
         "amount": data.get("amount", 0),
-        "at": rfc3339(event.timestamp),
+        "posted_after": account["posted"],
+        "held_after": account["held"],
+        "at": moment_text(event.timestamp),
         "actor": event.actor,
         "correlation_id": event.correlation_id,
-        "data": json.dumps(data, sort_keys=True),
+        "data": json_text(data),
     }

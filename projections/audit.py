@@ -132,5 +132,5 @@ def read_model_differences(settings: StoreSettings, app: LedgerApplication) -> l
                 found.append(f"replay reached {fresh_position}, live is at {position}")
             problems += [f"read model {projection.name}: {d}" for d in found]
         finally:
-            live_view.datastore.close()  # type: ignore[attr-defined]
+            live_view.datastore.close()
     return problems

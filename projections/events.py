@@ -1,8 +1,21 @@
-"""Reading domain events the way read models need them: their own fields, as plain data."""
+"""Reading domain events the way read models need them: their own fields, as plain data, and
+the texts of their names, times and data as the read models store them.
+
+The projections call these once or more for every event they apply, so each is cheap: names
+and times are remembered, and the JSON encoder is made once.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import json.encoder
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from uuid import UUID
+
+from ledger.clock import rfc3339
 
 # Fields every event has; the rest are the event's own.
 _ENVELOPE = frozenset(
@@ -22,6 +35,49 @@ def own_fields(event: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(event).items() if k not in _ENVELOPE}
 
 
+@functools.cache
 def snake(name: str) -> str:
     """``DepositReceived`` → ``deposit_received``."""
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+@functools.lru_cache(maxsize=1024)  # the same event's time is asked for by several read models
+def moment_text(moment: datetime) -> str:
+    """``rfc3339``, remembered for the latest moments."""
+    return rfc3339(moment)
+
+
+@functools.lru_cache(maxsize=4096)  # an aggregate's id comes back with each of its events
+def uuid_text(value: UUID) -> str:
+    return str(value)
+
+
+def json_text(data: Any) -> str:
+    """Data as stored in read models: JSON with sorted keys, as json.dumps(data,
+    sort_keys=True) writes it."""
+    return _encode_json(data)
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    # json.dumps makes a new encoder for every call, and JSONEncoder.encode a new C encoder:
+    # make one C encoder once, with json.dumps's own arguments (no circular check: event data
+    # is a tree).
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # a Python without the C accelerator: the plain way
+        return json.JSONEncoder(sort_keys=True).encode
+    encoder = c_make_encoder(
+        None, _unencodable, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        True, False, True,
+    )  # markers, default, encode string, indent, separators, sort_keys, skipkeys, allow_nan
+
+    def encode(data: Any) -> str:
+        return "".join(encoder(data, 0))
+
+    return encode
+
+
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_encode_json = _make_json_encoder()

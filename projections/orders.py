@@ -7,15 +7,12 @@ table refuses to see negative.
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
-from typing import Any
-
-from eventsourcing.persistence import Tracking
-from eventsourcing.projection import Projection
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ledger.account import Account, account_id
 from ledger.return_case import ReturnCase
-from projections.views import ReadModelView
+from projections.views import BrokenReadModel, ReadModelProjection, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_orders ("
@@ -28,56 +25,44 @@ DDL = (
     " position BIGINT NOT NULL, PRIMARY KEY (account_id, order_no, case_id))",
 )
 
-_PAID = (
-    "INSERT INTO rm_orders (account_id, order_no, paid, credited_back, seq, position)"
-    " VALUES (%(account_id)s, %(order_no)s, %(amount)s, 0, %(position)s, %(position)s)"
-)
-_CREDITED = (
-    "UPDATE rm_orders SET credited_back = credited_back + %(amount)s, position = %(position)s"
-    " WHERE account_id = %(account_id)s AND order_no = %(order_no)s"
-)
-
-_CASE_OPENED = (
-    "INSERT INTO rm_order_cases (account_id, order_no, case_id, position)"
-    " VALUES (%(account_id)s, %(order_no)s, %(case_id)s, %(position)s)"
-)
+# Events that credit an order back, by the amount they carry.
+CREDITS_BACK = frozenset({Account.PurchaseFailed, Account.ReturnRefundCredited})
 
 
-class OrdersProjection(Projection[ReadModelView]):
+class OrdersProjection(ReadModelProjection):
     name = "orders"
     ddl = DDL
+    keys: ClassVar[Mapping[str, tuple[str, ...]]] = {"rm_orders": ("account_id", "order_no")}
+    handles = frozenset({Account.PurchasePaid, *CREDITS_BACK, ReturnCase.Opened})
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        self.view.record(tracking, [])
-
-    @process_event.register
-    def _paid(self, domain_event: Account.PurchasePaid, tracking: Tracking) -> None:
-        self.view.record(tracking, [(_PAID, _params(domain_event, tracking))])
-
-    @process_event.register
-    def _failed(self, domain_event: Account.PurchaseFailed, tracking: Tracking) -> None:
-        self.view.record(tracking, [(_CREDITED, _params(domain_event, tracking))])
-
-    @process_event.register
-    def _refunded(self, domain_event: Account.ReturnRefundCredited, tracking: Tracking) -> None:
-        self.view.record(tracking, [(_CREDITED, _params(domain_event, tracking))])
-
-    @process_event.register
-    def _case_opened(self, domain_event: ReturnCase.Opened, tracking: Tracking) -> None:
-        params = {
-            "account_id": account_id(domain_event.username).hex,
-            "order_no": domain_event.order_no,
-            "case_id": str(domain_event.originator_id),
-            "position": tracking.notification_id,
-        }
-        self.view.record(tracking, [(_CASE_OPENED, params)])
-
-
-def _params(event: Any, tracking: Tracking) -> dict[str, Any]:
-    return {
-        "account_id": event.originator_id.hex,
-        "order_no": event.order_no,
-        "amount": event.amount,
-        "position": tracking.notification_id,
-    }
+    def process_event(self, event: Any, position: int) -> None:
+        kind = type(event)
+        if kind is Account.PurchasePaid:
+            order: Row = {
+                "account_id": event.originator_id.hex,
+                "order_no": event.order_no,
+                "paid": event.amount,
+                "credited_back": 0,
+                "seq": position,
+                "position": position,
+            }
+            self.rows.put("rm_orders", order)
+        elif kind in CREDITS_BACK:
+            order = self.rows.get("rm_orders", event.originator_id.hex, event.order_no)
+            credited_back = order["credited_back"] + event.amount
+            # The table checks the last row of a batch; this checks every event's.
+            if credited_back > order["paid"]:
+                raise BrokenReadModel(
+                    f"order {event.order_no} credited back {credited_back} of {order['paid']}"
+                )
+            self.rows.put(
+                "rm_orders", {**order, "credited_back": credited_back, "position": position}
+            )
+        elif kind is ReturnCase.Opened:
+            case = {
+                "account_id": account_id(event.username).hex,
+                "order_no": event.order_no,
+                "case_id": str(event.originator_id),
+                "position": position,
+            }
+            self.rows.add("rm_order_cases", case)

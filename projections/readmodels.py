@@ -5,11 +5,14 @@ keeper that keeps them current.
 until the read models have processed it, so a read reflects every write acknowledged before it
 began, whichever process served the write; past the bound it raises ``NotReady``.
 
-``ReadModelKeeper`` runs the projections: on PostgreSQL, eventsourcing's ``ProjectionRunner``
-(LISTEN/NOTIFY) in whichever ``ledger serve`` process holds an advisory lock, so exactly one
-process keeps them at a time and another takes over within seconds when it dies; a supervisor
-restarts a runner that failed or stalled (a lost NOTIFY). On SQLite, a polling loop drives the
-same projection code.
+``ReadModelKeeper`` keeps them, in whichever ``ledger serve`` process holds the leadership lock
+(``projections.leadership``), so exactly one process keeps them at a time and another takes
+over within seconds when it dies. One loop on both stores: it reads a bounded batch of events,
+applies it to every read model and commits it (``projections.batches``): on PostgreSQL one
+transaction for all read models and their tracking records, on SQLite one per read model. It
+reads again at once after a full batch; otherwise it waits for a NOTIFY of new events
+(PostgreSQL), a write of its own process, or a short poll interval, so a lost NOTIFY costs at most
+that interval. A failure is logged and the keeper starts again, never left dead.
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
-from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Notification
 from eventsourcing.utils import Environment
 
 from ledger import policy
@@ -36,7 +38,8 @@ from ledger.clock import rfc3339
 from ledger.errors import HistoryDamaged, InvalidInput, NotReady
 from ledger.settings import StoreSettings
 from projections.accounts import AccountsProjection
-from projections.chain import Damage, damage_after
+from projections.batches import BatchApplier
+from projections.chain import Damage, SealWatch, damage_after
 from projections.current import Query, account_query, balance_query
 from projections.events import own_fields
 from projections.journal import JournalProjection
@@ -45,12 +48,14 @@ from projections.orders import OrdersProjection
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection, case_status, overdue_where
+from projections.seal import read_key
 from projections.store import schema_lock
-from projections.views import BatchingView, ReadModelView, view_class
+from projections.views import ReadModelProjection, ReadModelView, view_class
+from projections.wakeup import Doorbell, PostgresDoorbell
 
 log = logging.getLogger(__name__)
 
-PROJECTIONS: tuple[type[Projection[ReadModelView]], ...] = (
+PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     AccountsProjection,
     OrdersProjection,
     RefundRequestsProjection,
@@ -70,10 +75,10 @@ class Page:
 
 
 def open_view(
-    settings: StoreSettings, projection: type[Projection[ReadModelView]], *, pool_size: int = 2
+    settings: StoreSettings, projection: type[ReadModelProjection], *, pool_size: int = 2
 ) -> ReadModelView:
     env = Environment(projection.name, view_env(settings, projection, pool_size=pool_size))
-    cls = view_class(settings.kind, projection.name, getattr(projection, "ddl", ()))
+    cls = view_class(settings.kind, projection.name, projection.ddl)
     factory = InfrastructureFactory[ReadModelView].construct(env)
     return factory.tracking_recorder(cls)
 
@@ -90,7 +95,7 @@ def open_views(settings: StoreSettings, *, pool_size: int) -> dict[str, ReadMode
     factory: Any = InfrastructureFactory[ReadModelView].construct(Environment("read_models", env))
     datastore = factory.datastore
     return {
-        p.name: view_class(settings.kind, p.name, p.ddl)(  # type: ignore[attr-defined,call-arg]
+        p.name: view_class(settings.kind, p.name, p.ddl)(  # type: ignore[call-arg]
             datastore=datastore, tracking_table_name=f"{p.name}_tracking"
         )
         for p in PROJECTIONS
@@ -98,7 +103,7 @@ def open_views(settings: StoreSettings, *, pool_size: int) -> dict[str, ReadMode
 
 
 def view_env(
-    settings: StoreSettings, projection: type[Projection[ReadModelView]], *, pool_size: int
+    settings: StoreSettings, projection: type[ReadModelProjection], *, pool_size: int
 ) -> dict[str, str]:
     """A view's settings: on PostgreSQL a pool of one idle and at most ``pool_size`` open."""
     env = settings.env_for(projection.name)
@@ -135,8 +140,7 @@ class ReadModels:
         self._journal = self.views[JournalProjection.name]
 
     def close(self) -> None:
-        for datastore in {id(v.datastore): v.datastore for v in self.views.values()}.values():  # type: ignore[attr-defined]
-            datastore.close()
+        close_views(self.views)
 
     # -- currency -----------------------------------------------------------------------------
 
@@ -533,6 +537,20 @@ def paged(rows: list[dict[str, Any]], limit: int, *, key: str) -> Page:
 
 # -- keeping them current ----------------------------------------------------------------------
 
+# Events read and applied per transaction: large enough that a keeper behind catches up in few
+# commits, small enough that one batch's rows stay a few megabytes and commit in well under a
+# second.
+KEEPER_BATCH = 1000
+MAX_KEEPER_BATCH = 10_000
+# The longest a keeper waits before looking for new events unprompted: on PostgreSQL only a
+# lost NOTIFY needs it; SQLite has no notice from other processes, so it looks often.
+POSTGRES_POLL_INTERVAL_S = 0.1
+SQLITE_POLL_INTERVAL_S = 0.01
+MAX_POLL_INTERVAL_S = 1.0
+# How often a keeper checks that it still holds the leadership lock's session.
+LOCK_CHECK_S = 1.0
+KEEPER_POOL_SIZE = 2
+
 
 class ReadModelKeeper:
     """Keeps the read models current, in a thread of its own (see the module docstring)."""
@@ -541,176 +559,109 @@ class ReadModelKeeper:
         self,
         settings: StoreSettings,
         *,
-        poll_interval_s: float = 0.01,
-        batch_size: int = 500,
+        batch_size: int = KEEPER_BATCH,
+        poll_interval_s: float | None = None,
         lock_retry_s: float = 1.0,
-        stall_timeout_s: float = 5.0,
     ) -> None:
-        assert 0 < batch_size <= 10_000
+        if poll_interval_s is None:
+            postgres = settings.kind == "postgres"
+            poll_interval_s = POSTGRES_POLL_INTERVAL_S if postgres else SQLITE_POLL_INTERVAL_S
+        if not 0 < batch_size <= MAX_KEEPER_BATCH:
+            raise ValueError(f"batch_size is 1..{MAX_KEEPER_BATCH}")
+        if not 0 < poll_interval_s <= MAX_POLL_INTERVAL_S:
+            raise ValueError(f"poll_interval_s is in (0, {MAX_POLL_INTERVAL_S:g}]")
         self.settings = settings
-        self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
         self.lock_retry_s = lock_retry_s
-        self.stall_timeout_s = stall_timeout_s
         self.is_leader = threading.Event()
         self._stopping = threading.Event()
-        self._wake = threading.Event()
+        self._doorbell = PostgresDoorbell(settings) if settings.kind == "postgres" else Doorbell()
         self._thread: threading.Thread | None = None
+        self._watch: SealWatch | None = None
 
     def start(self) -> None:
         assert self._thread is None, "started twice"
-        target = self._poll if self.settings.kind == "sqlite" else self._lead
-        self._thread = threading.Thread(target=target, name="read-model-keeper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="read-model-keeper", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._doorbell.ring()
         if self._thread is not None:
             self._thread.join(timeout_s)
 
     def nudge(self) -> None:
         """A write was just made here: look for new events now rather than at the next poll."""
-        self._wake.set()
+        self._doorbell.ring()
 
-    # -- SQLite: a polling loop over the same projection code ---------------------------------
-
-    def _poll(self) -> None:
-        lock = LeaderLock(self.settings)
-        try:
-            while not self._stopping.is_set() and not lock.try_acquire():
-                self._stopping.wait(self.lock_retry_s)
-            if self._stopping.is_set():
-                return
-            log.info("this process now keeps the read models current")
-            self.is_leader.set()
-            while not self._stopping.is_set():
-                try:
-                    self._poll_as_leader()
-                except Exception:  # restarted, never left dead: every read would wait in vain
-                    log.exception("read-model keeper failed; restarting it")
-                    self._stopping.wait(self.lock_retry_s)
-        finally:
-            self.is_leader.clear()
-            lock.release()
-
-    def _poll_as_leader(self) -> None:
-        prepare_read_models(self.settings)
-        app = LedgerApplication(self.settings.app_env())
-        views = [BatchingView(open_view(self.settings, p)) for p in PROJECTIONS]
-        projections = [p(view) for p, view in zip(PROJECTIONS, views, strict=True)]  # type: ignore[arg-type]
-        try:
-            while not self._stopping.is_set():
-                try:
-                    busy = any([self.catch_up(app, p) for p in projections])
-                except IntegrityError:
-                    busy = True  # another process applied the same event first: read again
-                if not busy:
-                    self._wake.wait(self.poll_interval_s)
-                    self._wake.clear()
-        finally:
-            app.close()
-            for view in views:
-                view.view.datastore.close()  # type: ignore[attr-defined]
-
-    def catch_up(self, app: LedgerApplication, projection: Projection[ReadModelView]) -> bool:
-        """Apply one batch of new events to one projection, in one transaction; True if there
-        were any."""
-        view = projection.view
-        assert isinstance(view, BatchingView)
-        start = view.max_tracking_id(APP_NAME) or 0
-        notifications = app.recorder.select_notifications(
-            start, self.batch_size, inclusive_of_start=False
-        )
-        try:
-            for notification in notifications:
-                event = app.mapper.to_domain_event(notification)
-                projection.process_event(event, Tracking(APP_NAME, notification.id))
-            view.flush()
-        finally:
-            view.statements, view.tracking = [], None  # a failed batch is read again
-        return bool(notifications)
-
-    # -- PostgreSQL: one leader, ProjectionRunners, a supervisor ------------------------------
-
-    def _lead(self) -> None:
+    def _run(self) -> None:
+        """Lead when the lock is free; never left dead (every read would wait in vain): a
+        failure is logged, the lock let go, and the keeper starts again."""
         while not self._stopping.is_set():
             lock = LeaderLock(self.settings)
             try:
                 if lock.try_acquire():
                     log.info("this process now keeps the read models current")
-                    prepare_read_models(self.settings)
                     self.is_leader.set()
-                    self._supervise(lock)
-            except Exception:  # never left dead: every read would wait in vain
-                log.exception("read-model keeper failed; trying again")
+                    self._keep(lock)
+            except IntegrityError:
+                log.warning("another process applied events meanwhile; starting again")
+            except Exception:
+                log.exception("read-model keeper failed; starting again")
             finally:
                 self.is_leader.clear()
                 lock.release()
             self._stopping.wait(self.lock_retry_s)
 
-    def _supervise(self, lock: LeaderLock) -> None:
-        runners = {p.name: self._runner(p) for p in PROJECTIONS}
-        progress: dict[str, tuple[int, float]] = {}
+    def _keep(self, lock: LeaderLock) -> None:
+        prepare_read_models(self.settings)
+        # Two connections each for reading the log and for the read models are plenty: one
+        # batch at a time (the leadership lock and the doorbell have one each besides).
+        app = LedgerApplication(replace(self.settings, pool_size=KEEPER_POOL_SIZE).app_env())
+        views = open_views(self.settings, pool_size=KEEPER_POOL_SIZE)
+        self._watch = SealWatch(app.recorder, read_key(self.settings.chain_key_file))
         try:
-            while not self._stopping.is_set():
-                lock.check()  # still holding the lock?
-                recorder = next(iter(runners.values())).app.recorder
-                position = recorder.max_notification_id() or 0
-                for projection in PROJECTIONS:
-                    runner = runners[projection.name]
-                    if self._is_failed_or_stalled(runner, position, progress, projection.name):
-                        _close_runner(runner)
-                        runners[projection.name] = self._runner(projection)
-                        progress.pop(projection.name, None)
-                self._stopping.wait(0.5)
+            with self._doorbell.listening(getattr(app.recorder, "channel_name", "")):
+                applier = BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS])
+                checked = time.monotonic()
+                while not self._stopping.is_set():
+                    if not self.catch_up(app, applier):
+                        self._doorbell.wait(self.poll_interval_s)
+                    if time.monotonic() - checked > LOCK_CHECK_S:
+                        lock.check()
+                        checked = time.monotonic()
         finally:
-            for runner in runners.values():
-                _close_runner(runner)
+            app.close()
+            close_views(views)
 
-    def _runner(
-        self, projection: type[Projection[ReadModelView]]
-    ) -> ProjectionRunner[LedgerApplication, ReadModelView]:
-        runner: ProjectionRunner[LedgerApplication, ReadModelView] = ProjectionRunner(
-            application_class=LedgerApplication,
-            projection_class=projection,
-            view_class=view_class(self.settings.kind, projection.name, projection.ddl),  # type: ignore[attr-defined]
-            # The tables exist (prepare_read_models, under the schema lock): DDL from here
-            # would race other processes' start-ups.
-            env={**view_env(self.settings, projection, pool_size=2), "CREATE_TABLE": "n"},
+    def catch_up(self, app: LedgerApplication, applier: BatchApplier) -> bool:
+        """Apply the next batch of events to every read model, in one transaction per
+        datastore; True if the batch was full (more may be waiting)."""
+        notifications = app.recorder.select_notifications(
+            applier.position, self.batch_size, inclusive_of_start=False
         )
-        return runner.__enter__()
+        admitted = self._admit(applier.position, notifications)
+        applier.apply(admitted)
+        return len(admitted) == self.batch_size
 
-    def _is_failed_or_stalled(
-        self,
-        runner: ProjectionRunner[LedgerApplication, ReadModelView],
-        position: int,
-        progress: dict[str, tuple[int, float]],
-        name: str,
-    ) -> bool:
-        if runner.is_interrupted.is_set():
-            log.warning("projection runner %s stopped; restarting it", name)
-            return True
-        tracked = runner.view.max_tracking_id(APP_NAME) or 0
-        now = time.monotonic()
-        last_tracked, since = progress.get(name, (tracked, now))
-        if tracked != last_tracked or tracked >= position:
-            progress[name] = (tracked, now)
-            return False
-        progress[name] = (last_tracked, since)
-        if now - since > self.stall_timeout_s:
-            log.warning(
-                "projection runner %s stalled at %d of %d; restarting", name, tracked, position
-            )
-            return True
-        return False
+    def _admit(self, after: int, notifications: Sequence[Notification]) -> Sequence[Notification]:
+        """The events of a batch to apply: the prefix of those read whose seals hold and follow
+        on from position ``after``. The keeper stops before an event written behind the
+        service's back (and logs an ERROR naming it), until an operator restores the store."""
+        assert self._watch is not None
+        return self._watch.admit(after, list(notifications))
+
+    @property
+    def damage(self) -> Damage | None:
+        """Where this keeper stopped, if an event's seal does not hold."""
+        return None if self._watch is None else self._watch.damage
 
 
-def _close_runner(runner: ProjectionRunner[LedgerApplication, ReadModelView]) -> None:
-    try:
-        runner.__exit__(None, None, None)
-    except Exception:  # a failed runner re-raises its thread's error here: it is replaced
-        log.exception("projection runner ended with an error")
+def close_views(views: dict[str, ReadModelView]) -> None:
+    """Close the views' datastores (on PostgreSQL, one shared by all)."""
+    for datastore in {id(v.datastore): v.datastore for v in views.values()}.values():
+        datastore.close()
 
 
 def prepare_read_models(settings: StoreSettings) -> None:
@@ -718,7 +669,14 @@ def prepare_read_models(settings: StoreSettings) -> None:
     opens them (concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL)."""
     with schema_lock(settings):
         for projection in PROJECTIONS:
-            open_view(settings, projection, pool_size=1).datastore.close()  # type: ignore[attr-defined]
+            open_view(settings, projection, pool_size=1).datastore.close()
 
 
-__all__: Sequence[str] = ("Page", "ReadModelKeeper", "ReadModels", "prepare_read_models")
+__all__: Sequence[str] = (
+    "Page",
+    "ReadModelKeeper",
+    "ReadModels",
+    "close_views",
+    "open_views",
+    "prepare_read_models",
+)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from functools import singledispatchmethod
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from eventsourcing.persistence import Tracking
-from eventsourcing.projection import Projection
-
-from ledger.clock import rfc3339
 from ledger.refund_request import RefundRequest
-from projections.events import own_fields
-from projections.views import ReadModelView
+from projections.events import json_text, moment_text, own_fields
+from projections.views import ReadModelProjection, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_refund_requests ("
@@ -28,21 +23,6 @@ DDL = (
     " PRIMARY KEY (id, version))",
 )
 
-_REQUESTED = (
-    "INSERT INTO rm_refund_requests (id, username, currency, order_no, amount, reason, status,"
-    " requested_at, updated_at, seq, position) VALUES (%(id)s, %(username)s, %(currency)s,"
-    " %(order_no)s, %(amount)s, %(reason)s, %(status)s, %(at)s, %(at)s, %(position)s,"
-    " %(position)s)"
-)
-_MOVED = (
-    "UPDATE rm_refund_requests SET status = %(status)s, updated_at = %(at)s,"
-    " position = %(position)s WHERE id = %(id)s"
-)
-_STEP = (
-    "INSERT INTO rm_refund_request_steps (id, version, status, at, actor, position, data)"
-    " VALUES (%(id)s, %(version)s, %(status)s, %(at)s, %(actor)s, %(position)s, %(data)s)"
-)
-
 STATUS_AFTER: dict[type[Any], str] = {
     RefundRequest.Requested: "requested",
     RefundRequest.Approved: "approved",
@@ -52,38 +32,49 @@ STATUS_AFTER: dict[type[Any], str] = {
 }
 
 
-class RefundRequestsProjection(Projection[ReadModelView]):
+class RefundRequestsProjection(ReadModelProjection):
     name = "refund_requests"
     ddl = DDL
+    keys: ClassVar[Mapping[str, tuple[str, ...]]] = {"rm_refund_requests": ("id",)}
+    handles = frozenset(STATUS_AFTER)
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        statements = []
-        if type(domain_event) in STATUS_AFTER:
-            params = _params(domain_event, tracking)
-            statements = [(_MOVED, params), (_STEP, params)]
-        self.view.record(tracking, statements)
+    def process_event(self, event: Any, position: int) -> None:
+        kind = type(event)
+        if kind not in STATUS_AFTER:
+            return
+        step = _step(event, position)
+        if kind is RefundRequest.Requested:
+            request: Row = {
+                "id": step["id"],
+                "username": event.username,
+                "currency": event.currency,
+                "order_no": event.order_no,
+                "amount": event.amount,
+                "reason": event.reason,
+                "status": step["status"],
+                "requested_at": step["at"],
+                "updated_at": step["at"],
+                "seq": position,
+                "position": position,
+            }
+        else:
+            request = {
+                **self.rows.get("rm_refund_requests", step["id"]),
+                "status": step["status"],
+                "updated_at": step["at"],
+                "position": position,
+            }
+        self.rows.put("rm_refund_requests", request)
+        self.rows.add("rm_refund_request_steps", step)
 
-    @process_event.register
-    def _requested(self, domain_event: RefundRequest.Requested, tracking: Tracking) -> None:
-        params = _params(domain_event, tracking)
-        params.update(
-            username=domain_event.username,
-            currency=domain_event.currency,
-            order_no=domain_event.order_no,
-            amount=domain_event.amount,
-            reason=domain_event.reason,
-        )
-        self.view.record(tracking, [(_REQUESTED, params), (_STEP, params)])
 
-
-def _params(event: Any, tracking: Tracking) -> dict[str, Any]:
+def _step(event: Any, position: int) -> Row:
     return {
         "id": str(event.originator_id),
         "version": event.originator_version,
         "status": STATUS_AFTER[type(event)],
-        "at": rfc3339(event.timestamp),
+        "at": moment_text(event.timestamp),
         "actor": event.actor,
-        "position": tracking.notification_id,
-        "data": json.dumps(own_fields(event), sort_keys=True),
+        "position": position,
+        "data": json_text(own_fields(event)),
     }

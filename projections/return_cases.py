@@ -7,19 +7,14 @@ day asked (an injected clock in tests). The ``overdue`` filter is a date compari
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from datetime import date, timedelta
-from functools import singledispatchmethod
-from typing import Any
-
-from eventsourcing.persistence import Tracking
-from eventsourcing.projection import Projection
+from typing import Any, ClassVar
 
 from ledger import policy
-from ledger.clock import rfc3339
 from ledger.return_case import ReturnCase
-from projections.events import own_fields, snake
-from projections.views import ReadModelView, Statement
+from projections.events import json_text, moment_text, own_fields, snake
+from projections.views import ReadModelProjection, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_return_cases ("
@@ -37,28 +32,6 @@ DDL = (
     " data TEXT NOT NULL, PRIMARY KEY (id, version))",
 )
 
-_OPENED = (
-    "INSERT INTO rm_return_cases (id, username, currency, order_no, kind, state, opened_at,"
-    " opened_on, shipped_on, guarantee_until, refund_amount, freight_amount, items, seq,"
-    " position) VALUES (%(id)s, %(username)s, %(currency)s, %(order_no)s, %(kind)s, 'opened',"
-    " %(at)s, %(on)s, %(shipped_on)s, %(guarantee_until)s, 0, 0, %(items)s, %(position)s,"
-    " %(position)s)"
-)
-_MOVED = (
-    "UPDATE rm_return_cases SET state = %(state)s, position = %(position)s,"
-    " return_by = COALESCE(%(return_by)s, return_by),"
-    " postmark_date = COALESCE(%(postmark_date)s, postmark_date),"
-    " received_on = COALESCE(%(received_on)s, received_on),"
-    " outcome = COALESCE(%(outcome)s, outcome),"
-    " refund_amount = refund_amount + %(refund_amount)s,"
-    " freight_amount = freight_amount + %(freight_amount)s WHERE id = %(id)s"
-)
-_STEP = (
-    "INSERT INTO rm_return_case_steps (id, version, step, state, on_date, at, actor, position,"
-    " data) SELECT %(id)s, %(version)s, %(step)s, state, %(on)s, %(at)s, %(actor)s,"
-    " %(position)s, %(data)s FROM rm_return_cases WHERE id = %(id)s"
-)
-
 # The state each step leads to (a note leaves the state as it is).
 STATE_AFTER: dict[type[Any], str | None] = {
     ReturnCase.SupplierReviewStarted: "supplier_review",
@@ -72,63 +45,100 @@ STATE_AFTER: dict[type[Any], str | None] = {
     ReturnCase.Cancelled: "cancelled",
     ReturnCase.NoteAdded: None,
 }
+HANDLED: frozenset[type[Any]] = frozenset({ReturnCase.Opened, ReturnCase.Received, *STATE_AFTER})
 
 
-class ReturnCasesProjection(Projection[ReadModelView]):
+class ReturnCasesProjection(ReadModelProjection):
     name = "return_cases"
     ddl = DDL
+    keys: ClassVar[Mapping[str, tuple[str, ...]]] = {"rm_return_cases": ("id",)}
+    handles = HANDLED
 
-    @singledispatchmethod
-    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        statements: list[Statement] = []
-        if type(domain_event) in STATE_AFTER:
-            params = _step_params(domain_event, tracking)
-            state = STATE_AFTER[type(domain_event)]
-            if state is not None:
-                statements.append((_MOVED, {**params, **_facts(domain_event), "state": state}))
-            statements.append((_STEP, params))
-        self.view.record(tracking, statements)
-
-    @process_event.register
-    def _opened(self, domain_event: ReturnCase.Opened, tracking: Tracking) -> None:
-        params = _step_params(domain_event, tracking)
-        params.update(
-            username=domain_event.username,
-            currency=domain_event.currency,
-            order_no=domain_event.order_no,
-            kind=domain_event.kind,
-            shipped_on=domain_event.shipped_on,
-            guarantee_until=domain_event.guarantee_until,
-            items=json.dumps(domain_event.items, sort_keys=True),
-        )
-        self.view.record(tracking, [(_OPENED, params), (_STEP, params)])
-
-    @process_event.register
-    def _received(self, domain_event: ReturnCase.Received, tracking: Tracking) -> None:
-        params = _step_params(domain_event, tracking)
-        state = "late" if domain_event.late else "received"
-        missing = [
-            name
-            for name in ("goods", "original_packaging", "acceptance_copy")
-            if not getattr(domain_event, name)
-        ]
-        params["data"] = json.dumps(
-            {**own_fields(domain_event), "missing": missing}, sort_keys=True
-        )
-        moved = {**params, **_facts(domain_event), "state": state}
-        self.view.record(tracking, [(_MOVED, moved), (_STEP, params)])
+    def process_event(self, event: Any, position: int) -> None:
+        kind = type(event)
+        if kind not in HANDLED:
+            return
+        step = _step(event, position)
+        if kind is ReturnCase.Opened:
+            case = _opened(event, position, step)
+            self.rows.put("rm_return_cases", case)
+        else:
+            case = self.rows.get("rm_return_cases", step["id"])
+            if kind is ReturnCase.Received:
+                step["data"] = _received_data(event)
+            state = _state_after(event)
+            if state is not None:  # a note leaves the case as it is
+                case = _moved(case, event, state, position)
+                self.rows.put("rm_return_cases", case)
+        self.rows.add("rm_return_case_steps", {**step, "state": case["state"]})
 
 
-def _step_params(event: Any, tracking: Tracking) -> dict[str, Any]:
+def _state_after(event: Any) -> str | None:
+    if isinstance(event, ReturnCase.Received):
+        return "late" if event.late else "received"
+    return STATE_AFTER[type(event)]
+
+
+def _received_data(event: ReturnCase.Received) -> str:
+    """The step's data, with what arrived missing named."""
+    missing = [
+        name
+        for name in ("goods", "original_packaging", "acceptance_copy")
+        if not getattr(event, name)
+    ]
+    return json_text({**own_fields(event), "missing": missing})
+
+
+def _opened(event: Any, position: int, step: Row) -> Row:
+    return {
+        "id": step["id"],
+        "username": event.username,
+        "currency": event.currency,
+        "order_no": event.order_no,
+        "kind": event.kind,
+        "state": "opened",
+        "opened_at": step["at"],
+        "opened_on": event.on,
+        "shipped_on": event.shipped_on,
+        "guarantee_until": event.guarantee_until,
+        "return_by": None,
+        "postmark_date": None,
+        "received_on": None,
+        "outcome": None,
+        "refund_amount": 0,
+        "freight_amount": 0,
+        "items": json_text(event.items),
+        "seq": position,
+        "position": position,
+    }
+
+
+def _moved(case: Row, event: Any, state: str, position: int) -> Row:
+    """The case after a step that moves it: its new state and the dated facts the step adds."""
+    facts = _facts(event)
+    return {
+        **case,
+        "state": state,
+        "position": position,
+        **{
+            name: case[name] if facts[name] is None else facts[name]
+            for name in ("return_by", "postmark_date", "received_on", "outcome")
+        },
+        "refund_amount": case["refund_amount"] + facts["refund_amount"],
+        "freight_amount": case["freight_amount"] + facts["freight_amount"],
+    }
+
+
+def _step(event: Any, position: int) -> dict[str, Any]:
     return {
         "id": str(event.originator_id),
         "version": event.originator_version,
         "step": snake(type(event).__name__),
-        "on": event.on,
-        "at": rfc3339(event.timestamp),
+        "on_date": event.on,
+        "at": moment_text(event.timestamp),
         "actor": event.actor,
-        "position": tracking.notification_id,
-        "data": json.dumps(own_fields(event), sort_keys=True),
+        "position": position,
+        "data": json_text(own_fields(event)),
     }
 
 

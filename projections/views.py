@@ -1,26 +1,58 @@
-"""Materialised views: rows of a read model and its tracking record, one transaction.
+"""Materialised views: a read model's rows and its tracking record, written together.
 
-A projection decides *what* to write as a list of SQL statements with named parameters
-(``%(name)s``, the one dialect both stores are given); a view runs them together with the
-tracking record of the event that caused them. The tracking record is written first: when two
-processes ever apply the same event, the second one's tracking insert fails and its whole
-transaction rolls back, so no row is changed twice.
+A projection (``ReadModelProjection``) says what each event does to its read model: it reads
+the rows it needs through ``Rows`` and puts back whole rows (keyed tables: the row as it now
+stands) or adds rows (append-only tables: one per step). ``Rows`` holds what a batch of events
+changed until the batch is committed; then each changed keyed row is written once, as it stands
+after the batch (an upsert), the added rows in bulk, and the tracking record moves from where
+the batch began to its last event, all in one transaction (``ReadModelView.write_batch``, for
+every read model of one datastore). On PostgreSQL a batch costs a few round trips however many
+rows it writes: tracking records and upserts (one statement per table, the rows as arrays) in
+one pipeline, then one binary ``COPY`` per append-only table; on SQLite, ``executemany``.
+
+The tracking record moves only from the position the batch began at (compare and set, written
+first): if another process ever applied events meanwhile, the transaction fails and rolls back
+whole, so no event is applied twice and no row is written from a stale copy.
+
+``Rows`` remembers the rows it has read or written between batches (the keeper is their only
+writer); whoever drives the batches bounds how many, and has them all forgotten when a batch
+fails.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 Statement = tuple[str, dict[str, Any]]
+Row = Mapping[str, Any]
+# One read model's part of a batch: its view, the position its part began after, its changes.
+Part = tuple["ReadModelView", int, "Changes"]
 APP_NAME = "ledger"
 _NAMED = re.compile(r"%\((\w+)\)s")
+
+
+class BrokenReadModel(RuntimeError):
+    """An event the read model cannot apply (a row it needs is missing, or a row would break
+    the table's invariant): a bug or a damaged store, never an expected outcome."""
+
+
+@dataclass
+class Changes:
+    """What a batch of events did to one read model's tables."""
+
+    keys: Mapping[str, tuple[str, ...]]  # each keyed table's key columns
+    put: dict[str, list[Row]] = field(default_factory=dict)  # keyed rows, as they now stand
+    added: dict[str, list[Row]] = field(default_factory=dict)  # new rows of append-only tables
 
 
 class ReadModelView(TrackingRecorder):
@@ -29,6 +61,13 @@ class ReadModelView(TrackingRecorder):
     ddl: ClassVar[Sequence[str]] = ()
 
     tracking_table: str = "tracking"
+    datastore: Any
+
+    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+        """In one transaction of this view's datastore, for each read model of ``parts`` (all
+        on this datastore): move its tracking record from where its part began to ``end``
+        (IntegrityError if it no longer stands there), and write its changes."""
+        raise NotImplementedError
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         raise NotImplementedError
@@ -48,6 +87,24 @@ class ReadModelView(TrackingRecorder):
 class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.ddl]
+
+    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for view, start, changes in parts:
+                assert isinstance(view, SQLiteReadModelView)
+                view._write(cursor.sqlite_cursor, start, end, changes)
+
+    def _write(self, cursor: Any, start: int, end: int, changes: Changes) -> None:
+        cursor.execute(_to_sqlite(_move_tracking("tracking")), _tracking(start, end))
+        if cursor.rowcount != 1:
+            raise IntegrityError(f"read model tracking moved from {start} meanwhile")
+        for table, rows in changes.put.items():
+            columns = tuple(rows[0])
+            upsert = _upsert(table, columns, changes.keys[table], _named(columns))
+            cursor.executemany(_to_sqlite(upsert), rows)
+        for table, rows in changes.added.items():
+            columns = tuple(rows[0])
+            cursor.executemany(_to_sqlite(_insert(table, columns, _named(columns))), rows)
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         with self.datastore.transaction(commit=True) as cursor:
@@ -77,6 +134,71 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         super().__init__(*args, **kwargs)
         self.tracking_table = self.tracking_table_name
         self.sql_create_statements.extend(SQL(statement).format() for statement in self.ddl)
+        self._move_tracking_sql = SQL(_move_tracking("{}.{}")).format(
+            Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
+        )
+        self._types: dict[str, dict[str, str]] = {}
+
+    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+        views = [(_postgres(view), start, changes) for view, start, changes in parts]
+        with self.datastore.get_connection() as connection, connection.transaction():
+            for view, _, changes in views:
+                view._learn_types(connection, changes)  # asked outside the pipeline
+            # Every tracking record and keyed row of the batch in one round trip; a failure
+            # raises as the pipeline ends, and the transaction rolls back.
+            with connection.pipeline():
+                moved = [view._move(connection, start, end, rows) for view, start, rows in views]
+            for tracking, (_, start, _) in zip(moved, views, strict=True):
+                if tracking.rowcount != 1:
+                    raise IntegrityError(f"read model tracking moved from {start} meanwhile")
+            for view, _, changes in views:
+                view._add(connection, changes)  # COPY: not in a pipeline
+
+    def _move(self, connection: Any, start: int, end: int, changes: Changes) -> Any:
+        """Move the tracking record and put the keyed rows; answers the tracking's cursor."""
+        tracking = connection.cursor()
+        tracking.execute(self._move_tracking_sql, _tracking(start, end))
+        for table, rows in changes.put.items():
+            columns = tuple(rows[0])
+            values = operator.itemgetter(*columns)
+            # One statement per table however many rows: the rows as one array per column,
+            # unnested back into rows by the server.
+            unnest = _unnest(self._types_of(table, columns))
+            connection.execute(
+                _upsert(table, columns, changes.keys[table], unnest),
+                [list(column) for column in zip(*map(values, rows), strict=True)],
+            )
+        return tracking
+
+    def _add(self, connection: Any, changes: Changes) -> None:
+        cursor = connection.cursor()
+        for table, rows in changes.added.items():
+            columns = tuple(rows[0])
+            values = operator.itemgetter(*columns)
+            # Binary COPY: one round trip for all of a table's rows, the cheapest to encode and
+            # to parse.
+            with cursor.copy(
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(list(self._types_of(table, columns)))
+                for row in rows:
+                    copy.write_row(values(row))
+
+    def _learn_types(self, connection: Any, changes: Changes) -> None:
+        """The column types of the tables changed, which binary COPY and unnest need (asked of
+        each table once)."""
+        for table in [*changes.put, *changes.added]:
+            if table not in self._types:
+                rows = connection.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod) AS type"
+                    " FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+                    " AND NOT attisdropped",
+                    (table,),
+                ).fetchall()
+                self._types[table] = {row["attname"]: row["type"] for row in rows}
+
+    def _types_of(self, table: str, columns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self._types[table][column] for column in columns)
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -103,6 +225,49 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
             return position, _dump(curs, tables, position)
 
 
+def _postgres(view: ReadModelView) -> PostgresReadModelView:
+    assert isinstance(view, PostgresReadModelView), "read models of one datastore, one kind"
+    return view
+
+
+def _tracking(start: int, end: int) -> dict[str, Any]:
+    return {"application_name": APP_NAME, "start": start, "end": end}
+
+
+def _move_tracking(table: str) -> str:
+    # Inserted when there is none yet (start 0), else moved only from where the batch began.
+    return (
+        f"INSERT INTO {table} AS t (application_name, notification_id)"  # noqa: S608
+        " VALUES (%(application_name)s, %(end)s) ON CONFLICT (application_name) DO UPDATE"
+        " SET notification_id = excluded.notification_id WHERE t.notification_id = %(start)s"
+    )
+
+
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...], rows: str) -> str:
+    """Insert keyed rows, or replace those with their keys (names from the projections' own
+    code, never from input)."""
+    changed = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    action = f"DO UPDATE SET {changed}" if changed else "DO NOTHING"
+    return f"{_insert(table, columns, rows)} ON CONFLICT ({', '.join(keys)}) {action}"
+
+
+def _insert(table: str, columns: tuple[str, ...], rows: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) {rows}"
+
+
+@functools.cache
+def _named(columns: tuple[str, ...]) -> str:
+    """One row's values, by name."""
+    return "VALUES (" + ", ".join(f"%({c})s" for c in columns) + ")"
+
+
+@functools.cache
+def _unnest(types: tuple[str, ...]) -> str:
+    """Rows given as one array per column (PostgreSQL; the types from the table's catalog)."""
+    return "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"  # noqa: S608
+
+
 def _dump(cursor: Any, tables: Sequence[str], tracked: Any) -> dict[str, list[tuple[Any, ...]]]:
     rows: dict[str, list[tuple[Any, ...]]] = {}
     for table in tables:
@@ -111,6 +276,7 @@ def _dump(cursor: Any, tables: Sequence[str], tracked: Any) -> dict[str, list[tu
     return rows
 
 
+@functools.cache
 def _to_sqlite(sql: str) -> str:
     return _NAMED.sub(r":\1", sql)
 
@@ -130,28 +296,102 @@ def view_class(kind: str, name: str, ddl: Sequence[str]) -> type[ReadModelView]:
     return _VIEW_CLASSES[key]
 
 
-class BatchingView:
-    """Stands in for a view while a batch of events is applied: collects their statements and
-    commits them, with the last event's tracking record, in one transaction on ``flush``."""
+class Rows:
+    """One read model's rows as a batch of events sees them (see the module docstring)."""
 
-    def __init__(self, view: ReadModelView) -> None:
+    def __init__(self, view: ReadModelView, keys: Mapping[str, tuple[str, ...]]) -> None:
         self.view = view
-        self.statements: list[Statement] = []
-        self.tracking: Tracking | None = None
+        self.keys = dict(keys)
+        self._key_of = {table: _key_getter(columns) for table, columns in keys.items()}
+        self.position = view.max_tracking_id(APP_NAME) or 0  # committed up to here
+        self.applied = self.position  # applied up to here, committed or not
+        self._known: dict[str, dict[tuple[Any, ...], Row | None]] = {t: {} for t in keys}
+        self._put: dict[str, dict[tuple[Any, ...], Row]] = {t: {} for t in keys}
+        self._added: dict[str, list[Row]] = {}
 
-    def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
-        self.statements.extend(statements)
-        self.tracking = tracking
+    # -- for projections ----------------------------------------------------------------------
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self.view.query(sql, params)
+    def get(self, table: str, *key: Any) -> Row:
+        """The row of a keyed table as it stands (read once, then remembered); BrokenReadModel
+        when there is none."""
+        known = self._known[table]
+        if key not in known:
+            columns = self.keys[table]
+            where = " AND ".join(f"{c} = %({c})s" for c in columns)
+            found = self.view.query(
+                f"SELECT * FROM {table} WHERE {where}",  # noqa: S608 (names from the code)
+                dict(zip(columns, key, strict=True)),
+            )
+            known[key] = found[0] if found else None
+        row = known[key]
+        if row is None:
+            raise BrokenReadModel(f"{table} has no row {key!r}")
+        return row
 
-    def max_tracking_id(self, application_name: str) -> int | None:
-        if self.tracking is not None:
-            return self.tracking.notification_id
-        return self.view.max_tracking_id(application_name)
+    def put(self, table: str, row: Row) -> None:
+        """A keyed row as it stands now (a new one, or a changed copy of ``get``'s)."""
+        key = self._key_of[table](row)
+        self._known[table][key] = row
+        self._put[table][key] = row
 
-    def flush(self) -> None:
-        if self.tracking is not None:
-            self.view.record(self.tracking, self.statements)
-        self.statements, self.tracking = [], None
+    def add(self, table: str, row: Row) -> None:
+        """A new row of an append-only table."""
+        self._added.setdefault(table, []).append(row)
+
+    # -- for the batch -------------------------------------------------------------------------
+
+    def take(self, end: int) -> tuple[int, Changes]:
+        """What the events applied since the last ``take`` changed, to commit, and the position
+        they began after; from here on the read model counts as applied up to ``end``."""
+        start, self.applied = self.applied, end
+        changes = Changes(
+            keys=self.keys,
+            put={t: list(rows.values()) for t, rows in self._put.items() if rows},
+            added={t: rows for t, rows in self._added.items() if rows},
+        )
+        for rows in self._put.values():
+            rows.clear()
+        self._added = {}
+        return start, changes
+
+    def committed(self, position: int) -> None:
+        self.position = position
+
+    def remembered(self) -> int:
+        """How many rows are remembered (bounded by whoever drives the batches)."""
+        return sum(len(known) for known in self._known.values())
+
+    def forget(self) -> None:
+        """Drop every remembered row and every change not committed: from here on, rows are
+        read from the store again and events applied after its tracked position."""
+        for table in self.keys:
+            self._known[table].clear()
+            self._put[table].clear()
+        self._added = {}
+        self.applied = self.position
+
+
+def _key_getter(columns: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's key, always a tuple (as ``Rows.get`` is given it)."""
+    if len(columns) == 1:
+        column = columns[0]
+        return lambda row: (row[column],)
+    return operator.itemgetter(*columns)
+
+
+class ReadModelProjection:
+    """A read model's projection: what each event does to its rows, through ``Rows``."""
+
+    name: ClassVar[str]
+    ddl: ClassVar[Sequence[str]] = ()
+    # keyed tables (rows put as they stand) and their key columns; other tables are added to
+    keys: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # the event types that change the read model; it is given no others (it tracks them all)
+    handles: ClassVar[frozenset[type[Any]]] = frozenset()
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+
+    def process_event(self, event: Any, position: int) -> None:
+        """Change the rows as the event (of a type it ``handles``) says."""
+        raise NotImplementedError

@@ -1,6 +1,7 @@
-"""Fixtures of the finance-and-audit tests: a ledger whose read models and hash chain are kept
-by the real keeper, fresh stores for property tests, and an intruder who edits the database
-behind the service's back with its guards switched off (as a superuser could)."""
+"""Fixtures of the finance-and-audit tests: a ledger whose read models are kept by the real
+keeper (and whose hash chain ``Ledger.settle`` links, for now), fresh stores for property tests,
+and an intruder who edits the database behind the service's back with its guards switched off
+(as a superuser could)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,8 @@ from projections.seal import ChainKey
 from projections.store import open_application
 from tests.conftest import drop_pg_database, make_pg_database, pg_url
 
-STALL_TIMEOUT_S = 30.0
 # Small pools: the PostgreSQL server (100 connections) is shared with other suites running at
-# the same time, and a kept ledger opens a pool per projection runner besides.
+# the same time, and a kept ledger opens the keeper's connections besides.
 POOL_SIZE = 2
 
 
@@ -39,7 +39,7 @@ def settings(store_url: str) -> StoreSettings:
 
 @dataclass
 class Ledger:
-    """The application, its read models and the keeper that keeps them and the chain."""
+    """The application, its read models and the keeper that keeps them."""
 
     settings: StoreSettings
     app: LedgerApplication

@@ -154,8 +154,8 @@ def keeper(settings: StoreSettings) -> Iterator[ReadModelKeeper]:
     """One keeper of the read models for the module's store, started as a serving process
     starts it (once the store has its tables), and running: it has applied an event.
 
-    Waiting until it runs matters on PostgreSQL: its projection runners create their tables as
-    they start, and a test opening the ledger at that moment makes DDL race (see the report)."""
+    Waiting until it runs matters on PostgreSQL: a keeper makes sure of its tables as it starts,
+    and a test opening the ledger at that moment makes DDL race (see the report)."""
     app = open_application(settings)
     prepare_read_models(settings)
     running = ReadModelKeeper(settings)

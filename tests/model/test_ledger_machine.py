@@ -810,9 +810,9 @@ MACHINE_SETTINGS = settings(
 
 @pytest.fixture
 def quick_thread_switches() -> Iterator[None]:
-    """The keeper's threads (a projection runner per read model, a supervisor) share the GIL
-    with the test's thread; at the default 5 ms switch interval each of the test's round trips to
-    the database can wait that long to run again, which more than doubles a run on PostgreSQL."""
+    """The keeper's thread shares the GIL with the test's thread; at the default 5 ms switch
+    interval each of the test's round trips to the database can wait that long to run again,
+    which more than doubles a run on PostgreSQL."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
     try:

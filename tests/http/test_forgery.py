@@ -1,0 +1,96 @@
+"""History written behind the service's back is refused by the running service, on both stores.
+
+Someone with the database's password but not the service's chain key INSERTs a well-formed
+deposit of 5,000,000 on an existing account, as its next version. The service never uses it:
+the balance does not show it, no purchase or refund can spend it, the read models stop before
+it and ``/ready`` says where, and ``/v1/audit/verify`` and ``ledger verify`` name its position.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ledger.settings import StoreSettings
+from tests.audit.conftest import Intruder
+from tests.http.conftest import Api, Server, assert_problem, ledger_command, start_server, store
+
+FORGED = 5_000_000
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
+    tuple[Server, Api]
+]:
+    with store(request.param, tmp_path) as url:
+        server = start_server(url, tmp_path)
+        try:
+            async with aiohttp.ClientSession(base_url=server.base_url) as session:
+                yield server, Api(session)
+        finally:
+            server.stop()
+
+
+def deposit_position(api_reply_history: list[dict[str, object]]) -> int:
+    (deposit,) = [item for item in api_reply_history if item["type"] == "deposit_received"]
+    position = deposit["position"]
+    assert isinstance(position, int)
+    return position
+
+
+async def test_a_deposit_inserted_by_sql_never_becomes_money(
+    served: tuple[Server, Api], tmp_path: Path
+) -> None:
+    server, api = served
+    # Given a customer with 1,000 deposited through the service
+    username = await api.funded_account(1_000)
+    _, history = await api.state(username)
+    position = deposit_position(history)
+
+    # When an intruder INSERTs a deposit of 5,000,000 as the account's next version
+    intruder = Intruder(StoreSettings.from_url(server.database_url))
+    forged = intruder.forge_deposit(position, FORGED, "FORGED-1")
+
+    # Then nothing can spend it: purchases within or beyond the forged money are refused
+    for amount in (500, FORGED):
+        reply = await api.post(f"/v1/accounts/{username}/purchases",
+                               {"order_no": f"ORD-{amount}", "amount": amount})
+        problem = assert_problem(reply, 503, "not_ready")
+        assert f"position {forged}" in problem["detail"]
+    reply = await api.post(f"/v1/accounts/{username}/refund-requests",
+                           {"order_no": "ORD-X", "amount": FORGED, "reason": "cash out"},
+                           role="cs")
+    assert reply.status == 503, reply.text
+
+    # and the read side never shows it: the read models stop before it, and say why
+    ready = await api.get("/ready", role="auditor")
+    problem = assert_problem(ready, 503, "not_ready")
+    assert f"position {forged}" in problem["detail"]
+    balance = await api.get(f"/v1/accounts/{username}/balance")
+    assert balance.status == 503, balance.text
+    assert str(FORGED) not in balance.text
+
+    # and the auditors' verify names it, over HTTP and on the command line
+    report = await api.get("/v1/audit/verify", role="auditor")
+    assert report.status == 200, report.text
+    assert report.json["ok"] is False
+    assert {"position": forged, "what": "unsealed"} in report.json["damage"]
+    cli = subprocess.run(
+        [*ledger_command(), "verify"], capture_output=True, text=True, timeout=120,
+        env={"LEDGER_DATABASE_URL": server.database_url, "PATH": "/usr/bin:/bin",
+             **_chain_key_env()},
+        cwd=tmp_path, check=False,
+    )
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert f"position {forged}" in cli.stdout
+    assert "no seal" in cli.stdout
+    assert "ERROR" in server.log() and f"position {forged}" in server.log()
+
+
+def _chain_key_env() -> dict[str, str]:
+    return {"LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]}
