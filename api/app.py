@@ -4,7 +4,8 @@ Resources live in ``cleanup_ctx``, opened in this order and closed in the revers
 executors (one for requests, one thread for ``verify``), the ledger application, the read models,
 the read-model keeper. Middlewares, outermost
 first: request id and metrics, problems (every error becomes problem+json), the request deadline
-(``api.limits``), auth (token, role).
+(``api.limits``), auth (token, role). Handlers reach the executor through the admission's lanes
+(``api.limits``), each route in the lane the route table gives it.
 Handler cancellation stays off (aiohttp's default): a client hanging up never cuts a write in
 half. Bodies over ``client_max_size`` are refused with 413.
 """
@@ -72,7 +73,8 @@ def create_app(
     size: never more threads than connections to give them. ``limits`` bound the requests
     waiting for a worker and how long any request takes (``api.limits``); ``max_attempts`` and
     ``lock_timeout_s`` bound the ledger's optimistic retries and per-account lock wait (past
-    either: 503 ``busy``)."""
+    either: 503 ``busy``). The executor's threads are shared out between the lanes (write,
+    read, heavy; ``Limits.lanes``): each needs one, so an executor has at least three."""
     workers = executor_workers or settings.pool_size
     if not 1 <= workers <= settings.pool_size:
         raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
@@ -80,6 +82,7 @@ def create_app(
         raise ValueError(f"max_attempts is 1..{MAX_ATTEMPTS_BOUND}")
     if not 0 < lock_timeout_s <= MAX_LOCK_TIMEOUT_S:
         raise ValueError(f"lock_timeout_s is in (0, {MAX_LOCK_TIMEOUT_S:g}]")
+    lanes = limits.lanes(workers)  # ValueError when the threads cannot give each lane its own
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[observe_middleware, problem_middleware, deadline_middleware,
@@ -100,7 +103,7 @@ def create_app(
         app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger")
         app[AUDIT_EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         app[AUDIT_LOCK] = asyncio.Lock()
-        app[ADMISSION] = Admission(workers, limits)
+        app[ADMISSION] = Admission(lanes)
         yield
         app[AUDIT_EXECUTOR].shutdown(wait=True)
         app[EXECUTOR].shutdown(wait=True)
