@@ -338,6 +338,10 @@ async def test_a_body_over_64_kib_is_refused_on_every_write(api: Api, route: Any
     ("LEDGER_LOCK_TIMEOUT_S", "0"), ("LEDGER_LOCK_TIMEOUT_S", "-1"),
     ("LEDGER_REQUEST_DEADLINE_S", "0"), ("LEDGER_REQUEST_DEADLINE_S", "nan"),
     ("LEDGER_MAX_WAITING_REQUESTS", "-1"), ("LEDGER_QUEUE_WAIT_S", "99999"),
+    ("LEDGER_HEAVY_WORKERS", "0"), ("LEDGER_WRITE_WORKERS", "9"),  # the pool has 8
+    ("LEDGER_READ_ROLE_WORKERS", "3"),  # the read lane has 2
+    ("LEDGER_WRITE_MAX_WAITING", "x"), ("LEDGER_HEAVY_QUEUE_WAIT_S", "31"),  # past the deadline
+    ("LEDGER_READ_ROLE_WAITING", "257"),  # more than the line
 ])
 def test_a_bound_out_of_range_refuses_to_start(tmp_path: Path, name: str, value: str) -> None:
     result = subprocess.run(
