@@ -9,8 +9,9 @@
   slots add up to at most the executor's threads, and a request takes a slot of its lane
   before its job is handed over: no job ever waits inside the executor, and a lane full of
   slow reports never holds up a deposit or a balance. By default the threads are shared
-  write 2 : read 1 : heavy 1 (``LANE_WEIGHTS``; 8 threads give 4 / 2 / 2), each lane at
-  least one.
+  write 5 : read 2 : heavy 1 (``LANE_WEIGHTS``; 8 threads give 5 / 2 / 1), each lane at
+  least one: a lone writer's throughput grows with its slots (concurrent writes share a group
+  commit), while each heavy page is CPU-bound and slows every other thread of the process.
 - **Each role a share of a lane.** Within a lane a role holds at most ``role_workers`` slots
   (default: all of the lane's but one) and has at most ``role_waiting`` requests in the lane's
   line (default: half of it, rounded up). So however many requests one role sends, it leaves
@@ -19,8 +20,9 @@
   the lane (below its share); of those, the role served longest ago; and that role's oldest
   request. Under load the roles take turns and converge on equal shares: none waits behind
   another's backlog. The price: a role alone in a lane leaves one of its slots idle (set
-  ``role_workers`` to the lane's workers to trade the at-once guarantee for that slot; in a
-  lane of one worker, roles take turns).
+  ``role_workers`` to the lane's workers to trade the at-once guarantee for that slot). In a
+  lane of one worker (the heavy lane of 8 threads) there is no slot to leave: roles take
+  turns, a request of another role waiting at most for the job in hand.
 - **Waiting for a worker.** At most ``max_waiting`` requests wait in a lane's line, each at
   most ``queue_wait_s``. A request beyond its role's share of the line, or beyond the line, or
   waiting too long, is refused with 503 ``busy`` and ``Retry-After`` (at once for the first
@@ -80,7 +82,7 @@ class Lane(StrEnum):
 
 
 # How the executor's threads are shared between the lanes whose workers are not set.
-LANE_WEIGHTS: Mapping[Lane, int] = {Lane.WRITE: 2, Lane.READ: 1, Lane.HEAVY: 1}
+LANE_WEIGHTS: Mapping[Lane, int] = {Lane.WRITE: 5, Lane.READ: 2, Lane.HEAVY: 1}
 # Each route's lane, by route name (``api.routing.register``).
 ROUTE_LANES = web.AppKey("route_lanes", dict[str, Lane])
 

@@ -11,7 +11,7 @@ lane each role has a share, so no role starves another.
 - When a slot frees, it goes to a role that holds fewer slots, ahead of the older requests of
   the role that holds more; in a lane of one worker, roles take turns.
 - Every route is in the lane the route table gives it; the default bounds share 8 threads
-  4 / 2 / 2; bounds that cannot be had refuse to start the app.
+  5 / 2 / 1; bounds that cannot be had refuse to start the app.
 - On a real server, 300 auditors paging the log never make a system deposit or balance fail.
 
 The in-process tests hold jobs on cue: a read side whose ``events`` waits at a gate (the
@@ -339,10 +339,10 @@ def test_every_write_is_in_the_write_lane_and_the_books_in_the_heavy_one() -> No
         assert route.lane is expected, route.path
 
 
-def test_by_default_eight_threads_are_shared_four_two_two_and_a_role_leaves_one_slot() -> None:
+def test_by_default_eight_threads_are_shared_five_two_one_and_a_role_leaves_one_slot() -> None:
     lanes = Limits().lanes(8)
     assert {lane: (b.workers, b.role_workers) for lane, b in lanes.items()} == {
-        Lane.WRITE: (4, 3), Lane.READ: (2, 1), Lane.HEAVY: (2, 1)}
+        Lane.WRITE: (5, 4), Lane.READ: (2, 1), Lane.HEAVY: (1, 1)}
     assert {(b.max_waiting, b.role_waiting, b.queue_wait_s) for b in lanes.values()} == {
         (256, 128, 10.0)}
     assert sum(b.workers for b in lanes.values()) <= 8
