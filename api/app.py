@@ -4,7 +4,8 @@ Resources live in ``cleanup_ctx``, opened in this order and closed in the revers
 executors (one for requests, one thread for ``verify``), the ledger application, the read models,
 the read-model keeper. Middlewares, outermost
 first: request id and metrics, problems (every error becomes problem+json), the request deadline
-(``api.limits``), auth (token, role).
+(``api.limits``), auth (token, role). Handlers reach the executor through the admission's lanes
+(``api.limits``), each route in the lane the route table gives it.
 Handler cancellation stays off (aiohttp's default): a client hanging up never cuts a write in
 half. Bodies over ``client_max_size`` are refused with 413.
 """
@@ -15,6 +16,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -38,7 +40,7 @@ from api.context import (
     in_executor,
 )
 from api.finance import default_verifier
-from api.limits import LIMITS, Admission, Limits, deadline_middleware
+from api.limits import LIMITS, Admission, Lane, Limits, deadline_middleware
 from api.observability import METRICS, Metrics, observe_middleware
 from api.operations import OPENAPI_JSON
 from api.problems import problem_middleware
@@ -52,6 +54,9 @@ from projections.store import open_application
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_READ_WAIT_S = 5.0
+# Threads for writes beyond the store's pool (see create_app): as many writes as this may wait
+# on the committer at once, and so share its transactions.
+COMMIT_WAITERS = 24
 MAX_ATTEMPTS_BOUND = 1000
 MAX_LOCK_TIMEOUT_S = 60.0
 
@@ -74,7 +79,8 @@ def create_app(
     size: never more threads than connections to give them. ``limits`` bound the requests
     waiting for a worker and how long any request takes (``api.limits``); ``max_attempts`` and
     ``lock_timeout_s`` bound the ledger's optimistic retries and per-account lock wait (past
-    either: 503 ``busy``)."""
+    either: 503 ``busy``). The executor's threads are shared out between the lanes (write,
+    read, heavy; ``Limits.lanes``): each needs one, so an executor has at least three."""
     workers = executor_workers or settings.pool_size
     if not 1 <= workers <= settings.pool_size:
         raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
@@ -82,6 +88,15 @@ def create_app(
         raise ValueError(f"max_attempts is 1..{MAX_ATTEMPTS_BOUND}")
     if not 0 < lock_timeout_s <= MAX_LOCK_TIMEOUT_S:
         raise ValueError(f"lock_timeout_s is in (0, {MAX_LOCK_TIMEOUT_S:g}]")
+    lanes = limits.lanes(workers)  # ValueError when the threads cannot give each lane its own
+    threads = workers
+    if limits.write.workers is None:
+        # A write's job decides from the cache and then waits for the committer, holding a
+        # thread but no connection: writers get threads of their own beyond the pool's.
+        write = lanes[Lane.WRITE]
+        lanes[Lane.WRITE] = replace(write, workers=write.workers + COMMIT_WAITERS,
+                                    role_workers=write.role_workers + COMMIT_WAITERS)
+        threads += COMMIT_WAITERS
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[observe_middleware, problem_middleware, deadline_middleware,
@@ -99,10 +114,10 @@ def create_app(
                       max_body_bytes=max_body_bytes)).encode()
 
     async def executor(app: web.Application) -> AsyncIterator[None]:
-        app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger")
+        app[EXECUTOR] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ledger")
         app[AUDIT_EXECUTOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         app[AUDIT_LOCK] = asyncio.Lock()
-        app[ADMISSION] = Admission(workers, limits)
+        app[ADMISSION] = Admission(lanes)
         yield
         app[AUDIT_EXECUTOR].shutdown(wait=True)
         app[EXECUTOR].shutdown(wait=True)

@@ -28,7 +28,7 @@ import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from api.auth import DEFAULT_TOKENS_FILE, TokenConfigError, Tokens, load_or_create
-from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Limits
+from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Lane, LaneLimits, Limits
 from ledger import money
 from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput
@@ -71,11 +71,20 @@ def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
         raise ValueError(f"{name} is not a number: {raw!r}") from None
 
 
+# Each lane's own bounds (``api.limits.LaneLimits``): LEDGER_<LANE>_<NAME>, e.g.
+# LEDGER_HEAVY_WORKERS=1 or LEDGER_WRITE_ROLE_WAITING=64.
+LANE_BOUNDS_ENV = (("WORKERS", "workers", int), ("MAX_WAITING", "max_waiting", int),
+                   ("QUEUE_WAIT_S", "queue_wait_s", float), ("ROLE_WORKERS", "role_workers", int),
+                   ("ROLE_WAITING", "role_waiting", int))
+
+
 def _bounds_from_env() -> dict[str, Any]:
     """The bounds an operator (or a test) may tighten, each checked before the server starts:
     ``LEDGER_MAX_ATTEMPTS`` (optimistic retries of a write), ``LEDGER_LOCK_TIMEOUT_S`` (wait
     for an account's lock), ``LEDGER_REQUEST_DEADLINE_S``, ``LEDGER_MAX_WAITING_REQUESTS`` and
-    ``LEDGER_QUEUE_WAIT_S`` (see ``api.limits``). Unset: the defaults."""
+    ``LEDGER_QUEUE_WAIT_S`` (every lane's line and wait), and each lane's own
+    ``LEDGER_<LANE>_{WORKERS,MAX_WAITING,QUEUE_WAIT_S,ROLE_WORKERS,ROLE_WAITING}`` (lanes
+    ``WRITE``, ``READ``, ``HEAVY``; see ``api.limits``). Unset: the defaults."""
     options: dict[str, Any] = {}
     for name, option, kind in (("LEDGER_MAX_ATTEMPTS", "max_attempts", int),
                                ("LEDGER_LOCK_TIMEOUT_S", "lock_timeout_s", float)):
@@ -89,6 +98,13 @@ def _bounds_from_env() -> dict[str, Any]:
         value = _env_number(name, kind)
         if value is not None:
             limits[field] = value
+    for lane in Lane:
+        own: dict[str, Any] = {
+            field: value for suffix, field, kind in LANE_BOUNDS_ENV
+            if (value := _env_number(f"LEDGER_{lane.upper()}_{suffix}", kind)) is not None
+        }
+        if own:
+            limits[lane.value] = LaneLimits(**own)
     if limits:
         deadline_s = limits.get("request_deadline_s", REQUEST_DEADLINE_S)
         limits.setdefault("queue_wait_s", min(MAX_QUEUE_WAIT_S, deadline_s))

@@ -1,8 +1,9 @@
 """What a handler reaches through its request: typed keys, the executor, and the read side.
 
 eventsourcing is synchronous, so every call into the ledger application or the read models goes
-through ``run``: one bounded thread pool per app, a bounded line of requests waiting for it
-(``api.limits``), no blocking call on the event loop.
+through ``run``: one bounded thread pool per app, its threads shared out between lanes (write,
+read, heavy), each with its bounded line of requests and a share per role (``api.limits``), no
+blocking call on the event loop.
 
 The read side is typed here by the contract of ``projections.readmodels`` (``ReadModels`` and
 ``ReadModelKeeper``), as protocols: the API depends on what it calls, nothing more.
@@ -113,7 +114,7 @@ READ_WAIT_S = web.AppKey("read_wait_s", float)
 # Current reads in one statement on an async pool, in the event loop (PostgreSQL; None on
 # SQLite, whose reads stay on the executor): ``projections.current``.
 CURRENT: web.AppKey[CurrentReader | None] = web.AppKey("current_reads")
-# Worker slots of EXECUTOR for requests (``api.limits``).
+# Worker slots of EXECUTOR for requests, by lane and role (``api.limits``).
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 
 ACTOR = web.RequestKey("actor", Actor)
@@ -129,10 +130,12 @@ async def in_executor(
 
 
 async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """A request's call: on the executor once a worker slot is free (``api.limits``: 503
-    ``busy`` when none is in time); it runs to its end even if the request gives up on it."""
+    """A request's call: on the executor once a worker slot of its route's lane is free for its
+    role (``api.limits``: 503 ``busy`` when none is in time); it runs to its end even if the
+    request gives up on it."""
     app = request.app
-    return await app[ADMISSION].run(app[EXECUTOR], functools.partial(fn, *args, **kwargs))
+    return await app[ADMISSION].run(request, app[EXECUTOR],
+                                    functools.partial(fn, *args, **kwargs))
 
 
 async def read(request: web.Request, query: Callable[[ReadSide], T]) -> T:

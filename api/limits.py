@@ -1,11 +1,32 @@
 """How much the service takes on, and how long a client waits: every bound in one place.
 
-- **Workers.** Every call into eventsourcing runs on the request executor, which has no more
-  threads than the store has connections. A request takes a worker slot before its job is
-  handed over, so the executor's own (unbounded) queue never holds more than its threads.
-- **Waiting for a worker.** At most ``max_waiting`` requests wait for a slot, each at most
-  ``queue_wait_s``; a request beyond either bound is refused at once with 503 ``busy`` and
-  ``Retry-After``, and nothing was done.
+- **Lanes.** Every call into eventsourcing runs on the request executor, which has no more
+  threads than the store has connections. Its threads are shared out between three lanes,
+  each with worker slots of its own: ``write`` (every POST that changes the ledger), ``read``
+  (plain GETs: accounts, balances, history, orders, refund requests, cases, readiness) and
+  ``heavy`` (the event log's pages, the journal, reconciliation, the export, the chain's
+  digest). The route table gives each route its lane (``api.routing.Route.lane``). The lanes'
+  slots add up to at most the executor's threads, and a request takes a slot of its lane
+  before its job is handed over: no job ever waits inside the executor, and a lane full of
+  slow reports never holds up a deposit or a balance. By default the threads are shared
+  write 5 : read 2 : heavy 1 (``LANE_WEIGHTS``; 8 threads give 5 / 2 / 1), each lane at
+  least one: a lone writer's throughput grows with its slots (concurrent writes share a group
+  commit), while each heavy page is CPU-bound and slows every other thread of the process.
+- **Each role a share of a lane.** Within a lane a role holds at most ``role_workers`` slots
+  (default: all of the lane's but one) and has at most ``role_waiting`` requests in the lane's
+  line (default: half of it, rounded up). So however many requests one role sends, it leaves
+  a slot of the lane free for the others' requests, admitted at once, and room for them in the
+  line. When a slot frees, it goes to a waiting request of the role that holds fewest slots of
+  the lane (below its share); of those, the role served longest ago; and that role's oldest
+  request. Under load the roles take turns and converge on equal shares: none waits behind
+  another's backlog. The price: a role alone in a lane leaves one of its slots idle (set
+  ``role_workers`` to the lane's workers to trade the at-once guarantee for that slot). In a
+  lane of one worker (the heavy lane of 8 threads) there is no slot to leave: roles take
+  turns, a request of another role waiting at most for the job in hand.
+- **Waiting for a worker.** At most ``max_waiting`` requests wait in a lane's line, each at
+  most ``queue_wait_s``. A request beyond its role's share of the line, or beyond the line, or
+  waiting too long, is refused with 503 ``busy`` and ``Retry-After`` (at once for the first
+  two), its detail naming the lane and the role, and nothing was done.
 - **The request deadline.** No request is answered later than ``request_deadline_s`` after its
   handler started (body reading included): past it the client gets 503 ``deadline_exceeded``.
   A job already handed to a worker is not cut short (a thread cannot be, and a write must not
@@ -17,86 +38,322 @@ Bounds elsewhere: bodies (``api.app.MAX_BODY_BYTES``, 413), pages (``api.models.
 422), the read models' catch-up wait (``api.app.DEFAULT_READ_WAIT_S``, 503 ``not_ready``), the
 ledger's optimistic retries and per-account lock wait (``LedgerApplication.max_attempts`` and
 ``lock_timeout_s``: 503 ``busy``), the PostgreSQL pool (``ledger.settings``: size, waiters,
-connect and lock timeouts), one verify at a time (503 ``busy``).
+connect and lock timeouts), one verify at a time on a thread of its own, outside the lanes
+(503 ``busy``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from api.context import ACTOR
 from api.problems import DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
 
 REQUEST_DEADLINE_S = 30.0
-MAX_WAITING_REQUESTS = 256
+MAX_WAITING_REQUESTS = 256  # in each lane's line
 MAX_QUEUE_WAIT_S = 10.0
+MAX_WAITING_BOUND = 100_000
+MAX_WORKERS_BOUND = 1024
+MAX_WAIT_BOUND_S = 3600.0
+# The role of a request served without a token (none of today's routes calls the store so).
+ANONYMOUS = "anonymous"
 
 log = logging.getLogger("api.limits")
 
 
+class Lane(StrEnum):
+    WRITE = "write"
+    READ = "read"
+    HEAVY = "heavy"
+
+
+# How the executor's threads are shared between the lanes whose workers are not set.
+LANE_WEIGHTS: Mapping[Lane, int] = {Lane.WRITE: 5, Lane.READ: 2, Lane.HEAVY: 1}
+# Each route's lane, by route name (``api.routing.register``).
+ROUTE_LANES = web.AppKey("route_lanes", dict[str, Lane])
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class LaneLimits:
+    """What may be set for one lane; None takes the default (see the module docstring)."""
+
+    workers: int | None = None
+    max_waiting: int | None = None
+    queue_wait_s: float | None = None
+    role_workers: int | None = None
+    role_waiting: int | None = None
+
+    def checked(self, lane: Lane) -> None:
+        if self.workers is not None:
+            _check(1 <= self.workers <= MAX_WORKERS_BOUND,
+                   f"{lane} workers is 1..{MAX_WORKERS_BOUND}")
+        if self.max_waiting is not None:
+            _check(0 <= self.max_waiting <= MAX_WAITING_BOUND,
+                   f"{lane} max_waiting is 0..{MAX_WAITING_BOUND}")
+        if self.queue_wait_s is not None:
+            _check(0 < self.queue_wait_s <= MAX_WAIT_BOUND_S,
+                   f"{lane} queue_wait_s is in (0, {MAX_WAIT_BOUND_S:g}]")
+        if self.role_workers is not None:
+            _check(1 <= self.role_workers <= MAX_WORKERS_BOUND,
+                   f"{lane} role_workers is 1..{MAX_WORKERS_BOUND}")
+        if self.role_waiting is not None:
+            _check(0 <= self.role_waiting <= MAX_WAITING_BOUND,
+                   f"{lane} role_waiting is 0..{MAX_WAITING_BOUND}")
+
+
+@dataclass(frozen=True)
+class LaneBounds:
+    """One lane's bounds, every one of them decided (``Limits.lanes``)."""
+
+    lane: Lane
+    workers: int
+    max_waiting: int
+    queue_wait_s: float
+    role_workers: int
+    role_waiting: int
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 1, f"the {self.lane} lane needs a worker")
+        _check(1 <= self.role_workers <= self.workers,
+               f"{self.lane} role_workers is 1..{self.workers} (the lane's workers)")
+        _check(0 <= self.role_waiting <= self.max_waiting,
+               f"{self.lane} role_waiting is 0..{self.max_waiting} (the lane's max_waiting)")
+
+
 @dataclass(frozen=True)
 class Limits:
+    """The request deadline, and the lanes' bounds. ``max_waiting`` and ``queue_wait_s`` are
+    every lane's unless its ``LaneLimits`` says otherwise."""
+
     request_deadline_s: float = REQUEST_DEADLINE_S
     max_waiting: int = MAX_WAITING_REQUESTS
     queue_wait_s: float = MAX_QUEUE_WAIT_S
+    write: LaneLimits = field(default_factory=LaneLimits)
+    read: LaneLimits = field(default_factory=LaneLimits)
+    heavy: LaneLimits = field(default_factory=LaneLimits)
 
     def __post_init__(self) -> None:
-        if not 0 < self.request_deadline_s <= 3600:
-            raise ValueError("request_deadline_s is in (0, 3600]")
-        if not 0 <= self.max_waiting <= 100_000:
-            raise ValueError("max_waiting is 0..100000")
-        if not 0 < self.queue_wait_s <= self.request_deadline_s:
-            raise ValueError("queue_wait_s is in (0, request_deadline_s]")
+        _check(0 < self.request_deadline_s <= MAX_WAIT_BOUND_S,
+               f"request_deadline_s is in (0, {MAX_WAIT_BOUND_S:g}]")
+        _check(0 <= self.max_waiting <= MAX_WAITING_BOUND,
+               f"max_waiting is 0..{MAX_WAITING_BOUND}")
+        _check(0 < self.queue_wait_s <= self.request_deadline_s,
+               "queue_wait_s is in (0, request_deadline_s]")
+        for lane in Lane:
+            own = self.of(lane)
+            own.checked(lane)
+            if own.queue_wait_s is not None:
+                _check(own.queue_wait_s <= self.request_deadline_s,
+                       f"{lane} queue_wait_s is in (0, request_deadline_s]")
+
+    def of(self, lane: Lane) -> LaneLimits:
+        own: LaneLimits = getattr(self, lane.value)
+        return own
+
+    def lanes(self, threads: int) -> dict[Lane, LaneBounds]:
+        """Every lane's bounds on an executor of ``threads`` threads; ValueError when they
+        cannot be had (a lane without a worker, more workers than threads, a share too big)."""
+        workers = _share_out(threads, {lane: self.of(lane).workers for lane in Lane})
+        found = {}
+        for lane in Lane:
+            own = self.of(lane)
+            max_waiting = self.max_waiting if own.max_waiting is None else own.max_waiting
+            found[lane] = LaneBounds(
+                lane=lane,
+                workers=workers[lane],
+                max_waiting=max_waiting,
+                queue_wait_s=self.queue_wait_s if own.queue_wait_s is None else own.queue_wait_s,
+                role_workers=(max(1, workers[lane] - 1) if own.role_workers is None
+                              else own.role_workers),
+                role_waiting=(math.ceil(max_waiting / 2) if own.role_waiting is None
+                              else own.role_waiting),
+            )
+        return found
+
+
+def _share_out(threads: int, chosen: Mapping[Lane, int | None]) -> dict[Lane, int]:
+    """The lanes' workers: those chosen, and the remaining threads shared by ``LANE_WEIGHTS``
+    among the others (at least one each; the write lane, or else the last, takes what
+    rounding leaves)."""
+    given = {lane: n for lane, n in chosen.items() if n is not None}
+    _check(sum(given.values()) <= threads,
+           f"the lanes' workers ({sum(given.values())}) are more than the executor's "
+           f"{threads} threads")
+    rest = [lane for lane in Lane if lane not in given]
+    remaining = threads - sum(given.values())
+    _check(remaining >= len(rest),
+           f"{threads} threads cannot give each lane a worker: set fewer lane workers or a "
+           "larger pool")
+    if not rest:
+        return given
+    weight = sum(LANE_WEIGHTS[lane] for lane in rest)
+    last = Lane.WRITE if Lane.WRITE in rest else rest[-1]
+    shared = {lane: max(1, remaining * LANE_WEIGHTS[lane] // weight)
+              for lane in rest if lane is not last}
+    shared[last] = remaining - sum(shared.values())
+    _check(shared[last] >= 1,
+           f"{threads} threads cannot give each lane a worker: set fewer lane workers")
+    return {**given, **shared}
 
 
 LIMITS = web.AppKey("limits", Limits)
 
 
-class Admission:
-    """Worker slots for requests: ``workers`` jobs at a time, a bounded line for the rest."""
+@dataclass(eq=False)  # a waiter is itself, whatever its fields
+class _Waiter:
+    granted: asyncio.Future[None]
 
-    def __init__(self, workers: int, limits: Limits) -> None:
-        self._slots = asyncio.Semaphore(workers)
-        self._limits = limits
-        self._waiting = 0
+    def was_granted(self) -> bool:
+        return self.granted.done() and not self.granted.cancelled()
+
+
+class _LaneLine:
+    """One lane's slots, held by role, and its line of waiting requests: one queue per role,
+    oldest first."""
+
+    def __init__(self, bounds: LaneBounds) -> None:
+        self.bounds = bounds
+        self.holding: Counter[str] = Counter()
+        self.lines: dict[str, deque[_Waiter]] = {}
+        self._grants = itertools.count(1)
+        self._last_granted: Counter[str] = Counter()  # when each role last got a slot
+
+    @property
+    def held(self) -> int:
+        return self.holding.total()
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return sum(len(line) for line in self.lines.values())
 
-    async def run(self, executor: Executor, job: Callable[[], T]) -> T:
-        """``job`` on ``executor`` once a slot is free; Overloaded when none is in time."""
-        if self._slots.locked() and self._waiting >= self._limits.max_waiting:
-            raise Overloaded(f"{self._waiting} requests already wait for the store; try again "
-                             "shortly")
-        self._waiting += 1
+    def waiting_of(self, role: str) -> int:
+        return len(self.lines.get(role, ()))
+
+    async def acquire(self, role: str) -> None:
+        """A slot for ``role``: at once when one is free within its share, else in line
+        (bounded in length and wait); Overloaded otherwise."""
+        bounds = self.bounds
+        if self.held < bounds.workers and self.holding[role] < bounds.role_workers:
+            self._take(role)
+            return
+        self._refuse_when_full(role)
+        waiter = _Waiter(asyncio.get_running_loop().create_future())
+        self.lines.setdefault(role, deque()).append(waiter)
         try:
-            async with asyncio.timeout(self._limits.queue_wait_s):
-                await self._slots.acquire()
+            async with asyncio.timeout(bounds.queue_wait_s):
+                await waiter.granted
         except TimeoutError:
-            raise Overloaded(f"no worker was free within {self._limits.queue_wait_s:g} s; try "
-                             "again shortly") from None
+            if not waiter.was_granted():  # else granted as the wait ran out: the slot is ours
+                raise Overloaded(
+                    f"no worker of the {bounds.lane} lane was free for the {role} role within "
+                    f"{bounds.queue_wait_s:g} s; try again shortly") from None
+        except BaseException:
+            if waiter.was_granted():
+                self.release(role)
+            raise
         finally:
-            self._waiting -= 1
+            if not waiter.was_granted() and waiter in self.lines[role]:
+                self.lines[role].remove(waiter)  # not yet passed over by ``_grant``
+
+    def _refuse_when_full(self, role: str) -> None:
+        bounds = self.bounds
+        if self.waiting_of(role) >= bounds.role_waiting:
+            raise Overloaded(
+                f"the {role} role has its share of the {bounds.lane} lane in use: "
+                f"{self.holding[role]} of its requests are being served and "
+                f"{self.waiting_of(role)} wait, the most it may have; try again shortly")
+        if self.waiting >= bounds.max_waiting:
+            raise Overloaded(
+                f"the {bounds.lane} lane is full: {self.waiting} requests already wait for its "
+                f"{bounds.workers} workers; try again shortly")
+
+    def release(self, role: str) -> None:
+        """Free ``role``'s slot and hand free slots on (``_grant``)."""
+        if self.holding[role] <= 0:
+            raise RuntimeError(f"the {role} role holds no slot of the {self.bounds.lane} lane")
+        self.holding[role] -= 1
+        self._grant()
+
+    def _take(self, role: str) -> None:
+        self.holding[role] += 1
+        self._last_granted[role] = next(self._grants)
+
+    def _grant(self) -> None:
+        """While a slot is free: to a waiting request of the role that holds fewest slots
+        (below its share), of those the role served longest ago, its oldest request first."""
+        while self.held < self.bounds.workers:
+            eligible = [(self.holding[role], self._last_granted[role], role)
+                        for role, line in self.lines.items()
+                        if line and self.holding[role] < self.bounds.role_workers]
+            if not eligible:
+                return
+            role = min(eligible)[2]
+            waiter = self.lines[role].popleft()
+            if waiter.granted.done():  # cancelled: its request is leaving the line
+                continue
+            self._take(role)
+            waiter.granted.set_result(None)
+
+
+class Admission:
+    """Worker slots for requests, by lane and role (see the module docstring)."""
+
+    def __init__(self, bounds: Mapping[Lane, LaneBounds]) -> None:
+        _check(set(bounds) == set(Lane), "every lane needs its bounds")
+        self._lanes = {lane: _LaneLine(bounds[lane]) for lane in Lane}
+
+    def bounds(self, lane: Lane) -> LaneBounds:
+        return self._lanes[lane].bounds
+
+    def holding(self, lane: Lane, role: str | None = None) -> int:
+        """Slots of ``lane`` held (by ``role``, or by any)."""
+        line = self._lanes[lane]
+        return line.held if role is None else line.holding[role]
+
+    def waiting(self, lane: Lane, role: str | None = None) -> int:
+        """Requests in ``lane``'s line (of ``role``, or of any)."""
+        line = self._lanes[lane]
+        return line.waiting if role is None else line.waiting_of(role)
+
+    async def run(self, request: web.Request, executor: Executor, job: Callable[[], T]) -> T:
+        """``job`` for ``request``, in its route's lane and as its caller's role."""
+        lane = request.app[ROUTE_LANES][request.match_info.route.name or ""]
+        actor = request.get(ACTOR)
+        return await self.run_in(lane, ANONYMOUS if actor is None else actor.role,
+                                 executor, job)
+
+    async def run_in(self, lane: Lane, role: str, executor: Executor, job: Callable[[], T]
+                     ) -> T:
+        """``job`` on ``executor`` once ``role`` has a slot of ``lane``; Overloaded when it
+        gets none in time. The slot is freed when the job ends, however its request ends."""
+        line = self._lanes[lane]
+        await line.acquire(role)
         try:
             future = asyncio.get_running_loop().run_in_executor(executor, job)
         except BaseException:
-            self._slots.release()
+            line.release(role)
             raise
-        future.add_done_callback(self._job_done)
+        future.add_done_callback(lambda _: line.release(role))
         return await finish_even_if_abandoned(future)
-
-    def _job_done(self, future: asyncio.Future[T]) -> None:
-        self._slots.release()
 
 
 async def finish_even_if_abandoned(future: asyncio.Future[T]) -> T:

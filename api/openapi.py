@@ -74,9 +74,12 @@ def _description(request_deadline_s: float, max_body_bytes: int) -> str:
         f"items (422). Every request is answered within {request_deadline_s:g} s: past it, "
         "503 `deadline_exceeded`. A write handed to the store by then still completes, and "
         "the same request with the same `Idempotency-Key` (or natural key) answers its "
-        "outcome. Too many requests waiting for the store, or a write that keeps losing races "
-        "for its account, is 503 `busy`. Every 503 carries `Retry-After` and is safe to retry "
-        "with an idempotency or natural key."
+        "outcome. Requests wait for the store in lanes of their own (writes, plain reads, and "
+        "the heavy reads of the log, journal, reconciliation, export and audit), each role "
+        "with a share of each lane: a request past its role's share of its lane, past the "
+        "lane's line, or waiting too long, or a write that keeps losing races for its account, "
+        "is 503 `busy`. Every 503 carries `Retry-After` and is safe to retry with an "
+        "idempotency or natural key."
     )
 
 

@@ -17,7 +17,7 @@ The API's own refusals (before the ledger is asked anything)::
     ├── Forbidden              403 forbidden
     ├── UnsupportedMediaType   415 unsupported_media_type
     ├── ValidationFailed       422 validation_error (with errors)
-    ├── Overloaded             503 busy (too many requests wait for the store)
+    ├── Overloaded             503 busy (the request's lane, or its role's share of it, is full)
     └── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
 """
 
@@ -95,8 +95,9 @@ class ValidationFailed(ApiError):
 
 
 class Overloaded(ApiError):
-    """More requests wait for the store than ``MAX_WAITING_REQUESTS``, or one waited longer than
-    ``MAX_QUEUE_WAIT_S`` for a worker: nothing was done."""
+    """No worker for the request (``api.limits``): its role already has its share of the
+    request's lane waiting, or the lane's line is full, or it waited longer than the lane's
+    ``queue_wait_s``. Nothing was done."""
 
     code = "busy"
 

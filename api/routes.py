@@ -1,4 +1,8 @@
-"""Every route the service serves, with the roles that may call it (API.md, "Roles").
+"""Every route the service serves, with the roles that may call it (API.md, "Roles") and the
+lane its calls wait in for a worker (``api.limits``): every POST is in the write lane; GETs in
+the read lane, but for the heavy ones (``heavy=True``: the event log, the journal,
+reconciliation, verify, the digest, the export), so a report never holds up a deposit or a
+balance. (Verify runs one at a time on a thread of its own, outside the executor's lanes.)
 
 system: open accounts, deposits, purchases, purchase failures; read accounts.
 cs: open accounts, refund requests (create, cancel), return cases (all steps), purchase
@@ -176,22 +180,22 @@ ROUTES: tuple[Route, ...] = (
     # -- finance and audit
     Route("GET", "/v1/events", finance.list_events, READ_BOOKS,
           "The global event log, in order", BOOKS, {200: models.EventPage},
-          query=models.PageQuery),
+          query=models.PageQuery, heavy=True),
     Route("GET", "/v1/journal", finance.get_journal, READ_BOOKS,
           "Balanced postings per money event, in log order", BOOKS,
-          {200: models.JournalPage}, query=models.JournalQuery),
+          {200: models.JournalPage}, query=models.JournalQuery, heavy=True),
     Route("GET", "/v1/reconciliation", finance.get_reconciliation, READ_BOOKS,
           "Totals, customer balances, trial balance and invariants at a log position", BOOKS,
-          {200: models.Reconciliation}, query=models.ReconciliationQuery),
+          {200: models.Reconciliation}, query=models.ReconciliationQuery, heavy=True),
     Route("GET", "/v1/audit/verify", finance.audit_verify, AUDIT,
           "Re-derive history and check it: hash chain, invariants, read models", BOOKS,
-          {200: models.VerifyReport}, query=models.NoQuery, problems=(503,)),
+          {200: models.VerifyReport}, query=models.NoQuery, problems=(503,), heavy=True),
     Route("GET", "/v1/audit/digest", finance.audit_digest, AUDIT,
           "The hash chain's head, to keep outside the database; beyond API.md", BOOKS,
-          {200: models.ChainDigest}, query=models.NoQuery),
+          {200: models.ChainDigest}, query=models.NoQuery, heavy=True),
     Route("GET", "/v1/export/beancount", finance.export_beancount, READ_BOOKS,
           "The journal as a Beancount file", BOOKS,
-          {200: Media("text/plain")}, query=models.ExportQuery),
+          {200: Media("text/plain")}, query=models.ExportQuery, heavy=True),
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),

@@ -1,7 +1,8 @@
-"""What a route is: method, path, handler, who may call it, and what it reads and answers.
+"""What a route is: method, path, handler, who may call it, its lane, and what it reads and
+answers.
 
 The route table (``api.routes``) is the one source of what is served: the router, the role
-check and /openapi.json are all made from it.
+check, the admission lanes (``api.limits``) and /openapi.json are all made from it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from api.auth import ROUTE_ROLES
+from api.limits import ROUTE_LANES, Lane
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,23 @@ class Route:
     query: type[BaseModel] | None = None
     problems: tuple[int, ...] = ()  # beyond those every route of its kind can answer
     links: tuple[Link, ...] = ()  # from every 2xx answer
+    heavy: bool = False  # a GET that reads much (the log, the journal, reports): its own lane
+
+    def __post_init__(self) -> None:
+        if self.heavy and self.is_write:
+            raise ValueError(f"{self.method} {self.path}: a write is in the write lane")
 
     @property
     def name(self) -> str:
         return self.handler.__name__
+
+    @property
+    def lane(self) -> Lane:
+        """Where the route's calls wait for a worker: every POST changes the ledger (write);
+        a GET is a plain read unless marked heavy."""
+        if self.is_write:
+            return Lane.WRITE
+        return Lane.HEAVY if self.heavy else Lane.READ
 
     @property
     def is_write(self) -> bool:
@@ -72,3 +87,4 @@ def register(app: web.Application, routes: Sequence[Route]) -> None:
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     app[ROUTE_ROLES] = {route.name: route.roles for route in routes}
+    app[ROUTE_LANES] = {route.name: route.lane for route in routes}

@@ -9,6 +9,7 @@ servers of their own (several processes, start-up and shutdown) must not find th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -328,3 +329,18 @@ def assert_problem(reply: Reply, status: int, code: str) -> dict[str, Any]:
     assert isinstance(problem["detail"], str)
     assert "Traceback" not in reply.text
     return problem
+
+
+UNTIL_TIMEOUT_S = 10.0
+
+
+async def until(condition: Callable[[], bool], what: str,
+                timeout_s: float = UNTIL_TIMEOUT_S) -> None:
+    """Wait until ``condition`` holds (a state the test watches, such as the admission's counts
+    of requests holding and waiting), failing with ``what`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"never happened within {timeout_s:g} s: {what}")
+        await asyncio.sleep(0.005)

@@ -1,17 +1,19 @@
 """Bounds: every wait, line, page and body has one, and passing it is a documented answer.
 
-- Requests beyond the line for workers, or waiting too long in it, are 503 ``busy`` with
-  ``Retry-After``, at once; no request is answered later than the request deadline (503
-  ``deadline_exceeded``), and a write handed to the store by then still completes: the same
-  request with the same ``Idempotency-Key`` tells the client its outcome.
+- Requests beyond a lane's line for workers are 503 ``busy`` with ``Retry-After`` at once,
+  and so are those that wait too long in it; no request is answered later than the request
+  deadline (503 ``deadline_exceeded``), and a write handed to the store by then still
+  completes: the same request with the same ``Idempotency-Key`` tells the client its outcome.
+  (How lanes and roles share the workers: ``test_lanes.py``.)
 - A hot account under a server with tiny retry and lock bounds answers only 201, 422 and 503
   with ``Retry-After``, never 500, each request within the stated deadline, and the money
   still adds up.
 - Pages over 1000 items and bodies over 64 KiB are refused on every route that has them.
 
 The line and the deadline are shown in-process with a read side that blocks on cue (the
-``read_models`` seam of ``create_app``); the hot account runs against real ``ledger serve``
-processes.
+``read_models`` seam of ``create_app``), in a read lane of one worker, each step waiting on the
+admission's own counts of requests holding and waiting; the hot account runs against real
+``ledger serve`` processes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import Tokens
-from api.limits import Limits
+from api.context import ADMISSION
+from api.limits import Admission, Lane, LaneLimits, Limits
 from api.routes import ROUTES
 from ledger.settings import StoreSettings
 from tests.http.conftest import (
@@ -45,6 +48,7 @@ from tests.http.conftest import (
     start_server,
     store,
     tokens_env,
+    until,
 )
 from tests.http.test_failures import IdleKeeper
 
@@ -84,10 +88,12 @@ async def blocking(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], 
     def read_models(settings: StoreSettings, app: Any) -> Any:
         return read_side
 
+    # The reads' lane has one worker and a line of two, which one role may fill.
     app = create_app(
         StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
-        executor_workers=1,
-        limits=Limits(request_deadline_s=1.0, max_waiting=2, queue_wait_s=0.5),
+        executor_workers=3,
+        limits=Limits(request_deadline_s=1.0, max_waiting=2, queue_wait_s=0.5,
+                      read=LaneLimits(workers=1, role_waiting=2)),
         read_models=read_models, keeper=lambda settings: IdleKeeper(),
     )
     async with TestClient(TestServer(app)) as client:
@@ -97,25 +103,34 @@ async def blocking(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], 
             read_side.release.set()
 
 
-async def _answer(client: TestClient[Any, Any], path: str) -> tuple[int, dict[str, Any], float,
-                                                                      str | None]:
+async def _answer(client: TestClient[Any, Any], path: str, headers: dict[str, str] = AUTH
+                  ) -> tuple[int, dict[str, Any], float, str | None]:
     started = time.monotonic()
-    reply = await client.get(path, headers=AUTH)
+    reply = await client.get(path, headers=headers)
     return (reply.status, await reply.json(), time.monotonic() - started,
             reply.headers.get("Retry-After"))
+
+
+def _admission(client: TestClient[Any, Any]) -> Admission:
+    admission: Admission = client.app[ADMISSION]
+    return admission
 
 
 async def test_a_request_beyond_the_line_for_workers_is_503_busy_at_once(
     blocking: tuple[TestClient[Any, Any], BlockingReadSide],
 ) -> None:
     client, read_side = blocking
+    admission = _admission(client)
     holder = asyncio.create_task(_answer(client, "/v1/accounts/holder"))
     assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)
     waiting = [asyncio.create_task(_answer(client, f"/v1/accounts/wait-{n}")) for n in range(2)]
-    await asyncio.sleep(0.05)  # both are in line now
-    status, body, took_s, retry_after = await _answer(client, "/v1/accounts/one-too-many")
+    await until(lambda: admission.waiting(Lane.READ) == 2, "both are in line")
+    # another role's request finds the line full, and is refused at once: it never joins the
+    # line (that refusal would say "within 0.5 s")
+    status, body, _, retry_after = await _answer(client, "/v1/accounts/one-too-many", SYSTEM)
     assert (status, body["code"], retry_after) == (503, "busy", "1")
-    assert took_s < 0.45, "refused at once, not after the 0.5 s wait in line"
+    assert "the read lane is full" in body["detail"], body["detail"]
+    assert (admission.holding(Lane.READ), admission.waiting(Lane.READ)) == (1, 2)
     read_side.release.set()
     assert [(await task)[0] for task in (holder, *waiting)] == [200, 200, 200]
 
@@ -128,7 +143,11 @@ async def test_a_request_that_waits_too_long_for_a_worker_is_503_busy(
     assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)
     status, body, took_s, retry_after = await _answer(client, "/v1/accounts/in-line")
     assert (status, body["code"], retry_after) == (503, "busy", "1")
-    assert 0.45 < took_s < 1.0  # queue_wait_s is 0.5, request_deadline_s 1
+    # refused by the wait in line (0.5 s), not by the request deadline (1 s)
+    assert "no worker of the read lane was free for the auditor role within 0.5 s" in (
+        body["detail"]), body["detail"]
+    assert took_s > 0.45
+    assert _admission(client).waiting(Lane.READ) == 0
     read_side.release.set()
     assert (await holder)[0] in (200, 503)
 
@@ -142,11 +161,13 @@ async def test_no_request_is_answered_later_than_its_deadline_and_its_job_still_
     assert "Idempotency-Key" in body["detail"]
     assert 0.95 < took_s < 2.0  # request_deadline_s is 1
     # The job still holds the only worker: the next request waits in line (and gives up)...
+    admission = _admission(client)
+    assert admission.holding(Lane.READ) == 1
     status, body, _, _ = await _answer(client, "/v1/accounts/next")
     assert (status, body["code"]) == (503, "busy")
     # ...until the job ends and frees it.
     read_side.release.set()
-    await asyncio.sleep(0.05)
+    await until(lambda: admission.holding(Lane.READ) == 0, "the abandoned job freed its slot")
     status, body, _, _ = await _answer(client, "/v1/accounts/after")
     assert status == 200, body
 
@@ -317,6 +338,10 @@ async def test_a_body_over_64_kib_is_refused_on_every_write(api: Api, route: Any
     ("LEDGER_LOCK_TIMEOUT_S", "0"), ("LEDGER_LOCK_TIMEOUT_S", "-1"),
     ("LEDGER_REQUEST_DEADLINE_S", "0"), ("LEDGER_REQUEST_DEADLINE_S", "nan"),
     ("LEDGER_MAX_WAITING_REQUESTS", "-1"), ("LEDGER_QUEUE_WAIT_S", "99999"),
+    ("LEDGER_HEAVY_WORKERS", "0"), ("LEDGER_WRITE_WORKERS", "9"),  # the pool has 8
+    ("LEDGER_READ_ROLE_WORKERS", "3"),  # the read lane has 2
+    ("LEDGER_WRITE_MAX_WAITING", "x"), ("LEDGER_HEAVY_QUEUE_WAIT_S", "31"),  # past the deadline
+    ("LEDGER_READ_ROLE_WAITING", "257"),  # more than the line
 ])
 def test_a_bound_out_of_range_refuses_to_start(tmp_path: Path, name: str, value: str) -> None:
     result = subprocess.run(

@@ -4,6 +4,7 @@ digest and the Beancount export (checked by ``bean-check`` itself)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -218,7 +219,8 @@ async def test_the_digest_binds_every_event_written_before_it(
     digests.write_text(reply.text + "\n")
     result = subprocess.run(
         [*ledger_command(), "verify", "--digest", str(digests)], capture_output=True, text=True,
-        timeout=120, env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": server.database_url},
+        timeout=120, env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": server.database_url,
+                          "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("ok:")
