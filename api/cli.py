@@ -42,6 +42,7 @@ from projections.seal import ChainKeyError
 from projections.store import open_application
 
 SHUTDOWN_TIMEOUT_S = 15.0
+SWITCH_INTERVAL_S = 0.0005
 # The one-off commands use a connection or two at a time.
 COMMAND_POOL_SIZE = 2
 DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
@@ -127,6 +128,10 @@ def serve(host: str, port: int) -> None:
 
     from api.app import create_app
 
+    # Threads hand work to each other on every write (handler → committer → handler): with
+    # CPython's default 5 ms switch interval, each hand-off may wait that long for the GIL
+    # behind a busy thread (the read-model keeper, an event page being encoded).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
