@@ -4,7 +4,7 @@ caught up with is asked again, and refused past its bound, never answered stale.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from ledger.errors import NotReady
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.current import CurrentReader, account_query, balance_query
-from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
+from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
 
 pytestmark = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 
@@ -48,26 +48,13 @@ async def reader(settings: StoreSettings) -> AsyncIterator[CurrentReader]:
         await current.close()
 
 
-@pytest.fixture
-def kept(settings: StoreSettings, app: LedgerApplication) -> Iterator[ReadModels]:
-    prepare_read_models(settings)
-    keeper = ReadModelKeeper(settings)
-    keeper.start()
-    models = ReadModels(settings, app)
-    try:
-        yield models
-    finally:
-        keeper.stop()
-        models.close()
-
-
 async def test_a_current_read_is_one_statement_and_reflects_every_acknowledged_write(
-    app: LedgerApplication, kept: ReadModels, reader: CurrentReader, counted: type[Counted],
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, counted: type[Counted],
     system: Actor,
 ) -> None:
     app.open_account("ann", "USD", actor=system)
     app.deposit("ann", 1_200, "PAY-1", actor=system)
-    kept.wait_caught_up()
+    read_models.wait_caught_up()
     counted.statements = 0
 
     balance = await reader.fetch(balance_query("ann"), timeout_s=5)
@@ -75,8 +62,8 @@ async def test_a_current_read_is_one_statement_and_reflects_every_acknowledged_w
 
     assert counted.statements == 2
     assert (balance["posted"], balance["available"]) == (1_200, 1_200)
-    assert balance == kept.balance("ann")  # the executor's way says the same
-    assert account == kept.account("ann")
+    assert balance == read_models.balance("ann")  # the executor's way says the same
+    assert account == read_models.account("ann")
     assert await reader.fetch(account_query("nobody"), timeout_s=5) is None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -14,19 +13,6 @@ from ledger.errors import InvalidInput, NotReady
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
-
-
-@pytest.fixture
-def read_models(settings: StoreSettings, app: LedgerApplication) -> Iterator[ReadModels]:
-    prepare_read_models(settings)
-    keeper = ReadModelKeeper(settings)
-    keeper.start()
-    models = ReadModels(settings, app)
-    try:
-        yield models
-    finally:
-        keeper.stop()
-        models.close()
 
 
 def test_balances_orders_and_history_follow_the_writes(
