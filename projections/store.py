@@ -30,6 +30,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
+from projections.paging import MAX_POSITION
 
 
 class StoreNotDurable(RuntimeError):
@@ -100,9 +101,6 @@ class StorePositions:
 
 
 # -- reading the whole log ---------------------------------------------------------------------
-
-MAX_POSITION = 2**63 - 1
-
 
 def read_log(
     recorder: Recorder, after: int, limit: int, *, upto: int | None = None
