@@ -28,7 +28,8 @@ from ledger.settings import StoreSettings
 
 if TYPE_CHECKING:
     from api.limits import Admission
-    from projections.current import CurrentReader, Query
+    from projections.current import CurrentReader
+    from projections.paging import Query
 
 P = ParamSpec("P")
 T = TypeVar("T")

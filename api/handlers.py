@@ -32,7 +32,7 @@ from ledger.commands import (
 )
 from ledger.errors import NotFound
 from ledger.pipeline import Outcome
-from projections.current import account_query, balance_query
+from projections.accounts import account_query, balance_query
 
 P = ParamSpec("P")
 

@@ -3,16 +3,23 @@
 Rows: ``rm_accounts`` (posted, held; available = posted - held, which the table itself refuses
 to see negative) and ``rm_account_history`` (one row per account event, with the balances after
 it, so a balance as of any position or time is one indexed look-up).
+
+The module holds the read model whole: its tables, its projection, and its queries
+(``account``, ``history``, ``balance``; ``projections.readmodels.ReadModels`` calls them).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
-from ledger.account import Account
+from ledger.account import Account, account_id
+from ledger.clock import rfc3339
 from projections.events import json_text, moment_text, own_fields, snake
-from projections.views import BrokenReadModel, ReadModelProjection, Row
+from projections.paging import MAX_POSITION, Page, Query, cursor, page_size, paged
+from projections.views import BrokenReadModel, ReadModelProjection, ReadModelView, Row
 
 # How each account event moves (posted, held), by the sign of its amount.
 MONEY_EFFECTS: dict[type[Any], tuple[int, int]] = {
@@ -100,3 +107,102 @@ def _history(event: Any, position: int, account: Row) -> Row:
         "correlation_id": event.correlation_id,
         "data": json_text(data),
     }
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def account_query(username: str) -> Query:
+    """One account's balances now: its row, or None."""
+
+    def shape(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not rows:
+            return None
+        row = rows[0]
+        available = row["posted"] - row["held"]
+        return {**row, "available": available, "refundable": available}
+
+    return Query(
+        "SELECT username, currency, posted, held, opened_at, version FROM rm_accounts"
+        " WHERE account_id = %(id)s",
+        {"id": account_id(username).hex},
+        shape,
+    )
+
+
+def account(view: ReadModelView, username: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = account_query(username).on(view)
+    return found
+
+
+def history(view: ReadModelView, username: str, *, limit: int, after: str | None) -> Page:
+    rows = view.query(
+        "SELECT position, type, amount, posted_after, held_after, at, actor, correlation_id,"
+        " data FROM rm_account_history WHERE account_id = %(id)s AND position > %(after)s"
+        " ORDER BY position LIMIT %(limit)s",
+        {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
+    )
+    items = [
+        {
+            "position": r["position"],
+            "type": r["type"],
+            "amount": r["amount"],
+            "posted_after": r["posted_after"],
+            "available_after": r["posted_after"] - r["held_after"],
+            "at": r["at"],
+            "actor": r["actor"],
+            "correlation_id": r["correlation_id"],
+            "data": json.loads(r["data"]),
+        }
+        for r in rows
+    ]
+    return paged(items, limit, key="position")
+
+
+def balance_query(
+    username: str, *, at_position: int | None = None, as_of: datetime | None = None
+) -> Query:
+    """The balances as they stood at a log position or a moment (the latest event at or before
+    it); None when the account did not exist yet. One statement for the account and its row;
+    unbounded ends are the largest position and the latest time."""
+
+    def shape(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not rows:
+            return None
+        row = rows[0]
+        available = row["posted_after"] - row["held_after"]
+        return {
+            "username": row["username"],
+            "currency": row["currency"],
+            "posted": row["posted_after"],
+            "held": row["held_after"],
+            "available": available,
+            "refundable": available,
+            "position": row["position"],
+            "at": row["at"],
+        }
+
+    return Query(
+        "SELECT a.username, a.currency, h.position, h.posted_after, h.held_after, h.at"
+        " FROM rm_accounts a JOIN rm_account_history h ON h.account_id = a.account_id"
+        " WHERE a.account_id = %(id)s AND h.position <= %(position)s AND h.at <= %(at)s"
+        " ORDER BY h.position DESC LIMIT 1",
+        {
+            "id": account_id(username).hex,
+            "position": MAX_POSITION if at_position is None else at_position,
+            "at": "9999" if as_of is None else rfc3339(as_of),
+        },
+        shape,
+    )
+
+
+def balance(
+    view: ReadModelView,
+    username: str,
+    *,
+    at_position: int | None = None,
+    as_of: datetime | None = None,
+) -> dict[str, Any] | None:
+    query = balance_query(username, at_position=at_position, as_of=as_of)
+    found: dict[str, Any] | None = query.on(view)
+    return found

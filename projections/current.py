@@ -13,37 +13,24 @@ SQLite has no async driver here: its reads stay on the executor (``projections.r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
-from ledger.account import account_id
-from ledger.clock import rfc3339
 from ledger.errors import Contention, NotReady
 from ledger.settings import StoreSettings
+from projections.paging import Query
 
 T = TypeVar("T")
 APP_NAME = "ledger"
-MAX_POSITION = 2**63 - 1
 FIRST_PAUSE_S = 0.001
 MAX_PAUSE_S = 0.02
 CONNECT_TIMEOUT_S = 5
 # Reads waiting for one of the pool's connections; past it (or CONNECT_TIMEOUT_S), 503 busy.
 MAX_WAITING = 256
-
-
-@dataclass(frozen=True)
-class Query:
-    """A read model's SELECT (named ``%(x)s`` parameters) and what its rows answer."""
-
-    sql: str
-    params: dict[str, Any]
-    shape: Callable[[list[dict[str, Any]]], Any]
 
 
 class CurrentReader:
@@ -130,58 +117,3 @@ async def _rows(
 ) -> list[dict[str, Any]]:
     cursor = await connection.execute(statement, params)
     return await cursor.fetchall()
-
-
-# -- the reads served this way (by the read models' own methods too, on both stores) -------------
-
-
-def account_query(username: str) -> Query:
-    def shape(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if not rows:
-            return None
-        row = rows[0]
-        available = row["posted"] - row["held"]
-        return {**row, "available": available, "refundable": available}
-
-    return Query(
-        "SELECT username, currency, posted, held, opened_at, version FROM rm_accounts"
-        " WHERE account_id = %(id)s",
-        {"id": account_id(username).hex},
-        shape,
-    )
-
-
-def balance_query(
-    username: str, *, at_position: int | None = None, as_of: datetime | None = None
-) -> Query:
-    """The balances as they stood at a log position or a moment (the latest event at or before
-    it); None when the account did not exist yet. One statement for the account and its row."""
-
-    def shape(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if not rows:
-            return None
-        row = rows[0]
-        available = row["posted_after"] - row["held_after"]
-        return {
-            "username": row["username"],
-            "currency": row["currency"],
-            "posted": row["posted_after"],
-            "held": row["held_after"],
-            "available": available,
-            "refundable": available,
-            "position": row["position"],
-            "at": row["at"],
-        }
-
-    return Query(
-        "SELECT a.username, a.currency, h.position, h.posted_after, h.held_after, h.at"
-        " FROM rm_accounts a JOIN rm_account_history h ON h.account_id = a.account_id"
-        " WHERE a.account_id = %(id)s AND h.position <= %(position)s AND h.at <= %(at)s"
-        " ORDER BY h.position DESC LIMIT 1",
-        {
-            "id": account_id(username).hex,
-            "position": MAX_POSITION if at_position is None else at_position,
-            "at": "9999" if as_of is None else rfc3339(as_of),
-        },
-        shape,
-    )

@@ -3,17 +3,20 @@
 ``rm_journal`` holds one row per posting with the event's log position, so any total — per
 chart account, per kind of event, per order — can be summed up to any position. The account's
 user name and currency come from its opening, kept in ``rm_journal_accounts``.
+
+Its tables, its projection, and its queries (``entries`` a page at a time, ``all_entries``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from ledger import journal
 from ledger.account import Account
 from projections.events import moment_text, snake, uuid_text
-from projections.views import ReadModelProjection, Row
+from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
+from projections.views import ReadModelProjection, ReadModelView, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_journal_accounts ("
@@ -68,3 +71,58 @@ class JournalProjection(ReadModelProjection):
                         "at": at,
                     },
                 )
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def entries(view: ReadModelView, *, account: str | None, limit: int, after: str | None) -> Page:
+    """Balanced postings per money event, in log order; ``account`` keeps the events that
+    post to that chart account (all their postings shown)."""
+    params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+    events_sql = "SELECT DISTINCT position FROM rm_journal WHERE position > %(after)s"
+    if account is not None:
+        events_sql += " AND account = %(account)s"
+        params["account"] = account
+    positions = [
+        r["position"]
+        for r in view.query(f"{events_sql} ORDER BY position LIMIT %(limit)s", params)
+    ]
+    rows = view.query(
+        "SELECT position, leg, type, account, amount, currency, username, order_no, event_id,"
+        " at FROM rm_journal WHERE position >= %(first)s AND position <= %(last)s"
+        " ORDER BY position, leg",
+        {"first": positions[0] if positions else 0, "last": positions[-1] if positions else -1},
+    )
+    wanted = set(positions)
+    entries: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r["position"] not in wanted:
+            continue
+        entry = entries.setdefault(
+            r["position"],
+            {
+                "position": r["position"],
+                "type": r["type"],
+                "event_id": r["event_id"],
+                "username": r["username"],
+                "order_no": r["order_no"],
+                "at": r["at"],
+                "currency": r["currency"],
+                "postings": [],
+            },
+        )
+        entry["postings"].append({"account": r["account"], "amount": r["amount"]})
+    return paged(list(entries.values()), limit, key="position")
+
+
+def all_entries(view: ReadModelView, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every journal entry in log order (of one currency, if given), a page at a time."""
+    after: str | None = None
+    while True:
+        page = entries(view, account=None, limit=MAX_PAGE, after=after)
+        yield from (e for e in page.items if currency is None or e["currency"] == currency)
+        if page.next is None:
+            return
+        after = page.next
+

@@ -3,6 +3,8 @@ return cases opened on it.
 
 ``order refundable`` = paid - credited back (failure credits and return refunds), which the
 table refuses to see negative.
+
+Its tables, its projection, and its query (``orders``, a customer's orders a page at a time).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any, ClassVar
 
 from ledger.account import Account, account_id
 from ledger.return_case import ReturnCase
-from projections.views import BrokenReadModel, ReadModelProjection, Row
+from projections.paging import Page, cursor, page_size, paged
+from projections.views import BrokenReadModel, ReadModelProjection, ReadModelView, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_orders ("
@@ -66,3 +69,35 @@ class OrdersProjection(ReadModelProjection):
                 "position": position,
             }
             self.rows.add("rm_order_cases", case)
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def orders(view: ReadModelView, username: str, *, limit: int, after: str | None) -> Page:
+    rows = view.query(
+        "SELECT order_no, paid, credited_back, seq FROM rm_orders"
+        " WHERE account_id = %(id)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s",
+        {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
+    )
+    cases: dict[str, list[str]] = {}
+    if rows:
+        for case in view.query(
+            "SELECT order_no, case_id FROM rm_order_cases WHERE account_id = %(id)s"
+            " ORDER BY position",
+            {"id": account_id(username).hex},
+        ):
+            cases.setdefault(case["order_no"], []).append(case["case_id"])
+    items = [
+        {
+            "order_no": r["order_no"],
+            "paid": r["paid"],
+            "credited_back": r["credited_back"],
+            "refundable": r["paid"] - r["credited_back"],
+            "cases": cases.get(r["order_no"], []),
+            "seq": r["seq"],
+        }
+        for r in rows
+    ]
+    return paged(items, limit, key="seq")
+

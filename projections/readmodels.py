@@ -1,6 +1,9 @@
 """The read side: queries over the read models, answered only once they are current, and the
 keeper that keeps them current.
 
+``ReadModels`` is the one face the API sees: each read model's queries live in its own module
+(``projections.accounts`` …) beside its tables and its projection, and it calls them.
+
 ``ReadModels.wait_current()`` takes the log position current when it is called and waits (bounded)
 until the read models have processed it, so a read reflects every write acknowledged before it
 began, whichever process served the write; past the bound it raises ``NotReady``.
@@ -17,13 +20,11 @@ that interval. A failure is logged and the keeper starts again, never left dead.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -32,22 +33,22 @@ from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Not
 from eventsourcing.utils import Environment
 
 from ledger import policy
-from ledger.account import account_id
 from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
-from ledger.errors import HistoryDamaged, InvalidInput, NotReady
+from ledger.errors import HistoryDamaged, NotReady
 from ledger.settings import StoreSettings
+from projections import accounts, journal, orders, refund_requests, return_cases
 from projections.accounts import AccountsProjection
 from projections.batches import BatchApplier
 from projections.chain import Damage, SealWatch, damage_after
-from projections.current import Query, account_query, balance_query
 from projections.events import own_fields
 from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
 from projections.orders import OrdersProjection
+from projections.paging import Page, cursor, page_size, paged
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
-from projections.return_cases import ReturnCasesProjection, case_status, overdue_where
+from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
 from projections.store import schema_lock
 from projections.views import ReadModelProjection, ReadModelView, view_class
@@ -63,15 +64,6 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     JournalProjection,
 )
 APP_NAME = LedgerApplication.name
-MAX_PAGE = 1000
-MAX_POSITION = 2**63 - 1
-_CURSOR = re.compile(r"[0-9]{1,18}")
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[dict[str, Any]]
-    next: str | None
 
 
 def open_view(
@@ -224,77 +216,70 @@ class ReadModels:
         assert key is not None, "the application was not opened on a sealing store"
         return damage_after(self.app.recorder, key, after)
 
-    # -- accounts -----------------------------------------------------------------------------
+    # -- each read model's queries (in its module) --------------------------------------------
 
     def account(self, username: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self.answer(AccountsProjection.name, account_query(username))
-        return found
-
-    def answer(self, read_model: str, query: Query) -> Any:
-        """``query`` on one read model's tables (the executor's way; ``projections.current``
-        asks the same queries in the event loop)."""
-        return query.shape(self.views[read_model].query(query.sql, query.params))
+        return accounts.account(self._accounts, username)
 
     def history(self, username: str, *, limit: int, after: str | None) -> Page:
-        rows = self._accounts.query(
-            "SELECT position, type, amount, posted_after, held_after, at, actor, correlation_id,"
-            " data FROM rm_account_history WHERE account_id = %(id)s AND position > %(after)s"
-            " ORDER BY position LIMIT %(limit)s",
-            {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
-        )
-        items = [
-            {
-                "position": r["position"],
-                "type": r["type"],
-                "amount": r["amount"],
-                "posted_after": r["posted_after"],
-                "available_after": r["posted_after"] - r["held_after"],
-                "at": r["at"],
-                "actor": r["actor"],
-                "correlation_id": r["correlation_id"],
-                "data": json.loads(r["data"]),
-            }
-            for r in rows
-        ]
-        return paged(items, limit, key="position")
+        return accounts.history(self._accounts, username, limit=limit, after=after)
 
     def balance(
         self, username: str, *, at_position: int | None = None, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
         """The balances as they stood at a log position or a moment (the latest event at or
         before it); None when the account did not exist yet."""
-        query = balance_query(username, at_position=at_position, as_of=as_of)
-        found: dict[str, Any] | None = self.answer(AccountsProjection.name, query)
-        return found
-
-    # -- orders -------------------------------------------------------------------------------
+        return accounts.balance(self._accounts, username, at_position=at_position, as_of=as_of)
 
     def orders(self, username: str, *, limit: int, after: str | None) -> Page:
-        rows = self._orders.query(
-            "SELECT order_no, paid, credited_back, seq FROM rm_orders"
-            " WHERE account_id = %(id)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s",
-            {"id": account_id(username).hex, "after": cursor(after), "limit": page_size(limit) + 1},
+        return orders.orders(self._orders, username, limit=limit, after=after)
+
+    def journal(self, *, account: str | None, limit: int, after: str | None) -> Page:
+        """Balanced postings per money event, in log order; ``account`` keeps the events that
+        post to that chart account (all their postings shown)."""
+        return journal.entries(self._journal, account=account, limit=limit, after=after)
+
+    def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every journal entry in log order (of one currency, if given), a page at a time."""
+        return journal.all_entries(self._journal, currency=currency)
+
+    def return_case(self, case_id: UUID) -> dict[str, Any] | None:
+        return return_cases.case(
+            self._cases,
+            case_id,
+            today=self.app.today(),
+            unresolved_after_days=self.unresolved_after_days,
         )
-        cases: dict[str, list[str]] = {}
-        if rows:
-            for case in self._orders.query(
-                "SELECT order_no, case_id FROM rm_order_cases WHERE account_id = %(id)s"
-                " ORDER BY position",
-                {"id": account_id(username).hex},
-            ):
-                cases.setdefault(case["order_no"], []).append(case["case_id"])
-        items = [
-            {
-                "order_no": r["order_no"],
-                "paid": r["paid"],
-                "credited_back": r["credited_back"],
-                "refundable": r["paid"] - r["credited_back"],
-                "cases": cases.get(r["order_no"], []),
-                "seq": r["seq"],
-            }
-            for r in rows
-        ]
-        return paged(items, limit, key="seq")
+
+    def return_cases(
+        self,
+        *,
+        state: str | None,
+        username: str | None,
+        overdue: bool | None,
+        limit: int,
+        after: str | None,
+    ) -> Page:
+        return return_cases.cases(
+            self._cases,
+            state=state,
+            username=username,
+            overdue=overdue,
+            limit=limit,
+            after=after,
+            today=self.app.today(),
+            unresolved_after_days=self.unresolved_after_days,
+        )
+
+    def refund_requests(
+        self, *, status: str | None, username: str | None, limit: int, after: str | None
+    ) -> Page:
+        return refund_requests.requests(
+            self._requests, status=status, username=username, limit=limit, after=after
+        )
+
+    def refund_request(self, request_id: UUID) -> dict[str, Any] | None:
+        return refund_requests.request(self._requests, request_id)
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -322,55 +307,6 @@ class ReadModels:
 
     # -- finance --------------------------------------------------------------------------------
 
-    def journal(self, *, account: str | None, limit: int, after: str | None) -> Page:
-        """Balanced postings per money event, in log order; ``account`` keeps the events that
-        post to that chart account (all their postings shown)."""
-        params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
-        events_sql = "SELECT DISTINCT position FROM rm_journal WHERE position > %(after)s"
-        if account is not None:
-            events_sql += " AND account = %(account)s"
-            params["account"] = account
-        positions = [
-            r["position"]
-            for r in self._journal.query(f"{events_sql} ORDER BY position LIMIT %(limit)s", params)
-        ]
-        rows = self._journal.query(
-            "SELECT position, leg, type, account, amount, currency, username, order_no, event_id,"
-            " at FROM rm_journal WHERE position >= %(first)s AND position <= %(last)s"
-            " ORDER BY position, leg",
-            {"first": positions[0] if positions else 0, "last": positions[-1] if positions else -1},
-        )
-        wanted = set(positions)
-        entries: dict[int, dict[str, Any]] = {}
-        for r in rows:
-            if r["position"] not in wanted:
-                continue
-            entry = entries.setdefault(
-                r["position"],
-                {
-                    "position": r["position"],
-                    "type": r["type"],
-                    "event_id": r["event_id"],
-                    "username": r["username"],
-                    "order_no": r["order_no"],
-                    "at": r["at"],
-                    "currency": r["currency"],
-                    "postings": [],
-                },
-            )
-            entry["postings"].append({"account": r["account"], "amount": r["amount"]})
-        return paged(list(entries.values()), limit, key="position")
-
-    def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every journal entry in log order (of one currency, if given), a page at a time."""
-        after: str | None = None
-        while True:
-            page = self.journal(account=None, limit=MAX_PAGE, after=after)
-            yield from (e for e in page.items if currency is None or e["currency"] == currency)
-            if page.next is None:
-                return
-            after = page.next
-
     def reconciliation(self, currency: str, at_position: int | None = None) -> dict[str, Any]:
         """Reconciled at a position (default: the one both read models it uses have reached,
         so a write landing meanwhile cannot show in one of them only)."""
@@ -382,157 +318,9 @@ class ReadModels:
         position = at_position
         return reconcile(self._journal, self._accounts, currency, position)
 
-    # -- return cases -------------------------------------------------------------------------
-
-    def return_case(self, case_id: UUID) -> dict[str, Any] | None:
-        rows = self._cases.query(
-            f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE id = %(id)s",  # noqa: S608
-            {"id": str(case_id)},
-        )
-        if not rows:
-            return None
-        steps = self._cases.query(
-            "SELECT step, state, on_date, at, actor, position, data FROM rm_return_case_steps"
-            " WHERE id = %(id)s ORDER BY version",
-            {"id": str(case_id)},
-        )
-        case = self._case_item(rows[0])
-        case.pop("seq")
-        case["steps"] = [
-            {
-                "step": s["step"],
-                "state": s["state"],
-                "on": s["on_date"],
-                "at": s["at"],
-                "actor": s["actor"],
-                "position": s["position"],
-                "data": json.loads(s["data"]),
-            }
-            for s in steps
-        ]
-        return case
-
-    def return_cases(
-        self,
-        *,
-        state: str | None,
-        username: str | None,
-        overdue: bool | None,
-        limit: int,
-        after: str | None,
-    ) -> Page:
-        where = ["seq > %(after)s"]
-        params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
-        if state is not None:
-            where.append("state = %(state)s")
-            params["state"] = state
-        if username is not None:
-            where.append("username = %(username)s")
-            params["username"] = username
-        if overdue is not None:
-            condition, overdue_params = overdue_where(self.app.today(), self.unresolved_after_days)
-            where.append(condition if overdue else f"NOT {condition}")
-            params.update(overdue_params)
-        rows = self._cases.query(
-            f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY seq LIMIT %(limit)s",
-            params,
-        )
-        return paged([self._case_item(row) for row in rows], limit, key="seq")
-
-    def _case_item(self, row: dict[str, Any]) -> dict[str, Any]:
-        today = self.app.today()
-        item = {k: row[k] for k in row if k not in ("items", "received_on")}
-        item["items"] = json.loads(row["items"])
-        item.update(case_status(row, today, self.unresolved_after_days))
-        return item
-
-    # -- refund requests ----------------------------------------------------------------------
-
-    def refund_requests(
-        self, *, status: str | None, username: str | None, limit: int, after: str | None
-    ) -> Page:
-        where = ["seq > %(after)s"]
-        params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
-        if status is not None:
-            where.append("status = %(status)s")
-            params["status"] = status
-        if username is not None:
-            where.append("username = %(username)s")
-            params["username"] = username
-        rows = self._requests.query(
-            f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY seq LIMIT %(limit)s",
-            params,
-        )
-        return paged(rows, limit, key="seq")
-
-    def refund_request(self, request_id: UUID) -> dict[str, Any] | None:
-        rows = self._requests.query(
-            f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE id = %(id)s",  # noqa: S608
-            {"id": str(request_id)},
-        )
-        if not rows:
-            return None
-        steps = self._requests.query(
-            "SELECT status, at, actor, position, data FROM rm_refund_request_steps"
-            " WHERE id = %(id)s ORDER BY version",
-            {"id": str(request_id)},
-        )
-        request = rows[0]
-        request.pop("seq")
-        request["steps"] = [
-            {
-                "status": s["status"],
-                "at": s["at"],
-                "actor": s["actor"],
-                "position": s["position"],
-                "data": json.loads(s["data"]),
-            }
-            for s in steps
-        ]
-        return request
-
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, UUID | datetime) else v) for k, v in data.items()}
-
-
-_CASE_COLUMNS = (
-    "id, username, currency, order_no, kind, state, opened_at, opened_on, shipped_on,"
-    " guarantee_until, return_by, postmark_date, received_on, outcome, refund_amount,"
-    " freight_amount, items, seq"
-)
-_REQUEST_COLUMNS = (
-    "id, username, currency, order_no, amount, reason, status, requested_at, updated_at, seq"
-)
-
-
-def page_size(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit is 1 to {MAX_PAGE}", field="limit")
-    return limit
-
-
-def cursor(after: str | None) -> int:
-    """Cursors are the log position of the row's first event (opaque to clients)."""
-    if after is None:
-        return 0
-    # ASCII digits only (str.isdigit also takes superscripts and other scripts' digits),
-    # and at most 18 of them, so it fits a BIGINT.
-    if not _CURSOR.fullmatch(after):
-        raise InvalidInput("after is a cursor from a previous page's next", field="after")
-    return int(after)
-
-
-def paged(rows: list[dict[str, Any]], limit: int, *, key: str) -> Page:
-    items = rows[:limit]
-    more = len(rows) > limit
-    next_cursor = str(items[-1][key]) if more and items else None
-    if key == "seq":
-        for item in items:
-            item.pop("seq", None)
-    return Page(items, next_cursor)
 
 
 # -- keeping them current ----------------------------------------------------------------------

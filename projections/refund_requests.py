@@ -1,13 +1,19 @@
-"""Refund requests read model: finance's queue of balance-refund requests, with their steps."""
+"""Refund requests read model: finance's queue of balance-refund requests, with their steps.
+
+Its tables, its projection, and its queries (``requests`` a page at a time, ``request``).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from uuid import UUID
 
 from ledger.refund_request import RefundRequest
 from projections.events import json_text, moment_text, own_fields
-from projections.views import ReadModelProjection, Row
+from projections.paging import Page, cursor, page_size, paged
+from projections.views import ReadModelProjection, ReadModelView, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_refund_requests ("
@@ -78,3 +84,57 @@ def _step(event: Any, position: int) -> Row:
         "position": position,
         "data": json_text(own_fields(event)),
     }
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def requests(
+    view: ReadModelView, *, status: str | None, username: str | None, limit: int, after: str | None
+) -> Page:
+    where = ["seq > %(after)s"]
+    params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+    if status is not None:
+        where.append("status = %(status)s")
+        params["status"] = status
+    if username is not None:
+        where.append("username = %(username)s")
+        params["username"] = username
+    rows = view.query(
+        f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY seq LIMIT %(limit)s",
+        params,
+    )
+    return paged(rows, limit, key="seq")
+
+
+def request(view: ReadModelView, request_id: UUID) -> dict[str, Any] | None:
+    rows = view.query(
+        f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE id = %(id)s",  # noqa: S608
+        {"id": str(request_id)},
+    )
+    if not rows:
+        return None
+    steps = view.query(
+        "SELECT status, at, actor, position, data FROM rm_refund_request_steps"
+        " WHERE id = %(id)s ORDER BY version",
+        {"id": str(request_id)},
+    )
+    request = rows[0]
+    request.pop("seq")
+    request["steps"] = [
+        {
+            "status": s["status"],
+            "at": s["at"],
+            "actor": s["actor"],
+            "position": s["position"],
+            "data": json.loads(s["data"]),
+        }
+        for s in steps
+    ]
+    return request
+
+
+_REQUEST_COLUMNS = (
+    "id, username, currency, order_no, amount, reason, status, requested_at, updated_at, seq"
+)

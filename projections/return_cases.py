@@ -3,18 +3,23 @@
 Days open, days since shipping, the 30-day full return and the overdue flags change with the
 calendar, so the rows keep the dates they derive from and ``case_status`` works them out for the
 day asked (an injected clock in tests). The ``overdue`` filter is a date comparison in SQL.
+
+Its tables, its projection, and its queries (``cases`` a page at a time, ``case``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any, ClassVar
+from uuid import UUID
 
 from ledger import policy
 from ledger.return_case import ReturnCase
 from projections.events import json_text, moment_text, own_fields, snake
-from projections.views import ReadModelProjection, Row
+from projections.paging import Page, cursor, page_size, paged
+from projections.views import ReadModelProjection, ReadModelView, Row
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_return_cases ("
@@ -196,3 +201,84 @@ def overdue_where(today: date, unresolved_after_days: int) -> tuple[str, dict[st
 
 def _date(text: str | None) -> date | None:
     return None if text is None else date.fromisoformat(text)
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def case(
+    view: ReadModelView, case_id: UUID, *, today: date, unresolved_after_days: int
+) -> dict[str, Any] | None:
+    rows = view.query(
+        f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE id = %(id)s",  # noqa: S608
+        {"id": str(case_id)},
+    )
+    if not rows:
+        return None
+    steps = view.query(
+        "SELECT step, state, on_date, at, actor, position, data FROM rm_return_case_steps"
+        " WHERE id = %(id)s ORDER BY version",
+        {"id": str(case_id)},
+    )
+    found = _case_item(rows[0], today, unresolved_after_days)
+    found.pop("seq")
+    found["steps"] = [
+        {
+            "step": s["step"],
+            "state": s["state"],
+            "on": s["on_date"],
+            "at": s["at"],
+            "actor": s["actor"],
+            "position": s["position"],
+            "data": json.loads(s["data"]),
+        }
+        for s in steps
+    ]
+    return found
+
+
+def cases(
+    view: ReadModelView,
+    *,
+    state: str | None,
+    username: str | None,
+    overdue: bool | None,
+    limit: int,
+    after: str | None,
+    today: date,
+    unresolved_after_days: int,
+) -> Page:
+    where = ["seq > %(after)s"]
+    params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+    if state is not None:
+        where.append("state = %(state)s")
+        params["state"] = state
+    if username is not None:
+        where.append("username = %(username)s")
+        params["username"] = username
+    if overdue is not None:
+        condition, overdue_params = overdue_where(today, unresolved_after_days)
+        where.append(condition if overdue else f"NOT {condition}")
+        params.update(overdue_params)
+    rows = view.query(
+        f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY seq LIMIT %(limit)s",
+        params,
+    )
+    items = [_case_item(row, today, unresolved_after_days) for row in rows]
+    return paged(items, limit, key="seq")
+
+
+def _case_item(row: dict[str, Any], today: date, unresolved_after_days: int) -> dict[str, Any]:
+    item = {k: row[k] for k in row if k not in ("items", "received_on")}
+    item["items"] = json.loads(row["items"])
+    item.update(case_status(row, today, unresolved_after_days))
+    return item
+
+
+
+_CASE_COLUMNS = (
+    "id, username, currency, order_no, kind, state, opened_at, opened_on, shipped_on,"
+    " guarantee_until, return_by, postmark_date, received_on, outcome, refund_amount,"
+    " freight_amount, items, seq"
+)

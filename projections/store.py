@@ -49,6 +49,7 @@ from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged
 from ledger.idempotency import KeyRecord, KeyWrite
 from ledger.settings import StoreSettings
+from projections.paging import MAX_POSITION
 from projections.seal import GENESIS, ChainKey, ChainKeyError, create_key, read_key
 
 
@@ -365,9 +366,6 @@ class StorePositions:
 
 
 # -- reading the whole log ---------------------------------------------------------------------
-
-MAX_POSITION = 2**63 - 1
-
 
 def read_log(
     recorder: Recorder, after: int, limit: int, *, upto: int | None = None

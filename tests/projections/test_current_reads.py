@@ -14,7 +14,8 @@ from ledger.application import LedgerApplication
 from ledger.errors import NotReady
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
-from projections.current import CurrentReader, account_query, balance_query
+from projections.accounts import account_query, balance_query
+from projections.current import CurrentReader
 from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
 
 pytestmark = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)

@@ -1,0 +1,211 @@
+"""The keeper's loop, on both stores: a batch of events is applied once (the same batch applied
+again is refused and changes nothing), on PostgreSQL for every read model or for none, only as
+far as ``_admit`` lets it, and a failure never leaves the keeper dead; it wakes on a NOTIFY and,
+when none comes, after its poll interval."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, Notification
+
+from ledger.application import LedgerApplication
+from ledger.identity import Actor
+from ledger.settings import StoreSettings
+from projections.batches import BatchApplier
+from projections.readmodels import (
+    PROJECTIONS,
+    ReadModelKeeper,
+    ReadModels,
+    close_views,
+    open_views,
+    prepare_read_models,
+)
+from projections.wakeup import PostgresDoorbell
+from tests.conftest import pg_url
+
+WAIT_S = 10.0
+
+
+@contextmanager
+def applier(settings: StoreSettings, app: LedgerApplication) -> Iterator[BatchApplier]:
+    views = open_views(settings, pool_size=2)
+    try:
+        yield BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS])
+    finally:
+        close_views(views)
+
+
+@contextmanager
+def read_models(settings: StoreSettings, app: LedgerApplication) -> Iterator[ReadModels]:
+    models = ReadModels(settings, app, pool_size=1)
+    try:
+        yield models
+    finally:
+        models.close()
+
+
+def log(app: LedgerApplication) -> Sequence[Notification]:
+    return app.recorder.select_notifications(0, 1000, inclusive_of_start=False)
+
+
+def read_model_sql(settings: StoreSettings, read_model: str, statements: list[str]) -> None:
+    """Plain SQL on one read model's tables, behind the keeper's back."""
+    if settings.kind == "postgres":
+        with psycopg.connect(pg_url(settings.postgres["POSTGRES_DBNAME"])) as db:
+            for statement in statements:
+                db.execute(statement)  # type: ignore[arg-type]
+        return
+    path = settings.env_for(read_model)["SQLITE_DBNAME"]
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for statement in statements:
+            db.execute(statement)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.02)
+
+
+def test_a_batch_applied_a_second_time_is_refused_and_changes_nothing(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    app.open_account("ann", "USD", actor=system)
+    app.deposit("ann", 100, "pay-1", actor=system)
+    events = log(app)
+
+    with applier(settings, app) as first, applier(settings, app) as second:
+        first.apply(events)
+        with pytest.raises(IntegrityError):
+            second.apply(events)  # it began where the first did: the tracking has moved
+
+    with read_models(settings, app) as models:
+        account = models.account("ann")
+        assert account is not None and account["posted"] == 100
+        assert len(models.history("ann", limit=10, after=None).items) == 2
+        assert set(models.tracked().values()) == {events[-1].id}
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_on_postgresql_a_batch_commits_for_every_read_model_or_for_none(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    app.open_account("bea", "USD", actor=system)
+    deposit = app.deposit("bea", 100, "pay-1", actor=system)
+    # the journal already holds a row where the deposit's first posting goes
+    read_model_sql(
+        settings,
+        "journal",
+        [
+            "INSERT INTO rm_journal (position, leg, type, account, amount, currency, username,"
+            f" event_id, at) VALUES ({deposit.position}, 0, 'x', 'x', 1, 'USD', 'x', 'x', 'x')"
+        ],
+    )
+
+    with applier(settings, app) as batches, pytest.raises(IntegrityError):
+        batches.apply(log(app))
+
+    with read_models(settings, app) as models:
+        assert models.account("bea") is None  # the accounts' rows went with the journal's
+        assert set(models.tracked().values()) == {0}
+
+
+class AdmittingUpTo(ReadModelKeeper):
+    """A keeper whose ``_admit`` stops before a position, as one checking seals would."""
+
+    def __init__(self, settings: StoreSettings, last: int) -> None:
+        super().__init__(settings, lock_retry_s=0.1)
+        self.last = last
+
+    def _admit(self, after: int, notifications: Sequence[Notification]) -> Sequence[Notification]:
+        return [n for n in super()._admit(after, notifications) if n.id <= self.last]
+
+
+def test_the_keeper_applies_what_admit_lets_through_and_nothing_after_it(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    app.open_account("cat", "USD", actor=system)
+    first = app.deposit("cat", 100, "pay-1", actor=system)
+    app.deposit("cat", 50, "pay-2", actor=system)
+    keeper = AdmittingUpTo(settings, last=first.position)
+    keeper.start()
+    try:
+        with read_models(settings, app) as models:
+            wait_until(lambda: set(models.tracked().values()) == {first.position})
+            time.sleep(0.3)  # several polls later, still there
+            assert set(models.tracked().values()) == {first.position}
+            account = models.account("cat")
+            assert account is not None and account["posted"] == 100
+            assert keeper.is_leader.is_set()
+    finally:
+        keeper.stop()
+
+
+REFUSE_HISTORY = {
+    "sqlite": (
+        [
+            "CREATE TRIGGER refuse BEFORE INSERT ON rm_account_history"
+            " BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+        ],
+        ["DROP TRIGGER refuse"],
+    ),
+    "postgres": (
+        [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON rm_account_history"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ],
+        ["DROP TRIGGER refuse ON rm_account_history", "DROP FUNCTION refuse()"],
+    ),
+}
+
+
+def test_a_keeper_that_fails_starts_again_and_catches_up_once_the_fault_is_gone(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    keeper = ReadModelKeeper(settings, lock_retry_s=0.1)
+    keeper.start()
+    refuse, allow = REFUSE_HISTORY[settings.kind]
+    try:
+        with read_models(settings, app) as models:
+            app.open_account("dan", "USD", actor=system)
+            models.wait_caught_up()
+            read_model_sql(settings, "accounts", refuse)
+            app.deposit("dan", 70, "pay-1", actor=system)
+            time.sleep(0.5)  # a few failed batches and fresh starts
+            assert models.tracked()["accounts"] < models.log_position()
+
+            read_model_sql(settings, "accounts", allow)
+            models.wait_caught_up(stall_timeout_s=WAIT_S)
+            account = models.account("dan")
+            assert account is not None and account["posted"] == 70
+    finally:
+        keeper.stop()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_doorbell_rings_on_a_notify_and_otherwise_after_its_pause(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    bell = PostgresDoorbell(settings)
+    with bell.listening("ledger_events"):
+        started = time.monotonic()
+        bell.wait(0.3)  # nothing written: the pause passes
+        assert time.monotonic() - started >= 0.29
+
+        app.open_account("eve", "USD", actor=system)
+        started = time.monotonic()
+        bell.wait(WAIT_S)
+        assert time.monotonic() - started < 1.0
