@@ -9,8 +9,8 @@ When a batch fails, whatever of it was not committed is dropped and every rememb
 forgotten, so the next batch starts from what the store holds.
 
 ``apply`` prepares and commits a batch in the caller's thread (the keeper). ``pipelined`` commits
-each batch in a thread of its own while the next one is decoded and projected (a replay: the
-database's work then overlaps Python's).
+each batch in a thread of its own while the next one is decoded and projected (a replay on
+PostgreSQL: the database's work then overlaps Python's).
 """
 
 from __future__ import annotations
@@ -113,7 +113,14 @@ class BatchApplier:
     def pipelined(self) -> Iterator[Callable[[Sequence[Notification]], None]]:
         """``apply``, with each batch committed in a thread of its own while the next one is
         prepared (at most one waits its turn). A failed commit raises from the next ``apply``
-        or on leaving; leaving waits until every batch is committed."""
+        or on leaving; leaving waits until every batch is committed.
+
+        Only where every view's store lets one connection write while another reads
+        (PostgreSQL); elsewhere (SQLite, whose shared-cache databases refuse it) batches are
+        applied in the caller's thread."""
+        if not all(rows.view.concurrent_writes for _, rows in self.models):
+            yield self.apply
+            return
         committing = _Committer(self.commit)
         try:
 

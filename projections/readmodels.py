@@ -393,8 +393,10 @@ class ReadModelKeeper:
                     log.info("this process now keeps the read models current")
                     self.is_leader.set()
                     self._keep(lock)
-            except IntegrityError:
-                log.warning("another process applied events meanwhile; starting again")
+            except IntegrityError as refused:
+                # Another process moved the read models meanwhile (their tracking was not where
+                # the batch began), or a row broke one of a table's rules.
+                log.warning("a batch of read-model rows was refused (%s); starting again", refused)
             except Exception:
                 log.exception("read-model keeper failed; starting again")
             finally:

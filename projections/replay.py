@@ -4,7 +4,8 @@
 A replay drives the very projection code the keeper runs (``projections.batches``), a batch of
 events per transaction (each batch's rows and its tracking record together), so a rebuilt read
 model is row for row what the live one holds at the same position. It reads the next batch and
-commits the last one while it decodes and projects this one, each in a thread of its own.
+(on PostgreSQL) commits the last one while it decodes and projects this one, each in a thread
+of its own.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def replay(
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Apply every event after each view's tracked position (up to ``upto``) to the views;
-    answers the number of events read. Batches are read ahead and committed behind, each in a
-    thread of its own, while this one decodes and projects."""
+    answers the number of events read. Batches are read ahead and (on PostgreSQL) committed
+    behind, each in a thread of its own, while this one decodes and projects."""
     applier = BatchApplier(app.mapper, projections)
     read = 0
     with applier.pipelined() as apply:

@@ -62,6 +62,8 @@ class ReadModelView(TrackingRecorder):
 
     tracking_table: str = "tracking"
     datastore: Any
+    # whether one connection may write its rows while another reads them
+    concurrent_writes: ClassVar[bool] = False
 
     def write_batch(self, parts: Sequence[Part], end: int) -> None:
         """In one transaction of this view's datastore, for each read model of ``parts`` (all
@@ -130,6 +132,8 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
 
 
 class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
+    concurrent_writes = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tracking_table = self.tracking_table_name
