@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import psycopg
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
@@ -93,8 +95,18 @@ class CurrentReader:
             try:
                 async with self._pool.connection() as connection:
                     rows = await _rows(connection, statement, query.params)
-            except (PoolTimeout, TooManyRequests):
+            except TooManyRequests:
                 raise Contention("too many reads wait for the store; try again shortly") from None
+            except PoolTimeout as error:
+                raise StoreOperationalError(f"no connection to the store: {error}") from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                # A connection the server dropped (a restart, a terminated session): the pool
+                # replaces it; asked again while the bound allows.
+                if loop.time() + pause_s > deadline:
+                    raise StoreOperationalError(f"the store did not answer: {error}") from None
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, MAX_PAUSE_S)
+                continue
             head, reached = rows[0]["head_"], rows[0]["reached_"]
             if reached >= head:
                 found = [
