@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import OperationalError as StoreOperationalError
@@ -26,7 +26,6 @@ from ledger.errors import Contention, NotReady
 from ledger.settings import StoreSettings
 from projections.paging import Query
 
-T = TypeVar("T")
 APP_NAME = "ledger"
 FIRST_PAUSE_S = 0.001
 MAX_PAUSE_S = 0.02

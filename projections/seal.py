@@ -4,10 +4,10 @@ Each event's link is ``HMAC-SHA-256(key, previous link ‖ position ‖ aggregat
 topic ‖ stored bytes)`` (each part length-prefixed, so no two joins read alike), computed by the
 committer inside the transaction that records the event, under the events table's lock, so it
 knows the previous link. The key lives in a file outside the database
-(``LEDGER_CHAIN_KEY_FILE``); the store keeps only its fingerprint. Someone who can write to the
-database but does not hold the key cannot make a valid link: an event inserted, changed,
-removed or reordered behind the service's back shows as a position whose link is missing,
-wrong, or does not follow the one before it.
+(``LEDGER_CHAIN_KEY_FILE``, read by ``ledger.settings``); the store keeps only its fingerprint.
+Someone who can write to the database but does not hold the key cannot make a valid link: an
+event inserted, changed, removed or reordered behind the service's back shows as a position
+whose link is missing, wrong, or does not follow the one before it.
 
 A link row keeps the previous link beside its own, so one event's seal can be checked on its
 own (loading an aggregate), and the chain's continuity by walking it (the keeper, ``verify``).
@@ -25,8 +25,6 @@ from uuid import UUID
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
-DEFAULT_KEY_FILE = Path("var/chain.key")
-KEY_FILE_ENV = "LEDGER_CHAIN_KEY_FILE"
 
 
 class ChainKeyError(RuntimeError):
@@ -104,17 +102,11 @@ def _raw(state: object) -> bytes:
     return str(state).encode()
 
 
-def key_file(environ: dict[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    configured = env.get(KEY_FILE_ENV, "").strip()
-    return Path(configured) if configured else DEFAULT_KEY_FILE
-
-
 def read_key(path: Path) -> ChainKey:
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
-        raise ChainKeyError(f"no chain key at {path} ({KEY_FILE_ENV})") from None
+        raise ChainKeyError(f"no chain key at {path} (LEDGER_CHAIN_KEY_FILE)") from None
     except OSError as error:
         raise ChainKeyError(f"cannot read the chain key at {path}: {error.strerror}") from None
     try:
@@ -147,4 +139,4 @@ def create_key(path: Path) -> ChainKey:
     return key
 
 
-__all__ = ["GENESIS", "ChainKey", "ChainKeyError", "create_key", "key_file", "read_key"]
+__all__ = ["GENESIS", "ChainKey", "ChainKeyError", "create_key", "read_key"]

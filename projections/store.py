@@ -89,7 +89,6 @@ class DurableSQLiteFactory(SQLiteFactory):
 # -- the sealing recorders -----------------------------------------------------------------------
 
 CHAIN_TABLE = "ledger_chain"
-KEYS_TABLE = "ledger_keys"
 CHAIN_KEY_TABLE = "ledger_chain_key"
 STORE_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger_chain ("

@@ -212,9 +212,6 @@ class Intruder:
         self.set_state(first, b)
         self.set_state(second, a)
 
-    def cut_chain_from(self, position: int) -> None:
-        self.run("DELETE FROM ledger_chain WHERE position >= %s", (position,), unguarded=True)
-
     def forge_deposit(self, like: int, amount: int, reference: str) -> int:
         """INSERT, with plain SQL, a well-formed deposit on the account of the deposit at
         position ``like``, as that account's next version; answers the forged row's position.

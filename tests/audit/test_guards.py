@@ -16,7 +16,7 @@ from ledger.settings import StoreSettings
 from projections.chain import Chain
 from tests.audit.conftest import Intruder
 
-FORGED_HASH = FORGED = "f" * 64
+FORGED = "f" * 64
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def tampering(settings: StoreSettings, table: str, change: str) -> str:
         ("events", "update"): f"UPDATE {events} SET state = state WHERE {key} = 2",
         ("events", "delete"): f"DELETE FROM {events} WHERE {key} = 2",
         ("events", "truncate"): f"TRUNCATE {events}",
-        ("chain", "update"): f"UPDATE ledger_chain SET hash = '{FORGED_HASH}' WHERE position = 2",
+        ("chain", "update"): f"UPDATE ledger_chain SET hash = '{FORGED}' WHERE position = 2",
         ("chain", "delete"): "DELETE FROM ledger_chain WHERE position = 2",
         ("chain", "truncate"): "TRUNCATE ledger_chain",
     }
