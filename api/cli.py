@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from api import preflight
 from api.auth import DEFAULT_TOKENS_FILE, TokenConfigError, Tokens, load_or_create
 from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Lane, LaneLimits, Limits
 from ledger import money
@@ -137,6 +138,9 @@ def serve(host: str, port: int) -> None:
     )
     try:
         settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"))
+        unreachable = preflight.reachable(settings)
+        if unreachable is not None:
+            raise ValueError(unreachable)
         tokens = _tokens()
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
@@ -177,6 +181,10 @@ def _settings(command: str) -> StoreSettings:
         _refuse(command, error.detail)
     if settings.sqlite_path is not None and not settings.sqlite_path.exists():
         _refuse(command, f"there is no store at {settings.sqlite_path} (LEDGER_DATABASE_URL)")
+    # Reached, and the ledger's: said in one line, and no tables made in another database.
+    wrong = preflight.problem(settings)
+    if wrong is not None:
+        _refuse(command, wrong)
     return settings
 
 
@@ -252,6 +260,9 @@ def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
 
     Exits 0 only when all hold; otherwise 1, with the first bad position."""
     settings = _settings("verify")
+    nothing = preflight.empty(settings)
+    if nothing is not None:  # "ok: 0 events checked" would read as a clean bill
+        _refuse("verify", nothing, exit_code=1)
     digests = _digests(digest_files)
     with _application(settings, "verify") as app:
         report = audit.verify(settings, app, digests)

@@ -330,14 +330,14 @@ class CaseQuery(PageQuery):
     )
 
 
+CHART_ACCOUNT_PATTERN = r"^[a-z]+:[a-z0-9._-]+$"
+CHART_ACCOUNT_DESCRIPTION = (
+    "A chart account: customer:<user name>, clearing:deposits, "
+    "clearing:payouts, orders:paid, suppliers:receivable or revenue:freight."
+)
 ChartAccount = Annotated[
     str,
-    Field(
-        max_length=80,
-        pattern=r"^[a-z]+:[a-z0-9._-]+$",
-        description="A chart account: customer:<user name>, clearing:deposits, "
-        "clearing:payouts, orders:paid, suppliers:receivable or revenue:freight.",
-    ),
+    Field(max_length=80, pattern=CHART_ACCOUNT_PATTERN, description=CHART_ACCOUNT_DESCRIPTION),
 ]
 
 

@@ -261,9 +261,11 @@ class LedgerApplication(Application[UUID]):
         if c.order_no not in account.orders:
             raise CaseRefused(f"no order {c.order_no!r} on this account", reason="unknown_order")
         today = self.today()
-        reason = policy.refusal_reason(c.policy_view(), today)
+        application = c.policy_view()
+        reason = policy.refusal_reason(application, today)
         if reason is not None:
-            raise CaseRefused(f"the policy refuses this case: {reason}", reason=reason)
+            words = policy.refusal_words(application, reason)
+            raise CaseRefused(f"the policy refuses this case ({reason}): {words}", reason=reason)
         opened = ReturnCase.open(
             id=uuid4(),
             username=c.username,

@@ -243,7 +243,11 @@ class OpenReturnCase(CaseApplication, AccountCommand):
 
     def check_on(self, today: date) -> None:
         if self.shipped_on > today:
-            raise InvalidInput("shipped_on is not in the future", field="shipped_on")
+            raise InvalidInput(
+                f"shipped_on cannot be in the future: the goods left on or before today "
+                f"({today.isoformat()})",
+                field="shipped_on",
+            )
 
     def fingerprint_params(self) -> dict[str, Any]:
         return {
@@ -373,7 +377,11 @@ class AcceptReturnCase(CaseStep):
 
     def check_on(self, today: date) -> None:
         if self.return_by < today:
-            raise InvalidInput("return_by is not in the past", field="return_by")
+            raise InvalidInput(
+                f"return_by cannot be in the past: give today ({today.isoformat()}) or a "
+                "later date",
+                field="return_by",
+            )
 
     def fingerprint_params(self) -> dict[str, Any]:
         return {
@@ -413,7 +421,11 @@ class ReceiveReturn(CaseStep):
 
     def check_on(self, today: date) -> None:
         if self.postmark_date > today:
-            raise InvalidInput("postmark_date is not in the future", field="postmark_date")
+            raise InvalidInput(
+                f"postmark_date cannot be in the future: give today ({today.isoformat()}) "
+                "or an earlier date",
+                field="postmark_date",
+            )
 
     def fingerprint_params(self) -> dict[str, Any]:
         return {

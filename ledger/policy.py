@@ -82,6 +82,34 @@ def guarantee_expired(application: Application, today: date) -> str | None:
     return "guarantee_expired" if today > application.guarantee_until else None
 
 
+# What each reason means, for the person told (the code stays the policy's).
+REFUSAL_WORDS = {
+    "item_replaced_or_modified": "the goods were replaced or modified",
+    "parts_missing": "parts of the goods are missing",
+    "opened_media": "software, CDs, DVDs and similar cannot be returned once opened",
+    "no_quality_assurance": "the goods have no quality guarantee",
+    "guarantee_expired": "the goods' quality guarantee has expired",
+    "missing_evidence": "delivery errors, defective and damaged goods need at least one photo "
+    "of the goods and one of the outer package",
+    "unknown_order": "the order is not one of the customer's",
+}
+
+
+def refusal_words(application: Application, reason: str) -> str:
+    """Why the policy refuses, in words; a guarantee said to exist but not dated is named as
+    the missing field it is."""
+    if (
+        reason == "no_quality_assurance"
+        and application.conditions.has_quality_assurance
+        and application.guarantee_until is None
+    ):
+        return (
+            "guarantee_until is missing: a quality problem needs the date the goods' quality "
+            "guarantee runs until"
+        )
+    return REFUSAL_WORDS.get(reason, reason)
+
+
 def refusal_reason(application: Application, today: date) -> str | None:
     """The first rule the application breaks, in the policy's order; None when eligible."""
     for reason in (

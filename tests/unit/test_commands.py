@@ -326,17 +326,18 @@ def test_the_first_field_in_the_keyword_method_s_order_is_the_one_named() -> Non
         (
             OpenReturnCase.of(application(shipped_on=date(2026, 3, 11))),
             "shipped_on",
-            "shipped_on is not in the future",
+            "shipped_on cannot be in the future: the goods left on or before today "
+            "(2026-03-10)",
         ),
         (
             AcceptReturnCase(ID, date(2026, 3, 9), "Dock 4", ""),
             "return_by",
-            "return_by is not in the past",
+            "return_by cannot be in the past: give today (2026-03-10) or a later date",
         ),
         (
             ReceiveReturn(ID, date(2026, 3, 11), True, True, True),
             "postmark_date",
-            "postmark_date is not in the future",
+            "postmark_date cannot be in the future: give today (2026-03-10) or an earlier date",
         ),
     ],
 )
