@@ -1,0 +1,135 @@
+"""The words a person reads when a request is refused: what is wrong and what would do, never a
+library's wording or a regular expression (issue 12, "Messages people read")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.http.conftest import Api, assert_problem, case_body, days_from_today
+
+LIBRARY_WORDS = ("Extra inputs are not permitted", "Value error", "String should match",
+                 "Field required", "Input should be a valid dictionary")
+
+
+def said_plainly(problem: dict[str, Any]) -> list[dict[str, str]]:
+    text = str(problem)
+    for words in LIBRARY_WORDS:
+        assert words not in text, text
+    assert "^[" not in text and "\\x" not in text, text  # no regular expression
+    errors: list[dict[str, str]] = problem.get("errors") or []
+    return errors
+
+
+async def test_a_misspelt_query_parameter_is_told_which_ones_the_endpoint_takes(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.get(f"/v1/accounts/{username}/balance?at_postion=5")
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": "at_postion",
+                       "message": "this parameter is not known here; the accepted ones are: "
+                                  "as_of, at_position"}]
+
+
+async def test_an_unknown_field_of_a_body_names_the_fields_the_body_takes(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                           {"amount": 5, "reference": "PAY-x", "currency": "USD"})
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": "currency",
+                       "message": "this field is not known here; the accepted ones are: "
+                                  "amount, reference"}]
+
+
+async def test_an_unknown_field_inside_a_case_s_evidence_names_the_evidence_fields(
+    api: Api,
+) -> None:
+    username = await api.customer_with_order()
+    body = case_body(username, evidence={"goods_photos": ["g"], "box_photos": ["b"]})
+    reply = await api.post("/v1/return-cases", body, role="cs")
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": "evidence.box_photos",
+                       "message": "this field is not known here; the accepted ones are: "
+                                  "goods_photos, package_photos"}]
+
+
+async def test_a_bad_user_name_is_told_what_a_user_name_is_in_words(api: Api) -> None:
+    reply = await api.post("/v1/accounts", {"username": "bad name!", "currency": "USD"})
+    (error,) = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert error["field"] == "username"
+    assert error["message"].startswith("must be The shop's login: 3-64 of A-Z")
+    assert len(error["message"]) < 120
+
+
+async def test_a_missing_field_is_said_to_be_missing(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.post(f"/v1/accounts/{username}/deposits", {"amount": 5})
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": "reference", "message": "this field is missing"}]
+
+
+async def test_two_points_in_time_are_refused_without_the_library_s_prefix(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.get(
+        f"/v1/accounts/{username}/balance?at_position=1&as_of=2026-01-01T00:00:00Z")
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert [e["message"] for e in errors] == ["give as_of or at_position, not both"]
+
+
+async def test_a_body_that_is_not_an_object_is_told_so(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.post(f"/v1/accounts/{username}/deposits", [5, "PAY-1"])
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": "body", "message": "must be a JSON object"}]
+
+
+async def test_a_return_by_date_in_the_past_is_said_the_right_way_round(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    await api.step(case["id"], "supplier-review")
+    reply = await api.post(f"/v1/return-cases/{case['id']}/accept",
+                           {"return_by": days_from_today(-1), "return_address": "Dock 4"},
+                           role="cs")
+    problem = assert_problem(reply, 422, "validation_error")
+    said_plainly(problem)
+    assert problem["errors"][0]["field"] == "return_by"
+    assert problem["errors"][0]["message"] == (
+        f"return_by cannot be in the past: give today ({days_from_today(0)}) or a later date")
+
+
+async def test_a_postmark_in_the_future_is_said_the_right_way_round(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    for step, body, _ in [
+        ("supplier-review", {}, ""),
+        ("accept", {"return_by": days_from_today(14), "return_address": "Dock 4"}, ""),
+        ("ship-back", {"tracking": "T-1"}, ""),
+    ]:
+        await api.step(case["id"], step, body)
+    reply = await api.post(f"/v1/return-cases/{case['id']}/receive",
+                           {"postmark_date": days_from_today(2), "goods": True,
+                            "original_packaging": True, "acceptance_copy": True}, role="cs")
+    problem = assert_problem(reply, 422, "validation_error")
+    assert problem["errors"][0]["message"] == (
+        f"postmark_date cannot be in the future: give today ({days_from_today(0)}) "
+        "or an earlier date")
+
+
+async def test_a_quality_problem_without_its_guarantee_date_names_the_missing_field(
+    api: Api,
+) -> None:
+    username = await api.customer_with_order()
+    reply = await api.post("/v1/return-cases",
+                           case_body(username, kind="quality_problem"), role="cs")
+    problem = assert_problem(reply, 422, "case_refused")
+    assert problem["reason"] == "no_quality_assurance"
+    assert "guarantee_until is missing" in problem["detail"]
+
+
+async def test_a_refused_case_says_why_in_words_beside_its_code(api: Api) -> None:
+    username = await api.customer_with_order()
+    conditions = {"replaced_or_modified": False, "parts_missing": False, "opened_media": True,
+                  "has_quality_assurance": True}
+    reply = await api.post("/v1/return-cases", case_body(username, conditions=conditions),
+                           role="cs")
+    problem = assert_problem(reply, 422, "case_refused")
+    assert problem["reason"] == "opened_media"
+    assert "cannot be returned once opened" in problem["detail"]
