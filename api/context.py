@@ -53,8 +53,18 @@ class ReadSide(Protocol):
     def orders(self, username: str, *, limit: int, after: str | None) -> Page: ...
 
     def refund_requests(
-        self, *, status: str | None, username: str | None, limit: int, after: str | None
+        self,
+        *,
+        status: str | None,
+        username: str | None,
+        limit: int,
+        after: str | None,
+        currency: str | None = None,
     ) -> Page: ...
+
+    def refund_request_totals(
+        self, *, status: str | None, username: str | None, currency: str | None
+    ) -> list[dict[str, Any]]: ...
 
     def refund_request(self, request_id: UUID) -> dict[str, Any] | None: ...
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import date
 from typing import Any, ParamSpec
 
 from aiohttp import web
 
 from api import models, parsing
 from api.context import ACTOR, KEEPER, LEDGER, Page, ReadSide, read, read_current, run
-from ledger import identity
+from ledger import identity, money
 from ledger.commands import (
     ApproveRefund,
     CancelRefund,
@@ -194,13 +195,23 @@ async def pay_refund(request: web.Request) -> web.Response:
     return await command(request, PayRefund, request_id, b.payout_reference)
 
 
+def _with_age(item: dict[str, Any], today: date) -> dict[str, Any]:
+    requested_on = date.fromisoformat(str(item["requested_at"])[:10])
+    return {**item, "age_days": (today - requested_on).days}
+
+
 async def list_refund_requests(request: web.Request) -> web.Response:
     q = parsing.query(request, models.RefundRequestQuery)
     name = None if q.username is None else identity.username(q.username)
+    currency = None if q.currency is None else money.currency(q.currency)
+    today = request.app[LEDGER].today()
 
     def requests(rm: ReadSide) -> dict[str, Any]:
-        return page(rm.refund_requests(status=q.status, username=name, limit=q.limit,
-                                        after=q.after))
+        found = rm.refund_requests(status=q.status, username=name, limit=q.limit,
+                                   after=q.after, currency=currency)
+        totals = rm.refund_request_totals(status=q.status, username=name, currency=currency)
+        return {"items": [_with_age(item, today) for item in found.items], "next": found.next,
+                "totals": totals}
 
     return json_response(await read(request, requests))
 
@@ -213,6 +224,6 @@ async def get_refund_request(request: web.Request) -> web.Response:
         found = rm.refund_request(request_id)
         if found is None:
             raise NotFound(f"no refund request {request_id}", id=str(request_id))
-        return found
+        return _with_age(found, request.app[LEDGER].today())
 
     return json_response(await read(request, refund_request))

@@ -281,8 +281,11 @@ class PageQuery(Query):
 
 
 class RefundRequestQuery(PageQuery):
-    status: Status | None = None
+    status: Literal["requested", "approved", "rejected", "cancelled", "paid", "open"] | None = Field(
+        default=None, description="A status, or open: requested or approved (still held)."
+    )
     username: Username | None = None
+    currency: Currency | None = Field(default=None, description="Only this currency's.")
 
 
 _RFC3339 = re.compile(
@@ -442,8 +445,13 @@ class RefundRequestWritten(Answer):
     currency: str
     order_no: str
     amount: int
-    reason: str
+    reason: str = Field(description="The customer's reason, given with the request.")
     status: Status
+    decision_reason: str | None = Field(
+        default=None,
+        description="Why the request was rejected or cancelled (the reason sent with that "
+        "step); null while it is neither.",
+    )
     position: int
 
 
@@ -457,6 +465,7 @@ class RefundRequestItem(Answer):
     status: Status
     requested_at: datetime
     updated_at: datetime
+    age_days: int = Field(description="Whole days since it was requested, on the shop's clock.")
 
 
 class RefundStep(Answer):
@@ -471,9 +480,19 @@ class RefundRequestDetail(RefundRequestItem):
     steps: list[RefundStep]
 
 
+class RefundTotal(Answer):
+    currency: str
+    count: int = Field(description="How many requests the filters keep, on every page.")
+    amount: int = Field(description="Their amounts summed, in minor units.")
+    oldest_requested_at: datetime = Field(description="When the oldest of them was requested.")
+
+
 class RefundRequestPage(Answer):
     items: list[RefundRequestItem]
     next: str | None
+    totals: list[RefundTotal] = Field(
+        description="Per currency, what the filters keep over all pages: count and sum."
+    )
 
 
 class CaseWritten(Answer):

@@ -74,6 +74,7 @@ class RefundRequest(Aggregate):
         self.amount = amount
         self.reason = reason
         self.status = "requested"
+        self.decision_reason: str | None = None
 
     @classmethod
     def request(
@@ -118,6 +119,7 @@ class RefundRequest(Aggregate):
     @event(Rejected)
     def _reject(self, reason: str, actor: str, correlation_id: str) -> None:
         self.status = "rejected"
+        self.decision_reason = reason
 
     def cancel(self, reason: str, *, actor: Actor) -> None:
         self._require("cancel", OPEN_STATUSES)
@@ -126,6 +128,7 @@ class RefundRequest(Aggregate):
     @event(Cancelled)
     def _cancel(self, reason: str, actor: str, correlation_id: str) -> None:
         self.status = "cancelled"
+        self.decision_reason = reason
 
     def pay(self, payout_reference: str, *, actor: Actor) -> None:
         self._require("pay", {"approved"})
@@ -150,4 +153,6 @@ class RefundRequest(Aggregate):
             "amount": self.amount,
             "reason": self.reason,
             "status": self.status,
+            # The rejection's or cancellation's own reason (``reason`` is the customer's).
+            "decision_reason": getattr(self, "decision_reason", None),
         }

@@ -272,10 +272,24 @@ class ReadModels:
         )
 
     def refund_requests(
-        self, *, status: str | None, username: str | None, limit: int, after: str | None
+        self,
+        *,
+        status: str | None,
+        username: str | None,
+        limit: int,
+        after: str | None,
+        currency: str | None = None,
     ) -> Page:
         return refund_requests.requests(
-            self._requests, status=status, username=username, limit=limit, after=after
+            self._requests, status=status, username=username, limit=limit, after=after,
+            currency=currency,
+        )
+
+    def refund_request_totals(
+        self, *, status: str | None, username: str | None, currency: str | None
+    ) -> list[dict[str, Any]]:
+        return refund_requests.totals(
+            self._requests, status=status, username=username, currency=currency
         )
 
     def refund_request(self, request_id: UUID) -> dict[str, Any] | None:

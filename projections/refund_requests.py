@@ -89,23 +89,67 @@ def _step(event: Any, position: int) -> Row:
 # -- queries -----------------------------------------------------------------------------------
 
 
-def requests(
-    view: ReadModelView, *, status: str | None, username: str | None, limit: int, after: str | None
-) -> Page:
-    where = ["seq > %(after)s"]
-    params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
-    if status is not None:
+# ``?status=open``: the requests still holding money (requested or approved).
+OPEN = "open"
+
+
+def _filters(
+    status: str | None, username: str | None, currency: str | None
+) -> tuple[list[str], dict[str, Any]]:
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if status == OPEN:
+        where.append("status IN ('requested', 'approved')")
+    elif status is not None:
         where.append("status = %(status)s")
         params["status"] = status
     if username is not None:
         where.append("username = %(username)s")
         params["username"] = username
+    if currency is not None:
+        where.append("currency = %(currency)s")
+        params["currency"] = currency
+    return where, params
+
+
+def requests(
+    view: ReadModelView,
+    *,
+    status: str | None,
+    username: str | None,
+    limit: int,
+    after: str | None,
+    currency: str | None = None,
+) -> Page:
+    where, params = _filters(status, username, currency)
+    where.insert(0, "seq > %(after)s")
+    params.update({"after": cursor(after), "limit": page_size(limit) + 1})
     rows = view.query(
         f"SELECT {_REQUEST_COLUMNS} FROM rm_refund_requests WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY seq LIMIT %(limit)s",
         params,
     )
     return paged(rows, limit, key="seq")
+
+
+def totals(
+    view: ReadModelView, *, status: str | None, username: str | None, currency: str | None
+) -> list[dict[str, Any]]:
+    """Per currency, how many requests the filters keep (every page, not one) and their sum,
+    and when the oldest of them was requested."""
+    where, params = _filters(status, username, currency)
+    rows = view.query(
+        "SELECT currency, COUNT(*) AS count, COALESCE(SUM(amount), 0) AS amount,"
+        " MIN(requested_at) AS oldest_requested_at FROM rm_refund_requests"
+        f" {'WHERE ' + ' AND '.join(where) if where else ''}"  # noqa: S608 (fixed texts)
+        " GROUP BY currency ORDER BY currency",
+        params,
+    )
+    return [
+        {"currency": r["currency"], "count": int(r["count"]), "amount": int(r["amount"]),
+         "oldest_requested_at": r["oldest_requested_at"]}
+        for r in rows
+    ]
 
 
 def request(view: ReadModelView, request_id: UUID) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ def test_a_refund_request_holds_its_amount_and_answers_the_request(
     assert outcome.body == {
         "id": str(request_id), "username": "alice", "currency": "USD", "order_no": "ORD-1",
         "amount": 600, "reason": "moving abroad", "status": "requested",
+        "decision_reason": None,
     }
     assert outcome.position == last_position(funded)
     assert balances(funded) == (1_500, 600, 900)

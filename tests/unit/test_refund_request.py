@@ -70,6 +70,7 @@ def test_a_new_request_is_requested_and_open_and_shows_what_was_asked(cs: Actor)
         "amount": 700,
         "reason": "moving abroad",
         "status": "requested",
+        "decision_reason": None,
     }
 
 

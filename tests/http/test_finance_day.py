@@ -1,0 +1,106 @@
+"""A day in finance, over HTTP on both stores: the refund queue, customers, the journal and
+reconciliation answer what finance asks without computing by hand (issue 12, "Finance")."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.http.conftest import Api, assert_problem
+
+FINANCE = "finance"
+
+
+async def _customer(api: Api, currency: str, deposit: int, paid: int = 0) -> str:
+    username = await api.open_account(currency)
+    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                           {"amount": deposit, "reference": f"PAY-{uuid.uuid4().hex[:6]}"})
+    assert reply.status == 201, reply.text
+    for order in range(1, 5 if paid else 1):  # one open refund request per order at a time
+        reply = await api.post(f"/v1/accounts/{username}/purchases",
+                               {"order_no": f"ORD-{order}", "amount": paid})
+        assert reply.status == 201, reply.text
+    return username
+
+
+_orders: dict[str, int] = {}
+
+
+async def _request(api: Api, username: str, amount: int, reason: str = "moving abroad"
+                   ) -> dict[str, Any]:
+    _orders[username] = _orders.get(username, 0) + 1
+    order_no = f"ORD-{_orders[username]}"
+    reply = await api.post(f"/v1/accounts/{username}/refund-requests",
+                           {"order_no": order_no, "amount": amount, "reason": reason}, role="cs")
+    assert reply.status == 201, reply.text
+    answer: dict[str, Any] = reply.json
+    return answer
+
+
+# -- the refund queue ---------------------------------------------------------------------------
+
+
+async def test_finance_s_open_queue_holds_requested_and_approved_requests_with_their_total(
+    api: Api,
+) -> None:
+    # Given one customer with a requested, an approved and a rejected request
+    username = await _customer(api, "USD", 5_000, paid=1_000)
+    requested = await _request(api, username, 100)
+    approved = await _request(api, username, 200)
+    rejected = await _request(api, username, 400)
+    await api.post(f"/v1/refund-requests/{approved['id']}/approve", {}, role=FINANCE)
+    await api.post(f"/v1/refund-requests/{rejected['id']}/reject", {"reason": "duplicate"},
+                   role=FINANCE)
+    # When finance asks for the open ones
+    reply = await api.get(f"/v1/refund-requests?status=open&username={username}", role=FINANCE)
+    # Then both still holding money are listed, aged, and totalled
+    assert reply.status == 200, reply.text
+    items = reply.json["items"]
+    assert [i["id"] for i in items] == [requested["id"], approved["id"]]
+    assert [i["status"] for i in items] == ["requested", "approved"]
+    assert all(i["age_days"] == 0 for i in items)
+    (total,) = reply.json["totals"]
+    assert (total["currency"], total["count"], total["amount"]) == ("USD", 2, 300)
+    assert total["oldest_requested_at"] == items[0]["requested_at"]
+
+
+async def test_the_queue_can_be_kept_to_one_currency_and_its_total_spans_every_page(
+    api: Api,
+) -> None:
+    euro = await _customer(api, "EUR", 5_000, paid=1_000)
+    dollar = await _customer(api, "USD", 5_000, paid=1_000)
+    for amount in (10, 20, 30):
+        await _request(api, euro, amount)
+    await _request(api, dollar, 999)
+    reply = await api.get(f"/v1/refund-requests?username={euro}&currency=EUR&limit=1",
+                          role=FINANCE)
+    assert reply.status == 200, reply.text
+    assert len(reply.json["items"]) == 1 and reply.json["next"] is not None
+    assert [(t["currency"], t["count"], t["amount"]) for t in reply.json["totals"]] == [
+        ("EUR", 3, 60)]
+    other = await api.get(f"/v1/refund-requests?username={dollar}&currency=EUR", role=FINANCE)
+    assert other.json["items"] == [] and other.json["totals"] == []
+
+
+async def test_a_status_that_does_not_exist_names_the_ones_that_do(api: Api) -> None:
+    reply = await api.get("/v1/refund-requests?status=pending", role=FINANCE)
+    problem = assert_problem(reply, 422, "validation_error")
+    assert "open" in problem["errors"][0]["message"]
+    assert "requested" in problem["errors"][0]["message"]
+
+
+async def test_the_reject_answer_carries_the_rejection_reason_beside_the_customer_s(
+    api: Api,
+) -> None:
+    username = await _customer(api, "USD", 5_000, paid=1_000)
+    request = await _request(api, username, 100, reason="moving abroad")
+    assert request["decision_reason"] is None
+    reply = await api.post(f"/v1/refund-requests/{request['id']}/reject",
+                           {"reason": "the order is still in transit"}, role=FINANCE)
+    assert reply.status == 200, reply.text
+    assert reply.json["reason"] == "moving abroad"
+    assert reply.json["decision_reason"] == "the order is still in transit"
+    cancelled = await _request(api, username, 50)
+    reply = await api.post(f"/v1/refund-requests/{cancelled['id']}/cancel",
+                           {"reason": "customer changed their mind"}, role="cs")
+    assert reply.json["decision_reason"] == "customer changed their mind"
