@@ -280,8 +280,11 @@ class PageQuery(Query):
     )
 
 
+StatusFilter = Literal["requested", "approved", "rejected", "cancelled", "paid", "open"]
+
+
 class RefundRequestQuery(PageQuery):
-    status: Literal["requested", "approved", "rejected", "cancelled", "paid", "open"] | None = Field(
+    status: StatusFilter | None = Field(
         default=None, description="A status, or open: requested or approved (still held)."
     )
     username: Username | None = None
