@@ -50,6 +50,16 @@ class ReadSide(Protocol):
 
     def account(self, username: str) -> dict[str, Any] | None: ...
 
+    def customers(
+        self,
+        *,
+        prefix: str | None,
+        currency: str | None,
+        with_balance: bool | None,
+        limit: int,
+        after: str | None,
+    ) -> Page: ...
+
     def orders(self, username: str, *, limit: int, after: str | None) -> Page: ...
 
     def refund_requests(

@@ -105,6 +105,18 @@ async def fail_purchase(request: web.Request) -> web.Response:
     return await command(request, FailPurchase, name, order_no, b.amount, b.reason)
 
 
+async def list_accounts(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.AccountListQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+    prefix = None if q.prefix is None else q.prefix.lower()
+
+    def customers(rm: ReadSide) -> dict[str, Any]:
+        return page(rm.customers(prefix=prefix, currency=currency, with_balance=q.with_balance,
+                                 limit=q.limit, after=q.after))
+
+    return json_response(await read(request, customers))
+
+
 async def get_account(request: web.Request) -> web.Response:
     name = parsing.username(request)
     parsing.query(request, models.NoQuery)

@@ -341,6 +341,23 @@ CHART_ACCOUNT_DESCRIPTION = (
     "A chart account: customer:<user name>, clearing:deposits, "
     "clearing:payouts, orders:paid, suppliers:receivable or revenue:freight."
 )
+class AccountListQuery(Query):
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    after: str | None = Field(
+        default=None, pattern=r"^[a-z0-9._-]{3,64}$",
+        description="The `next` of the previous page (the last user name it showed).",
+    )
+    prefix: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Only user names that begin so (case does not matter).",
+    )
+    currency: Currency | None = Field(default=None, description="Only accounts in it.")
+    with_balance: Annotated[bool, BeforeValidator(_true_or_false)] | None = Field(
+        default=None,
+        description="true: only accounts with something available; false: only empty ones.",
+    )
+
+
 ChartAccount = Annotated[
     str,
     Field(max_length=80, pattern=CHART_ACCOUNT_PATTERN, description=CHART_ACCOUNT_DESCRIPTION),
@@ -380,6 +397,11 @@ class Account(Answer):
     refundable: int
     opened_at: datetime
     version: int
+
+
+class AccountPage(Answer):
+    items: list[Account]
+    next: str | None = Field(description="Give it as ?after= for the next page; null at the end.")
 
 
 class OpenedAccount(Account):

@@ -72,6 +72,9 @@ ROUTES: tuple[Route, ...] = (
           body=models.OpenAccount, problems=(409,),
           links=_next("get_account get_balance get_history get_orders get_refundable deposit "
                       "purchase", NEW_ACCOUNT)),
+    Route("GET", "/v1/accounts", handlers.list_accounts, READ_REFUNDS,
+          "Customers' accounts by user name: a name prefix, a currency, a balance", ACCOUNTS,
+          {200: models.AccountPage}, query=models.AccountListQuery),
     Route("GET", U, handlers.get_account, READ_ACCOUNTS,
           "An account's balances", ACCOUNTS, {200: models.Account}, query=models.NoQuery,
           problems=(404,)),

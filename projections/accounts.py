@@ -206,3 +206,37 @@ def balance(
     query = balance_query(username, at_position=at_position, as_of=as_of)
     found: dict[str, Any] | None = query.on(view)
     return found
+
+
+def customers(
+    view: ReadModelView,
+    *,
+    prefix: str | None,
+    currency: str | None,
+    with_balance: bool | None,
+    limit: int,
+    after: str | None,
+) -> Page:
+    """Customers' accounts in user-name order, a page at a time (``after``: the last user name
+    shown); by name prefix, currency, and whether anything is available."""
+    where = ["username > %(after)s"]
+    params: dict[str, Any] = {"after": after or "", "limit": page_size(limit) + 1}
+    if prefix:
+        where.append("substr(username, 1, %(length)s) = %(prefix)s")
+        params.update(prefix=prefix, length=len(prefix))
+    if currency is not None:
+        where.append("currency = %(currency)s")
+        params["currency"] = currency
+    if with_balance is not None:
+        where.append("posted - held > 0" if with_balance else "posted - held = 0")
+    rows = view.query(
+        "SELECT username, currency, posted, held, opened_at, version FROM rm_accounts"  # noqa: S608
+        f" WHERE {' AND '.join(where)} ORDER BY username LIMIT %(limit)s",
+        params,
+    )
+    items = [
+        {**r, "available": r["posted"] - r["held"], "refundable": r["posted"] - r["held"]}
+        for r in rows
+    ]
+    shown = items[:limit]
+    return Page(shown, shown[-1]["username"] if len(items) > limit else None)

@@ -221,6 +221,20 @@ class ReadModels:
     def account(self, username: str) -> dict[str, Any] | None:
         return accounts.account(self._accounts, username)
 
+    def customers(
+        self,
+        *,
+        prefix: str | None,
+        currency: str | None,
+        with_balance: bool | None,
+        limit: int,
+        after: str | None,
+    ) -> Page:
+        return accounts.customers(
+            self._accounts, prefix=prefix, currency=currency, with_balance=with_balance,
+            limit=limit, after=after,
+        )
+
     def history(self, username: str, *, limit: int, after: str | None) -> Page:
         return accounts.history(self._accounts, username, limit=limit, after=after)
 

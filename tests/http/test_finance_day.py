@@ -104,3 +104,48 @@ async def test_the_reject_answer_carries_the_rejection_reason_beside_the_custome
     reply = await api.post(f"/v1/refund-requests/{cancelled['id']}/cancel",
                            {"reason": "customer changed their mind"}, role="cs")
     assert reply.json["decision_reason"] == "customer changed their mind"
+
+
+# -- customers ----------------------------------------------------------------------------------
+
+
+async def test_customers_are_listed_by_name_prefix_currency_and_balance(api: Api) -> None:
+    # Given three customers whose names share a prefix: two in EUR (one emptied), one in USD
+    stem = f"cust-{uuid.uuid4().hex[:8]}"
+    for suffix, currency in (("anna", "EUR"), ("bert", "EUR"), ("cora", "USD")):
+        reply = await api.post("/v1/accounts", {"username": f"{stem}-{suffix}",
+                                                "currency": currency})
+        assert reply.status == 201, reply.text
+    await api.post(f"/v1/accounts/{stem}-anna/deposits", {"amount": 700, "reference": "P-1"})
+    # When finance searches by the prefix (in capitals, as a person types it)
+    reply = await api.get(f"/v1/accounts?prefix={stem.upper()}", role=FINANCE)
+    assert reply.status == 200, reply.text
+    assert [a["username"] for a in reply.json["items"]] == [
+        f"{stem}-anna", f"{stem}-bert", f"{stem}-cora"]
+    assert reply.json["items"][0]["available"] == 700
+    # Then it can keep to one currency, and to those with money available
+    euro = await api.get(f"/v1/accounts?prefix={stem}&currency=EUR&with_balance=true",
+                         role="cs")
+    assert [a["username"] for a in euro.json["items"]] == [f"{stem}-anna"]
+    empty = await api.get(f"/v1/accounts?prefix={stem}&with_balance=false", role="auditor")
+    assert [a["username"] for a in empty.json["items"]] == [f"{stem}-bert", f"{stem}-cora"]
+
+
+async def test_the_customer_list_is_paged_by_user_name(api: Api) -> None:
+    stem = f"page-{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        await api.post("/v1/accounts", {"username": f"{stem}-{n}", "currency": "USD"})
+    seen: list[str] = []
+    after = ""
+    for _ in range(5):
+        reply = await api.get(f"/v1/accounts?prefix={stem}&limit=2{after}", role=FINANCE)
+        assert reply.status == 200, reply.text
+        seen += [a["username"] for a in reply.json["items"]]
+        if reply.json["next"] is None:
+            break
+        after = f"&after={reply.json['next']}"
+    assert seen == [f"{stem}-0", f"{stem}-1", f"{stem}-2"]
+
+
+async def test_the_order_system_does_not_list_customers(api: Api) -> None:
+    assert_problem(await api.get("/v1/accounts", role="system"), 403, "forbidden")

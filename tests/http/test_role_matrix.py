@@ -41,6 +41,7 @@ C = "/v1/return-cases/{id}"
 # (method, path template) -> the callers that get past the role check. From API.md, by hand.
 ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/accounts"): OPENERS,
+    ("GET", "/v1/accounts"): READERS,  # the customer list (issue 12): CS, finance, auditors
     ("GET", U): ANY_ROLE,
     ("GET", f"{U}/balance"): ANY_ROLE,
     ("GET", f"{U}/history"): ANY_ROLE,
