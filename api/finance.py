@@ -52,23 +52,35 @@ async def list_events(request: web.Request) -> web.Response:
 async def get_journal(request: web.Request) -> web.Response:
     q = parsing.query(request, models.JournalQuery)
 
+    currency = None if q.currency is None else money.currency(q.currency)
+
     def journal(rm: ReadSide) -> dict[str, Any]:
-        return page(rm.journal(account=q.account, limit=q.limit, after=q.after))
+        return page(rm.journal(account=q.account, limit=q.limit, after=q.after,
+                               currency=currency, since=q.since, until=q.until))
 
     return json_response(await read(request, journal))
 
 
 async def get_reconciliation(request: web.Request) -> web.Response:
     q = parsing.query(request, models.ReconciliationQuery)
-    currency = money.currency(q.currency)
+    currency = None if q.currency is None else money.currency(q.currency)
+
+    def one(rm: ReadSide, code: str, position: int) -> dict[str, Any]:
+        return {**rm.reconciliation(code, position),
+                "chart_balances": rm.chart_balances(code, position)}
 
     def reconcile(rm: ReadSide, reached: int) -> dict[str, Any]:
         position = reached if q.at_position is None else q.at_position
+        if q.as_of is not None:
+            position = min(reached, rm.position_as_of(q.as_of))
         if position > reached:
             raise InvalidInput(
                 f"at_position is beyond the log's end ({reached})", field="at_position"
             )
-        return rm.reconciliation(currency, position)
+        if currency is not None:
+            return one(rm, currency, position)
+        each = [one(rm, code, position) for code in rm.currencies_in_use(position)]
+        return {"position": position, "currencies": each, "ok": all(c["ok"] for c in each)}
 
     return json_response(await read_at(request, reconcile))
 

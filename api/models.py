@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -299,7 +300,7 @@ _RFC3339 = re.compile(
 def _rfc3339(value: Any) -> Any:
     # Lax datetime parsing would also take "1700000000" as a Unix time: RFC 3339 text only.
     if isinstance(value, str) and not _RFC3339.fullmatch(value):
-        raise ValueError("as_of is an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
+        raise ValueError("an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
     return value
 
 
@@ -364,16 +365,37 @@ ChartAccount = Annotated[
 ]
 
 
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
 class JournalQuery(PageQuery):
     account: ChartAccount | None = None
+    currency: Currency | None = Field(default=None, description="Only entries in it.")
+    since: Moment | None = Field(
+        default=None, description="RFC 3339 time: only entries recorded at or after it."
+    )
+    until: Moment | None = Field(
+        default=None, description="RFC 3339 time: only entries recorded before it."
+    )
 
 
 class ReconciliationQuery(Query):
-    currency: Currency = Field(description="An ISO 4217 code, e.g. USD.")
+    currency: Currency | None = Field(
+        default=None, description="An ISO 4217 code, e.g. USD (default: every currency in use)."
+    )
     at_position: int | None = Field(
         default=None, ge=0, le=MAX_POSITION,
         description="Reconcile as the log stood after this position (default: now).",
     )
+    as_of: Moment | None = Field(
+        default=None, description="RFC 3339 time: reconcile as the ledger stood then."
+    )
+
+    @model_validator(mode="after")
+    def _one_point_in_time(self) -> ReconciliationQuery:
+        if self.as_of is not None and self.at_position is not None:
+            raise ValueError("give as_of or at_position, not both")
+        return self
 
 
 class ExportQuery(Query):
@@ -654,6 +676,23 @@ class Reconciliation(Answer):
         "refunds_within_paid, and any the ledger adds."
     )
     ok: bool = Field(description="Every invariant holds.")
+    chart_balances: dict[str, int] = Field(
+        description="Each chart account's balance at the position, debits positive and "
+        "credits negative (clearing:deposits, orders:paid, revenue:freight, ...; the customers' "
+        "accounts summed as customer:*). They sum to the trial balance."
+    )
+
+
+class ReconciliationReport(Answer):
+    """Every currency in use, reconciled at one position (no ?currency= given)."""
+
+    position: int
+    currencies: list[Reconciliation] = Field(description="One per currency in use, by code.")
+    ok: bool = Field(description="Every invariant holds in every currency.")
+
+
+class ReconciliationAnswer(RootModel[Reconciliation | ReconciliationReport]):
+    """One currency's reconciliation (?currency=), or every currency's."""
 
 
 class ChainDamage(Answer):

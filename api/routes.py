@@ -189,7 +189,7 @@ ROUTES: tuple[Route, ...] = (
           {200: models.JournalPage}, query=models.JournalQuery, heavy=True),
     Route("GET", "/v1/reconciliation", finance.get_reconciliation, READ_BOOKS,
           "Totals, customer balances, trial balance and invariants at a log position", BOOKS,
-          {200: models.Reconciliation}, query=models.ReconciliationQuery, heavy=True),
+          {200: models.ReconciliationAnswer}, query=models.ReconciliationQuery, heavy=True),
     Route("GET", "/v1/audit/verify", finance.audit_verify, AUDIT,
           "Re-derive history and check it: hash chain, invariants, read models", BOOKS,
           {200: models.VerifyReport}, query=models.NoQuery, problems=(503,), heavy=True),

@@ -76,14 +76,34 @@ class JournalProjection(ReadModelProjection):
 # -- queries -----------------------------------------------------------------------------------
 
 
-def entries(view: ReadModelView, *, account: str | None, limit: int, after: str | None) -> Page:
+def entries(
+    view: ReadModelView,
+    *,
+    account: str | None,
+    limit: int,
+    after: str | None,
+    currency: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Page:
     """Balanced postings per money event, in log order; ``account`` keeps the events that
-    post to that chart account (all their postings shown)."""
+    post to that chart account (all their postings shown), ``currency`` those in it, and
+    ``since``/``until`` (RFC 3339 text, as stored) those recorded at or after ``since`` and
+    before ``until``."""
     params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
     events_sql = "SELECT DISTINCT position FROM rm_journal WHERE position > %(after)s"
     if account is not None:
         events_sql += " AND account = %(account)s"
         params["account"] = account
+    if currency is not None:
+        events_sql += " AND currency = %(currency)s"
+        params["currency"] = currency
+    if since is not None:
+        events_sql += " AND at >= %(since)s"
+        params["since"] = since
+    if until is not None:
+        events_sql += " AND at < %(until)s"
+        params["until"] = until
     positions = [
         r["position"]
         for r in view.query(f"{events_sql} ORDER BY position LIMIT %(limit)s", params)
@@ -120,8 +140,8 @@ def all_entries(view: ReadModelView, *, currency: str | None = None) -> Iterator
     """Every journal entry in log order (of one currency, if given), a page at a time."""
     after: str | None = None
     while True:
-        page = entries(view, account=None, limit=MAX_PAGE, after=after)
-        yield from (e for e in page.items if currency is None or e["currency"] == currency)
+        page = entries(view, account=None, limit=MAX_PAGE, after=after, currency=currency)
+        yield from page.items
         if page.next is None:
             return
         after = page.next

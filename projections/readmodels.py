@@ -37,7 +37,7 @@ from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
 from ledger.errors import HistoryDamaged, NotReady
 from ledger.settings import StoreSettings
-from projections import accounts, journal, orders, refund_requests, return_cases
+from projections import accounts, journal, orders, reconciliation, refund_requests, return_cases
 from projections.accounts import AccountsProjection
 from projections.batches import BatchApplier
 from projections.chain import Damage, SealWatch, damage_after
@@ -248,10 +248,24 @@ class ReadModels:
     def orders(self, username: str, *, limit: int, after: str | None) -> Page:
         return orders.orders(self._orders, username, limit=limit, after=after)
 
-    def journal(self, *, account: str | None, limit: int, after: str | None) -> Page:
+    def journal(
+        self,
+        *,
+        account: str | None,
+        limit: int,
+        after: str | None,
+        currency: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Page:
         """Balanced postings per money event, in log order; ``account`` keeps the events that
-        post to that chart account (all their postings shown)."""
-        return journal.entries(self._journal, account=account, limit=limit, after=after)
+        post to that chart account (all their postings shown); ``currency``, ``since`` and
+        ``until`` (a time range, ``until`` excluded) keep the rest."""
+        return journal.entries(
+            self._journal, account=account, limit=limit, after=after, currency=currency,
+            since=None if since is None else rfc3339(since),
+            until=None if until is None else rfc3339(until),
+        )
 
     def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
         """Every journal entry in log order (of one currency, if given), a page at a time."""
@@ -345,6 +359,15 @@ class ReadModels:
             )
         position = at_position
         return reconcile(self._journal, self._accounts, currency, position)
+
+    def chart_balances(self, currency: str, position: int) -> dict[str, int]:
+        return reconciliation.chart_balances(self._journal, currency, position)
+
+    def currencies_in_use(self, position: int) -> list[str]:
+        return reconciliation.currencies_in_use(self._accounts, position)
+
+    def position_as_of(self, moment: datetime) -> int:
+        return reconciliation.position_as_of(self._accounts, rfc3339(moment))
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

@@ -133,3 +133,42 @@ def _balances(accounts: ReadModelView, scope: dict[str, Any]) -> dict[str, int]:
         "held": int(latest["held"]),
         "lowest_available": 0 if lowest is None else int(lowest),
     }
+
+
+# -- what finance asks around it (issue 12) -----------------------------------------------------
+
+CUSTOMERS = "customer:*"
+
+
+def chart_balances(journal: ReadModelView, currency: str, position: int) -> dict[str, int]:
+    """Each chart account's balance at the position (debits positive, credits negative, as the
+    journal posts them); the customers' accounts summed as ``customer:*``. They sum to the
+    trial balance: zero."""
+    rows = journal.query(
+        "SELECT CASE WHEN account LIKE 'customer:%%' THEN %(customers)s ELSE account END"
+        " AS chart, SUM(amount) AS balance FROM rm_journal WHERE currency = %(currency)s"
+        " AND position <= %(position)s GROUP BY chart ORDER BY chart",
+        {"currency": currency, "position": position, "customers": CUSTOMERS},
+    )
+    return {str(r["chart"]): int(r["balance"]) for r in rows}
+
+
+def currencies_in_use(accounts: ReadModelView, position: int) -> list[str]:
+    """The currencies of the accounts that had an event at or before the position."""
+    rows = accounts.query(
+        "SELECT DISTINCT a.currency FROM rm_accounts a JOIN rm_account_history h"
+        " ON h.account_id = a.account_id WHERE h.position <= %(position)s ORDER BY a.currency",
+        {"position": position},
+    )
+    return [str(r["currency"]) for r in rows]
+
+
+def position_as_of(accounts: ReadModelView, moment: str) -> int:
+    """The last position of an account event recorded at or before ``moment`` (RFC 3339 text,
+    as stored): every money event and hold is an account event, so reconciling there is
+    reconciling as of that moment. 0 before the first."""
+    row = accounts.query(
+        "SELECT MAX(position) AS position FROM rm_account_history WHERE at <= %(at)s",
+        {"at": moment},
+    )[0]
+    return 0 if row["position"] is None else int(row["position"])

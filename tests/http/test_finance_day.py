@@ -149,3 +149,91 @@ async def test_the_customer_list_is_paged_by_user_name(api: Api) -> None:
 
 async def test_the_order_system_does_not_list_customers(api: Api) -> None:
     assert_problem(await api.get("/v1/accounts", role="system"), 403, "forbidden")
+
+
+# -- the journal --------------------------------------------------------------------------------
+
+
+async def _entries(api: Api, query: str) -> list[dict[str, Any]]:
+    reply = await api.get(f"/v1/journal?limit=1000&{query}", role=FINANCE)
+    assert reply.status == 200, reply.text
+    items: list[dict[str, Any]] = reply.json["items"]
+    return items
+
+
+async def test_the_freight_revenue_of_one_currency_is_one_query(api: Api) -> None:
+    # Given deposits in USD and EUR
+    dollar = await _customer(api, "USD", 1_111)
+    euro = await _customer(api, "EUR", 2_222)
+    # When finance asks for the deposits clearing account in EUR only
+    entries = await _entries(api, "account=clearing:deposits&currency=EUR")
+    # Then no USD entry is mixed in, and the EUR deposit is there
+    assert entries and {e["currency"] for e in entries} == {"EUR"}
+    assert euro in {e["username"] for e in entries}
+    assert dollar not in {e["username"] for e in entries}
+
+
+async def test_the_journal_takes_a_time_range(api: Api) -> None:
+    username = await _customer(api, "USD", 500)
+    (deposit,) = [e for e in await _entries(api, "currency=USD") if e["username"] == username]
+    at = deposit["at"]
+    encoded = at.replace("+", "%2B")
+    from_it = await _entries(api, f"since={encoded}")
+    assert from_it[0]["position"] == deposit["position"]
+    before_it = await _entries(api, f"until={encoded}")
+    assert all(e["position"] < deposit["position"] for e in before_it)
+    nothing = await _entries(api, "since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z")
+    assert nothing == []
+
+
+async def test_a_deposit_debits_clearing_and_credits_the_customer_as_documented(
+    api: Api,
+) -> None:
+    username = await _customer(api, "USD", 750)
+    (entry,) = [e for e in await _entries(api, "account=clearing:deposits&currency=USD")
+                if e["username"] == username]
+    assert {p["account"]: p["amount"] for p in entry["postings"]} == {
+        "clearing:deposits": 750, f"customer:{username}": -750}
+
+
+# -- reconciliation -----------------------------------------------------------------------------
+
+
+async def test_reconciliation_without_a_currency_covers_every_currency_in_use(api: Api) -> None:
+    await _customer(api, "USD", 1_000, paid=100)
+    await _customer(api, "JPY", 5_000)
+    reply = await api.get("/v1/reconciliation", role=FINANCE)
+    assert reply.status == 200, reply.text
+    report = reply.json
+    codes = [c["currency"] for c in report["currencies"]]
+    assert {"USD", "JPY"} <= set(codes) and codes == sorted(codes)
+    assert report["ok"] is True
+    assert all(c["position"] == report["position"] for c in report["currencies"])
+
+
+async def test_reconciliation_shows_each_chart_account_s_balance(api: Api) -> None:
+    await _customer(api, "USD", 1_000, paid=100)
+    reply = await api.get("/v1/reconciliation?currency=USD", role=FINANCE)
+    assert reply.status == 200, reply.text
+    charts = reply.json["chart_balances"]
+    assert charts["clearing:deposits"] == reply.json["totals"]["deposits"]
+    assert -charts["customer:*"] == reply.json["customer_balances"]["posted"]
+    assert sum(charts.values()) == reply.json["trial_balance"] == 0
+
+
+async def test_reconciliation_as_of_a_moment_is_the_position_then(api: Api) -> None:
+    username = await _customer(api, "GBP", 300)
+    (deposit,) = [e for e in await _entries(api, "currency=GBP") if e["username"] == username]
+    later = await api.post(f"/v1/accounts/{username}/deposits",
+                           {"amount": 5, "reference": "PAY-later"})
+    assert later.status == 201
+    then = await api.get(f"/v1/reconciliation?currency=GBP&as_of={deposit['at']}",
+                         role=FINANCE)
+    assert then.status == 200, then.text
+    assert then.json["position"] < later.json["position"]
+    assert then.json["position"] >= deposit["position"]
+    before_all = await api.get("/v1/reconciliation?as_of=2000-01-01T00:00:00Z", role="auditor")
+    assert before_all.json == {"position": 0, "currencies": [], "ok": True}
+    both = await api.get("/v1/reconciliation?as_of=2000-01-01T00:00:00Z&at_position=1",
+                         role=FINANCE)
+    assert_problem(both, 422, "validation_error")
