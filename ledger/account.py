@@ -182,21 +182,37 @@ class Account(Aggregate):
         # the version this event will have once applied (the library bumps it after the body)
         self.deposits[reference] = [amount, self.version + 1]
 
-    def pay_purchase(self, order_no: str, amount: int, *, actor: Actor) -> None:
+    def pay_purchase(self, order_no: str, amount: int, *, actor: Actor) -> bool:
+        """Pay for an order. An order number paid before with the same amount is the same
+        purchase (returns False, records nothing), as a deposit's payment reference is; with
+        another amount it is a conflict."""
         amount = money.amount(amount)
         if order_no in self.orders:
-            raise DuplicateOrder(f"order {order_no!r} was already paid", order_no=order_no)
+            if self.orders[order_no][0] != amount:
+                raise DuplicateOrder(
+                    f"order {order_no!r} was already paid with amount "
+                    f"{self.orders[order_no][0]}",
+                    order_no=order_no,
+                )
+            return False
         if amount > self.available:
             raise InsufficientFunds(
                 f"available {self.available} is less than {amount}",
                 available=self.available,
             )
         self._pay_purchase(order_no, amount, actor.name, actor.request_id)
+        return True
+
+    def purchase_version(self, order_no: str) -> int | None:
+        """The version of the event that paid for this order."""
+        return self.__dict__.get("order_versions", {}).get(order_no)
 
     @event(PurchasePaid)
     def _pay_purchase(self, order_no: str, amount: int, actor: str, correlation_id: str) -> None:
         self.posted -= amount
         self.orders[order_no] = [amount, 0]
+        # the version this event will have once applied (the library bumps it after the body)
+        self.__dict__.setdefault("order_versions", {})[order_no] = self.version + 1
 
     def fail_purchase(self, order_no: str, amount: int | None, reason: str, *, actor: Actor) -> int:
         """Credit back a paid order that failed after payment: by default all of what is still

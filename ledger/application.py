@@ -192,7 +192,12 @@ class LedgerApplication(Application[UUID]):
     @_decides(Purchase)
     def _purchase(self, c: Purchase, actor: Actor) -> Decision:
         account = self.account(c.username)
-        account.pay_purchase(c.order_no, c.amount, actor=actor)
+        if not account.pay_purchase(c.order_no, c.amount, actor=actor):
+            version = account.purchase_version(c.order_no)
+            assert version is not None
+            return Decision(
+                (), {"account": account.snapshot()}, "existing", original=(account.id, version)
+            )
         return Decision((account,), {"account": account.snapshot()})
 
     @_decides(FailPurchase)

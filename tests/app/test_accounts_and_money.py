@@ -218,11 +218,13 @@ def test_a_purchase_beyond_the_available_balance_is_refused_and_changes_nothing(
 
 def test_an_order_number_is_paid_once_only(app: LedgerApplication, system: Actor) -> None:
     open_funded(app, system, amount=2_000)
-    app.purchase("alice", "ORD-1", 500, actor=system)
+    first = app.purchase("alice", "ORD-1", 500, actor=system)
     before = last_position(app)
 
+    again = app.purchase("alice", "ORD-1", 500, actor=system)
+    assert (again.outcome, again.position) == ("existing", first.position)
     with pytest.raises(DuplicateOrder):
-        app.purchase("alice", "ORD-1", 500, actor=system)
+        app.purchase("alice", "ORD-1", 501, actor=system)
 
     assert last_position(app) == before
     assert app.account("alice").available == 1_500

@@ -260,6 +260,8 @@ class History:
         if c.orders and self.choose.integer(1, 10) == 1:
             order_no = self.choose.pick(sorted(c.orders))
         amount = self._amount_up_to(c.available)
+        if order_no in c.orders and amount == c.orders[order_no][0]:
+            amount += 1  # the same order and amount is the same purchase, not a refusal
         refusal: type[LedgerError] | None = None
         if order_no in c.orders:
             refusal = DuplicateOrder

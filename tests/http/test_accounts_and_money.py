@@ -78,12 +78,27 @@ async def test_a_purchase_beyond_the_balance_is_refused_and_changes_nothing(api:
     assert await api.state(username) == before
 
 
-async def test_paying_the_same_order_twice_is_a_conflict(api: Api) -> None:
+async def test_paying_the_same_order_twice_with_another_amount_is_a_conflict(api: Api) -> None:
     username = await api.funded_account(1_000)
     first = await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "A", "amount": 1})
     assert first.status == 201
-    again = await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "A", "amount": 1})
+    again = await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "A", "amount": 2})
     assert_problem(again, 409, "duplicate_order")
+
+
+async def test_a_purchase_retried_with_its_order_number_and_amount_answers_the_original(
+    api: Api,
+) -> None:
+    # The order system lost the answer to a purchase and sends it again, without a key
+    username = await api.funded_account(1_000)
+    first = await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "A", "amount": 300})
+    assert first.status == 201, first.text
+    again = await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "A", "amount": 300})
+    # it is told the purchase happened (200, its position), and it is paid once only
+    assert again.status == 200, again.text
+    assert again.json["position"] == first.json["position"]
+    assert again.json["account"]["available"] == 700
+    assert (await api.account(username))["available"] == 700
 
 
 async def test_a_failed_purchase_credits_back_what_is_left_by_default(api: Api) -> None:

@@ -168,8 +168,9 @@ async def test_a_currency_nobody_uses_reconciles_to_zero(api: Api) -> None:
     assert set(reply.json["totals"].values()) == {0}
 
 
-@pytest.mark.parametrize("query", ["", "currency=usd", "currency=XYZ", "currency=USD&"
-                                   "at_position=-1", "currency=USD&at_position=9999999999",
+@pytest.mark.parametrize("query", ["as_of=2026-01-01", "currency=usd", "currency=XYZ",
+                                   "currency=USD&at_position=-1",
+                                   "currency=USD&at_position=9999999999",
                                    "currency=USD&position=3"])
 async def test_a_bad_reconciliation_query_is_refused(api: Api, query: str) -> None:
     assert_problem(await api.get(f"/v1/reconciliation?{query}", role="finance"), 422,

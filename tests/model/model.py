@@ -149,6 +149,7 @@ class AccountModel:
     currency: str
     deposits: dict[str, int] = field(default_factory=dict)  # payment reference -> amount
     deposit_positions: dict[str, int] = field(default_factory=dict)
+    order_positions: dict[str, int] = field(default_factory=dict)  # order -> its payment
     orders: dict[str, list[int]] = field(default_factory=dict)  # order -> [paid, credited back]
     holds: dict[UUID, int] = field(default_factory=dict)  # open request -> amount held
     open_request_by_order: dict[str, UUID] = field(default_factory=dict)
@@ -343,7 +344,11 @@ class LedgerModel:
         if account is None:
             return Prediction.refused(NotFound)
         if order_no in account.orders:
-            return Prediction.refused(DuplicateOrder)
+            if account.orders[order_no][0] != amount:
+                return Prediction.refused(DuplicateOrder)
+            return Prediction(
+                outcome="existing", original_position=account.order_positions[order_no]
+            )
         if amount > account.available:
             return Prediction.refused(InsufficientFunds)
 

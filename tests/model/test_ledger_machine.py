@@ -257,6 +257,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if notification.topic == "ledger:Account.DepositReceived":
                 account = self.model.accounts[owner]
                 account.deposit_positions[command.params["reference"]] = notification.id
+            if notification.topic == "ledger:Account.PurchasePaid":
+                account = self.model.accounts[owner]
+                account.order_positions[command.params["order_no"]] = notification.id
         if recorded:
             self.touched.add(("account", owner))
             if any(n.topic.startswith("ledger:Account.") for n in recorded):

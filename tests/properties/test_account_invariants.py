@@ -166,6 +166,11 @@ class AccountMachine(RuleBasedStateMachine):
         m = self.model
         refusal: type[LedgerError] | None = None
         if order_no in m.orders:
+            if m.orders[order_no][0] == amount:  # the same purchase again: nothing changes
+                version = self.account.version
+                assert self.account.pay_purchase(order_no, amount, actor=SYSTEM) is False
+                assert self.account.version == version
+                return
             refusal = DuplicateOrder
         elif amount > m.available:
             refusal = InsufficientFunds

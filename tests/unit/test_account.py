@@ -222,14 +222,31 @@ def test_a_purchase_cannot_spend_money_held_for_a_refund_request(
     assert balances(account) == (400, 400, 0, 0)
 
 
-def test_an_order_number_paid_once_cannot_be_paid_again(account: Account, system: Actor) -> None:
+def test_an_order_number_paid_again_with_its_amount_is_the_same_purchase(
+    account: Account, system: Actor
+) -> None:
+    deposited(account, 2_000, system)
+    assert account.pay_purchase("ORD-1", 500, actor=system)
+    account.collect_events()
+    before = state_of(account)
+
+    assert account.pay_purchase("ORD-1", 500, actor=system) is False
+
+    assert state_of(account) == before
+    assert account.collect_events() == []
+    assert account.purchase_version("ORD-1") == account.version
+
+
+def test_an_order_number_paid_once_cannot_be_paid_again_with_another_amount(
+    account: Account, system: Actor
+) -> None:
     deposited(account, 2_000, system)
     account.pay_purchase("ORD-1", 500, actor=system)
     account.collect_events()
     before = state_of(account)
 
     with pytest.raises(DuplicateOrder) as refused:
-        account.pay_purchase("ORD-1", 500, actor=system)
+        account.pay_purchase("ORD-1", 501, actor=system)
 
     assert refused.value.context == {"order_no": "ORD-1"}
     assert state_of(account) == before
