@@ -8,13 +8,14 @@ opened_on, shipped_on, return_by``) with ``position``: the same body again when 
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from aiohttp import web
 
 from api import models, parsing
-from api.context import ReadSide, read
-from api.handlers import command, json_response, page
+from api.context import LEDGER, ReadSide, read
+from api.handlers import command, json_response
 from ledger import identity
 from ledger.commands import (
     AcceptReturnCase,
@@ -32,6 +33,7 @@ from ledger.commands import (
     StartSupplierReview,
 )
 from ledger.errors import NotFound
+from ledger.return_case import allowed_actions
 
 
 def _application(b: models.CaseOpen) -> CaseApplication:
@@ -112,7 +114,7 @@ async def resolve_case(request: web.Request) -> web.Response:
     b = await parsing.body(request, models.Resolve)
     return await command(
         request, ResolveReturnCase, case_id, b.outcome, b.refund_amount, b.freight_amount,
-        b.tracking,
+        b.tracking, b.freight_waiver_reason or "",
     )
 
 
@@ -138,21 +140,34 @@ async def get_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     parsing.query(request, models.NoQuery)
 
+    today = request.app[LEDGER].today()
+
     def case(rm: ReadSide) -> dict[str, Any]:
         found = rm.return_case(case_id)
         if found is None:
             raise NotFound(f"no return case {case_id}", id=str(case_id))
-        return found
+        return _with_actions(found, today)
 
     return json_response(await read(request, case))
+
+
+def _with_actions(case: dict[str, Any], today: date) -> dict[str, Any]:
+    """The case with the steps CS may take on it today (``allowed_actions``)."""
+    return_by = case.get("return_by")
+    actions = allowed_actions(case["state"], return_by=None if return_by is None
+                              else str(return_by), today=today.isoformat())
+    return {**case, "allowed_actions": actions}
 
 
 async def list_cases(request: web.Request) -> web.Response:
     q = parsing.query(request, models.CaseQuery)
     name = None if q.username is None else identity.username(q.username)
 
+    today = request.app[LEDGER].today()
+
     def cases(rm: ReadSide) -> dict[str, Any]:
-        return page(rm.return_cases(state=q.state, username=name, overdue=q.overdue,
-                                    limit=q.limit, after=q.after))
+        found = rm.return_cases(state=q.state, username=name, overdue=q.overdue,
+                                limit=q.limit, after=q.after)
+        return {"items": [_with_actions(c, today) for c in found.items], "next": found.next}
 
     return json_response(await read(request, cases))

@@ -86,6 +86,8 @@ class ReadSide(Protocol):
 
     def return_case(self, case_id: UUID) -> dict[str, Any] | None: ...
 
+    def case_briefs(self, case_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
     def return_cases(
         self,
         *,

@@ -150,13 +150,25 @@ async def get_history(request: web.Request) -> web.Response:
     return json_response(await read(request, history))
 
 
+def _with_case_details(rm: ReadSide, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each order with ``order_refundable`` (the order's own refundable, named apart from the
+    balance's) and its cases' kind, state and opening date beside their ids."""
+    briefs = rm.case_briefs([case_id for order in orders for case_id in order["cases"]])
+    return [
+        {**order, "order_refundable": order["refundable"],
+         "case_details": [briefs[c] for c in order["cases"] if c in briefs]}
+        for order in orders
+    ]
+
+
 async def get_orders(request: web.Request) -> web.Response:
     name = parsing.username(request)
     q = parsing.query(request, models.PageQuery)
 
     def orders(rm: ReadSide) -> dict[str, Any]:
         _account_or_404(rm, name)
-        return page(rm.orders(name, limit=q.limit, after=q.after))
+        found = rm.orders(name, limit=q.limit, after=q.after)
+        return {"items": _with_case_details(rm, found.items), "next": found.next}
 
     return json_response(await read(request, orders))
 
@@ -169,7 +181,8 @@ async def get_refundable(request: web.Request) -> web.Response:
         account = _account_or_404(rm, name)
         orders = rm.orders(name, limit=q.limit, after=q.after)
         fields = ("username", "currency", "available", "held", "refundable")
-        return {**{f: account[f] for f in fields}, "orders": orders.items, "next": orders.next}
+        return {**{f: account[f] for f in fields}, "balance_refundable": account["refundable"],
+                "orders": _with_case_details(rm, orders.items), "next": orders.next}
 
     return json_response(await read(request, refundable))
 

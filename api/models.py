@@ -31,7 +31,7 @@ from pydantic.config import JsonDict
 
 from ledger.money import ISO_4217, MAX_AMOUNT_MINOR
 from ledger.policy import CASE_KINDS
-from ledger.return_case import OUTCOMES
+from ledger.return_case import OUTCOMES, STEP_FROM
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -87,9 +87,18 @@ CaseState = Literal[
     "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
     "expired", "with_supplier", "resolved", "closed", "cancelled",
 ]
+CaseAction = Literal[
+    "supplier-review", "accept", "reject", "ship-back", "receive", "expire", "forward",
+    "resolve", "close", "cancel", "notes",
+]
+StateFilter = Literal[
+    "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
+    "expired", "with_supplier", "resolved", "closed", "cancelled", "open",
+]
 CaseOutcome = Literal["refund", "exchange", "repair"]
 # The domain's lists, spelt out for the document; they must not drift apart.
-if set(get_args(CaseKind)) != CASE_KINDS or set(get_args(CaseOutcome)) != OUTCOMES:
+if (set(get_args(CaseKind)) != CASE_KINDS or set(get_args(CaseOutcome)) != OUTCOMES
+        or set(get_args(CaseAction)) != set(STEP_FROM)):
     raise RuntimeError("api.models' case kinds or outcomes differ from the domain's")
 MAX_CASE_ITEMS = 100
 MAX_PHOTOS = 20
@@ -261,6 +270,12 @@ class Resolve(Body):
     tracking: Reference | None = Field(
         default=None, description="The outbound tracking of an exchange or repair."
     )
+    freight_waiver_reason: Text | None = Field(
+        default=None,
+        description="Waive the freight_amount for this reason: it is recorded on the case "
+        "(a freight_waived step) and not charged (e.g. it exceeds what the customer has "
+        "available, which would refuse the resolution).",
+    )
 
 
 class CaseNoteAdd(Body):
@@ -330,7 +345,9 @@ def _true_or_false(value: Any) -> Any:
 
 
 class CaseQuery(PageQuery):
-    state: CaseState | None = None
+    state: StateFilter | None = Field(
+        default=None, description="A state, or open: every case still in progress."
+    )
     username: Username | None = None
     overdue: Annotated[bool, BeforeValidator(_true_or_false)] | None = Field(
         default=None, description="true: only cases past a deadline; false: only the others."
@@ -449,7 +466,15 @@ class Balance(Answer):
 class HistoryItem(Answer):
     position: int
     type: str
-    amount: int
+    amount: int = Field(description="The event's amount, unsigned (see signed_amount).")
+    signed_amount: int = Field(
+        description="How the event moved the posted balance: + in (deposit, failure credit, "
+        "return refund), - out (purchase, freight, payout), 0 for holds and their release."
+    )
+    available_change: int = Field(
+        description="How it moved the available balance (a hold takes it down, a release "
+        "gives it back, a payout of a held amount leaves it)."
+    )
     posted_after: int
     available_after: int
     at: datetime
@@ -463,12 +488,23 @@ class HistoryPage(Answer):
     next: str | None
 
 
+class CaseBrief(Answer):
+    id: UUID
+    kind: CaseKind
+    state: CaseState
+    opened_on: date
+
+
 class Order(Answer):
     order_no: str
     paid: int
     credited_back: int
-    refundable: int
-    cases: list[str]
+    refundable: int = Field(description="The order's refundable: paid - credited back (also "
+                            "order_refundable).")
+    order_refundable: int = Field(description="paid - credited back: what return refunds "
+                                  "and failure credits may still give back on this order.")
+    cases: list[str] = Field(description="The ids of the order's return cases.")
+    case_details: list[CaseBrief] = Field(description="The same cases: kind, state, opened.")
 
 
 class OrderPage(Answer):
@@ -481,7 +517,10 @@ class Refundable(Answer):
     currency: str
     available: int
     held: int
-    refundable: int
+    refundable: int = Field(description="What a balance-refund application may ask for now "
+                            "(= available; also balance_refundable). Not the orders' own.")
+    balance_refundable: int = Field(description="What a balance-refund application may ask "
+                                    "for now: the available balance.")
     orders: list[Order] = Field(description="A page of the account's orders (?limit, ?after).")
     next: str | None
 
@@ -552,6 +591,18 @@ class CaseWritten(Answer):
     shipped_on: date
     return_by: date | None
     position: int = Field(description="Log position of the last event the write recorded.")
+    refund_amount: int | None = Field(
+        default=None, description="resolve only: the refund credited to the account."
+    )
+    freight_amount: int | None = Field(
+        default=None, description="resolve only: the freight charged to the account."
+    )
+    freight_waived: int | None = Field(
+        default=None, description="resolve only: the freight waived (not charged)."
+    )
+    account: Account | None = Field(
+        default=None, description="resolve only: the account's balances after it."
+    )
 
 
 class ThirtyDayGuarantee(Answer):
@@ -590,6 +641,10 @@ class CaseSummary(Answer):
     thirty_day_guarantee: ThirtyDayGuarantee
     overdue: bool = Field(description="Past a deadline (see overdue_reasons), not merely slow.")
     overdue_reasons: list[Literal["past_return_by", "unresolved_after_receipt"]]
+    allowed_actions: list[CaseAction] = Field(
+        description="The steps CS may take on the case today (POST /v1/return-cases/{id}/"
+        "<action>), in lifecycle order."
+    )
 
 
 class CaseStep(Answer):

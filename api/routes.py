@@ -90,7 +90,8 @@ ROUTES: tuple[Route, ...] = (
           body=models.Deposit, problems=(404, 409),
           links=_next("purchase get_account get_history", SAME_ACCOUNT)),
     Route("POST", f"{U}/purchases", handlers.purchase, POST_MONEY,
-          "Pay for an order from the balance", ACCOUNTS, {201: models.AccountWritten},
+          "Pay for an order from the balance (the order number is its natural key)", ACCOUNTS,
+          {201: models.AccountWritten, 200: models.AccountWritten},
           body=models.Purchase, problems=(404, 409),
           links=(
               *_next("get_orders get_refundable", SAME_ACCOUNT),

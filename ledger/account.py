@@ -205,7 +205,8 @@ class Account(Aggregate):
 
     def purchase_version(self, order_no: str) -> int | None:
         """The version of the event that paid for this order."""
-        return self.__dict__.get("order_versions", {}).get(order_no)
+        versions: dict[str, int] = self.__dict__.get("order_versions", {})
+        return versions.get(order_no)
 
     @event(PurchasePaid)
     def _pay_purchase(self, order_no: str, amount: int, actor: str, correlation_id: str) -> None:

@@ -379,17 +379,22 @@ class LedgerApplication(Application[UUID]):
             credited = account.credit_return_refund(
                 str(case.id), case.order_no, c.refund_amount, actor=actor
             )
-        if c.freight_amount:
-            account.charge_freight(str(case.id), case.order_no, c.freight_amount, actor=actor)
-        case.resolve(
-            c.outcome,
-            credited,
-            c.freight_amount,
-            c.outbound_tracking,
-            actor=actor,
-            on=self.today().isoformat(),
-        )
-        return Decision((account, case), case.snapshot(), "ok")
+        today = self.today().isoformat()
+        charged = c.freight_amount
+        if c.freight_waiver_reason:  # CS waives it (e.g. it exceeds what is available)
+            case.waive_freight(c.freight_amount, c.freight_waiver_reason, actor=actor, on=today)
+            charged = 0
+        if charged:
+            account.charge_freight(str(case.id), case.order_no, charged, actor=actor)
+        case.resolve(c.outcome, credited, charged, c.outbound_tracking, actor=actor, on=today)
+        answer = {
+            **case.snapshot(),
+            "refund_amount": credited,
+            "freight_amount": charged,
+            "freight_waived": c.freight_amount - charged,
+            "account": account.snapshot(),
+        }
+        return Decision((account, case), answer, "ok")
 
     @_decides(CloseReturnCase)
     def _close_return_case(self, c: CloseReturnCase, actor: Actor) -> Decision:

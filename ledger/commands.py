@@ -458,8 +458,17 @@ class ResolveReturnCase(CaseStep):
     refund_amount: int | None
     freight_amount: int
     tracking: str | None
+    # Given: the freight is waived for this reason (recorded on the case), not charged.
+    freight_waiver_reason: str = ""
 
     def __post_init__(self) -> None:
+        reason = identity.text(self.freight_waiver_reason, field="freight_waiver_reason")
+        self._normalise(freight_waiver_reason=reason)
+        if reason and self.freight_amount == 0:
+            raise InvalidInput(
+                "freight_waiver_reason waives a freight_amount: give the freight that is "
+                "waived", field="freight_waiver_reason",
+            )
         if self.outcome not in OUTCOMES:
             raise InvalidInput(f"outcome is one of {sorted(OUTCOMES)}", field="outcome")
         freight = self.freight_amount
@@ -493,6 +502,9 @@ class ResolveReturnCase(CaseStep):
             "refund_amount": self.refund_amount,
             "freight_amount": self.freight_amount,
             "tracking": self.tracking,
+            # only when given, so the fingerprints stored before it existed still match
+            **({"freight_waiver_reason": self.freight_waiver_reason}
+               if self.freight_waiver_reason else {}),
         }
 
 

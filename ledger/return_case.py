@@ -9,7 +9,7 @@ repair.
 
 A case refused at opening is never recorded: the application answers the reason. Every step
 is an event with actor, date and note (the case-status read model shows them as its steps);
-progress notes may be added at any open step. The money of a
+progress notes may be added at any step, an ended case's included. The money of a
 refund resolution (the credit and the freight) is recorded on the Account in the same save.
 """
 
@@ -26,9 +26,34 @@ from ledger.identity import Actor
 OPEN_STATES = frozenset(
     {"opened", "supplier_review", "accepted", "goods_in_transit", "received", "with_supplier"}
 )
-# Notes may follow a resolution until the case is closed; money moved by then.
-NOTE_STATES = OPEN_STATES | {"resolved"}
+ENDED_STATES = frozenset({"resolved", "closed", "rejected", "expired", "late", "cancelled"})
+# A note is history the customer is told: it may be written in every state, an ended case's
+# included ("customer told of the rejection").
+NOTE_STATES = OPEN_STATES | ENDED_STATES
 OUTCOMES = frozenset({"refund", "exchange", "repair"})
+# Each step (as the API names it) and the states it may be taken from.
+STEP_FROM: dict[str, frozenset[str]] = {
+    "supplier-review": frozenset({"opened"}),
+    "accept": frozenset({"supplier_review"}),
+    "reject": frozenset({"supplier_review"}),
+    "ship-back": frozenset({"accepted"}),
+    "receive": frozenset({"accepted", "goods_in_transit"}),
+    "expire": frozenset({"accepted"}),  # and only once past return_by
+    "forward": frozenset({"received"}),
+    "resolve": frozenset({"with_supplier"}),
+    "close": frozenset({"resolved"}),
+    "cancel": OPEN_STATES,
+    "notes": NOTE_STATES,
+}
+
+
+def allowed_actions(state: str, *, return_by: str | None, today: str) -> list[str]:
+    """The steps CS may take on a case in ``state`` today (ISO dates), in lifecycle order."""
+    return [
+        step
+        for step, states in STEP_FROM.items()
+        if state in states and (step != "expire" or (return_by is not None and today > return_by))
+    ]
 
 
 class ReturnCase(Aggregate):
@@ -100,6 +125,11 @@ class ReturnCase(Aggregate):
     class Closed(Event):
         TOPIC = "ledger:ReturnCase.Closed"
         note: str
+
+    class FreightWaived(Event):
+        TOPIC = "ledger:ReturnCase.FreightWaived"
+        amount: int
+        reason: str
 
     class Cancelled(Event):
         TOPIC = "ledger:ReturnCase.Cancelled"
@@ -180,7 +210,7 @@ class ReturnCase(Aggregate):
     # -- steps ------------------------------------------------------------------------------
 
     def start_supplier_review(self, note: str, *, actor: Actor, on: str) -> None:
-        self._require("supplier-review", {"opened"})
+        self._require("supplier-review", STEP_FROM["supplier-review"])
         self._start_supplier_review(note, actor.name, actor.request_id, on)
 
     @event(SupplierReviewStarted)
@@ -190,7 +220,7 @@ class ReturnCase(Aggregate):
     def accept(
         self, return_by: str, return_address: str, instructions: str, *, actor: Actor, on: str
     ) -> None:
-        self._require("accept", {"supplier_review"})
+        self._require("accept", STEP_FROM["accept"])
         self._accept(return_by, return_address, instructions, actor.name, actor.request_id, on)
 
     @event(Accepted)
@@ -207,7 +237,7 @@ class ReturnCase(Aggregate):
         self.state = "accepted"
 
     def reject(self, reason: str, *, actor: Actor, on: str) -> None:
-        self._require("reject", {"supplier_review"})
+        self._require("reject", STEP_FROM["reject"])
         self._reject(reason, actor.name, actor.request_id, on)
 
     @event(Rejected)
@@ -215,7 +245,7 @@ class ReturnCase(Aggregate):
         self.state = "rejected"
 
     def ship_back(self, tracking: str, *, actor: Actor, on: str) -> None:
-        self._require("ship-back", {"accepted"})
+        self._require("ship-back", STEP_FROM["ship-back"])
         self._ship_back(tracking, actor.name, actor.request_id, on)
 
     @event(ShippedBack)
@@ -235,7 +265,7 @@ class ReturnCase(Aggregate):
     ) -> None:
         """Goods came back. What came back is recorded as it is, missing pieces included;
         a postmark after ``return_by`` makes the case late."""
-        self._require("receive", {"accepted", "goods_in_transit"})
+        self._require("receive", STEP_FROM["receive"])
         self._receive(
             postmark_date,
             goods,
@@ -264,7 +294,7 @@ class ReturnCase(Aggregate):
         self.state = "late" if late else "received"
 
     def expire(self, note: str, *, actor: Actor, on: str) -> None:
-        self._require("expire", {"accepted"})
+        self._require("expire", STEP_FROM["expire"])
         self._expire(note, actor.name, actor.request_id, on)
 
     @event(Expired)
@@ -272,7 +302,7 @@ class ReturnCase(Aggregate):
         self.state = "expired"
 
     def forward(self, note: str, *, actor: Actor, on: str) -> None:
-        self._require("forward", {"received"})
+        self._require("forward", STEP_FROM["forward"])
         self._forward(note, actor.name, actor.request_id, on)
 
     @event(Forwarded)
@@ -280,7 +310,7 @@ class ReturnCase(Aggregate):
         self.state = "with_supplier"
 
     def require_resolvable(self) -> None:
-        self._require("resolve", {"with_supplier"})
+        self._require("resolve", STEP_FROM["resolve"])
 
     def resolve(
         self,
@@ -292,7 +322,7 @@ class ReturnCase(Aggregate):
         actor: Actor,
         on: str,
     ) -> None:
-        self._require("resolve", {"with_supplier"})
+        self._require("resolve", STEP_FROM["resolve"])
         assert outcome in OUTCOMES, outcome
         assert (outcome == "refund") == (refund_amount > 0) and freight_amount >= 0
         self._resolve(
@@ -312,8 +342,21 @@ class ReturnCase(Aggregate):
     ) -> None:
         self.state = "resolved"
 
+    def waive_freight(self, amount: int, reason: str, *, actor: Actor, on: str) -> None:
+        """CS waives the freight of a resolution (with its reason): the customer is not
+        charged it, and the case says so. Only while the case waits to be resolved."""
+        self._require("waive freight on", STEP_FROM["resolve"])
+        assert amount > 0 and reason, (amount, reason)
+        self._waive_freight(amount, reason, actor.name, actor.request_id, on)
+
+    @event(FreightWaived)
+    def _waive_freight(
+        self, amount: int, reason: str, actor: str, correlation_id: str, on: str
+    ) -> None:
+        pass  # the resolution that follows records the freight charged (none)
+
     def close(self, note: str, *, actor: Actor, on: str) -> None:
-        self._require("close", {"resolved"})
+        self._require("close", STEP_FROM["close"])
         self._close(note, actor.name, actor.request_id, on)
 
     @event(Closed)
@@ -321,7 +364,7 @@ class ReturnCase(Aggregate):
         self.state = "closed"
 
     def cancel(self, reason: str, *, actor: Actor, on: str) -> None:
-        self._require("cancel", OPEN_STATES)
+        self._require("cancel", STEP_FROM["cancel"])
         self._cancel(reason, actor.name, actor.request_id, on)
 
     @event(Cancelled)
@@ -329,7 +372,7 @@ class ReturnCase(Aggregate):
         self.state = "cancelled"
 
     def add_note(self, text: str, *, actor: Actor, on: str) -> None:
-        self._require("add a note to", NOTE_STATES)
+        self._require("add a note to", STEP_FROM["notes"])
         self._add_note(text, actor.name, actor.request_id, on)
 
     @event(NoteAdded)

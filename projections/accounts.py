@@ -147,6 +147,7 @@ def history(view: ReadModelView, username: str, *, limit: int, after: str | None
             "position": r["position"],
             "type": r["type"],
             "amount": r["amount"],
+            **_signed(r["type"], r["amount"]),
             "posted_after": r["posted_after"],
             "available_after": r["posted_after"] - r["held_after"],
             "at": r["at"],
@@ -157,6 +158,20 @@ def history(view: ReadModelView, username: str, *, limit: int, after: str | None
         for r in rows
     ]
     return paged(items, limit, key="position")
+
+
+# An event's name in history (``purchase_paid``) -> how it moves (posted, held).
+_EFFECT_BY_NAME = {snake(kind.__name__): effect for kind, effect in MONEY_EFFECTS.items()}
+
+
+def _signed(name: str, amount: int) -> dict[str, int]:
+    """The amount with its sign: how the event moved the posted balance (a purchase is
+    negative, a deposit positive) and the available one (a hold is negative)."""
+    posted_sign, held_sign = _EFFECT_BY_NAME.get(name, (0, 0))
+    return {
+        "signed_amount": posted_sign * amount,
+        "available_change": (posted_sign - held_sign) * amount,
+    }
 
 
 def balance_query(

@@ -271,6 +271,9 @@ class ReadModels:
         """Every journal entry in log order (of one currency, if given), a page at a time."""
         return journal.all_entries(self._journal, currency=currency)
 
+    def case_briefs(self, case_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return return_cases.briefs(self._cases, case_ids)
+
     def return_case(self, case_id: UUID) -> dict[str, Any] | None:
         return return_cases.case(
             self._cases,

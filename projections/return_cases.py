@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from ledger import policy
-from ledger.return_case import ReturnCase
+from ledger.return_case import OPEN_STATES, ReturnCase
 from projections.events import json_text, moment_text, own_fields, snake
 from projections.paging import Page, cursor, page_size, paged
 from projections.views import ReadModelProjection, ReadModelView, Row
@@ -49,6 +49,7 @@ STATE_AFTER: dict[type[Any], str | None] = {
     ReturnCase.Closed: "closed",
     ReturnCase.Cancelled: "cancelled",
     ReturnCase.NoteAdded: None,
+    ReturnCase.FreightWaived: None,
 }
 HANDLED: frozenset[type[Any]] = frozenset({ReturnCase.Opened, ReturnCase.Received, *STATE_AFTER})
 
@@ -250,7 +251,9 @@ def cases(
 ) -> Page:
     where = ["seq > %(after)s"]
     params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
-    if state is not None:
+    if state == OPEN:  # a work queue: every case still in progress
+        where.append(f"state IN ({', '.join(repr(s) for s in sorted(OPEN_STATES))})")
+    elif state is not None:
         where.append("state = %(state)s")
         params["state"] = state
     if username is not None:
@@ -267,6 +270,26 @@ def cases(
     )
     items = [_case_item(row, today, unresolved_after_days) for row in rows]
     return paged(items, limit, key="seq")
+
+
+# ``?state=open``: the cases still in progress (ledger.return_case.OPEN_STATES).
+OPEN = "open"
+
+
+def briefs(view: ReadModelView, case_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Kind, state and opening date of each case named (at most a page's worth), by id."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(case_ids), 100):  # bounded IN lists
+        chunk = case_ids[start:start + 100]
+        names = {f"id{n}": case_id for n, case_id in enumerate(chunk)}
+        marks = ", ".join(f"%({name})s" for name in names)
+        for row in view.query(
+            "SELECT id, kind, state, opened_on FROM rm_return_cases"  # noqa: S608
+            f" WHERE id IN ({marks})",
+            names,
+        ):
+            found[row["id"]] = dict(row)
+    return found
 
 
 def _case_item(row: dict[str, Any], today: date, unresolved_after_days: int) -> dict[str, Any]:

@@ -57,7 +57,8 @@ KINDS = tuple(sorted(PART_A | PART_B))
 OPEN_STATES = frozenset(
     {"opened", "supplier_review", "accepted", "goods_in_transit", "received", "with_supplier"}
 )
-NOTE_STATES = OPEN_STATES | {"resolved"}
+# Notes are history the customer is told: every state takes them (issue 12)
+NOTE_STATES = OPEN_STATES | {"resolved", "closed", "rejected", "expired", "late", "cancelled"}
 OPEN_REQUESTS = frozenset({"requested", "approved"})
 FLOWS = ("deposits", "purchases", "failure_credits", "return_refunds", "freight", "payouts")
 # Fields of a command that the application normalises before it fingerprints the request.
