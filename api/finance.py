@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
@@ -35,18 +36,42 @@ from api.context import (
 )
 from api.handlers import json_response, page
 from api.limits import finish_even_if_abandoned
-from ledger import money
+from ledger import identity, money
+from ledger.account import account_id
 from ledger.application import LedgerApplication
+from ledger.clock import rfc3339
 from ledger.errors import Contention, InvalidInput
 from ledger.settings import StoreSettings
-from projections import audit, beancount
+from projections import audit, beancount, event_log
 from projections.chain import Chain
 
 
 async def list_events(request: web.Request) -> web.Response:
-    q = parsing.query(request, models.PageQuery)
-    found = await run(request, request.app[READ_MODELS].events, limit=q.limit, after=q.after)
+    q = parsing.query(request, models.EventQuery)
+    read_models = request.app[READ_MODELS]
+    stream = q.stream
+    if stream is not None and not _is_uuid(stream):  # a user name: the account's stream
+        stream = str(account_id(identity.username(stream)))
+    log_filter = event_log.LogFilter(
+        stream=stream, name=q.type,
+        since=None if q.since is None else rfc3339(q.since),
+        until=None if q.until is None else rfc3339(q.until),
+    )
+    if log_filter == event_log.LogFilter():
+        found = await run(request, read_models.events, limit=q.limit, after=q.after)
+        return json_response({"items": [event_log.named(i) for i in found.items],
+                              "next": found.next})
+    found = await run(request, event_log.filtered, read_models.events, log_filter,
+                      limit=q.limit, after=q.after)
     return json_response(page(found))
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def get_journal(request: web.Request) -> web.Response:

@@ -385,6 +385,26 @@ ChartAccount = Annotated[
 Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
+class EventQuery(PageQuery):
+    stream: str | None = Field(
+        default=None, max_length=64,
+        pattern=r"^([0-9a-fA-F-]{32,36}|[A-Za-z0-9._-]{3,64})$",
+        description="Only this stream's events: an aggregate's id, or a user name (their "
+        "account's events).",
+    )
+    type: str | None = Field(
+        default=None, max_length=100, pattern=r"^[A-Za-z0-9_.:]{1,100}$",
+        description="Only events of this name (purchase_paid, as history and the journal "
+        "name them) or topic (ledger:Account.PurchasePaid).",
+    )
+    since: Moment | None = Field(
+        default=None, description="RFC 3339 time: only events recorded at or after it."
+    )
+    until: Moment | None = Field(
+        default=None, description="RFC 3339 time: only events recorded before it."
+    )
+
+
 class JournalQuery(PageQuery):
     account: ChartAccount | None = None
     currency: Currency | None = Field(default=None, description="Only entries in it.")
@@ -671,6 +691,10 @@ class LogEvent(Answer):
     stream: UUID = Field(description="The id of the aggregate the event belongs to.")
     version: int
     type: str = Field(description="The event's topic, e.g. ledger:Account.DepositReceived.")
+    name: str = Field(description="The event's name as history and the journal give it, "
+                      "e.g. deposit_received.")
+    aggregate: str = Field(description="What the stream is: account, refund_request or "
+                           "return_case.")
     at: datetime
     actor: str | None
     data: dict[str, Any] = Field(description="The event's own fields.")

@@ -183,8 +183,8 @@ ROUTES: tuple[Route, ...] = (
           links=_next("get_case", SAME_ID)),
     # -- finance and audit
     Route("GET", "/v1/events", finance.list_events, READ_BOOKS,
-          "The global event log, in order", BOOKS, {200: models.EventPage},
-          query=models.PageQuery, heavy=True),
+          "The global event log, in order; by stream, type and time", BOOKS,
+          {200: models.EventPage}, query=models.EventQuery, heavy=True),
     Route("GET", "/v1/journal", finance.get_journal, READ_BOOKS,
           "Balanced postings per money event, in log order", BOOKS,
           {200: models.JournalPage}, query=models.JournalQuery, heavy=True),

@@ -34,7 +34,8 @@ VIEW_FIELDS = {"id", "username", "order_no", "kind", "state", "opened_at", "ship
                "return_by", "days_open", "days_since_shipping", "thirty_day_guarantee",
                "overdue", "steps"}
 ADDED_FIELDS = {"currency", "opened_on", "guarantee_until", "postmark_date", "outcome",
-                "refund_amount", "freight_amount", "items", "overdue_reasons"}
+                "refund_amount", "freight_amount", "items", "overdue_reasons",
+                "allowed_actions"}
 BACKDATED_ACTOR = Actor("cs:backdate", "test-backdated")
 
 
@@ -339,7 +340,7 @@ async def test_a_case_cannot_expire_before_its_return_by(api: Api) -> None:
     assert_problem(reply, 409, "invalid_transition")
 
 
-async def test_an_open_case_may_be_cancelled_and_a_cancelled_one_takes_no_step(
+async def test_an_open_case_may_be_cancelled_and_a_cancelled_one_takes_no_step_but_notes(
     api: Api,
 ) -> None:
     username = await api.customer_with_order()
@@ -347,9 +348,13 @@ async def test_an_open_case_may_be_cancelled_and_a_cancelled_one_takes_no_step(
     await api.walk(case["id"], "goods_in_transit")
     cancelled = await api.step(case["id"], "cancel", {"reason": "customer keeps the goods"})
     assert cancelled["state"] == "cancelled"
-    for step, body in [("cancel", {"reason": "again"}), ("notes", {"text": "hello?"})]:
+    for step, body in [("cancel", {"reason": "again"}), ("forward", {})]:
         reply = await api.post(f"/v1/return-cases/{case['id']}/{step}", body, role="cs")
         assert_problem(reply, 409, "invalid_transition")
+    # a note is history the customer is told: it is taken in every state (issue 12)
+    told = await api.post(f"/v1/return-cases/{case['id']}/notes", {"text": "customer told"},
+                          role="cs")
+    assert told.status == 201, told.text
 
 
 async def test_a_step_replayed_with_its_idempotency_key_happens_once(api: Api) -> None:

@@ -237,3 +237,51 @@ async def test_reconciliation_as_of_a_moment_is_the_position_then(api: Api) -> N
     both = await api.get("/v1/reconciliation?as_of=2000-01-01T00:00:00Z&at_position=1",
                          role=FINANCE)
     assert_problem(both, 422, "validation_error")
+
+
+# -- the event log ------------------------------------------------------------------------------
+
+
+async def _events(api: Api, query: str) -> dict[str, Any]:
+    reply = await api.get(f"/v1/events?{query}", role="auditor")
+    assert reply.status == 200, reply.text
+    answer: dict[str, Any] = reply.json
+    return answer
+
+
+async def test_the_event_log_names_events_as_history_does(api: Api) -> None:
+    username = await _customer(api, "USD", 900, paid=100)
+    history = (await api.get(f"/v1/accounts/{username}/history")).json["items"]
+    page = await _events(api, f"stream={username}&limit=1000")
+    assert [e["name"] for e in page["items"]] == [h["type"] for h in history]
+    assert {e["aggregate"] for e in page["items"]} == {"account"}
+    assert [e["position"] for e in page["items"]] == [h["position"] for h in history]
+
+
+async def test_the_event_log_is_kept_to_one_type_and_a_time_range(api: Api) -> None:
+    username = await _customer(api, "USD", 900, paid=100)
+    mine = (await _events(api, f"stream={username}"))["items"]
+    paid = await _events(api, f"stream={username}&type=purchase_paid")
+    assert [e["name"] for e in paid["items"]] == ["purchase_paid"] * 4
+    by_topic = await _events(api, f"stream={username}&type=ledger:Account.PurchasePaid")
+    assert by_topic["items"] == paid["items"]
+    deposit = next(e for e in mine if e["name"] == "deposit_received")
+    since = await _events(api, f"stream={username}&since={deposit['at']}")
+    assert since["items"][0]["position"] == deposit["position"]
+    until = await _events(api, f"stream={username}&until={deposit['at']}")
+    assert [e["name"] for e in until["items"]] == ["opened"]
+
+
+async def test_a_filtered_log_pages_on_with_next(api: Api) -> None:
+    username = await _customer(api, "USD", 900, paid=100)
+    seen: list[int] = []
+    after = ""
+    for _ in range(10):
+        page = await _events(api, f"stream={username}&limit=2{after}")
+        seen += [e["position"] for e in page["items"]]
+        if page["next"] is None:
+            break
+        after = f"&after={page['next']}"
+    everything = await _events(api, f"stream={username}&limit=1000")
+    assert seen == [e["position"] for e in everything["items"]]
+    assert len(seen) == 6  # opened, deposit, four purchases
