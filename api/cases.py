@@ -19,6 +19,7 @@ from api.handlers import command, json_response
 from ledger import identity
 from ledger.commands import (
     AcceptReturnCase,
+    AddCaseEvidence,
     AddCaseNote,
     CancelReturnCase,
     CaseApplication,
@@ -130,6 +131,24 @@ async def cancel_case(request: web.Request) -> web.Response:
     return await command(request, CancelReturnCase, case_id, b.reason)
 
 
+async def add_case_evidence(request: web.Request) -> web.Response:
+    case_id = parsing.case_id(request)
+    b = await parsing.body(request, models.EvidenceAdd)
+    return await command(request, AddCaseEvidence, case_id, tuple(b.goods_photos),
+                         tuple(b.package_photos))
+
+
+def _evidence(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The case's photo references: at opening, then as they were added."""
+    found: dict[str, list[str]] = {"goods_photos": [], "package_photos": []}
+    for step in steps:
+        data = step["data"].get("evidence", step["data"]) if step["step"] in (
+            "opened", "evidence_added") else {}
+        for kind, photos in found.items():
+            photos.extend(data.get(kind, []))
+    return found
+
+
 async def add_case_note(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.CaseNoteAdd)
@@ -146,7 +165,7 @@ async def get_case(request: web.Request) -> web.Response:
         found = rm.return_case(case_id)
         if found is None:
             raise NotFound(f"no return case {case_id}", id=str(case_id))
-        return _with_actions(found, today)
+        return {**_with_actions(found, today), "evidence": _evidence(found["steps"])}
 
     return json_response(await read(request, case))
 

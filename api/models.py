@@ -89,7 +89,7 @@ CaseState = Literal[
 ]
 CaseAction = Literal[
     "supplier-review", "accept", "reject", "ship-back", "receive", "expire", "forward",
-    "resolve", "close", "cancel", "notes",
+    "resolve", "close", "cancel", "notes", "evidence",
 ]
 StateFilter = Literal[
     "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
@@ -276,6 +276,11 @@ class Resolve(Body):
         "(a freight_waived step) and not charged (e.g. it exceeds what the customer has "
         "available, which would refuse the resolution).",
     )
+
+
+class EvidenceAdd(Body):
+    goods_photos: PhotoRefs = Field(default_factory=list)
+    package_photos: PhotoRefs = Field(default_factory=list)
 
 
 class CaseNoteAdd(Body):
@@ -679,6 +684,8 @@ class CaseStep(Answer):
 
 class CaseDetail(CaseSummary):
     steps: list[CaseStep]
+    evidence: Evidence = Field(description="Every photo reference of the case: those given "
+                               "at opening and those added since (evidence_added steps).")
 
 
 class CasePage(Answer):

@@ -26,6 +26,7 @@ from ledger.account import Account, account_id
 from ledger.clock import utc_now
 from ledger.commands import (
     AcceptReturnCase,
+    AddCaseEvidence,
     AddCaseNote,
     ApproveRefund,
     CancelRefund,
@@ -406,6 +407,16 @@ class LedgerApplication(Application[UUID]):
             c.case_id, lambda case, on: case.cancel(c.reason, actor=actor, on=on)
         )
 
+    @_decides(AddCaseEvidence)
+    def _add_case_evidence(self, c: AddCaseEvidence, actor: Actor) -> Decision:
+        return self._case_step(
+            c.case_id,
+            lambda case, on: case.add_evidence(
+                list(c.goods_photos), list(c.package_photos), actor=actor, on=on
+            ),
+            "created",
+        )
+
     @_decides(AddCaseNote)
     def _add_case_note(self, c: AddCaseNote, actor: Actor) -> Decision:
         return self._case_step(
@@ -588,6 +599,16 @@ class LedgerApplication(Application[UUID]):
 
     def cancel_return_case(self, case_id: UUID, reason: str, **caller: Unpack[Caller]) -> Outcome:
         return self.execute(CancelReturnCase(case_id, reason), **caller)
+
+    def add_case_evidence(
+        self,
+        case_id: UUID,
+        goods_photos: list[str],
+        package_photos: list[str],
+        **caller: Unpack[Caller],
+    ) -> Outcome:
+        command = AddCaseEvidence(case_id, tuple(goods_photos), tuple(package_photos))
+        return self.execute(command, **caller)
 
     def add_case_note(self, case_id: UUID, text: str, **caller: Unpack[Caller]) -> Outcome:
         return self.execute(AddCaseNote(case_id, text), **caller)

@@ -519,6 +519,28 @@ class CancelReturnCase(_ReasonedCaseStep):
 
 
 @dataclass(frozen=True)
+class AddCaseEvidence(CaseStep):
+    """More photos for an open case (references to stored photos), after it was opened."""
+
+    name = "return_case.evidence"
+    goods_photos: tuple[str, ...]
+    package_photos: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        goods = tuple(identity.reference(p, field="goods_photos") for p in self.goods_photos)
+        package = tuple(
+            identity.reference(p, field="package_photos") for p in self.package_photos
+        )
+        if not goods and not package:
+            raise InvalidInput("give at least one photo reference", field="goods_photos")
+        self._normalise(goods_photos=goods, package_photos=package)
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        return {"id": str(self.case_id), "goods_photos": list(self.goods_photos),
+                "package_photos": list(self.package_photos)}
+
+
+@dataclass(frozen=True)
 class AddCaseNote(CaseStep):
     name = "return_case.note"
     text: str

@@ -44,6 +44,7 @@ STEP_FROM: dict[str, frozenset[str]] = {
     "close": frozenset({"resolved"}),
     "cancel": OPEN_STATES,
     "notes": NOTE_STATES,
+    "evidence": OPEN_STATES,
 }
 
 
@@ -125,6 +126,11 @@ class ReturnCase(Aggregate):
     class Closed(Event):
         TOPIC = "ledger:ReturnCase.Closed"
         note: str
+
+    class EvidenceAdded(Event):
+        TOPIC = "ledger:ReturnCase.EvidenceAdded"
+        goods_photos: list[str]
+        package_photos: list[str]
 
     class FreightWaived(Event):
         TOPIC = "ledger:ReturnCase.FreightWaived"
@@ -341,6 +347,24 @@ class ReturnCase(Aggregate):
         on: str,
     ) -> None:
         self.state = "resolved"
+
+    def add_evidence(
+        self, goods_photos: list[str], package_photos: list[str], *, actor: Actor, on: str
+    ) -> None:
+        """Photos sent after the case was opened (the supplier asks for another angle)."""
+        self._require("add evidence to", STEP_FROM["evidence"])
+        self._add_evidence(goods_photos, package_photos, actor.name, actor.request_id, on)
+
+    @event(EvidenceAdded)
+    def _add_evidence(
+        self,
+        goods_photos: list[str],
+        package_photos: list[str],
+        actor: str,
+        correlation_id: str,
+        on: str,
+    ) -> None:
+        pass  # the evidence is history: the case view gathers it from its steps
 
     def waive_freight(self, amount: int, reason: str, *, actor: Actor, on: str) -> None:
         """CS waives the freight of a resolution (with its reason): the customer is not

@@ -50,6 +50,7 @@ STATE_AFTER: dict[type[Any], str | None] = {
     ReturnCase.Cancelled: "cancelled",
     ReturnCase.NoteAdded: None,
     ReturnCase.FreightWaived: None,
+    ReturnCase.EvidenceAdded: None,
 }
 HANDLED: frozenset[type[Any]] = frozenset({ReturnCase.Opened, ReturnCase.Received, *STATE_AFTER})
 

@@ -53,6 +53,7 @@ MATRIX: list[tuple[str, str, Any, frozenset[str]]] = [
     ("POST", f"{C}/close", {}, CS_ONLY),
     ("POST", f"{C}/cancel", {"reason": "r"}, CS_ONLY),
     ("POST", f"{C}/notes", {"text": "t"}, CS_ONLY),
+    ("POST", f"{C}/evidence", {"goods_photos": ["p"]}, CS_ONLY),
     ("GET", "/v1/events", None, BOOKS),
     ("GET", "/v1/journal", None, BOOKS),
     ("GET", "/v1/reconciliation?currency=USD", None, BOOKS),

@@ -15,11 +15,11 @@ async def test_a_case_says_which_steps_cs_may_take_next(api: Api) -> None:
     username = await api.customer_with_order()
     case = await api.open_case(username)
     view = await api.case(case["id"])
-    assert view["allowed_actions"] == ["supplier-review", "cancel", "notes"]
+    assert view["allowed_actions"] == ["supplier-review", "cancel", "notes", "evidence"]
     await api.walk(case["id"], "accepted")
     # accepted, return_by still ahead: expiring is not yet possible
     assert (await api.case(case["id"]))["allowed_actions"] == [
-        "ship-back", "receive", "cancel", "notes"]
+        "ship-back", "receive", "cancel", "notes", "evidence"]
 
 
 async def test_every_allowed_action_is_one_the_ledger_takes(api: Api) -> None:
@@ -27,12 +27,12 @@ async def test_every_allowed_action_is_one_the_ledger_takes(api: Api) -> None:
     case = await api.open_case(username)
     await api.walk(case["id"], "received")
     view = await api.case(case["id"])
-    assert view["allowed_actions"] == ["forward", "cancel", "notes"]
+    assert view["allowed_actions"] == ["forward", "cancel", "notes", "evidence"]
     # and a step it does not list is refused
     reply = await api.post(f"/v1/return-cases/{case['id']}/close", {}, role=CS)
     assert_problem(reply, 409, "invalid_transition")
     await api.step(case["id"], "forward")
-    assert (await api.case(case["id"]))["allowed_actions"] == ["resolve", "cancel", "notes"]
+    assert (await api.case(case["id"]))["allowed_actions"] == ["resolve", "cancel", "notes", "evidence"]
 
 
 async def test_the_work_queue_is_one_call_for_every_open_case(api: Api) -> None:
@@ -155,3 +155,31 @@ async def test_history_amounts_carry_their_sign(api: Api) -> None:
         ("purchase_paid", 3_000, -3_000, -3_000),
         ("balance_refund_requested", 200, 0, -200),
     ]
+
+
+async def test_photos_sent_after_opening_are_added_to_the_case(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    await api.step(case["id"], "supplier-review")
+    # the supplier asks for a photo of the label; the customer sends two
+    reply = await api.post(f"/v1/return-cases/{case['id']}/evidence",
+                           {"goods_photos": ["photo-label"], "package_photos": ["photo-tape"]},
+                           role=CS)
+    assert reply.status == 201, reply.text
+    view = await api.case(case["id"])
+    assert view["evidence"] == {"goods_photos": ["photo-goods-1", "photo-label"],
+                                "package_photos": ["photo-box-1", "photo-tape"]}
+    assert view["steps"][-1]["step"] == "evidence_added"
+    assert view["state"] == "supplier_review"
+    assert "evidence" in view["allowed_actions"]
+
+
+async def test_photos_need_at_least_one_reference_and_an_open_case(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    empty = await api.post(f"/v1/return-cases/{case['id']}/evidence", {}, role=CS)
+    assert_problem(empty, 422, "validation_error")
+    await api.step(case["id"], "cancel", {"reason": "kept it"})
+    late = await api.post(f"/v1/return-cases/{case['id']}/evidence",
+                          {"goods_photos": ["p"]}, role=CS)
+    assert_problem(late, 409, "invalid_transition")

@@ -62,7 +62,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", C): READERS,
     **{("POST", f"{C}/{step}"): CS for step in (
         "supplier-review", "accept", "reject", "ship-back", "receive", "expire", "forward",
-        "resolve", "close", "cancel", "notes")},
+        "resolve", "close", "cancel", "notes", "evidence")},
     ("GET", "/v1/events"): BOOKS,
     ("GET", "/v1/journal"): BOOKS,
     ("GET", "/v1/reconciliation"): BOOKS,
@@ -106,6 +106,7 @@ BODIES: dict[tuple[str, str], Callable[[World], Any]] = {
     ("POST", f"{C}/close"): lambda w: {},
     ("POST", f"{C}/cancel"): lambda w: {"reason": "the customer asked"},
     ("POST", f"{C}/notes"): lambda w: {"text": "called the customer"},
+    ("POST", f"{C}/evidence"): lambda w: {"goods_photos": ["photo-later"]},
 }
 QUERIES = {"/v1/reconciliation": "?currency=USD"}
 
