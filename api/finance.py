@@ -16,6 +16,7 @@ export, the hash chain's head and ``verify``.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -108,6 +109,21 @@ async def get_reconciliation(request: web.Request) -> web.Response:
         return {"position": position, "currencies": each, "ok": all(c["ok"] for c in each)}
 
     return json_response(await read_at(request, reconcile))
+
+
+DEFAULT_IDLE_DAYS = 90
+
+
+async def get_unmatched(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.UnmatchedQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+    idle_before = q.idle_before or request.app[LEDGER].clock() - timedelta(
+        days=q.idle_days or DEFAULT_IDLE_DAYS)
+
+    def unmatched(rm: ReadSide) -> dict[str, Any]:
+        return rm.unmatched(currency=currency, idle_before=idle_before, limit=q.limit)
+
+    return json_response(await read(request, unmatched))
 
 
 async def export_beancount(request: web.Request) -> web.Response:

@@ -440,6 +440,26 @@ class ReconciliationQuery(Query):
         return self
 
 
+class UnmatchedQuery(Query):
+    currency: Currency | None = Field(default=None, description="Only this currency's.")
+    idle_days: int | None = Field(
+        default=None, ge=1, le=3650,
+        description="A balance is idle when its account's last event is older than this many "
+        "days (default 90).",
+    )
+    idle_before: Moment | None = Field(
+        default=None, description="RFC 3339 time: or, idle when untouched since before it."
+    )
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE,
+                       description="The most items listed in each section.")
+
+    @model_validator(mode="after")
+    def _one_cut_off(self) -> UnmatchedQuery:
+        if self.idle_days is not None and self.idle_before is not None:
+            raise ValueError("give idle_days or idle_before, not both")
+        return self
+
+
 class ExportQuery(Query):
     currency: Currency | None = Field(default=None, description="Only this currency's entries.")
 
@@ -779,6 +799,66 @@ class ReconciliationReport(Answer):
 
 class ReconciliationAnswer(RootModel[Reconciliation | ReconciliationReport]):
     """One currency's reconciliation (?currency=), or every currency's."""
+
+
+class NeverSpent(Answer):
+    username: str
+    currency: str
+    deposited: int
+    available: int
+    first_deposit_at: datetime
+
+
+class IdleBalance(Answer):
+    username: str
+    currency: str
+    available: int
+    last_event_at: datetime
+
+
+class WaitingRequest(Answer):
+    id: UUID
+    username: str
+    currency: str
+    order_no: str
+    amount: int
+    requested_at: datetime
+    updated_at: datetime
+
+
+class NeverSpentSection(Answer):
+    count: int = Field(description="How many, all of them (items lists at most ?limit).")
+    amount: int = Field(description="Their available balances summed.")
+    items: list[NeverSpent]
+
+
+class IdleSection(Answer):
+    count: int
+    amount: int = Field(description="Their available balances summed.")
+    items: list[IdleBalance]
+
+
+class RequestSection(Answer):
+    count: int
+    amount: int = Field(description="The requests' amounts summed.")
+    items: list[WaitingRequest]
+
+
+class Unmatched(Answer):
+    """Money that stands out (DOMAIN.md): oldest first in each section."""
+
+    currency: str | None
+    idle_before: datetime = Field(description="Balances untouched since before this are idle.")
+    deposits_never_spent: NeverSpentSection = Field(
+        description="Accounts that received deposits and never paid for anything."
+    )
+    idle_balances: IdleSection = Field(
+        description="Accounts with money available and no event since idle_before."
+    )
+    refunds_waiting: RequestSection = Field(
+        description="Balance-refund requests waiting for finance's decision (requested)."
+    )
+    payouts_not_paid: RequestSection = Field(description="Requests approved, not paid out.")
 
 
 class ChainDamage(Answer):

@@ -195,6 +195,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/reconciliation", finance.get_reconciliation, READ_BOOKS,
           "Totals, customer balances, trial balance and invariants at a log position", BOOKS,
           {200: models.ReconciliationAnswer}, query=models.ReconciliationQuery, heavy=True),
+    Route("GET", "/v1/reconciliation/unmatched", finance.get_unmatched, READ_BOOKS,
+          "Unmatched money: deposits never spent, idle balances, refunds waiting, payouts "
+          "approved but not paid", BOOKS, {200: models.Unmatched},
+          query=models.UnmatchedQuery, heavy=True),
     Route("GET", "/v1/audit/verify", finance.audit_verify, AUDIT,
           "Re-derive history and check it: hash chain, invariants, read models", BOOKS,
           {200: models.VerifyReport}, query=models.NoQuery, problems=(503,), heavy=True),

@@ -37,7 +37,15 @@ from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
 from ledger.errors import HistoryDamaged, NotReady
 from ledger.settings import StoreSettings
-from projections import accounts, journal, orders, reconciliation, refund_requests, return_cases
+from projections import (
+    accounts,
+    journal,
+    orders,
+    reconciliation,
+    refund_requests,
+    return_cases,
+    unmatched,
+)
 from projections.accounts import AccountsProjection
 from projections.batches import BatchApplier
 from projections.chain import Damage, SealWatch, damage_after
@@ -371,6 +379,15 @@ class ReadModels:
 
     def position_as_of(self, moment: datetime) -> int:
         return reconciliation.position_as_of(self._accounts, rfc3339(moment))
+
+    def unmatched(
+        self, *, currency: str | None, idle_before: datetime, limit: int
+    ) -> dict[str, Any]:
+        """Money that stands out (``projections.unmatched``)."""
+        return unmatched.report(
+            self._accounts, self._requests, currency=currency,
+            idle_before=rfc3339(idle_before), limit=limit,
+        )
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,8 @@ async def test_every_allowed_action_is_one_the_ledger_takes(api: Api) -> None:
     reply = await api.post(f"/v1/return-cases/{case['id']}/close", {}, role=CS)
     assert_problem(reply, 409, "invalid_transition")
     await api.step(case["id"], "forward")
-    assert (await api.case(case["id"]))["allowed_actions"] == ["resolve", "cancel", "notes", "evidence"]
+    assert (await api.case(case["id"]))["allowed_actions"] == [
+        "resolve", "cancel", "notes", "evidence"]
 
 
 async def test_the_work_queue_is_one_call_for_every_open_case(api: Api) -> None:

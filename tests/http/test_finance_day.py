@@ -285,3 +285,50 @@ async def test_a_filtered_log_pages_on_with_next(api: Api) -> None:
     everything = await _events(api, f"stream={username}&limit=1000")
     assert seen == [e["position"] for e in everything["items"]]
     assert len(seen) == 6  # opened, deposit, four purchases
+
+
+# -- unmatched money ----------------------------------------------------------------------------
+
+
+async def test_unmatched_money_stands_out_in_one_report(api: Api) -> None:
+    # Given, in a currency of its own: a customer who deposited and never bought, one who
+    # bought, a request waiting and one approved but not paid
+    currency = "CHF"
+    idle = await _customer(api, currency, 400)
+    buyer = await _customer(api, currency, 1_000, paid=100)
+    waiting = await _request(api, buyer, 30)
+    approved = await _request(api, buyer, 20)
+    await api.post(f"/v1/refund-requests/{approved['id']}/approve", {}, role=FINANCE)
+    # When finance asks what stands out (everything before a minute from now is "idle")
+    later = await api.get(f"/v1/reconciliation/unmatched?currency={currency}"
+                          "&idle_before=2999-01-01T00:00:00Z", role=FINANCE)
+    assert later.status == 200, later.text
+    report = later.json
+    # Then each kind of unmatched money is listed, counted and summed
+    never = report["deposits_never_spent"]
+    assert [i["username"] for i in never["items"]] == [idle]
+    assert (never["count"], never["amount"], never["items"][0]["deposited"]) == (1, 400, 400)
+    assert {i["username"] for i in report["idle_balances"]["items"]} == {idle, buyer}
+    assert [i["id"] for i in report["refunds_waiting"]["items"]] == [waiting["id"]]
+    assert report["refunds_waiting"]["amount"] == 30
+    assert [i["id"] for i in report["payouts_not_paid"]["items"]] == [approved["id"]]
+    # and balances touched within the last day are not idle
+    today = await api.get(f"/v1/reconciliation/unmatched?currency={currency}&idle_days=1",
+                          role="auditor")
+    assert today.json["idle_balances"] == {"count": 0, "amount": 0, "items": []}
+
+
+async def test_the_unmatched_report_lists_at_most_its_limit_but_counts_them_all(
+    api: Api,
+) -> None:
+    currency = "SEK"
+    for _ in range(3):
+        await _customer(api, currency, 100)
+    reply = await api.get(f"/v1/reconciliation/unmatched?currency={currency}&limit=2",
+                          role=FINANCE)
+    assert reply.status == 200, reply.text
+    never = reply.json["deposits_never_spent"]
+    assert never["count"] >= 3 and len(never["items"]) == 2
+    both = await api.get("/v1/reconciliation/unmatched?idle_days=1"
+                         "&idle_before=2026-01-01T00:00:00Z", role=FINANCE)
+    assert_problem(both, 422, "validation_error")

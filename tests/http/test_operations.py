@@ -15,7 +15,8 @@ from tests.http.conftest import Api, Reply, assert_problem, case_body, days_from
 ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/expire"),
              ("get", "/v1/audit/digest"),
              # issue 12: the customer list, photos added to an open case
-             ("get", "/v1/accounts"), ("post", "/v1/return-cases/{id}/evidence")}
+             ("get", "/v1/accounts"), ("post", "/v1/return-cases/{id}/evidence"),
+             ("get", "/v1/reconciliation/unmatched")}
 CONTRACT = {
     ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
     ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),

@@ -66,6 +66,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/events"): BOOKS,
     ("GET", "/v1/journal"): BOOKS,
     ("GET", "/v1/reconciliation"): BOOKS,
+    ("GET", "/v1/reconciliation/unmatched"): BOOKS,
     ("GET", "/v1/export/beancount"): BOOKS,
     ("GET", "/v1/audit/verify"): AUDITOR,
     ("GET", "/v1/audit/digest"): AUDITOR,
