@@ -134,9 +134,9 @@ async def test_orders_show_paid_credited_back_and_refundable(api: Api) -> None:
     assert reply.json == {
         "items": [
             {"order_no": "O-1", "paid": 300, "credited_back": 100, "refundable": 200,
-             "cases": []},
+             "order_refundable": 200, "cases": [], "case_details": []},
             {"order_no": "O-2", "paid": 200, "credited_back": 0, "refundable": 200,
-             "cases": []},
+             "order_refundable": 200, "cases": [], "case_details": []},
         ],
         "next": None,
     }

@@ -60,12 +60,14 @@ async def test_the_event_log_pages_every_event_once_in_order(api: Api) -> None:
         "ledger:Account.DepositReceived"] * 3
     assert [e["version"] for e in mine] == [1, 2, 3, 4]
     assert [e["data"].get("amount") for e in mine[1:]] == [10, 11, 12]
-    assert all(set(e) == {"position", "stream", "version", "type", "at", "actor", "data"}
+    assert all(set(e) == {"position", "stream", "version", "type", "name", "aggregate", "at",
+                          "actor", "data"}
                for e in seen)
     assert mine[0]["actor"].startswith("system:")
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "after=-1", "after=x", "type=a"])
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "after=-1", "after=x", "kind=a",
+                                   "since=yesterday", "type=a%20b"])
 async def test_a_bad_event_log_query_is_refused(api: Api, query: str) -> None:
     assert_problem(await api.get(f"/v1/events?{query}", role="auditor"), 422,
                    "validation_error")
