@@ -12,7 +12,10 @@ finance: approve, reject and pay refund requests; reconciliation; read all but v
 auditor: read everything, audit and export; write nothing.
 
 Beyond API.md: ``POST /v1/return-cases/{id}/expire`` (the lifecycle's "expired" needs a step
-to reach it) and ``GET /v1/audit/digest`` (the chain's head, to keep outside the database).
+to reach it) and ``GET /v1/audit/digest`` (the chain's head, to keep outside the database);
+issue 12's ``GET /v1/accounts`` (the customer list: cs, finance, auditor),
+``POST /v1/return-cases/{id}/evidence`` (photos after opening) and
+``GET /v1/reconciliation/unmatched`` (money that stands out: finance, auditor).
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ ROUTES: tuple[Route, ...] = (
           {201: models.CaseWritten}, body=models.EvidenceAdd, problems=(404, 409),
           links=_next("get_case", SAME_ID)),
     Route("POST", f"{C}/notes", cases.add_case_note, MOVE_CASES,
-          "Add a progress note (any open step, or resolved)", CASES,
+          "Add a progress note (in any state: an ended case's too)", CASES,
           {201: models.CaseWritten}, body=models.CaseNoteAdd, problems=(404, 409),
           links=_next("get_case", SAME_ID)),
     # -- finance and audit
