@@ -81,6 +81,9 @@ Reference = Annotated[
     ),
 ]
 Text = Annotated[StrictStr, Field(max_length=2000, description="Free text, trimmed.")]
+NonBlankText = Annotated[
+    StrictStr, Field(min_length=1, max_length=2000, pattern=NOT_BLANK_PATTERN)
+]
 Status = Literal["requested", "approved", "rejected", "cancelled", "paid"]
 CaseKind = Literal["delivery_error", "defective", "damaged", "quality_problem"]
 CaseState = Literal[
@@ -240,16 +243,28 @@ class Receive(Body):
 
 # A refund may name its amount; an exchange or a repair names its outbound tracking and no
 # refund amount (ledger.commands.ResolveReturnCase): stated in the document too.
+# A freight waiver waives some freight: with a reason, freight_amount is at least 1.
 _RESOLVE_RULES: JsonDict = {
-    "anyOf": [
-        {"properties": {"outcome": {"const": "refund"}}},
+    "allOf": [
         {
-            "properties": {
-                "outcome": {"enum": ["exchange", "repair"]},
-                "refund_amount": {"type": "null"},
-                "tracking": {"type": "string"},
-            },
-            "required": ["tracking"],
+            "anyOf": [
+                {"properties": {"outcome": {"const": "refund"}}},
+                {
+                    "properties": {
+                        "outcome": {"enum": ["exchange", "repair"]},
+                        "refund_amount": {"type": "null"},
+                        "tracking": {"type": "string"},
+                    },
+                    "required": ["tracking"],
+                },
+            ]
+        },
+        {
+            "anyOf": [
+                {"not": {"required": ["freight_waiver_reason"]}},
+                {"properties": {"freight_waiver_reason": {"type": "null"}}},
+                {"properties": {"freight_amount": {"minimum": 1}}},
+            ]
         },
     ]
 }
@@ -270,7 +285,7 @@ class Resolve(Body):
     tracking: Reference | None = Field(
         default=None, description="The outbound tracking of an exchange or repair."
     )
-    freight_waiver_reason: Text | None = Field(
+    freight_waiver_reason: NonBlankText | None = Field(
         default=None,
         description="Waive the freight_amount for this reason: it is recorded on the case "
         "(a freight_waived step) and not charged (e.g. it exceeds what the customer has "
@@ -279,12 +294,18 @@ class Resolve(Body):
 
 
 class EvidenceAdd(Body):
+    # At least one photo reference, in either list: stated in the document too.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["goods_photos"], "properties": {"goods_photos": {"minItems": 1}}},
+        {"required": ["package_photos"], "properties": {"package_photos": {"minItems": 1}}},
+    ]})
+
     goods_photos: PhotoRefs = Field(default_factory=list)
     package_photos: PhotoRefs = Field(default_factory=list)
 
 
 class CaseNoteAdd(Body):
-    text: Annotated[StrictStr, Field(min_length=1, max_length=2000, pattern=NOT_BLANK_PATTERN)]
+    text: NonBlankText
 
 
 # -- query strings ------------------------------------------------------------------------------
