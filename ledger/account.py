@@ -12,6 +12,7 @@ their bodies run again on every replay. Every event carries who did it and in wh
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -117,8 +118,8 @@ class Account(Aggregate):
         self.posted = 0
         # request id -> amount held for it, while the request is open
         self.holds: dict[str, int] = {}
-        # payment reference -> [amount, version of the deposit event]
-        self.deposits: dict[str, list[int]] = {}
+        # payment reference -> (amount, version of the deposit event)
+        self.deposits: dict[str, tuple[int, int]] = {}
         # order number -> [paid, credited back]
         self.orders: dict[str, list[int]] = {}
         # order number -> the open refund request on it
@@ -180,7 +181,7 @@ class Account(Aggregate):
     ) -> None:
         self.posted += amount
         # the version this event will have once applied (the library bumps it after the body)
-        self.deposits[reference] = [amount, self.version + 1]
+        self.deposits[reference] = (amount, self.version + 1)
 
     def pay_purchase(self, order_no: str, amount: int, *, actor: Actor) -> bool:
         """Pay for an order. An order number paid before with the same amount is the same
@@ -337,6 +338,21 @@ class Account(Aggregate):
         self.posted -= amount
 
     # -- internals --------------------------------------------------------------------------
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Account:
+        """The copy eventsourcing's cache hands a command, as deep as ``copy.deepcopy``'s at a
+        fraction of its cost, which grew with the account's history (an entry per deposit
+        reference) and was half the time of a decision. Every field is an immutable value or
+        a dict of them (deposits: tuples), except the orders' [paid, credited back] lists."""
+        copy = object.__new__(type(self))
+        state = self.__dict__.copy()
+        for name in ("holds", "deposits", "open_request_by_order"):
+            state[name] = state[name].copy()
+        state["orders"] = {order_no: list(sums) for order_no, sums in self.orders.items()}
+        state["_pending_events"] = [deepcopy(e, memo) for e in self._pending_events]
+        copy.__dict__.update(state)
+        return copy
+
 
     def _order(self, order_no: str) -> list[int]:
         try:

@@ -30,7 +30,7 @@ DEFAULT_MAX_WAITING = 64
 # nothing (a refusal, a duplicate) is decided again from the store before it is answered.
 CACHE = {"AGGREGATE_CACHE_MAXSIZE": "5000", "AGGREGATE_CACHE_FASTFORWARD": "n"}
 SQLITE_FACTORY_TOPIC = "projections.store:DurableSQLiteFactory"
-POSTGRES_FACTORY_TOPIC = "eventsourcing.postgres:PostgresFactory"
+POSTGRES_FACTORY_TOPIC = "projections.pgpool:CheckedPostgresFactory"
 # The recorders that seal each event as they record it (projections.store).
 SQLITE_RECORDER_TOPIC = "projections.store:SealingSQLiteRecorder"
 POSTGRES_RECORDER_TOPIC = "projections.store:SealingPostgresRecorder"
@@ -115,6 +115,7 @@ class StoreSettings:
             "POSTGRES_LOCK_TIMEOUT": str(DEFAULT_LOCK_TIMEOUT_S),
             "POSTGRES_CONNECT_TIMEOUT": str(DEFAULT_CONNECT_TIMEOUT_S),
             "POSTGRES_MAX_WAITING": str(DEFAULT_MAX_WAITING),
+            # Checked when handed out, by a look at the socket first (projections.pgpool).
             "POSTGRES_PRE_PING": "y",
             # Off on purpose: with it on, the insert function takes no table lock (see FACTS.md).
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

@@ -6,6 +6,7 @@ held = open refund requests; available = posted - held, never negative; refundab
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -716,4 +717,31 @@ def test_every_event_carries_the_actor_and_the_http_request_that_caused_it(
         Account.BalanceRefundPaidOut,
         Account.ReturnRefundCredited,
         Account.FreightCharged,
+    ]
+
+
+# -- the copy a command is handed ----------------------------------------------------------------
+
+
+def test_a_copy_of_an_account_shares_nothing_a_command_can_change(
+    account: Account, system: Actor
+) -> None:
+    account.receive_deposit(1_000, "PAY-1", actor=system)
+    account.pay_purchase("ORD-1", 300, actor=system)
+    account.hold_for_refund_request("req-1", "PAY-1", 100, "too much", actor=system)
+    account.collect_events()
+    before = state_of(account)
+
+    copied = copy.deepcopy(account)
+    assert state_of(copied) == before
+    assert copied.id == account.id and copied.created_on == account.created_on
+    copied.receive_deposit(50, "PAY-2", actor=system)
+    copied.fail_purchase("ORD-1", 200, "lost", actor=system)
+    copied.release_refund_hold("req-1", "rejected", "no", actor=system)
+    copied.pay_purchase("ORD-2", 10, actor=system)
+
+    assert state_of(account) == before
+    assert account.collect_events() == []
+    assert [type(e).__name__ for e in copied.collect_events()] == [
+        "DepositReceived", "PurchaseFailed", "BalanceRefundReleased", "PurchasePaid",
     ]

@@ -1,0 +1,40 @@
+"""PostgreSQL connections handed out checked, cheaply.
+
+eventsourcing's pre-ping (``POSTGRES_PRE_PING``) sends an empty statement on every connection the
+pool hands out: a round trip before each transaction, about 0.4 ms of a commit's 2.6 ms and a
+sixth of the model tests' time. ``PostgresFactory`` here checks a connection the same way only
+when its socket says something happened while it sat idle. An idle connection in autocommit
+receives nothing unless the server has spoken to it: the message a server sends as it ends a
+session (a restart, a terminated backend) or the end of the stream when the process died. So a
+connection with nothing to read is handed out as it is; one with something to read is pinged,
+and the pool replaces it when the ping fails, as before. A connection that breaks after the
+check fails its statement as it did under pre-ping too, and the recorders' bounded retry asks
+again on another connection.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+import psycopg
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.utils import Environment, EnvType
+
+
+def check_if_disturbed(connection: Any) -> None:
+    """The pool's check: raises when a connection the server spoke to while idle is broken."""
+    if connection.closed or connection.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    if readable:  # the server said something (or hung up) while no one was asking: ping
+        connection.execute("")
+
+
+class CheckedPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, its pool checking connections only when disturbed."""
+
+    def __init__(self, env: Environment | EnvType | None):
+        super().__init__(env)
+        # The pool is made closed (eventsourcing opens it at first use): set its check now.
+        self.datastore.pool._check = check_if_disturbed
