@@ -43,6 +43,7 @@ from api.finance import default_verifier
 from api.limits import LIMITS, Admission, Lane, Limits, deadline_middleware
 from api.observability import METRICS, Metrics, observe_middleware
 from api.operations import OPENAPI_JSON
+from api.people import staff_directory
 from api.problems import problem_middleware
 from api.routes import ROUTES
 from api.routing import register
@@ -147,5 +148,6 @@ def create_app(
         await in_executor(app, app[READ_MODELS].close)
 
     app.cleanup_ctx.extend([executor, ledger, read_side])
+    app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
     return app
 

@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -331,3 +331,96 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
     partial = output.with_name(f".{output.name}.partial")
     partial.write_text(text)
     partial.replace(output)  # a failed export never leaves half a file
+
+
+# -- named staff (issue 11) ----------------------------------------------------------------------
+
+
+@main.group()
+def staff() -> None:
+    """Named staff: each person has a role and a token of their own (only its hash is kept).
+
+    Every server honours a change within a second or two."""
+
+
+def _staff_app(command: str) -> AbstractContextManager[LedgerApplication]:
+    return _application(_settings(f"staff {command}"), f"staff {command}")
+
+
+def _operator(by: str | None) -> Any:
+    from ledger.identity import Actor
+
+    who = (by or os.environ.get("USER") or "operator").strip() or "operator"
+    return Actor.of_person(who, "system", f"cli-staff-{os.getpid()}")
+
+
+def _staff_do(command: str, action: Any) -> Any:
+    from eventsourcing.application import AggregateNotFoundError
+
+    from ledger.errors import LedgerError
+
+    with _staff_app(command) as app:
+        def load(aggregate_id: Any) -> Any:
+            try:
+                return app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+
+        try:
+            return action(load, app.save)
+        except LedgerError as error:
+            _refuse(f"staff {command}", error.detail, exit_code=1)
+
+
+BY_OPTION = click.option("--by", default=None,
+                         help="Who is doing this, for the history (default: $USER).")
+
+
+@staff.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["cs", "finance", "auditor", "system"]), required=True)
+@BY_OPTION
+def staff_add(name: str, role: str, by: str | None) -> None:
+    """Add NAME with ROLE; prints their token once (it is not kept: only its hash is)."""
+    from ledger import staff as people
+
+    token = _staff_do("add", lambda load, save: people.add(load, save, name, role,
+                                                            actor=_operator(by)))
+    click.echo(token)
+
+
+@staff.command("rotate")
+@click.argument("name")
+@BY_OPTION
+def staff_rotate(name: str, by: str | None) -> None:
+    """A new token for NAME (printed once); the old one stops working."""
+    from ledger import staff as people
+
+    click.echo(_staff_do("rotate", lambda load, save: people.rotate(load, save, name,
+                                                                    actor=_operator(by))))
+
+
+@staff.command("revoke")
+@click.argument("name")
+@BY_OPTION
+def staff_revoke(name: str, by: str | None) -> None:
+    """NAME's token stops working, on every server within a second or two."""
+    from ledger import staff as people
+
+    _staff_do("revoke", lambda load, save: people.revoke(load, save, name, actor=_operator(by)))
+    click.echo(f"revoked {name.strip().lower()}")
+
+
+@staff.command("list")
+def staff_list() -> None:
+    """Everyone on the staff: name, role, active or revoked, and who last changed them."""
+    from projections.staff import StaffDirectory
+
+    with _staff_app("list") as app:
+        directory = StaffDirectory(app)
+        directory.refresh()
+        for person in directory.people():
+            state = "revoked" if person.revoked else "active"
+            click.echo(f"{person.name}\t{person.role}\t{state}\t"
+                       f"added {person.added_at} by {person.added_by}\t"
+                       f"changed {person.changed_at} by {person.changed_by}")

@@ -605,6 +605,11 @@ class RefundRequestWritten(Answer):
         "step); null while it is neither.",
     )
     position: int
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="The people who approved the request so far (four eyes: none of them may "
+        "pay it).",
+    )
 
 
 class RefundRequestItem(Answer):
@@ -934,3 +939,13 @@ class Problem(Answer):
     request_id: str | None = None
     errors: list[FieldError] | None = None
     reason: str | None = None
+
+
+class Me(Answer):
+    """Who the bearer is (``GET /v1/me``)."""
+
+    person: str = Field(description="The person: a member of staff, the identity provider's "
+                        "subject, or the role of a shared role token.")
+    role: str = Field(description="The role they act in.")
+    actor: str = Field(description="What events record of them: role:person, or role and a "
+                       "token fingerprint for a shared role token.")

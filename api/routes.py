@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aiohttp.typedefs import Handler
 
-from api import cases, docs, finance, handlers, models, operations
+from api import cases, docs, finance, handlers, models, operations, people
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
 from api.routing import Link, Media, Route
 
@@ -227,5 +227,16 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/docs/static/{name}", docs.docs_asset, ANY_ROLE,
           "An asset of the Swagger UI page", OPERATIONS,
           {200: Media("text/css", more_types=("text/javascript", "image/png"))},
+          problems=(404,)),
+    # -- people (issue 11): who is calling, and the console (its page asks for a token)
+    Route("GET", "/v1/me", people.get_me, ANY_ROLE,
+          "Who the bearer is: their person and the role they act in", OPERATIONS,
+          {200: models.Me}, query=models.NoQuery),
+    Route("GET", "/console/", people.console_page, None,
+          "The console: the day's work in a browser (no token needed to load it)", OPERATIONS,
+          {200: Media("text/html")}),
+    Route("GET", "/console/{name}", people.console_asset, None,
+          "A file of the console", OPERATIONS,
+          {200: Media("text/css", more_types=("text/javascript", "text/html"))},
           problems=(404,)),
 )

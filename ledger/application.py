@@ -64,7 +64,7 @@ from ledger.pipeline import (
     Outcome,
     Pipeline,
 )
-from ledger.refund_request import RefundRequest
+from ledger.refund_request import RefundRequest, second_approval_thresholds
 from ledger.return_case import ReturnCase
 
 __all__ = [
@@ -132,6 +132,10 @@ class LedgerApplication(Application[UUID]):
         self.clock = clock
         self.committer = Committer(self, housekeeping=self.prune_keys)
         self.pipeline = Pipeline(self, max_attempts=max_attempts, lock_timeout_s=lock_timeout_s)
+        # Per currency, the amount (minor units) above which a refund needs two approvals.
+        self.second_approval_above = second_approval_thresholds(
+            self.env.get("LEDGER_SECOND_APPROVAL_ABOVE")
+        )
 
     def close(self) -> None:
         self.committer.stop()
@@ -229,7 +233,8 @@ class LedgerApplication(Application[UUID]):
     @_decides(ApproveRefund)
     def _approve_refund(self, c: ApproveRefund, actor: Actor) -> Decision:
         request = self.refund_request(c.request_id)
-        request.approve(c.note, actor=actor)
+        request.approve(c.note, actor=actor,
+                        second_approval_above=self.second_approval_above.get(request.currency))
         return Decision((request,), request.snapshot(), "ok")
 
     @_decides(RejectRefund)

@@ -73,6 +73,12 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class FourEyes(Conflict):
+    """A payout needs a second person: whoever approved a refund request cannot pay it."""
+
+    code = "four_eyes"
+
+
 class RequestOpenForOrder(Conflict):
     code = "request_open_for_order"
 

@@ -436,11 +436,12 @@ class Pipeline:
 class KeyGuard:
     """The idempotency key of one command: replays what it did, or records what it does.
 
-    A key belongs to the caller (the role), not to the token it came with."""
+    A key belongs to the caller (the person; a shared role token's person is its role), not to
+    the token it came with."""
 
     def __init__(self, ledger: Ledger, actor: Actor, key: str, fingerprint: str) -> None:
         self.ledger = ledger
-        self.caller = actor.role
+        self.caller = actor.person
         self.id = record_id(self.caller, key)
         self.fingerprint = fingerprint
         self.expired: KeyRecord | None = None
