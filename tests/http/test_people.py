@@ -295,3 +295,20 @@ async def test_at_the_threshold_one_approval_is_enough(
     _, rid = await requested(api2, amount=THRESHOLD)
     approved = await api2.post(f"/v1/refund-requests/{rid}/approve", {}, role="ann")
     assert approved.json["status"] == "approved", approved.text
+
+
+@pytest.mark.parametrize(("setting", "says"), [
+    ({"LEDGER_JWT_ISSUER": ISSUER}, "LEDGER_JWT_AUDIENCE"),
+    ({"LEDGER_JWT_ISSUER": ISSUER, "LEDGER_JWT_AUDIENCE": AUDIENCE,
+      "LEDGER_JWKS_FILE": "/nonexistent/jwks.json"}, "not a usable JWKS document"),
+    ({"LEDGER_SECOND_APPROVAL_ABOVE": "USD=lots"}, "LEDGER_SECOND_APPROVAL_ABOVE"),
+])
+def test_unusable_people_settings_refuse_to_start(server: Server, setting: dict[str, str],
+                                                  says: str) -> None:
+    started = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], cwd=server.log_path.parent,
+        env={**_env(), "LEDGER_DATABASE_URL": server.database_url, **setting},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert started.returncode == 2, started.stderr
+    assert says in started.stderr
