@@ -114,6 +114,16 @@ def _bounds_from_env() -> dict[str, Any]:
     return options
 
 
+def _check_people_settings() -> None:
+    """Issue 11's settings, checked before the server starts (exit 2 when unusable): the
+    identity provider (``LEDGER_JWT_*``) and ``LEDGER_SECOND_APPROVAL_ABOVE``."""
+    from api.signin import SignIn
+    from ledger.refund_request import second_approval_thresholds
+
+    SignIn.from_env()
+    second_approval_thresholds(os.environ.get("LEDGER_SECOND_APPROVAL_ABOVE"))
+
+
 @click.group()
 def main() -> None:
     """The ledger of a cross-border shopping agent's customer money."""
@@ -142,6 +152,7 @@ def serve(host: str, port: int) -> None:
         if unreachable is not None:
             raise ValueError(unreachable)
         tokens = _tokens()
+        _check_people_settings()
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)

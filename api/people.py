@@ -42,7 +42,7 @@ def identify_person(app: web.Application, token: str) -> tuple[str, tuple[str, .
 
 async def staff_directory(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the directory, read once before serving, then refreshed in the background."""
-    directory = StaffDirectory(app[LEDGER])
+    directory = StaffDirectory(app[LEDGER])  # type: ignore[index]
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, directory.refresh)
     app[STAFF] = directory

@@ -138,7 +138,8 @@ ROUTES: tuple[Route, ...] = (
           {200: models.RefundRequestWritten}, body=models.Cancel, problems=(404, 409),
           links=_next("get_refund_request", SAME_ID)),
     Route("POST", f"{R}/pay", handlers.pay_refund, DECIDE_REFUNDS,
-          "Record the payout of an approved refund", REFUNDS,
+          "Record the payout of an approved refund; not by whoever approved it (409 four_eyes)",
+          REFUNDS,
           {200: models.RefundRequestWritten}, body=models.Pay, problems=(404, 409),
           links=_next("get_refund_request", SAME_ID)),
     # -- return and exchange cases

@@ -19,16 +19,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from ledger.errors import InvalidInput, InvalidTransition, NotFound
 from ledger.identity import Actor
 
 STAFF_ROLES = ("system", "cs", "finance", "auditor")
 _NAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 _STAFF_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:staff")
-
-
-class StaffExists(Conflict):
-    code = "staff_exists"
 
 
 def staff_name(raw: str) -> str:
@@ -137,7 +133,7 @@ def add(load: Load, save: Save, name: str, role: str, *, actor: Actor,
     """Adds a person; answers their new token (shown once: only its digest is kept)."""
     name, role = staff_name(name), staff_role(role)
     if load(staff_id(name)) is not None:
-        raise StaffExists(f"{name} is already on the staff", name=name)
+        raise InvalidInput(f"{name} is already on the staff", field="name")
     token = token or new_token()
     save(Staff.add(name, role, token_hash(token), actor=actor))
     return token

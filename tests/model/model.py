@@ -251,14 +251,14 @@ class LedgerModel:
     def live_key(self, command: Command) -> KeyRecord | None:
         if command.key is None:
             return None
-        record = self.keys.get((command.actor.role, command.key))
+        record = self.keys.get((command.actor.person, command.key))
         if record is None or self.today_at() - record.recorded_at >= KEY_LIFETIME:
             return None
         return record
 
     def takes_a_lapsed_key(self, command: Command) -> bool:
         """The command's key was used before, and has lapsed: the key starts afresh."""
-        return command.key is not None and (command.actor.role, command.key) in self.keys
+        return command.key is not None and (command.actor.person, command.key) in self.keys
 
     def remember_key(self, command: Command, answer: Outcome | LedgerError) -> None:
         if command.key is None:
@@ -268,8 +268,9 @@ class LedgerModel:
             record.refusal = answer
         else:
             record.answer = answer
-        # a key is the caller's (its role), not its token's; it is no event of the log
-        self.keys[(command.actor.role, command.key)] = record
+        # a key is the caller's (its person: a role token's is its role), not its token's;
+        # it is no event of the log
+        self.keys[(command.actor.person, command.key)] = record
 
     def records_refusal(self, command: Command, prediction: Prediction) -> bool:
         """A key records the refusal of a decision (what the state of the ledger refused: a

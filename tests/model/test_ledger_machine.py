@@ -86,7 +86,9 @@ STEPS = int(os.environ.get("LEDGER_MODEL_STEPS", "16"))
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
 FINANCE = Actor("finance:8c9d0e1f", "req-finance")
-CALLERS = {a.role: a for a in (SYSTEM, CS, FINANCE)}  # whom a key belongs to
+# Four eyes: a named finance person pays what the finance role token approved.
+PAYER = Actor.of_person("bea", "finance", "req-payer")
+CALLERS = {a.person: a for a in (SYSTEM, CS, FINANCE, PAYER)}  # whom a key belongs to
 
 USERS = ("ann", "bob", "cy")
 CURRENCIES = ("USD", "EUR", "JPY")
@@ -226,7 +228,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """The store's record of the command's key holds its first answer."""
         if command.key is None:
             return
-        record = self.app.keys.get(record_id(command.actor.role, command.key))
+        record = self.app.keys.get(record_id(command.actor.person, command.key))
         assert record is not None, f"{command!r}: no record of its key"
         assert (record.outcome, record.position) == (outcome, position), (command, record)
 
@@ -444,7 +446,7 @@ class LedgerMachine(RuleBasedStateMachine):
             "approve": ("approve_refund", {"note": "balance checked"}, FINANCE),
             "reject": ("reject_refund", {"reason": "order still in progress"}, FINANCE),
             "cancel": ("cancel_refund", {"reason": "customer changed their mind"}, CS),
-            "pay": ("pay_refund", {"payout_reference": f"WIRE-{request_id.hex[:8]}"}, FINANCE),
+            "pay": ("pay_refund", {"payout_reference": f"WIRE-{request_id.hex[:8]}"}, PAYER),
         }[step]
         self.execute(Command(name, {"request_id": request_id, **params}, actor,
                              self.key(with_key)))
@@ -589,7 +591,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self, data: st.DataObject, other: str, another_caller: bool
     ) -> None:
         """A client sends another request under a key it used before (or another caller
-        happens to send one under the same key: keys are per caller (the role), so that is no
+        happens to send one under the same key: keys are per caller (the person), so that is no
         reuse)."""
         role, key = data.draw(st.sampled_from(sorted(self.model.keys)))
         actor = CALLERS[role]
