@@ -187,6 +187,8 @@ async def list_cases(request: web.Request) -> web.Response:
     def cases(rm: ReadSide) -> dict[str, Any]:
         found = rm.return_cases(state=q.state, username=name, overdue=q.overdue,
                                 limit=q.limit, after=q.after)
-        return {"items": [_with_actions(c, today) for c in found.items], "next": found.next}
+        counts = rm.return_case_counts(state=q.state, username=name, overdue=q.overdue)
+        return {"items": [_with_actions(c, today) for c in found.items], "next": found.next,
+                "counts": counts}
 
     return json_response(await read(request, cases))

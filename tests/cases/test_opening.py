@@ -1,11 +1,13 @@
 """Opening a case, on both stores: what the policy accepts, every reason it refuses, and that a
-refused opening writes nothing at all (DOMAIN.md, "Refused at opening")."""
+refused opening records a refused case and nothing else (an unknown order: nothing at all)
+(DOMAIN.md, "Refused at opening")."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -35,7 +37,7 @@ REFUSALS: list[tuple[str, list[str], dict[str, Any]]] = [
     REFUSALS,
     ids=[f"{reason}-{'+'.join(sorted(changes))}" for reason, _, changes in REFUSALS],
 )
-def test_an_application_the_policy_refuses_is_answered_with_its_reason_and_writes_nothing(
+def test_an_application_the_policy_refuses_is_answered_with_its_reason_and_recorded_refused(
     desk: CaseDesk, reason: str, kinds: list[str], changes: dict[str, Any]
 ) -> None:
     for kind in kinds:
@@ -44,11 +46,23 @@ def test_an_application_the_policy_refuses_is_answered_with_its_reason_and_write
         # When CS opens the case
         with pytest.raises(CaseRefused) as refused:
             desk.open(kind, **changes)
-        # Then the policy refuses it with the rule's reason code, and nothing was recorded
+        # Then the policy refuses it with the rule's reason code
         assert refused.value.reason == reason, kind
         assert refused.value.code == "case_refused"
-        assert refused.value.context == {"reason": reason}
-        assert last_position(desk.app) == before
+        if reason == "unknown_order":  # no order of the customer's: no case, nothing recorded
+            assert refused.value.context == {"reason": reason}
+            assert refused.value.case_id is None
+            assert last_position(desk.app) == before
+            continue
+        # and the refused case is recorded, one event, naming the reason and the application
+        case_id = UUID(refused.value.case_id)
+        assert refused.value.context == {"reason": reason, "case_id": str(case_id)}
+        assert last_position(desk.app) == before + 1
+        (born,) = desk.events(case_id)
+        assert type(born).__name__ == "Refused"
+        assert (born.reason, born.kind, born.username) == (reason, kind, desk.customer)
+        case = desk.app.return_case(case_id)
+        assert (case.state, case.refusal_reason) == ("refused", reason)
 
 
 def test_an_order_of_another_customer_is_an_unknown_order(
