@@ -139,11 +139,11 @@ async def add_case_evidence(request: web.Request) -> web.Response:
 
 
 def _evidence(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The case's photo references: at opening, then as they were added."""
+    """The case's photo references: at opening (or its refusal), then as they were added."""
     found: dict[str, list[str]] = {"goods_photos": [], "package_photos": []}
     for step in steps:
         data = step["data"].get("evidence", step["data"]) if step["step"] in (
-            "opened", "evidence_added") else {}
+            "opened", "refused", "evidence_added") else {}
         for kind, photos in found.items():
             photos.extend(data.get(kind, []))
     return found
