@@ -35,7 +35,7 @@ VIEW_FIELDS = {"id", "username", "order_no", "kind", "state", "opened_at", "ship
                "overdue", "steps"}
 ADDED_FIELDS = {"currency", "opened_on", "guarantee_until", "postmark_date", "outcome",
                 "refund_amount", "freight_amount", "items", "overdue_reasons",
-                "allowed_actions"}
+                "allowed_actions", "refusal_reason"}
 BACKDATED_ACTOR = Actor("cs:backdate", "test-backdated")
 
 
