@@ -781,6 +781,15 @@ class JournalEntry(Answer):
     at: datetime
     currency: str
     postings: list[Posting] = Field(description="They sum to zero.")
+    payment_reference: str | None = Field(
+        default=None, description="A deposit's payment reference (as the bank statement "
+        "names it).")
+    payout_reference: str | None = Field(
+        default=None, description="A balance refund paid out: the payout's reference.")
+    case_id: str | None = Field(
+        default=None, description="A return refund or freight: the return case.")
+    request_id: str | None = Field(
+        default=None, description="A balance refund paid out: its refund request.")
 
 
 class JournalPage(Answer):

@@ -332,3 +332,39 @@ async def test_the_unmatched_report_lists_at_most_its_limit_but_counts_them_all(
     both = await api.get("/v1/reconciliation/unmatched?idle_days=1"
                          "&idle_before=2026-01-01T00:00:00Z", role=FINANCE)
     assert_problem(both, 422, "validation_error")
+
+
+async def test_journal_entries_carry_what_matches_them_to_the_bank_and_the_cases(
+    api: Api,
+) -> None:
+    # Given a customer who paid in (PAY-…), bought, was paid a balance refund out (BANK-…),
+    # and had a return refunded with freight charged
+    username = await api.open_account("USD")
+    payment = f"PAY-{uuid.uuid4().hex[:6]}"
+    await api.post(f"/v1/accounts/{username}/deposits", {"amount": 5_000, "reference": payment})
+    await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "ORD-1", "amount": 2_000})
+    request = await _request(api, username, 500)
+    await api.post(f"/v1/refund-requests/{request['id']}/approve", {}, role=FINANCE)
+    paid = await api.post(f"/v1/refund-requests/{request['id']}/pay",
+                          {"payout_reference": "BANK-4711"}, role=FINANCE)
+    assert paid.status == 200, paid.text
+    case = await api.open_case(username)
+    await api.walk(case["id"], "with_supplier")
+    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
+                              {"outcome": "refund", "refund_amount": 1_000,
+                               "freight_amount": 300}, role="cs")
+    assert resolved.status == 200, resolved.text
+
+    # When finance reads the customer's journal
+    entries = await _entries(api, f"account=customer:{username}")
+
+    # Then each entry names what a statement or a case names it by
+    seen = {e["type"]: (e["payment_reference"], e["payout_reference"], e["case_id"],
+                        e["request_id"], e["order_no"]) for e in entries}
+    assert seen == {
+        "deposit_received": (payment, None, None, None, None),
+        "purchase_paid": (None, None, None, None, "ORD-1"),
+        "balance_refund_paid_out": (None, "BANK-4711", None, request["id"], None),
+        "return_refund_credited": (None, None, case["id"], None, "ORD-1"),
+        "freight_charged": (None, None, case["id"], None, "ORD-1"),
+    }
