@@ -287,6 +287,29 @@ async def test_a_filtered_log_pages_on_with_next(api: Api) -> None:
     assert len(seen) == 6  # opened, deposit, four purchases
 
 
+async def test_the_event_log_holds_the_shop_s_events_and_no_idempotency_records(
+    api: Api,
+) -> None:
+    # Given a deposit sent under an Idempotency-Key, and retried with it
+    username = await api.open_account("USD")
+    mine = (await _events(api, f"stream={username}"))["items"]
+    before = mine[-1]["position"]
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    body = {"amount": 250, "reference": f"PAY-{uuid.uuid4().hex[:6]}"}
+    for status in (201, 201):
+        reply = await api.call("POST", f"/v1/accounts/{username}/deposits", json_body=body,
+                               headers=key)
+        assert reply.status == status, reply.text
+    # When the auditor reads the log from there on
+    after = await _events(api, f"after={before}&limit=1000")
+    # Then it holds the deposit once, and only the shop's own events: no key's record
+    assert {e["aggregate"] for e in after["items"]} <= {"account", "refund_request",
+                                                         "return_case"}
+    assert not [e for e in after["items"] if "dempot" in e["type"] + e["name"]]
+    assert [e["name"] for e in after["items"] if e["stream"] == mine[0]["stream"]] == [
+        "deposit_received"]
+
+
 # -- unmatched money ----------------------------------------------------------------------------
 
 
