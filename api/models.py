@@ -88,7 +88,7 @@ Status = Literal["requested", "approved", "rejected", "cancelled", "paid"]
 CaseKind = Literal["delivery_error", "defective", "damaged", "quality_problem"]
 CaseState = Literal[
     "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
-    "expired", "with_supplier", "resolved", "closed", "cancelled",
+    "expired", "with_supplier", "resolved", "closed", "cancelled", "refused",
 ]
 CaseAction = Literal[
     "supplier-review", "accept", "reject", "ship-back", "receive", "expire", "forward",
@@ -96,7 +96,7 @@ CaseAction = Literal[
 ]
 StateFilter = Literal[
     "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
-    "expired", "with_supplier", "resolved", "closed", "cancelled", "open",
+    "expired", "with_supplier", "resolved", "closed", "cancelled", "refused", "open",
 ]
 CaseOutcome = Literal["refund", "exchange", "repair"]
 # The domain's lists, spelt out for the document; they must not drift apart.
@@ -716,6 +716,10 @@ class CaseSummary(Answer):
         description="The steps CS may take on the case today (POST /v1/return-cases/{id}/"
         "<action>), in lifecycle order."
     )
+    refusal_reason: str | None = Field(
+        default=None, description="refused only: the policy's reason code (its words are in "
+        "the refused step's data)."
+    )
 
 
 class CaseStep(Answer):
@@ -734,9 +738,19 @@ class CaseDetail(CaseSummary):
                                "at opening and those added since (evidence_added steps).")
 
 
+class CaseCount(Answer):
+    state: CaseState
+    count: int = Field(description="How many cases in this state the filters keep, on every "
+                       "page.")
+
+
 class CasePage(Answer):
     items: list[CaseSummary]
     next: str | None
+    counts: list[CaseCount] = Field(
+        description="Per state, how many cases the filters keep over all pages (finance "
+        "counts refusals with ?state=refused)."
+    )
 
 
 class LogEvent(Answer):
@@ -772,6 +786,15 @@ class JournalEntry(Answer):
     at: datetime
     currency: str
     postings: list[Posting] = Field(description="They sum to zero.")
+    payment_reference: str | None = Field(
+        default=None, description="A deposit's payment reference (as the bank statement "
+        "names it).")
+    payout_reference: str | None = Field(
+        default=None, description="A balance refund paid out: the payout's reference.")
+    case_id: str | None = Field(
+        default=None, description="A return refund or freight: the return case.")
+    request_id: str | None = Field(
+        default=None, description="A balance refund paid out: its refund request.")
 
 
 class JournalPage(Answer):
@@ -939,6 +962,9 @@ class Problem(Answer):
     request_id: str | None = None
     errors: list[FieldError] | None = None
     reason: str | None = None
+    case_id: UUID | None = Field(
+        default=None, description="case_refused by the policy: the refused case recorded."
+    )
 
 
 class Me(Answer):

@@ -144,12 +144,14 @@ ROUTES: tuple[Route, ...] = (
           links=_next("get_refund_request", SAME_ID)),
     # -- return and exchange cases
     Route("POST", "/v1/return-cases", cases.open_case, MOVE_CASES,
-          "Open a case for a customer's order, unless the policy refuses it (reason)", CASES,
+          "Open a case for a customer's order, unless the policy refuses it (422 with reason "
+          "and case_id: the refused case is recorded)", CASES,
           {201: models.CaseWritten}, body=models.CaseOpen, problems=(404,),
           links=_next("get_case start_supplier_review reject_case cancel_case add_case_note",
                       NEW_ID)),
     Route("GET", "/v1/return-cases", cases.list_cases, READ_CASES,
-          "Cases, by state, user name and overdue", CASES, {200: models.CasePage},
+          "Cases, by state (refused too), user name and overdue; counts per state", CASES,
+          {200: models.CasePage},
           query=models.CaseQuery),
     Route("GET", C, cases.get_case, READ_CASES,
           "A case: its facts, days, deadlines, overdue flags and steps", CASES,

@@ -267,31 +267,41 @@ class LedgerApplication(Application[UUID]):
 
     @_decides(OpenReturnCase)
     def _open_return_case(self, c: OpenReturnCase, actor: Actor) -> Decision:
-        """Open a case for one of the customer's orders, unless the policy refuses it."""
+        """Open a case for one of the customer's orders. A case the policy refuses is recorded
+        as refused, with its reason, and the refusal answered (naming that case); an order
+        that is not the customer's is refused with nothing recorded (no order, no case)."""
         account = self.account(c.username)
         if c.order_no not in account.orders:
             raise CaseRefused(f"no order {c.order_no!r} on this account", reason="unknown_order")
         today = self.today()
         application = c.policy_view()
         reason = policy.refusal_reason(application, today)
+        facts: dict[str, Any] = {
+            "id": uuid4(),
+            "username": c.username,
+            "currency": account.currency,
+            "order_no": c.order_no,
+            "kind": c.kind,
+            "shipped_on": c.shipped_on.isoformat(),
+            "items": c.items,
+            "evidence": c.evidence,
+            "conditions": c.conditions,
+            "note": c.note,
+            "actor": actor,
+            "guarantee_until": None if c.guarantee_until is None
+            else c.guarantee_until.isoformat(),
+            "on": today.isoformat(),
+        }
         if reason is not None:
             words = policy.refusal_words(application, reason)
-            raise CaseRefused(f"the policy refuses this case ({reason}): {words}", reason=reason)
-        opened = ReturnCase.open(
-            id=uuid4(),
-            username=c.username,
-            currency=account.currency,
-            order_no=c.order_no,
-            kind=c.kind,
-            shipped_on=c.shipped_on.isoformat(),
-            items=c.items,
-            evidence=c.evidence,
-            conditions=c.conditions,
-            note=c.note,
-            actor=actor,
-            guarantee_until=None if c.guarantee_until is None else c.guarantee_until.isoformat(),
-            on=today.isoformat(),
-        )
+            refused = ReturnCase.refuse(**facts, reason=reason, words=words)
+            refusal = CaseRefused(
+                f"the policy refuses this case ({reason}): {words}",
+                reason=reason,
+                case_id=str(refused.id),
+            )
+            return Decision.recorded_refusal((refused,), refusal)
+        opened = ReturnCase.open(**facts)
         return Decision((opened,), opened.snapshot())
 
     def _case_step(

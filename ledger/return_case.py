@@ -1,13 +1,16 @@
 """A return or exchange case for one order of one customer (DOMAIN.md, "Return / exchange cases").
 
     opened ─► supplier_review ─► accepted ─► goods_in_transit ─► received ─► with_supplier
-                   └─ rejected       └─ expired              └─ late      resolved ◄─┘
+      └─ refused   └─ rejected       └─ expired              └─ late      resolved ◄─┘
     any open state ─► cancelled                                            closed ◄──┘
 
 expired: no goods by return_by; late: postmark after return_by; resolved: refund, exchange or
 repair.
 
-A case refused at opening is never recorded: the application answers the reason. Every step
+A case the policy refuses at opening is recorded too, born ``refused`` (a ``Refused`` event with
+the application and the policy's reason), so CS can show the customer later why and finance can
+count refusals; the application still answers the refusal (with the case's id). A refused case
+takes no step, not even a note: it never began. Every step
 is an event with actor, date and note (the case-status read model shows them as its steps);
 progress notes may be added at any step, an ended case's included. The money of a
 refund resolution (the credit and the freight) is recorded on the Account in the same save.
@@ -30,6 +33,8 @@ ENDED_STATES = frozenset({"resolved", "closed", "rejected", "expired", "late", "
 # A note is history the customer is told: it may be written in every state, an ended case's
 # included ("customer told of the rejection").
 NOTE_STATES = OPEN_STATES | ENDED_STATES
+# The state of a case the policy refused at opening: it takes no step.
+REFUSED = "refused"
 OUTCOMES = frozenset({"refund", "exchange", "repair"})
 # Each step (as the API names it) and the states it may be taken from.
 STEP_FROM: dict[str, frozenset[str]] = {
@@ -81,6 +86,27 @@ class ReturnCase(Aggregate):
         guarantee_until: str | None
         conditions: dict[str, bool]
         note: str
+
+    class Refused(Created):
+        """A case the policy refused at opening: the application as CS recorded it, and why."""
+
+        TOPIC = "ledger:ReturnCase.Refused"
+        username: str
+        currency: str
+        order_no: str
+        kind: str
+        shipped_on: str
+        items: list[dict[str, Any]]
+        evidence: dict[str, list[str]]
+        guarantee_until: str | None
+        conditions: dict[str, bool]
+        note: str
+        reason: str  # the policy's code (DOMAIN.md, "Refused at opening")
+        words: str  # what it means, as the customer was told
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = REFUSED
+            aggregate.refusal_reason = self.reason
 
     class SupplierReviewStarted(Event):
         TOPIC = "ledger:ReturnCase.SupplierReviewStarted"
@@ -172,6 +198,7 @@ class ReturnCase(Aggregate):
         self.return_by: str | None = None
         self.postmark_date: str | None = None
         self.received_on: str | None = None
+        self.refusal_reason: str | None = None
 
     @classmethod
     def open(
@@ -204,6 +231,48 @@ class ReturnCase(Aggregate):
             guarantee_until=guarantee_until,
             conditions=conditions,
             note=note,
+            actor=actor.name,
+            correlation_id=actor.request_id,
+            on=on,
+        )
+
+    @classmethod
+    def refuse(
+        cls,
+        *,
+        id: UUID,
+        username: str,
+        currency: str,
+        order_no: str,
+        kind: str,
+        shipped_on: str,
+        items: list[dict[str, Any]],
+        evidence: dict[str, list[str]],
+        guarantee_until: str | None,
+        conditions: dict[str, bool],
+        note: str,
+        reason: str,
+        words: str,
+        actor: Actor,
+        on: str,
+    ) -> ReturnCase:
+        """The case of an application the policy refuses (``reason``): recorded as refused."""
+        assert reason and words, (reason, words)
+        return cls._create(
+            cls.Refused,
+            id=id,
+            username=username,
+            currency=currency,
+            order_no=order_no,
+            kind=kind,
+            shipped_on=shipped_on,
+            items=items,
+            evidence=evidence,
+            guarantee_until=guarantee_until,
+            conditions=conditions,
+            note=note,
+            reason=reason,
+            words=words,
             actor=actor.name,
             correlation_id=actor.request_id,
             on=on,

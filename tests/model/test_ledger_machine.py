@@ -10,7 +10,8 @@ keeper keeps the read models current meanwhile, as ``ledger serve`` does.
 Every command is checked as it runs:
 - refused exactly when the model says, with exactly the model's error class (and case reason),
   not marked replayed; it records nothing, unless its key records the refusal (then exactly
-  that record);
+  that record), or it is a case the policy refuses (then exactly that refused case, named by
+  the refusal);
 - otherwise answered with the model's outcome and the position of its last event (a natural
   duplicate: the original's), recording exactly the events the model names, key record included;
 - retried with its key while the key lives: the first answer or refusal again, ``replayed``,
@@ -166,6 +167,9 @@ class LedgerMachine(RuleBasedStateMachine):
             first = record.refusal
             error = self._refusal(command, type(first), getattr(first, "reason", None))
             assert str(error) == str(first), f"{command!r} refused with {error}, first {first}"
+            assert getattr(error, "case_id", None) == getattr(first, "case_id", None), (
+                f"{command!r}: a refusal answered again names another case"
+            )
             assert error.replayed, f"{command!r}: a refusal answered again is marked replayed"
         else:
             answer = self._run(command, "the first answer again")
@@ -181,7 +185,19 @@ class LedgerMachine(RuleBasedStateMachine):
         assert expected.refusal is not None
         error = self._refusal(command, expected.refusal, expected.reason)
         assert not error.replayed, f"{command!r}: a first refusal is marked as replayed"
-        if self.model.records_refusal(command, expected):
+        if expected.events:
+            # a refusal that is recorded (a case the policy refuses: recorded refused, the
+            # refusal naming it), exactly its events; its key holds the refusal
+            recorded = self._recorded(command, expected.events)
+            case_id = UUID(str(getattr(error, "case_id", None)))
+            assert [n.originator_id for n in recorded] == [case_id], (command, recorded)
+            expected.apply(error)
+            self.touched.add(("case", case_id))
+            self.touched.add(("account", self.model.cases[case_id].username))
+            if command.key is not None:
+                self._key_holds(command, "refused")
+                self.model.remember_key(command, error)
+        elif self.model.records_refusal(command, expected):
             # the key holds the refusal now, in the keys' table: nothing is recorded in the log
             self._recorded(command, ())
             self._key_holds(command, "refused")
