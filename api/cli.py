@@ -125,8 +125,9 @@ def main() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the HTTP API and keep the read models current."""
     # Imported here: the HTTP stack is most of the start-up time of the one-off commands.
-    from aiohttp import web
+    from aiohttp.web_log import AccessLogger
 
+    from api import edge
     from api.app import create_app
 
     # Threads hand work to each other on every write (handler → committer → handler): with
@@ -142,22 +143,20 @@ def serve(host: str, port: int) -> None:
         if unreachable is not None:
             raise ValueError(unreachable)
         tokens = _tokens()
+        edge_settings = edge.EdgeSettings.from_env()
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)
         sys.exit(2)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            # Explicit, though aiohttp's default: a client hanging up never cuts a write in half.
-            handler_cancellation=False,
+        # Handler cancellation stays off (edge.serve): a client hanging up never cuts a write
+        # in half.
+        edge.serve(
+            app, host=host, port=port, edge=edge_settings, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             access_log=logging.getLogger("aiohttp.access"),
-            access_log_format=ACCESS_LOG_FORMAT,
-            print=lambda message: log.info("%s", message),
+            access_log_class=AccessLogger,
+            on_started=lambda names: log.info("serving on %s", ", ".join(names)),
         )
     except ChainKeyError as error:  # found at start-up, before anything is served
         click.echo(f"ledger serve: {error}", err=True)

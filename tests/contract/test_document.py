@@ -13,7 +13,7 @@ from api.routes import ROUTES
 
 # API.md, "Conventions": the codes it names, by status; then the ones api/README.md adds.
 CONTRACT_CODES = {
-    400: {"malformed_json"},
+    400: {"malformed_json", "bad_content_encoding"},
     401: {"unauthorized"},
     403: {"forbidden"},
     404: {"not_found"},
