@@ -389,6 +389,19 @@ def _true_or_false(value: Any) -> Any:
     return value
 
 
+DEFAULT_CASE_STEPS = 100
+
+
+class CaseViewQuery(Query):
+    """A case's steps come a page at a time (oldest first)."""
+
+    steps_limit: int = Field(default=DEFAULT_CASE_STEPS, ge=1, le=MAX_PAGE,
+                             description="How many steps the view gives at most.")
+    steps_after: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN,
+        description="The `steps_next` of the previous view: the steps after it.")
+
+
 class CaseQuery(PageQuery):
     state: StateFilter | None = Field(
         default=None, description="A state, or open: every case still in progress."
@@ -746,6 +759,9 @@ class CaseDetail(CaseSummary):
     steps: list[CaseStep]
     evidence: Evidence = Field(description="Every photo reference of the case: those given "
                                "at opening and those added since (evidence_added steps).")
+    steps_next: str | None = Field(
+        default=None, description="Give it as ?steps_after= for the next steps; null when "
+        "these are the last.")
 
 
 class CasePage(Answer):

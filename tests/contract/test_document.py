@@ -18,7 +18,7 @@ CONTRACT_CODES = {
     403: {"forbidden"},
     404: {"not_found"},
     409: {"account_exists", "duplicate_order", "duplicate_reference", "invalid_transition",
-          "request_open_for_order"},
+          "request_open_for_order", "notes_full"},
     413: {"too_large"},
     415: {"unsupported_media_type"},
     422: {"validation_error", "insufficient_funds", "over_refundable", "unknown_order",

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,59 @@ def test_tokens_are_not_echoed(edge_server: Server) -> None:
         assert SECRET.encode() not in error.read()
     assert SECRET not in edge_server.log()
     assert TOKENS["system"] not in edge_server.log()
+
+
+# -- a case's notes are bounded and its steps paged ------------------------------------------------
+
+
+async def test_a_case_view_gives_its_steps_a_page_at_a_time(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    for number in range(5):
+        reply = await api.post(f"/v1/return-cases/{case['id']}/notes",
+                               {"text": f"progress {number}"}, role="cs")
+        assert reply.status == 201, reply.text
+    whole = await api.case(case["id"])
+    assert len(whole["steps"]) == 6 and whole["steps_next"] is None
+
+    pages: list[dict[str, Any]] = []
+    after = None
+    while True:
+        query = "steps_limit=2" + ("" if after is None else f"&steps_after={after}")
+        reply = await api.get(f"/v1/return-cases/{case['id']}?{query}", role="cs")
+        assert reply.status == 200, reply.text
+        assert len(reply.json["steps"]) <= 2
+        pages.append(reply.json)
+        after = reply.json["steps_next"]
+        if after is None:
+            break
+    assert [step for page in pages for step in page["steps"]] == whole["steps"]
+    assert len(pages) == 3
+    # Every page has the whole case's facts and evidence
+    assert all(page["evidence"] == whole["evidence"] for page in pages)
+    assert all(page["state"] == whole["state"] for page in pages)
+
+
+async def test_a_case_view_refuses_an_unbounded_page_of_steps(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    reply = await api.get(f"/v1/return-cases/{case['id']}?steps_limit=100000", role="cs")
+    problem = assert_problem(reply, 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["steps_limit"]
+
+
+async def test_a_case_takes_a_bounded_number_of_notes(api: Api) -> None:
+    from ledger.return_case import MAX_NOTES_PER_CASE
+
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    path = f"/v1/return-cases/{case['id']}/notes"
+    for number in range(MAX_NOTES_PER_CASE):
+        reply = await api.post(path, {"text": f"note {number}"}, role="cs")
+        assert reply.status == 201, reply.text
+    reply = await api.post(path, {"text": "one too many"}, role="cs")
+    problem = assert_problem(reply, 409, "notes_full")
+    assert f"holds {MAX_NOTES_PER_CASE} notes" in problem["detail"]
+    # The default view is a bounded page; the rest follows with steps_next
+    view = await api.case(case["id"])
+    assert len(view["steps"]) == 100 and view["steps_next"] == "100"
