@@ -47,7 +47,6 @@ SWITCH_INTERVAL_S = 0.0005
 # The one-off commands use a connection or two at a time.
 COMMAND_POOL_SIZE = 2
 DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
-ACCESS_LOG_FORMAT = '%a "%r" %s %bB %Tfs request_id=%{X-Request-Id}o'
 log = logging.getLogger("api.cli")
 
 
@@ -125,19 +124,15 @@ def main() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the HTTP API and keep the read models current."""
     # Imported here: the HTTP stack is most of the start-up time of the one-off commands.
-    from aiohttp.web_log import AccessLogger
-
-    from api import edge
+    from api import edge, logs
     from api.app import create_app
 
     # Threads hand work to each other on every write (handler → committer → handler): with
     # CPython's default 5 ms switch interval, each hand-off may wait that long for the GIL
     # behind a busy thread (the read-model keeper, an event page being encoded).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        logs.configure(*logs.settings_from_env())
         settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"))
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
@@ -154,8 +149,8 @@ def serve(host: str, port: int) -> None:
         # in half.
         edge.serve(
             app, host=host, port=port, edge=edge_settings, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            access_log=logging.getLogger("aiohttp.access"),
-            access_log_class=AccessLogger,
+            access_log=logging.getLogger(logs.ACCESS_LOGGER),
+            access_log_class=logs.AccessLogger,
             on_started=lambda names: log.info("serving on %s", ", ".join(names)),
         )
     except ChainKeyError as error:  # found at start-up, before anything is served

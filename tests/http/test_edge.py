@@ -13,8 +13,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
