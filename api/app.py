@@ -39,6 +39,8 @@ from api.context import (
     Verifier,
     in_executor,
 )
+from api.edge import edge_middleware
+from api.edge import install as install_edge
 from api.finance import default_verifier
 from api.limits import LIMITS, Admission, Lane, Limits, deadline_middleware
 from api.observability import METRICS, Metrics, observe_middleware
@@ -100,9 +102,10 @@ def create_app(
         threads += COMMIT_WAITERS
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[observe_middleware, problem_middleware, deadline_middleware,
-                     auth_middleware],
+        middlewares=[observe_middleware, problem_middleware, edge_middleware,
+                     deadline_middleware, auth_middleware],
     )
+    install_edge(app)
     app[LIMITS] = limits
     app[SETTINGS] = settings
     app[TOKENS] = tokens

@@ -157,7 +157,7 @@ async def add_case_note(request: web.Request) -> web.Response:
 
 async def get_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
-    parsing.query(request, models.NoQuery)
+    q = parsing.query(request, models.CaseViewQuery)
 
     today = request.app[LEDGER].today()
 
@@ -165,7 +165,12 @@ async def get_case(request: web.Request) -> web.Response:
         found = rm.return_case(case_id)
         if found is None:
             raise NotFound(f"no return case {case_id}", id=str(case_id))
-        return {**_with_actions(found, today), "evidence": _evidence(found["steps"])}
+        steps = found["steps"]
+        start = 0 if q.steps_after is None else int(q.steps_after)
+        page = steps[start:start + q.steps_limit]
+        end = start + len(page)
+        return {**_with_actions(found, today), "evidence": _evidence(steps), "steps": page,
+                "steps_next": str(end) if end < len(steps) else None}
 
     return json_response(await read(request, case))
 

@@ -47,7 +47,6 @@ SWITCH_INTERVAL_S = 0.0005
 # The one-off commands use a connection or two at a time.
 COMMAND_POOL_SIZE = 2
 DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
-ACCESS_LOG_FORMAT = '%a "%r" %s %bB %Tfs request_id=%{X-Request-Id}o'
 log = logging.getLogger("api.cli")
 
 
@@ -135,40 +134,35 @@ def main() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the HTTP API and keep the read models current."""
     # Imported here: the HTTP stack is most of the start-up time of the one-off commands.
-    from aiohttp import web
-
+    from api import edge, logs
     from api.app import create_app
 
     # Threads hand work to each other on every write (handler → committer → handler): with
     # CPython's default 5 ms switch interval, each hand-off may wait that long for the GIL
     # behind a busy thread (the read-model keeper, an event page being encoded).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        logs.configure(*logs.settings_from_env())
         settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"))
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
             raise ValueError(unreachable)
         tokens = _tokens()
         _check_people_settings()
+        edge_settings = edge.EdgeSettings.from_env()
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)
         sys.exit(2)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            # Explicit, though aiohttp's default: a client hanging up never cuts a write in half.
-            handler_cancellation=False,
-            access_log=logging.getLogger("aiohttp.access"),
-            access_log_format=ACCESS_LOG_FORMAT,
-            print=lambda message: log.info("%s", message),
+        # Handler cancellation stays off (edge.serve): a client hanging up never cuts a write
+        # in half.
+        edge.serve(
+            app, host=host, port=port, edge=edge_settings, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            access_log=logging.getLogger(logs.ACCESS_LOGGER),
+            access_log_class=logs.AccessLogger,
+            on_started=lambda names: log.info("serving on %s", ", ".join(names)),
         )
     except ChainKeyError as error:  # found at start-up, before anything is served
         click.echo(f"ledger serve: {error}", err=True)

@@ -11,7 +11,7 @@ answers "now".
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
@@ -342,7 +342,26 @@ def _rfc3339(value: Any) -> Any:
     # Lax datetime parsing would also take "1700000000" as a Unix time: RFC 3339 text only.
     if isinstance(value, str) and not _RFC3339.fullmatch(value):
         raise ValueError("an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
+    if isinstance(value, str):
+        _in_range(value)
     return value
+
+
+# The times the ledger can have seen: none before 1970, none at the far end of the calendar
+# (where converting to UTC overflows).
+EARLIEST_TIME = "1970-01-01T00:00:00Z"
+LATEST_TIME = "9999-12-30T00:00:00Z"
+
+
+def _in_range(value: str) -> None:
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+        utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None or not (datetime.fromisoformat(EARLIEST_TIME) <= utc
+                           <= datetime.fromisoformat(LATEST_TIME)):
+        raise ValueError(f"a time between {EARLIEST_TIME} and {LATEST_TIME}")
 
 
 class BalanceQuery(Query):
@@ -368,6 +387,19 @@ def _true_or_false(value: Any) -> Any:
     if isinstance(value, str) and value not in ("true", "false"):
         raise ValueError("true or false")
     return value
+
+
+DEFAULT_CASE_STEPS = 100
+
+
+class CaseViewQuery(Query):
+    """A case's steps come a page at a time (oldest first)."""
+
+    steps_limit: int = Field(default=DEFAULT_CASE_STEPS, ge=1, le=MAX_PAGE,
+                             description="How many steps the view gives at most.")
+    steps_after: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN,
+        description="The `steps_next` of the previous view: the steps after it.")
 
 
 class CaseQuery(PageQuery):
@@ -736,6 +768,9 @@ class CaseDetail(CaseSummary):
     steps: list[CaseStep]
     evidence: Evidence = Field(description="Every photo reference of the case: those given "
                                "at opening and those added since (evidence_added steps).")
+    steps_next: str | None = Field(
+        default=None, description="Give it as ?steps_after= for the next steps; null when "
+        "these are the last.")
 
 
 class CaseCount(Answer):

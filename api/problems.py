@@ -18,7 +18,8 @@ The API's own refusals (before the ledger is asked anything)::
     ├── UnsupportedMediaType   415 unsupported_media_type
     ├── ValidationFailed       422 validation_error (with errors)
     ├── Overloaded             503 busy (the request's lane, or its role's share of it, is full)
-    └── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
+    ├── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
+    └── BadContentEncoding     400 bad_content_encoding (a body that is not what its coding says)
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class DeadlineExceeded(ApiError):
     code = "deadline_exceeded"
 
 
+class BadContentEncoding(ApiError):
+    """The body is not what its ``Content-Encoding`` says (``api.edge``)."""
+
+    code = "bad_content_encoding"
+
+
 # The one table: exception class -> HTTP status. Subclasses inherit their parent's status.
 STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     MalformedJson: 400,
@@ -126,6 +133,7 @@ STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     Unavailable: 503,
     StoreOperationalError: 503,
     StoreInterfaceError: 503,
+    BadContentEncoding: 400,
 }
 
 # aiohttp's own refusals (routing, body size, framing), by status.

@@ -155,7 +155,7 @@ ROUTES: tuple[Route, ...] = (
           query=models.CaseQuery),
     Route("GET", C, cases.get_case, READ_CASES,
           "A case: its facts, days, deadlines, overdue flags and steps", CASES,
-          {200: models.CaseDetail}, query=models.NoQuery, problems=(404,)),
+          {200: models.CaseDetail}, query=models.CaseViewQuery, problems=(404,)),
     _case_step("supplier-review", cases.start_supplier_review,
                "Ask the supplier (opened → supplier_review)", models.StepNote,
                then="accept_case reject_case cancel_case add_case_note"),

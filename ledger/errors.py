@@ -83,6 +83,13 @@ class RequestOpenForOrder(Conflict):
     code = "request_open_for_order"
 
 
+class NotesFull(Conflict):
+    """A case holds its most notes (``return_case.MAX_NOTES_PER_CASE``): its view stays
+    bounded."""
+
+    code = "notes_full"
+
+
 class Refused(LedgerError):
     code = "refused"
 

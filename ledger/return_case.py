@@ -23,7 +23,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.errors import InvalidTransition
+from ledger.errors import InvalidTransition, NotesFull
 from ledger.identity import Actor
 
 OPEN_STATES = frozenset(
@@ -36,6 +36,8 @@ NOTE_STATES = OPEN_STATES | ENDED_STATES
 # The state of a case the policy refused at opening: it takes no step.
 REFUSED = "refused"
 OUTCOMES = frozenset({"refund", "exchange", "repair"})
+# Notes a case takes (2,000 characters each at most): its history stays a bounded read.
+MAX_NOTES_PER_CASE = 200
 # Each step (as the API names it) and the states it may be taken from.
 STEP_FROM: dict[str, frozenset[str]] = {
     "supplier-review": frozenset({"opened"}),
@@ -466,11 +468,25 @@ class ReturnCase(Aggregate):
 
     def add_note(self, text: str, *, actor: Actor, on: str) -> None:
         self._require("add a note to", STEP_FROM["notes"])
+        if self.notes_added >= MAX_NOTES_PER_CASE:
+            raise NotesFull(
+                f"the case holds {MAX_NOTES_PER_CASE} notes, the most a case takes: say what "
+                "is new in one of its steps, or open a new case for a new matter",
+                notes=self.notes_added)
         self._add_note(text, actor.name, actor.request_id, on)
 
     @event(NoteAdded)
     def _add_note(self, text: str, actor: str, correlation_id: str, on: str) -> None:
-        pass  # a note changes no state: it is history the customer is told
+        # A note changes no state but its count: it is history the customer is told.
+        self.notes_added = self.notes_added + 1
+
+    @property
+    def notes_added(self) -> int:
+        return int(self.__dict__.get("_notes_added", 0))  # none in older snapshots
+
+    @notes_added.setter
+    def notes_added(self, value: int) -> None:
+        self.__dict__["_notes_added"] = value
 
     # -- internals --------------------------------------------------------------------------
 
