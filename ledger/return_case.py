@@ -144,6 +144,9 @@ class ReturnCase(Aggregate):
     class NoteAdded(Event):
         TOPIC = "ledger:ReturnCase.NoteAdded"
         text: str
+        # Meant for the customer (the outbox sends it as a message); False for notes kept
+        # inside the shop, and for every note recorded before the flag existed.
+        for_customer: bool = False
 
     @event(Opened)
     def __init__(
@@ -395,12 +398,16 @@ class ReturnCase(Aggregate):
     def _cancel(self, reason: str, actor: str, correlation_id: str, on: str) -> None:
         self.state = "cancelled"
 
-    def add_note(self, text: str, *, actor: Actor, on: str) -> None:
+    def add_note(
+        self, text: str, *, actor: Actor, on: str, for_customer: bool = False
+    ) -> None:
         self._require("add a note to", STEP_FROM["notes"])
-        self._add_note(text, actor.name, actor.request_id, on)
+        self._add_note(text, actor.name, actor.request_id, on, for_customer)
 
     @event(NoteAdded)
-    def _add_note(self, text: str, actor: str, correlation_id: str, on: str) -> None:
+    def _add_note(
+        self, text: str, actor: str, correlation_id: str, on: str, for_customer: bool = False
+    ) -> None:
         pass  # a note changes no state: it is history the customer is told
 
     # -- internals --------------------------------------------------------------------------
