@@ -347,7 +347,13 @@ def subscribe(view: ReadModelView, url: str, *, since: int, added_at: str) -> bo
 
 
 def unsubscribe(view: ReadModelView, url: str) -> bool:
-    return execute(view, "DELETE FROM ob_subscriptions WHERE url = %(url)s", {"url": url}) == 1
+    """Stop sending ``url`` messages: its deliveries still waiting are dropped (those done
+    stay, as history)."""
+    removed = execute(view, "DELETE FROM ob_subscriptions WHERE url = %(url)s", {"url": url})
+    execute(view, "DELETE FROM ob_deliveries WHERE subscriber = %(url)s AND status = 'waiting'",
+            {"url": url})
+    execute(view, "DELETE FROM ob_cursors WHERE subscriber = %(url)s", {"url": url})
+    return removed == 1
 
 
 def last_position(view: ReadModelView) -> int:
