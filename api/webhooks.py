@@ -24,6 +24,7 @@ answer, so a crash in between sends it again, with the same ``Ledger-Delivery-Id
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -168,6 +169,8 @@ class Deliverer:
         self._view: ReadModelView | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # (subscriber, customer) -> the delivery being sent: one per customer at a time
+        self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         registry = metrics.registry
         self.waiting = Gauge("ledger_webhook_messages_waiting",
                              "Deliveries of outbox messages waiting to be sent or tried again",
@@ -204,6 +207,9 @@ class Deliverer:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         if self._view is not None:
             await self._db(self._view.datastore.close)
         self._executor.shutdown(wait=True)
@@ -235,11 +241,12 @@ class Deliverer:
         return list(found.items())
 
     async def round(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> bool:
-        """Send each customer's first undelivered message that is due, to each subscriber;
-        True if anything was sent."""
+        """Start sending each customer's first undelivered message that is due, to each
+        subscriber, unless one of theirs is in flight there; True if any was started. A round
+        never waits for the answers: a slow receiver holds its own deliveries only."""
         view = await self._db(self._open)
-        work = []
         now = time.time()
+        started = 0
         for url, since in await self.subscribers():
             rows = await self._db(outbox.pending, view, url, since=since, limit=SCAN)
             seen: set[str] = set()
@@ -247,20 +254,37 @@ class Deliverer:
                 if row["username"] in seen:
                     continue  # waits for the customer's earlier message
                 seen.add(row["username"])
-                if float(row["next_at"]) <= now:
-                    work.append(self._deliver(session, gate, view, url, row))
+                key = (url, row["username"])
+                if key in self._in_flight or float(row["next_at"]) > now:
+                    continue
+                if self.hooks.secret is None:
+                    log.warning("webhook messages wait: LEDGER_WEBHOOK_SECRET is unset")
+                    return False
+                task = asyncio.get_running_loop().create_task(
+                    self._deliver(session, gate, view, url, row))
+                self._in_flight[key] = task
+                task.add_done_callback(functools.partial(self._landed, key))
+                started += 1
         backlog = await self._db(outbox.backlog, view)
         self.waiting.set(backlog["waiting"])
         oldest = backlog["oldest"]
         self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))
-        if work and self.hooks.secret is None:
-            log.warning("webhook messages wait: LEDGER_WEBHOOK_SECRET is unset")
-            return False
-        await asyncio.gather(*work)
-        return bool(work)
+        return started > 0
+
+    def _landed(self, key: tuple[str, str], _: asyncio.Task[None]) -> None:
+        self._in_flight.pop(key, None)
 
     async def _deliver(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
                        view: ReadModelView, url: str, row: dict[str, Any]) -> None:
+        try:
+            await self._send(session, gate, view, url, row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next round tries it again
+            log.exception("webhook delivery of %s failed", row["id"])
+
+    async def _send(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
+                    view: ReadModelView, url: str, row: dict[str, Any]) -> None:
         assert self.hooks.secret is not None
         body = json.dumps(outbox.body(row), separators=(",", ":"), sort_keys=True).encode()
         error: str | None = None
@@ -314,6 +338,12 @@ async def delivery(app: web.Application) -> AsyncIterator[None]:
     """The app's cleanup context: delivery runs while the app does (after the keeper starts,
     stopped before it stops)."""
     hooks = WebhookSettings.from_env()
+    if hooks.secret is None:  # nothing is sent unsigned: no task, no connection
+        if hooks.urls:
+            log.warning("LEDGER_WEBHOOK_URL is set but LEDGER_WEBHOOK_SECRET is not: "
+                        "no webhook is sent")
+        yield
+        return
     keeper = app[KEEPER]
     leader = getattr(keeper, "is_leader", None)
 
