@@ -353,6 +353,15 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order_per_customer
         waiting = await until_async(tried, "deliveries tried while the receiver is down")
         assert all(m["deliveries"][0]["last_error"] for m in waiting)
         assert not any(receiver.of(u) for u in users)
+
+        async def backlog() -> Any:
+            reply = await api.get("/metrics", role="auditor")
+            values = {line.split()[0]: float(line.split()[1]) for line in reply.text.splitlines()
+                      if line.startswith("ledger_webhook_")}
+            return (values.get("ledger_webhook_messages_waiting", 0) >= len(users)
+                    and values.get("ledger_webhook_oldest_waiting_age_seconds", 0) > 0)
+
+        await until_async(backlog, "the metrics show the messages waiting, and for how long")
     finally:
         receiver.up()
     for username in users:
