@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from api import openapi
+from api import openapi, webhooks
 from api.auth import TOKENS, Tokens, auth_middleware
 from api.context import (
     ADMISSION,
@@ -152,5 +152,6 @@ def create_app(
 
     app.cleanup_ctx.extend([executor, ledger, read_side])
     app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
+    app.cleanup_ctx.append(webhooks.delivery)  # after the keeper starts, before it stops
     return app
 

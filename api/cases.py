@@ -152,7 +152,7 @@ def _evidence(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
 async def add_case_note(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
     b = await parsing.body(request, models.CaseNoteAdd)
-    return await command(request, AddCaseNote, case_id, b.text)
+    return await command(request, AddCaseNote, case_id, b.text, b.for_customer)
 
 
 async def get_case(request: web.Request) -> web.Response:

@@ -429,3 +429,84 @@ def staff_list() -> None:
             click.echo(f"{person.name}\t{person.role}\t{state}\t"
                        f"added {person.added_at} by {person.added_by}\t"
                        f"changed {person.changed_at} by {person.changed_by}")
+# -- webhooks (issue 14: api.webhooks, projections.outbox) ---------------------------------------
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook subscriptions and redelivery (messages to customers, api/README.md)."""
+
+
+@contextmanager
+def _outbox(command: str) -> Iterator[Any]:
+    """The outbox's view on an existing store, its delivery tables made if missing."""
+    from projections import outbox
+    from projections.readmodels import open_view
+
+    settings = _settings(f"webhooks {command}")
+    view = open_view(settings, outbox.OutboxProjection, pool_size=1)
+    try:
+        outbox.create_delivery_tables(view)
+        yield view
+    finally:
+        view.datastore.close()
+
+
+@webhooks.command("add")
+@click.argument("url")
+def webhooks_add(url: str) -> None:
+    """Send URL every message from now on (LEDGER_WEBHOOK_SECRET signs them)."""
+    from datetime import UTC, datetime
+
+    from api.webhooks import check_url
+    from ledger.clock import rfc3339
+    from projections import outbox
+
+    try:
+        check_url(url, "URL")
+    except ValueError as error:
+        _refuse("webhooks add", str(error))
+    with _outbox("add") as view:
+        since = outbox.last_position(view)
+        added = outbox.subscribe(view, url, since=since, added_at=rfc3339(datetime.now(UTC)))
+    shown = outbox.shown_url(url)
+    click.echo(f"subscribed {shown} to the messages after position {since}" if added
+               else f"{shown} was subscribed already")
+
+
+@webhooks.command("list")
+def webhooks_list() -> None:
+    """The subscriptions (LEDGER_WEBHOOK_URL's URLs are the server's own, not listed)."""
+    from projections import outbox
+
+    with _outbox("list") as view:
+        rows = outbox.subscriptions(view)
+    for row in rows:
+        click.echo(f"{outbox.shown_url(row['url'])}\tsince {row['since']}\t"
+                   f"added {row['added_at']}")
+
+
+@webhooks.command("remove")
+@click.argument("url")
+def webhooks_remove(url: str) -> None:
+    """Stop sending URL messages."""
+    from projections import outbox
+
+    with _outbox("remove") as view:
+        removed = outbox.unsubscribe(view, url)
+    if not removed:
+        _refuse("webhooks remove", f"{outbox.shown_url(url)} is not subscribed", exit_code=1)
+    click.echo(f"unsubscribed {outbox.shown_url(url)}")
+
+
+@webhooks.command("redeliver")
+@click.argument("message_id", type=click.UUID)
+def webhooks_redeliver(message_id: Any) -> None:
+    """Send a message again, with the same id, to every subscriber that had it."""
+    from projections import outbox
+
+    with _outbox("redeliver") as view:
+        count = outbox.redeliver(view, str(message_id))
+    if count == 0:
+        _refuse("webhooks redeliver", f"no message {message_id} was sent yet", exit_code=1)
+    click.echo(f"message {message_id} will be sent again to {count} subscriber(s)")

@@ -133,6 +133,8 @@ class ReadSide(Protocol):
 
     def close(self) -> None: ...
 
+    def outbox(self, *, status: str | None, limit: int, after: str | None) -> Page: ...
+
 
 class Keeper(Protocol):
     """``projections.readmodels.ReadModelKeeper``: keeps the read models current."""

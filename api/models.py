@@ -306,6 +306,9 @@ class EvidenceAdd(Body):
 
 class CaseNoteAdd(Body):
     text: NonBlankText
+    for_customer: bool = Field(
+        default=False, description="Meant for the customer: sent to them as a "
+        "`return_case.note` message (webhooks); otherwise kept inside the shop.")
 
 
 # -- query strings ------------------------------------------------------------------------------
@@ -667,6 +670,8 @@ class RefundStep(Answer):
 
 class RefundRequestDetail(RefundRequestItem):
     steps: list[RefundStep]
+    messages: list[OutboxMessage] = Field(
+        default_factory=list, description="What the customer was told, and when (webhooks).")
 
 
 class RefundTotal(Answer):
@@ -766,6 +771,8 @@ class CaseStep(Answer):
 
 class CaseDetail(CaseSummary):
     steps: list[CaseStep]
+    messages: list[OutboxMessage] = Field(
+        default_factory=list, description="What the customer was told, and when (webhooks).")
     evidence: Evidence = Field(description="Every photo reference of the case: those given "
                                "at opening and those added since (evidence_added steps).")
     steps_next: str | None = Field(
@@ -1010,3 +1017,51 @@ class Me(Answer):
     role: str = Field(description="The role they act in.")
     actor: str = Field(description="What events record of them: role:person, or role and a "
                        "token fingerprint for a shared role token.")
+
+
+# -- the outbox and its webhooks (projections.outbox, api.webhooks) ------------------------------
+
+OutboxStatus = Literal["waiting", "delivered", "failed"]
+
+
+class OutboxQuery(PageQuery):
+    status: OutboxStatus | None = Field(
+        default=None, description="waiting: a delivery still to send or to try again; "
+        "failed: a delivery parked past its age; delivered: every subscriber had it.")
+
+
+class OutboxDelivery(Answer):
+    subscriber: str = Field(description="The receiving URL (without credentials or query).")
+    status: OutboxStatus
+    attempts: int = Field(description="POSTs made so far.")
+    delivered_at: datetime | None = Field(description="When a 2xx answer came.")
+    last_error: str | None = Field(description="What the last failed try met, in words.")
+
+
+class OutboxMessage(Answer):
+    id: UUID = Field(description="Derived from the event: the same on every delivery "
+                     "(Ledger-Delivery-Id).")
+    type: str = Field(description="e.g. return_case.accepted, refund_request.paid, "
+                      "deposit.recorded (api/README.md lists them).")
+    position: int = Field(description="The event's log position.")
+    created_at: datetime = Field(description="When the event was recorded.")
+    username: str
+    currency: str
+    amount: int | None = Field(description="The money the message is about, in minor units.")
+    case_id: UUID | None
+    request_id: UUID | None
+    order_no: str | None
+    customer_message: str = Field(description="Words the shop's mailer can send as they are.")
+    details: dict[str, Any] = Field(description="The type's other facts (return_address, "
+                                    "return_by, refund_amount, freight_amount, reason ...).")
+    deliveries: list[OutboxDelivery] = Field(description="One per subscriber tried.")
+
+
+class OutboxPage(Answer):
+    items: list[OutboxMessage]
+    next: str | None
+
+
+# The case and request views name the outbox's message before it is defined.
+CaseDetail.model_rebuild()
+RefundRequestDetail.model_rebuild()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aiohttp.typedefs import Handler
 
-from api import cases, docs, finance, handlers, models, operations, people
+from api import cases, docs, finance, handlers, models, operations, people, webhooks
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
 from api.routing import Link, Media, Route
 
@@ -242,4 +242,8 @@ ROUTES: tuple[Route, ...] = (
           "A file of the console", OPERATIONS,
           {200: Media("text/css", more_types=("text/javascript", "text/html"))},
           problems=(404,)),
+    # -- webhooks (issue 14)
+    Route("GET", "/v1/outbox", webhooks.list_outbox, READ_BOOKS,
+          "Messages to customers and their deliveries: waiting, delivered, failed", BOOKS,
+          {200: models.OutboxPage}, query=models.OutboxQuery),
 )

@@ -435,7 +435,8 @@ class LedgerApplication(Application[UUID]):
     @_decides(AddCaseNote)
     def _add_case_note(self, c: AddCaseNote, actor: Actor) -> Decision:
         return self._case_step(
-            c.case_id, lambda case, on: case.add_note(c.text, actor=actor, on=on), "created"
+            c.case_id, lambda case, on: case.add_note(
+                c.text, actor=actor, on=on, for_customer=c.for_customer), "created"
         )
 
     # -- loading ----------------------------------------------------------------------------

@@ -544,6 +544,8 @@ class AddCaseEvidence(CaseStep):
 class AddCaseNote(CaseStep):
     name = "return_case.note"
     text: str
+    # A note meant for the customer: the outbox sends it to them (projections.outbox).
+    for_customer: bool = False
 
     def __post_init__(self) -> None:
         text = identity.text(self.text, field="text")
@@ -552,4 +554,7 @@ class AddCaseNote(CaseStep):
         self._normalise(text=text)
 
     def fingerprint_params(self) -> dict[str, Any]:
-        return {"id": str(self.case_id), "text": self.text}
+        params: dict[str, Any] = {"id": str(self.case_id), "text": self.text}
+        if self.for_customer:  # only when set: earlier notes keep their fingerprints
+            params["for_customer"] = True
+        return params

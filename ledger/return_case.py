@@ -172,6 +172,9 @@ class ReturnCase(Aggregate):
     class NoteAdded(Event):
         TOPIC = "ledger:ReturnCase.NoteAdded"
         text: str
+        # Meant for the customer (the outbox sends it as a message); False for notes kept
+        # inside the shop, and for every note recorded before the flag existed.
+        for_customer: bool = False
 
     @event(Opened)
     def __init__(
@@ -466,17 +469,21 @@ class ReturnCase(Aggregate):
     def _cancel(self, reason: str, actor: str, correlation_id: str, on: str) -> None:
         self.state = "cancelled"
 
-    def add_note(self, text: str, *, actor: Actor, on: str) -> None:
+    def add_note(
+        self, text: str, *, actor: Actor, on: str, for_customer: bool = False
+    ) -> None:
         self._require("add a note to", STEP_FROM["notes"])
         if self.notes_added >= MAX_NOTES_PER_CASE:
             raise NotesFull(
                 f"the case holds {MAX_NOTES_PER_CASE} notes, the most a case takes: say what "
                 "is new in one of its steps, or open a new case for a new matter",
                 notes=self.notes_added)
-        self._add_note(text, actor.name, actor.request_id, on)
+        self._add_note(text, actor.name, actor.request_id, on, for_customer)
 
     @event(NoteAdded)
-    def _add_note(self, text: str, actor: str, correlation_id: str, on: str) -> None:
+    def _add_note(
+        self, text: str, actor: str, correlation_id: str, on: str, for_customer: bool = False
+    ) -> None:
         # A note changes no state but its count: it is history the customer is told.
         self.notes_added = self.notes_added + 1
 

@@ -41,6 +41,7 @@ from projections import (
     accounts,
     journal,
     orders,
+    outbox,
     reconciliation,
     refund_requests,
     return_cases,
@@ -53,6 +54,7 @@ from projections.events import own_fields
 from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
 from projections.orders import OrdersProjection
+from projections.outbox import OutboxProjection
 from projections.paging import Page, cursor, page_size, paged
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
@@ -70,6 +72,7 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     RefundRequestsProjection,
     ReturnCasesProjection,
     JournalProjection,
+    OutboxProjection,
 )
 APP_NAME = LedgerApplication.name
 
@@ -138,6 +141,7 @@ class ReadModels:
         self._requests = self.views[RefundRequestsProjection.name]
         self._cases = self.views[ReturnCasesProjection.name]
         self._journal = self.views[JournalProjection.name]
+        self._outbox = self.views[OutboxProjection.name]
 
     def close(self) -> None:
         close_views(self.views)
@@ -283,12 +287,15 @@ class ReadModels:
         return return_cases.briefs(self._cases, case_ids)
 
     def return_case(self, case_id: UUID) -> dict[str, Any] | None:
-        return return_cases.case(
+        found = return_cases.case(
             self._cases,
             case_id,
             today=self.app.today(),
             unresolved_after_days=self.unresolved_after_days,
         )
+        if found is not None:  # what the customer was told, and when (projections.outbox)
+            found["messages"] = outbox.messages_of(self._outbox, case_id=str(case_id))
+        return found
 
     def return_cases(
         self,
@@ -344,7 +351,14 @@ class ReadModels:
         )
 
     def refund_request(self, request_id: UUID) -> dict[str, Any] | None:
-        return refund_requests.request(self._requests, request_id)
+        found = refund_requests.request(self._requests, request_id)
+        if found is not None:  # what the customer was told, and when (projections.outbox)
+            found["messages"] = outbox.messages_of(self._outbox, request_id=str(request_id))
+        return found
+
+    def outbox(self, *, status: str | None, limit: int, after: str | None) -> Page:
+        """The outbox's messages with their deliveries (``projections.outbox``)."""
+        return outbox.outbox(self._outbox, status=status, limit=limit, after=after)
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -543,6 +557,11 @@ def prepare_read_models(settings: StoreSettings) -> None:
     with schema_lock(settings):
         for projection in PROJECTIONS:
             open_view(settings, projection, pool_size=1).datastore.close()
+        view = open_view(settings, OutboxProjection, pool_size=1)
+        try:  # beside the outbox, not derived from the log (projections.outbox)
+            outbox.create_delivery_tables(view)
+        finally:
+            view.datastore.close()
 
 
 __all__: Sequence[str] = (

@@ -1,0 +1,366 @@
+"""Webhooks: the outbox's messages (``projections.outbox``) POSTed, signed, to every subscriber.
+
+Who: the one ``ledger serve`` process keeping the read models (``projections.leadership``), in
+an asyncio task of its own with a thread of its own for the outbox's tables: never in a
+request's path, never on the request executor, so a slow or dead receiver slows no write and no
+read. Where: every URL of ``LEDGER_WEBHOOK_URL`` (comma-separated) and every subscription made
+with ``ledger webhooks add``; each gets every message. Nothing is sent without
+``LEDGER_WEBHOOK_SECRET``.
+
+How: a POST of the message as JSON, with ``Ledger-Signature: t=<unix seconds>,v1=<hex HMAC-SHA-256
+of "<t>.<body>" with the secret>`` and ``Ledger-Delivery-Id: <message id>``. A 2xx answer marks
+the delivery delivered; any other answer, no answer in ``LEDGER_WEBHOOK_TIMEOUT_S`` or no
+connection is tried again after a bounded exponential back-off with jitter
+(``LEDGER_WEBHOOK_BACKOFF_BASE_S`` doubling up to ``LEDGER_WEBHOOK_BACKOFF_MAX_S``), until the
+message is ``LEDGER_WEBHOOK_MAX_AGE_S`` old: then the delivery is parked ``failed`` (shown in
+``GET /v1/outbox?status=failed``; ``ledger webhooks redeliver ID`` sends it again).
+
+Order: per subscriber, a customer's message is sent only once every earlier one of theirs is
+delivered or parked (log order per customer); different customers' messages go out together, at
+most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time. At least once: a delivery is marked after its
+answer, so a crash in between sends it again, with the same ``Ledger-Delivery-Id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from api import models, parsing
+from api.context import KEEPER, SETTINGS, read
+from api.handlers import json_response
+from api.observability import METRICS
+from ledger.clock import rfc3339
+from ledger.settings import StoreSettings
+from projections import outbox
+from projections.outbox import OutboxProjection
+from projections.views import ReadModelView
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SIGNATURE_HEADER = "Ledger-Signature"
+DELIVERY_ID_HEADER = "Ledger-Delivery-Id"
+TYPE_HEADER = "Ledger-Message-Type"
+# How far a receiver may let a signature's time be from its own clock (the README's snippet).
+SIGNATURE_TOLERANCE_S = 300
+# Messages looked at per subscriber and round: the first undelivered of each customer among them
+# is sent.
+SCAN = 200
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    urls: tuple[str, ...] = ()
+    secret: str | None = None
+    max_age_s: float = 24 * 3600.0
+    timeout_s: float = 10.0
+    concurrency: int = 8
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    poll_s: float = 0.2
+
+    # Each setting's environment variable, and its bounds.
+    ENV: Any = (
+        ("max_age_s", "LEDGER_WEBHOOK_MAX_AGE_S", 0.1, 30 * 24 * 3600.0),
+        ("timeout_s", "LEDGER_WEBHOOK_TIMEOUT_S", 0.05, 120.0),
+        ("concurrency", "LEDGER_WEBHOOK_CONCURRENCY", 1, 256),
+        ("backoff_base_s", "LEDGER_WEBHOOK_BACKOFF_BASE_S", 0.01, 3600.0),
+        ("backoff_max_s", "LEDGER_WEBHOOK_BACKOFF_MAX_S", 0.01, 24 * 3600.0),
+        ("poll_s", "LEDGER_WEBHOOK_POLL_S", 0.01, 10.0),
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
+        """The settings in ``env`` (the process's): ValueError naming a bad one."""
+        env = os.environ if env is None else env
+        urls = tuple(u.strip() for u in env.get("LEDGER_WEBHOOK_URL", "").split(",") if u.strip())
+        for url in urls:
+            check_url(url, "LEDGER_WEBHOOK_URL")
+        secret = env.get("LEDGER_WEBHOOK_SECRET", "").strip() or None
+        values: dict[str, Any] = {}
+        for name, variable, low, high in cls.ENV:
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            kind = type(low)
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{variable} is not a number: {raw!r}") from None
+            if not low <= value <= high:
+                raise ValueError(f"{variable} is {low}..{high}")
+            values[name] = value
+        made = cls(urls=urls, secret=secret, **values)
+        if made.backoff_max_s < made.backoff_base_s:
+            raise ValueError("LEDGER_WEBHOOK_BACKOFF_MAX_S is below LEDGER_WEBHOOK_BACKOFF_BASE_S")
+        return made
+
+
+def check_url(url: str, name: str) -> str:
+    if not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise ValueError(f"{name}: {url!r} is not an http(s) URL")
+    return url
+
+
+# -- signatures and back-off ---------------------------------------------------------------------
+
+
+def signature(secret: str, body: bytes, t: int) -> str:
+    """The ``Ledger-Signature`` header's value for ``body`` sent at unix time ``t``."""
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(secret: str, body: bytes, header: str, *, now: float | None = None,
+           tolerance_s: float = SIGNATURE_TOLERANCE_S) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret``, at a time within ``tolerance_s`` of
+    ``now`` (what a receiver checks; the README shows the same in a few lines)."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        t = int(parts["t"])
+        given = parts["v1"]
+    except (KeyError, ValueError):
+        return False
+    now = time.time() if now is None else now
+    if abs(now - t) > tolerance_s:
+        return False
+    expected = signature(secret, body, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, given)
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float,
+              rand: Callable[[], float] = random.random) -> float:
+    """The wait before the next try after ``attempts`` failed ones: ``base_s`` doubled per
+    failure, at most ``max_s``, then a random half of it taken off (jitter), so receivers
+    coming back are not met by every sender at once. Always in (cap/2, cap]."""
+    cap = min(max_s, base_s * 2.0 ** min(max(attempts - 1, 0), 60))
+    return float(cap * (1 - rand() / 2))
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+class Deliverer:
+    """Sends the outbox's messages while ``is_leader()`` (see the module docstring)."""
+
+    def __init__(self, settings: StoreSettings, hooks: WebhookSettings,
+                 is_leader: Callable[[], bool], metrics: Any) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.is_leader = is_leader
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks")
+        self._view: ReadModelView | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # (subscriber, customer) -> the delivery being sent: one per customer at a time
+        self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        registry = metrics.registry
+        self.waiting = Gauge("ledger_webhook_messages_waiting",
+                             "Deliveries of outbox messages waiting to be sent or tried again",
+                             registry=registry)
+        self.oldest = Gauge("ledger_webhook_oldest_waiting_age_seconds",
+                            "Age of the oldest outbox message a delivery waits with (0: none)",
+                            registry=registry)
+        self.failures = Counter("ledger_webhook_failures",
+                                "Deliveries parked failed past LEDGER_WEBHOOK_MAX_AGE_S",
+                                registry=registry)
+        self.attempts = Counter("ledger_webhook_attempts",
+                                "Webhook POSTs made, by outcome", ("outcome",),
+                                registry=registry)
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _open(self) -> ReadModelView:
+        if self._view is None:
+            from projections.readmodels import open_view
+
+            self._view = open_view(self.settings, OutboxProjection, pool_size=2)
+        return self._view
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="webhooks")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        if self._view is not None:
+            await self._db(self._view.datastore.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.hooks.timeout_s)
+        connector = aiohttp.TCPConnector(limit=self.hooks.concurrency)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            gate = asyncio.Semaphore(self.hooks.concurrency)
+            while not self._stopping.is_set():
+                busy = False
+                try:
+                    if self.is_leader():
+                        busy = await self.round(session, gate)
+                except Exception:  # never left dead: logged, and tried again
+                    log.exception("webhook delivery failed; trying again")
+                if not busy:
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), self.hooks.poll_s)
+                    except TimeoutError:
+                        pass
+
+    async def subscribers(self) -> list[tuple[str, int]]:
+        view = await self._db(self._open)
+        subscribed = await self._db(outbox.subscriptions, view)
+        found = {url: 0 for url in self.hooks.urls}
+        for row in subscribed:
+            found.setdefault(row["url"], int(row["since"]))
+        return list(found.items())
+
+    async def round(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> bool:
+        """Start sending each customer's first undelivered message that is due, to each
+        subscriber, unless one of theirs is in flight there; True if any was started. A round
+        never waits for the answers: a slow receiver holds its own deliveries only."""
+        view = await self._db(self._open)
+        now = time.time()
+        started = 0
+        for url, since in await self.subscribers():
+            rows = await self._db(outbox.pending, view, url, since=since, limit=SCAN)
+            seen: set[str] = set()
+            for row in rows:
+                if row["username"] in seen:
+                    continue  # waits for the customer's earlier message
+                seen.add(row["username"])
+                key = (url, row["username"])
+                if key in self._in_flight or float(row["next_at"]) > now:
+                    continue
+                if self.hooks.secret is None:
+                    log.warning("webhook messages wait: LEDGER_WEBHOOK_SECRET is unset")
+                    return False
+                task = asyncio.get_running_loop().create_task(
+                    self._deliver(session, gate, view, url, row))
+                self._in_flight[key] = task
+                task.add_done_callback(functools.partial(self._landed, key))
+                started += 1
+        backlog = await self._db(outbox.backlog, view)
+        self.waiting.set(backlog["waiting"])
+        oldest = backlog["oldest"]
+        self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))
+        return started > 0
+
+    def _landed(self, key: tuple[str, str], _: asyncio.Task[None]) -> None:
+        self._in_flight.pop(key, None)
+
+    async def _deliver(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
+                       view: ReadModelView, url: str, row: dict[str, Any]) -> None:
+        try:
+            await self._send(session, gate, view, url, row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next round tries it again
+            log.exception("webhook delivery of %s failed", row["id"])
+
+    async def _send(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
+                    view: ReadModelView, url: str, row: dict[str, Any]) -> None:
+        assert self.hooks.secret is not None
+        body = json.dumps(outbox.body(row), separators=(",", ":"), sort_keys=True).encode()
+        error: str | None = None
+        async with gate:
+            headers = {
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: signature(self.hooks.secret, body, int(time.time())),
+                DELIVERY_ID_HEADER: row["id"],
+                TYPE_HEADER: row["type"],
+            }
+            try:
+                async with session.post(url, data=body, headers=headers,
+                                        allow_redirects=False) as answer:
+                    await answer.content.read(64 * 1024)  # a bounded look, then let go
+                    if not 200 <= answer.status < 300:
+                        error = f"answered {answer.status}"
+            except TimeoutError:
+                error = f"no answer within {self.hooks.timeout_s:g} s"
+            except aiohttp.ClientError as failure:
+                error = f"{type(failure).__name__}: {failure}"[:500]
+        now = time.time()
+        attempts = int(row["attempts"]) + 1
+        self.attempts.labels("delivered" if error is None else "failed").inc()
+        if error is None:
+            await self._db(outbox.settle, view, row["id"], url, status=outbox.DELIVERED,
+                           attempts=attempts, next_at=now, delivered_at=rfc3339(_now()),
+                           last_error=None)
+            return
+        if now - _unix(row["created_at"]) >= self.hooks.max_age_s:
+            self.failures.inc()
+            log.warning("webhook message %s parked failed after %d attempts: %s",
+                        row["id"], attempts, error)
+            await self._db(outbox.settle, view, row["id"], url, status=outbox.FAILED,
+                           attempts=attempts, next_at=now, delivered_at=None, last_error=error)
+            return
+        wait = backoff_s(attempts, self.hooks.backoff_base_s, self.hooks.backoff_max_s)
+        await self._db(outbox.settle, view, row["id"], url, status=outbox.WAITING,
+                       attempts=attempts, next_at=now + wait, delivered_at=None,
+                       last_error=error)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _unix(moment: str) -> float:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
+async def delivery(app: web.Application) -> AsyncIterator[None]:
+    """The app's cleanup context: delivery runs while the app does (after the keeper starts,
+    stopped before it stops)."""
+    hooks = WebhookSettings.from_env()
+    if hooks.secret is None:  # nothing is sent unsigned: no task, no connection
+        if hooks.urls:
+            log.warning("LEDGER_WEBHOOK_URL is set but LEDGER_WEBHOOK_SECRET is not: "
+                        "no webhook is sent")
+        yield
+        return
+    keeper = app[KEEPER]
+    leader = getattr(keeper, "is_leader", None)
+
+    def is_leader() -> bool:
+        return leader is not None and bool(leader.is_set())
+
+    deliverer = Deliverer(app[SETTINGS], hooks, is_leader, app[METRICS])
+    deliverer.start()
+    yield
+    await deliverer.stop()
+
+
+# -- the operators' read -------------------------------------------------------------------------
+
+
+async def list_outbox(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.OutboxQuery)
+    page = await read(request, lambda rm: rm.outbox(status=q.status, limit=q.limit,
+                                                    after=q.after))
+    return json_response({"items": page.items, "next": page.next})

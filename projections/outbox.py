@@ -1,0 +1,509 @@
+"""Outbox read model: what the customer is told, as messages kept from the log, and what became
+of each message's delivery (``api.webhooks`` sends them).
+
+The projection turns every event that matters to someone outside into a message: each step of a
+return case (notes only when meant for the customer), each step of a balance refund request,
+deposits and purchase failures credited back. A message's id is derived from its event (the
+stream and its version), so a rebuild makes the same ids and a receiver can tell a message sent
+twice. Each message carries the customer, the case or request, the figures (minor units and a
+currency) and ``customer_message``: words the shop's mailer can send as they are.
+
+The messages (``ob_messages``) and the streams' facts the messages need (``ob_streams``) are the
+projection's tables, written with its tracking record like every read model's. What became of
+each delivery (``ob_deliveries``), the subscriptions made with ``ledger webhooks add``
+(``ob_subscriptions``) and how far each subscriber's deliveries are all settled
+(``ob_cursors``) are not derived from the log: they sit beside the read model in the same
+datastore, are made by ``create_delivery_tables`` and survive a rebuild.
+
+Its tables, its projection, and its queries (``messages_of``, ``outbox`` a page at a time) and
+the deliverer's (``pending``, ``settle``, ``redeliver``, subscriptions).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ledger.account import Account
+from ledger.money import decimal_text
+from ledger.refund_request import RefundRequest
+from ledger.return_case import ReturnCase
+from projections.events import json_text, moment_text
+from projections.paging import Page, cursor, page_size, paged
+from projections.views import (
+    ReadModelProjection,
+    ReadModelView,
+    Row,
+    SQLiteReadModelView,
+    _to_sqlite,
+)
+
+NAME = "outbox"
+DDL = (
+    "CREATE TABLE IF NOT EXISTS ob_messages ("
+    " id TEXT PRIMARY KEY, position BIGINT NOT NULL, type TEXT NOT NULL,"
+    " username TEXT NOT NULL, currency TEXT NOT NULL, amount BIGINT, case_id TEXT,"
+    " request_id TEXT, order_no TEXT, customer_message TEXT NOT NULL, details TEXT NOT NULL,"
+    " created_at TEXT NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ob_messages_by_position ON ob_messages (position)",
+    "CREATE INDEX IF NOT EXISTS ob_messages_by_case ON ob_messages (case_id, position)",
+    "CREATE INDEX IF NOT EXISTS ob_messages_by_request ON ob_messages (request_id, position)",
+    "CREATE TABLE IF NOT EXISTS ob_streams ("
+    " id TEXT PRIMARY KEY, username TEXT NOT NULL, currency TEXT NOT NULL, order_no TEXT,"
+    " return_by TEXT)",
+)
+# Not derived from the log (see the module docstring): made beside the read model, kept by a
+# rebuild, never compared by verify.
+DELIVERY_DDL = (
+    "CREATE TABLE IF NOT EXISTS ob_deliveries ("
+    " message_id TEXT NOT NULL, subscriber TEXT NOT NULL, position BIGINT NOT NULL,"
+    " username TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL,"
+    " next_at DOUBLE PRECISION NOT NULL, delivered_at TEXT, last_error TEXT,"
+    " PRIMARY KEY (message_id, subscriber))",
+    "CREATE INDEX IF NOT EXISTS ob_deliveries_by_status ON ob_deliveries (status, position)",
+    "CREATE TABLE IF NOT EXISTS ob_subscriptions ("
+    " url TEXT PRIMARY KEY, since BIGINT NOT NULL, added_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ob_cursors (subscriber TEXT PRIMARY KEY, upto BIGINT NOT NULL)",
+)
+WAITING, DELIVERED, FAILED = "waiting", "delivered", "failed"
+STATUSES = (WAITING, DELIVERED, FAILED)
+# Message ids: uuid5 in a namespace of the ledger's own, of the event's stream and version.
+NAMESPACE = uuid.UUID("5a0d7c1e-6b1f-4f3e-9d0a-0b7e2c1f4a14")
+
+# Where a refused return case becomes a message: issue 12 records refused cases as an event
+# ``ReturnCase.Refused``; until the domain has it, there is nothing to map (see ``_refused``).
+REFUSED_EVENT: type[Any] | None = getattr(ReturnCase, "Refused", None)
+
+CASE_EVENTS: frozenset[type[Any]] = frozenset(
+    {
+        ReturnCase.Opened, ReturnCase.SupplierReviewStarted, ReturnCase.Accepted,
+        ReturnCase.Rejected, ReturnCase.ShippedBack, ReturnCase.Received,
+        ReturnCase.Expired, ReturnCase.Forwarded, ReturnCase.Resolved, ReturnCase.Closed,
+        ReturnCase.Cancelled, ReturnCase.NoteAdded,
+        *([REFUSED_EVENT] if REFUSED_EVENT is not None else []),
+    }
+)
+REQUEST_EVENTS: frozenset[type[Any]] = frozenset(
+    {
+        RefundRequest.Requested, RefundRequest.Approved, RefundRequest.Rejected,
+        RefundRequest.Cancelled, RefundRequest.PaidOut,
+    }
+)
+ACCOUNT_EVENTS: frozenset[type[Any]] = frozenset(
+    {Account.Opened, Account.DepositReceived, Account.PurchaseFailed}
+)
+# Every message type, with what it tells (the contract in api/README.md lists the same).
+MESSAGE_TYPES: Mapping[str, str] = {
+    "return_case.opened": "a return or exchange case was opened",
+    "return_case.refused": "a return was refused when asked for (its reason)",
+    "return_case.supplier_review": "the supplier reviews the return",
+    "return_case.accepted": "the supplier accepted: where to send the goods, and by when",
+    "return_case.rejected": "the supplier refused the return (its reason)",
+    "return_case.shipped_back": "the customer's parcel is on its way back (its tracking)",
+    "return_case.received": "the goods came back in time",
+    "return_case.late": "the goods came back posted after the last accepted date",
+    "return_case.expired": "no goods came back by the last accepted date",
+    "return_case.forwarded": "the goods went on to the supplier",
+    "return_case.resolved": "refund (money credited, freight charged), exchange or repair",
+    "return_case.closed": "the case is closed",
+    "return_case.cancelled": "the case was cancelled (its reason)",
+    "return_case.note": "a progress note meant for the customer",
+    "refund_request.requested": "a balance refund was asked for (the amount held)",
+    "refund_request.approved": "the refund was approved",
+    "refund_request.rejected": "the refund was refused (its reason); the amount released",
+    "refund_request.cancelled": "the refund was cancelled (its reason); the amount released",
+    "refund_request.paid": "the refund was paid out (its payout reference)",
+    "deposit.recorded": "a payment reached the customer's balance",
+    "purchase.failed": "an order failed after payment and was credited back",
+}
+
+
+def message_id(event: Any, message_type: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{event.originator_id}:{event.originator_version}:"
+                                     f"{message_type}"))
+
+
+def money_text(amount: int, currency: str) -> str:
+    """``1234`` EUR → ``12.34 EUR``."""
+    return f"{decimal_text(amount, currency)} {currency}"
+
+
+class OutboxProjection(ReadModelProjection):
+    name = NAME
+    ddl = DDL
+    keys: ClassVar[Mapping[str, tuple[str, ...]]] = {"ob_streams": ("id",)}
+    handles = CASE_EVENTS | REQUEST_EVENTS | ACCOUNT_EVENTS
+
+    def process_event(self, event: Any, position: int) -> None:
+        kind = type(event)
+        stream_id = str(event.originator_id)
+        if kind in (ReturnCase.Opened, RefundRequest.Requested, Account.Opened):
+            stream: Row = {
+                "id": stream_id, "username": event.username, "currency": event.currency,
+                "order_no": getattr(event, "order_no", None), "return_by": None,
+            }
+            self.rows.put("ob_streams", stream)
+        else:
+            stream = self.rows.get("ob_streams", stream_id)
+        if kind is ReturnCase.Accepted:
+            self.rows.put("ob_streams", {**stream, "return_by": event.return_by})
+        said = _message(event, stream)
+        if said is None:
+            return
+        message_type, text, amount, details = said
+        case_id = stream_id if kind in CASE_EVENTS else None
+        request_id = stream_id if kind in REQUEST_EVENTS else None
+        self.rows.add("ob_messages", {
+            "id": message_id(event, message_type),
+            "position": position,
+            "type": message_type,
+            "username": stream["username"],
+            "currency": stream["currency"],
+            "amount": amount,
+            "case_id": case_id,
+            "request_id": request_id,
+            "order_no": details.pop("order_no", stream["order_no"]),
+            "customer_message": text,
+            "details": json_text(details),
+            "created_at": moment_text(event.timestamp),
+        })
+
+
+Said = tuple[str, str, int | None, dict[str, Any]]
+
+
+def _message(event: Any, stream: Row) -> Said | None:
+    """The message an event makes: its type, its words, its amount and its other facts."""
+    kind = type(event)
+    currency = stream["currency"]
+    order = stream["order_no"]
+    if kind in CASE_EVENTS:
+        return _case_message(event, order, currency, stream["return_by"])
+    if kind in REQUEST_EVENTS:
+        return _request_message(event, order, currency)
+    if kind is Account.DepositReceived:
+        return ("deposit.recorded",
+                f"We received your payment of {money_text(event.amount, currency)} "
+                f"(reference {event.reference}); it is now on your balance.",
+                event.amount, {"reference": event.reference, "order_no": None})
+    if kind is Account.PurchaseFailed:
+        return ("purchase.failed",
+                f"Your order {event.order_no} could not be completed: {event.reason}. "
+                f"{money_text(event.amount, currency)} was credited back to your balance.",
+                event.amount, {"reason": event.reason, "order_no": event.order_no})
+    return None  # an account opened: its facts only
+
+
+def _case_message(event: Any, order: str, currency: str, return_by: str | None) -> Said | None:
+    kind = type(event)
+    case = f"your return for order {order}"
+    if kind is ReturnCase.Opened:
+        return ("return_case.opened",
+                f"We have opened a {event.kind} case for your order {order}. We will keep you "
+                "posted on its progress.", None, {"kind": event.kind})
+    if REFUSED_EVENT is not None and kind is REFUSED_EVENT:
+        return _refused(event, order)
+    if kind is ReturnCase.SupplierReviewStarted:
+        return ("return_case.supplier_review",
+                f"We have asked the supplier to review {case}. We will tell you their answer.",
+                None, {})
+    if kind is ReturnCase.Accepted:
+        extra = f" {event.instructions.strip()}" if event.instructions.strip() else ""
+        return ("return_case.accepted",
+                f"The supplier accepted {case}. Please send the goods to: "
+                f"{event.return_address}. The parcel must be postmarked no later than "
+                f"{event.return_by}.{extra}", None,
+                {"return_address": event.return_address, "return_by": event.return_by,
+                 "instructions": event.instructions})
+    if kind is ReturnCase.Rejected:
+        return ("return_case.rejected",
+                f"The supplier did not accept {case}: {event.reason}.", None,
+                {"reason": event.reason})
+    if kind is ReturnCase.ShippedBack:
+        return ("return_case.shipped_back",
+                f"We have noted that you sent the goods back (tracking {event.tracking}).",
+                None, {"tracking": event.tracking})
+    if kind is ReturnCase.Received:
+        missing = [name.replace("_", " ") for name in
+                   ("goods", "original_packaging", "acceptance_copy")
+                   if not getattr(event, name)]
+        lacking = f" Missing: {', '.join(missing)}." if missing else ""
+        if event.late:
+            return ("return_case.late",
+                    f"We received the goods of {case}, postmarked {event.postmark_date}, after "
+                    f"the last date the supplier accepts ({return_by}).{lacking}", None,
+                    {"postmark_date": event.postmark_date, "return_by": return_by,
+                     "missing": missing})
+        return ("return_case.received",
+                f"We received the goods of {case} (postmarked {event.postmark_date})."
+                f"{lacking}", None,
+                {"postmark_date": event.postmark_date, "missing": missing})
+    if kind is ReturnCase.Expired:
+        return ("return_case.expired",
+                f"No goods for {case} reached us postmarked by {return_by}: the return has "
+                "expired.", None, {"return_by": return_by})
+    if kind is ReturnCase.Forwarded:
+        return ("return_case.forwarded",
+                f"The goods of {case} are on their way to the supplier.", None, {})
+    if kind is ReturnCase.Resolved:
+        return _resolved(event, order, currency)
+    if kind is ReturnCase.Closed:
+        return ("return_case.closed", f"The case for your order {order} is closed.", None, {})
+    if kind is ReturnCase.Cancelled:
+        return ("return_case.cancelled",
+                f"The case for your order {order} was cancelled: {event.reason}.", None,
+                {"reason": event.reason})
+    if kind is ReturnCase.NoteAdded:
+        if not getattr(event, "for_customer", False):
+            return None  # kept inside the shop
+        return ("return_case.note", event.text, None, {})
+    return None
+
+
+def _refused(event: Any, order: str) -> Said:
+    """The mapping point of a refused case (issue 12's ``ReturnCase.Refused``)."""
+    reason = str(getattr(event, "reason", "") or "the policy does not allow it")
+    return ("return_case.refused",
+            f"We cannot accept a return for your order {order}: {reason}.", None,
+            {"reason": reason})
+
+
+def _resolved(event: Any, order: str, currency: str) -> Said:
+    figures = {"outcome": event.outcome, "refund_amount": event.refund_amount,
+               "freight_amount": event.freight_amount, "tracking": event.tracking}
+    freight = (f" {money_text(event.freight_amount, currency)} was charged for the freight."
+               if event.freight_amount else "")
+    if event.outcome == "refund":
+        net = event.refund_amount - event.freight_amount
+        return ("return_case.resolved",
+                f"Your return for order {order} is resolved with a refund: "
+                f"{money_text(event.refund_amount, currency)} was credited to your balance."
+                f"{freight} Net: {money_text(net, currency)}.", event.refund_amount, figures)
+    tracking = f" (tracking {event.tracking})" if event.tracking else ""
+    article = "an" if event.outcome == "exchange" else "a"
+    return ("return_case.resolved",
+            f"Your return for order {order} is resolved with {article} "
+            f"{event.outcome}{tracking}.{freight}", None, figures)
+
+
+def _request_message(event: Any, order: str, currency: str) -> Said | None:
+    kind = type(event)
+    if kind is RefundRequest.Requested:
+        return ("refund_request.requested",
+                f"We received your request for a refund of "
+                f"{money_text(event.amount, currency)} from your balance (order {order}). "
+                "We will tell you once it is decided.", event.amount,
+                {"reason": event.reason})
+    if kind is RefundRequest.Approved:
+        return ("refund_request.approved",
+                f"Your refund for order {order} was approved; the payout follows.", None, {})
+    if kind is RefundRequest.Rejected:
+        return ("refund_request.rejected",
+                f"Your refund for order {order} was not approved: {event.reason}. The amount "
+                "stays on your balance.", None, {"reason": event.reason})
+    if kind is RefundRequest.Cancelled:
+        return ("refund_request.cancelled",
+                f"Your refund request for order {order} was cancelled: {event.reason}. The "
+                "amount stays on your balance.", None, {"reason": event.reason})
+    if kind is RefundRequest.PaidOut:
+        return ("refund_request.paid",
+                f"Your refund for order {order} was paid out (payout reference "
+                f"{event.payout_reference}).", None,
+                {"payout_reference": event.payout_reference})
+    return None
+
+
+# -- the delivery tables -------------------------------------------------------------------------
+
+
+def execute(view: ReadModelView, sql: str, params: dict[str, Any] | None = None) -> int:
+    """One write statement in a transaction of its own; answers the rows it changed."""
+    sqlite = isinstance(view, SQLiteReadModelView)
+    with view.datastore.transaction(commit=True) as cursor:
+        if sqlite:
+            cursor = cursor.sqlite_cursor
+            sql = _to_sqlite(sql)
+        cursor.execute(sql, params or {})
+        return int(cursor.rowcount)
+
+
+def create_delivery_tables(view: ReadModelView) -> None:
+    for statement in DELIVERY_DDL:
+        execute(view, statement)
+
+
+def subscriptions(view: ReadModelView) -> list[dict[str, Any]]:
+    return view.query("SELECT url, since, added_at FROM ob_subscriptions ORDER BY url")
+
+
+def subscribe(view: ReadModelView, url: str, *, since: int, added_at: str) -> bool:
+    """Subscribe ``url`` to the messages after log position ``since``; False if it was."""
+    return execute(view, "INSERT INTO ob_subscriptions (url, since, added_at) VALUES"
+                         " (%(url)s, %(since)s, %(added_at)s) ON CONFLICT (url) DO NOTHING",
+                   {"url": url, "since": since, "added_at": added_at}) == 1
+
+
+def unsubscribe(view: ReadModelView, url: str) -> bool:
+    """Stop sending ``url`` messages: its deliveries still waiting are dropped (those done
+    stay, as history)."""
+    removed = execute(view, "DELETE FROM ob_subscriptions WHERE url = %(url)s", {"url": url})
+    execute(view, "DELETE FROM ob_deliveries WHERE subscriber = %(url)s AND status = 'waiting'",
+            {"url": url})
+    execute(view, "DELETE FROM ob_cursors WHERE subscriber = %(url)s", {"url": url})
+    return removed == 1
+
+
+def last_position(view: ReadModelView) -> int:
+    rows = view.query("SELECT MAX(position) AS p FROM ob_messages")
+    return int(rows[0]["p"] or 0)
+
+
+def pending(view: ReadModelView, subscriber: str, *, since: int, limit: int
+            ) -> list[dict[str, Any]]:
+    """The subscriber's messages not yet delivered nor parked, in log order (at most
+    ``limit``), each with its delivery's attempts and next try so far. Delivery rows are made
+    for those that had none, and the subscriber's cursor moves past every settled message."""
+    upto = view.query("SELECT upto FROM ob_cursors WHERE subscriber = %(s)s",
+                      {"s": subscriber})
+    after = max(since, int(upto[0]["upto"]) if upto else 0)
+    top = last_position(view)
+    rows = view.query(
+        "SELECT m.id, m.position, m.type, m.username, m.currency, m.amount, m.case_id,"
+        " m.request_id, m.order_no, m.customer_message, m.details, m.created_at,"
+        " d.status, d.attempts, d.next_at FROM ob_messages m LEFT JOIN ob_deliveries d"
+        " ON d.message_id = m.id AND d.subscriber = %(s)s"
+        " WHERE m.position > %(after)s AND m.position <= %(top)s"
+        " AND (d.status IS NULL OR d.status = 'waiting') ORDER BY m.position LIMIT %(limit)s",
+        {"s": subscriber, "after": after, "top": top, "limit": limit},
+    )
+    for row in rows:
+        if row["status"] is None:
+            execute(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
+                          " username, status, attempts, next_at) VALUES (%(id)s, %(s)s,"
+                          " %(position)s, %(username)s, 'waiting', 0, 0)"
+                          " ON CONFLICT (message_id, subscriber) DO NOTHING",
+                    {"id": row["id"], "s": subscriber, "position": row["position"],
+                     "username": row["username"]})
+            row.update(status=WAITING, attempts=0, next_at=0.0)
+    settled = rows[0]["position"] - 1 if rows else top
+    if settled > after:
+        execute(view, "INSERT INTO ob_cursors (subscriber, upto) VALUES (%(s)s, %(upto)s)"
+                      " ON CONFLICT (subscriber) DO UPDATE SET upto = excluded.upto",
+                {"s": subscriber, "upto": settled})
+    return rows
+
+
+def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, attempts: int,
+           next_at: float, delivered_at: str | None, last_error: str | None) -> None:
+    """What an attempt to deliver came to."""
+    execute(view, "UPDATE ob_deliveries SET status = %(status)s, attempts = %(attempts)s,"
+                  " next_at = %(next_at)s, delivered_at = %(delivered_at)s,"
+                  " last_error = %(last_error)s WHERE message_id = %(m)s AND subscriber = %(s)s",
+            {"status": status, "attempts": attempts, "next_at": next_at,
+             "delivered_at": delivered_at, "last_error": last_error, "m": message,
+             "s": subscriber})
+
+
+def redeliver(view: ReadModelView, message: str) -> int:
+    """Send a message again to every subscriber that had it (delivered or parked), with the same
+    id; answers how many deliveries were set waiting (0: no such message, or never tried)."""
+    found = view.query("SELECT position FROM ob_messages WHERE id = %(m)s", {"m": message})
+    if not found:
+        return 0
+    position = int(found[0]["position"])
+    changed = execute(view, "UPDATE ob_deliveries SET status = 'waiting', next_at = 0"
+                            " WHERE message_id = %(m)s", {"m": message})
+    execute(view, "UPDATE ob_cursors SET upto = %(before)s WHERE upto >= %(position)s",
+            {"before": position - 1, "position": position})
+    return changed
+
+
+def backlog(view: ReadModelView) -> dict[str, Any]:
+    """Deliveries waiting, and the creation time of the oldest message they wait with."""
+    rows = view.query("SELECT COUNT(*) AS n, MIN(m.created_at) AS oldest FROM ob_deliveries d"
+                      " JOIN ob_messages m ON m.id = d.message_id WHERE d.status = 'waiting'")
+    return {"waiting": int(rows[0]["n"] or 0), "oldest": rows[0]["oldest"]}
+
+
+# -- the reads ---------------------------------------------------------------------------------
+
+_MESSAGE_COLUMNS = ("id, position, type, username, currency, amount, case_id, request_id,"
+                    " order_no, customer_message, details, created_at")
+
+
+def body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A message as it is sent and shown (without its deliveries)."""
+    return {
+        "id": row["id"], "type": row["type"], "position": int(row["position"]),
+        "created_at": row["created_at"], "username": row["username"],
+        "currency": row["currency"],
+        "amount": None if row["amount"] is None else int(row["amount"]),
+        "case_id": row["case_id"], "request_id": row["request_id"],
+        "order_no": row["order_no"], "customer_message": row["customer_message"],
+        "details": json.loads(row["details"]),
+    }
+
+
+def _with_deliveries(view: ReadModelView, rows: Sequence[Mapping[str, Any]]
+                     ) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    ids = {f"m{i}": row["id"] for i, row in enumerate(rows)}
+    placeholders = ", ".join(f"%({key})s" for key in ids)
+    deliveries = view.query(
+        "SELECT message_id, subscriber, status, attempts, delivered_at, last_error"  # noqa: S608
+        f" FROM ob_deliveries WHERE message_id IN ({placeholders})"
+        " ORDER BY message_id, subscriber", ids)
+    by_message: dict[str, list[dict[str, Any]]] = {}
+    for d in deliveries:
+        by_message.setdefault(d["message_id"], []).append({
+            "subscriber": shown_url(d["subscriber"]), "status": d["status"],
+            "attempts": int(d["attempts"]), "delivered_at": d["delivered_at"],
+            "last_error": d["last_error"],
+        })
+    return [{**body(row), "deliveries": by_message.get(row["id"], [])} for row in rows]
+
+
+def shown_url(url: str) -> str:
+    """A subscriber's URL as shown: without credentials or query (they may hold secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# How many messages a case or a request shows (the latest ones past it).
+MAX_MESSAGES_SHOWN = 200
+
+
+def messages_of(view: ReadModelView, *, case_id: str | None = None,
+                request_id: str | None = None) -> list[dict[str, Any]]:
+    """A case's or a request's messages in log order, each with its deliveries."""
+    column, value = ("case_id", case_id) if case_id is not None else ("request_id", request_id)
+    rows = view.query(
+        f"SELECT {_MESSAGE_COLUMNS} FROM ob_messages WHERE {column} = %(v)s"  # noqa: S608
+        " ORDER BY position DESC LIMIT %(limit)s", {"v": value, "limit": MAX_MESSAGES_SHOWN})
+    return _with_deliveries(view, rows[::-1])
+
+
+def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | None) -> Page:
+    """Messages in log order; ``status``: those with a delivery waiting, those with one parked
+    failed, or those every subscriber has had (delivered)."""
+    where = ["position > %(after)s"]
+    if status in (WAITING, FAILED):
+        where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id"
+                     " AND d.status = %(status)s)")
+    elif status == DELIVERED:
+        where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id)"
+                     " AND NOT EXISTS (SELECT 1 FROM ob_deliveries d WHERE"
+                     " d.message_id = ob_messages.id AND d.status <> 'delivered')")
+    rows = view.query(
+        f"SELECT {_MESSAGE_COLUMNS} FROM ob_messages WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY position LIMIT %(limit)s",
+        {"after": cursor(after), "limit": page_size(limit) + 1, "status": status},
+    )
+    page = paged(rows, limit, key="position")
+    return Page(_with_deliveries(view, page.items), page.next)

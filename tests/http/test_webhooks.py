@@ -1,0 +1,467 @@
+"""Webhooks against a real receiver: a ``ledger serve`` process per store POSTs the outbox's
+messages to an aiohttp server on 127.0.0.1 (a thread of its own, a random port), which checks
+each signature as the README tells a receiver to, and answers as each test has it answer.
+
+Tests keep apart by customer (fresh user names): the receiver answers per customer, and each
+test looks only at its customers' messages. Every wait is on state (what the receiver got, what
+the outbox says) with a bound, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.http.conftest import (
+    Api,
+    Server,
+    days_from_today,
+    free_port,
+    ledger_command,
+    main_path,
+    start_server,
+    store,
+)
+
+SECRET = "whsec-test-2b7f0c9d"
+MAX_AGE_S = 8.0
+TIMEOUT_S = 1.0
+WAIT_S = 30.0
+
+
+@dataclass
+class Got:
+    delivery_id: str
+    signature_ok: bool
+    message: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Receiver:
+    """An aiohttp receiver in a thread of its own; per customer it answers 200, fails a number
+    of tries per message with 500, hangs, or (all of it) is down."""
+
+    port: int = field(default_factory=free_port)
+    got: list[Got] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)  # username -> tries to fail
+    always_fail: set[str] = field(default_factory=set)
+    hang: set[str] = field(default_factory=set)
+    tries: dict[str, int] = field(default_factory=dict)  # message id -> tries seen
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.release = asyncio.Event()
+        self.site: web.TCPSite | None = None
+        self.is_down = False
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        self._call(self.runner.setup())
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    def up(self) -> None:
+        self.is_down = False
+
+        async def start() -> None:
+            self.site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+            await self.site.start()
+
+        self._call(start())
+
+    def down(self) -> None:
+        """No new connection taken, and those kept alive cut at their next request."""
+        self.is_down = True
+
+        async def stop() -> None:
+            assert self.site is not None
+            await self.site.stop()
+
+        self._call(stop())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.release.set)
+        self._call(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.is_down:
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("down")
+        body = await request.read()
+        message = json.loads(body)
+        user = message["username"]
+        with self.lock:
+            tries = self.tries[message["id"]] = self.tries.get(message["id"], 0) + 1
+            self.got.append(Got(request.headers.get("Ledger-Delivery-Id", ""),
+                                signed(request.headers.get("Ledger-Signature", ""), body),
+                                message, time.monotonic()))
+        if user in self.hang:
+            await self.release.wait()
+        if user in self.always_fail or tries <= self.fail_first.get(user, 0):
+            return web.Response(status=500, text="not now")
+        return web.Response(status=204)
+
+    def of(self, username: str) -> list[Got]:
+        with self.lock:
+            return [g for g in self.got if g.message["username"] == username]
+
+
+def signed(header: str, body: bytes) -> bool:
+    """The README's check, written out here on its own (not the service's code)."""
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    if "t" not in parts or "v1" not in parts:
+        return False
+    expected = hmac.new(SECRET.encode(), parts["t"].encode() + b"." + body,
+                        hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
+
+
+@dataclass
+class Hooked:
+    server: Server
+    receiver: Receiver
+    workdir: Path
+
+
+def hooked_server(url: str, workdir: Path, receiver: Receiver) -> Server:
+    return start_server(url, workdir, env={
+        "LEDGER_WEBHOOK_URL": receiver.url,
+        "LEDGER_WEBHOOK_SECRET": SECRET,
+        "LEDGER_WEBHOOK_MAX_AGE_S": str(MAX_AGE_S),
+        "LEDGER_WEBHOOK_TIMEOUT_S": str(TIMEOUT_S),
+        "LEDGER_WEBHOOK_BACKOFF_BASE_S": "0.05",
+        "LEDGER_WEBHOOK_BACKOFF_MAX_S": "0.4",
+        "LEDGER_WEBHOOK_POLL_S": "0.05",
+    })
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Hooked]:
+    workdir = tmp_path_factory.mktemp(f"hooks-{request.param}")
+    receiver = Receiver()
+    try:
+        with store(request.param, workdir) as url:
+            server = hooked_server(url, workdir, receiver)
+            try:
+                yield Hooked(server, receiver, workdir)
+            finally:
+                server.stop()
+    finally:
+        receiver.close()
+
+
+@pytest.fixture
+async def api(hooked: Hooked) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(base_url=hooked.server.base_url) as session:
+        yield Api(session)
+
+
+async def until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {timeout_s:g} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def until_async(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S
+                      ) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {timeout_s:g} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def delivered_types(receiver: Receiver, username: str) -> list[str]:
+    """The types of the customer's messages delivered, once each, in the order first got."""
+    seen: dict[str, str] = {}
+    for got in receiver.of(username):
+        seen.setdefault(got.delivery_id, got.message["type"])
+    return list(seen.values())
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+async def test_every_message_of_a_case_walked_end_to_end_arrives_signed_in_words(
+    api: Api, hooked: Hooked
+) -> None:
+    receiver = hooked.receiver
+    username = await api.customer_with_order(deposit=10_000, paid=3_000)
+    case = await api.open_case(username)
+    case_id = case["id"]
+    for step, body, _ in main_path():
+        await api.step(case_id, step, body)
+    await api.step(case_id, "resolve", {"outcome": "refund", "refund_amount": 3_000,
+                                        "freight_amount": 500})
+    reply = await api.post(f"/v1/return-cases/{case_id}/notes",
+                           {"text": "Your refund is on its way.", "for_customer": True},
+                           role="cs")
+    assert reply.status == 201, reply.text
+    reply = await api.post(f"/v1/return-cases/{case_id}/notes",
+                           {"text": "internal: supplier slow to answer"}, role="cs")
+    assert reply.status == 201, reply.text
+    await api.step(case_id, "close", {"note": "done"})
+    expected = [
+        "deposit.recorded", "return_case.opened", "return_case.supplier_review",
+        "return_case.accepted", "return_case.shipped_back", "return_case.received",
+        "return_case.forwarded", "return_case.resolved", "return_case.note",
+        "return_case.closed",
+    ]
+    await until(lambda: delivered_types(receiver, username) == expected,
+                f"the customer's messages {expected}")
+    got = {g.message["type"]: g for g in receiver.of(username)}
+    assert all(g.signature_ok for g in receiver.of(username))
+    assert all(g.delivery_id == g.message["id"] for g in receiver.of(username))
+    accepted = got["return_case.accepted"].message
+    assert accepted["case_id"] == case_id
+    assert "Supplier Ltd, Dock 4" in accepted["customer_message"]
+    assert days_from_today(14) in accepted["customer_message"]
+    assert accepted["details"]["return_by"] == days_from_today(14)
+    resolved = got["return_case.resolved"].message
+    assert (resolved["amount"], resolved["currency"]) == (3_000, "USD")
+    assert "30.00 USD" in resolved["customer_message"]
+    assert "5.00 USD" in resolved["customer_message"]
+    assert got["return_case.note"].message["customer_message"] == "Your refund is on its way."
+    assert "internal" not in json.dumps([g.message for g in receiver.of(username)])
+    deposit = got["deposit.recorded"].message
+    assert (deposit["amount"], deposit["case_id"]) == (10_000, None)
+
+    # What was told, and when: the case shows each message and its delivery.
+    async def shown() -> Any:
+        view = await api.case(case_id)
+        messages = view["messages"]
+        done = all(m["deliveries"] and m["deliveries"][0]["status"] == "delivered"
+                   for m in messages)
+        return messages if done and len(messages) == len(expected) - 1 else None
+
+    messages = await until_async(shown, "the case shows every message delivered")
+    assert [m["type"] for m in messages] == expected[1:]
+    delivery = messages[0]["deliveries"][0]
+    assert delivery["attempts"] == 1 and delivery["delivered_at"] and not delivery["last_error"]
+
+
+async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: Hooked) -> None:
+    receiver = hooked.receiver
+    username = await api.customer_with_order(deposit=5_000, paid=1_000)
+    reply = await api.post(f"/v1/accounts/{username}/refund-requests",
+                           {"order_no": "ORD-1", "amount": 1_200, "reason": "changed my mind"},
+                           role="cs")
+    assert reply.status == 201, reply.text
+    request_id = reply.json["id"]
+    for step, body in (("approve", {"note": "ok"}), ("pay", {"payout_reference": "PO-77"})):
+        reply = await api.post(f"/v1/refund-requests/{request_id}/{step}", body, role="finance")
+        assert reply.status == 200, reply.text
+    expected = ["deposit.recorded", "refund_request.requested", "refund_request.approved",
+                "refund_request.paid"]
+    await until(lambda: delivered_types(receiver, username) == expected, str(expected))
+    paid = [g.message for g in receiver.of(username) if g.message["type"] == "refund_request.paid"]
+    assert "PO-77" in paid[0]["customer_message"]
+    assert paid[0]["request_id"] == request_id
+
+    async def shown() -> Any:
+        reply = await api.get(f"/v1/refund-requests/{request_id}", role="finance")
+        messages = reply.json["messages"]
+        return messages if len(messages) == 3 else None
+
+    messages = await until_async(shown, "the request shows its messages")
+    assert [m["type"] for m in messages] == expected[1:]
+
+
+async def test_a_receiver_failing_twice_gets_the_message_on_the_third_try(
+    api: Api, hooked: Hooked
+) -> None:
+    receiver = hooked.receiver
+    username = f"u-{uuid.uuid4().hex[:12]}"
+    receiver.fail_first[username] = 2
+    reply = await api.post("/v1/accounts", {"username": username, "currency": "EUR"})
+    assert reply.status == 201, reply.text
+    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                           {"amount": 1_234, "reference": "pay-3rd"})
+    assert reply.status == 201, reply.text
+    await until(lambda: delivered_types(receiver, username) == ["deposit.recorded"]
+                and len(receiver.of(username)) == 3, "three tries of the deposit's message")
+    tries = receiver.of(username)
+    assert len({t.delivery_id for t in tries}) == 1
+    assert all(t.signature_ok for t in tries)
+    assert "12.34 EUR" in tries[0].message["customer_message"]
+
+    async def delivered() -> Any:
+        reply = await api.get("/v1/outbox?status=delivered&limit=1000", role="auditor")
+        assert reply.status == 200, reply.text
+        return [m for m in reply.json["items"] if m["username"] == username]
+
+    shown = await until_async(delivered, "the outbox shows it delivered")
+    delivery = shown[0]["deliveries"][0]
+    assert delivery["attempts"] == 3 and delivery["status"] == "delivered"
+
+
+async def test_a_receiver_down_for_a_while_gets_everything_in_order_per_customer(
+    api: Api, hooked: Hooked
+) -> None:
+    receiver = hooked.receiver
+    receiver.down()
+    try:
+        users = [await api.open_account() for _ in range(3)]
+        for n in range(4):
+            for username in users:
+                reply = await api.post(f"/v1/accounts/{username}/deposits",
+                                       {"amount": 100 + n, "reference": f"down-{n}"})
+                assert reply.status == 201, reply.text
+
+        async def tried() -> Any:
+            reply = await api.get("/v1/outbox?status=waiting&limit=1000", role="finance")
+            return [m for m in reply.json["items"] if m["username"] in users
+                    and m["deliveries"] and m["deliveries"][0]["attempts"] >= 1]
+
+        waiting = await until_async(tried, "deliveries tried while the receiver is down")
+        assert all(m["deliveries"][0]["last_error"] for m in waiting)
+        assert not any(receiver.of(u) for u in users)
+
+        async def backlog() -> Any:
+            reply = await api.get("/metrics", role="auditor")
+            values = {line.split()[0]: float(line.split()[1]) for line in reply.text.splitlines()
+                      if line.startswith("ledger_webhook_")}
+            return (values.get("ledger_webhook_messages_waiting", 0) >= len(users)
+                    and values.get("ledger_webhook_oldest_waiting_age_seconds", 0) > 0)
+
+        await until_async(backlog, "the metrics show the messages waiting, and for how long")
+    finally:
+        receiver.up()
+    for username in users:
+        await until(lambda u=username: len(delivered_types(receiver, u)) == 4,
+                    f"{username}'s four deposits once the receiver is back")
+        amounts = [g.message["amount"] for g in receiver.of(username)]
+        assert amounts == [100, 101, 102, 103]  # log order, each once: it got none while down
+
+
+async def test_a_message_sent_again_carries_the_same_id(api: Api, hooked: Hooked) -> None:
+    receiver = hooked.receiver
+    username = await api.funded_account(700)
+    await until(lambda: len(receiver.of(username)) == 1, "the deposit's message")
+    first = receiver.of(username)[0]
+    # A crash between sending and marking: the operator (or the next leader) sends it again.
+    env = {**os.environ, "LEDGER_DATABASE_URL": hooked.server.database_url}
+    done = subprocess.run([*ledger_command(), "webhooks", "redeliver", first.delivery_id],
+                          cwd=hooked.workdir, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    await until(lambda: len(receiver.of(username)) == 2, "the message again")
+    again = receiver.of(username)[1]
+    assert again.delivery_id == first.delivery_id
+    assert again.message == first.message
+    assert again.signature_ok
+
+
+async def test_a_message_never_taken_is_parked_failed_and_shown(
+    api: Api, hooked: Hooked
+) -> None:
+    receiver = hooked.receiver
+    username = f"u-{uuid.uuid4().hex[:12]}"
+    receiver.always_fail.add(username)
+    reply = await api.post("/v1/accounts", {"username": username, "currency": "USD"})
+    assert reply.status == 201, reply.text
+    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                           {"amount": 50, "reference": "never-taken"})
+    assert reply.status == 201, reply.text
+
+    async def failed() -> Any:
+        reply = await api.get("/v1/outbox?status=failed&limit=1000", role="finance")
+        assert reply.status == 200, reply.text
+        return [m for m in reply.json["items"] if m["username"] == username]
+
+    parked = await until_async(failed, "the message parked failed", timeout_s=MAX_AGE_S + WAIT_S)
+    delivery = parked[0]["deliveries"][0]
+    assert delivery["status"] == "failed" and delivery["attempts"] >= 2
+    assert delivery["last_error"] == "answered 500"
+    assert receiver.of(username) and len(receiver.of(username)) == delivery["attempts"]
+    reply = await api.get("/metrics", role="auditor")
+    assert "ledger_webhook_failures_total" in reply.text
+    failures = [line for line in reply.text.splitlines()
+                if line.startswith("ledger_webhook_failures_total")]
+    assert float(failures[0].split()[-1]) >= 1
+    reply = await api.get("/v1/outbox?status=failed", role="cs")
+    assert reply.status == 403
+
+
+async def test_writes_keep_answering_while_the_receiver_hangs(api: Api, hooked: Hooked) -> None:
+    receiver = hooked.receiver
+    stuck = [f"u-{uuid.uuid4().hex[:12]}" for _ in range(20)]
+    receiver.hang.update(stuck)
+    for username in stuck:  # enough customers to take every delivery slot, hanging
+        reply = await api.post("/v1/accounts", {"username": username, "currency": "USD"})
+        assert reply.status == 201, reply.text
+        reply = await api.post(f"/v1/accounts/{username}/deposits",
+                               {"amount": 1, "reference": "hang"})
+        assert reply.status == 201, reply.text
+    await until(lambda: sum(bool(receiver.of(u)) for u in stuck) >= 8,
+                "the receiver holding deliveries open")
+    username = await api.open_account()
+    slowest = 0.0
+    for n in range(20):
+        started = time.monotonic()
+        reply = await api.post(f"/v1/accounts/{username}/deposits",
+                               {"amount": 10, "reference": f"while-hung-{n}"})
+        slowest = max(slowest, time.monotonic() - started)
+        assert reply.status == 201, reply.text
+    # Each hung POST holds a slot for TIMEOUT_S: a write waiting on delivery would take it.
+    assert slowest < TIMEOUT_S, f"a write took {slowest:.2f} s while the receiver hung"
+    assert (await api.account(username))["posted"] == 200
+    receiver.hang.difference_update(stuck)
+
+
+def test_subscriptions_are_added_listed_and_removed(hooked: Hooked) -> None:
+    env = {**os.environ, "LEDGER_DATABASE_URL": hooked.server.database_url}
+
+    def ledger(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ledger_command(), "webhooks", *args], cwd=hooked.workdir,
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    url = f"https://user:pw@mailer.example/hooks/{uuid.uuid4().hex[:6]}?key=k"
+    added = ledger("add", url)
+    assert added.returncode == 0, added.stderr
+    listed = ledger("list")
+    assert listed.returncode == 0, listed.stderr
+    assert url.split("@")[1].split("?")[0] in listed.stdout
+    assert "pw" not in listed.stdout and "key=k" not in listed.stdout
+    assert ledger("remove", url).returncode == 0
+    assert url.split("@")[1].split("?")[0] not in ledger("list").stdout
+    assert ledger("remove", url).returncode == 1
+    assert ledger("add", "ftp://nowhere").returncode == 2
+    assert ledger("redeliver", str(uuid.uuid4())).returncode == 1
