@@ -30,6 +30,9 @@ from aiohttp import web
 from tests.http.conftest import (
     Api,
     Server,
+    add_person,
+    assert_problem,
+    case_body,
     days_from_today,
     free_port,
     ledger_command,
@@ -172,6 +175,8 @@ def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         with store(request.param, workdir) as url:
             server = hooked_server(url, workdir, receiver)
             try:
+                # Four eyes: a second finance person pays what the finance token approved.
+                add_person(server, "payer", "finance")
                 yield Hooked(server, receiver, workdir)
             finally:
                 server.stop()
@@ -182,7 +187,7 @@ def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 async def api(hooked: Hooked) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession(base_url=hooked.server.base_url) as session:
-        yield Api(session)
+        yield Api(session, hooked.server.people)
 
 
 async def until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
@@ -285,8 +290,9 @@ async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: H
                            role="cs")
     assert reply.status == 201, reply.text
     request_id = reply.json["id"]
-    for step, body in (("approve", {"note": "ok"}), ("pay", {"payout_reference": "PO-77"})):
-        reply = await api.post(f"/v1/refund-requests/{request_id}/{step}", body, role="finance")
+    for step, body, role in (("approve", {"note": "ok"}, "finance"),
+                             ("pay", {"payout_reference": "PO-77"}, "payer")):
+        reply = await api.post(f"/v1/refund-requests/{request_id}/{step}", body, role=role)
         assert reply.status == 200, reply.text
     expected = ["deposit.recorded", "refund_request.requested", "refund_request.approved",
                 "refund_request.paid"]
@@ -302,6 +308,22 @@ async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: H
 
     messages = await until_async(shown, "the request shows its messages")
     assert [m["type"] for m in messages] == expected[1:]
+
+
+async def test_a_case_the_policy_refuses_tells_the_customer_why(
+    api: Api, hooked: Hooked
+) -> None:
+    username = await api.customer_with_order()
+    body = case_body(username, kind="damaged", evidence={})  # no photos: refused
+    reply = await api.post("/v1/return-cases", body, role="cs")
+    problem = assert_problem(reply, 422, "case_refused")
+    expected = ["deposit.recorded", "return_case.refused"]
+    await until(lambda: delivered_types(hooked.receiver, username) == expected, str(expected))
+    refused = next(g.message for g in hooked.receiver.of(username)
+               if g.message["type"] == "return_case.refused")
+    assert refused["case_id"] == problem["case_id"]
+    assert refused["details"]["reason"] == problem["reason"] == "missing_evidence"
+    assert "ORD-1" in refused["customer_message"] and "photo" in refused["customer_message"]
 
 
 async def test_a_receiver_failing_twice_gets_the_message_on_the_third_try(
