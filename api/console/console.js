@@ -170,7 +170,7 @@ function route() {
 function show(title, ...children) {
   const view = document.getElementById("view");
   const heading = h("h2", { id: "view-title", tabindex: "-1", text: title });
-  view.replaceChildren(heading, ...children);
+  view.replaceChildren(heading, ...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
   view.setAttribute("aria-labelledby", "view-title");
 }
 
@@ -500,13 +500,21 @@ async function reconciliationView() {
 
 async function journalView() {
   const page = await api("GET", "/v1/journal?limit=200");
+  // Who did it: the event log's actor at the same positions.
+  const who = {};
+  if (page.items.length) {
+    const first = page.items[0].position;
+    const events = await api("GET", `/v1/events?after=${Math.max(first - 1, 0)}&limit=1000`);
+    for (const e of events.items) who[e.position] = e.actor || "";
+  }
   show("Journal", h("table", {},
-    h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Account",
+    h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Who", "Account",
       "Amount"].map((t) => h("th", { text: t })))),
     h("tbody", {}, page.items.flatMap((e) => e.postings.map((p, i) => h("tr", {},
       h("td", { text: i === 0 ? e.position : "" }), h("td", { text: i === 0 ? when(e.at) : "" }),
       h("td", { text: i === 0 ? e.type.replace(/_/g, " ") : "" }),
       h("td", { text: i === 0 ? e.username : "" }), h("td", { text: i === 0 ? e.order_no || "" : "" }),
+      h("td", { text: i === 0 ? who[e.position] || "" : "" }),
       h("td", { text: p.account }), h("td", { class: "money", text: money(p.amount, e.currency) })))))));
 }
 

@@ -193,3 +193,18 @@ def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_serve
     assert download.value.suggested_filename == "ledger.beancount"
     with open(download.value.path()) as exported:
         assert "Ledger journal" in exported.read()
+
+
+def test_finance_reads_reconciliation_and_the_journal_with_who_did_it(
+    page: Page, console_server: Server,
+) -> None:
+    customer(console_server)
+    sign_in(page, console_server, console_server.people["bea"])
+    page.get_by_role("link", name="Reconciliation").click()
+    expect(page.get_by_text("Every invariant holds.")).to_be_visible()
+    expect(page.get_by_role("region", name="USD")).to_contain_text("trial balance")
+    page.get_by_role("link", name="Journal").click()
+    expect(page.get_by_role("heading", name="Journal")).to_be_visible()
+    journal = page.get_by_role("table")
+    expect(journal).to_contain_text("deposit received")
+    expect(journal).to_contain_text("system:")
