@@ -312,3 +312,21 @@ def test_unusable_people_settings_refuse_to_start(server: Server, setting: dict[
     )
     assert started.returncode == 2, started.stderr
     assert says in started.stderr
+
+
+async def test_an_idempotency_key_belongs_to_the_person(
+    api: Api, finance_people: dict[str, str],
+) -> None:
+    _, first = await requested(api)
+    _, second = await requested(api)
+    key = {"Idempotency-Key": f"approve-{first}"}
+    by_ann = await api.post(f"/v1/refund-requests/{first}/approve", {"note": "a"}, role="ann",
+                            headers=key)
+    by_bea = await api.post(f"/v1/refund-requests/{second}/approve", {"note": "b"}, role="bea",
+                            headers=key)
+    assert (by_ann.status, by_bea.status) == (200, 200), by_bea.text
+    assert (by_ann.json["id"], by_bea.json["id"]) == (first, second)
+    again = await api.post(f"/v1/refund-requests/{first}/approve", {"note": "a"}, role="ann",
+                           headers=key)
+    assert again.status == 200 and again.json == by_ann.json
+    assert again.headers.get("Idempotent-Replayed") == "true"
