@@ -772,6 +772,9 @@ class JournalEntry(Answer):
     at: datetime
     currency: str
     postings: list[Posting] = Field(description="They sum to zero.")
+    actor: str | None = Field(
+        default=None, description="Who did it: role:person (role and a token fingerprint for "
+        "a shared role token), as the event log says.")
 
 
 class JournalPage(Answer):

@@ -129,6 +129,11 @@ async def test_events_written_by_two_named_finance_people_carry_their_names(
     assert [e["actor"] for e in events][1:] == ["finance:ann", "finance:bea"]
     history = (await api.get(f"/v1/accounts/{username}/history", role="cs")).json["items"]
     assert history[-1]["actor"] == "finance:bea"
+    position = paid.json["position"]  # the write's last event: the payout is just before it
+    journal = (await api.get(f"/v1/journal?after={position - 10}&limit=20",
+                             role="finance")).json["items"]
+    mine = [(e["type"], e["actor"]) for e in journal if e["username"] == username]
+    assert mine[-1] == ("balance_refund_paid_out", "finance:bea"), mine
 
 
 async def test_the_person_who_approved_cannot_pay_four_eyes(
