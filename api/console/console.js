@@ -274,8 +274,8 @@ function caseForm(username, orderNo, area) {
   const shipped = h("input", { id: "case-shipped", type: "date", value: today(-10) });
   const item = h("input", { id: "case-item", required: true });
   const quantity = h("input", { id: "case-quantity", type: "number", min: "1", value: "1" });
-  const goods = h("input", { id: "case-goods-photo", value: "photo-goods-1" });
-  const box = h("input", { id: "case-package-photo", value: "photo-box-1" });
+  const goods = h("input", { id: "case-goods-photo" });
+  const box = h("input", { id: "case-package-photo" });
   const qa = h("input", { id: "case-qa", type: "checkbox", checked: true });
   const note = h("input", { id: "case-note" });
   target.replaceChildren(h("section", { class: "case", "aria-labelledby": "new-case" },

@@ -50,6 +50,7 @@ def test_a_wrong_token_shows_the_problem_in_words(page: Page, console_server: Se
     sign_in(page, console_server, "not-a-token")
     expect(page.get_by_role("alert")).to_contain_text("Authorization: Bearer")
     expect(page.get_by_label("Token")).to_be_visible()
+    screenshot(page, "console-sign-in")
 
 
 def test_a_customer_service_day_walks_a_case_to_a_refund_and_the_balance_moves(
@@ -65,6 +66,8 @@ def test_a_customer_service_day_walks_a_case_to_a_refund_and_the_balance_moves(
 
     page.get_by_role("button", name="Open a return case for ORD-1").click()
     page.get_by_label("Item").fill("an electric kettle")
+    page.get_by_label("Goods photo").fill("photo-goods-1")
+    page.get_by_label("Package photo").fill("photo-box-1")
     page.get_by_role("button", name="Open case").click()
     title = page.get_by_role("heading", name=re.compile("Case for ORD-1"))
     expect(title).to_contain_text("opened")
@@ -183,6 +186,7 @@ def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_serve
     page.get_by_role("link", name="Event log").click()
     expect(page.get_by_role("heading", name="Event log")).to_be_visible()
     expect(page.get_by_role("table")).to_contain_text("deposit received")
+    screenshot(page, "console-event-log")
     page.get_by_role("link", name="Verify").click()
     page.get_by_role("button", name="Verify").click()
     expect(page.locator("#verify-result")).to_contain_text("Everything holds", timeout=60_000)
@@ -203,8 +207,10 @@ def test_finance_reads_reconciliation_and_the_journal_with_who_did_it(
     page.get_by_role("link", name="Reconciliation").click()
     expect(page.get_by_text("Every invariant holds.")).to_be_visible()
     expect(page.get_by_role("region", name="USD")).to_contain_text("trial balance")
+    screenshot(page, "console-reconciliation")
     page.get_by_role("link", name="Journal").click()
     expect(page.get_by_role("heading", name="Journal")).to_be_visible()
     journal = page.get_by_role("table")
     expect(journal).to_contain_text("deposit received")
     expect(journal).to_contain_text("system:")
+    screenshot(page, "console-journal")
