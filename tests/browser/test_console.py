@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import call, customer, screenshot
 from tests.http.conftest import TOKENS, Server
@@ -214,3 +214,38 @@ def test_finance_reads_reconciliation_and_the_journal_with_who_did_it(
     expect(journal).to_contain_text("deposit received")
     expect(journal).to_contain_text("system:")
     screenshot(page, "console-journal")
+
+
+def test_above_the_threshold_the_queue_shows_who_may_still_approve_and_pay(
+    page: Page, console_server: Server,
+) -> None:
+    username = customer(console_server, deposit=500_000, paid=250_000)
+    call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+         {"order_no": "ORD-1", "amount": 200_000, "reason": "moving abroad"})
+
+    def queue_as(name: str) -> Locator:
+        if page.get_by_role("button", name="Sign out").is_visible():
+            page.get_by_role("button", name="Sign out").click()
+        sign_in(page, console_server, console_server.people[name])
+        page.get_by_role("link", name="Refund requests").click()
+        return page.get_by_role("row", name=f"Refund request of {username}")
+
+    row = queue_as("ann")
+    expect(row).to_contain_text("USD 2,000.00")
+    row.get_by_role("button", name="Approve").click()
+    expect(row).to_contain_text("ann")
+    expect(row.get_by_role("cell", name="requested")).to_be_visible()
+    approve = row.get_by_role("button", name="Approve")
+    expect(approve).to_be_disabled()
+    expect(approve).to_have_accessible_description(re.compile("must come from another person"))
+
+    row = queue_as("bea")
+    row.get_by_role("button", name="Approve").click()
+    expect(row).to_contain_text("ann, bea")
+    expect(row.get_by_role("button", name="Pay")).to_be_disabled()
+
+    row = queue_as("cleo")
+    row.get_by_role("button", name="Pay").click()
+    page.get_by_label("Payout reference").fill("WIRE-2000")
+    page.get_by_role("button", name="Confirm payout").click()
+    expect(page.get_by_role("status").first).to_contain_text(f"Paid USD 2,000.00 to {username}")
