@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from api.auth import ROUTE_ROLES
 from api.limits import ROUTE_LANES, Lane
 
-
 HEAD_SUFFIX = "_head"
 
 

@@ -70,7 +70,7 @@ def test_with_an_operations_port_the_probes_are_served_there(
     if path == "/ready" and method == "GET":
         assert json.loads(body)["status"] == "ready"
     # ... and not on the public port
-    status, headers, _ = ask(f"{server.base_url}{path}", method)
+    status, _, _ = ask(f"{server.base_url}{path}", method)
     assert status == 404
 
 
