@@ -110,6 +110,8 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
 }
 
 MODEL_FIELD_DESCRIPTIONS: dict[str, str] = {
+    "AccountWritten.account": "The account as the write left it.",
+    "AccountWritten.position": "The log position of the write's event.",
     "Problem.type": "A URI naming the problem: urn:ledger:problem:<code>.",
     "Problem.status": "The HTTP status.",
     "Problem.reason": "The policy's reason for a refused case.",
