@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from eventsourcing.domain import Aggregate
+
 from ledger.account import Account
 from ledger.money import decimal_text
 from ledger.refund_request import RefundRequest
@@ -140,9 +142,10 @@ class OutboxProjection(ReadModelProjection):
     def process_event(self, event: Any, position: int) -> None:
         kind = type(event)
         stream_id = str(event.originator_id)
-        if kind in (ReturnCase.Opened, RefundRequest.Requested, Account.Opened):
+        if isinstance(event, Aggregate.Created):  # opened, requested, refused: the customer
+            created: Any = event
             stream: Row = {
-                "id": stream_id, "username": event.username, "currency": event.currency,
+                "id": stream_id, "username": created.username, "currency": created.currency,
                 "order_no": getattr(event, "order_no", None), "return_by": None,
             }
             self.rows.put("ob_streams", stream)
@@ -264,10 +267,12 @@ def _case_message(event: Any, order: str, currency: str, return_by: str | None) 
 
 
 def _refused(event: Any, order: str) -> Said:
-    """The mapping point of a refused case (issue 12's ``ReturnCase.Refused``)."""
-    reason = str(getattr(event, "reason", "") or "the policy does not allow it")
+    """The mapping point of a refused case (issue 12's ``ReturnCase.Refused``: the policy's
+    reason code, and ``words``, what it means as the customer is told)."""
+    reason = str(getattr(event, "reason", "") or "refused")
+    words = str(getattr(event, "words", "") or "the return policy does not allow it")
     return ("return_case.refused",
-            f"We cannot accept a return for your order {order}: {reason}.", None,
+            f"We cannot accept a return for your order {order}: {words.rstrip('.')}.", None,
             {"reason": reason})
 
 
