@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres bench chaos lint clean
+.PHONY: install run test test-sqlite test-postgres bench chaos lint clean chromium
 
 install: $(STAMP)
 
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ledger serve
 
-test: install
+test: install chromium
 	$(BIN)/pytest -q
+
+# The console's browser tests (tests/browser) drive Debian's Chromium through Playwright for
+# Python (never `playwright install`): installed from Debian's packages when it is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	test -x /usr/bin/chromium || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 
 # Issue 9's figures (bench/run.py; needs wrk). BENCH_ARGS adds options, e.g. --rounds 1 --seconds 4.
 bench: install

@@ -39,10 +39,13 @@ from api.context import (
     Verifier,
     in_executor,
 )
+from api.edge import edge_middleware
+from api.edge import install as install_edge
 from api.finance import default_verifier
 from api.limits import LIMITS, Admission, Lane, Limits, deadline_middleware
 from api.observability import METRICS, Metrics, observe_middleware
 from api.operations import OPENAPI_JSON
+from api.people import staff_directory
 from api.problems import problem_middleware
 from api.routes import ROUTES
 from api.routing import register
@@ -99,9 +102,10 @@ def create_app(
         threads += COMMIT_WAITERS
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[observe_middleware, problem_middleware, deadline_middleware,
-                     auth_middleware],
+        middlewares=[observe_middleware, problem_middleware, edge_middleware,
+                     deadline_middleware, auth_middleware],
     )
+    install_edge(app)
     app[LIMITS] = limits
     app[SETTINGS] = settings
     app[TOKENS] = tokens
@@ -147,6 +151,7 @@ def create_app(
         await in_executor(app, app[READ_MODELS].close)
 
     app.cleanup_ctx.extend([executor, ledger, read_side])
+    app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
     app.cleanup_ctx.append(webhooks.delivery)  # after the keeper starts, before it stops
     return app
 

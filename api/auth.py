@@ -7,6 +7,10 @@
   fresh random tokens on the first start.
 - A presented token is compared with every known token in constant time.
 - The actor recorded in events is ``role:<first 8 hex of sha256(token)>``: who, never the secret.
+  Such a shared role token's person is its role.
+- Named staff (``ledger staff``) have tokens of their own, known through the staff directory
+  (``projections.staff``); and with ``LEDGER_JWT_*`` set, a bearer JWT from an identity
+  provider signs a person in (``api.signin``). A person's actor is ``role:person``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.context import ACTOR, REQUEST_ID
+from api.people import identify_person
 from api.problems import Forbidden, Unauthorized
 from ledger.identity import Actor
 
@@ -134,9 +139,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     token = _bearer(request.headers.get("Authorization"))
     role = None if token is None else request.app[TOKENS].identify(token)
+    if token is not None and role is None:
+        person = identify_person(request.app, token)
+        if person is not None:
+            name, held = person
+            role = next((r for r in held if r in roles), held[0])
+            request[ACTOR] = Actor.of_person(name, role, request[REQUEST_ID])
+    elif token is not None and role is not None:
+        request[ACTOR] = Actor(actor_name(role, token), request[REQUEST_ID])
     if token is None or role is None:
         raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-    request[ACTOR] = Actor(actor_name(role, token), request[REQUEST_ID])
     if role not in roles:
         raise Forbidden(f"the {role} role may not do this")
     return await handler(request)

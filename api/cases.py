@@ -139,11 +139,11 @@ async def add_case_evidence(request: web.Request) -> web.Response:
 
 
 def _evidence(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The case's photo references: at opening, then as they were added."""
+    """The case's photo references: at opening (or its refusal), then as they were added."""
     found: dict[str, list[str]] = {"goods_photos": [], "package_photos": []}
     for step in steps:
         data = step["data"].get("evidence", step["data"]) if step["step"] in (
-            "opened", "evidence_added") else {}
+            "opened", "refused", "evidence_added") else {}
         for kind, photos in found.items():
             photos.extend(data.get(kind, []))
     return found
@@ -157,7 +157,7 @@ async def add_case_note(request: web.Request) -> web.Response:
 
 async def get_case(request: web.Request) -> web.Response:
     case_id = parsing.case_id(request)
-    parsing.query(request, models.NoQuery)
+    q = parsing.query(request, models.CaseViewQuery)
 
     today = request.app[LEDGER].today()
 
@@ -165,7 +165,12 @@ async def get_case(request: web.Request) -> web.Response:
         found = rm.return_case(case_id)
         if found is None:
             raise NotFound(f"no return case {case_id}", id=str(case_id))
-        return {**_with_actions(found, today), "evidence": _evidence(found["steps"])}
+        steps = found["steps"]
+        start = 0 if q.steps_after is None else int(q.steps_after)
+        page = steps[start:start + q.steps_limit]
+        end = start + len(page)
+        return {**_with_actions(found, today), "evidence": _evidence(steps), "steps": page,
+                "steps_next": str(end) if end < len(steps) else None}
 
     return json_response(await read(request, case))
 
@@ -187,6 +192,8 @@ async def list_cases(request: web.Request) -> web.Response:
     def cases(rm: ReadSide) -> dict[str, Any]:
         found = rm.return_cases(state=q.state, username=name, overdue=q.overdue,
                                 limit=q.limit, after=q.after)
-        return {"items": [_with_actions(c, today) for c in found.items], "next": found.next}
+        counts = rm.return_case_counts(state=q.state, username=name, overdue=q.overdue)
+        return {"items": [_with_actions(c, today) for c in found.items], "next": found.next,
+                "counts": counts}
 
     return json_response(await read(request, cases))

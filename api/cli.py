@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,7 +47,6 @@ SWITCH_INTERVAL_S = 0.0005
 # The one-off commands use a connection or two at a time.
 COMMAND_POOL_SIZE = 2
 DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
-ACCESS_LOG_FORMAT = '%a "%r" %s %bB %Tfs request_id=%{X-Request-Id}o'
 log = logging.getLogger("api.cli")
 
 
@@ -114,6 +113,16 @@ def _bounds_from_env() -> dict[str, Any]:
     return options
 
 
+def _check_people_settings() -> None:
+    """Issue 11's settings, checked before the server starts (exit 2 when unusable): the
+    identity provider (``LEDGER_JWT_*``) and ``LEDGER_SECOND_APPROVAL_ABOVE``."""
+    from api.signin import SignIn
+    from ledger.refund_request import second_approval_thresholds
+
+    SignIn.from_env()
+    second_approval_thresholds(os.environ.get("LEDGER_SECOND_APPROVAL_ABOVE"))
+
+
 @click.group()
 def main() -> None:
     """The ledger of a cross-border shopping agent's customer money."""
@@ -125,39 +134,35 @@ def main() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the HTTP API and keep the read models current."""
     # Imported here: the HTTP stack is most of the start-up time of the one-off commands.
-    from aiohttp import web
-
+    from api import edge, logs
     from api.app import create_app
 
     # Threads hand work to each other on every write (handler → committer → handler): with
     # CPython's default 5 ms switch interval, each hand-off may wait that long for the GIL
     # behind a busy thread (the read-model keeper, an event page being encoded).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        logs.configure(*logs.settings_from_env())
         settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"))
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
             raise ValueError(unreachable)
         tokens = _tokens()
+        _check_people_settings()
+        edge_settings = edge.EdgeSettings.from_env()
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)
         sys.exit(2)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            # Explicit, though aiohttp's default: a client hanging up never cuts a write in half.
-            handler_cancellation=False,
-            access_log=logging.getLogger("aiohttp.access"),
-            access_log_format=ACCESS_LOG_FORMAT,
-            print=lambda message: log.info("%s", message),
+        # Handler cancellation stays off (edge.serve): a client hanging up never cuts a write
+        # in half.
+        edge.serve(
+            app, host=host, port=port, edge=edge_settings, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            access_log=logging.getLogger(logs.ACCESS_LOGGER),
+            access_log_class=logs.AccessLogger,
+            on_started=lambda names: log.info("serving on %s", ", ".join(names)),
         )
     except ChainKeyError as error:  # found at start-up, before anything is served
         click.echo(f"ledger serve: {error}", err=True)
@@ -333,6 +338,97 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
     partial.replace(output)  # a failed export never leaves half a file
 
 
+# -- named staff (issue 11) ----------------------------------------------------------------------
+
+
+@main.group()
+def staff() -> None:
+    """Named staff: each person has a role and a token of their own (only its hash is kept).
+
+    Every server honours a change within a second or two."""
+
+
+def _staff_app(command: str) -> AbstractContextManager[LedgerApplication]:
+    return _application(_settings(f"staff {command}"), f"staff {command}")
+
+
+def _operator(by: str | None) -> Any:
+    from ledger.identity import Actor
+
+    who = (by or os.environ.get("USER") or "operator").strip() or "operator"
+    return Actor.of_person(who, "system", f"cli-staff-{os.getpid()}")
+
+
+def _staff_do(command: str, action: Any) -> Any:
+    from eventsourcing.application import AggregateNotFoundError
+
+    from ledger.errors import LedgerError
+
+    with _staff_app(command) as app:
+        def load(aggregate_id: Any) -> Any:
+            try:
+                return app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+
+        try:
+            return action(load, app.save)
+        except LedgerError as error:
+            _refuse(f"staff {command}", error.detail, exit_code=1)
+
+
+BY_OPTION = click.option("--by", default=None,
+                         help="Who is doing this, for the history (default: $USER).")
+
+
+@staff.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["cs", "finance", "auditor", "system"]), required=True)
+@BY_OPTION
+def staff_add(name: str, role: str, by: str | None) -> None:
+    """Add NAME with ROLE; prints their token once (it is not kept: only its hash is)."""
+    from ledger import staff as people
+
+    token = _staff_do("add", lambda load, save: people.add(load, save, name, role,
+                                                            actor=_operator(by)))
+    click.echo(token)
+
+
+@staff.command("rotate")
+@click.argument("name")
+@BY_OPTION
+def staff_rotate(name: str, by: str | None) -> None:
+    """A new token for NAME (printed once); the old one stops working."""
+    from ledger import staff as people
+
+    click.echo(_staff_do("rotate", lambda load, save: people.rotate(load, save, name,
+                                                                    actor=_operator(by))))
+
+
+@staff.command("revoke")
+@click.argument("name")
+@BY_OPTION
+def staff_revoke(name: str, by: str | None) -> None:
+    """NAME's token stops working, on every server within a second or two."""
+    from ledger import staff as people
+
+    _staff_do("revoke", lambda load, save: people.revoke(load, save, name, actor=_operator(by)))
+    click.echo(f"revoked {name.strip().lower()}")
+
+
+@staff.command("list")
+def staff_list() -> None:
+    """Everyone on the staff: name, role, active or revoked, and who last changed them."""
+    from projections.staff import StaffDirectory
+
+    with _staff_app("list") as app:
+        directory = StaffDirectory(app)
+        directory.refresh()
+        for person in directory.people():
+            state = "revoked" if person.revoked else "active"
+            click.echo(f"{person.name}\t{person.role}\t{state}\t"
+                       f"added {person.added_at} by {person.added_by}\t"
+                       f"changed {person.changed_at} by {person.changed_by}")
 # -- webhooks (issue 14: api.webhooks, projections.outbox) ---------------------------------------
 
 

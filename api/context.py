@@ -98,6 +98,10 @@ class ReadSide(Protocol):
         after: str | None,
     ) -> Page: ...
 
+    def return_case_counts(
+        self, *, state: str | None, username: str | None, overdue: bool | None
+    ) -> list[dict[str, Any]]: ...
+
     def events(self, *, limit: int, after: str | None) -> Page: ...
 
     def journal(

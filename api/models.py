@@ -11,7 +11,7 @@ answers "now".
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
@@ -88,7 +88,7 @@ Status = Literal["requested", "approved", "rejected", "cancelled", "paid"]
 CaseKind = Literal["delivery_error", "defective", "damaged", "quality_problem"]
 CaseState = Literal[
     "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
-    "expired", "with_supplier", "resolved", "closed", "cancelled",
+    "expired", "with_supplier", "resolved", "closed", "cancelled", "refused",
 ]
 CaseAction = Literal[
     "supplier-review", "accept", "reject", "ship-back", "receive", "expire", "forward",
@@ -96,7 +96,7 @@ CaseAction = Literal[
 ]
 StateFilter = Literal[
     "opened", "supplier_review", "accepted", "rejected", "goods_in_transit", "received", "late",
-    "expired", "with_supplier", "resolved", "closed", "cancelled", "open",
+    "expired", "with_supplier", "resolved", "closed", "cancelled", "refused", "open",
 ]
 CaseOutcome = Literal["refund", "exchange", "repair"]
 # The domain's lists, spelt out for the document; they must not drift apart.
@@ -345,7 +345,26 @@ def _rfc3339(value: Any) -> Any:
     # Lax datetime parsing would also take "1700000000" as a Unix time: RFC 3339 text only.
     if isinstance(value, str) and not _RFC3339.fullmatch(value):
         raise ValueError("an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
+    if isinstance(value, str):
+        _in_range(value)
     return value
+
+
+# The times the ledger can have seen: none before 1970, none at the far end of the calendar
+# (where converting to UTC overflows).
+EARLIEST_TIME = "1970-01-01T00:00:00Z"
+LATEST_TIME = "9999-12-30T00:00:00Z"
+
+
+def _in_range(value: str) -> None:
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+        utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None or not (datetime.fromisoformat(EARLIEST_TIME) <= utc
+                           <= datetime.fromisoformat(LATEST_TIME)):
+        raise ValueError(f"a time between {EARLIEST_TIME} and {LATEST_TIME}")
 
 
 class BalanceQuery(Query):
@@ -371,6 +390,19 @@ def _true_or_false(value: Any) -> Any:
     if isinstance(value, str) and value not in ("true", "false"):
         raise ValueError("true or false")
     return value
+
+
+DEFAULT_CASE_STEPS = 100
+
+
+class CaseViewQuery(Query):
+    """A case's steps come a page at a time (oldest first)."""
+
+    steps_limit: int = Field(default=DEFAULT_CASE_STEPS, ge=1, le=MAX_PAGE,
+                             description="How many steps the view gives at most.")
+    steps_after: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN,
+        description="The `steps_next` of the previous view: the steps after it.")
 
 
 class CaseQuery(PageQuery):
@@ -608,6 +640,11 @@ class RefundRequestWritten(Answer):
         "step); null while it is neither.",
     )
     position: int
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="The people who approved the request so far (four eyes: none of them may "
+        "pay it).",
+    )
 
 
 class RefundRequestItem(Answer):
@@ -716,6 +753,10 @@ class CaseSummary(Answer):
         description="The steps CS may take on the case today (POST /v1/return-cases/{id}/"
         "<action>), in lifecycle order."
     )
+    refusal_reason: str | None = Field(
+        default=None, description="refused only: the policy's reason code (its words are in "
+        "the refused step's data)."
+    )
 
 
 class CaseStep(Answer):
@@ -734,11 +775,24 @@ class CaseDetail(CaseSummary):
         default_factory=list, description="What the customer was told, and when (webhooks).")
     evidence: Evidence = Field(description="Every photo reference of the case: those given "
                                "at opening and those added since (evidence_added steps).")
+    steps_next: str | None = Field(
+        default=None, description="Give it as ?steps_after= for the next steps; null when "
+        "these are the last.")
+
+
+class CaseCount(Answer):
+    state: CaseState
+    count: int = Field(description="How many cases in this state the filters keep, on every "
+                       "page.")
 
 
 class CasePage(Answer):
     items: list[CaseSummary]
     next: str | None
+    counts: list[CaseCount] = Field(
+        description="Per state, how many cases the filters keep over all pages (finance "
+        "counts refusals with ?state=refused)."
+    )
 
 
 class LogEvent(Answer):
@@ -774,6 +828,15 @@ class JournalEntry(Answer):
     at: datetime
     currency: str
     postings: list[Posting] = Field(description="They sum to zero.")
+    payment_reference: str | None = Field(
+        default=None, description="A deposit's payment reference (as the bank statement "
+        "names it).")
+    payout_reference: str | None = Field(
+        default=None, description="A balance refund paid out: the payout's reference.")
+    case_id: str | None = Field(
+        default=None, description="A return refund or freight: the return case.")
+    request_id: str | None = Field(
+        default=None, description="A balance refund paid out: its refund request.")
 
 
 class JournalPage(Answer):
@@ -941,6 +1004,19 @@ class Problem(Answer):
     request_id: str | None = None
     errors: list[FieldError] | None = None
     reason: str | None = None
+    case_id: UUID | None = Field(
+        default=None, description="case_refused by the policy: the refused case recorded."
+    )
+
+
+class Me(Answer):
+    """Who the bearer is (``GET /v1/me``)."""
+
+    person: str = Field(description="The person: a member of staff, the identity provider's "
+                        "subject, or the role of a shared role token.")
+    role: str = Field(description="The role they act in.")
+    actor: str = Field(description="What events record of them: role:person, or role and a "
+                       "token fingerprint for a shared role token.")
 
 
 # -- the outbox and its webhooks (projections.outbox, api.webhooks) ------------------------------

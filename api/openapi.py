@@ -170,7 +170,10 @@ def _operation(route: Route, refs: dict[type[BaseModel], JsonSchema]) -> JsonSch
         operation["description"] = "Roles: " + ", ".join(sorted(route.roles)) + "."
         operation["x-roles"] = sorted(route.roles)
     if route.body is not None:
-        required = any(f.is_required() for f in route.body.model_fields.values())
+        # A body is required when a field is, or when the model asks for one of several
+        # (an ``anyOf`` of required fields, as photos added to a case do).
+        schema = route.body.model_json_schema()
+        required = bool(schema.get("required") or schema.get("anyOf"))
         operation["requestBody"] = {
             "required": required,
             "content": {"application/json": {"schema": refs[route.body]}},

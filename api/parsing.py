@@ -37,6 +37,24 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+# Longer integers than any amount, position or limit the API takes: refused in words before
+# Python's own limit on converting digits (4,300) speaks of sys.set_int_max_str_digits().
+MAX_INTEGER_DIGITS = 64
+
+
+class _HugeInteger(Exception):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise _HugeInteger(digits)
+    return int(text)
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
@@ -60,8 +78,14 @@ async def body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     try:
         data = json.loads(
-            raw, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys
+            raw, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys,
+            parse_int=_bounded_int,
         )
+    except _HugeInteger as huge:
+        raise ValidationFailed("the request is not valid", errors=[{
+            "field": "body",
+            "message": f"a number of {huge.digits:,} digits: no amount, position or limit has "
+                       f"more than {MAX_INTEGER_DIGITS}"}]) from None
     except ValueError as error:  # also UnicodeDecodeError and JSONDecodeError
         raise MalformedJson(f"the body is not valid JSON: {error}") from None
     except RecursionError:  # [[[[...]]]]: 64 KiB nest far deeper than the parser's stack

@@ -4,10 +4,10 @@ A store that does not answer (connections refused or exhausted, SQLite locked pa
 is 503 ``store_unavailable``: the client may retry, safely with an idempotency or natural key.
 
 A problem is ``{type, title, status, detail, code}``, plus ``errors`` (``[{field, message}]``)
-for validation, ``reason`` where the refusal carries one, and ``request_id`` to find it in the
-logs. The status of an exception is looked up by its class (the nearest class in the table
-wins). Anything not in the table is a programmer error: logged with its stack trace, answered
-500 without one.
+for validation, ``reason`` where the refusal carries one (and ``case_id``: the refused case
+recorded), and ``request_id`` to find it in the logs. The status of an exception is looked up
+by its class (the nearest class in the table wins). Anything not in the table is a programmer
+error: logged with its stack trace, answered 500 without one.
 
 The API's own refusals (before the ledger is asked anything)::
 
@@ -18,7 +18,8 @@ The API's own refusals (before the ledger is asked anything)::
     ├── UnsupportedMediaType   415 unsupported_media_type
     ├── ValidationFailed       422 validation_error (with errors)
     ├── Overloaded             503 busy (the request's lane, or its role's share of it, is full)
-    └── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
+    ├── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
+    └── BadContentEncoding     400 bad_content_encoding (a body that is not what its coding says)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from api.context import REQUEST_ID
 from ledger.errors import (
+    CaseRefused,
     Conflict,
     InvalidInput,
     LedgerError,
@@ -109,6 +111,12 @@ class DeadlineExceeded(ApiError):
     code = "deadline_exceeded"
 
 
+class BadContentEncoding(ApiError):
+    """The body is not what its ``Content-Encoding`` says (``api.edge``)."""
+
+    code = "bad_content_encoding"
+
+
 # The one table: exception class -> HTTP status. Subclasses inherit their parent's status.
 STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     MalformedJson: 400,
@@ -125,6 +133,7 @@ STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     Unavailable: 503,
     StoreOperationalError: 503,
     StoreInterfaceError: 503,
+    BadContentEncoding: 400,
 }
 
 # aiohttp's own refusals (routing, body size, framing), by status.
@@ -221,11 +230,13 @@ def _from_error(error: Exception, status: int, request_id: str | None) -> web.Re
     if isinstance(error, InvalidInput):
         errors = [{"field": error.field, "message": error.detail}]
     reason = error.context.get("reason") if isinstance(error, Refused) else None
+    # a case the policy refused is recorded: the answer names it
+    case_id = error.context.get("case_id") if isinstance(error, CaseRefused) else None
     # A refusal an Idempotency-Key answered again is marked like any replayed answer.
     headers = {"Idempotent-Replayed": "true"} if error.replayed else None
     return problem(
         status, error.code, error.detail, request_id=request_id, errors=errors, reason=reason,
-        headers=headers,
+        headers=headers, case_id=case_id,
     )
 
 

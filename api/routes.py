@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aiohttp.typedefs import Handler
 
-from api import cases, docs, finance, handlers, models, operations, webhooks
+from api import cases, docs, finance, handlers, models, operations, people, webhooks
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
 from api.routing import Link, Media, Route
 
@@ -138,21 +138,24 @@ ROUTES: tuple[Route, ...] = (
           {200: models.RefundRequestWritten}, body=models.Cancel, problems=(404, 409),
           links=_next("get_refund_request", SAME_ID)),
     Route("POST", f"{R}/pay", handlers.pay_refund, DECIDE_REFUNDS,
-          "Record the payout of an approved refund", REFUNDS,
+          "Record the payout of an approved refund; not by whoever approved it (409 four_eyes)",
+          REFUNDS,
           {200: models.RefundRequestWritten}, body=models.Pay, problems=(404, 409),
           links=_next("get_refund_request", SAME_ID)),
     # -- return and exchange cases
     Route("POST", "/v1/return-cases", cases.open_case, MOVE_CASES,
-          "Open a case for a customer's order, unless the policy refuses it (reason)", CASES,
+          "Open a case for a customer's order, unless the policy refuses it (422 with reason "
+          "and case_id: the refused case is recorded)", CASES,
           {201: models.CaseWritten}, body=models.CaseOpen, problems=(404,),
           links=_next("get_case start_supplier_review reject_case cancel_case add_case_note",
                       NEW_ID)),
     Route("GET", "/v1/return-cases", cases.list_cases, READ_CASES,
-          "Cases, by state, user name and overdue", CASES, {200: models.CasePage},
+          "Cases, by state (refused too), user name and overdue; counts per state", CASES,
+          {200: models.CasePage},
           query=models.CaseQuery),
     Route("GET", C, cases.get_case, READ_CASES,
           "A case: its facts, days, deadlines, overdue flags and steps", CASES,
-          {200: models.CaseDetail}, query=models.NoQuery, problems=(404,)),
+          {200: models.CaseDetail}, query=models.CaseViewQuery, problems=(404,)),
     _case_step("supplier-review", cases.start_supplier_review,
                "Ask the supplier (opened → supplier_review)", models.StepNote,
                then="accept_case reject_case cancel_case add_case_note"),
@@ -227,6 +230,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/docs/static/{name}", docs.docs_asset, ANY_ROLE,
           "An asset of the Swagger UI page", OPERATIONS,
           {200: Media("text/css", more_types=("text/javascript", "image/png"))},
+          problems=(404,)),
+    # -- people (issue 11): who is calling, and the console (its page asks for a token)
+    Route("GET", "/v1/me", people.get_me, ANY_ROLE,
+          "Who the bearer is: their person and the role they act in", OPERATIONS,
+          {200: models.Me}, query=models.NoQuery),
+    Route("GET", "/console/", people.console_page, None,
+          "The console: the day's work in a browser (no token needed to load it)", OPERATIONS,
+          {200: Media("text/html")}),
+    Route("GET", "/console/{name}", people.console_asset, None,
+          "A file of the console", OPERATIONS,
+          {200: Media("text/css", more_types=("text/javascript", "text/html"))},
           problems=(404,)),
     # -- webhooks (issue 14)
     Route("GET", "/v1/outbox", webhooks.list_outbox, READ_BOOKS,

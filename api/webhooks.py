@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -151,7 +152,8 @@ def backoff_s(attempts: int, base_s: float, max_s: float,
     failure, at most ``max_s``, then a random half of it taken off (jitter), so receivers
     coming back are not met by every sender at once. Always in (cap/2, cap]."""
     cap = min(max_s, base_s * 2.0 ** min(max(attempts - 1, 0), 60))
-    return float(cap * (1 - rand() / 2))
+    # nextafter: rounding must never land on cap/2 itself, outside the promised interval.
+    return max(math.nextafter(cap / 2, math.inf), cap * (1 - rand() / 2))
 
 
 # -- delivery ------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from ledger.pipeline import (
     Outcome,
     Pipeline,
 )
-from ledger.refund_request import RefundRequest
+from ledger.refund_request import RefundRequest, second_approval_thresholds
 from ledger.return_case import ReturnCase
 
 __all__ = [
@@ -132,6 +132,10 @@ class LedgerApplication(Application[UUID]):
         self.clock = clock
         self.committer = Committer(self, housekeeping=self.prune_keys)
         self.pipeline = Pipeline(self, max_attempts=max_attempts, lock_timeout_s=lock_timeout_s)
+        # Per currency, the amount (minor units) above which a refund needs two approvals.
+        self.second_approval_above = second_approval_thresholds(
+            self.env.get("LEDGER_SECOND_APPROVAL_ABOVE")
+        )
 
     def close(self) -> None:
         self.committer.stop()
@@ -229,7 +233,8 @@ class LedgerApplication(Application[UUID]):
     @_decides(ApproveRefund)
     def _approve_refund(self, c: ApproveRefund, actor: Actor) -> Decision:
         request = self.refund_request(c.request_id)
-        request.approve(c.note, actor=actor)
+        request.approve(c.note, actor=actor,
+                        second_approval_above=self.second_approval_above.get(request.currency))
         return Decision((request,), request.snapshot(), "ok")
 
     @_decides(RejectRefund)
@@ -262,31 +267,41 @@ class LedgerApplication(Application[UUID]):
 
     @_decides(OpenReturnCase)
     def _open_return_case(self, c: OpenReturnCase, actor: Actor) -> Decision:
-        """Open a case for one of the customer's orders, unless the policy refuses it."""
+        """Open a case for one of the customer's orders. A case the policy refuses is recorded
+        as refused, with its reason, and the refusal answered (naming that case); an order
+        that is not the customer's is refused with nothing recorded (no order, no case)."""
         account = self.account(c.username)
         if c.order_no not in account.orders:
             raise CaseRefused(f"no order {c.order_no!r} on this account", reason="unknown_order")
         today = self.today()
         application = c.policy_view()
         reason = policy.refusal_reason(application, today)
+        facts: dict[str, Any] = {
+            "id": uuid4(),
+            "username": c.username,
+            "currency": account.currency,
+            "order_no": c.order_no,
+            "kind": c.kind,
+            "shipped_on": c.shipped_on.isoformat(),
+            "items": c.items,
+            "evidence": c.evidence,
+            "conditions": c.conditions,
+            "note": c.note,
+            "actor": actor,
+            "guarantee_until": None if c.guarantee_until is None
+            else c.guarantee_until.isoformat(),
+            "on": today.isoformat(),
+        }
         if reason is not None:
             words = policy.refusal_words(application, reason)
-            raise CaseRefused(f"the policy refuses this case ({reason}): {words}", reason=reason)
-        opened = ReturnCase.open(
-            id=uuid4(),
-            username=c.username,
-            currency=account.currency,
-            order_no=c.order_no,
-            kind=c.kind,
-            shipped_on=c.shipped_on.isoformat(),
-            items=c.items,
-            evidence=c.evidence,
-            conditions=c.conditions,
-            note=c.note,
-            actor=actor,
-            guarantee_until=None if c.guarantee_until is None else c.guarantee_until.isoformat(),
-            on=today.isoformat(),
-        )
+            refused = ReturnCase.refuse(**facts, reason=reason, words=words)
+            refusal = CaseRefused(
+                f"the policy refuses this case ({reason}): {words}",
+                reason=reason,
+                case_id=str(refused.id),
+            )
+            return Decision.recorded_refusal((refused,), refusal)
+        opened = ReturnCase.open(**facts)
         return Decision((opened,), opened.snapshot())
 
     def _case_step(

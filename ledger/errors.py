@@ -15,7 +15,7 @@ The tree::
     │   ├── InsufficientFunds        insufficient_funds     available would go below zero
     │   ├── OverRefundable           over_refundable        more than the order has left to credit
     │   ├── UnknownOrder             unknown_order
-    │   ├── CaseRefused              case_refused (+ reason) the policy refuses the case
+    │   ├── CaseRefused              case_refused (+ reason, case_id) the policy refuses the case
     │   └── IdempotencyKeyReused     idempotency_key_reused same key, another request
     └── Unavailable                  (503)
         ├── Contention               busy                   optimistic retries exhausted
@@ -73,8 +73,21 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class FourEyes(Conflict):
+    """A payout needs a second person: whoever approved a refund request cannot pay it."""
+
+    code = "four_eyes"
+
+
 class RequestOpenForOrder(Conflict):
     code = "request_open_for_order"
+
+
+class NotesFull(Conflict):
+    """A case holds its most notes (``return_case.MAX_NOTES_PER_CASE``): its view stays
+    bounded."""
+
+    code = "notes_full"
 
 
 class Refused(LedgerError):
@@ -97,10 +110,17 @@ class CaseRefused(Refused):
     """The policy refuses a return or exchange case; ``reason`` is its code (DOMAIN.md)."""
 
     code = "case_refused"
+    case_id: str | None = None
 
-    def __init__(self, detail: str, *, reason: str) -> None:
-        super().__init__(detail, reason=reason)
+    def __init__(self, detail: str, *, reason: str, case_id: str | None = None) -> None:
+        """``case_id``: the refused case recorded (a refusal by the policy); None when there
+        is nothing to record a case for (``unknown_order``)."""
+        if case_id is None:
+            super().__init__(detail, reason=reason)
+        else:
+            super().__init__(detail, reason=reason, case_id=case_id)
         self.reason = reason
+        self.case_id = case_id
 
 
 class IdempotencyKeyReused(Refused):

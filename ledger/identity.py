@@ -13,15 +13,29 @@ _REFERENCE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?")
 
 @dataclass(frozen=True)
 class Actor:
-    """The caller of a command: role and a short token fingerprint (``cs:1f2e3d4c``), and the
-    request that carried it. Both go into every event the command records."""
+    """The caller of a command, and the request that carried it; both go into every event the
+    command records. ``name`` is ``role:person`` for a named person (``finance:alice``), and
+    role and a short token fingerprint (``cs:1f2e3d4c``) for a shared role token."""
 
     name: str
     request_id: str
+    # The person who acted (a named member of staff, or the ``sub`` of an identity provider's
+    # token); None for a shared role token, whose person is its role.
+    who: str | None = None
 
     @property
     def role(self) -> str:
         return self.name.split(":", 1)[0]
+
+    @property
+    def person(self) -> str:
+        """Who acted: the named person, or the role of a shared role token."""
+        return self.who or self.role
+
+    @classmethod
+    def of_person(cls, person: str, role: str, request_id: str) -> Actor:
+        """A named person acting in ``role``: recorded as ``role:person`` (``finance:alice``)."""
+        return cls(f"{role}:{person}", request_id, person)
 
 
 def username(raw: str) -> str:

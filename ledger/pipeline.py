@@ -14,7 +14,10 @@ nothing (a refusal, a natural duplicate) is decided again from the store before 
 so another process's writes are never missed.
 
 Idempotency: with a caller's key, the key's record is written in the same transaction as the
-events it guards; a repeat answers the first response (see ``ledger.idempotency``).
+events it guards; a repeat answers the first response (see ``ledger.idempotency``). A refusal
+that is recorded (``Decision.recorded_refusal``: a case the policy refuses) is committed like
+any decision, its key holding the refusal, then raised: a retry hears the same refusal, naming
+the same case, and records nothing.
 
 Group commit: a handler decides on its own thread (under its account's lock), hands the
 committer the new events of its aggregates and its key's record, and waits for the answer. The
@@ -285,6 +288,14 @@ class Decision:
     body: dict[str, Any]
     outcome: str = "created"
     original: tuple[UUID, int] | None = None
+    # A refusal that is recorded (a case the policy refuses): its aggregates are saved, and
+    # the refusal, not an answer, is what the caller hears (and what a key replays).
+    refusal: LedgerError | None = None
+
+    @classmethod
+    def recorded_refusal(cls, aggregates: tuple[Aggregate, ...], refusal: LedgerError
+                         ) -> Decision:
+        return cls(aggregates, refusal_body(refusal), REFUSED, refusal=refusal)
 
 
 @dataclass(frozen=True)
@@ -422,6 +433,8 @@ class Pipeline:
                 else:
                     if first_refusal is not None:
                         raise first_refusal  # recorded; not a replay the first time
+                    if decision.refusal is not None:
+                        raise decision.refusal  # its aggregates recorded, its key's answer
                     position = committed.last if original is None else original
                     assert position is not None, "a recorded decision has a position"
                     return Outcome(decision.outcome, decision.body, position)
@@ -436,11 +449,12 @@ class Pipeline:
 class KeyGuard:
     """The idempotency key of one command: replays what it did, or records what it does.
 
-    A key belongs to the caller (the role), not to the token it came with."""
+    A key belongs to the caller (the person; a shared role token's person is its role), not to
+    the token it came with."""
 
     def __init__(self, ledger: Ledger, actor: Actor, key: str, fingerprint: str) -> None:
         self.ledger = ledger
-        self.caller = actor.role
+        self.caller = actor.person
         self.id = record_id(self.caller, key)
         self.fingerprint = fingerprint
         self.expired: KeyRecord | None = None
@@ -464,12 +478,7 @@ class KeyGuard:
 
     def refusal(self, refusal: LedgerError) -> Decision:
         """A decision that records nothing but this key's refused first response."""
-        body = {
-            "error": type(refusal).__name__,
-            "detail": refusal.detail,
-            "context": {k: _plain(v) for k, v in refusal.context.items()},
-        }
-        return Decision((), body, REFUSED, original=None)
+        return Decision((), refusal_body(refusal), REFUSED, original=None)
 
     def record(self, decision: Decision, original: int | None) -> KeyWrite:
         """The record of this key's first response; ``original`` is the position it names
@@ -486,6 +495,15 @@ class KeyGuard:
         replaces = None if self.expired is None else self.expired.recorded_at
         at_last_event = original is None and decision.outcome != REFUSED
         return KeyWrite(record, at_last_event=at_last_event, replaces=replaces)
+
+
+def refusal_body(refusal: LedgerError) -> dict[str, Any]:
+    """A refusal as a key's record holds it (``refusal_from`` raises it again)."""
+    return {
+        "error": type(refusal).__name__,
+        "detail": refusal.detail,
+        "context": {k: _plain(v) for k, v in refusal.context.items()},
+    }
 
 
 def _plain(value: object) -> object:

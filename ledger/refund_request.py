@@ -4,6 +4,10 @@
         │             │
         └──► rejected / cancelled (from requested or approved)
 
+Four eyes: whoever approved a request cannot pay it (``FourEyes``). A request above the second
+approval threshold of its currency (``second_approval_above``; none by default) is approved in
+two steps by two different people: the first approval (``FirstApproved``) leaves it requested.
+
 The steps' history (who, when, why) is the request's events; the refund-requests read model
 shows it. The money side (the hold, its release, the payout) lives on the Account; every step
 that moves money is saved together with the account in one transaction.
@@ -16,7 +20,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.errors import InvalidTransition
+from ledger.errors import FourEyes, InvalidInput, InvalidTransition
 from ledger.identity import Actor
 
 OPEN_STATUSES = frozenset({"requested", "approved"})
@@ -44,6 +48,15 @@ class RefundRequest(Aggregate):
     class Approved(Event):
         TOPIC = "ledger:RefundRequest.Approved"
         note: str
+        # Who approved (events recorded before people had names have none: their actor's role).
+        person: str = ""
+
+    class FirstApproved(Event):
+        """The first of two approvals a request above the second-approval threshold needs."""
+
+        TOPIC = "ledger:RefundRequest.FirstApproved"
+        note: str
+        person: str
 
     class Rejected(Event):
         TOPIC = "ledger:RefundRequest.Rejected"
@@ -104,13 +117,36 @@ class RefundRequest(Aggregate):
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
-    def approve(self, note: str, *, actor: Actor) -> None:
+    @property
+    def approvers(self) -> list[str]:
+        """The people who approved this request so far."""
+        return list(getattr(self, "_approvers", []))
+
+    def approve(
+        self, note: str, *, actor: Actor, second_approval_above: int | None = None
+    ) -> None:
+        """Approve; above ``second_approval_above`` (minor units) the first approval is one of
+        two, and the second must come from another person."""
         self._require("approve", {"requested"})
-        self._approve(note, actor.name, actor.request_id)
+        if actor.person in self.approvers:
+            raise FourEyes(
+                "the second approval must come from another person: you gave the first",
+                person=actor.person,
+            )
+        needs_two = second_approval_above is not None and self.amount > second_approval_above
+        if needs_two and not self.approvers:
+            self._approve_first(note, actor.name, actor.request_id, actor.person)
+        else:
+            self._approve(note, actor.name, actor.request_id, actor.person)
+
+    @event(FirstApproved)
+    def _approve_first(self, note: str, actor: str, correlation_id: str, person: str) -> None:
+        self._approvers = [*self.approvers, person]
 
     @event(Approved)
-    def _approve(self, note: str, actor: str, correlation_id: str) -> None:
+    def _approve(self, note: str, actor: str, correlation_id: str, person: str = "") -> None:
         self.status = "approved"
+        self._approvers = [*self.approvers, person or actor.split(":", 1)[0]]
 
     def reject(self, reason: str, *, actor: Actor) -> None:
         self._require("reject", OPEN_STATUSES)
@@ -132,6 +168,11 @@ class RefundRequest(Aggregate):
 
     def pay(self, payout_reference: str, *, actor: Actor) -> None:
         self._require("pay", {"approved"})
+        if actor.person in self.approvers:
+            raise FourEyes(
+                f"{actor.person} approved this refund request, so another person must pay it",
+                person=actor.person,
+            )
         self._pay(payout_reference, actor.name, actor.request_id)
 
     @event(PaidOut)
@@ -155,4 +196,24 @@ class RefundRequest(Aggregate):
             "status": self.status,
             # The rejection's or cancellation's own reason (``reason`` is the customer's).
             "decision_reason": getattr(self, "decision_reason", None),
+            "approvers": self.approvers,
         }
+
+
+def second_approval_thresholds(text: str | None) -> dict[str, int]:
+    """``LEDGER_SECOND_APPROVAL_ABOVE``: ``USD=100000,EUR=90000`` (minor units per currency);
+    empty or unset: no request needs a second approval."""
+    thresholds: dict[str, int] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        currency, sep, amount = item.strip().partition("=")
+        currency = currency.strip().upper()
+        if not sep or len(currency) != 3 or not currency.isalpha() or not amount.strip().isdigit():
+            raise InvalidInput(
+                "LEDGER_SECOND_APPROVAL_ABOVE is CURRENCY=minor units, comma separated"
+                " (USD=100000,EUR=90000)",
+                field="LEDGER_SECOND_APPROVAL_ABOVE",
+            )
+        thresholds[currency] = int(amount)
+    return thresholds

@@ -1,13 +1,16 @@
 """A return or exchange case for one order of one customer (DOMAIN.md, "Return / exchange cases").
 
     opened ─► supplier_review ─► accepted ─► goods_in_transit ─► received ─► with_supplier
-                   └─ rejected       └─ expired              └─ late      resolved ◄─┘
+      └─ refused   └─ rejected       └─ expired              └─ late      resolved ◄─┘
     any open state ─► cancelled                                            closed ◄──┘
 
 expired: no goods by return_by; late: postmark after return_by; resolved: refund, exchange or
 repair.
 
-A case refused at opening is never recorded: the application answers the reason. Every step
+A case the policy refuses at opening is recorded too, born ``refused`` (a ``Refused`` event with
+the application and the policy's reason), so CS can show the customer later why and finance can
+count refusals; the application still answers the refusal (with the case's id). A refused case
+takes no step, not even a note: it never began. Every step
 is an event with actor, date and note (the case-status read model shows them as its steps);
 progress notes may be added at any step, an ended case's included. The money of a
 refund resolution (the credit and the freight) is recorded on the Account in the same save.
@@ -20,7 +23,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from ledger.errors import InvalidTransition
+from ledger.errors import InvalidTransition, NotesFull
 from ledger.identity import Actor
 
 OPEN_STATES = frozenset(
@@ -30,7 +33,11 @@ ENDED_STATES = frozenset({"resolved", "closed", "rejected", "expired", "late", "
 # A note is history the customer is told: it may be written in every state, an ended case's
 # included ("customer told of the rejection").
 NOTE_STATES = OPEN_STATES | ENDED_STATES
+# The state of a case the policy refused at opening: it takes no step.
+REFUSED = "refused"
 OUTCOMES = frozenset({"refund", "exchange", "repair"})
+# Notes a case takes (2,000 characters each at most): its history stays a bounded read.
+MAX_NOTES_PER_CASE = 200
 # Each step (as the API names it) and the states it may be taken from.
 STEP_FROM: dict[str, frozenset[str]] = {
     "supplier-review": frozenset({"opened"}),
@@ -81,6 +88,27 @@ class ReturnCase(Aggregate):
         guarantee_until: str | None
         conditions: dict[str, bool]
         note: str
+
+    class Refused(Created):
+        """A case the policy refused at opening: the application as CS recorded it, and why."""
+
+        TOPIC = "ledger:ReturnCase.Refused"
+        username: str
+        currency: str
+        order_no: str
+        kind: str
+        shipped_on: str
+        items: list[dict[str, Any]]
+        evidence: dict[str, list[str]]
+        guarantee_until: str | None
+        conditions: dict[str, bool]
+        note: str
+        reason: str  # the policy's code (DOMAIN.md, "Refused at opening")
+        words: str  # what it means, as the customer was told
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.state = REFUSED
+            aggregate.refusal_reason = self.reason
 
     class SupplierReviewStarted(Event):
         TOPIC = "ledger:ReturnCase.SupplierReviewStarted"
@@ -175,6 +203,7 @@ class ReturnCase(Aggregate):
         self.return_by: str | None = None
         self.postmark_date: str | None = None
         self.received_on: str | None = None
+        self.refusal_reason: str | None = None
 
     @classmethod
     def open(
@@ -207,6 +236,48 @@ class ReturnCase(Aggregate):
             guarantee_until=guarantee_until,
             conditions=conditions,
             note=note,
+            actor=actor.name,
+            correlation_id=actor.request_id,
+            on=on,
+        )
+
+    @classmethod
+    def refuse(
+        cls,
+        *,
+        id: UUID,
+        username: str,
+        currency: str,
+        order_no: str,
+        kind: str,
+        shipped_on: str,
+        items: list[dict[str, Any]],
+        evidence: dict[str, list[str]],
+        guarantee_until: str | None,
+        conditions: dict[str, bool],
+        note: str,
+        reason: str,
+        words: str,
+        actor: Actor,
+        on: str,
+    ) -> ReturnCase:
+        """The case of an application the policy refuses (``reason``): recorded as refused."""
+        assert reason and words, (reason, words)
+        return cls._create(
+            cls.Refused,
+            id=id,
+            username=username,
+            currency=currency,
+            order_no=order_no,
+            kind=kind,
+            shipped_on=shipped_on,
+            items=items,
+            evidence=evidence,
+            guarantee_until=guarantee_until,
+            conditions=conditions,
+            note=note,
+            reason=reason,
+            words=words,
             actor=actor.name,
             correlation_id=actor.request_id,
             on=on,
@@ -402,13 +473,27 @@ class ReturnCase(Aggregate):
         self, text: str, *, actor: Actor, on: str, for_customer: bool = False
     ) -> None:
         self._require("add a note to", STEP_FROM["notes"])
+        if self.notes_added >= MAX_NOTES_PER_CASE:
+            raise NotesFull(
+                f"the case holds {MAX_NOTES_PER_CASE} notes, the most a case takes: say what "
+                "is new in one of its steps, or open a new case for a new matter",
+                notes=self.notes_added)
         self._add_note(text, actor.name, actor.request_id, on, for_customer)
 
     @event(NoteAdded)
     def _add_note(
         self, text: str, actor: str, correlation_id: str, on: str, for_customer: bool = False
     ) -> None:
-        pass  # a note changes no state: it is history the customer is told
+        # A note changes no state but its count: it is history the customer is told.
+        self.notes_added = self.notes_added + 1
+
+    @property
+    def notes_added(self) -> int:
+        return int(self.__dict__.get("_notes_added", 0))  # none in older snapshots
+
+    @notes_added.setter
+    def notes_added(self, value: int) -> None:
+        self.__dict__["_notes_added"] = value
 
     # -- internals --------------------------------------------------------------------------
 

@@ -27,7 +27,16 @@ DDL = (
     " username TEXT NOT NULL, order_no TEXT, event_id TEXT NOT NULL, at TEXT NOT NULL,"
     " PRIMARY KEY (position, leg), CHECK (amount <> 0))",
     "CREATE INDEX IF NOT EXISTS rm_journal_by_account ON rm_journal (account, position)",
+    # What matches a money event to a bank statement or a case, beside its order number: a
+    # deposit's payment reference, a payout's reference and request, a return's case (one
+    # row per money event that has any). Added by issue 12: a store made before it fills
+    # this table with ``ledger rebuild``.
+    "CREATE TABLE IF NOT EXISTS rm_journal_references ("
+    " position BIGINT PRIMARY KEY, payment_reference TEXT, payout_reference TEXT,"
+    " case_id TEXT, request_id TEXT)",
 )
+# The event fields a journal entry carries as its references (None where the event has none).
+REFERENCES = ("payment_reference", "payout_reference", "case_id", "request_id")
 
 
 def event_id(event: Any) -> str:
@@ -55,6 +64,9 @@ class JournalProjection(ReadModelProjection):
             username = owner["username"]
             kind_text, order_no = snake(kind.__name__), getattr(event, "order_no", None)
             identity, at = event_id(event), moment_text(event.timestamp)
+            references = _references(event)
+            if any(value is not None for value in references.values()):
+                self.rows.add("rm_journal_references", {"position": position, **references})
             for leg, posting in enumerate(journal.postings(event, username, owner["currency"])):
                 self.rows.add(
                     "rm_journal",
@@ -71,6 +83,15 @@ class JournalProjection(ReadModelProjection):
                         "at": at,
                     },
                 )
+
+
+def _references(event: Any) -> dict[str, str | None]:
+    return {
+        "payment_reference": getattr(event, "reference", None),
+        "payout_reference": getattr(event, "payout_reference", None),
+        "case_id": getattr(event, "case_id", None),
+        "request_id": getattr(event, "request_id", None),
+    }
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -133,6 +154,17 @@ def entries(
             },
         )
         entry["postings"].append({"account": r["account"], "amount": r["amount"]})
+    found: dict[int, dict[str, Any]] = {}
+    if positions:
+        for r in view.query(
+            "SELECT position, payment_reference, payout_reference, case_id, request_id"
+            " FROM rm_journal_references WHERE position >= %(first)s AND position <= %(last)s",
+            {"first": positions[0], "last": positions[-1]},
+        ):
+            found[r["position"]] = r
+    for position, entry in entries.items():
+        references = found.get(position, {})
+        entry.update({name: references.get(name) for name in REFERENCES})
     return paged(list(entries.values()), limit, key="position")
 
 

@@ -36,7 +36,9 @@ class OrdersProjection(ReadModelProjection):
     name = "orders"
     ddl = DDL
     keys: ClassVar[Mapping[str, tuple[str, ...]]] = {"rm_orders": ("account_id", "order_no")}
-    handles = frozenset({Account.PurchasePaid, *CREDITS_BACK, ReturnCase.Opened})
+    # A case refused by the policy is one of the order's cases too (in state refused).
+    handles = frozenset({Account.PurchasePaid, *CREDITS_BACK, ReturnCase.Opened,
+                         ReturnCase.Refused})
 
     def process_event(self, event: Any, position: int) -> None:
         kind = type(event)
@@ -61,7 +63,7 @@ class OrdersProjection(ReadModelProjection):
             self.rows.put(
                 "rm_orders", {**order, "credited_back": credited_back, "position": position}
             )
-        elif kind is ReturnCase.Opened:
+        elif kind is ReturnCase.Opened or kind is ReturnCase.Refused:
             case = {
                 "account_id": account_id(event.username).hex,
                 "order_no": event.order_no,

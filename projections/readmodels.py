@@ -317,6 +317,18 @@ class ReadModels:
             unresolved_after_days=self.unresolved_after_days,
         )
 
+    def return_case_counts(
+        self, *, state: str | None, username: str | None, overdue: bool | None
+    ) -> list[dict[str, Any]]:
+        return return_cases.counts(
+            self._cases,
+            state=state,
+            username=username,
+            overdue=overdue,
+            today=self.app.today(),
+            unresolved_after_days=self.unresolved_after_days,
+        )
+
     def refund_requests(
         self,
         *,

@@ -32,6 +32,8 @@ DDL = (
 STATUS_AFTER: dict[type[Any], str] = {
     RefundRequest.Requested: "requested",
     RefundRequest.Approved: "approved",
+    # The first of two approvals: the request is still waiting for the second.
+    RefundRequest.FirstApproved: "requested",
     RefundRequest.Rejected: "rejected",
     RefundRequest.Cancelled: "cancelled",
     RefundRequest.PaidOut: "paid",

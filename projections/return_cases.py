@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from ledger import policy
-from ledger.return_case import OPEN_STATES, ReturnCase
+from ledger.return_case import OPEN_STATES, REFUSED, ReturnCase
 from projections.events import json_text, moment_text, own_fields, snake
 from projections.paging import Page, cursor, page_size, paged
 from projections.views import ReadModelProjection, ReadModelView, Row
@@ -52,7 +52,9 @@ STATE_AFTER: dict[type[Any], str | None] = {
     ReturnCase.FreightWaived: None,
     ReturnCase.EvidenceAdded: None,
 }
-HANDLED: frozenset[type[Any]] = frozenset({ReturnCase.Opened, ReturnCase.Received, *STATE_AFTER})
+# A case is born opened, or refused by the policy (its reason is in its first step's data).
+BORN: dict[type[Any], str] = {ReturnCase.Opened: "opened", ReturnCase.Refused: REFUSED}
+HANDLED: frozenset[type[Any]] = frozenset({*BORN, ReturnCase.Received, *STATE_AFTER})
 
 
 class ReturnCasesProjection(ReadModelProjection):
@@ -66,8 +68,8 @@ class ReturnCasesProjection(ReadModelProjection):
         if kind not in HANDLED:
             return
         step = _step(event, position)
-        if kind is ReturnCase.Opened:
-            case = _opened(event, position, step)
+        if kind in BORN:
+            case = _opened(event, position, step, BORN[kind])
             self.rows.put("rm_return_cases", case)
         else:
             case = self.rows.get("rm_return_cases", step["id"])
@@ -96,14 +98,14 @@ def _received_data(event: ReturnCase.Received) -> str:
     return json_text({**own_fields(event), "missing": missing})
 
 
-def _opened(event: Any, position: int, step: Row) -> Row:
+def _opened(event: Any, position: int, step: Row, state: str) -> Row:
     return {
         "id": step["id"],
         "username": event.username,
         "currency": event.currency,
         "order_no": event.order_no,
         "kind": event.kind,
-        "state": "opened",
+        "state": state,
         "opened_at": step["at"],
         "opened_on": event.on,
         "shipped_on": event.shipped_on,
@@ -224,6 +226,8 @@ def case(
     )
     found = _case_item(rows[0], today, unresolved_after_days)
     found.pop("seq")
+    first = json.loads(steps[0]["data"]) if steps else {}
+    found["refusal_reason"] = first.get("reason") if found["state"] == REFUSED else None
     found["steps"] = [
         {
             "step": s["step"],
@@ -250,8 +254,51 @@ def cases(
     today: date,
     unresolved_after_days: int,
 ) -> Page:
-    where = ["seq > %(after)s"]
-    params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1}
+    where, params = _filters(state, username, overdue, today, unresolved_after_days)
+    where.insert(0, "seq > %(after)s")
+    params.update({"after": cursor(after), "limit": page_size(limit) + 1})
+    rows = view.query(
+        f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY seq LIMIT %(limit)s",
+        params,
+    )
+    items = [_case_item(row, today, unresolved_after_days) for row in rows]
+    reasons = _refusal_reasons(view, [i["id"] for i in items[:limit] if i["state"] == REFUSED])
+    for item in items:
+        item["refusal_reason"] = reasons.get(item["id"])
+    return paged(items, limit, key="seq")
+
+
+def counts(
+    view: ReadModelView,
+    *,
+    state: str | None,
+    username: str | None,
+    overdue: bool | None,
+    today: date,
+    unresolved_after_days: int,
+) -> list[dict[str, Any]]:
+    """Per state, how many cases the filters keep (every page, not one): finance counts the
+    refusals with ``state=refused``."""
+    where, params = _filters(state, username, overdue, today, unresolved_after_days)
+    condition = " AND ".join(where) or "TRUE"  # fixed texts; the values are parameters
+    rows = view.query(
+        "SELECT state, COUNT(*) AS count FROM rm_return_cases"  # noqa: S608
+        f" WHERE {condition} GROUP BY state ORDER BY state",
+        params,
+    )
+    return [{"state": r["state"], "count": int(r["count"])} for r in rows]
+
+
+def _filters(
+    state: str | None,
+    username: str | None,
+    overdue: bool | None,
+    today: date,
+    unresolved_after_days: int,
+) -> tuple[list[str], dict[str, Any]]:
+    where: list[str] = []
+    params: dict[str, Any] = {}
     if state == OPEN:  # a work queue: every case still in progress
         where.append(f"state IN ({', '.join(repr(s) for s in sorted(OPEN_STATES))})")
     elif state is not None:
@@ -264,13 +311,24 @@ def cases(
         condition, overdue_params = overdue_where(today, unresolved_after_days)
         where.append(condition if overdue else f"NOT {condition}")
         params.update(overdue_params)
-    rows = view.query(
-        f"SELECT {_CASE_COLUMNS} FROM rm_return_cases WHERE {' AND '.join(where)}"  # noqa: S608
-        " ORDER BY seq LIMIT %(limit)s",
-        params,
-    )
-    items = [_case_item(row, today, unresolved_after_days) for row in rows]
-    return paged(items, limit, key="seq")
+    return where, params
+
+
+def _refusal_reasons(view: ReadModelView, case_ids: list[str]) -> dict[str, str]:
+    """The policy's reason of each refused case named (at most a page's worth), by id: the
+    data of its one step."""
+    found: dict[str, str] = {}
+    for start in range(0, len(case_ids), 100):  # bounded IN lists
+        chunk = case_ids[start:start + 100]
+        names = {f"id{n}": case_id for n, case_id in enumerate(chunk)}
+        marks = ", ".join(f"%({name})s" for name in names)
+        for row in view.query(
+            "SELECT id, data FROM rm_return_case_steps"  # noqa: S608
+            f" WHERE version = 1 AND id IN ({marks})",
+            names,
+        ):
+            found[row["id"]] = json.loads(row["data"])["reason"]
+    return found
 
 
 # ``?state=open``: the cases still in progress (ledger.return_case.OPEN_STATES).

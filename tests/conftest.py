@@ -95,3 +95,9 @@ def cs() -> Actor:
 @pytest.fixture
 def finance() -> Actor:
     return Actor("finance:8c9d0e1f", "req-finance")
+
+
+@pytest.fixture
+def payer() -> Actor:
+    """A second finance person: four eyes, whoever approved a refund request cannot pay it."""
+    return Actor.of_person("bea", "finance", "req-payer")

@@ -96,7 +96,7 @@ def test_the_first_response_is_answered_again_even_after_the_account_moved_on(
 
 
 def test_every_use_case_honours_a_key(
-    shop: LedgerApplication, system: Actor, cs: Actor, finance: Actor,
+    shop: LedgerApplication, system: Actor, cs: Actor, finance: Actor, payer: Actor,
 ) -> None:
     def twice(command: Callable[[], Outcome]) -> Outcome:
         first, retry = command(), command()
@@ -112,7 +112,7 @@ def test_every_use_case_honours_a_key(
     )
     rid = UUID(requested.body["id"])
     twice(lambda: shop.approve_refund(rid, "ok", actor=finance, idempotency_key="k-approve"))
-    twice(lambda: shop.pay_refund(rid, "WIRE-1", actor=finance, idempotency_key="k-pay"))
+    twice(lambda: shop.pay_refund(rid, "WIRE-1", actor=payer, idempotency_key="k-pay"))
     other = shop.request_refund("bob", "PAY-B", 10, "r", actor=cs).body["id"]
     twice(lambda: shop.reject_refund(UUID(other), "no", actor=finance, idempotency_key="k-rej"))
     third = shop.request_refund("bob", "PAY-B", 10, "r", actor=cs).body["id"]

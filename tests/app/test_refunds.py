@@ -11,6 +11,7 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.errors import (
+    FourEyes,
     InsufficientFunds,
     InvalidInput,
     InvalidTransition,
@@ -50,7 +51,7 @@ def test_a_refund_request_holds_its_amount_and_answers_the_request(
     assert outcome.body == {
         "id": str(request_id), "username": "alice", "currency": "USD", "order_no": "ORD-1",
         "amount": 600, "reason": "moving abroad", "status": "requested",
-        "decision_reason": None,
+        "decision_reason": None, "approvers": [],
     }
     assert outcome.position == last_position(funded)
     assert balances(funded) == (1_500, 600, 900)
@@ -85,12 +86,12 @@ def test_an_approved_request_still_holds_its_amount(
 
 
 def test_paying_out_an_approved_request_takes_it_off_the_balance_and_releases_the_hold(
-    funded: LedgerApplication, cs: Actor, finance: Actor,
+    funded: LedgerApplication, cs: Actor, finance: Actor, payer: Actor,
 ) -> None:
     request_id = requested(funded, cs)
     funded.approve_refund(request_id, "ok", actor=finance)
 
-    outcome = funded.pay_refund(request_id, "WIRE-2026-1", actor=finance)
+    outcome = funded.pay_refund(request_id, "WIRE-2026-1", actor=payer)
 
     assert (outcome.outcome, outcome.body["status"]) == ("ok", "paid")
     assert balances(funded) == (900, 0, 900)
@@ -118,13 +119,13 @@ def test_rejecting_or_cancelling_an_open_request_releases_its_hold(
 
 
 def test_a_request_that_was_not_approved_cannot_be_paid_out(
-    funded: LedgerApplication, cs: Actor, finance: Actor,
+    funded: LedgerApplication, cs: Actor, finance: Actor, payer: Actor,
 ) -> None:
     request_id = requested(funded, cs)
     before = last_position(funded)
 
     with pytest.raises(InvalidTransition):
-        funded.pay_refund(request_id, "WIRE-1", actor=finance)
+        funded.pay_refund(request_id, "WIRE-1", actor=payer)
 
     assert last_position(funded) == before
     assert balances(funded) == (1_500, 600, 900)
@@ -134,7 +135,7 @@ def test_a_request_that_was_not_approved_cannot_be_paid_out(
 @pytest.mark.parametrize("finished_by", ["pay", "reject", "cancel"])
 @pytest.mark.parametrize("then", ["approve", "reject", "cancel", "pay"])
 def test_a_finished_request_takes_no_further_step(
-    funded: LedgerApplication, cs: Actor, finance: Actor, finished_by: str, then: str,
+    funded: LedgerApplication, cs: Actor, finance: Actor, payer: Actor, finished_by: str, then: str,
 ) -> None:
     request_id = requested(funded, cs)
     funded.approve_refund(request_id, "ok", actor=finance)
@@ -142,7 +143,7 @@ def test_a_finished_request_takes_no_further_step(
         "approve": lambda: funded.approve_refund(request_id, "again", actor=finance),
         "reject": lambda: funded.reject_refund(request_id, "late", actor=finance),
         "cancel": lambda: funded.cancel_refund(request_id, "late", actor=cs),
-        "pay": lambda: funded.pay_refund(request_id, "WIRE-2", actor=finance),
+        "pay": lambda: funded.pay_refund(request_id, "WIRE-2", actor=payer),
     }
     steps[finished_by]()
     before, money_before = last_position(funded), balances(funded)
@@ -155,13 +156,13 @@ def test_a_finished_request_takes_no_further_step(
 
 
 def test_a_request_id_that_names_no_refund_request_is_not_found(
-    funded: LedgerApplication, finance: Actor,
+    funded: LedgerApplication, finance: Actor, payer: Actor,
 ) -> None:
     for unknown in (uuid4(), funded.account("alice").id):
         with pytest.raises(NotFound):
             funded.approve_refund(unknown, "ok", actor=finance)
         with pytest.raises(NotFound):
-            funded.pay_refund(unknown, "WIRE-1", actor=finance)
+            funded.pay_refund(unknown, "WIRE-1", actor=payer)
         with pytest.raises(NotFound):
             funded.cancel_refund(unknown, "no", actor=finance)
 
@@ -215,27 +216,45 @@ def test_a_refund_request_with_invalid_input_is_refused(
 
 
 def test_a_payout_reference_must_be_printable_ascii(
-    funded: LedgerApplication, cs: Actor, finance: Actor,
+    funded: LedgerApplication, cs: Actor, finance: Actor, payer: Actor,
 ) -> None:
     request_id = requested(funded, cs)
     funded.approve_refund(request_id, "ok", actor=finance)
 
     with pytest.raises(InvalidInput) as refused:
-        funded.pay_refund(request_id, "", actor=finance)
+        funded.pay_refund(request_id, "", actor=payer)
 
     assert refused.value.field == "payout_reference"
     assert funded.refund_request(request_id).status == "approved"
 
 
 def test_the_request_s_stored_events_say_who_took_each_step(
-    funded: LedgerApplication, cs: Actor, finance: Actor,
+    funded: LedgerApplication, cs: Actor, finance: Actor, payer: Actor,
 ) -> None:
     request_id = requested(funded, cs)
     funded.approve_refund(request_id, "balance checked", actor=finance)
-    funded.pay_refund(request_id, "WIRE-1", actor=finance)
+    funded.pay_refund(request_id, "WIRE-1", actor=payer)
 
     stored = list(funded.repository.event_store.get(request_id))
 
     assert [(type(e).__name__, e.actor) for e in stored] == [  # type: ignore[attr-defined]
-        ("Requested", cs.name), ("Approved", finance.name), ("PaidOut", finance.name),
+        ("Requested", cs.name), ("Approved", finance.name), ("PaidOut", payer.name),
     ]
+
+
+def test_two_named_finance_people_are_named_in_the_events_and_the_approver_cannot_pay(
+    funded: LedgerApplication, cs: Actor,
+) -> None:
+    ann = Actor.of_person("ann", "finance", "req-ann")
+    bea = Actor.of_person("bea", "finance", "req-bea")
+    request_id = requested(funded, cs)
+    funded.approve_refund(request_id, "checked", actor=ann)
+
+    with pytest.raises(FourEyes):
+        funded.pay_refund(request_id, "WIRE-1", actor=ann)
+    funded.pay_refund(request_id, "WIRE-1", actor=bea)
+
+    stored = list(funded.repository.event_store.get(request_id))
+    actors = [e.actor for e in stored]  # type: ignore[attr-defined]
+    assert actors[1:] == ["finance:ann", "finance:bea"]
+    assert balances(funded) == (900, 0, 900)

@@ -42,6 +42,8 @@ T = TypeVar("T")
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
 FINANCE = Actor("finance:8c9d0e1f", "req-finance")
+# Four eyes: a second finance person pays what FINANCE approved.
+PAYER = Actor.of_person("bea", "finance", "req-payer")
 
 CURRENCIES = ("USD", "JPY")
 # User names as the shop spells them: with '.', '_' and '-' inside.
@@ -347,7 +349,7 @@ class History:
             "approve": lambda: self.app.approve_refund(request_id, "ok", actor=FINANCE),
             "reject": lambda: self.app.reject_refund(request_id, "no", actor=FINANCE),
             "cancel": lambda: self.app.cancel_refund(request_id, "changed mind", actor=CS),
-            "pay": lambda: self.app.pay_refund(request_id, self._next("BANK"), actor=FINANCE),
+            "pay": lambda: self.app.pay_refund(request_id, self._next("BANK"), actor=PAYER),
         }
         effects = {
             "approve": (),

@@ -24,7 +24,7 @@ from ledger.identity import Actor
 from ledger.money import MINOR_UNIT_DIGITS
 from projections.beancount import account_name, export
 from tests.audit.conftest import Ledger
-from tests.audit.history import CS, FINANCE, SYSTEM, Customer, History, RandomChooser
+from tests.audit.history import CS, FINANCE, PAYER, SYSTEM, Customer, History, RandomChooser
 
 # What the store adds is covered on both by the tests above: the rest need one.
 ONE_STORE = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -52,7 +52,7 @@ def mixed_history(ledger: Ledger) -> None:
     for username in ("ann.lee", "bob_smith-2"):
         request = UUID(app.request_refund(username, "PAY-1", 7_001, "moving", actor=CS).body["id"])
         app.approve_refund(request, "checked", actor=FINANCE)
-        app.pay_refund(request, f"BANK-{username}", actor=FINANCE)
+        app.pay_refund(request, f"BANK-{username}", actor=PAYER)
     history = History(app, RandomChooser(seed=1))
     for customer in ("chen.wei_88", "dora-k"):
         case = history.walk_to_supplier(Customer(customer, CUSTOMERS[customer]), 'ORD "2" \\ b')

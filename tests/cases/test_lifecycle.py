@@ -316,3 +316,25 @@ def test_a_note_may_be_written_once_a_case_is_closed_or_otherwise_ended(
         assert outcome.outcome == "created"
         assert desk.state(case_id) == at_state
         assert type(desk.events(case_id)[-1]).__name__ == "NoteAdded"
+
+
+def test_a_case_takes_at_most_its_bound_of_notes_then_refuses_in_words(
+    desk: CaseDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger import return_case
+    from ledger.errors import NotesFull
+
+    monkeypatch.setattr(return_case, "MAX_NOTES_PER_CASE", 3)
+    case_id = desk.reach("quality_problem", "opened")
+    for number in range(3):
+        desk.app.add_case_note(case_id, f"note {number}", actor=desk.actor)
+    before = last_position(desk.app)
+
+    with pytest.raises(NotesFull) as refused:
+        desk.app.add_case_note(case_id, "one too many", actor=desk.actor)
+
+    assert "holds 3 notes" in refused.value.detail
+    assert last_position(desk.app) == before
+    # Another case has its own bound
+    other = desk.reach("quality_problem", "opened")
+    assert desk.app.add_case_note(other, "first", actor=desk.actor).outcome == "created"

@@ -1,11 +1,15 @@
 """Opening a case, on both stores: what the policy accepts, every reason it refuses, and that a
-refused opening writes nothing at all (DOMAIN.md, "Refused at opening")."""
+refused opening records a refused case and nothing else (an unknown order: nothing at all)
+(DOMAIN.md, "Refused at opening")."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -35,7 +39,7 @@ REFUSALS: list[tuple[str, list[str], dict[str, Any]]] = [
     REFUSALS,
     ids=[f"{reason}-{'+'.join(sorted(changes))}" for reason, _, changes in REFUSALS],
 )
-def test_an_application_the_policy_refuses_is_answered_with_its_reason_and_writes_nothing(
+def test_an_application_the_policy_refuses_is_answered_with_its_reason_and_recorded_refused(
     desk: CaseDesk, reason: str, kinds: list[str], changes: dict[str, Any]
 ) -> None:
     for kind in kinds:
@@ -44,11 +48,23 @@ def test_an_application_the_policy_refuses_is_answered_with_its_reason_and_write
         # When CS opens the case
         with pytest.raises(CaseRefused) as refused:
             desk.open(kind, **changes)
-        # Then the policy refuses it with the rule's reason code, and nothing was recorded
+        # Then the policy refuses it with the rule's reason code
         assert refused.value.reason == reason, kind
         assert refused.value.code == "case_refused"
-        assert refused.value.context == {"reason": reason}
-        assert last_position(desk.app) == before
+        if reason == "unknown_order":  # no order of the customer's: no case, nothing recorded
+            assert refused.value.context == {"reason": reason}
+            assert refused.value.case_id is None
+            assert last_position(desk.app) == before
+            continue
+        # and the refused case is recorded, one event, naming the reason and the application
+        case_id = UUID(refused.value.case_id)
+        assert refused.value.context == {"reason": reason, "case_id": str(case_id)}
+        assert last_position(desk.app) == before + 1
+        (born,) = desk.events(case_id)
+        assert type(born).__name__ == "Refused"
+        assert (born.reason, born.kind, born.username) == (reason, kind, desk.customer)
+        case = desk.app.return_case(case_id)
+        assert (case.state, case.refusal_reason) == ("refused", reason)
 
 
 def test_an_order_of_another_customer_is_an_unknown_order(
@@ -146,3 +162,44 @@ def test_a_case_for_a_customer_without_an_account_is_not_found(desk: CaseDesk) -
         desk.open("damaged", username="nobody-here")
 
     assert last_position(desk.app) == before
+
+
+def test_a_refusal_retried_under_its_key_names_the_same_case_and_records_nothing(
+    desk: CaseDesk,
+) -> None:
+    # Given an application for opened media, sent under a key
+    application = desk.application("defective", opened_media=True)
+    with pytest.raises(CaseRefused) as first:
+        desk.app.open_return_case(application, actor=desk.actor, idempotency_key="k-media")
+    after_first = last_position(desk.app)
+
+    # When the same request is sent again with the key (its answer was lost)
+    with pytest.raises(CaseRefused) as again:
+        desk.app.open_return_case(application, actor=desk.actor, idempotency_key="k-media")
+
+    # Then it hears the same refusal, naming the same case, marked replayed; nothing recorded
+    assert (again.value.reason, again.value.case_id) == ("opened_media", first.value.case_id)
+    assert again.value.replayed and not first.value.replayed
+    assert last_position(desk.app) == after_first
+
+
+def test_requests_sent_at_once_under_one_key_record_one_refused_case(desk: CaseDesk) -> None:
+    application = desk.application("damaged", goods_photos=[])
+    before = last_position(desk.app)
+    start = threading.Barrier(4)
+
+    def send() -> str | None:
+        start.wait()
+        try:
+            desk.app.open_return_case(application, actor=desk.actor, idempotency_key="k-once")
+        except CaseRefused as refused:
+            return refused.case_id
+        raise AssertionError("a refused application was opened")
+
+    with ThreadPoolExecutor(4) as pool:
+        case_ids = list(pool.map(lambda _: send(), range(4)))
+
+    # every request names the one refused case, and the log holds it once
+    assert len(set(case_ids)) == 1 and case_ids[0] is not None
+    assert last_position(desk.app) == before + 1
+    assert desk.state(UUID(case_ids[0])) == "refused"

@@ -138,6 +138,8 @@ async def _run(config: Config) -> Report:
     history_path = Path(config.history)
     try:
         await asyncio.to_thread(pool.start_all)
+        # Four eyes: a named finance person pays what the finance role token approved.
+        tokens["payer"] = await asyncio.to_thread(pool.add_person, "payer", "finance")
         await _drive(config, history, pool, cluster, dbname, tokens, rng)
         history.final["verify"] = await asyncio.to_thread(ledger_verify, database_url)
     finally:

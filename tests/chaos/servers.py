@@ -134,3 +134,31 @@ class ServerPool:
 
     def live(self) -> list[Server]:
         return [server for server in self.servers if server.live]
+
+    def add_person(self, name: str, role: str, timeout_s: float = 30.0) -> str:
+        """``ledger staff add NAME --role ROLE`` on the pool's store; returns the new token once
+        every live server knows it (``GET /v1/me`` names the person)."""
+        first = self.servers[0]
+        added = subprocess.run(
+            [ledger_script(), "staff", "add", name, "--role", role, "--by", "chaos"],
+            cwd=first.workdir, env=dict(first.env), capture_output=True, text=True,
+            timeout=60,
+        )
+        if added.returncode != 0:
+            raise RuntimeError(f"ledger staff add failed: {added.stderr}")
+        token = added.stdout.strip()
+        deadline = time.monotonic() + timeout_s
+        for server in self.live():
+            while True:
+                asked = urllib.request.Request(f"{server.url}/v1/me",
+                                               headers={"Authorization": f"Bearer {token}"})
+                try:
+                    with urllib.request.urlopen(asked, timeout=5) as answer:
+                        if answer.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server {server.index} never knew {name}")
+                time.sleep(0.05)
+        return token

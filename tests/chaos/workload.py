@@ -133,7 +133,8 @@ class Planner:
                                {"note": tag}, tag, refund.id)
         if refund.status == "approved" and roll < 0.85:
             tag = self._next_tag("payout")
-            return self._write("pay", f"{path}/pay", "finance", refund.account,
+            # Four eyes: not the finance token that approved, a named finance person.
+            return self._write("pay", f"{path}/pay", "payer", refund.account,
                                {"payout_reference": tag}, tag, refund.id)
         step, role = ("cancel", "cs") if roll < 0.92 else ("reject", "finance")
         tag = self._next_tag(step)

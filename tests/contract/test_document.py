@@ -13,12 +13,13 @@ from api.routes import ROUTES
 
 # API.md, "Conventions": the codes it names, by status; then the ones api/README.md adds.
 CONTRACT_CODES = {
-    400: {"malformed_json"},
+    400: {"malformed_json", "bad_content_encoding"},
     401: {"unauthorized"},
     403: {"forbidden"},
     404: {"not_found"},
     409: {"account_exists", "duplicate_order", "duplicate_reference", "invalid_transition",
-          "request_open_for_order"},
+          "request_open_for_order", "notes_full",
+          "four_eyes"},  # issue 11: whoever approved a refund request cannot pay it
     413: {"too_large"},
     415: {"unsupported_media_type"},
     422: {"validation_error", "insufficient_funds", "over_refundable", "unknown_order",

@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     database_url: str
+    # Named staff added to this server's store (``add_person``): name -> token.
+    people: dict[str, str] = field(default_factory=dict)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -115,6 +117,48 @@ def start_server(
     pytest.fail(f"ledger serve did not answer /health in {START_TIMEOUT_S} s:\n{server.log()}")
 
 
+def add_person(server: Server, name: str, role: str,
+               env: Mapping[str, str | None] | None = None) -> str:
+    """``ledger staff add NAME --role ROLE`` on the server's store; returns the token once the
+    server knows it (``GET /v1/me`` answers the person)."""
+    overrides = {"LEDGER_DATABASE_URL": server.database_url, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **overrides}.items() if v is not None}
+    added = subprocess.run(
+        [*ledger_command(), "staff", "add", name, "--role", role, "--by", "tests"],
+        cwd=server.log_path.parent, env=full_env, capture_output=True, text=True, timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    server.people[name] = token
+    wait_for_person(server, token, name)
+    return token
+
+
+def me(server: Server, token: str) -> tuple[int, dict[str, Any]]:
+    """``GET /v1/me`` with ``token``: the status and the body."""
+    asked = urllib.request.Request(f"{server.base_url}/v1/me",
+                                   headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(asked, timeout=5) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.load(refused)
+
+
+def wait_for_person(server: Server, token: str, name: str | None,
+                    timeout_s: float = START_TIMEOUT_S) -> float:
+    """Polls ``GET /v1/me`` until the token is ``name``'s (None: until it is refused, 401);
+    returns the seconds it took."""
+    started = time.monotonic()
+    while True:
+        status, body = me(server, token)
+        if (status == 200 and body["person"] == name) if name else status == 401:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            pytest.fail(f"the server never saw {name or 'the revocation'}: {status} {body}")
+        time.sleep(0.02)
+
+
 @contextmanager
 def store(kind: str, workdir: Path) -> Iterator[str]:
     """A fresh store's URL (the same kinds as the ``store_url`` fixture)."""
@@ -135,6 +179,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     with store(request.param, workdir) as url:
         running = start_server(url, workdir)
         try:
+            # Four eyes: a second finance person pays what the finance role token approved.
+            add_person(running, "payer", "finance")
             yield running
         finally:
             running.stop()
@@ -172,8 +218,11 @@ class Reply:
 class Api:
     """Calls the server as a role; ``json`` bodies are sent as application/json."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession,
+                 people: Mapping[str, str] | None = None) -> None:
         self.session = session
+        # Named staff by name (``add_person``): ``role="payer"`` calls as that person.
+        self.people = dict(people or {})
 
     async def call(
         self,
@@ -188,7 +237,7 @@ class Api:
     ) -> Reply:
         all_headers = dict(headers or {})
         if token is None and role is not None:
-            token = TOKENS[role]
+            token = TOKENS[role] if role in TOKENS else self.people[role]
         if token is not None:
             all_headers.setdefault("Authorization", f"Bearer {token}")
         if json_body is not None:
@@ -315,7 +364,7 @@ def main_path() -> list[tuple[str, dict[str, Any], str]]:
 @pytest.fixture
 async def api(server: Server) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession(base_url=server.base_url) as session:
-        yield Api(session)
+        yield Api(session, server.people)
 
 
 def assert_problem(reply: Reply, status: int, code: str) -> dict[str, Any]:

@@ -113,10 +113,9 @@ async def test_a_bad_user_name_in_the_path_is_a_validation_error(
 @pytest.mark.parametrize(
     "raw",
     [b'{"amount": 5, "reference": "x"', b"{amount: 5}", b"", b"\xff\xfe", b'{"amount": NaN}',
-     b'{"amount": Infinity, "reference": "x"}', b'{"amount": 5, "amount": 500, "reference": "x"}',
-     b'{"amount": ' + b"9" * 5000 + b', "reference": "x"}'],
-    ids=["truncated", "unquoted", "empty", "not-utf8", "nan", "infinity", "duplicate-key",
-         "5000-digit-number"],
+     b'{"amount": Infinity, "reference": "x"}', b'{"amount": 5, "amount": 500, "reference": "x"}'],
+    ids=["truncated", "unquoted", "empty", "not-utf8", "nan", "infinity", "duplicate-key"],
+    # (A 5,000-digit number is JSON: 422 in words, tests/http/test_edge.py.)
 )
 async def test_a_body_that_is_not_json_is_refused_and_changes_nothing(
     api: Api, raw: bytes

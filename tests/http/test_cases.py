@@ -35,7 +35,7 @@ VIEW_FIELDS = {"id", "username", "order_no", "kind", "state", "opened_at", "ship
                "overdue", "steps"}
 ADDED_FIELDS = {"currency", "opened_on", "guarantee_until", "postmark_date", "outcome",
                 "refund_amount", "freight_amount", "items", "overdue_reasons",
-                "allowed_actions"}
+                "allowed_actions", "evidence", "refusal_reason"}
 BACKDATED_ACTOR = Actor("cs:backdate", "test-backdated")
 
 
@@ -123,8 +123,13 @@ async def test_an_opening_the_policy_refuses_is_422_case_refused_with_its_reason
     problem = assert_problem(reply, 422, "case_refused")
     assert problem["reason"] == reason
     listed = await api.get(f"/v1/return-cases?username={username}", role="cs")
-    assert listed.json["items"] == []
-    assert await api.state(username) == before
+    if reason == "unknown_order":  # no order of the customer's: no case is recorded
+        assert "case_id" not in problem
+        assert listed.json["items"] == []
+    else:  # the refused case is recorded, listed as refused with its reason
+        assert [(c["id"], c["state"], c["refusal_reason"]) for c in listed.json["items"]] == [
+            (problem["case_id"], "refused", reason)]
+    assert await api.state(username) == before  # no money moved
 
 
 async def test_a_quality_problem_within_its_guarantee_opens(api: Api) -> None:
@@ -448,7 +453,7 @@ async def test_cases_are_listed_by_state_and_user_name_a_page_at_a_time(api: Api
 
     mine = await api.get(f"/v1/return-cases?username={username}", role="finance")
     assert [c["id"] for c in mine.json["items"]] == [opened["id"], reviewed["id"]]
-    assert set(mine.json["items"][0]) == VIEW_FIELDS - {"steps"} | ADDED_FIELDS
+    assert set(mine.json["items"][0]) == VIEW_FIELDS - {"steps"} | ADDED_FIELDS - {"evidence"}
     by_state = await api.get(f"/v1/return-cases?username={username}&state=supplier_review",
                              role="auditor")
     assert [c["id"] for c in by_state.json["items"]] == [reviewed["id"]]

@@ -65,6 +65,19 @@ async def test_cs_writes_customer_told_on_a_rejected_and_on_a_closed_case(api: A
     assert view["steps"][-1]["step"] == "note_added"
     assert view["steps"][-1]["data"]["text"] == "customer told by phone"
     assert view["allowed_actions"] == ["notes"]
+    # and on a case exchanged and closed: the customer is told the replacement is on its way
+    closed = await api.open_case(username, "ORD-2")
+    await api.walk(closed["id"], "with_supplier")
+    await api.step(closed["id"], "resolve",
+                   {"outcome": "exchange", "freight_amount": 0, "tracking": "EX-2"})
+    await api.step(closed["id"], "close", {"note": "replacement sent"})
+    reply = await api.post(f"/v1/return-cases/{closed['id']}/notes",
+                           {"text": "customer told: replacement on its way"}, role=CS)
+    assert reply.status == 201, reply.text
+    view = await api.case(closed["id"])
+    assert (view["state"], view["steps"][-1]["step"]) == ("closed", "note_added")
+    assert view["steps"][-1]["data"]["text"] == "customer told: replacement on its way"
+    assert view["allowed_actions"] == ["notes"]
 
 
 async def _resolvable(api: Api, *, deposit: int, paid: int) -> tuple[str, dict[str, Any]]:

@@ -287,6 +287,29 @@ async def test_a_filtered_log_pages_on_with_next(api: Api) -> None:
     assert len(seen) == 6  # opened, deposit, four purchases
 
 
+async def test_the_event_log_holds_the_shop_s_events_and_no_idempotency_records(
+    api: Api,
+) -> None:
+    # Given a deposit sent under an Idempotency-Key, and retried with it
+    username = await api.open_account("USD")
+    mine = (await _events(api, f"stream={username}"))["items"]
+    before = mine[-1]["position"]
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    body = {"amount": 250, "reference": f"PAY-{uuid.uuid4().hex[:6]}"}
+    for status in (201, 201):
+        reply = await api.call("POST", f"/v1/accounts/{username}/deposits", json_body=body,
+                               headers=key)
+        assert reply.status == status, reply.text
+    # When the auditor reads the log from there on
+    after = await _events(api, f"after={before}&limit=1000")
+    # Then it holds the deposit once, and only the shop's own events: no key's record
+    assert {e["aggregate"] for e in after["items"]} <= {"account", "refund_request",
+                                                         "return_case"}
+    assert not [e for e in after["items"] if "dempot" in e["type"] + e["name"]]
+    assert [e["name"] for e in after["items"] if e["stream"] == mine[0]["stream"]] == [
+        "deposit_received"]
+
+
 # -- unmatched money ----------------------------------------------------------------------------
 
 
@@ -332,3 +355,39 @@ async def test_the_unmatched_report_lists_at_most_its_limit_but_counts_them_all(
     both = await api.get("/v1/reconciliation/unmatched?idle_days=1"
                          "&idle_before=2026-01-01T00:00:00Z", role=FINANCE)
     assert_problem(both, 422, "validation_error")
+
+
+async def test_journal_entries_carry_what_matches_them_to_the_bank_and_the_cases(
+    api: Api,
+) -> None:
+    # Given a customer who paid in (PAY-…), bought, was paid a balance refund out (BANK-…),
+    # and had a return refunded with freight charged
+    username = await api.open_account("USD")
+    payment = f"PAY-{uuid.uuid4().hex[:6]}"
+    await api.post(f"/v1/accounts/{username}/deposits", {"amount": 5_000, "reference": payment})
+    await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "ORD-1", "amount": 2_000})
+    request = await _request(api, username, 500)
+    await api.post(f"/v1/refund-requests/{request['id']}/approve", {}, role=FINANCE)
+    paid = await api.post(f"/v1/refund-requests/{request['id']}/pay",
+                          {"payout_reference": "BANK-4711"}, role=FINANCE)
+    assert paid.status == 200, paid.text
+    case = await api.open_case(username)
+    await api.walk(case["id"], "with_supplier")
+    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
+                              {"outcome": "refund", "refund_amount": 1_000,
+                               "freight_amount": 300}, role="cs")
+    assert resolved.status == 200, resolved.text
+
+    # When finance reads the customer's journal
+    entries = await _entries(api, f"account=customer:{username}")
+
+    # Then each entry names what a statement or a case names it by
+    seen = {e["type"]: (e["payment_reference"], e["payout_reference"], e["case_id"],
+                        e["request_id"], e["order_no"]) for e in entries}
+    assert seen == {
+        "deposit_received": (payment, None, None, None, None),
+        "purchase_paid": (None, None, None, None, "ORD-1"),
+        "balance_refund_paid_out": (None, "BANK-4711", None, request["id"], None),
+        "return_refund_credited": (None, None, case["id"], None, "ORD-1"),
+        "freight_charged": (None, None, case["id"], None, "ORD-1"),
+    }

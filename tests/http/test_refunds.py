@@ -47,7 +47,7 @@ async def test_approve_then_pay_pays_the_amount_out_and_releases_the_hold(api: A
     assert approved.status == 200, approved.text
     assert approved.json["status"] == "approved"
     paid = await api.post(f"/v1/refund-requests/{request['id']}/pay",
-                          {"payout_reference": "BANK-77"}, role="finance")
+                          {"payout_reference": "BANK-77"}, role="payer")
     assert paid.status == 200, paid.text
     assert paid.json["status"] == "paid"
     assert paid.json["position"] > approved.json["position"]

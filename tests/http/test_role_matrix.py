@@ -76,6 +76,9 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/openapi.json"): ANY_ROLE,
     ("GET", "/docs"): ANY_ROLE,
     ("GET", "/docs/static/{name}"): ANY_ROLE,
+    ("GET", "/v1/me"): ANY_ROLE,
+    ("GET", "/console/"): EVERYONE,
+    ("GET", "/console/{name}"): EVERYONE,
     ("GET", "/v1/outbox"): BOOKS,  # issue 14: messages to customers, for operators
 }
 

@@ -61,6 +61,7 @@ _EXAMPLE_ROWS = {
     "rm_return_cases": "position > %(start)s",
     "rm_return_case_steps": "position > %(start)s",
     "rm_journal": "position > %(start)s",
+    "rm_journal_references": "position > %(start)s",
     "rm_journal_accounts": "username LIKE %(prefix)s",
 }
 

@@ -123,16 +123,17 @@ def _normalised(params: dict[str, Any], *, texts: bool = True) -> dict[str, Any]
 @dataclass
 class Prediction:
     """What a command must do. ``refusal`` set: it is refused with exactly that class (and, for
-    ``CaseRefused``, that ``reason``), changing nothing; ``early``: before the key is looked at.
-    Otherwise it answers ``outcome``, records ``events`` (topics, any order) besides its key's
-    record, and ``apply`` changes the model with the application's answer."""
+    ``CaseRefused``, that ``reason``), changing nothing but ``events`` (a case the policy
+    refuses is recorded, refused: ``apply`` is then told the refusal); ``early``: before the
+    key is looked at. Otherwise it answers ``outcome``, records ``events`` (topics, any order)
+    besides its key's record, and ``apply`` changes the model with the application's answer."""
 
     refusal: type[LedgerError] | None = None
     early: bool = False
     reason: str | None = None
     outcome: str = "ok"
     events: tuple[str, ...] = ()
-    apply: Callable[[Outcome], None] = lambda outcome: None
+    apply: Callable[[Any], None] = lambda outcome: None  # told the answer (or the refusal)
     original_position: int | None = None  # a natural duplicate answers where the original is
 
     @classmethod
@@ -251,14 +252,14 @@ class LedgerModel:
     def live_key(self, command: Command) -> KeyRecord | None:
         if command.key is None:
             return None
-        record = self.keys.get((command.actor.role, command.key))
+        record = self.keys.get((command.actor.person, command.key))
         if record is None or self.today_at() - record.recorded_at >= KEY_LIFETIME:
             return None
         return record
 
     def takes_a_lapsed_key(self, command: Command) -> bool:
         """The command's key was used before, and has lapsed: the key starts afresh."""
-        return command.key is not None and (command.actor.role, command.key) in self.keys
+        return command.key is not None and (command.actor.person, command.key) in self.keys
 
     def remember_key(self, command: Command, answer: Outcome | LedgerError) -> None:
         if command.key is None:
@@ -268,8 +269,9 @@ class LedgerModel:
             record.refusal = answer
         else:
             record.answer = answer
-        # a key is the caller's (its role), not its token's; it is no event of the log
-        self.keys[(command.actor.role, command.key)] = record
+        # a key is the caller's (its person: a role token's is its role), not its token's;
+        # it is no event of the log
+        self.keys[(command.actor.person, command.key)] = record
 
     def records_refusal(self, command: Command, prediction: Prediction) -> bool:
         """A key records the refusal of a decision (what the state of the ledger refused: a
@@ -454,17 +456,23 @@ class LedgerModel:
         if case.order_no not in account.orders:
             return Prediction.refused(CaseRefused, reason="unknown_order")
         reason = self.refusal_reason(case)
-        if reason is not None:
-            return Prediction.refused(CaseRefused, reason=reason)
 
-        def apply(outcome: Outcome) -> None:
+        def apply(answer: Outcome | CaseRefused) -> None:
+            # the case is recorded, opened or (refused by the policy) refused; the refusal
+            # names it
             assert account is not None
-            case_id = UUID(outcome.body["id"])
+            refused = isinstance(answer, CaseRefused)
+            case_id = UUID(str(answer.case_id) if refused else answer.body["id"])
+            state = "refused" if refused else "opened"
             self.cases[case_id] = CaseModel(
-                account.username, case.order_no, case.kind, case.shipped_on, self.today
+                account.username, case.order_no, case.kind, case.shipped_on, self.today,
+                state=state, steps=[state],
             )
             account.cases_by_order.setdefault(case.order_no, []).append(case_id)
 
+        if reason is not None:
+            return Prediction(refusal=CaseRefused, reason=reason,
+                              events=("ReturnCase.Refused",), apply=apply)
         return Prediction(outcome="created", events=("ReturnCase.Opened",), apply=apply)
 
     def refusal_reason(self, case: CaseApplication) -> str | None:

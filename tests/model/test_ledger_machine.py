@@ -10,7 +10,8 @@ keeper keeps the read models current meanwhile, as ``ledger serve`` does.
 Every command is checked as it runs:
 - refused exactly when the model says, with exactly the model's error class (and case reason),
   not marked replayed; it records nothing, unless its key records the refusal (then exactly
-  that record);
+  that record), or it is a case the policy refuses (then exactly that refused case, named by
+  the refusal);
 - otherwise answered with the model's outcome and the position of its last event (a natural
   duplicate: the original's), recording exactly the events the model names, key record included;
 - retried with its key while the key lives: the first answer or refusal again, ``replayed``,
@@ -86,7 +87,9 @@ STEPS = int(os.environ.get("LEDGER_MODEL_STEPS", "16"))
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
 FINANCE = Actor("finance:8c9d0e1f", "req-finance")
-CALLERS = {a.role: a for a in (SYSTEM, CS, FINANCE)}  # whom a key belongs to
+# Four eyes: a named finance person pays what the finance role token approved.
+PAYER = Actor.of_person("bea", "finance", "req-payer")
+CALLERS = {a.person: a for a in (SYSTEM, CS, FINANCE, PAYER)}  # whom a key belongs to
 
 USERS = ("ann", "bob", "cy")
 CURRENCIES = ("USD", "EUR", "JPY")
@@ -164,6 +167,9 @@ class LedgerMachine(RuleBasedStateMachine):
             first = record.refusal
             error = self._refusal(command, type(first), getattr(first, "reason", None))
             assert str(error) == str(first), f"{command!r} refused with {error}, first {first}"
+            assert getattr(error, "case_id", None) == getattr(first, "case_id", None), (
+                f"{command!r}: a refusal answered again names another case"
+            )
             assert error.replayed, f"{command!r}: a refusal answered again is marked replayed"
         else:
             answer = self._run(command, "the first answer again")
@@ -179,7 +185,19 @@ class LedgerMachine(RuleBasedStateMachine):
         assert expected.refusal is not None
         error = self._refusal(command, expected.refusal, expected.reason)
         assert not error.replayed, f"{command!r}: a first refusal is marked as replayed"
-        if self.model.records_refusal(command, expected):
+        if expected.events:
+            # a refusal that is recorded (a case the policy refuses: recorded refused, the
+            # refusal naming it), exactly its events; its key holds the refusal
+            recorded = self._recorded(command, expected.events)
+            case_id = UUID(str(getattr(error, "case_id", None)))
+            assert [n.originator_id for n in recorded] == [case_id], (command, recorded)
+            expected.apply(error)
+            self.touched.add(("case", case_id))
+            self.touched.add(("account", self.model.cases[case_id].username))
+            if command.key is not None:
+                self._key_holds(command, "refused")
+                self.model.remember_key(command, error)
+        elif self.model.records_refusal(command, expected):
             # the key holds the refusal now, in the keys' table: nothing is recorded in the log
             self._recorded(command, ())
             self._key_holds(command, "refused")
@@ -226,7 +244,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """The store's record of the command's key holds its first answer."""
         if command.key is None:
             return
-        record = self.app.keys.get(record_id(command.actor.role, command.key))
+        record = self.app.keys.get(record_id(command.actor.person, command.key))
         assert record is not None, f"{command!r}: no record of its key"
         assert (record.outcome, record.position) == (outcome, position), (command, record)
 
@@ -444,7 +462,7 @@ class LedgerMachine(RuleBasedStateMachine):
             "approve": ("approve_refund", {"note": "balance checked"}, FINANCE),
             "reject": ("reject_refund", {"reason": "order still in progress"}, FINANCE),
             "cancel": ("cancel_refund", {"reason": "customer changed their mind"}, CS),
-            "pay": ("pay_refund", {"payout_reference": f"WIRE-{request_id.hex[:8]}"}, FINANCE),
+            "pay": ("pay_refund", {"payout_reference": f"WIRE-{request_id.hex[:8]}"}, PAYER),
         }[step]
         self.execute(Command(name, {"request_id": request_id, **params}, actor,
                              self.key(with_key)))
@@ -589,7 +607,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self, data: st.DataObject, other: str, another_caller: bool
     ) -> None:
         """A client sends another request under a key it used before (or another caller
-        happens to send one under the same key: keys are per caller (the role), so that is no
+        happens to send one under the same key: keys are per caller (the person), so that is no
         reuse)."""
         role, key = data.draw(st.sampled_from(sorted(self.model.keys)))
         actor = CALLERS[role]

@@ -73,7 +73,8 @@ def test_a_balance_is_answered_as_it_stood_at_a_position_or_a_moment(
 
 
 def test_the_refund_queue_shows_each_request_with_its_steps(
-    app: LedgerApplication, read_models: ReadModels, system: Actor, cs: Actor, finance: Actor
+    app: LedgerApplication, read_models: ReadModels, system: Actor, cs: Actor, finance: Actor,
+    payer: Actor,
 ) -> None:
     app.open_account("cat", "USD", actor=system)
     app.deposit("cat", 900, "pay-1", actor=system)
@@ -81,7 +82,7 @@ def test_the_refund_queue_shows_each_request_with_its_steps(
         app.request_refund("cat", "pay-1", 400, "no more orders", actor=cs).body["id"]
     )
     app.approve_refund(request_id, "checked", actor=finance)
-    app.pay_refund(request_id, "bank-77", actor=finance)
+    app.pay_refund(request_id, "bank-77", actor=payer)
     read_models.wait_caught_up()
 
     request = read_models.refund_request(request_id)

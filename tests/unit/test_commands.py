@@ -15,6 +15,7 @@ import pytest
 from ledger.account import account_id
 from ledger.commands import (
     AcceptReturnCase,
+    AddCaseEvidence,
     AddCaseNote,
     ApproveRefund,
     CancelRefund,
@@ -168,6 +169,11 @@ FINGERPRINTED: list[tuple[Command, str, dict[str, Any]]] = [
     (CloseReturnCase(ID, " done "), "return_case.close", {"id": str(ID), "note": "done"}),
     (CancelReturnCase(ID, " dup "), "return_case.cancel", {"id": str(ID), "reason": "dup"}),
     (AddCaseNote(ID, " called back "), "return_case.note", {"id": str(ID), "text": "called back"}),
+    (
+        AddCaseEvidence(ID, ("photo://goods-2",), ()),
+        "return_case.evidence",
+        {"id": str(ID), "goods_photos": ["photo://goods-2"], "package_photos": []},
+    ),
 ]
 
 

@@ -14,9 +14,9 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.errors import InvalidTransition, LedgerError
+from ledger.errors import FourEyes, InvalidInput, InvalidTransition, LedgerError
 from ledger.identity import Actor
-from ledger.refund_request import RefundRequest
+from ledger.refund_request import RefundRequest, second_approval_thresholds
 
 STEPS = ("approve", "reject", "cancel", "pay")
 ARRIVES_AT = {"approve": "approved", "reject": "rejected", "cancel": "cancelled", "pay": "paid"}
@@ -46,12 +46,16 @@ def new_request(actor: Actor, amount: int = 700) -> RefundRequest:
     )
 
 
+# Four eyes: the person who approved a request cannot pay it, so another person pays.
+PAYER = Actor.of_person("bea", "finance", "req-pay")
+
+
 def take(request: RefundRequest, step: str, actor: Actor) -> None:
     do: dict[str, Callable[[], None]] = {
         "approve": lambda: request.approve("checked", actor=actor),
         "reject": lambda: request.reject("not eligible", actor=actor),
         "cancel": lambda: request.cancel("customer withdrew", actor=actor),
-        "pay": lambda: request.pay("WIRE-1", actor=actor),
+        "pay": lambda: request.pay("WIRE-1", actor=PAYER),
     }
     do[step]()
 
@@ -71,6 +75,7 @@ def test_a_new_request_is_requested_and_open_and_shows_what_was_asked(cs: Actor)
         "reason": "moving abroad",
         "status": "requested",
         "decision_reason": None,
+        "approvers": [],
     }
 
 
@@ -137,7 +142,7 @@ def test_an_invalid_transition_is_an_expected_refusal(cs: Actor, finance: Actor)
 def test_each_step_s_event_records_what_its_actor_said(cs: Actor, finance: Actor) -> None:
     request = new_request(cs)
     request.approve("balance checked", actor=finance)
-    request.pay("WIRE-9", actor=finance)
+    request.pay("WIRE-9", actor=PAYER)
     other = new_request(cs)
     other.reject("not eligible", actor=finance)
     third = new_request(cs)
@@ -173,3 +178,67 @@ def test_every_event_carries_the_actor_and_the_http_request_that_caused_it(
         (cs.name, cs.request_id), (finance.name, finance.request_id),
         (other.name, other.request_id),
     ]
+
+
+# -- four eyes -------------------------------------------------------------------------------
+
+ANN = Actor.of_person("ann", "finance", "req-ann")
+BEA = Actor.of_person("bea", "finance", "req-bea")
+
+
+def test_the_person_who_approved_cannot_pay_and_another_person_can(cs: Actor) -> None:
+    request = new_request(cs)
+    request.approve("checked", actor=ANN)
+
+    with pytest.raises(FourEyes) as refused:
+        request.pay("WIRE-1", actor=Actor.of_person("ann", "finance", "req-again"))
+    assert refused.value.code == "four_eyes"
+    assert request.status == "approved"
+
+    request.pay("WIRE-1", actor=BEA)
+    assert request.status == "paid"
+    assert request.approvers == ["ann"]
+
+
+def test_a_shared_role_token_s_person_is_its_role_so_no_finance_token_pays_what_one_approved(
+    cs: Actor, finance: Actor,
+) -> None:
+    request = new_request(cs)
+    request.approve("checked", actor=finance)
+    with pytest.raises(FourEyes):
+        request.pay("WIRE-1", actor=Actor("finance:0a0b0c0d", "req-rotated"))
+
+
+def test_above_the_threshold_two_people_approve_before_anyone_else_pays(cs: Actor) -> None:
+    request = new_request(cs, amount=1_001)
+    request.approve("first look", actor=ANN, second_approval_above=1_000)
+    assert request.status == "requested"
+    assert request.approvers == ["ann"]
+    with pytest.raises(FourEyes):
+        request.approve("again", actor=ANN, second_approval_above=1_000)
+    with pytest.raises(InvalidTransition):
+        request.pay("WIRE-1", actor=BEA)
+
+    request.approve("second look", actor=BEA, second_approval_above=1_000)
+    assert request.status == "approved"
+    with pytest.raises(FourEyes):
+        request.pay("WIRE-1", actor=BEA)
+    request.pay("WIRE-1", actor=Actor.of_person("cy", "finance", "req-cy"))
+
+    kinds = [type(e) for e in request.collect_events()]
+    assert kinds[1:] == [RefundRequest.FirstApproved, RefundRequest.Approved,
+                         RefundRequest.PaidOut]
+
+
+def test_at_or_below_the_threshold_one_approval_is_enough(cs: Actor) -> None:
+    request = new_request(cs, amount=1_000)
+    request.approve("checked", actor=ANN, second_approval_above=1_000)
+    assert request.status == "approved"
+
+
+def test_the_thresholds_are_read_per_currency() -> None:
+    assert second_approval_thresholds(None) == {}
+    assert second_approval_thresholds("usd=100000, EUR=90000") == {"USD": 100_000,
+                                                                   "EUR": 90_000}
+    with pytest.raises(InvalidInput):
+        second_approval_thresholds("USD=lots")

@@ -102,7 +102,7 @@ def test_a_refund_request_loaded_from_a_store_has_the_live_state(
         reason="a", actor=cs,
     )
     live.approve("ok", actor=finance)
-    live.pay("WIRE-1", actor=finance)
+    live.pay("WIRE-1", actor=Actor.of_person("bea", "finance", "req-pay"))
     store.save(live)
 
     loaded = store.repository.get(live.id)

@@ -1,0 +1,325 @@
+"""The service's edge: what happens to a connection before a handler sees it, and the headers
+every answer carries.
+
+- **Header deadline.** A connection must deliver a whole request head within
+  ``LEDGER_HEADER_TIMEOUT_S`` (default 10 s, at most 10 s) of opening, or of its previous answer
+  (keep-alive), or it is closed: a client sending a header line now and then cannot hold a
+  connection. (aiohttp's keep-alive timer does exactly this: it closes a connection whose
+  handler is still waiting for a request once it fires; the deadline is that timer.)
+- **Connection cap.** At most ``LEDGER_MAX_CONNECTIONS`` open connections (default: what the
+  process's descriptor limit leaves after the store, the files and a burst of accepts). A new
+  connection past the cap evicts the oldest one that has no request in progress (a slow client
+  still sending its head, or an idle keep-alive); when every connection is busy, the new one is
+  closed. So a crowd of slow clients cannot exhaust the descriptors and stop ``/health``.
+- **Malformed requests** (bad HTTP) get a short problem+json (400, or 415 for a content coding
+  the service cannot decode) and one log line naming the peer and the kind of error: never
+  the request's bytes, which may carry a bearer token.
+- **Content-Encoding.** ``gzip``, ``deflate`` or ``identity`` (aiohttp decodes them, within the
+  body limit); any other coding is 415 ``unsupported_media_type`` with ``Accept-Encoding``; a
+  body that is not what its coding says is 400 ``bad_content_encoding``.
+- **Headers.** No ``Server`` banner; every answer has ``Cache-Control: no-store`` and
+  ``X-Content-Type-Options: nosniff``.
+- **Operations port.** With ``LEDGER_OPS_PORT`` set, ``/health``, ``/ready`` and ``/metrics``
+  are served on that port only (and nothing else is), so they can stay off the public address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web, web_protocol, web_server
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.typedefs import Handler
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+
+from api.problems import (
+    CODE_BY_HTTP_STATUS,
+    BadContentEncoding,
+    UnsupportedMediaType,
+    problem,
+)
+
+log = logging.getLogger("api.edge")
+
+HEADER_TIMEOUT_S = 10.0
+MAX_HEADER_TIMEOUT_S = 10.0
+# Descriptors kept for the store's connections, the SQLite files, logs and libraries.
+RESERVED_DESCRIPTORS = 96
+# Accepted per loop turn (and the listen backlog): each accept takes a descriptor before the
+# cap can close it, so the cap leaves room for one burst.
+ACCEPT_BACKLOG = 64
+# asyncio accepts a burst per loop turn and counts them (connection_made) turns later, while
+# the next bursts are accepted: the cap leaves room for this many.
+ACCEPTS_IN_FLIGHT = 2
+MAX_DEFAULT_CONNECTIONS = 10_000
+DECODED_CODINGS = frozenset({"gzip", "deflate", "identity", "x-gzip"})
+ACCEPT_ENCODING = "gzip, deflate"
+OPS_PATHS = frozenset({"/health", "/ready", "/metrics"})
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def default_max_connections() -> int:
+    """What the soft descriptor limit leaves after the reserve and the bursts of accepts taken
+    before the cap can close any of them."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_DEFAULT_CONNECTIONS
+    return max(8, min(MAX_DEFAULT_CONNECTIONS,
+                      soft - RESERVED_DESCRIPTORS - ACCEPTS_IN_FLIGHT * ACCEPT_BACKLOG))
+
+
+def raise_descriptor_limit() -> int:
+    """The soft descriptor limit raised to the hard one (as Go's runtime does): the cap is
+    derived from it. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    max_connections: int | None = None  # None: default_max_connections()
+    ops_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.header_timeout_s <= MAX_HEADER_TIMEOUT_S:
+            raise ValueError(
+                f"LEDGER_HEADER_TIMEOUT_S is in (0, {MAX_HEADER_TIMEOUT_S:g}] seconds")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("LEDGER_MAX_CONNECTIONS is at least 1")
+        if self.ops_port is not None and not 1 <= self.ops_port <= 65535:
+            raise ValueError("LEDGER_OPS_PORT is a port, 1..65535")
+
+    @property
+    def connection_cap(self) -> int:
+        return self.max_connections or default_max_connections()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
+        env = os.environ if env is None else env
+
+        def number(name: str, kind: type[int] | type[float]) -> Any:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return None
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ValueError(f"{name} is not a number: {raw!r}") from None
+
+        timeout = number("LEDGER_HEADER_TIMEOUT_S", float)
+        return cls(
+            header_timeout_s=HEADER_TIMEOUT_S if timeout is None else timeout,
+            max_connections=number("LEDGER_MAX_CONNECTIONS", int),
+            ops_port=number("LEDGER_OPS_PORT", int),
+        )
+
+
+OPS_PORT = web.AppKey("ops_port", int)
+
+
+# -- connections ---------------------------------------------------------------------------------
+
+
+class _BareResponse(web.Response):
+    """An answer written by the protocol itself (no app, so no on_response_prepare)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        _secure(self.headers)
+
+
+class EdgeProtocol(web_protocol.RequestHandler):
+    """aiohttp's connection handler, but for what it says about a malformed request."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # Never ``message`` or the exception's text: they quote the request's bytes.
+        kind = type(exc).__name__ if exc is not None else "no exception"
+        if status >= 500 and not isinstance(exc, HttpProcessingError):
+            log.error("request from %s failed outside the handlers (%s)", request.remote, kind)
+        else:
+            log.warning("malformed request from %s refused with %d (%s)", request.remote,
+                        status, kind)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer was already started")
+        headers: dict[str, str] = {}
+        if isinstance(exc, ContentEncodingError):
+            status, code = 415, UnsupportedMediaType.code
+            detail = f"the body's Content-Encoding is not supported: use {ACCEPT_ENCODING}"
+            headers["Accept-Encoding"] = ACCEPT_ENCODING
+        elif status >= 500:
+            code, detail = "internal_error", "the request could not be answered"
+        else:
+            code = CODE_BY_HTTP_STATUS.get(status, f"http_{status}")
+            detail = "the request is not valid HTTP"
+        answer = problem(status, code, detail, headers=headers)
+        response = _BareResponse(status=answer.status, body=answer.body,
+                                 headers=answer.headers)
+        response.force_close()
+        return response
+
+
+class EdgeServer(web_server.Server):
+    """Makes ``EdgeProtocol`` connections and keeps their number under the cap."""
+
+    def __init__(self, handler: Any, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.max_connections = max_connections
+        self.evicted = 0
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return EdgeProtocol(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: web_protocol.RequestHandler,
+                        transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        # Closed connections stay listed until their task ends: only open ones count.
+        open_ = [other for other in self._connections if other.transport is not None]
+        if len(open_) <= self.max_connections:
+            return
+        for other in open_:  # oldest first
+            if other is not handler and _idle(other):
+                self.evicted += 1
+                other.force_close()
+                return
+        handler.force_close()  # every connection is busy: the new one waits its turn
+        self.evicted += 1
+
+
+def _idle(handler: web_protocol.RequestHandler) -> bool:
+    """No request in progress: still waiting for a whole head, or idle between requests."""
+    return not handler._request_in_progress and not handler._messages
+
+
+class EdgeRunner(web.AppRunner):
+    """``web.AppRunner`` with ``EdgeServer`` (the same arguments as ``Application`` gives
+    aiohttp's own ``Server``)."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._max_connections = max_connections
+
+    async def _make_server(self) -> web_server.Server:
+        app = self.app
+        loop = asyncio.get_running_loop()
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        kwargs = dict(self._kwargs)
+        kwargs.setdefault("access_log_class", AccessLogger)
+        kwargs["debug"] = app._debug
+        return EdgeServer(app._handle, request_factory=app._make_request,
+                          loop=loop, max_connections=self._max_connections, **kwargs)
+
+
+def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
+          shutdown_timeout: float, access_log: logging.Logger,
+          access_log_class: type[AbstractAccessLogger],
+          on_started: Callable[[list[str]], None]) -> None:
+    """Like ``web.run_app``, with the edge: serves until SIGTERM or SIGINT, then stops
+    gracefully (no new connections, requests in flight finish, resources close)."""
+    if edge.ops_port is not None:
+        app[OPS_PORT] = edge.ops_port
+
+    async def main() -> None:
+        raise_descriptor_limit()
+        runner = EdgeRunner(
+            app, max_connections=edge.connection_cap, handle_signals=True,
+            shutdown_timeout=shutdown_timeout, handler_cancellation=False,
+            keepalive_timeout=edge.header_timeout_s, access_log=access_log,
+            access_log_class=access_log_class,
+        )
+        await runner.setup()
+        try:
+            sites = [web.TCPSite(runner, host, port, backlog=ACCEPT_BACKLOG)]
+            if edge.ops_port is not None:
+                sites.append(web.TCPSite(runner, host, edge.ops_port, backlog=ACCEPT_BACKLOG))
+            for site in sites:
+                await site.start()
+            on_started([site.name for site in sites])
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main())
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                loop.run_until_complete(task)
+            except (asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt):
+                pass
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def _secure(headers: Any) -> None:
+    headers.popall(hdrs.SERVER, None)
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+
+
+async def secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: runs after aiohttp added its headers, before they are written."""
+    _secure(response.headers)
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Inside the problem middleware: the operations port's split, and content codings."""
+    ops_port = request.app.get(OPS_PORT)
+    if ops_port is not None:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        on_ops_port = sockname is not None and sockname[1] == ops_port
+        if on_ops_port != (request.path in OPS_PATHS):
+            raise web.HTTPNotFound()
+    codings = [c.strip().lower() for c in
+               ",".join(request.headers.getall(hdrs.CONTENT_ENCODING, [])).split(",")
+               if c.strip()]
+    unknown = [c for c in codings if c not in DECODED_CODINGS]
+    if unknown:
+        raise UnsupportedMediaType(
+            f"the body's Content-Encoding is not supported: use {ACCEPT_ENCODING}",
+            headers={"Accept-Encoding": ACCEPT_ENCODING})
+    try:
+        return await handler(request)
+    except web_protocol.RequestPayloadError as error:
+        if codings:
+            raise BadContentEncoding(
+                "the body is not what its Content-Encoding says") from error
+        raise BadContentEncoding("the body could not be read") from error
+
+
+def install(app: web.Application) -> None:
+    app.on_response_prepare.append(secure_headers)

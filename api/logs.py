@@ -1,0 +1,135 @@
+"""The service's logs: JSON lines by default, one access line per request.
+
+The choice: the standard library's ``logging`` with a JSON formatter of our own (a dozen
+lines), not ``structlog``: every library already logs through ``logging``, so one formatter
+makes all of their lines JSON too, and there is no second logging system to configure.
+
+- ``LEDGER_LOG_FORMAT``: ``json`` (default; one object per line: ``time``, ``level``,
+  ``logger``, ``message`` and the line's own fields) or ``text`` (for a person at a terminal:
+  the fields as ``key=value`` after the message).
+- ``LEDGER_LOG_LEVEL``: ``DEBUG``, ``INFO`` (default), ``WARNING``, ``ERROR``.
+- The access line (logger ``ledger.access``), one per answered request: ``request_id``,
+  ``person`` (who called: the role and the first 8 hex of the token's sha256, as events record
+  it; never the token), ``role``, ``method``, ``route`` (the route's template, never the raw
+  path: a path holds user names), ``status``, ``problem`` (the problem code of a refusal),
+  ``duration_ms`` and ``remote``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from api.context import ACTOR, REQUEST_ID
+
+FORMATS = ("json", "text")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ACCESS_LOGGER = "ledger.access"
+FIELDS = "fields"  # the attribute of a record holding its own fields (``extra={FIELDS: {...}}``)
+_PROBLEM_JSON = "application/problem+json"
+_MAX_PROBLEM_BODY = 64 * 1024
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; an exception's stack goes in ``exception`` as text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, FIELDS, None) or {})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields: Mapping[str, Any] = getattr(record, FIELDS, None) or {}
+        if fields:
+            first, newline, rest = text.partition("\n")
+            pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+            text = f"{first} {pairs}{newline}{rest}"
+        return text
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(format, level)``, checked: a ValueError says what is wrong."""
+    env = os.environ if env is None else env
+    fmt = env.get("LEDGER_LOG_FORMAT", "").strip().lower() or "json"
+    level = env.get("LEDGER_LOG_LEVEL", "").strip().upper() or "INFO"
+    if fmt not in FORMATS:
+        raise ValueError(f"LEDGER_LOG_FORMAT is one of {', '.join(FORMATS)}, not {fmt!r}")
+    if level not in LEVELS:
+        raise ValueError(f"LEDGER_LOG_LEVEL is one of {', '.join(LEVELS)}, not {level!r}")
+    return fmt, level
+
+
+def configure(fmt: str = "json", level: str = "INFO") -> None:
+    """The root logger writes ``fmt`` lines at ``level`` and above to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _route(request: BaseRequest) -> str:
+    # A request aiohttp refused before routing has no match info (its property asserts).
+    match_info = getattr(request, "_match_info", None) if isinstance(request, web.Request) \
+        else None
+    resource = None if match_info is None else match_info.route.resource
+    return "unmatched" if resource is None else resource.canonical
+
+
+def _problem_code(response: web.StreamResponse) -> str | None:
+    if response.status < 400 or response.content_type != _PROBLEM_JSON:
+        return None
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes) or len(body) > _MAX_PROBLEM_BODY:
+        return None
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access logger, as one line of fields (see the module's docstring)."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        actor = request.get(ACTOR) if isinstance(request, web.Request) else None
+        person = None if actor is None else actor.name
+        fields = {
+            "request_id": request.get(REQUEST_ID) if isinstance(request, web.Request) else None,
+            "person": person,
+            "role": None if person is None else person.split(":", 1)[0],
+            "method": request.method,
+            "route": _route(request),
+            "status": response.status,
+            "problem": _problem_code(response),
+            "duration_ms": round(time * 1000, 3),
+            "remote": request.remote,
+        }
+        self.logger.info("%s %s %d", fields["method"], fields["route"], response.status,
+                         extra={FIELDS: fields})

@@ -1,0 +1,99 @@
+"""People: the staff directory each server keeps, who is calling (``GET /v1/me``), and the
+console's static files (``/console/``).
+
+The directory (``projections.staff``) is refreshed on a thread every ``REFRESH_S`` by a task of
+the app, so a token added, rotated or revoked by ``ledger staff`` on any machine is honoured by
+every server within a second; the request path only looks it up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from api.context import ACTOR, LEDGER
+from api.signin import SIGNIN, SignIn
+from ledger.errors import NotFound
+from projections.staff import REFRESH_S, StaffDirectory
+
+STAFF = web.AppKey("staff", StaffDirectory)
+log = logging.getLogger("api.people")
+
+
+def identify_person(app: web.Application, token: str) -> tuple[str, tuple[str, ...]] | None:
+    """The person a token names and the roles they hold: a member of staff (by the token's
+    digest) or the subject of an identity provider's JWT; None when neither knows it."""
+    directory = app.get(STAFF)
+    if directory is not None:
+        person = directory.identify(hashlib.sha256(token.encode()).hexdigest())
+        if person is not None:
+            return person.name, (person.role,)
+    signin = app.get(SIGNIN)
+    if signin is not None and token.count(".") == 2:
+        return signin.verify(token)
+    return None
+
+
+async def staff_directory(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the directory, read once before serving, then refreshed in the background."""
+    directory = StaffDirectory(app[LEDGER])  # type: ignore[index]
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, directory.refresh)
+    app[STAFF] = directory
+    signin = SignIn.from_env()
+    if signin is not None:
+        app[SIGNIN] = signin
+
+    async def keep_current() -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await loop.run_in_executor(None, directory.refresh)
+            except Exception:  # the store is away: keep the last directory, try again
+                log.warning("the staff directory could not be refreshed", exc_info=True)
+
+    task = asyncio.create_task(keep_current())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def get_me(request: web.Request) -> web.Response:
+    """Who the bearer is: their person and the role they act in."""
+    actor = request[ACTOR]
+    return web.json_response({"person": actor.person, "role": actor.role,
+                              "actor": actor.name})
+
+
+# -- the console ------------------------------------------------------------------------------
+
+CONSOLE_DIR = Path(__file__).with_name("console")
+CONSOLE_ASSETS = {
+    "index.html": "text/html",
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+}
+
+
+async def console_page(request: web.Request) -> web.FileResponse:
+    return _asset("index.html")
+
+
+async def console_asset(request: web.Request) -> web.FileResponse:
+    return _asset(request.match_info["name"])
+
+
+def _asset(name: str) -> web.FileResponse:
+    if name not in CONSOLE_ASSETS:
+        raise NotFound(f"no console file {name!r}")
+    return web.FileResponse(
+        CONSOLE_DIR / name,
+        headers={"Content-Type": CONSOLE_ASSETS[name], "Cache-Control": "no-cache"},
+    )

@@ -1,0 +1,93 @@
+"""The staff directory: who a token is, read from the staff's events (``ledger.staff``).
+
+Each server keeps its own directory in memory (token digest -> person, role, revoked) and reads
+the staff events recorded since it last looked, at most every ``REFRESH_S``, so a person added,
+rotated or revoked on any server (or by ``ledger staff``) is honoured everywhere within a second.
+Only the staff's own topics are read, a page at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+
+from ledger.staff import Staff
+
+REFRESH_S = 0.5
+PAGE = 500
+TOPICS = (Staff.StaffAdded.TOPIC, Staff.TokenRotated.TOPIC, Staff.StaffRevoked.TOPIC)
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    role: str
+    token_hash: str
+    revoked: bool = False
+    added_at: str = ""
+    added_by: str = ""
+    changed_at: str = ""
+    changed_by: str = ""
+
+
+class StaffDirectory:
+    """The staff as their events left them; ``refresh`` reads what is new."""
+
+    def __init__(self, app: Application[Any], refresh_s: float = REFRESH_S) -> None:
+        self.app = app
+        self.refresh_s = refresh_s
+        self._people: dict[str, Person] = {}
+        self._by_hash: dict[str, Person] = {}
+        self._names: dict[UUID, str] = {}
+        self._last = 0
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            while True:
+                found = self.app.recorder.select_notifications(
+                    self._last + 1, PAGE, topics=TOPICS
+                )
+                for notification in found:
+                    self._apply(self.app.mapper.to_domain_event(notification))
+                    self._last = notification.id
+                if len(found) < PAGE:
+                    break
+            self._by_hash = {p.token_hash: p for p in self._people.values() if not p.revoked}
+            self._checked = time.monotonic()
+
+    def refresh_if_due(self) -> None:
+        if time.monotonic() - self._checked >= self.refresh_s:
+            self.refresh()
+
+    def _apply(self, event: Any) -> None:
+        at = event.timestamp.isoformat()
+        if isinstance(event, Staff.StaffAdded):
+            self._names[event.originator_id] = event.name
+            self._people[event.name] = Person(event.name, event.role, event.token_hash,
+                                              added_at=at, added_by=event.actor,
+                                              changed_at=at, changed_by=event.actor)
+            return
+        before = self._people.get(self._names.get(event.originator_id, ""))
+        if before is None:
+            return
+        changes: dict[str, Any] = {"changed_at": at, "changed_by": event.actor}
+        if isinstance(event, Staff.TokenRotated):
+            changes["token_hash"] = event.token_hash
+        elif isinstance(event, Staff.StaffRevoked):
+            changes["revoked"] = True
+        self._people[before.name] = Person(**{**before.__dict__, **changes})
+
+    def identify(self, digest: str) -> Person | None:
+        """The active person whose token has this SHA-256 hex digest, or None."""
+        return self._by_hash.get(digest)
+
+    def people(self) -> list[Person]:
+        return sorted(self._people.values(), key=lambda p: p.name)
+

@@ -1,0 +1,195 @@
+"""The console at /console/, in Chromium: each role signs in and does their day's work, by the
+accessible names a screen reader announces (labels, buttons, links)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import call, customer, screenshot
+from tests.http.conftest import TOKENS, Server
+
+
+def sign_in(page: Page, server: Server, token: str) -> None:
+    page.goto(f"{server.base_url}/console/")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def find(page: Page, username: str) -> None:
+    page.get_by_label("Customer", exact=True).fill(username)
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("heading", name=re.compile(username))).to_be_visible()
+
+
+@pytest.mark.parametrize(("who", "sees", "does_not_see"), [
+    ("carl", ["Customers"], ["Refund requests", "Verify"]),
+    ("ann", ["Customers", "Refund requests", "Reconciliation", "Journal"], ["Verify"]),
+    ("audrey", ["Event log", "Verify", "Exports"], []),
+    ("cs", ["Customers"], ["Refund requests"]),  # a shared role token: its person is its role
+])
+def test_each_role_signs_in_and_sees_its_sections(
+    page: Page, console_server: Server, who: str, sees: list[str], does_not_see: list[str],
+) -> None:
+    token = TOKENS.get(who) or console_server.people[who]
+    sign_in(page, console_server, token)
+    expect(page.get_by_text(re.compile(rf"Signed in as {who} \("))).to_be_visible()
+    nav = page.get_by_role("navigation", name="Sections")
+    for name in sees:
+        expect(nav.get_by_role("link", name=name)).to_be_visible()
+    for name in does_not_see:
+        expect(nav.get_by_role("link", name=name)).to_have_count(0)
+    stored = page.evaluate("sessionStorage.getItem('ledger-token')")
+    assert stored == token
+    assert page.evaluate("localStorage.length") == 0  # for the tab only
+
+
+def test_a_wrong_token_shows_the_problem_in_words(page: Page, console_server: Server) -> None:
+    sign_in(page, console_server, "not-a-token")
+    expect(page.get_by_role("alert")).to_contain_text("Authorization: Bearer")
+    expect(page.get_by_label("Token")).to_be_visible()
+
+
+def test_a_customer_service_day_walks_a_case_to_a_refund_and_the_balance_moves(
+    page: Page, console_server: Server,
+) -> None:
+    username = customer(console_server, deposit=5_000, paid=3_000)
+    sign_in(page, console_server, console_server.people["carl"])
+    find(page, username)
+    expect(page.get_by_label("Posted")).to_have_text("USD 20.00")
+    expect(page.get_by_label("Held")).to_have_text("USD 0.00")
+    expect(page.get_by_label("Available")).to_have_text("USD 20.00")
+    expect(page.get_by_label("Refundable", exact=True)).to_have_text("USD 20.00")
+
+    page.get_by_role("button", name="Open a return case for ORD-1").click()
+    page.get_by_label("Item").fill("an electric kettle")
+    page.get_by_role("button", name="Open case").click()
+    title = page.get_by_role("heading", name=re.compile("Case for ORD-1"))
+    expect(title).to_contain_text("opened")
+    # Only the steps the case's state allows are offered.
+    steps = page.get_by_role("group", name="Steps")
+    expect(steps.get_by_role("button", name="Supplier review")).to_be_visible()
+    expect(steps.get_by_role("button", name="Ship back")).to_have_count(0)
+    expect(steps.get_by_role("button", name="Resolve")).to_have_count(0)
+
+    def step(name: str, state: str, **fields: str) -> None:
+        steps.get_by_role("button", name=name, exact=True).click()
+        for label, value in fields.items():
+            page.get_by_label(label.replace("_", " "), exact=True).fill(value)
+        page.get_by_role("button", name=f"Confirm {name.lower()}").click()
+        expect(title).to_contain_text(state)
+
+    step("Supplier review", "supplier review")
+    step("Accept", "accepted", Return_address="Supplier Ltd, Dock 4")
+    step("Ship back", "goods in transit", Tracking="TRK-1")
+    step("Receive", "received")
+    step("Forward", "with supplier")
+    step("Resolve", "resolved")
+    expect(page.get_by_label("Posted")).to_have_text("USD 50.00")
+    expect(page.get_by_label("Available")).to_have_text("USD 50.00")
+
+    page.get_by_label("Note text").fill("called the customer: refund received")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.get_by_text("refund received")).to_be_visible()
+    history = page.get_by_role("table", name="History")
+    expect(history).to_contain_text("cs:carl")
+    screenshot(page, "console-cs")
+    step("Close", "closed")
+
+
+def test_amounts_are_in_major_units_with_their_currency(page: Page, console_server: Server
+                                                        ) -> None:
+    username = customer(console_server, currency="JPY", deposit=1_500, paid=300)
+    sign_in(page, console_server, console_server.people["carl"])
+    find(page, username)
+    expect(page.get_by_label("Posted")).to_have_text("JPY 1,200")
+
+
+def test_a_customer_service_agent_asks_for_a_balance_refund(page: Page, console_server: Server
+                                                            ) -> None:
+    username = customer(console_server)
+    sign_in(page, console_server, console_server.people["carl"])
+    find(page, username)
+    page.get_by_label("Amount (USD)").fill("5.50")
+    page.get_by_label("Reason", exact=True).fill("moving abroad")
+    page.get_by_role("button", name="Request refund").click()
+    expect(page.get_by_label("Held")).to_have_text("USD 5.50")
+    expect(page.get_by_label("Available")).to_have_text("USD 14.50")
+
+
+def test_a_finance_day_approve_as_one_person_pay_refused_for_them_paid_by_another(
+    page: Page, console_server: Server,
+) -> None:
+    username = customer(console_server)
+    call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+         {"order_no": "ORD-1", "amount": 1_234, "reason": "moving abroad"})
+
+    sign_in(page, console_server, console_server.people["ann"])
+    page.get_by_role("link", name="Refund requests").click()
+    row = page.get_by_role("row", name=f"Refund request of {username}")
+    expect(row).to_contain_text("USD 12.34")
+    expect(row.get_by_role("button", name="Pay")).to_be_disabled()
+    row.get_by_role("button", name="Approve").click()
+    expect(row).to_contain_text("approved")
+    expect(row).to_contain_text("ann")
+    # Four eyes, shown before the click: ann approved, so her Pay is off, and says why.
+    pay = row.get_by_role("button", name="Pay")
+    expect(pay).to_be_disabled()
+    expect(pay).to_have_accessible_description(re.compile("another finance person must pay"))
+    screenshot(page, "console-finance")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, console_server, console_server.people["bea"])
+    page.get_by_role("link", name="Refund requests").click()
+    row = page.get_by_role("row", name=f"Refund request of {username}")
+    row.get_by_role("button", name="Pay").click()
+    page.get_by_label("Payout reference").fill("WIRE-77")
+    page.get_by_role("button", name="Confirm payout").click()
+    expect(page.get_by_role("status").first).to_contain_text(f"Paid USD 12.34 to {username}")
+    page.get_by_label("Status").select_option("paid")
+    expect(page.get_by_role("row", name=f"Refund request of {username}")).to_contain_text("paid")
+
+
+def test_a_four_eyes_refusal_from_the_server_is_shown_in_words(
+    page: Page, console_server: Server,
+) -> None:
+    """Ann approves; were her Pay pressed anyway (a page left open), the server's 409 detail
+    is what she reads."""
+    username = customer(console_server)
+    request = call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+                   {"order_no": "ORD-1", "amount": 100, "reason": "r"})
+    sign_in(page, console_server, console_server.people["ann"])
+    page.get_by_role("link", name="Refund requests").click()
+    row = page.get_by_role("row", name=f"Refund request of {username}")
+    row.get_by_role("button", name="Approve").click()
+    expect(row.get_by_role("button", name="Pay")).to_be_disabled()
+    page.evaluate(
+        """async (id) => {
+          const r = await fetch(`/v1/refund-requests/${id}/pay`, {method: 'POST',
+            headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('ledger-token'),
+                      'Content-Type': 'application/json'},
+            body: JSON.stringify({payout_reference: 'X-1'})});
+          document.getElementById('problem').textContent = (await r.json()).detail;
+        }""", request["id"])
+    expect(page.get_by_role("alert")).to_contain_text("ann approved this refund request")
+
+
+def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_server: Server
+                                                       ) -> None:
+    customer(console_server)
+    sign_in(page, console_server, console_server.people["audrey"])
+    page.get_by_role("link", name="Event log").click()
+    expect(page.get_by_role("heading", name="Event log")).to_be_visible()
+    expect(page.get_by_role("table")).to_contain_text("deposit received")
+    page.get_by_role("link", name="Verify").click()
+    page.get_by_role("button", name="Verify").click()
+    expect(page.locator("#verify-result")).to_contain_text("Everything holds", timeout=60_000)
+    screenshot(page, "console-auditor")
+    page.get_by_role("link", name="Exports").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the journal (Beancount)").click()
+    assert download.value.suggested_filename == "ledger.beancount"
+    with open(download.value.path()) as exported:
+        assert "Ledger journal" in exported.read()

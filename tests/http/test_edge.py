@@ -1,0 +1,345 @@
+"""The edge (``api.edge``): malformed requests, slow clients, content codings, the banner and
+the headers every answer carries, out-of-range numbers and times."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import resource
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.http.conftest import (
+    START_TIMEOUT_S,
+    TOKENS,
+    Api,
+    Server,
+    assert_problem,
+    free_port,
+    ledger_command,
+    tokens_env,
+)
+
+SECRET = "leak-me-not-5f1e9a7c3b2d4e6f"
+DESCRIPTOR_LIMIT = 256
+SLOW_CLIENTS = 300
+# Long enough that the slow clients are all still open while /health is asked (a server
+# without the cap stops accepting them at its descriptor limit: connections, /health's too,
+# wait in the kernel's queue).
+HEADER_TIMEOUT_S = 5.0
+
+
+def _limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
+
+
+def launch(workdir: Path, env: Mapping[str, str], *, limited: bool = False) -> Server:
+    """``ledger serve`` on an SQLite store in ``workdir`` (optionally under a descriptor limit),
+    once /health answers."""
+    port = free_port()
+    url = f"sqlite:///{workdir}/ledger.db"
+    full_env = {**os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_TOKENS": tokens_env(), **env}
+    log_path = workdir / f"serve-{port}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [*ledger_command(), "serve", "--port", str(port)], cwd=workdir, env=full_env,
+            stdout=log_file, stderr=subprocess.STDOUT,
+            preexec_fn=_limit_descriptors if limited else None,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, url)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"ledger serve exited with {process.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    pytest.fail(f"ledger serve did not start:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("edge")
+    server = launch(workdir, {"LEDGER_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+                              "LEDGER_LOG_FORMAT": "text"}, limited=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def port_of(server: Server) -> int:
+    return int(server.base_url.rsplit(":", 1)[1])
+
+
+def raw_exchange(server: Server, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port_of(server)), timeout=5) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def health_within(server: Server, seconds: float) -> int:
+    with urllib.request.urlopen(f"{server.base_url}/health", timeout=seconds) as answer:
+        return int(answer.status)
+
+
+MALFORMED = [
+    b"GET /health HTTP/1.1\r\nAuthorization: Bearer " + SECRET.encode() + b"\x01\r\n\r\n",
+    b"GET /he\x00alth HTTP/1.1\r\nAuthorization: Bearer " + SECRET.encode() + b"\r\n\r\n",
+    b"GET /v1/accounts HTTP/1.1\r\nAuthorization: Bearer " + SECRET.encode()
+    + b"\r\nContent-Length: x\r\n\r\n",
+    b"POST /v1/accounts HTTP/1.1\r\nAuthorization: Bearer " + SECRET.encode()
+    + b"\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+]
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED, ids=range(len(MALFORMED)))
+def test_a_malformed_request_gets_a_short_problem_and_leaves_no_token_in_the_logs(
+    edge_server: Server, request_bytes: bytes
+) -> None:
+    answer = raw_exchange(edge_server, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0]
+    assert b"content-type: application/problem+json" in head.lower()
+    problem = json.loads(body)
+    assert problem["status"] == 400 and problem["code"] == "bad_request"
+    assert SECRET.encode() not in answer
+    log = edge_server.log()
+    assert "malformed request from 127.0.0.1 refused with 400" in log
+    assert SECRET not in log
+    assert "Traceback" not in log
+
+
+def test_slow_clients_do_not_stop_health_and_are_closed_at_the_header_deadline(
+    edge_server: Server,
+) -> None:
+    port = port_of(edge_server)
+    slow: list[socket.socket] = []
+    flood = time.monotonic()
+    try:
+        for number in range(SLOW_CLIENTS):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            slow.append(connection)
+            try:  # a head never ended
+                connection.sendall(f"GET /health HTTP/1.1\r\nX-Slow: {number}\r\n".encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # already evicted by a newer connection
+        opened = time.monotonic()
+        # The server stays reachable: all open at once, none waiting for the deadline to free
+        # a descriptor.
+        assert opened - flood < HEADER_TIMEOUT_S - 1
+        # /health answers within a second while the 300 are open (the server has 256
+        # descriptors), again and again.
+        for _ in range(5):
+            try:
+                assert health_within(edge_server, 1.0) == 200
+            except TimeoutError:
+                pytest.fail(f"/health did not answer within 1 s:\n{edge_server.log()[-3000:]}")
+        # Each slow connection is closed by the server: at the header deadline, or earlier
+        # when a newer connection needed its place under the cap.
+        for connection in slow:
+            connection.settimeout(HEADER_TIMEOUT_S + 10)
+            try:
+                assert connection.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert time.monotonic() - opened < HEADER_TIMEOUT_S + 10
+        assert health_within(edge_server, 1.0) == 200
+        assert "Too many open files" not in edge_server.log()
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+def test_a_client_dribbling_header_lines_is_closed_once_the_deadline_passed(
+    edge_server: Server,
+) -> None:
+    with socket.create_connection(("127.0.0.1", port_of(edge_server)), timeout=5) as connection:
+        started = time.monotonic()
+        connection.sendall(b"GET /health HTTP/1.1\r\n")
+        closed_at = None
+        for number in range(100):
+            connection.settimeout(0.25)
+            try:
+                connection.sendall(f"X-Line-{number}: still here\r\n".encode())
+                if connection.recv(1024) == b"":
+                    closed_at = time.monotonic()
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed_at = time.monotonic()
+                break
+        assert closed_at is not None, "the server kept a dribbling client beyond 25 s"
+        # Sending lines never extends the deadline: closed at it (within the timer's slack).
+        assert HEADER_TIMEOUT_S - 0.1 <= closed_at - started <= HEADER_TIMEOUT_S + 2.0
+
+
+def test_the_header_deadline_is_at_most_ten_seconds(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", str(free_port())], cwd=tmp_path,
+        env={**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+             "LEDGER_TOKENS": tokens_env(), "LEDGER_HEADER_TIMEOUT_S": "30"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "LEDGER_HEADER_TIMEOUT_S is in (0, 10] seconds" in result.stderr
+
+
+# -- content codings, numbers and times, headers (through the shared servers) ---------------------
+
+
+async def test_a_gzip_body_that_is_not_gzip_is_400(api: Api) -> None:
+    username = await api.open_account()
+    reply = await api.post(f"/v1/accounts/{username}/deposits", data=b'{"amount": 1}',
+                           headers={"Content-Type": "application/json",
+                                    "Content-Encoding": "gzip"})
+    assert_problem(reply, 400, "bad_content_encoding")
+
+
+async def test_a_real_gzip_body_is_read(api: Api) -> None:
+    username = await api.open_account()
+    body = gzip.compress(json.dumps({"amount": 500, "reference": "gz-1"}).encode())
+    reply = await api.post(f"/v1/accounts/{username}/deposits", data=body,
+                           headers={"Content-Type": "application/json",
+                                    "Content-Encoding": "gzip"})
+    assert reply.status == 201, reply.text
+    assert (await api.account(username))["posted"] == 500
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, rot13"])
+async def test_a_content_coding_the_service_cannot_decode_is_415(api: Api, coding: str
+                                                                 ) -> None:
+    username = await api.open_account()
+    reply = await api.post(f"/v1/accounts/{username}/deposits", data=b'{"amount": 1}',
+                           headers={"Content-Type": "application/json",
+                                    "Content-Encoding": coding})
+    assert_problem(reply, 415, "unsupported_media_type")
+    assert reply.headers["Accept-Encoding"] == "gzip, deflate"
+    assert "Brotli" not in reply.text
+
+
+async def test_a_4301_digit_integer_is_422_in_words(api: Api) -> None:
+    username = await api.open_account()
+    text = '{"amount": ' + "9" * 4301 + ', "reference": "huge"}'
+    reply = await api.post(f"/v1/accounts/{username}/deposits", data=text,
+                           headers={"Content-Type": "application/json"})
+    problem = assert_problem(reply, 422, "validation_error")
+    message = problem["errors"][0]["message"]
+    assert "4,301 digits" in message
+    assert "sys." not in reply.text and "set_int_max_str_digits" not in reply.text
+
+
+@pytest.mark.parametrize("as_of", [
+    "0999-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59-23:59", "9999-12-31T23:59:59Z",
+])
+async def test_times_out_of_the_ledgers_range_are_422(api: Api, as_of: str) -> None:
+    username = await api.open_account()
+    reply = await api.get(
+        f"/v1/accounts/{username}/balance?as_of={as_of.replace('+', '%2B')}")
+    problem = assert_problem(reply, 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["as_of"]
+
+
+@pytest.mark.parametrize("path,role", [
+    ("/health", None), ("/v1/accounts", "cs"), ("/v1/accounts/nobody-here", "system"),
+    ("/openapi.json", "auditor"),
+])
+async def test_answers_carry_no_banner_no_store_and_nosniff(api: Api, path: str,
+                                                            role: str | None) -> None:
+    reply = await api.get(path, role=role)
+    assert "Server" not in reply.headers
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_a_balance_is_not_cached(api: Api) -> None:
+    username = await api.open_account()
+    reply = await api.get(f"/v1/accounts/{username}/balance", role="system")
+    assert reply.status == 200
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert "Server" not in reply.headers
+
+
+def test_tokens_are_not_echoed(edge_server: Server) -> None:
+    request = urllib.request.Request(f"{edge_server.base_url}/v1/accounts/nobody",
+                                     headers={"Authorization": f"Bearer {SECRET}"})
+    try:
+        urllib.request.urlopen(request, timeout=5)
+    except urllib.error.HTTPError as error:
+        assert error.code == 401
+        assert SECRET.encode() not in error.read()
+    assert SECRET not in edge_server.log()
+    assert TOKENS["system"] not in edge_server.log()
+
+
+# -- a case's notes are bounded and its steps paged ------------------------------------------------
+
+
+async def test_a_case_view_gives_its_steps_a_page_at_a_time(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    for number in range(5):
+        reply = await api.post(f"/v1/return-cases/{case['id']}/notes",
+                               {"text": f"progress {number}"}, role="cs")
+        assert reply.status == 201, reply.text
+    whole = await api.case(case["id"])
+    assert len(whole["steps"]) == 6 and whole["steps_next"] is None
+
+    pages: list[dict[str, Any]] = []
+    after = None
+    while True:
+        query = "steps_limit=2" + ("" if after is None else f"&steps_after={after}")
+        reply = await api.get(f"/v1/return-cases/{case['id']}?{query}", role="cs")
+        assert reply.status == 200, reply.text
+        assert len(reply.json["steps"]) <= 2
+        pages.append(reply.json)
+        after = reply.json["steps_next"]
+        if after is None:
+            break
+    assert [step for page in pages for step in page["steps"]] == whole["steps"]
+    assert len(pages) == 3
+    # Every page has the whole case's facts and evidence
+    assert all(page["evidence"] == whole["evidence"] for page in pages)
+    assert all(page["state"] == whole["state"] for page in pages)
+
+
+async def test_a_case_view_refuses_an_unbounded_page_of_steps(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    reply = await api.get(f"/v1/return-cases/{case['id']}?steps_limit=100000", role="cs")
+    problem = assert_problem(reply, 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["steps_limit"]
+
+
+async def test_a_case_takes_a_bounded_number_of_notes(api: Api) -> None:
+    from ledger.return_case import MAX_NOTES_PER_CASE
+
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    path = f"/v1/return-cases/{case['id']}/notes"
+    for number in range(MAX_NOTES_PER_CASE):
+        reply = await api.post(path, {"text": f"note {number}"}, role="cs")
+        assert reply.status == 201, reply.text
+    reply = await api.post(path, {"text": "one too many"}, role="cs")
+    problem = assert_problem(reply, 409, "notes_full")
+    assert f"holds {MAX_NOTES_PER_CASE} notes" in problem["detail"]
+    # The default view is a bounded page; the rest follows with steps_next
+    view = await api.case(case["id"])
+    assert len(view["steps"]) == 100 and view["steps_next"] == "100"
