@@ -76,7 +76,7 @@ STATUSES = (WAITING, DELIVERED, FAILED)
 NAMESPACE = uuid.UUID("5a0d7c1e-6b1f-4f3e-9d0a-0b7e2c1f4a14")
 
 # Where a refused return case becomes a message: issue 12 records refused cases as an event
-# ``ReturnCase.Refused``; until the domain has it, there is nothing to map (see ``_refused``).
+# ``ReturnCase.Refused`` (the case's first event), told in the policy's words (``_refused``).
 REFUSED_EVENT: type[Any] | None = getattr(ReturnCase, "Refused", None)
 
 CASE_EVENTS: frozenset[type[Any]] = frozenset(

@@ -30,6 +30,8 @@ from aiohttp import web
 from tests.http.conftest import (
     Api,
     Server,
+    add_person,
+    case_body,
     days_from_today,
     free_port,
     ledger_command,
@@ -172,6 +174,8 @@ def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         with store(request.param, workdir) as url:
             server = hooked_server(url, workdir, receiver)
             try:
+                # Four eyes: a second finance person pays what the finance role approved.
+                add_person(server, "payer", "finance")
                 yield Hooked(server, receiver, workdir)
             finally:
                 server.stop()
@@ -182,7 +186,7 @@ def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 async def api(hooked: Hooked) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession(base_url=hooked.server.base_url) as session:
-        yield Api(session)
+        yield Api(session, hooked.server.people)
 
 
 async def until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
@@ -277,6 +281,26 @@ async def test_every_message_of_a_case_walked_end_to_end_arrives_signed_in_words
     assert delivery["attempts"] == 1 and delivery["delivered_at"] and not delivery["last_error"]
 
 
+async def test_a_refused_case_tells_the_customer_why(api: Api, hooked: Hooked) -> None:
+    receiver = hooked.receiver
+    username = await api.customer_with_order()
+    opened_media = {"replaced_or_modified": False, "parts_missing": False,
+                    "opened_media": True, "has_quality_assurance": True}
+    reply = await api.post("/v1/return-cases", case_body(username, conditions=opened_media),
+                           role="cs")
+    assert reply.status == 422, reply.text
+    case_id = reply.json["case_id"]
+    expected = ["deposit.recorded", "return_case.refused"]
+    await until(lambda: delivered_types(receiver, username) == expected, str(expected))
+    refused = receiver.of(username)[-1].message
+    assert refused["case_id"] == case_id
+    assert refused["details"] == {"reason": "opened_media"}
+    assert "ORD-1" in refused["customer_message"]
+    assert "opened" in refused["customer_message"]
+    view = await api.case(case_id)
+    assert [m["type"] for m in view["messages"]] == ["return_case.refused"]
+
+
 async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: Hooked) -> None:
     receiver = hooked.receiver
     username = await api.customer_with_order(deposit=5_000, paid=1_000)
@@ -285,8 +309,9 @@ async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: H
                            role="cs")
     assert reply.status == 201, reply.text
     request_id = reply.json["id"]
-    for step, body in (("approve", {"note": "ok"}), ("pay", {"payout_reference": "PO-77"})):
-        reply = await api.post(f"/v1/refund-requests/{request_id}/{step}", body, role="finance")
+    for step, body, role in (("approve", {"note": "ok"}, "finance"),
+                             ("pay", {"payout_reference": "PO-77"}, "payer")):
+        reply = await api.post(f"/v1/refund-requests/{request_id}/{step}", body, role=role)
         assert reply.status == 200, reply.text
     expected = ["deposit.recorded", "refund_request.requested", "refund_request.approved",
                 "refund_request.paid"]
