@@ -65,6 +65,8 @@ class Receiver:
     always_fail: set[str] = field(default_factory=set)
     hang: set[str] = field(default_factory=set)
     tries: dict[str, int] = field(default_factory=dict)  # message id -> tries seen
+    # called with each message as it arrives, before the answer (a crash of the sender)
+    on_message: Callable[[dict[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -125,6 +127,8 @@ class Receiver:
             self.got.append(Got(request.headers.get("Ledger-Delivery-Id", ""),
                                 signed(request.headers.get("Ledger-Signature", ""), body),
                                 message, time.monotonic()))
+        if self.on_message is not None:
+            self.on_message(message)
         if user in self.hang:
             await self.release.wait()
         if user in self.always_fail or tries <= self.fail_first.get(user, 0):
@@ -412,6 +416,37 @@ async def test_a_message_sent_again_carries_the_same_id(api: Api, hooked: Hooked
     assert again.delivery_id == first.delivery_id
     assert again.message == first.message
     assert again.signature_ok
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_crash_between_sending_and_marking_sends_it_again_with_the_same_id(
+    kind: str, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    try:
+        with store(kind, tmp_path) as url:
+            first = hooked_server(url, tmp_path, receiver)
+            try:
+                # The sender dies as the receiver takes the message: sent, never marked.
+                receiver.on_message = lambda message: first.process.kill()
+                async with aiohttp.ClientSession(base_url=first.base_url) as session:
+                    username = await Api(session).funded_account(900)
+                await until(lambda: receiver.of(username), "the message, as the sender dies")
+                receiver.on_message = None
+                first.process.wait(30)
+            finally:
+                first.stop()
+            second = hooked_server(url, tmp_path, receiver)  # the next process keeps the books
+            try:
+                await until(lambda: len(receiver.of(username)) == 2, "the message again")
+            finally:
+                second.stop()
+    finally:
+        receiver.close()
+    once, again = receiver.of(username)
+    assert once.delivery_id == again.delivery_id == once.message["id"]
+    assert once.message == again.message
+    assert once.signature_ok and again.signature_ok
 
 
 async def test_a_message_never_taken_is_parked_failed_and_shown(
