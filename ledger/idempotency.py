@@ -3,11 +3,12 @@
 A key is not history: its record lives in a table of its own (``projections.store``), written
 in the same transaction as the events it guards, so a retry, a concurrent duplicate, or a retry
 after a commit whose acknowledgement was lost takes effect once and answers the first response.
-A refusal under a key writes its answer there and no event. A key belongs to the caller (the
-person; a shared role token's person is its role), not to the token it came with, so a retry
-sent with a rotated token is still the
-same request. A key is honoured for ``KEY_LIFETIME`` on the shop's clock; after that the same
-key starts afresh, and records older than that are pruned.
+A refusal under a key writes its answer there and no event (a refusal that is itself
+recorded, a case the policy refuses, writes its events and the refusal as the key's answer).
+A key belongs to the caller (the person; a shared role token's person is its role), not to the
+token it came with, so a retry sent with a rotated token is still the same request. A key is
+honoured for ``KEY_LIFETIME`` on the shop's clock; after that the same key starts afresh, and
+records older than that are pruned.
 """
 
 from __future__ import annotations

@@ -27,8 +27,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from eventsourcing.domain import Aggregate
-
 from ledger.account import Account
 from ledger.money import decimal_text
 from ledger.refund_request import RefundRequest
@@ -75,17 +73,12 @@ STATUSES = (WAITING, DELIVERED, FAILED)
 # Message ids: uuid5 in a namespace of the ledger's own, of the event's stream and version.
 NAMESPACE = uuid.UUID("5a0d7c1e-6b1f-4f3e-9d0a-0b7e2c1f4a14")
 
-# Where a refused return case becomes a message: issue 12 records refused cases as an event
-# ``ReturnCase.Refused`` (the case's first event), told in the policy's words (``_refused``).
-REFUSED_EVENT: type[Any] | None = getattr(ReturnCase, "Refused", None)
-
 CASE_EVENTS: frozenset[type[Any]] = frozenset(
     {
         ReturnCase.Opened, ReturnCase.SupplierReviewStarted, ReturnCase.Accepted,
         ReturnCase.Rejected, ReturnCase.ShippedBack, ReturnCase.Received,
         ReturnCase.Expired, ReturnCase.Forwarded, ReturnCase.Resolved, ReturnCase.Closed,
-        ReturnCase.Cancelled, ReturnCase.NoteAdded,
-        *([REFUSED_EVENT] if REFUSED_EVENT is not None else []),
+        ReturnCase.Cancelled, ReturnCase.NoteAdded, ReturnCase.Refused,
     }
 )
 REQUEST_EVENTS: frozenset[type[Any]] = frozenset(
@@ -142,10 +135,10 @@ class OutboxProjection(ReadModelProjection):
     def process_event(self, event: Any, position: int) -> None:
         kind = type(event)
         stream_id = str(event.originator_id)
-        if isinstance(event, Aggregate.Created):  # opened, requested, refused: the customer
-            created: Any = event
+        if kind in (ReturnCase.Opened, ReturnCase.Refused, RefundRequest.Requested,
+                    Account.Opened):
             stream: Row = {
-                "id": stream_id, "username": created.username, "currency": created.currency,
+                "id": stream_id, "username": event.username, "currency": event.currency,
                 "order_no": getattr(event, "order_no", None), "return_by": None,
             }
             self.rows.put("ob_streams", stream)
@@ -207,7 +200,7 @@ def _case_message(event: Any, order: str, currency: str, return_by: str | None) 
         return ("return_case.opened",
                 f"We have opened a {event.kind} case for your order {order}. We will keep you "
                 "posted on its progress.", None, {"kind": event.kind})
-    if REFUSED_EVENT is not None and kind is REFUSED_EVENT:
+    if kind is ReturnCase.Refused:
         return _refused(event, order)
     if kind is ReturnCase.SupplierReviewStarted:
         return ("return_case.supplier_review",
@@ -267,13 +260,10 @@ def _case_message(event: Any, order: str, currency: str, return_by: str | None) 
 
 
 def _refused(event: Any, order: str) -> Said:
-    """The mapping point of a refused case (issue 12's ``ReturnCase.Refused``: the policy's
-    reason code, and ``words``, what it means as the customer is told)."""
-    reason = str(getattr(event, "reason", "") or "refused")
-    words = str(getattr(event, "words", "") or "the return policy does not allow it")
+    """A case the policy refused at opening: the reason's code, and its words."""
     return ("return_case.refused",
-            f"We cannot accept a return for your order {order}: {words.rstrip('.')}.", None,
-            {"reason": reason})
+            f"We cannot accept a return for your order {order}: {event.words}", None,
+            {"reason": event.reason})
 
 
 def _resolved(event: Any, order: str, currency: str) -> Said:

@@ -31,6 +31,7 @@ from tests.http.conftest import (
     Api,
     Server,
     add_person,
+    assert_problem,
     case_body,
     days_from_today,
     free_port,
@@ -178,7 +179,7 @@ def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         with store(request.param, workdir) as url:
             server = hooked_server(url, workdir, receiver)
             try:
-                # Four eyes: a second finance person pays what the finance role approved.
+                # Four eyes: a second finance person pays what the finance token approved.
                 add_person(server, "payer", "finance")
                 yield Hooked(server, receiver, workdir)
             finally:
@@ -285,26 +286,6 @@ async def test_every_message_of_a_case_walked_end_to_end_arrives_signed_in_words
     assert delivery["attempts"] == 1 and delivery["delivered_at"] and not delivery["last_error"]
 
 
-async def test_a_refused_case_tells_the_customer_why(api: Api, hooked: Hooked) -> None:
-    receiver = hooked.receiver
-    username = await api.customer_with_order()
-    opened_media = {"replaced_or_modified": False, "parts_missing": False,
-                    "opened_media": True, "has_quality_assurance": True}
-    reply = await api.post("/v1/return-cases", case_body(username, conditions=opened_media),
-                           role="cs")
-    assert reply.status == 422, reply.text
-    case_id = reply.json["case_id"]
-    expected = ["deposit.recorded", "return_case.refused"]
-    await until(lambda: delivered_types(receiver, username) == expected, str(expected))
-    refused = receiver.of(username)[-1].message
-    assert refused["case_id"] == case_id
-    assert refused["details"] == {"reason": "opened_media"}
-    assert "ORD-1" in refused["customer_message"]
-    assert "opened" in refused["customer_message"]
-    view = await api.case(case_id)
-    assert [m["type"] for m in view["messages"]] == ["return_case.refused"]
-
-
 async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: Hooked) -> None:
     receiver = hooked.receiver
     username = await api.customer_with_order(deposit=5_000, paid=1_000)
@@ -331,6 +312,24 @@ async def test_a_refund_request_tells_each_step_and_shows_it(api: Api, hooked: H
 
     messages = await until_async(shown, "the request shows its messages")
     assert [m["type"] for m in messages] == expected[1:]
+
+
+async def test_a_case_the_policy_refuses_tells_the_customer_why(
+    api: Api, hooked: Hooked
+) -> None:
+    username = await api.customer_with_order()
+    body = case_body(username, kind="damaged", evidence={})  # no photos: refused
+    reply = await api.post("/v1/return-cases", body, role="cs")
+    problem = assert_problem(reply, 422, "case_refused")
+    expected = ["deposit.recorded", "return_case.refused"]
+    await until(lambda: delivered_types(hooked.receiver, username) == expected, str(expected))
+    refused = next(g.message for g in hooked.receiver.of(username)
+               if g.message["type"] == "return_case.refused")
+    assert refused["case_id"] == problem["case_id"]
+    assert refused["details"]["reason"] == problem["reason"] == "missing_evidence"
+    assert "ORD-1" in refused["customer_message"] and "photo" in refused["customer_message"]
+    view = await api.case(problem["case_id"])
+    assert [m["type"] for m in view["messages"]] == ["return_case.refused"]
 
 
 async def test_a_receiver_failing_twice_gets_the_message_on_the_third_try(
