@@ -524,3 +524,22 @@ def test_subscriptions_are_added_listed_and_removed(hooked: Hooked) -> None:
     assert ledger("remove", url).returncode == 1
     assert ledger("add", "ftp://nowhere").returncode == 2
     assert ledger("redeliver", str(uuid.uuid4())).returncode == 1
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LEDGER_WEBHOOK_URL", "ftp://mailer.example/hook"),
+    ("LEDGER_WEBHOOK_MAX_AGE_S", "a while"),
+    ("LEDGER_WEBHOOK_CONCURRENCY", "0"),
+])
+def test_serve_refuses_a_bad_webhook_setting_in_one_line(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.db",
+           "LEDGER_TOKENS": "system:t-system-1,cs:t-cs-1,finance:t-fin-1,auditor:t-aud-1",
+           variable: value}
+    done = subprocess.run([*ledger_command(), "serve", "--port", str(free_port())],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert variable in done.stderr
+    assert "Traceback" not in done.stderr
