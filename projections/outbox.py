@@ -501,8 +501,10 @@ def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | 
     failed, or those every subscriber has had (delivered)."""
     where = ["position > %(after)s"]
     if status in (WAITING, FAILED):
-        where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id"
-                     " AND d.status = %(status)s)")
+        # Driven by the deliveries' (status, position) index: a few waiting among many done
+        # are found without reading the messages done.
+        where.append("id IN (SELECT d.message_id FROM ob_deliveries d"
+                     " WHERE d.status = %(status)s AND d.position > %(after)s)")
     elif status == DELIVERED:
         where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id)"
                      " AND NOT EXISTS (SELECT 1 FROM ob_deliveries d WHERE"
