@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -420,7 +420,6 @@ class _SQLiteShadow(_Shadow):
             connection = sqlite3.connect(self._live(projection), isolation_level=None,
                                          timeout=timeout_s)
             try:
-                connection.execute("ATTACH DATABASE ? AS fresh", (str(self._fresh(projection)),))
                 try:
                     connection.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as busy:
@@ -429,15 +428,11 @@ class _SQLiteShadow(_Shadow):
                         f"not swap its fresh read models in ({busy}); try again"
                     ) from None
                 try:
-                    at = {projection.name: _tracked_sqlite(connection, "main")}
+                    at = {projection.name: _tracked_sqlite(connection)}
                     fresh = {projection.name: view.max_tracking_id(APP_NAME) or 0}
                     targets = _swap_targets(app, at, fresh, leading=leading)
                     read += catch_up_to(app, [(projection, view)], targets, on_batch)
-                    for table in [*tables_of(projection), "tracking"]:
-                        connection.execute(f"DELETE FROM main.{table}")  # noqa: S608
-                        connection.execute(
-                            f"INSERT INTO main.{table} SELECT * FROM fresh.{table}"  # noqa: S608
-                        )
+                    self._copy(projection, connection)
                     connection.execute("COMMIT")
                 except BaseException:
                     connection.execute("ROLLBACK")
@@ -445,6 +440,17 @@ class _SQLiteShadow(_Shadow):
             finally:
                 connection.close()
         return read
+
+    def _copy(self, projection: type[ReadModelProjection], live: sqlite3.Connection) -> None:
+        """The live tables' rows and tracking record replaced by the fresh ones' (read on a
+        connection of their own: a file attached to ``live`` would be locked by its write
+        transaction too)."""
+        with closing(sqlite3.connect(self._fresh(projection))) as fresh:
+            for table in [*tables_of(projection), "tracking"]:
+                rows = fresh.execute(f"SELECT * FROM {table}")  # noqa: S608
+                marks = ", ".join("?" * len(rows.description))
+                live.execute(f"DELETE FROM {table}")  # noqa: S608
+                live.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608
 
     def remove(self) -> None:
         for projection in PROJECTIONS:
@@ -454,9 +460,9 @@ class _SQLiteShadow(_Shadow):
                 path.unlink(missing_ok=True)
 
 
-def _tracked_sqlite(connection: sqlite3.Connection, schema: str) -> int:
+def _tracked_sqlite(connection: sqlite3.Connection) -> int:
     row = connection.execute(
-        f"SELECT notification_id FROM {schema}.tracking WHERE application_name = ?",  # noqa: S608
+        "SELECT notification_id FROM tracking WHERE application_name = ?",
         (APP_NAME,),
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0

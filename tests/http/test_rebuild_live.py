@@ -194,6 +194,11 @@ def test_a_rebuild_while_two_servers_serve_answers_every_read_current_and_verifi
     assert call(servers[0], "GET", f"/v1/accounts/{BYSTANDER}")[1]["posted"] == 1_000
     assert call(servers[1], "GET", f"/v1/accounts/{BYSTANDER}")[1]["posted"] == 1_000
 
+    # the swapped-in read models stood where the keeper had left the old ones: it went on
+    # without a refused batch or a restart
+    for server in servers:
+        assert "starting again" not in server.log(), server.log()
+
     verified = ledger(url, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("ok:")
