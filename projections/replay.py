@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, Notification
 from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
@@ -356,6 +357,8 @@ class _PostgresShadow(_Shadow):
                         targets = _swap_targets(app, at, fresh, leading=leading)
                         read = catch_up_to(app, projections, targets, on_batch)
                         for table in tables:
+                            _copy_grants(connection, f"{live}.{table}",
+                                         f"{SHADOW_SCHEMA}.{table}")
                             connection.execute(f"DROP TABLE {live}.{table}")
                             connection.execute(
                                 f"ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA {live}"
@@ -372,6 +375,23 @@ class _PostgresShadow(_Shadow):
     def remove(self) -> None:
         with self._connect() as connection:
             connection.execute(f"DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE")
+
+
+def _copy_grants(connection: psycopg.Connection[Any], live: str, fresh: str) -> None:
+    """What other roles may do with the live table (the service's role, when it is not the
+    owner: ``ledger migrate --grant-to``), granted on the fresh one that takes its place."""
+    grants = connection.execute(
+        "SELECT a.privilege_type, a.grantee = 0 AS public, pg_get_userbyid(a.grantee) AS role"
+        " FROM pg_class c, aclexplode(c.relacl) a"
+        " WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+        (live,),
+    ).fetchall()
+    for privilege, public, role in grants:
+        connection.execute(
+            SQL("GRANT {} ON {} TO {}").format(
+                SQL(privilege), SQL(fresh), SQL("PUBLIC") if public else Identifier(role)
+            )
+        )
 
 
 def _tracked(connection: psycopg.Connection[Any], table: str) -> int:

@@ -4,9 +4,11 @@ keeps them it swaps fresh ones in and the keeper goes on; and how fast it goes o
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from ledger.application import LedgerApplication
@@ -150,3 +152,45 @@ def test_a_rebuild_of_five_thousand_events_on_postgresql_reports_its_pace(
             assert account is not None and account["posted"] == amount
     finally:
         models.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_rebuild_keeps_what_other_roles_may_do_with_the_read_models(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    # given a role (the service's, under least privilege) granted rights on read-model tables
+    app.open_account("granted", "USD", actor=system)
+    prepare_read_models(settings)
+    role = f"ledger_rebuild_test_{uuid.uuid4().hex[:8]}"
+    pg = settings.postgres
+    with psycopg.connect(dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"],
+                         port=pg["POSTGRES_PORT"], user=pg["POSTGRES_USER"],
+                         password=pg["POSTGRES_PASSWORD"], autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role}")
+        try:
+            admin.execute(f"GRANT SELECT ON rm_accounts TO {role}")
+            admin.execute(f"GRANT SELECT, INSERT, UPDATE ON accounts_tracking TO {role}")
+
+            # when the read models are rebuilt (fresh tables take the live ones' places)
+            before = _oid(admin, "rm_accounts")
+            rebuild(settings, app)
+            assert _oid(admin, "rm_accounts") != before
+
+            # then the role may do with the fresh tables what it could with the old ones
+            def may(table: str, privilege: str) -> bool:
+                row = admin.execute("SELECT has_table_privilege(%s, %s, %s)",
+                                    (role, table, privilege)).fetchone()
+                return bool(row and row[0])
+
+            assert may("rm_accounts", "SELECT") and not may("rm_accounts", "UPDATE")
+            assert all(may("accounts_tracking", p) for p in ("SELECT", "INSERT", "UPDATE"))
+            assert not may("accounts_tracking", "DELETE")
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def _oid(connection: psycopg.Connection[Any], table: str) -> int:
+    row = connection.execute("SELECT %s::regclass::oid", (table,)).fetchone()
+    assert row is not None
+    return int(row[0])
