@@ -39,7 +39,7 @@ from projections.readmodels import (
     open_views,
     prepare_read_models,
 )
-from projections.store import read_log
+from projections.store import read_log, schema_lock
 from projections.views import ReadModelProjection, ReadModelView, view_class
 
 REPLAY_BATCH = 2000
@@ -166,9 +166,11 @@ class RebuildReport:
 SHADOW_SCHEMA = "ledger_rebuild"
 # SQLite: each fresh read model's file, beside the live one's (``ledger.accounts.rebuild.db``).
 SHADOW_FILE = "rebuild"
-# The swap begins once a round of catching up read fewer events than this: what is left to apply
-# under the live tables' locks is then short.
-SWAP_GAP = 1000
+# The swap begins once a round of catching up read fewer events than this (or after this many
+# rounds, when writes come as fast as a round reads them): what is left to apply under the live
+# tables' locks is then short.
+SWAP_GAP = 100
+MAX_ROUNDS = 10
 # Each try of the swap waits at most this long for the live tables' locks, then lets go (so a
 # reader or the keeper it blocks goes on) and tries again, until the rebuild's bound.
 SWAP_LOCK_TIMEOUT_MS = 500
@@ -215,14 +217,15 @@ def rebuild(
                     return min(v.max_tracking_id(APP_NAME) or 0 for v in live.values())
 
                 events = 0
-                while True:  # catch up, without any lock, until little is left
+                for _ in range(MAX_ROUNDS):  # catch up, without any lock, until little is left
                     read = replay(app, projections, upto=target(), on_batch=on_batch)
                     events += read
                     if read < SWAP_GAP:
                         break
                 swap_started = time.perf_counter()
-                events += shadow.swap(app, projections, leading=leading, deadline=deadline,
-                                      on_batch=on_batch)
+                with schema_lock(settings):  # no process creates read-model tables meanwhile
+                    events += shadow.swap(app, projections, leading=leading, deadline=deadline,
+                                          on_batch=on_batch)
                 swapped = time.perf_counter() - swap_started
             finally:
                 close_views(live)
