@@ -6,8 +6,9 @@ Configuration comes from the environment and is checked before anything is done:
 gracefully: no new connections, requests in flight finish (up to ``SHUTDOWN_TIMEOUT_S``), then
 the resources close.
 
-Exit codes: 0 done (``verify``: everything holds); 1 refused or not ok (``rebuild`` while a
-``ledger serve`` keeps the read models, ``verify`` finding a bad position, ``digest`` with
+Exit codes: 0 done (``verify``: everything holds); 1 refused or not ok (``rebuild`` while
+another rebuild runs or the read models' tables stay locked, ``verify`` finding a bad position,
+``digest`` with
 nothing bound yet); 2 bad configuration or arguments. The commands other than ``serve`` never
 create a store: an SQLite file that does not exist is refused.
 """
@@ -226,11 +227,16 @@ def _application(settings: StoreSettings, command: str) -> Iterator[LedgerApplic
 @main.command()
 @click.option("--lock-timeout", "lock_timeout_s", default=DEFAULT_REBUILD_LOCK_TIMEOUT_S,
               show_default=True, type=click.FloatRange(0, 600),
-              help="Seconds to wait for the read models' lock.")
+              help="Seconds to wait for another rebuild to end and for the read models' "
+                   "tables at the swap.")
 def rebuild(lock_timeout_s: float) -> None:
-    """Rebuild every read model from the event log, with a progress bar.
+    """Rebuild every read model from the event log, with a progress bar, without downtime.
 
-    Refused while a `ledger serve` keeps the read models: stop it first."""
+    Builds fresh read models beside the live ones, catches them up with the log (or, while
+    a `ledger serve` keeps the live ones, with where they stand), then swaps them in, with
+    their tracking records, in one transaction and drops the old ones. Servers may run
+    meanwhile: reads see the old complete set or the new one and stay current; only during
+    the swap do they wait (briefly) for the tables."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from projections import replay
@@ -251,6 +257,7 @@ def rebuild(lock_timeout_s: float) -> None:
         f"rebuilt every read model from {report.events} events in {report.seconds:.2f} s "
         f"({report.events_per_second:,.0f} events/s)"
     )
+    click.echo(f"swapped in (reads waited at most {report.swap_seconds * 1000:.0f} ms)")
 
 
 def _digests(paths: tuple[Path, ...]) -> list[Digest]:

@@ -3,7 +3,10 @@
 PostgreSQL: a session-level advisory lock on a connection of its own; when the process dies
 the server ends the session and the lock is free for the next process within seconds. SQLite:
 an exclusive ``flock`` on a file beside the database, released by the kernel when the process
-dies. ``ledger rebuild`` takes the same lock, so no keeper writes while it rebuilds.
+dies. ``ledger rebuild`` takes the same lock when it is free (no ``ledger serve`` keeps the read
+models) and keeps them itself meanwhile; when a keeper holds it, the rebuild builds beside the live
+read models and swaps them in under their tables' locks (``projections.replay``). Two rebuilds never
+run at once: each holds ``rebuilding`` (a lock of its own, the same way).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ledger.settings import StoreSettings
 
 # Any constant every process agrees on.
 LEADER_LOCK_KEY = 0x1ED6E5
+REBUILD_LOCK_KEY = 0x1ED6E6
 
 
 class LeadershipBusy(RuntimeError):
@@ -28,8 +32,12 @@ class LeadershipBusy(RuntimeError):
 
 
 class LeaderLock:
-    def __init__(self, settings: StoreSettings) -> None:
+    def __init__(
+        self, settings: StoreSettings, *, key: int = LEADER_LOCK_KEY, suffix: str = ".keeper"
+    ) -> None:
         self.settings = settings
+        self.key = key
+        self.suffix = suffix
         self._connection: psycopg.Connection[Any] | None = None
         self._fd: int | None = None
 
@@ -48,7 +56,7 @@ class LeaderLock:
                 connect_timeout=5,
             )
         row = self._connection.execute(
-            "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
+            "SELECT pg_try_advisory_lock(%s)", (self.key,)
         ).fetchone()
         return bool(row and row[0])
 
@@ -72,7 +80,7 @@ class LeaderLock:
 
     def _try_flock(self) -> bool:
         assert self.settings.sqlite_path is not None
-        path = self.settings.sqlite_path.with_name(self.settings.sqlite_path.name + ".keeper")
+        path = self.settings.sqlite_path.with_name(self.settings.sqlite_path.name + self.suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -95,6 +103,25 @@ def leadership(settings: StoreSettings, *, timeout_s: float = 5.0) -> Iterator[L
                 raise LeadershipBusy(
                     "another process keeps the read models: stop `ledger serve` first"
                 )
+            time.sleep(0.2)
+        yield lock
+    finally:
+        lock.release()
+
+
+class RebuildBusy(LeadershipBusy):
+    """Another ``ledger rebuild`` runs on the store."""
+
+
+@contextmanager
+def rebuilding(settings: StoreSettings, *, timeout_s: float = 5.0) -> Iterator[LeaderLock]:
+    """Hold the rebuilds' lock (one ``ledger rebuild`` at a time), or raise RebuildBusy."""
+    lock = LeaderLock(settings, key=REBUILD_LOCK_KEY, suffix=".rebuild-lock")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not lock.try_acquire():
+            if time.monotonic() >= deadline:
+                raise RebuildBusy("another `ledger rebuild` runs on this store: wait for it")
             time.sleep(0.2)
         yield lock
     finally:

@@ -81,9 +81,19 @@ _MONEY_TOPICS = tuple(sorted(kind.TOPIC for kind in MONEY_EVENTS))
 
 
 def open_view(
-    settings: StoreSettings, projection: type[ReadModelProjection], *, pool_size: int = 2
+    settings: StoreSettings,
+    projection: type[ReadModelProjection],
+    *,
+    pool_size: int = 2,
+    sqlite_file: str | None = None,
 ) -> ReadModelView:
-    env = Environment(projection.name, view_env(settings, projection, pool_size=pool_size))
+    """One read model's view; ``sqlite_file`` puts it in another file than its own (SQLite: a
+    rebuild's fresh read model, ``projections.replay``)."""
+    settings_env = view_env(settings, projection, pool_size=pool_size)
+    if sqlite_file is not None:
+        assert settings.kind == "sqlite"
+        settings_env["SQLITE_DBNAME"] = sqlite_file
+    env = Environment(projection.name, settings_env)
     cls = view_class(settings.kind, projection.name, projection.ddl)
     factory = InfrastructureFactory[ReadModelView].construct(env)
     return factory.tracking_recorder(cls)

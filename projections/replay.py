@@ -12,30 +12,35 @@ from __future__ import annotations
 
 import queue
 import re
+import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import Notification
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory, Notification
+from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.batches import BatchApplier, Projections
-from projections.leadership import leadership
+from projections.leadership import LeaderLock, LeadershipBusy, rebuilding
 from projections.readmodels import (
+    APP_NAME,
     PROJECTIONS,
     close_views,
     open_view,
     open_views,
     prepare_read_models,
 )
-from projections.store import read_log
-from projections.views import ReadModelProjection, ReadModelView
+from projections.store import read_log, schema_lock
+from projections.views import ReadModelProjection, ReadModelView, view_class
 
 REPLAY_BATCH = 2000
 READ_AHEAD = 2  # batches read and waiting
@@ -147,10 +152,28 @@ def differences(
 class RebuildReport:
     events: int
     seconds: float
+    # how long the swap held the live read models' tables (reads waited at most this long)
+    swap_seconds: float = 0.0
 
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+# -- rebuilding beside the live read models -----------------------------------------------------
+
+# PostgreSQL: the schema the fresh read models are built in, tables named as the live ones.
+SHADOW_SCHEMA = "ledger_rebuild"
+# SQLite: each fresh read model's file, beside the live one's (``ledger.accounts.rebuild.db``).
+SHADOW_FILE = "rebuild"
+# The swap begins once a round of catching up read fewer events than this (or after this many
+# rounds, when writes come as fast as a round reads them): what is left to apply under the live
+# tables' locks is then short.
+SWAP_GAP = 100
+MAX_ROUNDS = 10
+# Each try of the swap waits at most this long for the live tables' locks, then lets go (so a
+# reader or the keeper it blocks goes on) and tries again, until the rebuild's bound.
+SWAP_LOCK_TIMEOUT_MS = 500
 
 
 def rebuild(
@@ -160,21 +183,309 @@ def rebuild(
     on_batch: Callable[[int], None] = lambda n: None,
     lock_timeout_s: float = 5.0,
 ) -> RebuildReport:
-    """Drop every read model and replay the whole log into it, holding the keepers' lock so
-    no keeper writes meanwhile (LeadershipBusy while a ``ledger serve`` keeps them)."""
-    with leadership(settings, timeout_s=lock_timeout_s):
-        for projection in PROJECTIONS:
-            old = open_view(settings, projection, pool_size=1)
-            try:
-                old.drop(tables_of(projection))
-            finally:
-                old.datastore.close()
-        prepare_read_models(settings)  # anew, empty
-        # On PostgreSQL the views share one datastore: each batch is one transaction for all.
-        views = open_views(settings, pool_size=2)
+    """Replay the whole log into fresh read models built beside the live ones, catch them up,
+    and swap them in, with their tracking records, in one transaction (on SQLite one per read
+    model, as the keeper commits); the old ones are dropped. Reads go on all along: they see the
+    old complete set or the new one, and the new one tracks at least the position the old one
+    had, so reads stay current.
+
+    When no ``ledger serve`` keeps the read models, the rebuild keeps them meanwhile (their
+    lock) and builds up to the log's head. While a keeper keeps them, the fresh ones follow the
+    live ones' position without the keeper's lock, and the swap takes the live tables' locks
+    briefly (the keeper waits for them like the readers) to apply the last events and swap.
+
+    ``lock_timeout_s`` bounds the wait for another rebuild to end and for the swap's locks
+    (``LeadershipBusy`` past it)."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + lock_timeout_s
+    with rebuilding(settings, timeout_s=lock_timeout_s):
+        prepare_read_models(settings)  # the live set exists, so it can be swapped out
+        keeper = LeaderLock(settings)
+        leading = keeper.try_acquire()
+        shadow: _Shadow = (
+            _PostgresShadow(settings) if settings.kind == "postgres" else _SQLiteShadow(settings)
+        )
         try:
-            started = time.perf_counter()
-            events = replay(app, [(p, views[p.name]) for p in PROJECTIONS], on_batch=on_batch)
-            return RebuildReport(events, time.perf_counter() - started)
+            views = shadow.create()
+            live = open_views(settings, pool_size=1)
+            try:
+                projections = [(p, views[p.name]) for p in PROJECTIONS]
+
+                def target() -> int:
+                    if leading:  # no keeper: up to the log's head
+                        return app.recorder.max_notification_id() or 0
+                    return min(v.max_tracking_id(APP_NAME) or 0 for v in live.values())
+
+                events = 0
+                for _ in range(MAX_ROUNDS):  # catch up, without any lock, until little is left
+                    read = replay(app, projections, upto=target(), on_batch=on_batch)
+                    events += read
+                    if read < SWAP_GAP:
+                        break
+                swap_started = time.perf_counter()
+                with schema_lock(settings):  # no process creates read-model tables meanwhile
+                    events += shadow.swap(app, projections, leading=leading, deadline=deadline,
+                                          on_batch=on_batch)
+                swapped = time.perf_counter() - swap_started
+            finally:
+                close_views(live)
+                close_views(views)
         finally:
-            close_views(views)
+            shadow.remove()
+            keeper.release()
+    return RebuildReport(events, time.perf_counter() - started, swapped)
+
+
+def catch_up_to(
+    app: LedgerApplication,
+    projections: Sequence[tuple[type[ReadModelProjection], ReadModelView]],
+    positions: dict[str, int],
+    on_batch: Callable[[int], None],
+) -> int:
+    """Replay into each view up to its position in ``positions``; the events read."""
+    read = 0
+    for upto in sorted(set(positions.values())):
+        group = [(p, v) for p, v in projections if positions[p.name] == upto]
+        read += replay(app, group, upto=upto, on_batch=on_batch)
+    return read
+
+
+def _swap_targets(
+    app: LedgerApplication, live: dict[str, int], fresh: dict[str, int], *, leading: bool
+) -> dict[str, int]:
+    """Where each fresh read model must stand when swapped in: the live one's position (the
+    keeper goes on from there), or the log's head when no keeper runs."""
+    if leading:
+        head = app.recorder.max_notification_id() or 0
+        return {name: max(head, at) for name, at in live.items()}
+    ahead = [name for name, at in fresh.items() if at > live[name]]
+    if ahead:  # never: the fresh ones follow the live ones' lowest position
+        raise RuntimeError(f"fresh read models {ahead} are ahead of the live ones")
+    return dict(live)
+
+
+class _Shadow:
+    """Fresh read models beside the live ones, and their swap."""
+
+    def create(self) -> dict[str, ReadModelView]:
+        raise NotImplementedError
+
+    def swap(
+        self,
+        app: LedgerApplication,
+        projections: Sequence[tuple[type[ReadModelProjection], ReadModelView]],
+        *,
+        leading: bool,
+        deadline: float,
+        on_batch: Callable[[int], None],
+    ) -> int:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+
+class _PostgresShadow(_Shadow):
+    """A schema of their own (``SHADOW_SCHEMA``): the tables, their indexes and tracking tables
+    named as the live ones. The swap, in one transaction: lock the live tables (tracking tables
+    first, then the rows', the order readers and the keeper take them), apply the last events to
+    the fresh ones, drop the live tables and move the fresh ones into the live schema (``ALTER
+    TABLE … SET SCHEMA`` moves their indexes along). A statement waiting on a live table's lock
+    looks its name up again once the swap commits, and finds the new table."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pg = self.settings.postgres
+        return psycopg.connect(
+            dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
+            user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"], connect_timeout=5,
+        )
+
+    def create(self) -> dict[str, ReadModelView]:
+        with self._connect() as connection:  # a failed rebuild's leftovers go first
+            connection.execute(f"DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE")
+            connection.execute(f"CREATE SCHEMA {SHADOW_SCHEMA}")
+        env = self.settings.env_for(None)
+        env.update(POSTGRES_POOL_SIZE="1", POSTGRES_MAX_OVERFLOW="1", CREATE_TABLE="n",
+                   POSTGRES_SCHEMA=SHADOW_SCHEMA)
+        factory: Any = InfrastructureFactory[ReadModelView].construct(
+            Environment("read_models", env)
+        )
+        datastore = factory.datastore
+        # The read models' own SQL names its tables bare: found in the shadow schema.
+        datastore.pool.kwargs["options"] = f"-c search_path={SHADOW_SCHEMA}"
+        views = {
+            p.name: view_class(self.settings.kind, p.name, p.ddl)(  # type: ignore[call-arg]
+                datastore=datastore, tracking_table_name=f"{p.name}_tracking"
+            )
+            for p in PROJECTIONS
+        }
+        for view in views.values():
+            view.create_table()  # type: ignore[attr-defined]
+        return views
+
+    def swap(
+        self,
+        app: LedgerApplication,
+        projections: Sequence[tuple[type[ReadModelProjection], ReadModelView]],
+        *,
+        leading: bool,
+        deadline: float,
+        on_batch: Callable[[int], None],
+    ) -> int:
+        trackers = [f"{p.name}_tracking" for p in PROJECTIONS]
+        tables = [*trackers, *(t for p in PROJECTIONS for t in tables_of(p))]
+        with self._connect() as connection:
+            row = connection.execute("SELECT current_schema()").fetchone()
+            connection.commit()
+            assert row is not None
+            live = row[0]
+            while True:
+                try:
+                    with connection.transaction():
+                        connection.execute(
+                            f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'"
+                        )
+                        connection.execute(
+                            "LOCK TABLE " + ", ".join(f"{live}.{t}" for t in tables)
+                            + " IN ACCESS EXCLUSIVE MODE"
+                        )
+                        at = {
+                            p.name: _tracked(connection, f"{live}.{t}")
+                            for p, t in zip(PROJECTIONS, trackers, strict=True)
+                        }
+                        fresh = {p.name: v.max_tracking_id(APP_NAME) or 0 for p, v in projections}
+                        targets = _swap_targets(app, at, fresh, leading=leading)
+                        read = catch_up_to(app, projections, targets, on_batch)
+                        for table in tables:
+                            _copy_grants(connection, f"{live}.{table}",
+                                         f"{SHADOW_SCHEMA}.{table}")
+                            connection.execute(f"DROP TABLE {live}.{table}")
+                            connection.execute(
+                                f"ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA {live}"
+                            )
+                    return read
+                except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+                    # let go, so whoever waited behind the locks goes on; then again
+                    if time.monotonic() >= deadline:
+                        raise LeadershipBusy(
+                            "the read models' tables stayed locked: the rebuild could not swap "
+                            "its fresh read models in; try again"
+                        ) from None
+
+    def remove(self) -> None:
+        with self._connect() as connection:
+            connection.execute(f"DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE")
+
+
+def _copy_grants(connection: psycopg.Connection[Any], live: str, fresh: str) -> None:
+    """What other roles may do with the live table (the service's role, when it is not the
+    owner: ``ledger migrate --grant-to``), granted on the fresh one that takes its place."""
+    grants = connection.execute(
+        "SELECT a.privilege_type, a.grantee = 0 AS public, pg_get_userbyid(a.grantee) AS role"
+        " FROM pg_class c, aclexplode(c.relacl) a"
+        " WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+        (live,),
+    ).fetchall()
+    for privilege, public, role in grants:
+        connection.execute(
+            SQL("GRANT {} ON {} TO {}").format(
+                SQL(privilege), SQL(fresh), SQL("PUBLIC") if public else Identifier(role)
+            )
+        )
+
+
+def _tracked(connection: psycopg.Connection[Any], table: str) -> int:
+    row = connection.execute(
+        f"SELECT notification_id FROM {table} WHERE application_name = %s",  # noqa: S608
+        (APP_NAME,),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+class _SQLiteShadow(_Shadow):
+    """A file of its own beside each live read model's. The swap, per read model (each has its
+    file, and the keeper commits them one by one too), in one transaction that holds the live
+    file's write lock: apply the last events to the fresh one, then replace the live tables'
+    rows and tracking record with the fresh ones'. Readers (WAL) read the old rows meanwhile."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+
+    def _live(self, projection: type[ReadModelProjection]) -> Path:
+        return Path(self.settings.env_for(projection.name)["SQLITE_DBNAME"])
+
+    def _fresh(self, projection: type[ReadModelProjection]) -> Path:
+        live = self._live(projection)
+        return live.with_name(f"{live.stem}.{SHADOW_FILE}{live.suffix}")
+
+    def create(self) -> dict[str, ReadModelView]:
+        self.remove()
+        return {
+            p.name: open_view(self.settings, p, pool_size=1, sqlite_file=str(self._fresh(p)))
+            for p in PROJECTIONS
+        }
+
+    def swap(
+        self,
+        app: LedgerApplication,
+        projections: Sequence[tuple[type[ReadModelProjection], ReadModelView]],
+        *,
+        leading: bool,
+        deadline: float,
+        on_batch: Callable[[int], None],
+    ) -> int:
+        read = 0
+        for projection, view in projections:
+            timeout_s = max(0.1, deadline - time.monotonic())
+            connection = sqlite3.connect(self._live(projection), isolation_level=None,
+                                         timeout=timeout_s)
+            try:
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as busy:
+                    raise LeadershipBusy(
+                        f"the {projection.name} read model stayed locked: the rebuild could "
+                        f"not swap its fresh read models in ({busy}); try again"
+                    ) from None
+                try:
+                    at = {projection.name: _tracked_sqlite(connection)}
+                    fresh = {projection.name: view.max_tracking_id(APP_NAME) or 0}
+                    targets = _swap_targets(app, at, fresh, leading=leading)
+                    read += catch_up_to(app, [(projection, view)], targets, on_batch)
+                    self._copy(projection, connection)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+            finally:
+                connection.close()
+        return read
+
+    def _copy(self, projection: type[ReadModelProjection], live: sqlite3.Connection) -> None:
+        """The live tables' rows and tracking record replaced by the fresh ones' (read on a
+        connection of their own: a file attached to ``live`` would be locked by its write
+        transaction too)."""
+        with closing(sqlite3.connect(self._fresh(projection))) as fresh:
+            for table in [*tables_of(projection), "tracking"]:
+                rows = fresh.execute(f"SELECT * FROM {table}")  # noqa: S608
+                marks = ", ".join("?" * len(rows.description))
+                live.execute(f"DELETE FROM {table}")  # noqa: S608
+                live.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608
+
+    def remove(self) -> None:
+        for projection in PROJECTIONS:
+            fresh = self._fresh(projection)
+            for path in (fresh, fresh.with_name(fresh.name + "-wal"),
+                         fresh.with_name(fresh.name + "-shm")):
+                path.unlink(missing_ok=True)
+
+
+def _tracked_sqlite(connection: sqlite3.Connection) -> int:
+    row = connection.execute(
+        "SELECT notification_id FROM tracking WHERE application_name = ?",
+        (APP_NAME,),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
