@@ -100,8 +100,6 @@ def test_the_api_description_covers_every_path_of_the_contract(spec: dict[str, A
     assert documented - CONTRACT == ADDITIONS
 
 
-# Served without a token: the probes (issue 13), and the console's files (its page asks
-# for one).
 # Served without a token, GET and HEAD: the probes (issue 13) and the console's files.
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/console/", "/console/{name}"}
 
