@@ -837,6 +837,9 @@ class JournalEntry(Answer):
         default=None, description="A return refund or freight: the return case.")
     request_id: str | None = Field(
         default=None, description="A balance refund paid out: its refund request.")
+    actor: str | None = Field(
+        default=None, description="Who did it: role:person (role and a token fingerprint for "
+        "a shared role token), as the event log says.")
 
 
 class JournalPage(Answer):

@@ -16,6 +16,8 @@ to reach it) and ``GET /v1/audit/digest`` (the chain's head, to keep outside the
 issue 12's ``GET /v1/accounts`` (the customer list: cs, finance, auditor),
 ``POST /v1/return-cases/{id}/evidence`` (photos after opening) and
 ``GET /v1/reconciliation/unmatched`` (money that stands out: finance, auditor).
+Issue 11: ``GET /v1/me`` (who the bearer is: any role) and the console's files at ``/console/``
+(no token: the page asks for one).
 """
 
 from __future__ import annotations

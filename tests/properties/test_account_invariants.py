@@ -47,8 +47,8 @@ from ledger.refund_request import RefundRequest
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
 FINANCE = Actor("finance:8c9d0e1f", "req-finance")
-# Four eyes: whoever approved a request cannot pay it, so a second finance person pays.
-PAYER = Actor.of_person("payer", "finance", "req-payer")
+# Four eyes: a second finance person pays what FINANCE approved.
+PAYER = Actor.of_person("bea", "finance", "req-payer")
 
 REFERENCES = st.sampled_from(["PAY-0", "PAY-1", "PAY-2", "PAY-3"])
 ORDERS = st.sampled_from(["ORD-0", "ORD-1", "ORD-2", "ORD-3", "ORD-4", "ORD-NONE"])
