@@ -27,6 +27,12 @@ DEMO_TOKENS = {
     "finance": "demo-finance-token-0003",
     "auditor": "demo-auditor-token-0004",
 }
+# Named finance staff (their tokens for this demo only): four eyes needs a second person to pay
+# what one approved.
+DEMO_STAFF = {
+    "ann": ("finance", "demo-finance-ann-token-05"),
+    "bea": ("finance", "demo-finance-bea-token-06"),
+}
 CURRENCIES = ("USD", "EUR", "JPY")
 # Customers by currency: deposits in minor units (JPY has none below the yen).
 CUSTOMERS: dict[str, list[tuple[str, int]]] = {
@@ -85,12 +91,16 @@ def build(path: Path, *, today: date | None = None) -> Month:
     def actor(role: str) -> Actor:
         return Actor(f"{role}:demo{role[:3]}", f"demo-{next(requests):06d}")
 
+    def person(name: str) -> Actor:
+        return Actor.of_person(name, DEMO_STAFF[name][0], f"demo-{next(requests):06d}")
+
     def on(day: int) -> None:
         clock.day = first + timedelta(days=day)
 
     customers: dict[str, str] = {}
     orders: dict[str, list[tuple[str, int]]] = {}
     try:
+        _add_staff(app, actor("system"))
         # Days 0-2: accounts and first deposits; then a purchase or two a day.
         for currency, people in CUSTOMERS.items():
             for number, (name, deposit) in enumerate(people):
@@ -120,7 +130,7 @@ def build(path: Path, *, today: date | None = None) -> Month:
             app.fail_purchase(name, order_no, None, "supplier out of stock",
                               actor=actor("system"))
             failed.append((name, order_no))
-        refunds = _refund_requests(app, customers, orders, on, actor)
+        refunds = _refund_requests(app, customers, orders, on, actor, person)
         cases = _cases(app, CaseApplication, on, actor, today, first)
         events = app.recorder.max_notification_id() or 0
     finally:
@@ -139,7 +149,8 @@ def _price(currency: str, day: int, index: int) -> int:
 
 def _refund_requests(app: Any, customers: dict[str, str],
                      orders: dict[str, list[tuple[str, int]]],
-                     on: Callable[[int], None], actor: Callable[[str], Any]) -> dict[str, UUID]:
+                     on: Callable[[int], None], actor: Callable[[str], Any],
+                     person: Callable[[str], Any]) -> dict[str, UUID]:
     """One refund request in each state, each for a different customer's latest order."""
     found: dict[str, UUID] = {}
     people = ["alice", "dieter", "haruto", "carol", "fabien"]
@@ -150,9 +161,9 @@ def _refund_requests(app: Any, customers: dict[str, str],
                                      actor=actor("cs"))
         request_id = UUID(outcome.body["id"])
         if state in ("approved", "paid"):
-            app.approve_refund(request_id, "within policy", actor=actor("finance"))
-        if state == "paid":
-            app.pay_refund(request_id, f"PAYOUT-{name.upper()}", actor=actor("finance"))
+            app.approve_refund(request_id, "within policy", actor=person("ann"))
+        if state == "paid":  # four eyes: ann approved, so bea pays
+            app.pay_refund(request_id, f"PAYOUT-{name.upper()}", actor=person("bea"))
         if state == "rejected":
             app.reject_refund(request_id, "order already shipped", actor=actor("finance"))
         if state == "cancelled":
@@ -238,6 +249,22 @@ def _cases(app: Any, case_application: Any, on: Callable[[int], None],
     return found
 
 
+def _add_staff(app: Any, actor: Any) -> None:
+    """The demo's named staff, with their known tokens (only the tokens' hashes are kept)."""
+    from eventsourcing.application import AggregateNotFoundError
+
+    from ledger import staff
+
+    def load(aggregate_id: UUID) -> Any:
+        try:
+            return app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    for name, (role, token) in DEMO_STAFF.items():
+        staff.add(load, app.save, name, role, actor=actor, token=token)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.demo", description=__doc__.split(
         "\n")[0])
@@ -262,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     print("demo tokens (for this demo only):")
     for role, token in DEMO_TOKENS.items():
         print(f"  {role}:{token}")
+    for name, (role, token) in DEMO_STAFF.items():
+        print(f"  {name} ({role}): {token}")
     return 0
 
 
