@@ -386,8 +386,17 @@ class _PostgresShadow(_Shadow):
 
 
 def _copy_grants(connection: psycopg.Connection[Any], live: str, fresh: str) -> None:
-    """What other roles may do with the live table (the service's role, when it is not the
-    owner: ``ledger migrate --grant-to``), granted on the fresh one that takes its place."""
+    """The live table's owner, and what other roles may do with it (the service's role, when
+    it is not the owner: ``ledger migrate --grant-to``), given to the fresh one that takes its
+    place."""
+    owner = connection.execute(
+        "SELECT pg_get_userbyid(relowner) <> current_user, pg_get_userbyid(relowner)"
+        " FROM pg_class WHERE oid = %s::regclass",
+        (live,),
+    ).fetchone()
+    if owner is not None and owner[0]:
+        connection.execute(SQL("ALTER TABLE {} OWNER TO {}").format(SQL(fresh),
+                                                                    Identifier(owner[1])))
     grants = connection.execute(
         "SELECT a.privilege_type, a.grantee = 0 AS public, pg_get_userbyid(a.grantee) AS role"
         " FROM pg_class c, aclexplode(c.relacl) a"

@@ -178,6 +178,8 @@ def test_a_rebuild_keeps_what_other_roles_may_do_with_the_read_models(
         try:
             admin.execute(f"GRANT SELECT ON rm_accounts TO {role}")
             admin.execute(f"GRANT SELECT, INSERT, UPDATE ON accounts_tracking TO {role}")
+            admin.execute(f"CREATE ROLE {role}_owner")
+            admin.execute(f"ALTER TABLE rm_orders OWNER TO {role}_owner")  # not the rebuild's
 
             # when the read models are rebuilt (fresh tables take the live ones' places)
             before = _oid(admin, "rm_accounts")
@@ -193,9 +195,13 @@ def test_a_rebuild_keeps_what_other_roles_may_do_with_the_read_models(
             assert may("rm_accounts", "SELECT") and not may("rm_accounts", "UPDATE")
             assert all(may("accounts_tracking", p) for p in ("SELECT", "INSERT", "UPDATE"))
             assert not may("accounts_tracking", "DELETE")
+            owner = admin.execute("SELECT pg_get_userbyid(relowner) FROM pg_class"
+                                  " WHERE oid = 'rm_orders'::regclass").fetchone()
+            assert owner == (f"{role}_owner",)
         finally:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
+            admin.execute(f"DROP OWNED BY {role}, {role}_owner")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+            admin.execute(f"DROP ROLE IF EXISTS {role}_owner")
 
 
 def _oid(connection: psycopg.Connection[Any], table: str) -> int:
