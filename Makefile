@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres bench chaos lint clean chromium
+.PHONY: install run test test-sqlite test-postgres bench chaos lint clean chromium demo
 
 install: $(STAMP)
 
@@ -48,3 +48,12 @@ lint: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# A shop's month on the embedded SQLite store (api/demo.py), built afresh, then served on
+# 127.0.0.1:8080 with the demo's tokens (README.md, "A day with the demo").
+DEMO_DB ?= var/demo.db
+demo: install
+	$(BIN)/python -m api.demo $(DEMO_DB) --replace
+	LEDGER_DATABASE_URL=sqlite:///$(DEMO_DB) LEDGER_CHAIN_KEY_FILE=$(basename $(DEMO_DB)).chain-key \
+		LEDGER_TOKENS=$$($(BIN)/python -c 'from api.demo import demo_tokens_env; print(demo_tokens_env())') \
+		LEDGER_LOG_FORMAT=text $(BIN)/ledger serve

@@ -152,6 +152,7 @@ def create_app(
 
     app.cleanup_ctx.extend([executor, ledger, read_side])
     app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
-    app.cleanup_ctx.append(webhooks.delivery)  # after the keeper starts, before it stops
+    # After the keeper starts, before it stops; a bad LEDGER_WEBHOOK_* setting refuses to start.
+    app.cleanup_ctx.append(webhooks.delivery(webhooks.WebhookSettings.from_env()))
     return app
 

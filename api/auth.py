@@ -5,6 +5,8 @@
   refuses to start.
 - Unset, ``ledger serve`` uses ``./var/tokens`` (one token per role, mode 0600), making it with
   fresh random tokens on the first start.
+- Every token has at least 16 characters (``MIN_TOKEN_LENGTH``): a shorter one refuses to
+  start.
 - A presented token is compared with every known token in constant time.
 - The actor recorded in events is ``role:<first 8 hex of sha256(token)>``: who, never the secret.
   Such a shared role token's person is its role.
@@ -38,6 +40,7 @@ ROLES = (SYSTEM, CS, FINANCE, AUDITOR)
 ANY_ROLE = frozenset(ROLES)
 DEFAULT_TOKENS_FILE = Path("var/tokens")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
+MIN_TOKEN_LENGTH = 16  # guessing one is then out of reach; shorter ones refuse to start
 # Roles of each route, by route name: None means no token needed.
 ROUTE_ROLES = web.AppKey("route_roles", dict[str, frozenset[str] | None])
 
@@ -60,6 +63,11 @@ class Tokens:
                 raise TokenConfigError(f"unknown role {role!r}: roles are {', '.join(ROLES)}")
             if not _TOKEN.fullmatch(token):
                 raise TokenConfigError(f"the {role} token is empty or not printable ASCII")
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise TokenConfigError(
+                    f"the {role} token has {len(token)} characters: a token needs at least "
+                    f"{MIN_TOKEN_LENGTH} (e.g. python3 -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))')")
             digest = hashlib.sha256(token.encode()).digest()
             if digests.get(digest, role) != role:
                 raise TokenConfigError("one token is given to two roles")

@@ -23,25 +23,18 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from tqdm import tqdm  # type: ignore[import-untyped]
 
-from api import preflight
-from api.auth import DEFAULT_TOKENS_FILE, TokenConfigError, Tokens, load_or_create
-from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Lane, LaneLimits, Limits
-from ledger import money
-from ledger.application import LedgerApplication
-from ledger.errors import InvalidInput
-from ledger.settings import StoreSettings
-from projections import audit, beancount, replay
-from projections.chain import Chain, Digest, read_digests
-from projections.journal import JournalProjection
-from projections.leadership import LeadershipBusy
-from projections.readmodels import ReadModels
-from projections.seal import ChainKeyError
-from projections.store import open_application
+# The HTTP stack, the store's drivers and eventsourcing are imported by the commands that use
+# them, not here: `ledger --help` and `--version` answer at once (tests/http/test_cli_start.py).
+if TYPE_CHECKING:
+    from api.auth import Tokens
+    from ledger.application import LedgerApplication
+    from ledger.settings import StoreSettings
+    from projections import audit
+    from projections.chain import Digest
 
 SHUTDOWN_TIMEOUT_S = 15.0
 SWITCH_INTERVAL_S = 0.0005
@@ -52,12 +45,20 @@ log = logging.getLogger("api.cli")
 
 
 def _tokens() -> Tokens:
+    """``LEDGER_TOKENS``, or the tokens file: its tokens are printed once, when they are made
+    (to the terminal of that first start); later starts name the file, never the tokens."""
+    from api.auth import DEFAULT_TOKENS_FILE, Tokens, load_or_create
+
     configured = os.environ.get("LEDGER_TOKENS")
     if configured is not None:
         return Tokens.parse(configured)
     tokens, shown, created = load_or_create(DEFAULT_TOKENS_FILE)
-    how = "made new" if created else "kept"
-    click.echo(f"LEDGER_TOKENS is unset: using the tokens {how} in {DEFAULT_TOKENS_FILE}:")
+    if not created:
+        click.echo(f"LEDGER_TOKENS is unset: using the tokens in {DEFAULT_TOKENS_FILE} "
+                   "(shown when they were made; read the file to see them again)")
+        return tokens
+    click.echo(f"LEDGER_TOKENS is unset: made new tokens in {DEFAULT_TOKENS_FILE} (mode 600); "
+               "they are shown this once:")
     for role, token in shown.items():
         click.echo(f"  {role}:{token}")
     return tokens
@@ -87,6 +88,8 @@ def _bounds_from_env() -> dict[str, Any]:
     ``LEDGER_QUEUE_WAIT_S`` (every lane's line and wait), and each lane's own
     ``LEDGER_<LANE>_{WORKERS,MAX_WAITING,QUEUE_WAIT_S,ROLE_WORKERS,ROLE_WAITING}`` (lanes
     ``WRITE``, ``READ``, ``HEAVY``; see ``api.limits``). Unset: the defaults."""
+    from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Lane, LaneLimits, Limits
+
     options: dict[str, Any] = {}
     for name, option, kind in (("LEDGER_MAX_ATTEMPTS", "max_attempts", int),
                                ("LEDGER_LOCK_TIMEOUT_S", "lock_timeout_s", float)):
@@ -125,6 +128,8 @@ def _check_people_settings() -> None:
 
 
 @click.group()
+@click.version_option(package_name="ledger", prog_name="ledger",
+                      message="%(prog)s %(version)s")
 def main() -> None:
     """The ledger of a cross-border shopping agent's customer money."""
 
@@ -135,8 +140,12 @@ def main() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the HTTP API and keep the read models current."""
     # Imported here: the HTTP stack is most of the start-up time of the one-off commands.
-    from api import edge, logs
+    from api import edge, logs, preflight
     from api.app import create_app
+    from api.auth import TokenConfigError
+    from ledger.errors import InvalidInput
+    from ledger.settings import StoreSettings
+    from projections.seal import ChainKeyError
 
     # Threads hand work to each other on every write (handler → committer → handler): with
     # CPython's default 5 ms switch interval, each hand-off may wait that long for the GIL
@@ -179,6 +188,10 @@ def _refuse(command: str, message: str, *, exit_code: int = 2) -> NoReturn:
 
 
 def _settings(command: str) -> StoreSettings:
+    from api import preflight
+    from ledger.errors import InvalidInput
+    from ledger.settings import StoreSettings
+
     try:
         settings = StoreSettings.from_url(
             os.environ.get("LEDGER_DATABASE_URL"), pool_size=COMMAND_POOL_SIZE
@@ -198,6 +211,9 @@ def _settings(command: str) -> StoreSettings:
 def _application(settings: StoreSettings, command: str) -> Iterator[LedgerApplication]:
     """The application on an existing store; never a new chain key (only ``serve`` makes one,
     on an empty store's first start)."""
+    from projections.seal import ChainKeyError
+    from projections.store import open_application
+
     try:
         app = open_application(settings, may_create_key=False)
     except ChainKeyError as error:
@@ -221,6 +237,11 @@ def rebuild(lock_timeout_s: float) -> None:
     their tracking records, in one transaction and drops the old ones. Servers may run
     meanwhile: reads see the old complete set or the new one and stay current; only during
     the swap do they wait (briefly) for the tables."""
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    from projections import replay
+    from projections.leadership import LeadershipBusy
+
     settings = _settings("rebuild")
     with _application(settings, "rebuild") as app:
         total = app.recorder.max_notification_id() or 0
@@ -241,6 +262,8 @@ def rebuild(lock_timeout_s: float) -> None:
 
 
 def _digests(paths: tuple[Path, ...]) -> list[Digest]:
+    from projections.chain import read_digests
+
     found: list[Digest] = []
     for path in paths:
         try:
@@ -272,6 +295,9 @@ def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
     digests, every invariant at every position, the read models against a fresh replay.
 
     Exits 0 only when all hold; otherwise 1, with the first bad position."""
+    from api import preflight
+    from projections import audit
+
     settings = _settings("verify")
     nothing = preflight.empty(settings)
     if nothing is not None:  # "ok: 0 events checked" would read as a clean bill
@@ -292,6 +318,8 @@ def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
 def digest(output: Path | None) -> None:
     """The hash chain's head as a JSON line: keep it outside the database, and give it to
     `ledger verify --digest` to catch a rewrite of events and chain together."""
+    from projections.chain import Chain
+
     settings = _settings("digest")
     with _application(settings, "digest") as app:
         head = Chain(app.recorder).head()
@@ -310,6 +338,11 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
     """The journal as Beancount text, replayed from the log into a scratch journal (a temporary
     SQLite file): exact up to where the log stood, whether or not a ``ledger serve`` keeps the
     live read models current, and nothing is written to the store."""
+    from ledger.settings import StoreSettings
+    from projections import beancount, replay
+    from projections.journal import JournalProjection
+    from projections.readmodels import ReadModels
+
     with tempfile.TemporaryDirectory(prefix="ledger-export-") as folder:
         scratch = StoreSettings.from_url(f"sqlite:///{folder}/export.db")
         read_models = ReadModels(scratch, app)
@@ -330,6 +363,9 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
               help="Write to this file (default: print).")
 def export(fmt: str, currency: str | None, output: Path | None) -> None:
     """The journal for plain-text accounting tools."""
+    from ledger import money
+    from ledger.errors import InvalidInput
+
     if currency is not None:
         try:
             currency = money.currency(currency)

@@ -136,6 +136,25 @@ class EdgeSettings:
 OPS_PORT = web.AppKey("ops_port", int)
 
 
+class EdgeStats:
+    """What the metrics read of the connections (the server is made after the app is frozen:
+    this holder is in the app from the start)."""
+
+    def __init__(self) -> None:
+        self.server: EdgeServer | None = None
+
+    def open_connections(self) -> int:
+        if self.server is None:
+            return 0
+        return sum(1 for c in self.server.connections if c.transport is not None)
+
+    def evicted(self) -> int:
+        return 0 if self.server is None else self.server.evicted
+
+
+EDGE_STATS = web.AppKey("edge_stats", EdgeStats)
+
+
 # -- connections ---------------------------------------------------------------------------------
 
 
@@ -229,8 +248,12 @@ class EdgeRunner(web.AppRunner):
         kwargs = dict(self._kwargs)
         kwargs.setdefault("access_log_class", AccessLogger)
         kwargs["debug"] = app._debug
-        return EdgeServer(app._handle, request_factory=app._make_request,
-                          loop=loop, max_connections=self._max_connections, **kwargs)
+        server = EdgeServer(app._handle, request_factory=app._make_request,
+                            loop=loop, max_connections=self._max_connections, **kwargs)
+        stats = app.get(EDGE_STATS)
+        if stats is not None:
+            stats.server = server
+        return server
 
 
 def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
@@ -323,3 +346,4 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def install(app: web.Application) -> None:
     app.on_response_prepare.append(secure_headers)
+    app[EDGE_STATS] = EdgeStats()

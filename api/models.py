@@ -11,7 +11,7 @@ answers "now".
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
@@ -350,25 +350,24 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-# The times the ledger can have seen: none before 1970, none at the far end of the calendar
-# (where converting to UTC overflows).
-EARLIEST_TIME = "1970-01-01T00:00:00Z"
-LATEST_TIME = "9999-12-30T00:00:00Z"
+# The times the ledger can have seen: none before 1971 nor at the far end of the calendar (where
+# converting to UTC overflows). The rule is the written year, 1971-9998, so the document can
+# state it as a pattern, and whatever the offset such a time converts to UTC.
+MOMENT_PATTERN = r"^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+_MOMENT = re.compile(MOMENT_PATTERN)
 
 
 def _in_range(value: str) -> None:
-    try:
-        moment = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
-        utc = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        utc = None
-    if utc is None or not (datetime.fromisoformat(EARLIEST_TIME) <= utc
-                           <= datetime.fromisoformat(LATEST_TIME)):
-        raise ValueError(f"a time between {EARLIEST_TIME} and {LATEST_TIME}")
+    if not _MOMENT.match(value):
+        raise ValueError("a time in the years 1971 to 9998")
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339),
+                   Field(json_schema_extra={"pattern": MOMENT_PATTERN})]
 
 
 class BalanceQuery(Query):
-    as_of: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = Field(
+    as_of: Moment | None = Field(
         default=None, description="RFC 3339 time: the balances as they stood then."
     )
     at_position: int | None = Field(
@@ -420,6 +419,8 @@ CHART_ACCOUNT_DESCRIPTION = (
     "A chart account: customer:<user name>, clearing:deposits, "
     "clearing:payouts, orders:paid, suppliers:receivable or revenue:freight."
 )
+
+
 class AccountListQuery(Query):
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     after: str | None = Field(
@@ -443,7 +444,6 @@ ChartAccount = Annotated[
 ]
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class EventQuery(PageQuery):
@@ -837,6 +837,9 @@ class JournalEntry(Answer):
         default=None, description="A return refund or freight: the return case.")
     request_id: str | None = Field(
         default=None, description="A balance refund paid out: its refund request.")
+    actor: str | None = Field(
+        default=None, description="Who did it: role:person (role and a token fingerprint for "
+        "a shared role token), as the event log says.")
 
 
 class JournalPage(Answer):

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.context import REQUEST_ID
+from api.limits import ROUTE_LANES
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -48,6 +49,65 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.log_position = Gauge(
+            "ledger_log_position", "The event log's head: the position of its last event",
+            registry=self.registry)
+        self.read_model_position = Gauge(
+            "ledger_read_model_position", "The last log position each read model has applied",
+            ("read_model",), registry=self.registry)
+        self.read_model_lag_events = Gauge(
+            "ledger_read_model_lag_events",
+            "Events in the log the slowest read model has not applied yet", registry=self.registry)
+        self.read_model_lag_seconds = Gauge(
+            "ledger_read_model_lag_seconds",
+            "Seconds since the read models last had every event of the log (0: current now)",
+            registry=self.registry)
+        self.keeper_leader = Gauge(
+            "ledger_read_model_keeper_leader",
+            "1 when this process keeps the read models current (holds their lock), else 0",
+            registry=self.registry)
+        self.chain_ok = Gauge(
+            "ledger_chain_ok",
+            "1 when every event after the read models' position has a valid seal, 0 when the "
+            "history is damaged (see ledger_history_damaged_position)", registry=self.registry)
+        self.store_up = Gauge(
+            "ledger_store_up", "1 when the store answered the last scrape's questions, else 0",
+            registry=self.registry)
+        self.pool_connections = Gauge(
+            "ledger_pool_connections",
+            "The store's connection pool: size, and (PostgreSQL) in_use, idle and waiting",
+            ("pool", "state"), registry=self.registry)
+        self.lane_workers = Gauge(
+            "ledger_lane_workers", "Worker slots of each admission lane", ("lane",),
+            registry=self.registry)
+        self.lane_in_use = Gauge(
+            "ledger_lane_in_use", "Worker slots of each admission lane in use now", ("lane",),
+            registry=self.registry)
+        self.lane_waiting = Gauge(
+            "ledger_lane_waiting", "Requests waiting in each admission lane's line now",
+            ("lane",), registry=self.registry)
+        self.lane_rejections = Counter(
+            "ledger_lane_rejections", "Requests refused 503 busy, by the lane they waited in",
+            ("lane",), registry=self.registry)
+        self.open_refund_requests = Gauge(
+            "ledger_open_refund_requests",
+            "Refund requests requested or approved (money still held), by currency",
+            ("currency",), registry=self.registry)
+        self.open_refund_amount = Gauge(
+            "ledger_open_refund_requests_amount_minor",
+            "The amount of the open refund requests, in minor units, by currency",
+            ("currency",), registry=self.registry)
+        self.overdue_cases = Gauge(
+            "ledger_overdue_return_cases", "Return cases past one of their deadlines",
+            registry=self.registry)
+        self.connections = Gauge(
+            "ledger_http_connections", "Open HTTP connections (api.edge)", registry=self.registry)
+        self.connections_evicted = Gauge(
+            "ledger_http_connections_evicted",
+            "Connections closed to keep under the cap since start (api.edge)",
+            registry=self.registry)
+        self.lag_since: float | None = None  # monotonic time the read models fell behind
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"
         self.requests.labels(route, method, str(status)).inc()
@@ -76,7 +136,17 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     response = await handler(request)
     response.headers[REQUEST_ID_HEADER] = request_id
-    request.app[METRICS].observe(
+    metrics = request.app[METRICS]
+    metrics.observe(
         route_template(request), request.method, response.status, time.perf_counter() - started
     )
+    if response.status == 503 and _is_busy(response):
+        lane = request.app[ROUTE_LANES].get(request.match_info.route.name or "")
+        if lane is not None:
+            metrics.lane_rejections.labels(lane.value).inc()
     return response
+
+
+def _is_busy(response: web.StreamResponse) -> bool:
+    body = getattr(response, "body", None)
+    return isinstance(body, bytes) and b'"code": "busy"' in body

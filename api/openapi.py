@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from api import docs, models, problems
+from api import docs, field_docs, models, problems
 from api.auth import ANY_ROLE
 from api.limits import REQUEST_DEADLINE_S
 from api.models import MAX_PAGE
@@ -233,7 +233,7 @@ def build(routes: Sequence[Route], *, title: str = "Ledger API",
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
     statuses = {s for route in routes for s in _problem_statuses(route)}
-    return {
+    document: JsonSchema = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": metadata.version("ledger"),
                  "description": _description(request_deadline_s, max_body_bytes)},
@@ -247,3 +247,143 @@ def build(routes: Sequence[Route], *, title: str = "Ledger API",
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+    _explain(document, routes)
+    return document
+
+
+# -- descriptions and examples (issue 13): a document a reader and a client generator can use --
+
+_EXAMPLE_DATE = "2026-11-26"
+_EXAMPLE_TIME = "2026-11-26T09:00:00.000000Z"
+_EXAMPLE_UUID = "0b8f3c52-4f43-4a8e-9d0c-8d6f1f0e5a11"
+
+
+def _describe(schemas: JsonSchema) -> None:
+    """Every property gets a description: its model's own, else the table's
+    (``api.field_docs``)."""
+    for model, schema in schemas.items():
+        for name, prop in schema.get("properties", {}).items():
+            if "description" in prop:
+                continue
+            text = (field_docs.MODEL_FIELD_DESCRIPTIONS.get(f"{model}.{name}")
+                    or field_docs.FIELD_DESCRIPTIONS.get(name))
+            if text is not None:
+                prop["description"] = text
+        if "description" not in schema:
+            schema["description"] = f"{model}: see its fields."
+
+
+def _example(schema: JsonSchema, schemas: JsonSchema, name: str | None = None,
+             depth: int = 0) -> Any:
+    """A value ``schema`` accepts, with the table's value for a field of that name."""
+    if "$ref" in schema:
+        target = schema["$ref"].rsplit("/", 1)[1]
+        return _example(schemas[target], schemas, name, depth)
+    if name is not None and name in field_docs.EXAMPLE_VALUES:
+        value = field_docs.EXAMPLE_VALUES[name]
+        if value is not None or _nullable(schema):
+            if _fits(value, schema):
+                return value
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "properties" in schema:
+        return _object_example(schema, schemas, depth)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            branches = [b for b in schema[key] if b.get("type") != "null"] or schema[key]
+            return _example(branches[0], schemas, name, depth + 1)
+    if "allOf" in schema:
+        return _example(schema["allOf"][0], schemas, name, depth + 1)
+    kind = schema.get("type")
+    if kind == "object":
+        return _object_example(schema, schemas, depth)
+    if kind == "array":
+        count = max(1, schema.get("minItems", 1))
+        return [_example(schema.get("items", {}), schemas, None, depth + 1)
+                for _ in range(count)]
+    if kind == "integer":
+        return max(int(schema.get("minimum", 1)), int(schema.get("exclusiveMinimum", 0)) + 1)
+    if kind == "number":
+        return float(schema.get("minimum", 1))
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return _string_example(schema, name)
+
+
+def _object_example(schema: JsonSchema, schemas: JsonSchema, depth: int) -> JsonSchema:
+    if depth > 12:
+        return {}
+    return {key: _example(prop, schemas, key, depth + 1)
+            for key, prop in schema.get("properties", {}).items()
+            if key in schema.get("required", ()) or depth < 3}
+
+
+def _string_example(schema: JsonSchema, name: str | None) -> str:
+    fmt = schema.get("format")
+    if fmt == "date":
+        return _EXAMPLE_DATE
+    if fmt == "date-time":
+        return _EXAMPLE_TIME
+    if fmt == "uuid":
+        return _EXAMPLE_UUID
+    text = (name or "text").replace("_", "-")
+    return text[: schema.get("maxLength", 64)].ljust(schema.get("minLength", 1), "x")
+
+
+def _nullable(schema: JsonSchema) -> bool:
+    return any(b.get("type") == "null" for b in schema.get("anyOf", ()))
+
+
+def _fits(value: Any, schema: JsonSchema) -> bool:
+    kinds: set[str] = {str(k) for k in (schema.get("type"),
+                                         *(b.get("type") for b in schema.get("anyOf", ())))
+                       if k is not None}
+    if not kinds:
+        return True
+    by_type = {"string": str, "integer": int, "boolean": bool, "array": list,
+               "object": dict, "null": type(None)}
+    return any(isinstance(value, by_type.get(k, object)) and
+               not (k == "integer" and isinstance(value, bool)) for k in kinds)
+
+
+def _problems_of(route: Route) -> str:
+    codes = problems.codes_by_status()
+    return " · ".join(f"{status} {', '.join(codes[status])}"
+                      for status in sorted(_problem_statuses(route)))
+
+
+def _explain(document: JsonSchema, routes: Sequence[Route]) -> None:
+    """Descriptions of the fields, examples of the bodies and answers, and each operation's
+    description: what it does, who may, and the problems it can answer."""
+    schemas = document["components"]["schemas"]
+    _describe(schemas)
+    by_operation = {route.name: route for route in routes}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            route = by_operation[operation["operationId"]]
+            who = ("Served without a token." if route.roles is None
+                   else "Roles: " + ", ".join(sorted(route.roles)) + ".")
+            operation["description"] = (f"{route.summary}. {who}\n\nProblems (RFC 9457 "
+                                        f"problem+json, by status and code): "
+                                        f"{_problems_of(route)}.")
+            operation["x-problem-codes"] = {
+                str(status): problems.codes_by_status()[status]
+                for status in sorted(_problem_statuses(route))}
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                body["example"] = _example(body["schema"], schemas)
+            for status, answer in operation["responses"].items():
+                content = answer.get("content", {}).get("application/json")
+                if content is not None and status.startswith("2"):
+                    content["example"] = _example(content["schema"], schemas)
+            for parameter in operation["parameters"]:
+                if "$ref" in parameter or "description" in parameter:
+                    continue
+                described = parameter["schema"].get("description") or \
+                    field_docs.FIELD_DESCRIPTIONS.get(parameter["name"])
+                if described:
+                    parameter["description"] = described

@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api import gauges
 from api.context import READ_MODELS, run
 from api.handlers import json_response
 from api.observability import METRICS
@@ -50,6 +51,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await gauges.refresh(request)
     return web.Response(
         body=generate_latest(request.app[METRICS].registry),
         headers={"Content-Type": CONTENT_TYPE_LATEST},

@@ -16,6 +16,8 @@ to reach it) and ``GET /v1/audit/digest`` (the chain's head, to keep outside the
 issue 12's ``GET /v1/accounts`` (the customer list: cs, finance, auditor),
 ``POST /v1/return-cases/{id}/evidence`` (photos after opening) and
 ``GET /v1/reconciliation/unmatched`` (money that stands out: finance, auditor).
+Issue 11: ``GET /v1/me`` (who the bearer is: any role) and the console's files at ``/console/``
+(no token: the page asks for one).
 """
 
 from __future__ import annotations
@@ -217,11 +219,11 @@ ROUTES: tuple[Route, ...] = (
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),
-    Route("GET", "/ready", operations.ready, ANY_ROLE,
-          "The database answers; how far the read models lag", OPERATIONS,
+    Route("GET", "/ready", operations.ready, None,
+          "The database answers; how far the read models lag (no token needed)", OPERATIONS,
           {200: models.Ready}, problems=(503,)),
-    Route("GET", "/metrics", operations.metrics, ANY_ROLE,
-          "Prometheus metrics", OPERATIONS, {200: Media("text/plain")}),
+    Route("GET", "/metrics", operations.metrics, None,
+          "Prometheus metrics (no token needed)", OPERATIONS, {200: Media("text/plain")}),
     Route("GET", "/openapi.json", operations.openapi_json, ANY_ROLE,
           "This document", OPERATIONS,
           {200: Media("application/json", {"type": "object"})}),

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from api.auth import ROUTE_ROLES
 from api.limits import ROUTE_LANES, Lane
 
+HEAD_SUFFIX = "_head"
+
 
 @dataclass(frozen=True)
 class Media:
@@ -88,3 +90,10 @@ def register(app: web.Application, routes: Sequence[Route]) -> None:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     app[ROUTE_ROLES] = {route.name: route.roles for route in routes}
     app[ROUTE_LANES] = {route.name: route.lane for route in routes}
+    # The open GETs (the probes) answer HEAD too, as load balancers ask.
+    for route in routes:
+        if route.method == "GET" and route.roles is None:
+            name = f"{route.name}{HEAD_SUFFIX}"
+            app.router.add_route("HEAD", route.path, route.handler, name=name)
+            app[ROUTE_ROLES][name] = None
+            app[ROUTE_LANES][name] = route.lane

@@ -259,9 +259,6 @@ class Deliverer:
                 key = (url, row["username"])
                 if key in self._in_flight or float(row["next_at"]) > now:
                     continue
-                if self.hooks.secret is None:
-                    log.warning("webhook messages wait: LEDGER_WEBHOOK_SECRET is unset")
-                    return False
                 task = asyncio.get_running_loop().create_task(
                     self._deliver(session, gate, view, url, row))
                 self._in_flight[key] = task
@@ -336,26 +333,28 @@ def _unix(moment: str) -> float:
     return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
 
-async def delivery(app: web.Application) -> AsyncIterator[None]:
+def delivery(hooks: WebhookSettings) -> Callable[[web.Application], AsyncIterator[None]]:
     """The app's cleanup context: delivery runs while the app does (after the keeper starts,
-    stopped before it stops)."""
-    hooks = WebhookSettings.from_env()
-    if hooks.secret is None:  # nothing is sent unsigned: no task, no connection
-        if hooks.urls:
-            log.warning("LEDGER_WEBHOOK_URL is set but LEDGER_WEBHOOK_SECRET is not: "
-                        "no webhook is sent")
+    stopped before it stops). The settings are read (and refused) as the app is made."""
+
+    async def delivering(app: web.Application) -> AsyncIterator[None]:
+        if hooks.secret is None:  # nothing is sent unsigned: no task, no connection
+            if hooks.urls:
+                log.warning("LEDGER_WEBHOOK_URL is set but LEDGER_WEBHOOK_SECRET is not: "
+                            "no webhook is sent")
+            yield
+            return
+        leader = getattr(app[KEEPER], "is_leader", None)
+
+        def is_leader() -> bool:
+            return leader is not None and bool(leader.is_set())
+
+        deliverer = Deliverer(app[SETTINGS], hooks, is_leader, app[METRICS])
+        deliverer.start()
         yield
-        return
-    keeper = app[KEEPER]
-    leader = getattr(keeper, "is_leader", None)
+        await deliverer.stop()
 
-    def is_leader() -> bool:
-        return leader is not None and bool(leader.is_set())
-
-    deliverer = Deliverer(app[SETTINGS], hooks, is_leader, app[METRICS])
-    deliverer.start()
-    yield
-    await deliverer.stop()
+    return delivering
 
 
 # -- the operators' read -------------------------------------------------------------------------

@@ -325,6 +325,18 @@ def execute(view: ReadModelView, sql: str, params: dict[str, Any] | None = None)
         return int(cursor.rowcount)
 
 
+def execute_many(view: ReadModelView, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+    """One write statement for each of ``rows``, all in one transaction."""
+    if not rows:
+        return
+    sqlite = isinstance(view, SQLiteReadModelView)
+    with view.datastore.transaction(commit=True) as cursor:
+        if sqlite:
+            cursor = cursor.sqlite_cursor
+            sql = _to_sqlite(sql)
+        cursor.executemany(sql, rows)
+
+
 def create_delivery_tables(view: ReadModelView) -> None:
     for statement in DELIVERY_DDL:
         execute(view, statement)
@@ -374,15 +386,15 @@ def pending(view: ReadModelView, subscriber: str, *, since: int, limit: int
         " AND (d.status IS NULL OR d.status = 'waiting') ORDER BY m.position LIMIT %(limit)s",
         {"s": subscriber, "after": after, "top": top, "limit": limit},
     )
-    for row in rows:
-        if row["status"] is None:
-            execute(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
-                          " username, status, attempts, next_at) VALUES (%(id)s, %(s)s,"
-                          " %(position)s, %(username)s, 'waiting', 0, 0)"
-                          " ON CONFLICT (message_id, subscriber) DO NOTHING",
-                    {"id": row["id"], "s": subscriber, "position": row["position"],
-                     "username": row["username"]})
-            row.update(status=WAITING, attempts=0, next_at=0.0)
+    new = [row for row in rows if row["status"] is None]
+    execute_many(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
+                       " username, status, attempts, next_at) VALUES (%(id)s, %(s)s,"
+                       " %(position)s, %(username)s, 'waiting', 0, 0)"
+                       " ON CONFLICT (message_id, subscriber) DO NOTHING",
+                 [{"id": row["id"], "s": subscriber, "position": row["position"],
+                   "username": row["username"]} for row in new])
+    for row in new:
+        row.update(status=WAITING, attempts=0, next_at=0.0)
     settled = rows[0]["position"] - 1 if rows else top
     if settled > after:
         execute(view, "INSERT INTO ob_cursors (subscriber, upto) VALUES (%(s)s, %(upto)s)"
@@ -489,8 +501,10 @@ def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | 
     failed, or those every subscriber has had (delivered)."""
     where = ["position > %(after)s"]
     if status in (WAITING, FAILED):
-        where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id"
-                     " AND d.status = %(status)s)")
+        # Driven by the deliveries' (status, position) index: a few waiting among many done
+        # are found without reading the messages done.
+        where.append("id IN (SELECT d.message_id FROM ob_deliveries d"
+                     " WHERE d.status = %(status)s AND d.position > %(after)s)")
     elif status == DELIVERED:
         where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id)"
                      " AND NOT EXISTS (SELECT 1 FROM ob_deliveries d WHERE"

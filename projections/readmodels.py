@@ -36,6 +36,7 @@ from ledger import policy
 from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
 from ledger.errors import HistoryDamaged, NotReady
+from ledger.journal import MONEY_EVENTS
 from ledger.settings import StoreSettings
 from projections import (
     accounts,
@@ -75,6 +76,8 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     OutboxProjection,
 )
 APP_NAME = LedgerApplication.name
+# The topics of the events the journal posts (who did them: ReadModels.journal).
+_MONEY_TOPICS = tuple(sorted(kind.TOPIC for kind in MONEY_EVENTS))
 
 
 def open_view(
@@ -283,11 +286,30 @@ class ReadModels:
         """Balanced postings per money event, in log order; ``account`` keeps the events that
         post to that chart account (all their postings shown); ``currency``, ``since`` and
         ``until`` (a time range, ``until`` excluded) keep the rest."""
-        return journal.entries(
+        page = journal.entries(
             self._journal, account=account, limit=limit, after=after, currency=currency,
             since=None if since is None else rfc3339(since),
             until=None if until is None else rfc3339(until),
         )
+        self._add_actors(page.items)
+        return page
+
+    def _add_actors(self, entries: list[dict[str, Any]]) -> None:
+        """Who did each entry's event (``role:person``), read from the event store: the
+        journal's table keeps postings, not people (issue 11)."""
+        if not entries:
+            return
+        first, last = entries[0]["position"], entries[-1]["position"]
+        wanted = {entry["position"] for entry in entries}
+        actors: dict[int, str | None] = {}
+        for notification in self.app.recorder.select_notifications(
+            first, last - first + 1, stop=last, topics=_MONEY_TOPICS
+        ):
+            if notification.id in wanted:
+                event: Any = self.app.mapper.to_domain_event(notification)
+                actors[notification.id] = getattr(event, "actor", None)
+        for entry in entries:
+            entry["actor"] = actors.get(entry["position"])
 
     def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
         """Every journal entry in log order (of one currency, if given), a page at a time."""

@@ -50,15 +50,18 @@ class StaffDirectory:
 
     def refresh(self) -> None:
         with self._lock:
-            while True:
+            # Up to the log's end as it stands now (writers commit in log order), which the
+            # next look starts from: each look reads only what is new, however long the log.
+            top = self.app.recorder.max_notification_id() or 0
+            while self._last < top:
                 found = self.app.recorder.select_notifications(
-                    self._last + 1, PAGE, topics=TOPICS
+                    self._last + 1, PAGE, stop=top, topics=TOPICS
                 )
                 for notification in found:
                     self._apply(self.app.mapper.to_domain_event(notification))
                     self._last = notification.id
                 if len(found) < PAGE:
-                    break
+                    self._last = top
             self._by_hash = {p.token_hash: p for p in self._people.values() if not p.revoked}
             self._checked = time.monotonic()
 

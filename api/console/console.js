@@ -170,7 +170,7 @@ function route() {
 function show(title, ...children) {
   const view = document.getElementById("view");
   const heading = h("h2", { id: "view-title", tabindex: "-1", text: title });
-  view.replaceChildren(heading, ...children);
+  view.replaceChildren(heading, ...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
   view.setAttribute("aria-labelledby", "view-title");
 }
 
@@ -274,8 +274,8 @@ function caseForm(username, orderNo, area) {
   const shipped = h("input", { id: "case-shipped", type: "date", value: today(-10) });
   const item = h("input", { id: "case-item", required: true });
   const quantity = h("input", { id: "case-quantity", type: "number", min: "1", value: "1" });
-  const goods = h("input", { id: "case-goods-photo", value: "photo-goods-1" });
-  const box = h("input", { id: "case-package-photo", value: "photo-box-1" });
+  const goods = h("input", { id: "case-goods-photo" });
+  const box = h("input", { id: "case-package-photo" });
   const qa = h("input", { id: "case-qa", type: "checkbox", checked: true });
   const note = h("input", { id: "case-note" });
   target.replaceChildren(h("section", { class: "case", "aria-labelledby": "new-case" },
@@ -501,12 +501,13 @@ async function reconciliationView() {
 async function journalView() {
   const page = await api("GET", "/v1/journal?limit=200");
   show("Journal", h("table", {},
-    h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Account",
+    h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Who", "Account",
       "Amount"].map((t) => h("th", { text: t })))),
     h("tbody", {}, page.items.flatMap((e) => e.postings.map((p, i) => h("tr", {},
       h("td", { text: i === 0 ? e.position : "" }), h("td", { text: i === 0 ? when(e.at) : "" }),
       h("td", { text: i === 0 ? e.type.replace(/_/g, " ") : "" }),
       h("td", { text: i === 0 ? e.username : "" }), h("td", { text: i === 0 ? e.order_no || "" : "" }),
+      h("td", { text: i === 0 ? e.actor || "" : "" }),
       h("td", { text: p.account }), h("td", { class: "money", text: money(p.amount, e.currency) })))))));
 }
 

@@ -24,7 +24,10 @@ from tests.http.conftest import TOKENS, Server, add_person, start_server
 
 CHROMIUM = Path(os.environ.get("LEDGER_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-PEOPLE = {"ann": "finance", "bea": "finance", "carl": "cs", "audrey": "auditor"}
+PEOPLE = {"ann": "finance", "bea": "finance", "cleo": "finance", "carl": "cs",
+          "audrey": "auditor"}
+# Above USD 1,000.00 a refund needs two approvers (the other tests stay below it).
+SECOND_APPROVAL_ABOVE = 100_000
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +46,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("console")
-    running = start_server(f"sqlite:///{workdir}/ledger.db", workdir)
+    running = start_server(f"sqlite:///{workdir}/ledger.db", workdir, env={
+        "LEDGER_SECOND_APPROVAL_ABOVE": f"USD={SECOND_APPROVAL_ABOVE}"})
     try:
         for name, role in PEOPLE.items():
             add_person(running, name, role)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import call, customer, screenshot
 from tests.http.conftest import TOKENS, Server
@@ -50,6 +50,7 @@ def test_a_wrong_token_shows_the_problem_in_words(page: Page, console_server: Se
     sign_in(page, console_server, "not-a-token")
     expect(page.get_by_role("alert")).to_contain_text("Authorization: Bearer")
     expect(page.get_by_label("Token")).to_be_visible()
+    screenshot(page, "console-sign-in")
 
 
 def test_a_customer_service_day_walks_a_case_to_a_refund_and_the_balance_moves(
@@ -65,6 +66,8 @@ def test_a_customer_service_day_walks_a_case_to_a_refund_and_the_balance_moves(
 
     page.get_by_role("button", name="Open a return case for ORD-1").click()
     page.get_by_label("Item").fill("an electric kettle")
+    page.get_by_label("Goods photo").fill("photo-goods-1")
+    page.get_by_label("Package photo").fill("photo-box-1")
     page.get_by_role("button", name="Open case").click()
     title = page.get_by_role("heading", name=re.compile("Case for ORD-1"))
     expect(title).to_contain_text("opened")
@@ -183,6 +186,7 @@ def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_serve
     page.get_by_role("link", name="Event log").click()
     expect(page.get_by_role("heading", name="Event log")).to_be_visible()
     expect(page.get_by_role("table")).to_contain_text("deposit received")
+    screenshot(page, "console-event-log")
     page.get_by_role("link", name="Verify").click()
     page.get_by_role("button", name="Verify").click()
     expect(page.locator("#verify-result")).to_contain_text("Everything holds", timeout=60_000)
@@ -193,3 +197,55 @@ def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_serve
     assert download.value.suggested_filename == "ledger.beancount"
     with open(download.value.path()) as exported:
         assert "Ledger journal" in exported.read()
+
+
+def test_finance_reads_reconciliation_and_the_journal_with_who_did_it(
+    page: Page, console_server: Server,
+) -> None:
+    customer(console_server)
+    sign_in(page, console_server, console_server.people["bea"])
+    page.get_by_role("link", name="Reconciliation").click()
+    expect(page.get_by_text("Every invariant holds.")).to_be_visible()
+    expect(page.get_by_role("region", name="USD")).to_contain_text("trial balance")
+    screenshot(page, "console-reconciliation")
+    page.get_by_role("link", name="Journal").click()
+    expect(page.get_by_role("heading", name="Journal")).to_be_visible()
+    journal = page.get_by_role("table")
+    expect(journal).to_contain_text("deposit received")
+    expect(journal).to_contain_text("system:")
+    screenshot(page, "console-journal")
+
+
+def test_above_the_threshold_the_queue_shows_who_may_still_approve_and_pay(
+    page: Page, console_server: Server,
+) -> None:
+    username = customer(console_server, deposit=500_000, paid=250_000)
+    call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+         {"order_no": "ORD-1", "amount": 200_000, "reason": "moving abroad"})
+
+    def queue_as(name: str) -> Locator:
+        if page.get_by_role("button", name="Sign out").is_visible():
+            page.get_by_role("button", name="Sign out").click()
+        sign_in(page, console_server, console_server.people[name])
+        page.get_by_role("link", name="Refund requests").click()
+        return page.get_by_role("row", name=f"Refund request of {username}")
+
+    row = queue_as("ann")
+    expect(row).to_contain_text("USD 2,000.00")
+    row.get_by_role("button", name="Approve").click()
+    expect(row).to_contain_text("ann")
+    expect(row.get_by_role("cell", name="requested")).to_be_visible()
+    approve = row.get_by_role("button", name="Approve")
+    expect(approve).to_be_disabled()
+    expect(approve).to_have_accessible_description(re.compile("must come from another person"))
+
+    row = queue_as("bea")
+    row.get_by_role("button", name="Approve").click()
+    expect(row).to_contain_text("ann, bea")
+    expect(row.get_by_role("button", name="Pay")).to_be_disabled()
+
+    row = queue_as("cleo")
+    row.get_by_role("button", name="Pay").click()
+    page.get_by_label("Payout reference").fill("WIRE-2000")
+    page.get_by_role("button", name="Confirm payout").click()
+    expect(page.get_by_role("status").first).to_contain_text(f"Paid USD 2,000.00 to {username}")

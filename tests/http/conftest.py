@@ -89,10 +89,11 @@ class Server:
 
 
 def start_server(
-    database_url: str, workdir: Path, *, env: Mapping[str, str | None] | None = None
+    database_url: str, workdir: Path, *, env: Mapping[str, str | None] | None = None,
+    health_port: int | None = None,
 ) -> Server:
-    """``ledger serve`` on a free port in ``workdir``; returns once /health answers. In ``env``,
-    None unsets a variable."""
+    """``ledger serve`` on a free port in ``workdir``; returns once /health answers (on
+    ``health_port`` when given: the operations port). In ``env``, None unsets a variable."""
     port = free_port()
     overrides = {"LEDGER_DATABASE_URL": database_url, "LEDGER_TOKENS": tokens_env(), **(env or {})}
     full_env = {k: v for k, v in {**os.environ, **overrides}.items() if v is not None}
@@ -108,7 +109,8 @@ def start_server(
         if process.poll() is not None:
             pytest.fail(f"ledger serve exited with {process.returncode}:\n{server.log()}")
         try:
-            with urllib.request.urlopen(f"{server.base_url}/health", timeout=1) as answer:
+            probe = server.base_url if health_port is None else f"http://127.0.0.1:{health_port}"
+            with urllib.request.urlopen(f"{probe}/health", timeout=1) as answer:
                 if answer.status == 200:
                     return server
         except (urllib.error.URLError, OSError):

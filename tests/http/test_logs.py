@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,10 @@ def test_text_lines_on_demand_with_the_same_fields(tmp_path: Path) -> None:
     server = start_server(f"sqlite:///{tmp_path}/ledger.db", tmp_path,
                           env={"LEDGER_LOG_FORMAT": "text"})
     try:
+        # The access line of start_server's /health is written once its answer is sent.
+        deadline = time.monotonic() + 10
+        while "route=/health" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
         log = server.log()
     finally:
         server.stop()

@@ -18,7 +18,9 @@ ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/exp
              ("get", "/v1/accounts"), ("post", "/v1/return-cases/{id}/evidence"),
              ("get", "/v1/reconciliation/unmatched"),
              # issue 11: who is calling, and the console (served without a token)
-             ("get", "/v1/me"), ("get", "/console/"), ("get", "/console/{name}")}
+             ("get", "/v1/me"), ("get", "/console/"), ("get", "/console/{name}"),
+             # issue 14: messages to customers and their deliveries
+             ("get", "/v1/outbox")}
 CONTRACT = {
     ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
     ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),
@@ -98,8 +100,8 @@ def test_the_api_description_covers_every_path_of_the_contract(spec: dict[str, A
     assert documented - CONTRACT == ADDITIONS
 
 
-# Served without a token: the health check, and the console's files (its page asks for one).
-OPEN_PATHS = {"/health", "/console/", "/console/{name}"}
+# Served without a token, GET and HEAD: the probes (issue 13) and the console's files.
+OPEN_PATHS = {"/health", "/ready", "/metrics", "/console/", "/console/{name}"}
 
 
 def test_every_operation_documents_its_security_and_problems(spec: dict[str, Any]) -> None:
@@ -127,7 +129,10 @@ async def test_every_documented_path_serves_exactly_its_documented_methods(
         reply = await api.call("PATCH", path, role="auditor")
         assert_problem(reply, 405, "method_not_allowed")
         allowed = {m.strip().lower() for m in reply.headers["Allow"].split(",")}
-        assert allowed == set(operations), template
+        # What is served without a token answers HEAD too: the probes (api/README.md,
+        # "Probes"), as load balancers ask, and the console's files.
+        head = {"head"} if template in OPEN_PATHS else set()
+        assert allowed == set(operations) | head, template
 
 
 async def test_every_answer_of_a_full_tour_is_documented(api: Api, spec: dict[str, Any]) -> None:

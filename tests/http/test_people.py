@@ -129,6 +129,11 @@ async def test_events_written_by_two_named_finance_people_carry_their_names(
     assert [e["actor"] for e in events][1:] == ["finance:ann", "finance:bea"]
     history = (await api.get(f"/v1/accounts/{username}/history", role="cs")).json["items"]
     assert history[-1]["actor"] == "finance:bea"
+    position = paid.json["position"]  # the write's last event: the payout is just before it
+    journal = (await api.get(f"/v1/journal?after={position - 10}&limit=20",
+                             role="finance")).json["items"]
+    mine = [(e["type"], e["actor"]) for e in journal if e["username"] == username]
+    assert mine[-1] == ("balance_refund_paid_out", "finance:bea"), mine
 
 
 async def test_the_person_who_approved_cannot_pay_four_eyes(
@@ -312,3 +317,21 @@ def test_unusable_people_settings_refuse_to_start(server: Server, setting: dict[
     )
     assert started.returncode == 2, started.stderr
     assert says in started.stderr
+
+
+async def test_an_idempotency_key_belongs_to_the_person(
+    api: Api, finance_people: dict[str, str],
+) -> None:
+    _, first = await requested(api)
+    _, second = await requested(api)
+    key = {"Idempotency-Key": f"approve-{first}"}
+    by_ann = await api.post(f"/v1/refund-requests/{first}/approve", {"note": "a"}, role="ann",
+                            headers=key)
+    by_bea = await api.post(f"/v1/refund-requests/{second}/approve", {"note": "b"}, role="bea",
+                            headers=key)
+    assert (by_ann.status, by_bea.status) == (200, 200), by_bea.text
+    assert (by_ann.json["id"], by_bea.json["id"]) == (first, second)
+    again = await api.post(f"/v1/refund-requests/{first}/approve", {"note": "a"}, role="ann",
+                           headers=key)
+    assert again.status == 200 and again.json == by_ann.json
+    assert again.headers.get("Idempotent-Replayed") == "true"

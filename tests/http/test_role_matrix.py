@@ -71,8 +71,8 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/audit/verify"): AUDITOR,
     ("GET", "/v1/audit/digest"): AUDITOR,
     ("GET", "/health"): EVERYONE,
-    ("GET", "/ready"): ANY_ROLE,
-    ("GET", "/metrics"): ANY_ROLE,
+    ("GET", "/ready"): EVERYONE,  # probes: no token (issue 13)
+    ("GET", "/metrics"): EVERYONE,
     ("GET", "/openapi.json"): ANY_ROLE,
     ("GET", "/docs"): ANY_ROLE,
     ("GET", "/docs/static/{name}"): ANY_ROLE,

@@ -66,6 +66,8 @@ class Receiver:
     always_fail: set[str] = field(default_factory=set)
     hang: set[str] = field(default_factory=set)
     tries: dict[str, int] = field(default_factory=dict)  # message id -> tries seen
+    # called with each message as it arrives, before the answer (a crash of the sender)
+    on_message: Callable[[dict[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -126,6 +128,8 @@ class Receiver:
             self.got.append(Got(request.headers.get("Ledger-Delivery-Id", ""),
                                 signed(request.headers.get("Ledger-Signature", ""), body),
                                 message, time.monotonic()))
+        if self.on_message is not None:
+            self.on_message(message)
         if user in self.hang:
             await self.release.wait()
         if user in self.always_fail or tries <= self.fail_first.get(user, 0):
@@ -324,6 +328,8 @@ async def test_a_case_the_policy_refuses_tells_the_customer_why(
     assert refused["case_id"] == problem["case_id"]
     assert refused["details"]["reason"] == problem["reason"] == "missing_evidence"
     assert "ORD-1" in refused["customer_message"] and "photo" in refused["customer_message"]
+    view = await api.case(problem["case_id"])
+    assert [m["type"] for m in view["messages"]] == ["return_case.refused"]
 
 
 async def test_a_receiver_failing_twice_gets_the_message_on_the_third_try(
@@ -411,6 +417,37 @@ async def test_a_message_sent_again_carries_the_same_id(api: Api, hooked: Hooked
     assert again.signature_ok
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_crash_between_sending_and_marking_sends_it_again_with_the_same_id(
+    kind: str, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    try:
+        with store(kind, tmp_path) as url:
+            first = hooked_server(url, tmp_path, receiver)
+            try:
+                # The sender dies as the receiver takes the message: sent, never marked.
+                receiver.on_message = lambda message: first.process.kill()
+                async with aiohttp.ClientSession(base_url=first.base_url) as session:
+                    username = await Api(session).funded_account(900)
+                await until(lambda: receiver.of(username), "the message, as the sender dies")
+                receiver.on_message = None
+                first.process.wait(30)
+            finally:
+                first.stop()
+            second = hooked_server(url, tmp_path, receiver)  # the next process keeps the books
+            try:
+                await until(lambda: len(receiver.of(username)) == 2, "the message again")
+            finally:
+                second.stop()
+    finally:
+        receiver.close()
+    once, again = receiver.of(username)
+    assert once.delivery_id == again.delivery_id == once.message["id"]
+    assert once.message == again.message
+    assert once.signature_ok and again.signature_ok
+
+
 async def test_a_message_never_taken_is_parked_failed_and_shown(
     api: Api, hooked: Hooked
 ) -> None:
@@ -487,3 +524,22 @@ def test_subscriptions_are_added_listed_and_removed(hooked: Hooked) -> None:
     assert ledger("remove", url).returncode == 1
     assert ledger("add", "ftp://nowhere").returncode == 2
     assert ledger("redeliver", str(uuid.uuid4())).returncode == 1
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LEDGER_WEBHOOK_URL", "ftp://mailer.example/hook"),
+    ("LEDGER_WEBHOOK_MAX_AGE_S", "a while"),
+    ("LEDGER_WEBHOOK_CONCURRENCY", "0"),
+])
+def test_serve_refuses_a_bad_webhook_setting_in_one_line(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.db",
+           "LEDGER_TOKENS": "system:t-system-1,cs:t-cs-1,finance:t-fin-1,auditor:t-aud-1",
+           variable: value}
+    done = subprocess.run([*ledger_command(), "serve", "--port", str(free_port())],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert variable in done.stderr
+    assert "Traceback" not in done.stderr

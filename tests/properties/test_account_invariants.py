@@ -47,6 +47,8 @@ from ledger.refund_request import RefundRequest
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
 FINANCE = Actor("finance:8c9d0e1f", "req-finance")
+# Four eyes: a second finance person pays what FINANCE approved.
+PAYER = Actor.of_person("bea", "finance", "req-payer")
 
 REFERENCES = st.sampled_from(["PAY-0", "PAY-1", "PAY-2", "PAY-3"])
 ORDERS = st.sampled_from(["ORD-0", "ORD-1", "ORD-2", "ORD-3", "ORD-4", "ORD-NONE"])
@@ -263,8 +265,8 @@ class AccountMachine(RuleBasedStateMachine):
             if step == "approve":
                 request.approve("ok", actor=FINANCE)
             elif step == "pay":
-                request.pay("WIRE", actor=FINANCE)
-                self.account.pay_out_refund(rid, "WIRE", actor=FINANCE)
+                request.pay("WIRE", actor=PAYER)
+                self.account.pay_out_refund(rid, "WIRE", actor=PAYER)
             else:
                 getattr(request, step)("no", actor=FINANCE)
                 self.account.release_refund_hold(rid, request.status, "no", actor=FINANCE)

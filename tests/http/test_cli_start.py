@@ -1,0 +1,86 @@
+"""The command's own face: ``--version``, a ``--help`` that imports no server stack, tokens
+long enough to be secret and printed only when made."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.auth import MIN_TOKEN_LENGTH, TokenConfigError, Tokens
+from tests.http.conftest import ledger_command, start_server, tokens_env
+
+HEAVY = ("aiohttp", "psycopg", "psycopg_pool", "eventsourcing", "pydantic", "tqdm")
+
+
+def test_version_says_the_packages_version() -> None:
+    result = subprocess.run([*ledger_command(), "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ledger {importlib.metadata.version('ledger')}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["serve", "--help"],
+                                  ["verify", "--help"]])
+def test_help_and_version_import_no_server_stack(argv: list[str]) -> None:
+    script = (
+        "import sys\n"
+        f"sys.argv = ['ledger', *{argv!r}]\n"
+        "from api import cli\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit as done:\n"
+        "    assert done.code in (0, None), done.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_a_token_shorter_than_sixteen_characters_is_refused() -> None:
+    with pytest.raises(TokenConfigError, match="at least 16"):
+        Tokens.parse("system:" + "x" * (MIN_TOKEN_LENGTH - 1))
+    assert Tokens.parse("system:" + "x" * MIN_TOKEN_LENGTH).identify("x" * 16) == "system"
+
+
+def test_serve_refuses_a_short_token_in_words(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60,
+        env={**os.environ, "LEDGER_TOKENS": f"{tokens_env()},cs:abc",
+             "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"},
+    )
+    assert result.returncode == 2
+    assert "ledger serve: the cs token has 3 characters: a token needs at least 16" in (
+        result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_made_tokens_are_printed_once_not_at_every_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    first = start_server(url, tmp_path, env={"LEDGER_TOKENS": None})
+    try:
+        first_log = first.log()
+    finally:
+        first.stop()
+    lines = (tmp_path / "var" / "tokens").read_text().split()
+    assert len(lines) == 4
+    for line in lines:
+        assert line in first_log
+        assert len(line.split(":", 1)[1]) >= MIN_TOKEN_LENGTH
+    second = start_server(url, tmp_path, env={"LEDGER_TOKENS": None})
+    try:
+        second_log = second.log()
+    finally:
+        second.stop()
+    assert "using the tokens in var/tokens" in second_log
+    for line in lines:
+        assert line.split(":", 1)[1] not in second_log
