@@ -257,7 +257,8 @@ def rebuild(lock_timeout_s: float) -> None:
         f"rebuilt every read model from {report.events} events in {report.seconds:.2f} s "
         f"({report.events_per_second:,.0f} events/s)"
     )
-    click.echo(f"swapped in (reads waited at most {report.swap_seconds * 1000:.0f} ms)")
+    click.echo(f"swapped in: the live read models were held {report.swap_seconds * 1000:.0f} ms "
+               "(reads waited at most that long)")
 
 
 def _digests(paths: tuple[Path, ...]) -> list[Digest]:

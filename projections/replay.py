@@ -6,6 +6,9 @@ events per transaction (each batch's rows and its tracking record together), so 
 model is row for row what the live one holds at the same position. It reads the next batch and
 (on PostgreSQL) commits the last one while it decodes and projects this one, each in a thread
 of its own.
+
+``rebuild`` builds fresh read models beside the live ones, catches them up and swaps them in with
+their tracking records in one transaction, while servers go on serving (see ``rebuild``).
 """
 
 from __future__ import annotations
@@ -194,10 +197,9 @@ def rebuild(
     live ones' position without the keeper's lock, and the swap takes the live tables' locks
     briefly (the keeper waits for them like the readers) to apply the last events and swap.
 
-    ``lock_timeout_s`` bounds the wait for another rebuild to end and for the swap's locks
-    (``LeadershipBusy`` past it)."""
+    ``lock_timeout_s`` bounds the wait for another rebuild to end, and the swap's tries for the
+    live tables' locks (``LeadershipBusy`` past it)."""
     started = time.perf_counter()
-    deadline = time.monotonic() + lock_timeout_s
     with rebuilding(settings, timeout_s=lock_timeout_s):
         prepare_read_models(settings)  # the live set exists, so it can be swapped out
         keeper = LeaderLock(settings)
@@ -222,11 +224,11 @@ def rebuild(
                     events += read
                     if read < SWAP_GAP:
                         break
-                swap_started = time.perf_counter()
+                deadline = time.monotonic() + lock_timeout_s
                 with schema_lock(settings):  # no process creates read-model tables meanwhile
-                    events += shadow.swap(app, projections, leading=leading, deadline=deadline,
-                                          on_batch=on_batch)
-                swapped = time.perf_counter() - swap_started
+                    read, swapped = shadow.swap(app, projections, leading=leading,
+                                                deadline=deadline, on_batch=on_batch)
+                events += read
             finally:
                 close_views(live)
                 close_views(views)
@@ -278,7 +280,9 @@ class _Shadow:
         leading: bool,
         deadline: float,
         on_batch: Callable[[int], None],
-    ) -> int:
+    ) -> tuple[int, float]:
+        """Apply the last events and swap the fresh read models in; answers the events read
+        and the longest the live tables were held (from asking for their locks to the commit)."""
         raise NotImplementedError
 
     def remove(self) -> None:
@@ -334,7 +338,7 @@ class _PostgresShadow(_Shadow):
         leading: bool,
         deadline: float,
         on_batch: Callable[[int], None],
-    ) -> int:
+    ) -> tuple[int, float]:
         trackers = [f"{p.name}_tracking" for p in PROJECTIONS]
         tables = [*trackers, *(t for p in PROJECTIONS for t in tables_of(p))]
         with self._connect() as connection:
@@ -344,6 +348,7 @@ class _PostgresShadow(_Shadow):
             live = row[0]
             while True:
                 try:
+                    asked = time.perf_counter()
                     with connection.transaction():
                         connection.execute(
                             f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'"
@@ -366,7 +371,7 @@ class _PostgresShadow(_Shadow):
                             connection.execute(
                                 f"ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA {live}"
                             )
-                    return read
+                    return read, time.perf_counter() - asked
                 except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
                     # let go, so whoever waited behind the locks goes on; then again
                     if time.monotonic() >= deadline:
@@ -381,8 +386,17 @@ class _PostgresShadow(_Shadow):
 
 
 def _copy_grants(connection: psycopg.Connection[Any], live: str, fresh: str) -> None:
-    """What other roles may do with the live table (the service's role, when it is not the
-    owner: ``ledger migrate --grant-to``), granted on the fresh one that takes its place."""
+    """The live table's owner, and what other roles may do with it (the service's role, when
+    it is not the owner: ``ledger migrate --grant-to``), given to the fresh one that takes its
+    place."""
+    owner = connection.execute(
+        "SELECT pg_get_userbyid(relowner) <> current_user, pg_get_userbyid(relowner)"
+        " FROM pg_class WHERE oid = %s::regclass",
+        (live,),
+    ).fetchone()
+    if owner is not None and owner[0]:
+        connection.execute(SQL("ALTER TABLE {} OWNER TO {}").format(SQL(fresh),
+                                                                    Identifier(owner[1])))
     grants = connection.execute(
         "SELECT a.privilege_type, a.grantee = 0 AS public, pg_get_userbyid(a.grantee) AS role"
         " FROM pg_class c, aclexplode(c.relacl) a"
@@ -436,13 +450,14 @@ class _SQLiteShadow(_Shadow):
         leading: bool,
         deadline: float,
         on_batch: Callable[[int], None],
-    ) -> int:
-        read = 0
+    ) -> tuple[int, float]:
+        read, held = 0, 0.0
         for projection, view in projections:
             timeout_s = max(0.1, deadline - time.monotonic())
             connection = sqlite3.connect(self._live(projection), isolation_level=None,
                                          timeout=timeout_s)
             try:
+                asked = time.perf_counter()
                 try:
                     connection.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as busy:
@@ -457,12 +472,13 @@ class _SQLiteShadow(_Shadow):
                     read += catch_up_to(app, [(projection, view)], targets, on_batch)
                     self._copy(projection, connection)
                     connection.execute("COMMIT")
+                    held = max(held, time.perf_counter() - asked)
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
             finally:
                 connection.close()
-        return read
+        return read, held
 
     def _copy(self, projection: type[ReadModelProjection], live: sqlite3.Connection) -> None:
         """The live tables' rows and tracking record replaced by the fresh ones' (read on a

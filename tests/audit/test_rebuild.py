@@ -16,8 +16,16 @@ from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections import accounts as accounts_module
 from projections.accounts import AccountsProjection
+from projections.leadership import LeadershipBusy, RebuildBusy, rebuilding
 from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
-from projections.replay import differences, rebuild, replay, scratch_views, tables_of
+from projections.replay import (
+    SHADOW_SCHEMA,
+    differences,
+    rebuild,
+    replay,
+    scratch_views,
+    tables_of,
+)
 from projections.views import _to_sqlite
 from tests.audit.conftest import Ledger, dump_read_models
 from tests.audit.history import History, RandomChooser
@@ -170,6 +178,8 @@ def test_a_rebuild_keeps_what_other_roles_may_do_with_the_read_models(
         try:
             admin.execute(f"GRANT SELECT ON rm_accounts TO {role}")
             admin.execute(f"GRANT SELECT, INSERT, UPDATE ON accounts_tracking TO {role}")
+            admin.execute(f"CREATE ROLE {role}_owner")
+            admin.execute(f"ALTER TABLE rm_orders OWNER TO {role}_owner")  # not the rebuild's
 
             # when the read models are rebuilt (fresh tables take the live ones' places)
             before = _oid(admin, "rm_accounts")
@@ -185,12 +195,51 @@ def test_a_rebuild_keeps_what_other_roles_may_do_with_the_read_models(
             assert may("rm_accounts", "SELECT") and not may("rm_accounts", "UPDATE")
             assert all(may("accounts_tracking", p) for p in ("SELECT", "INSERT", "UPDATE"))
             assert not may("accounts_tracking", "DELETE")
+            owner = admin.execute("SELECT pg_get_userbyid(relowner) FROM pg_class"
+                                  " WHERE oid = 'rm_orders'::regclass").fetchone()
+            assert owner == (f"{role}_owner",)
         finally:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
+            admin.execute(f"DROP OWNED BY {role}, {role}_owner")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+            admin.execute(f"DROP ROLE IF EXISTS {role}_owner")
 
 
 def _oid(connection: psycopg.Connection[Any], table: str) -> int:
     row = connection.execute("SELECT %s::regclass::oid", (table,)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_a_second_rebuild_at_once_is_refused_and_touches_nothing(ledger: Ledger) -> None:
+    History(ledger.app, RandomChooser(seed=3)).run(5)
+    ledger.read_models.wait_caught_up()
+    before = dump_read_models(ledger.settings)
+    with rebuilding(ledger.settings):  # a rebuild runs
+        with pytest.raises(RebuildBusy):
+            rebuild(ledger.settings, ledger.app, lock_timeout_s=0.3)
+    assert dump_read_models(ledger.settings) == before
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_swap_that_cannot_lock_the_live_tables_gives_up_and_leaves_them_as_they_were(
+    ledger: Ledger,
+) -> None:
+    History(ledger.app, RandomChooser(seed=4)).run(5)
+    ledger.read_models.wait_caught_up()
+    before = dump_read_models(ledger.settings)
+    pg = ledger.settings.postgres
+    with psycopg.connect(dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"],
+                         port=pg["POSTGRES_PORT"], user=pg["POSTGRES_USER"],
+                         password=pg["POSTGRES_PASSWORD"]) as reader:
+        reader.execute("SELECT count(*) FROM rm_accounts")  # a long read holds the table
+        with pytest.raises(LeadershipBusy, match="stayed locked"):
+            rebuild(ledger.settings, ledger.app, lock_timeout_s=1.5)
+        reader.rollback()
+        left = reader.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (SHADOW_SCHEMA,)
+        ).fetchone()
+    assert left == (0,)  # the fresh read models were dropped
+    assert dump_read_models(ledger.settings) == before
+    username = _some_user(ledger)
+    ledger.app.deposit(username, 5, "PAY-AFTER-GIVING-UP", actor=Actor("system:x", "r"))
+    ledger.read_models.wait_caught_up()  # the keeper goes on
