@@ -21,7 +21,8 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 
-from ledger import identity, policy
+# staff: its events' topics must resolve wherever the log is read (verify, rebuild, export).
+from ledger import identity, policy, staff  # noqa: F401
 from ledger.account import Account, account_id
 from ledger.clock import utc_now
 from ledger.commands import (
