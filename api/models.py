@@ -11,7 +11,7 @@ answers "now".
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
@@ -25,6 +25,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.config import JsonDict
@@ -347,25 +348,24 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-# The times the ledger can have seen: none before 1970, none at the far end of the calendar
-# (where converting to UTC overflows).
-EARLIEST_TIME = "1970-01-01T00:00:00Z"
-LATEST_TIME = "9999-12-30T00:00:00Z"
+# The times the ledger can have seen: the years 1970 to 9998, whatever the offset (none before
+# the ledger's epoch; none at the far end of the calendar, where converting to UTC overflows).
+# The document says it with a pattern on the year, so a client knows before asking.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+TIME_YEARS_PATTERN = r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+_YEARS = re.compile(TIME_YEARS_PATTERN)
+_IN_RANGE = {"pattern": TIME_YEARS_PATTERN}
 
 
 def _in_range(value: str) -> None:
-    try:
-        moment = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
-        utc = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        utc = None
-    if utc is None or not (datetime.fromisoformat(EARLIEST_TIME) <= utc
-                           <= datetime.fromisoformat(LATEST_TIME)):
-        raise ValueError(f"a time between {EARLIEST_TIME} and {LATEST_TIME}")
+    if not _YEARS.match(value):
+        raise ValueError(f"a time in the years {FIRST_YEAR} to {LAST_YEAR}")
 
 
 class BalanceQuery(Query):
-    as_of: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = Field(
+    as_of: Annotated[AwareDatetime, BeforeValidator(_rfc3339),
+                     WithJsonSchema({"type": "string", "format": "date-time", **_IN_RANGE})
+                     ] | None = Field(
         default=None, description="RFC 3339 time: the balances as they stood then."
     )
     at_position: int | None = Field(
@@ -440,7 +440,8 @@ ChartAccount = Annotated[
 ]
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339),
+                   WithJsonSchema({"type": "string", "format": "date-time", **_IN_RANGE})]
 
 
 class EventQuery(PageQuery):
