@@ -119,6 +119,8 @@ MODEL_FIELD_DESCRIPTIONS: dict[str, str] = {
     "Ready.status": "ready: the database answers and the read models are current enough.",
     "HistoryItem.type": "The money event: deposit_received, purchase_paid, ...",
     "JournalEntry.type": "The money event the postings come from.",
+    "OutboxMessage.case_id": "The return case the message is about (null when none).",
+    "OutboxMessage.request_id": "The refund request the message is about (null when none).",
     "CaseNoteAdd.text": "The note, in words (at most 2,000 characters; a case takes 200).",
 }
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from importlib import metadata
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -346,6 +347,12 @@ def _fits(value: Any, schema: JsonSchema) -> bool:
         return True
     by_type = {"string": str, "integer": int, "boolean": bool, "array": list,
                "object": dict, "null": type(None)}
+    branches = [schema, *schema.get("anyOf", ())]
+    if isinstance(value, str) and any(b.get("format") == "uuid" for b in branches):
+        try:
+            UUID(value)  # a field named as another (request_id) may be a UUID here
+        except ValueError:
+            return False
     return any(isinstance(value, by_type.get(k, object)) and
                not (k == "integer" and isinstance(value, bool)) for k in kinds)
 
