@@ -21,6 +21,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from api import openapi
+from api.auditkit import notary_context
 from api.auth import TOKENS, Tokens, auth_middleware
 from api.context import (
     ADMISSION,
@@ -147,5 +148,6 @@ def create_app(
         await in_executor(app, app[READ_MODELS].close)
 
     app.cleanup_ctx.extend([executor, ledger, read_side])
+    app.cleanup_ctx.append(notary_context)
     return app
 

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from api import preflight
+from api import auditcli, preflight
 from api.auth import DEFAULT_TOKENS_FILE, TokenConfigError, Tokens, load_or_create
 from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Lane, LaneLimits, Limits
 from ledger import money
@@ -310,7 +310,7 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["beancount"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(["beancount", "events"]), required=True,
               help="The file format.")
 @click.option("--currency", default=None, help="Only this ISO 4217 currency (default: all).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -324,10 +324,16 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
             _refuse("export", error.detail)
     settings = _settings("export")
     with _application(settings, "export") as app:
-        text = beancount_text(app, currency)
+        if fmt == "events":  # issue 10: what tools/ledger_audit.py reads
+            text = "".join(line + "\n" for line in auditcli.event_lines(app))
+        else:
+            text = beancount_text(app, currency)
     if output is None:
         click.echo(text, nl=False)
         return
     partial = output.with_name(f".{output.name}.partial")
     partial.write_text(text)
     partial.replace(output)  # a failed export never leaves half a file
+
+
+auditcli.register(main)  # issue 10: checkpoint, keys

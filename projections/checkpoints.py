@@ -108,7 +108,8 @@ def _transaction(recorder: Recorder, *, lock: bool) -> Iterator[Any]:
         with recorder.datastore.transaction(commit=True) as cursor:
             def run_sqlite(sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
                 cursor.execute(sql.replace("%s", "?"), tuple(params))
-                return [dict(r) for r in cursor.fetchall()] if cursor.sqlite_cursor.description else []
+                described = cursor.sqlite_cursor.description
+                return [dict(r) for r in cursor.fetchall()] if described else []
             yield run_sqlite
         return
     assert isinstance(recorder, PostgresApplicationRecorder)
@@ -239,7 +240,8 @@ class Notary:
                 params: list[Any] = []
                 for i in range(start, end):
                     params += [i, self.positions[i], self.tree.leaf(i).hex()]
-                run(f"INSERT INTO ledger_merkle_leaves (leaf_index, position, hash)"
+                # only placeholders are joined in: the values travel as parameters
+                run("INSERT INTO ledger_merkle_leaves (leaf_index, position, hash)"  # noqa: S608
                     f" VALUES {values}", params)
         self._stored_leaves = len(self.tree)
 
