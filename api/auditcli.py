@@ -7,13 +7,20 @@ import base64
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
 from ledger.application import LedgerApplication
 from projections.chain import Chain, all_notifications
 from projections.checkpoints import Notary, guard_notary, notification_leaf
-from projections.notes import NoteError, load_or_create_signer, read_signer, signing_settings
+from projections.notes import (
+    NoteError,
+    load_or_create_signer,
+    read_checkpoints,
+    read_signer,
+    signing_settings,
+)
 
 
 def event_lines(app: LedgerApplication) -> Iterator[str]:
@@ -80,3 +87,16 @@ def register(main: click.Group) -> None:
 def write_events(app: LedgerApplication) -> None:
     for line in event_lines(app):
         sys.stdout.write(line + "\n")
+
+
+def notes_of(paths: tuple[Path, ...]) -> list[str]:
+    """The checkpoints of the files given to ``ledger verify --checkpoint``."""
+    from api.cli import _refuse
+
+    notes: list[str] = []
+    for path in paths:
+        try:
+            notes += read_checkpoints(path.read_text())
+        except (OSError, NoteError) as error:
+            _refuse("verify", f"{path} is not a file of checkpoints: {error}")
+    return notes

@@ -254,7 +254,11 @@ def _print_report(report: audit.VerifyReport) -> None:
               type=click.Path(dir_okay=False, path_type=Path),
               help="A file of digests written by `ledger digest` (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
+@click.option("--checkpoint", "checkpoint_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A file of signed checkpoints kept outside the database (repeatable).")
+def verify(digest_files: tuple[Path, ...], as_json: bool,
+           checkpoint_files: tuple[Path, ...] = ()) -> None:
     """Re-derive history and check it: the hash chain against the stored events and the
     digests, every invariant at every position, the read models against a fresh replay.
 
@@ -265,7 +269,8 @@ def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
         _refuse("verify", nothing, exit_code=1)
     digests = _digests(digest_files)
     with _application(settings, "verify") as app:
-        report = audit.verify(settings, app, digests)
+        report = audit.verify(settings, app, digests,
+                              checkpoint_notes=auditcli.notes_of(checkpoint_files))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:

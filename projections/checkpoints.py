@@ -351,3 +351,50 @@ __all__ = [
     "stored_checkpoints",
     "stored_leaves",
 ]
+
+
+def sealed_tree(recorder: Recorder) -> tuple[Tree, list[int]]:
+    """The tree of every event the chain holds a link for, and their positions (what the
+    notary's tree holds when the history is whole)."""
+    from projections.chain import Chain, all_notifications
+
+    tree, positions = Tree(), []
+    links = iter(Chain(recorder).links())
+    pending = next(links, None)
+    for event in all_notifications(recorder):
+        while pending is not None and pending.position < event.id:
+            pending = next(links, None)
+        if pending is not None and pending.position == event.id:
+            tree.append(notification_leaf(event))
+            positions.append(event.id)
+    return tree, positions
+
+
+def checkpoint_damage(
+    recorder: Recorder, verifier: Verifier | None, notes: Sequence[str] = ()
+) -> list[tuple[Damage, str]]:
+    """Every stored checkpoint and every note given (from files kept outside the database)
+    against the log: signature, root of its size, and each stored leaf hash against its event.
+    A checkpoint that does not hold is named at the last position it covers (or, beyond the
+    log, at the log's end)."""
+    tree, positions = sealed_tree(recorder)
+    found: list[tuple[Damage, str]] = []
+    for index, position, stored in stored_leaves(recorder):
+        if index >= len(tree) or positions[index] != position or tree.leaf(index) != stored:
+            found.append((Damage(position, "leaf"), f"stored leaf {index} differs"))
+    all_notes = [c.note for c in stored_checkpoints(recorder)] + list(notes)
+    if all_notes and verifier is None:
+        return [*found, (Damage(0, "checkpoint"), "no verifier key to check the checkpoints")]
+    assert verifier is not None or not all_notes
+    for note in all_notes:
+        assert verifier is not None
+        problem = checkpoint_problem(verifier, tree, note)
+        if problem is None:
+            continue
+        try:
+            size = Checkpoint.parse(verifier.verify(note)).tree_size
+        except NoteError:
+            size = 0
+        at = positions[min(size, len(positions)) - 1] if positions and size else 0
+        found.append((Damage(at, "checkpoint"), problem))
+    return found

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from projections.audit import verify
 from projections.checkpoints import Notary, guard_notary
 from projections.notes import load_or_create_signer, read_checkpoints
 from tests.audit.conftest import Intruder, Ledger
@@ -192,3 +193,58 @@ def test_a_forged_event_never_becomes_a_leaf(
     assert len(notary.tree) == size
     assert notary.damage is not None
     assert (notary.damage.position, notary.damage.what) == (forged, "unsealed")
+
+
+# -- ledger verify with checkpoints --------------------------------------------------------------
+
+
+@pytest.fixture
+def signing_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
+    monkeypatch.setenv("LEDGER_ORIGIN", "ledger.test/log")
+
+
+def test_verify_names_the_checkpoint_a_keyed_rewrite_before_it_breaks(
+    ledger: Ledger, notary: Notary, intruder: Intruder, signing_env: None
+) -> None:
+    History(ledger.app, RandomChooser(seed=5)).run(20)
+    notary.round(force_checkpoint=True)
+    last = notary.positions[-1]
+    assert verify(ledger.settings, ledger.app, read_models=False).ok
+    position = notary.positions[len(notary.tree) // 2]
+
+    intruder.flip_amount_digit(position)
+    intruder.relink_with_key(ledger.app.recorder.chain_key, position)  # type: ignore[attr-defined]
+
+    report = verify(ledger.settings, ledger.app, read_models=False)
+    # the chain was resealed with the key, so only the signed checkpoint and the stored leaf
+    # hash (kept by the notary) still tell
+    assert {"position": position, "what": "leaf"} in report.damage
+    assert {"position": last, "what": "checkpoint"} in report.damage
+    assert not report.ok
+
+
+def test_a_truncation_after_a_checkpoint_is_caught_by_the_checkpoint_kept_outside(
+    ledger: Ledger, notary: Notary, intruder: Intruder, signing_env: None, tmp_path: Path
+) -> None:
+    # Given two checkpoints, the second kept in the checkpoint file outside the database
+    history = History(ledger.app, RandomChooser(seed=9))
+    history.run(10)
+    notary.round(force_checkpoint=True)
+    history.run(10)
+    notary.round(force_checkpoint=True)
+    notes = read_checkpoints((tmp_path / "checkpoints.txt").read_text())
+    size = int(notes[-1].split("\n")[1])
+    cut = notary.positions[size - 3]
+    # When an insider cuts the log short after the first checkpoint, with its chain, leaves and
+    # the second checkpoint's row
+    for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
+                          ("ledger_merkle_leaves", "position")):
+        intruder.run(f"DELETE FROM {table} WHERE {column} >= %s", (cut,), unguarded=True)
+    intruder.run("DELETE FROM ledger_checkpoints WHERE tree_size > %s", (size - 3,),
+                 unguarded=True)
+    # Then the database alone looks whole, but the checkpoint kept outside says what is gone
+    assert verify(ledger.settings, ledger.app, read_models=False).damage == []
+    report = verify(ledger.settings, ledger.app, read_models=False, checkpoint_notes=notes)
+    assert report.damage == [{"position": notary.positions[size - 4], "what": "checkpoint"}]
+    assert "beyond the log" in report.problems[0]
