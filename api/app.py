@@ -21,6 +21,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from api import openapi, webhooks
+from api.auditkit import notary_context
 from api.auth import TOKENS, Tokens, auth_middleware
 from api.context import (
     ADMISSION,
@@ -154,5 +155,6 @@ def create_app(
     app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
     # After the keeper starts, before it stops; a bad LEDGER_WEBHOOK_* setting refuses to start.
     app.cleanup_ctx.append(webhooks.delivery(webhooks.WebhookSettings.from_env()))
+    app.cleanup_ctx.append(notary_context)  # checkpoints and the watch (api.auditkit)
     return app
 

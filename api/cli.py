@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from api import auditcli
+
 # The HTTP stack, the store's drivers and eventsourcing are imported by the commands that use
 # them, not here: `ledger --help` and `--version` answer at once (tests/http/test_cli_start.py).
 if TYPE_CHECKING:
@@ -290,7 +292,11 @@ def _print_report(report: audit.VerifyReport) -> None:
               type=click.Path(dir_okay=False, path_type=Path),
               help="A file of digests written by `ledger digest` (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
+@click.option("--checkpoint", "checkpoint_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A file of signed checkpoints kept outside the database (repeatable).")
+def verify(digest_files: tuple[Path, ...], as_json: bool,
+           checkpoint_files: tuple[Path, ...] = ()) -> None:
     """Re-derive history and check it: the hash chain against the stored events and the
     digests, every invariant at every position, the read models against a fresh replay.
 
@@ -304,7 +310,8 @@ def verify(digest_files: tuple[Path, ...], as_json: bool) -> None:
         _refuse("verify", nothing, exit_code=1)
     digests = _digests(digest_files)
     with _application(settings, "verify") as app:
-        report = audit.verify(settings, app, digests)
+        report = audit.verify(settings, app, digests,
+                              checkpoint_notes=auditcli.notes_of(checkpoint_files))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -356,7 +363,7 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["beancount"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(["beancount", "events"]), required=True,
               help="The file format.")
 @click.option("--currency", default=None, help="Only this ISO 4217 currency (default: all).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -373,7 +380,10 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
             _refuse("export", error.detail)
     settings = _settings("export")
     with _application(settings, "export") as app:
-        text = beancount_text(app, currency)
+        if fmt == "events":  # issue 10: what tools/ledger_audit.py reads
+            text = "".join(line + "\n" for line in auditcli.event_lines(app))
+        else:
+            text = beancount_text(app, currency)
     if output is None:
         click.echo(text, nl=False)
         return
@@ -554,3 +564,6 @@ def webhooks_redeliver(message_id: Any) -> None:
     if count == 0:
         _refuse("webhooks redeliver", f"no message {message_id} was sent yet", exit_code=1)
     click.echo(f"message {message_id} will be sent again to {count} subscriber(s)")
+
+
+auditcli.register(main)  # issue 10: checkpoint, keys

@@ -23,6 +23,7 @@ from uuid import UUID
 from aiohttp import web
 
 from api import models, parsing
+from api.auditkit import with_leaves
 from api.context import (
     AUDIT_EXECUTOR,
     AUDIT_LOCK,
@@ -60,10 +61,11 @@ async def list_events(request: web.Request) -> web.Response:
     )
     if log_filter == event_log.LogFilter():
         found = await run(request, read_models.events, limit=q.limit, after=q.after)
-        return json_response({"items": [event_log.named(i) for i in found.items],
-                              "next": found.next})
+        items = with_leaves(request.app, [event_log.named(i) for i in found.items])
+        return json_response({"items": items, "next": found.next})
     found = await run(request, event_log.filtered, read_models.events, log_filter,
                       limit=q.limit, after=q.after)
+    with_leaves(request.app, found.items)
     return json_response(page(found))
 
 

@@ -582,6 +582,11 @@ class HistoryItem(Answer):
     actor: str
     correlation_id: str = Field(description="The request id of the request that wrote it.")
     data: dict[str, Any] = Field(description="The event's own fields.")
+    leaf_index: int | None = Field(
+        default=None, description="The event's leaf index in the log's Merkle tree (null "
+        "until the notary reaches it).")
+    leaf_hash: str | None = Field(
+        default=None, description="SHA-256(0x00 ‖ leaf bytes), base64 (api/README.md).")
 
 
 class HistoryPage(Answer):
@@ -1068,3 +1073,35 @@ class OutboxPage(Answer):
 # The case and request views name the outbox's message before it is defined.
 CaseDetail.model_rebuild()
 RefundRequestDetail.model_rebuild()
+
+
+# -- the auditor's kit (issue 10) ----------------------------------------------------------------
+
+
+class ProofQuery(Query):
+    position: int = Field(ge=1, le=2**62, description="The event's log position.")
+    tree_size: int | None = Field(
+        default=None, ge=1, le=2**62,
+        description="The size of the tree to prove it in (default: the latest checkpoint's).")
+
+
+class ConsistencyQuery(Query):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: int = Field(alias="from", ge=1, le=2**62, description="The older tree size.")
+    to: int = Field(ge=1, le=2**62, description="The newer tree size.")
+
+
+class InclusionProof(Answer):
+    leaf_index: int = Field(description="The event's index among the tree's leaves (from 0).")
+    tree_size: int
+    leaf_hash: str = Field(description="SHA-256(0x00 ‖ leaf bytes), base64.")
+    path: list[str] = Field(description="RFC 9162 inclusion proof, leaf to root, base64.")
+
+
+class ConsistencyProof(Answer):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: int = Field(alias="from")
+    to: int
+    path: list[str] = Field(description="RFC 9162 consistency proof, base64.")

@@ -48,6 +48,16 @@ class Metrics:
             "(0: none); set on every /ready",
             registry=self.registry,
         )
+        # the notary's (issue 10), set on every /metrics
+        self.history_damage_found = Gauge(
+            "ledger_history_damage_found",
+            "How many times the notary found the history damaged since the process started",
+            registry=self.registry,
+        )
+        self.checkpoint_tree_size = Gauge(
+            "ledger_checkpoint_tree_size", "Leaves in the notary's Merkle tree",
+            registry=self.registry,
+        )
 
         self.log_position = Gauge(
             "ledger_log_position", "The event log's head: the position of its last event",

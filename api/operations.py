@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import gauges
+from api.auditkit import check_history, observe_notary
 from api.context import READ_MODELS, run
 from api.handlers import json_response
 from api.observability import METRICS
@@ -47,11 +48,13 @@ async def ready(request: web.Request) -> web.Response:
             "read models stop before it, and nothing after it is served",
             position=damage["position"],
         )
+    check_history(request.app)  # the notary's watch (issue 10)
     return json_response({"status": "ready", **status})
 
 
 async def metrics(request: web.Request) -> web.Response:
     await gauges.refresh(request)
+    observe_notary(request.app)
     return web.Response(
         body=generate_latest(request.app[METRICS].registry),
         headers={"Content-Type": CONTENT_TYPE_LATEST},

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from aiohttp.typedefs import Handler
 
-from api import cases, docs, finance, handlers, models, operations, people, webhooks
+from api import auditkit, cases, docs, finance, handlers, models, operations, people, webhooks
 from api.auth import ANY_ROLE, AUDITOR, CS, FINANCE, SYSTEM
 from api.routing import Link, Media, Route
 
@@ -216,6 +216,16 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/export/beancount", finance.export_beancount, READ_BOOKS,
           "The journal as a Beancount file", BOOKS,
           {200: Media("text/plain")}, query=models.ExportQuery, heavy=True),
+    # -- the auditor's kit (issue 10)
+    Route("GET", "/v1/audit/checkpoint", auditkit.audit_checkpoint, READ_BOOKS,
+          "The latest signed checkpoint of the log's Merkle tree (a C2SP signed note)", BOOKS,
+          {200: Media("text/plain")}, query=models.NoQuery, problems=(404,)),
+    Route("GET", "/v1/audit/proof", auditkit.audit_proof, READ_BOOKS,
+          "RFC 9162 inclusion proof of the event at a log position", BOOKS,
+          {200: models.InclusionProof}, query=models.ProofQuery, problems=(404,)),
+    Route("GET", "/v1/audit/consistency", auditkit.audit_consistency, READ_BOOKS,
+          "RFC 9162 consistency proof between two tree sizes", BOOKS,
+          {200: models.ConsistencyProof}, query=models.ConsistencyQuery),
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),

@@ -6,7 +6,10 @@
 2. every invariant of DOMAIN.md holds at every position, replaying the domain itself: no
    available balance below zero, no order credited back beyond what was paid, each event's
    postings balanced, and the customers' balances equal to the journal's, per currency;
-3. the live read models equal a fresh replay of the log up to the position they have reached.
+3. the live read models equal a fresh replay of the log up to the position they have reached;
+4. every signed checkpoint (stored, and given in files kept outside the database) carries the
+   signing key's valid signature and the Merkle root of the log's first ``tree size`` events
+   (so each is consistent with the next), and every stored leaf hash matches its event.
 
 The report names the first bad position of the log (1 and 2) and the read models that differ (3).
 """
@@ -14,7 +17,7 @@ The report names the first bad position of the log (1 and 2) and the read models
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -24,6 +27,8 @@ from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.chain import Chain, Digest, all_notifications, check_chain
+from projections.checkpoints import checkpoint_damage
+from projections.notes import NoteError, Verifier, read_signer, signing_settings
 from projections.readmodels import PROJECTIONS, open_view
 from projections.replay import differences, replay, scratch_views, tables_of
 
@@ -55,6 +60,7 @@ def verify(
     digests: Iterable[Digest] = (),
     *,
     read_models: bool = True,
+    checkpoint_notes: Sequence[str] = (),
 ) -> VerifyReport:
     key = app.recorder.chain_key  # type: ignore[attr-defined]
     chain = check_chain(key, all_notifications(app.recorder), Chain(app.recorder).links(), digests)
@@ -64,6 +70,10 @@ def verify(
         bad_positions.append(chain.first_bad_position)
         report.damage = [{"position": d.position, "what": d.what} for d in chain.damage]
         report.problems += [f"chain damaged at {d.describe()}" for d in chain.damage]
+    for damage, detail in checkpoint_damage(app.recorder, _verifier(), checkpoint_notes):
+        bad_positions.append(damage.position)
+        report.damage.append({"position": damage.position, "what": damage.what})
+        report.problems.append(f"checkpoint: {damage.describe()} ({detail})")
     breach = first_invariant_breach(app)
     if breach is not None:
         bad_positions.append(breach[0])
@@ -72,6 +82,15 @@ def verify(
     if read_models and not report.problems:  # a bad log would replay into bad rows anyway
         report.problems += read_model_differences(settings, app)
     return report
+
+
+def _verifier() -> Verifier | None:
+    """The checkpoints' verifier key, from the signing key (None when there is none)."""
+    try:
+        key_file, origin, _ = signing_settings()
+        return read_signer(key_file, origin).verifier
+    except NoteError:
+        return None
 
 
 def first_invariant_breach(app: LedgerApplication) -> tuple[int, str] | None:

@@ -53,7 +53,7 @@ class Link:
 @dataclass(frozen=True)
 class Damage:
     position: int
-    what: str  # unsealed, content, order, missing, digest
+    what: str  # unsealed, content, order, missing, digest, checkpoint, leaf
 
     def describe(self) -> str:
         return f"position {self.position}: {_WHAT[self.what]}"
@@ -65,6 +65,8 @@ _WHAT = {
     "order": "the seal does not follow the one before it (events removed or moved)",
     "missing": "a sealed event is gone",
     "digest": "a digest kept outside the database does not match the chain",
+    "checkpoint": "a signed checkpoint does not match the log up to here",
+    "leaf": "the stored leaf hash does not match the event",
 }
 
 

@@ -51,6 +51,7 @@ from projections import (
 from projections.accounts import AccountsProjection
 from projections.batches import BatchApplier
 from projections.chain import Damage, SealWatch, damage_after
+from projections.checkpoints import b64, notification_leaf
 from projections.events import own_fields
 from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
@@ -412,6 +413,7 @@ class ReadModels:
                     "at": rfc3339(event.timestamp),
                     "actor": getattr(event, "actor", None),
                     "data": _jsonable(own_fields(event)),
+                    "leaf_hash": b64(notification_leaf(notification)),
                 }
             )
         return paged(items, limit, key="position")

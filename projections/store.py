@@ -664,8 +664,11 @@ def open_application(
 def wire(app: LedgerApplication, settings: StoreSettings, *, may_create_key: bool = True) -> None:
     """Check and guard the application's store, give its recorder the chain key, and wire the
     application to the store's positions and keys."""
+    from projections.checkpoints import guard_notary  # it builds on this module
+
     check_durable(app.recorder)
     guard_events(app.recorder)
+    guard_notary(app.recorder)
     key = adopt_chain_key(app.recorder, settings.chain_key_file, may_create=may_create_key)
     assert isinstance(app.recorder, _Sealer), "the store's recorder seals what it records"
     app.recorder.chain_key = key

@@ -1,0 +1,143 @@
+"""The auditor's kit over HTTP: the latest signed checkpoint, inclusion and consistency proofs,
+and the notary's thread that makes checkpoints and watches history (``projections.checkpoints``).
+
+Configuration, read at start: ``LEDGER_SIGNING_KEY_FILE`` (the Ed25519 key; made, 0600, on the
+first start), ``LEDGER_ORIGIN`` (the checkpoints' origin line and the key's name),
+``LEDGER_CHECKPOINT_FILE`` (where every checkpoint is appended) and
+``LEDGER_CHECKPOINT_INTERVAL_S`` (at most this long between checkpoints while the log grows;
+default 60; the history is re-checked as often, at least every ``MAX_WATCH_S``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from api import models, parsing
+from api.context import LEDGER, in_executor, run
+from api.handlers import json_response
+from api.observability import METRICS
+from ledger.errors import HistoryDamaged, InvalidInput, NotFound
+from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
+from projections.merkle import ProofError
+from projections.notes import load_or_create_signer, signing_settings
+
+MAX_WATCH_S = 15.0
+NOTARY: web.AppKey[Notary] = web.AppKey("notary")
+log = logging.getLogger(__name__)
+
+
+def interval_from_env() -> float:
+    raw = os.environ.get("LEDGER_CHECKPOINT_INTERVAL_S", "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_INTERVAL_S
+    except ValueError:
+        raise ValueError(f"LEDGER_CHECKPOINT_INTERVAL_S is not a number: {raw!r}") from None
+
+
+class NotaryThread:
+    """Runs the notary's rounds until stopped; a failed round is logged, and the next one
+    follows."""
+
+    def __init__(self, notary: Notary) -> None:
+        self.notary = notary
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="notary", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(10.0)
+
+    def _run(self) -> None:
+        pause_s = min(self.notary.interval_s, MAX_WATCH_S)
+        while not self._stopping.is_set():
+            try:
+                self.notary.round()
+            except Exception:
+                log.exception("the notary's round failed; trying again")
+            self._stopping.wait(pause_s)
+
+
+def open_notary(app: web.Application) -> Notary:
+    key_file, origin, checkpoint_file = signing_settings()
+    signer = load_or_create_signer(key_file, origin, may_create=True)
+    guard_notary(app[LEDGER].recorder)
+    return Notary(app[LEDGER].recorder, signer, checkpoint_file, interval_s=interval_from_env())
+
+
+async def notary_context(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context: opened after the ledger, closed before it."""
+    app[NOTARY] = await in_executor(app, open_notary, app)
+    thread = NotaryThread(app[NOTARY])
+    thread.start()
+    yield
+    await in_executor(app, thread.stop)
+
+
+def check_history(app: web.Application) -> None:
+    """For ``/ready``: HistoryDamaged when the notary found damage."""
+    notary = app.get(NOTARY)
+    if notary is None or notary.damage is None:
+        return
+    damage = notary.damage
+    log.error("not ready: history damaged at %s", damage.describe())
+    raise HistoryDamaged(
+        f"the history is damaged at position {damage.position} ({damage.what}): "
+        f"{damage.describe()}", position=damage.position)
+
+
+def with_leaves(app: web.Application, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each event's leaf index in the tree (null until the notary has reached it)."""
+    notary = app.get(NOTARY)
+    for item in items:
+        item["leaf_index"] = None if notary is None else notary.leaf_index_of(item["position"])
+    return items
+
+
+async def audit_checkpoint(request: web.Request) -> web.Response:
+    parsing.query(request, models.NoQuery)
+    found = await run(request, latest_checkpoint, request.app[LEDGER].recorder)
+    if found is None:
+        raise NotFound("no checkpoint has been signed yet: the log is empty")
+    return web.Response(text=found.note, content_type="text/plain", charset="utf-8")
+
+
+async def audit_proof(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.ProofQuery)
+    notary = request.app[NOTARY]
+    size = q.tree_size
+    if size is None:
+        latest = await run(request, latest_checkpoint, request.app[LEDGER].recorder)
+        if latest is None:
+            raise NotFound("no checkpoint has been signed yet: give tree_size")
+        size = latest.tree_size
+    try:
+        return json_response(notary.inclusion(q.position, size))
+    except LookupError as error:
+        raise NotFound(str(error)) from None
+    except ProofError as error:
+        raise InvalidInput(str(error), field="tree_size") from None
+
+
+async def audit_consistency(request: web.Request) -> web.Response:
+    q = parsing.query(request, models.ConsistencyQuery)
+    try:
+        return json_response(request.app[NOTARY].consistency(q.from_, q.to))
+    except ProofError as error:
+        raise InvalidInput(str(error), field="to") from None
+
+
+def observe_notary(app: web.Application) -> None:
+    notary = app.get(NOTARY)
+    if notary is not None:
+        metrics = app[METRICS]
+        metrics.history_damage_found.set(notary.damage_found)
+        metrics.checkpoint_tree_size.set(len(notary.tree))

@@ -1,0 +1,250 @@
+"""Signed checkpoints and Merkle proofs (``projections.checkpoints``) on both stores, checked the
+way an auditor would: with an RFC 9162 verifier written here from the RFC (sections 2.1.1,
+2.1.3.2, 2.1.4.2), not the service's code, against notes whose signatures are checked with the
+exported verifier key and ``cryptography`` alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from projections.audit import verify
+from projections.checkpoints import Notary, guard_notary
+from projections.notes import load_or_create_signer, read_checkpoints
+from tests.audit.conftest import Intruder, Ledger
+from tests.audit.history import History, RandomChooser
+
+# -- the auditor's own RFC 9162 and signed-note code ---------------------------------------------
+
+
+def rfc_leaf(position: int, stream: str, version: int, topic: str, state: bytes) -> bytes:
+    parts = [str(position).encode(), stream.encode(), str(version).encode(), topic.encode(),
+             state]
+    data = b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def rfc_node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def rfc_verify_inclusion(index: int, size: int, leaf: bytes, path: list[bytes],
+                         root: bytes) -> bool:
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            r = rfc_node(p, r)
+            if fn % 2 == 0:
+                while not (fn % 2 == 1 or fn == 0):
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = rfc_node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def rfc_verify_consistency(first: int, second: int, first_hash: bytes, second_hash: bytes,
+                           path: list[bytes]) -> bool:
+    if first == second:
+        return path == [] and first_hash == second_hash
+    if not path:
+        return False
+    if first & (first - 1) == 0:
+        path = [first_hash, *path]
+    fn, sn = first - 1, second - 1
+    while fn % 2 == 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            fr, sr = rfc_node(c, fr), rfc_node(c, sr)
+            if fn % 2 == 0:
+                while not (fn % 2 == 1 or fn == 0):
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = rfc_node(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_hash and sr == second_hash
+
+
+def open_note(verifier_key: str, note: str) -> tuple[str, int, bytes]:
+    """(origin, tree size, root) of a checkpoint whose signature by ``verifier_key`` holds."""
+    name, key_hash_hex, encoded = verifier_key.split("+", 2)
+    raw = base64.b64decode(encoded)
+    assert raw[0] == 1 and len(raw) == 33
+    key_hash = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    assert key_hash.hex() == key_hash_hex
+    body, signatures = note.split("\n\n", 1)
+    for line in signatures.splitlines():
+        dash, signer, blob64 = line.split(" ")
+        blob = base64.b64decode(blob64)
+        if dash == "\u2014" and signer == name and blob[:4] == key_hash:
+            Ed25519PublicKey.from_public_bytes(raw[1:]).verify(blob[4:], (body + "\n").encode())
+            origin, size, root = body.split("\n")
+            return origin, int(size), base64.b64decode(root)
+    raise AssertionError("no signature of the key")
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def notary(ledger: Ledger, tmp_path: Path) -> Notary:
+    guard_notary(ledger.app.recorder)
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    return Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
+
+
+def test_every_event_and_every_pair_of_checkpoints_prove_with_the_rfc_verifier(
+    ledger: Ledger, notary: Notary, tmp_path: Path
+) -> None:
+    # Given a random history checkpointed four times as it grows
+    history = History(ledger.app, RandomChooser(seed=11))
+    for _ in range(4):
+        history.run(12)
+        assert notary.round(force_checkpoint=True) is not None
+    public = notary.verifier.text()
+    # When an auditor reads the checkpoint file and the events
+    notes = read_checkpoints((tmp_path / "checkpoints.txt").read_text())
+    checkpoints = [open_note(public, note) for note in notes]
+    assert len(checkpoints) == 4 and all(c[0] == "ledger.test/log" for c in checkpoints)
+    events = ledger.app.recorder.select_notifications(start=1, limit=10_000)
+    leaves = [rfc_leaf(e.id, str(e.originator_id), e.originator_version, e.topic,
+                       bytes(e.state)) for e in events]
+    assert checkpoints[-1][1] == len(leaves)
+    # Then every event is included in every checkpoint that covers it
+    for _, size, root in checkpoints:
+        for index, event in enumerate(events[:size]):
+            proof = notary.inclusion(event.id, size)
+            assert proof["leaf_index"] == index
+            assert base64.b64decode(proof["leaf_hash"]) == leaves[index]
+            path = [base64.b64decode(p) for p in proof["path"]]
+            assert rfc_verify_inclusion(index, size, leaves[index], path, root)
+    # And each checkpoint is consistent with every later one
+    for (_, m, old_root), (_, n, new_root) in itertools.combinations(checkpoints, 2):
+        path = [base64.b64decode(p) for p in notary.consistency(m, n)["path"]]
+        assert rfc_verify_consistency(m, n, old_root, new_root, path)
+        assert not rfc_verify_consistency(m, n, new_root, old_root, path)
+    assert notary.damage is None
+
+
+def test_a_rewrite_with_the_chain_key_before_the_latest_checkpoint_is_caught_by_it(
+    ledger: Ledger, notary: Notary, intruder: Intruder, tmp_path: Path
+) -> None:
+    # Given a checkpointed history
+    History(ledger.app, RandomChooser(seed=5)).run(20)
+    assert notary.round(force_checkpoint=True) is not None
+    size = len(notary.tree)
+    position = notary.positions[size // 2]
+    # When an insider holding the chain key edits an event and reseals the chain after it
+    intruder.flip_amount_digit(position)
+    intruder.relink_with_key(ledger.app.recorder.chain_key, position)  # type: ignore[attr-defined]
+    # Then a notary starting afresh (a restarted service) finds the chain whole, but the
+    # signed checkpoint does not match the log
+    fresh = Notary(ledger.app.recorder, notary.signer, None, interval_s=3600)
+    fresh.round()
+    assert fresh.damage is not None and fresh.damage.what == "checkpoint"
+    assert fresh.damage.position == notary.positions[size - 1]
+
+
+def test_an_event_edited_after_it_became_a_leaf_is_named_by_the_running_notary(
+    ledger: Ledger, notary: Notary, intruder: Intruder
+) -> None:
+    History(ledger.app, RandomChooser(seed=8)).run(15)
+    notary.round()
+    position = notary.positions[-3]
+
+    intruder.flip_amount_digit(position)
+    notary.round()
+
+    assert notary.damage is not None
+    assert (notary.damage.position, notary.damage.what) == (position, "content")
+    assert notary.damage_found == 1
+
+
+def test_a_forged_event_never_becomes_a_leaf(
+    ledger: Ledger, notary: Notary, intruder: Intruder
+) -> None:
+    History(ledger.app, RandomChooser(seed=8)).run(15)
+    notary.round()
+    size = len(notary.tree)
+    like = notary.positions[0]
+
+    forged = intruder.forge_deposit(like, 5_000_000, "FORGED-1")
+    notary.round(force_checkpoint=True)
+
+    assert len(notary.tree) == size
+    assert notary.damage is not None
+    assert (notary.damage.position, notary.damage.what) == (forged, "unsealed")
+
+
+# -- ledger verify with checkpoints --------------------------------------------------------------
+
+
+@pytest.fixture
+def signing_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
+    monkeypatch.setenv("LEDGER_ORIGIN", "ledger.test/log")
+
+
+def test_verify_names_the_checkpoint_a_keyed_rewrite_before_it_breaks(
+    ledger: Ledger, notary: Notary, intruder: Intruder, signing_env: None
+) -> None:
+    History(ledger.app, RandomChooser(seed=5)).run(20)
+    notary.round(force_checkpoint=True)
+    last = notary.positions[-1]
+    assert verify(ledger.settings, ledger.app, read_models=False).ok
+    position = notary.positions[len(notary.tree) // 2]
+
+    intruder.flip_amount_digit(position)
+    intruder.relink_with_key(ledger.app.recorder.chain_key, position)  # type: ignore[attr-defined]
+
+    report = verify(ledger.settings, ledger.app, read_models=False)
+    # the chain was resealed with the key, so only the signed checkpoint and the stored leaf
+    # hash (kept by the notary) still tell
+    assert {"position": position, "what": "leaf"} in report.damage
+    assert {"position": last, "what": "checkpoint"} in report.damage
+    assert not report.ok
+
+
+def test_a_truncation_after_a_checkpoint_is_caught_by_the_checkpoint_kept_outside(
+    ledger: Ledger, notary: Notary, intruder: Intruder, signing_env: None, tmp_path: Path
+) -> None:
+    # Given two checkpoints, the second kept in the checkpoint file outside the database
+    history = History(ledger.app, RandomChooser(seed=9))
+    history.run(10)
+    notary.round(force_checkpoint=True)
+    history.run(10)
+    notary.round(force_checkpoint=True)
+    notes = read_checkpoints((tmp_path / "checkpoints.txt").read_text())
+    size = int(notes[-1].split("\n")[1])
+    cut = notary.positions[size - 3]
+    # When an insider cuts the log short after the first checkpoint, with its chain, leaves and
+    # the second checkpoint's row
+    for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
+                          ("ledger_merkle_leaves", "position")):
+        intruder.run(f"DELETE FROM {table} WHERE {column} >= %s", (cut,), unguarded=True)
+    intruder.run("DELETE FROM ledger_checkpoints WHERE tree_size > %s", (size - 3,),
+                 unguarded=True)
+    # Then the database alone looks whole, but the checkpoint kept outside says what is gone
+    assert verify(ledger.settings, ledger.app, read_models=False).damage == []
+    report = verify(ledger.settings, ledger.app, read_models=False, checkpoint_notes=notes)
+    assert report.damage == [{"position": notary.positions[size - 4], "what": "checkpoint"}]
+    assert "beyond the log" in report.problems[0]
