@@ -8,25 +8,23 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ledger.application import LedgerApplication
-from projections.chain import Chain, all_notifications
-from projections.checkpoints import Notary, guard_notary, notification_leaf
-from projections.notes import (
-    NoteError,
-    load_or_create_signer,
-    read_checkpoints,
-    read_signer,
-    signing_settings,
-)
+# The store and the signing stack are imported by the commands that use them, so that
+# `ledger --help` answers at once (tests/http/test_cli_start.py).
+if TYPE_CHECKING:
+    from ledger.application import LedgerApplication
 
 
 def event_lines(app: LedgerApplication) -> Iterator[str]:
     """The log as JSON lines, what ``tools/ledger_audit.py`` reads: each event's position,
     stream, version, type, stored state (base64), its leaf hash (base64) and its seal
     (``link``, ``previous``; null when the event has none)."""
+    from projections.chain import Chain, all_notifications
+    from projections.checkpoints import notification_leaf
+
     links = iter(Chain(app.recorder).links())
     pending = next(links, None)
     for event in all_notifications(app.recorder):
@@ -52,6 +50,9 @@ def register(main: click.Group) -> None:
     def checkpoint() -> None:
         """Sign a checkpoint of the whole log now (if it grew since the last one), store it and
         append it to LEDGER_CHECKPOINT_FILE; print the latest checkpoint."""
+        from projections.checkpoints import Notary, guard_notary
+        from projections.notes import NoteError, load_or_create_signer, signing_settings
+
         settings = _settings("checkpoint")
         try:
             key_file, origin, checkpoint_file = signing_settings()
@@ -77,6 +78,8 @@ def register(main: click.Group) -> None:
     @keys.command("public")
     def public() -> None:
         """The verifier key, in signed-note form: <name>+<hex key hash>+<base64 key>."""
+        from projections.notes import NoteError, read_signer, signing_settings
+
         try:
             key_file, origin, _ = signing_settings()
             click.echo(read_signer(key_file, origin).verifier.text())
@@ -92,6 +95,7 @@ def write_events(app: LedgerApplication) -> None:
 def notes_of(paths: tuple[Path, ...]) -> list[str]:
     """The checkpoints of the files given to ``ledger verify --checkpoint``."""
     from api.cli import _refuse
+    from projections.notes import NoteError, read_checkpoints
 
     notes: list[str] = []
     for path in paths:
