@@ -1,5 +1,5 @@
 """The one table ``make bench`` ends with: each measure beside its baseline, the ratio, and
-the goal issue 9 sets for it (markdown, so it pastes into an issue as it is)."""
+the goal its issue (9 or 14) sets for it (markdown, so it pastes into an issue as it is)."""
 
 from __future__ import annotations
 

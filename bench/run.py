@@ -1,4 +1,4 @@
-"""``make bench``: the figures issue 9 asks for, the ledger beside its baselines, in one run.
+"""``make bench``: the figures of issues 9 and 14, the ledger beside its baselines, in one run.
 
 On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
 1. A real ``ledger serve`` and the bare service (``bench/bare.py``: aiohttp + psycopg, a pool
