@@ -33,6 +33,7 @@ class HttpFigures:
     unhooked: Median | None = None
     hook_metrics: dict[str, float] = field(default_factory=dict)
     receiver: tuple[int, int, int] = (0, 0, 0)  # connections accepted, held at the end, refused
+    outbox: tuple[int, int] = (0, 0)  # the hooked ledger's messages, and deliveries delivered
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ def _webhook_rows(http: HttpFigures) -> list[Row]:
     tries = sum(v for k, v in http.hook_metrics.items()
                 if k.startswith("ledger_webhook_attempts_total"))
     accepted, held, refused = http.receiver
-    told = (f"{waiting:,.0f} waiting" if waiting is not None else "no metric")
+    messages, delivered = http.outbox
+    told = f"{messages:,} messages, {delivered:,} delivered; metric: "
+    told += f"{waiting:,.0f} waiting" if waiting is not None else "none"
     if oldest is not None:
         told += f", oldest {oldest:,.0f} s"
     return [
@@ -138,7 +141,7 @@ def _webhook_rows(http: HttpFigures) -> list[Row]:
                    " ms", "no webhooks", fmt=".1f"),
         _failures("deposits while the receiver hangs: non-2xx or no answer", hooked, plain,
                   "no webhooks"),
-        Row("outbox at the end of those runs (`/metrics`)",
+        Row("the hooked ledger's outbox at the end (tables; `/metrics`)",
             f"{told}; {tries:,.0f} POSTs tried, the receiver held {accepted:,} connections "
             f"({held} open at the end, {refused} refused), answered none", "—"),
     ]

@@ -210,6 +210,16 @@ def webhook_metrics(base: str) -> dict[str, float]:
     return found
 
 
+def outbox_counts(database_url: str) -> tuple[int, int]:
+    """The outbox's messages, and those delivered, straight from its tables (the metric counts
+    only the deliveries begun: at most a scan's worth per receiver)."""
+    with psycopg.connect(database_url, connect_timeout=10) as c:
+        row = c.execute("SELECT (SELECT count(*) FROM ob_messages), (SELECT count(*) FROM"
+                        " ob_deliveries WHERE status = 'delivered')").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 def hanging_receiver(pg: str, plain: Target, tokens: dict[str, str], options: Options,
                      figures: HttpFigures) -> None:
     """Deposits on a ledger whose webhook receiver never answers, taking turns with ``plain``
@@ -242,9 +252,11 @@ def hanging_receiver(pg: str, plain: Target, tokens: dict[str, str], options: Op
         figures.unhooked = wrk.Median.of(runs[plain.name])
         figures.hooked = wrk.Median.of(runs[hooked.name])
         figures.hook_metrics = webhook_metrics(service.url)
+        figures.outbox = outbox_counts(url)
         figures.receiver = (receiver.accepted, receiver.held, receiver.turned_away)
-    say(f"  the receiver was sent {figures.receiver[0]} connections, answered none; "
-        f"webhook metrics at the end: {figures.hook_metrics}")
+    say(f"  the receiver was sent {figures.receiver[0]} connections, answered none; outbox "
+        f"(messages, delivered): {figures.outbox}; webhook metrics at the end: "
+        f"{figures.hook_metrics}")
 
 
 @contextmanager
