@@ -1,5 +1,5 @@
 """The one table ``make bench`` ends with: each measure beside its baseline, the ratio, and
-the goal issue 9 sets for it (markdown, so it pastes into an issue as it is)."""
+the goal its issue (9 or 14) sets for it (markdown, so it pastes into an issue as it is)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ class HttpFigures:
     audited: Load | None = None
     auditors: Load | None = None
     auditor_count: int = 0
+    # issue 14: deposits on a ledger whose webhook receiver hangs, and on the one without
+    hooked: Median | None = None
+    unhooked: Median | None = None
+    hook_metrics: dict[str, float] = field(default_factory=dict)
+    receiver: tuple[int, int, int] = (0, 0, 0)  # connections accepted, held at the end, refused
+    outbox: tuple[int, int] = (0, 0)  # the hooked ledger's messages, and deliveries delivered
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,11 @@ def _ratio_row(measure: str, mine: float, base: float, unit: str, baseline: str,
     return Row(measure, f"{mine:{fmt}}{unit}", f"{base:{fmt}}{unit} {baseline}", ratio, goal, met)
 
 
-def _failures(measure: str, ledger: Median, bare: Median) -> Row:
+def _failures(measure: str, ledger: Median, bare: Median, baseline: str = "bare") -> Row:
     def text(m: Median) -> str:
         return f"{m.failed}" + (f" {m.others}" if m.others else "")
 
-    return Row(measure, text(ledger), f"{text(bare)} bare", None, "none", ledger.failed == 0)
+    return Row(measure, text(ledger), f"{text(bare)} {baseline}", None, "none", ledger.failed == 0)
 
 
 def _load_rows(kind: str, figures: dict[str, Median], goal: float, connections: int
@@ -115,6 +121,32 @@ def _auditor_rows(http: HttpFigures) -> list[Row]:
     ]
 
 
+def _webhook_rows(http: HttpFigures) -> list[Row]:
+    assert http.hooked is not None and http.unhooked is not None
+    hooked, plain = http.hooked, http.unhooked
+    waiting = http.hook_metrics.get("ledger_webhook_messages_waiting")
+    oldest = http.hook_metrics.get("ledger_webhook_oldest_waiting_age_seconds")
+    tries = sum(v for k, v in http.hook_metrics.items()
+                if k.startswith("ledger_webhook_attempts_total"))
+    accepted, held, refused = http.receiver
+    messages, delivered = http.outbox
+    told = f"{messages:,} messages, {delivered:,} delivered; metric: "
+    told += f"{waiting:,.0f} waiting" if waiting is not None else "none"
+    if oldest is not None:
+        told += f", oldest {oldest:,.0f} s"
+    return [
+        _ratio_row(f"deposits/s while the webhook receiver hangs (median of {hooked.rounds})",
+                   hooked.per_second, plain.per_second, "", "no webhooks", at_least=0.8),
+        _ratio_row("deposit p99 while the webhook receiver hangs", hooked.p99_ms, plain.p99_ms,
+                   " ms", "no webhooks", fmt=".1f"),
+        _failures("deposits while the receiver hangs: non-2xx or no answer", hooked, plain,
+                  "no webhooks"),
+        Row("the hooked ledger's outbox at the end (tables; `/metrics`)",
+            f"{told}; {tries:,.0f} POSTs tried, the receiver held {accepted:,} connections "
+            f"({held} open at the end, {refused} refused), answered none", "—"),
+    ]
+
+
 def rows(http: HttpFigures, rebuilt: RebuildFigures | None) -> list[Row]:
     found = [
         *_load_rows("writes", http.writes, 1.0, http.connections),
@@ -130,6 +162,8 @@ def rows(http: HttpFigures, rebuilt: RebuildFigures | None) -> list[Row]:
         found += _rebuild_rows(rebuilt)
     if http.audited is not None:
         found += _auditor_rows(http)
+    if http.hooked is not None:
+        found += _webhook_rows(http)
     return found
 
 

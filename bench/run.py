@@ -1,4 +1,4 @@
-"""``make bench``: the figures issue 9 asks for, the ledger beside its baselines, in one run.
+"""``make bench``: the figures of issues 9 and 14, the ledger beside its baselines, in one run.
 
 On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
 1. A real ``ledger serve`` and the bare service (``bench/bare.py``: aiohttp + psycopg, a pool
@@ -11,7 +11,16 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    until they catch up.
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
-5. With the services stopped: ``--events`` events made in a fresh database, then the rate of
+5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
+   accounts opened in it) whose ``LEDGER_WEBHOOK_URL`` is a receiver that accepts every
+   connection and never answers (``bench/hang.py``), ``LEDGER_WEBHOOK_SECRET`` set, and a
+   short ``LEDGER_WEBHOOK_TIMEOUT_S`` and back-off (``WEBHOOK_ENV``) so its delivery keeps
+   trying again all through the load: ``--rounds`` deposit runs on it, taking turns with the
+   ledger of 1-4 (no webhooks), each run's read models caught up before the next; medians.
+   Then its outbox's deliveries still waiting (``ledger_webhook_messages_waiting`` from
+   ``/metrics``) and what the receiver was sent (issue 14: writes keep their speed while the
+   receiver hangs).
+6. With the services stopped: ``--events`` events made in a fresh database, then the rate of
    ``ledger rebuild`` beside the rate of merely reading and decoding them.
 Then one markdown table: each measure, its baseline, the ratio and the issue's goal.
 
@@ -26,7 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import secrets
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -35,7 +47,7 @@ import aiohttp
 import click
 import psycopg
 
-from bench import rebuild, report, services, wrk
+from bench import hang, rebuild, report, services, wrk
 from bench.probes import SETTLE_S, Commits, Lag
 from bench.report import HttpFigures
 from bench.services import Service
@@ -45,6 +57,14 @@ OPEN_TIMEOUT_S = 300.0
 OPEN_ATTEMPTS = 3
 AUDITOR_HEAD_START_S = 1.0
 IDLE_S = 5.0
+# The hooked ledger's delivery: a POST given up after 1 s, tried again 0.25-5 s later, so a
+# hanging receiver is tried all through each run (the defaults: 10 s, then 1 s doubling).
+WEBHOOK_ENV = {
+    "LEDGER_WEBHOOK_TIMEOUT_S": "1",
+    "LEDGER_WEBHOOK_BACKOFF_BASE_S": "0.5",
+    "LEDGER_WEBHOOK_BACKOFF_MAX_S": "5",
+}
+METRICS_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -66,6 +86,7 @@ class Options:
     threads: int
     connections: int
     auditors: int
+    webhooks: bool = True
 
 
 def say(text: str) -> None:
@@ -177,6 +198,67 @@ def heavy_readers(ledger: Target, auditor_token: str, options: Options,
         f"  auditors {figures.auditors.describe()} (pages)")
 
 
+def webhook_metrics(base: str) -> dict[str, float]:
+    """The ``ledger_webhook_*`` samples of ``/metrics`` (no token needed), by name and labels."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=METRICS_TIMEOUT_S) as answer:
+        text = answer.read().decode()
+    found = {}
+    for line in text.splitlines():
+        sample = re.fullmatch(r"(ledger_webhook_[a-z_]+(?:\{[^}]*\})?) (\S+)", line)
+        if sample:
+            found[sample[1]] = float(sample[2])
+    return found
+
+
+def outbox_counts(database_url: str) -> tuple[int, int]:
+    """The outbox's messages, and those delivered, straight from its tables (the metric counts
+    only the deliveries begun: at most a scan's worth per receiver)."""
+    with psycopg.connect(database_url, connect_timeout=10) as c:
+        row = c.execute("SELECT (SELECT count(*) FROM ob_messages), (SELECT count(*) FROM"
+                        " ob_deliveries WHERE status = 'delivered')").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def hanging_receiver(pg: str, plain: Target, tokens: dict[str, str], options: Options,
+                     figures: HttpFigures) -> None:
+    """Deposits on a ledger whose webhook receiver never answers, taking turns with ``plain``
+    (the same ledger without webhooks)."""
+    assert plain.lag is not None
+    say("deposits while the webhook receiver hangs, beside the ledger without webhooks")
+    with ExitStack() as stack:
+        receiver = stack.enter_context(hang.Hanging())
+        url = stack.enter_context(services.database(pg, "hooked"))
+        env = {"LEDGER_WEBHOOK_URL": receiver.url,
+               "LEDGER_WEBHOOK_SECRET": secrets.token_urlsafe(24), **WEBHOOK_ENV}
+        service = stack.enter_context(services.ledger(url, tokens, env, name="hooked"))
+        say(f"  opening {options.users} accounts in the hooked ledger")
+        asyncio.run(open_accounts(service.url, tokens["system"], options.users))
+        lag = Lag(url)
+        stack.callback(lag.close)
+        commits = Commits(pg, url.rsplit("/", 1)[1])
+        stack.callback(commits.close)
+        hooked = Target(service.name, service, tokens["system"], commits, lag)
+        lag.catch_up()
+        runs: dict[str, list[wrk.Load]] = {}
+        for r in range(options.rounds):
+            for target in (plain, hooked) if r % 2 == 0 else (hooked, plain):
+                done = load(target, "deposit", f"hook{r}", options)
+                assert target.lag is not None
+                catch_up = target.lag.catch_up()  # neither run pays for the other's backlog
+                runs.setdefault(target.name, []).append(done)
+                say(f"  {target.name:<6} deposit {done.describe()}; lag {catch_up.lag_events} "
+                    f"events, 0 after {catch_up.seconds:.2f} s")
+        figures.unhooked = wrk.Median.of(runs[plain.name])
+        figures.hooked = wrk.Median.of(runs[hooked.name])
+        figures.hook_metrics = webhook_metrics(service.url)
+        figures.outbox = outbox_counts(url)
+        figures.receiver = (receiver.accepted, receiver.held, receiver.turned_away)
+    say(f"  the receiver was sent {figures.receiver[0]} connections, answered none; outbox "
+        f"(messages, delivered): {figures.outbox}; webhook metrics at the end: "
+        f"{figures.hook_metrics}")
+
+
 @contextmanager
 def targets(pg: str, options: Options, tokens: dict[str, str]) -> Iterator[list[Target]]:
     """Both services running on fresh databases, accounts opened, meters ready."""
@@ -213,6 +295,8 @@ def http_figures(pg: str, options: Options) -> HttpFigures:
         rounds(found, options, figures)
         one_at_a_time(found, options, figures)
         heavy_readers(found[1], tokens["auditor"], options, figures)
+        if options.webhooks:
+            hanging_receiver(pg, found[1], tokens, options, figures)
     return figures
 
 
@@ -233,13 +317,15 @@ def server_version(pg: str) -> str:
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 16))
 @click.option("--connections", default=32, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--auditors", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option("--webhooks/--no-webhooks", default=True, show_default=True,
+              help="Also deposits on a ledger whose webhook receiver hangs (issue 14).")
 @click.option("--pg", default="postgresql://postgres@127.0.0.1:5432", show_default=True,
               help="The PostgreSQL server (a URL without a database).")
 def main(rounds_: int, seconds: int, events: int, users: int, threads: int,
-         connections: int, auditors: int, pg: str) -> None:
+         connections: int, auditors: int, webhooks: bool, pg: str) -> None:
     if connections < threads:
         raise click.BadParameter("at least one connection per thread", param_hint="--connections")
-    options = Options(rounds_, seconds, users, threads, connections, auditors)
+    options = Options(rounds_, seconds, users, threads, connections, auditors, webhooks)
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     http = http_figures(pg, options)

@@ -99,16 +99,18 @@ def service(name: str, args: list[str], env: dict[str, str], port: int) -> Itera
             _stop(process)
 
 
-def ledger(database_url: str, tokens: dict[str, str]) -> AbstractContextManager[Service]:
-    """A real ``ledger serve`` on the database, with one token per role."""
+def ledger(database_url: str, tokens: dict[str, str], more_env: dict[str, str] | None = None,
+           name: str = "ledger") -> AbstractContextManager[Service]:
+    """A real ``ledger serve`` on the database, with one token per role (and ``more_env``)."""
     port = free_port()
     env = {
         **os.environ,
         "LEDGER_DATABASE_URL": database_url,
         "LEDGER_TOKENS": ",".join(f"{role}:{token}" for role, token in tokens.items()),
+        **(more_env or {}),
     }
     command = [str(Path(sys.executable).with_name("ledger")), "serve", "--port", str(port)]
-    return service("ledger", command, env, port)
+    return service(name, command, env, port)
 
 
 def bare(database_url: str, users: int) -> AbstractContextManager[Service]:
