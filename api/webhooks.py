@@ -175,10 +175,11 @@ class Deliverer:
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         registry = metrics.registry
         self.waiting = Gauge("ledger_webhook_messages_waiting",
-                             "Deliveries of outbox messages waiting to be sent or tried again",
+                             "Outbox messages not yet delivered nor parked, summed over the "
+                             "receivers (whether or not a delivery was begun)",
                              registry=registry)
         self.oldest = Gauge("ledger_webhook_oldest_waiting_age_seconds",
-                            "Age of the oldest outbox message a delivery waits with (0: none)",
+                            "Age of the oldest outbox message still waiting (0: none)",
                             registry=registry)
         self.failures = Counter("ledger_webhook_failures",
                                 "Deliveries parked failed past LEDGER_WEBHOOK_MAX_AGE_S",
@@ -249,7 +250,8 @@ class Deliverer:
         view = await self._db(self._open)
         now = time.time()
         started = 0
-        for url, since in await self.subscribers():
+        subscribers = await self.subscribers()
+        for url, since in subscribers:
             rows = await self._db(outbox.pending, view, url, since=since, limit=SCAN)
             seen: set[str] = set()
             for row in rows:
@@ -264,7 +266,7 @@ class Deliverer:
                 self._in_flight[key] = task
                 task.add_done_callback(functools.partial(self._landed, key))
                 started += 1
-        backlog = await self._db(outbox.backlog, view)
+        backlog = await self._db(outbox.backlog, view, subscribers)
         self.waiting.set(backlog["waiting"])
         oldest = backlog["oldest"]
         self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))

@@ -428,11 +428,25 @@ def redeliver(view: ReadModelView, message: str) -> int:
     return changed
 
 
-def backlog(view: ReadModelView) -> dict[str, Any]:
-    """Deliveries waiting, and the creation time of the oldest message they wait with."""
-    rows = view.query("SELECT COUNT(*) AS n, MIN(m.created_at) AS oldest FROM ob_deliveries d"
-                      " JOIN ob_messages m ON m.id = d.message_id WHERE d.status = 'waiting'")
-    return {"waiting": int(rows[0]["n"] or 0), "oldest": rows[0]["oldest"]}
+def backlog(view: ReadModelView, subscribers: list[tuple[str, int]]) -> dict[str, Any]:
+    """Messages waiting for a subscriber (``(url, since)``): not yet delivered nor parked,
+    whether or not a delivery was begun, summed over the subscribers; and the creation time of
+    the oldest of them. Every such message lies past its subscriber's cursor (``pending``)."""
+    waiting, oldest = 0, None
+    for subscriber, since in subscribers:
+        upto = view.query("SELECT upto FROM ob_cursors WHERE subscriber = %(s)s",
+                          {"s": subscriber})
+        after = max(since, int(upto[0]["upto"]) if upto else 0)
+        rows = view.query(
+            "SELECT COUNT(*) AS n, MIN(m.created_at) AS oldest FROM ob_messages m"
+            " LEFT JOIN ob_deliveries d ON d.message_id = m.id AND d.subscriber = %(s)s"
+            " WHERE m.position > %(after)s AND (d.status IS NULL OR d.status = 'waiting')",
+            {"s": subscriber, "after": after})
+        waiting += int(rows[0]["n"] or 0)
+        first = rows[0]["oldest"]
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    return {"waiting": waiting, "oldest": oldest}
 
 
 # -- the reads ---------------------------------------------------------------------------------
