@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from api import preflight
 from ledger.application import LedgerApplication
+from ledger.errors import InvalidInput
+from ledger.settings import StoreSettings
 from projections.chain import Chain, all_notifications
 from projections.checkpoints import Notary, guard_notary, notification_leaf
 from projections.notes import (
@@ -21,6 +26,11 @@ from projections.notes import (
     read_signer,
     signing_settings,
 )
+from projections.privileges import excess_privilege, grant_to
+from projections.readmodels import prepare_read_models
+from projections.store import open_application
+
+log = logging.getLogger(__name__)
 
 
 def event_lines(app: LedgerApplication) -> Iterator[str]:
@@ -45,8 +55,43 @@ def event_lines(app: LedgerApplication) -> Iterator[str]:
         }, separators=(",", ":"))
 
 
+def check_privilege(settings: StoreSettings) -> None:
+    """Say at start when the service's login could rewrite history; refuse to start then
+    (ValueError) when ``LEDGER_REQUIRE_LEAST_PRIVILEGE=1``."""
+    excess = excess_privilege(settings)
+    if excess is None:
+        return
+    if os.environ.get("LEDGER_REQUIRE_LEAST_PRIVILEGE", "").strip() == "1":
+        raise ValueError(f"{excess}; LEDGER_REQUIRE_LEAST_PRIVILEGE=1 refuses to start")
+    log.warning("%s", excess)
+
+
 def register(main: click.Group) -> None:
     from api.cli import _application, _refuse, _settings
+
+    @main.command()
+    @click.option("--grant-to", "role", default=None,
+                  help="Grant this PostgreSQL role what the service needs and no more.")
+    def migrate(role: str | None) -> None:
+        """Create or upgrade the schema (run with the tables' owner's LEDGER_DATABASE_URL);
+        with --grant-to ROLE, grant ROLE only SELECT and INSERT on history's tables."""
+        try:
+            settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"),
+                                              pool_size=2)
+        except InvalidInput as error:
+            _refuse("migrate", error.detail)
+        unreachable = preflight.reachable(settings)
+        if unreachable is not None:
+            _refuse("migrate", unreachable)
+        open_application(settings).close()
+        prepare_read_models(settings)
+        click.echo("the schema is in place")
+        if role is None:
+            return
+        if settings.kind != "postgres":
+            _refuse("migrate", "--grant-to is for PostgreSQL (an SQLite file has no roles)")
+        for grant in grant_to(settings, role):
+            click.echo(f"granted {role}: {grant}")
 
     @main.command()
     def checkpoint() -> None:

@@ -142,6 +142,7 @@ def serve(host: str, port: int) -> None:
         if unreachable is not None:
             raise ValueError(unreachable)
         tokens = _tokens()
+        auditcli.check_privilege(settings)  # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)

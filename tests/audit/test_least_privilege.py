@@ -1,0 +1,89 @@
+"""Least privilege on PostgreSQL: ``ledger migrate --grant-to ROLE`` run as the owner, then the
+ledger used as ROLE, a role of the test's own (dropped after). ROLE writes and reads history
+with no DDL, and the database refuses it every way of rewriting history.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from ledger.settings import StoreSettings
+from projections.checkpoints import Notary
+from projections.notes import load_or_create_signer
+from projections.privileges import excess_privilege
+from projections.store import open_application
+from tests.audit.history import History, RandomChooser
+from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.http.conftest import ledger_command
+
+HISTORY = ("ledger_events", "ledger_chain", "ledger_merkle_leaves", "ledger_checkpoints")
+
+
+@pytest.fixture
+def granted() -> Iterator[tuple[str, str]]:
+    """(owner's URL, ROLE's URL) of a migrated database granted to a new role."""
+    name, role = make_pg_database(), f"ledger_svc_{uuid.uuid4().hex[:10]}"
+    owner_url = pg_url(name)
+    with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        migrated = subprocess.run(
+            [*ledger_command(), "migrate", "--grant-to", role], capture_output=True, text=True,
+            timeout=120, env={**os.environ, "LEDGER_DATABASE_URL": owner_url})
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        assert "ledger_events: SELECT, INSERT" in migrated.stdout
+        yield owner_url, owner_url.replace("://postgres@", f"://{role}@", 1)
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as db:
+            db.execute(f'DROP OWNED BY "{role}"')
+        drop_pg_database(name)
+        with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_granted_role_writes_history_but_cannot_rewrite_it(
+    granted: tuple[str, str], tmp_path: object
+) -> None:
+    owner_url, role_url = granted
+    assert "://postgres@" in owner_url
+    settings = StoreSettings.from_url(role_url, pool_size=2)
+    # The owner is told it holds too much; the role is not
+    assert excess_privilege(StoreSettings.from_url(owner_url)) is not None
+    assert excess_privilege(settings) is None
+    # The role records and seals events, and the notary signs them, with no DDL
+    app = open_application(settings, may_create_key=False)
+    try:
+        History(app, RandomChooser(seed=2)).run(8)
+        signer = load_or_create_signer(settings.chain_key_file.with_name("sign.key"),
+                                       "ledger.test/log", may_create=True)
+        notary = Notary(app.recorder, signer, None)
+        assert notary.round(force_checkpoint=True) is not None
+    finally:
+        app.close()
+    # And every way of rewriting history is refused to it
+    refused = []
+    for table in HISTORY:
+        for statement in (f"UPDATE {table} SET {_column(table)} = {_column(table)}",
+                          f"DELETE FROM {table}",
+                          f"TRUNCATE {table}",
+                          f"ALTER TABLE {table} DISABLE TRIGGER ALL",
+                          f"DROP TABLE {table}"):
+            with psycopg.connect(role_url, autocommit=True) as db:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    db.execute(statement)  # type: ignore[arg-type]
+                refused.append(statement)
+        with psycopg.connect(role_url, autocommit=True) as db:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute("SET session_replication_role = replica")
+    assert len(refused) == 5 * len(HISTORY)
+
+
+def _column(table: str) -> str:
+    return {"ledger_events": "state", "ledger_chain": "hash",
+            "ledger_merkle_leaves": "hash", "ledger_checkpoints": "note"}[table]
