@@ -19,16 +19,18 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, in_executor, run
+from api.context import LEDGER, SETTINGS, in_executor, run
 from api.handlers import json_response
 from api.observability import METRICS
 from ledger.errors import HistoryDamaged, InvalidInput, NotFound
 from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
 from projections.merkle import ProofError
 from projections.notes import load_or_create_signer, signing_settings
+from projections.privileges import excess_privilege
 
 MAX_WATCH_S = 15.0
 NOTARY: web.AppKey[Notary] = web.AppKey("notary")
+EXCESS_PRIVILEGE: web.AppKey[str | None] = web.AppKey("excess_privilege")
 log = logging.getLogger(__name__)
 
 
@@ -75,6 +77,7 @@ def open_notary(app: web.Application) -> Notary:
 
 async def notary_context(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context: opened after the ledger, closed before it."""
+    app[EXCESS_PRIVILEGE] = await in_executor(app, excess_privilege, app[SETTINGS])
     app[NOTARY] = await in_executor(app, open_notary, app)
     thread = NotaryThread(app[NOTARY])
     thread.start()
@@ -82,11 +85,13 @@ async def notary_context(app: web.Application) -> AsyncIterator[None]:
     await in_executor(app, thread.stop)
 
 
-def check_history(app: web.Application) -> None:
-    """For ``/ready``: HistoryDamaged when the notary found damage."""
+def check_history(app: web.Application) -> dict[str, str]:
+    """For ``/ready``: HistoryDamaged when the notary found damage; otherwise what ``/ready``
+    adds (``privilege``: said when the login could rewrite history)."""
     notary = app.get(NOTARY)
     if notary is None or notary.damage is None:
-        return
+        excess = app.get(EXCESS_PRIVILEGE)
+        return {} if not excess else {"privilege": excess}
     damage = notary.damage
     log.error("not ready: history damaged at %s", damage.describe())
     raise HistoryDamaged(

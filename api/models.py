@@ -921,6 +921,9 @@ class Ready(Answer):
     log_position: int
     read_models: dict[str, int] = Field(description="Position each read model has reached.")
     lag: int = Field(description="How many positions the furthest-behind read model lags.")
+    privilege: str | None = Field(
+        default=None, description="Said when the service's login could rewrite history (a "
+        "superuser, or the tables' owner): see ledger migrate --grant-to.")
 
 
 class FieldError(Answer):

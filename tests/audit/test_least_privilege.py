@@ -87,3 +87,16 @@ def test_the_granted_role_writes_history_but_cannot_rewrite_it(
 def _column(table: str) -> str:
     return {"ledger_events": "state", "ledger_chain": "hash",
             "ledger_merkle_leaves": "hash", "ledger_checkpoints": "note"}[table]
+
+
+def test_serving_as_the_owner_is_refused_when_least_privilege_is_required(
+    granted: tuple[str, str]
+) -> None:
+    owner_url, _ = granted
+    served = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "LEDGER_DATABASE_URL": owner_url,
+                         "LEDGER_TOKENS": "auditor:a-token-for-the-test-0123",
+                         "LEDGER_REQUIRE_LEAST_PRIVILEGE": "1"})
+    assert served.returncode == 2, served.stdout + served.stderr
+    assert "superuser" in served.stderr and "LEDGER_REQUIRE_LEAST_PRIVILEGE=1" in served.stderr

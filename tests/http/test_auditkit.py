@@ -104,6 +104,13 @@ async def test_checkpoints_and_proofs_verify_with_the_exported_key(
     assert audited.returncode == 0, audited.stdout + audited.stderr
     # And a cs token cannot read proofs
     assert (await api.get("/v1/audit/checkpoint", role="cs")).status == 403
+    # And /ready says when the service's login could rewrite history (tests connect as the
+    # PostgreSQL superuser)
+    ready = (await api.get("/ready")).json
+    if notarised.database_url.startswith("postgresql"):
+        assert "superuser" in ready["privilege"]
+    else:
+        assert "privilege" not in ready
 
 
 async def test_an_event_edited_under_the_running_service_fails_ready_with_its_position(
