@@ -23,7 +23,7 @@ from projections.merkle import Tree, event_leaf_hash
 from projections.notes import Checkpoint, Signer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import ledger_audit  # noqa: E402
+import ledger_audit
 
 
 def main() -> None:
