@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from api import preflight
 from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput
 from ledger.settings import StoreSettings
+from projections import replay
 from projections.chain import Chain, all_notifications
 from projections.checkpoints import Notary, guard_notary, notification_leaf
+from projections.exports import general_ledger_csv
+from projections.journal import JournalProjection
 from projections.notes import (
     NoteError,
     load_or_create_signer,
@@ -27,7 +31,7 @@ from projections.notes import (
     signing_settings,
 )
 from projections.privileges import excess_privilege, grant_to
-from projections.readmodels import prepare_read_models
+from projections.readmodels import ReadModels, prepare_read_models
 from projections.store import open_application
 
 log = logging.getLogger(__name__)
@@ -145,3 +149,17 @@ def notes_of(paths: tuple[Path, ...]) -> list[str]:
         except (OSError, NoteError) as error:
             _refuse("verify", f"{path} is not a file of checkpoints: {error}")
     return notes
+
+
+def csv_text(app: LedgerApplication, currency: str | None) -> str:
+    """The general-ledger CSV, replayed from the log into a scratch journal (as the Beancount
+    export is: exact up to where the log stood, nothing written to the store)."""
+
+    with tempfile.TemporaryDirectory(prefix="ledger-export-") as folder:
+        scratch = StoreSettings.from_url(f"sqlite:///{folder}/export.db")
+        read_models = ReadModels(scratch, app)
+        try:
+            replay.replay(app, [(JournalProjection, read_models.views[JournalProjection.name])])
+            return general_ledger_csv(read_models.journal_entries(currency=currency))
+        finally:
+            read_models.close()

@@ -19,11 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, SETTINGS, in_executor, run
+from api.context import LEDGER, SETTINGS, ReadSide, in_executor, read, run
 from api.handlers import json_response
 from api.observability import METRICS
+from ledger import money
 from ledger.errors import HistoryDamaged, InvalidInput, NotFound
 from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
+from projections.exports import general_ledger_csv
 from projections.merkle import ProofError
 from projections.notes import load_or_create_signer, signing_settings
 from projections.privileges import excess_privilege
@@ -146,3 +148,15 @@ def observe_notary(app: web.Application) -> None:
         metrics = app[METRICS]
         metrics.history_damage_found.set(notary.damage_found)
         metrics.checkpoint_tree_size.set(len(notary.tree))
+
+
+async def export_csv(request: web.Request) -> web.Response:
+    """The journal as a general-ledger CSV (``projections.exports``)."""
+    q = parsing.query(request, models.ExportQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+
+    def export(rm: ReadSide) -> str:
+        return general_ledger_csv(rm.journal_entries(currency=currency))
+
+    text = await read(request, export)
+    return web.Response(text=text, content_type="text/csv", charset="utf-8")
