@@ -547,11 +547,6 @@ class HistoryItem(Answer):
     actor: str
     correlation_id: str = Field(description="The request id of the request that wrote it.")
     data: dict[str, Any] = Field(description="The event's own fields.")
-    leaf_index: int | None = Field(
-        default=None, description="The event's leaf index in the log's Merkle tree (null "
-        "until the notary reaches it).")
-    leaf_hash: str | None = Field(
-        default=None, description="SHA-256(0x00 ‖ leaf bytes), base64 (api/README.md).")
 
 
 class HistoryPage(Answer):
@@ -751,6 +746,11 @@ class LogEvent(Answer):
     at: datetime
     actor: str | None
     data: dict[str, Any] = Field(description="The event's own fields.")
+    leaf_index: int | None = Field(
+        default=None, description="The event's leaf index in the log's Merkle tree (null "
+        "until the notary reaches it).")
+    leaf_hash: str | None = Field(
+        default=None, description="SHA-256(0x00 ‖ leaf bytes), base64 (api/README.md).")
 
 
 class EventPage(Answer):
