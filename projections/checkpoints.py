@@ -385,8 +385,8 @@ def checkpoint_damage(
 ) -> list[tuple[Damage, str]]:
     """Every stored checkpoint and every note given (from files kept outside the database)
     against the log: signature (when there is a verifier key), root of its size, and each
-    stored leaf hash against its event. A checkpoint that does not hold is named at the last position it covers (or, beyond the
-    log, at the log's end)."""
+    stored leaf hash against its event. A checkpoint that does not hold is named at the last
+    position it covers (or, beyond the log, at the log's end)."""
     tree, positions = sealed_tree(recorder)
     found: list[tuple[Damage, str]] = []
     for index, position, stored in stored_leaves(recorder):
