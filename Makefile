@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres bench chaos lint clean
+.PHONY: install hledger run test test-sqlite test-postgres bench chaos lint clean
 
 install: $(STAMP)
 
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ledger serve
 
-test: install
+test: install hledger
 	$(BIN)/pytest -q
+
+# The hledger export's test checks the file with Debian's hledger (issue 10).
+hledger:
+	command -v hledger >/dev/null || (apt-get update -qq && apt-get install -y -qq hledger)
 
 # Issue 9's figures (bench/run.py; needs wrk). BENCH_ARGS adds options, e.g. --rounds 1 --seconds 4.
 bench: install

@@ -18,7 +18,7 @@ from api import preflight
 from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput
 from ledger.settings import StoreSettings
-from projections import replay
+from projections import hledger, replay
 from projections.chain import Chain, all_notifications
 from projections.checkpoints import Notary, guard_notary, notification_leaf
 from projections.exports import general_ledger_csv
@@ -151,15 +151,17 @@ def notes_of(paths: tuple[Path, ...]) -> list[str]:
     return notes
 
 
-def csv_text(app: LedgerApplication, currency: str | None) -> str:
-    """The general-ledger CSV, replayed from the log into a scratch journal (as the Beancount
-    export is: exact up to where the log stood, nothing written to the store)."""
+def csv_text(app: LedgerApplication, currency: str | None, fmt: str = "csv") -> str:
+    """The general-ledger CSV (or the hledger journal), replayed from the log into a scratch
+    journal (as the Beancount export is: exact up to where the log stood, nothing written to
+    the store)."""
 
     with tempfile.TemporaryDirectory(prefix="ledger-export-") as folder:
         scratch = StoreSettings.from_url(f"sqlite:///{folder}/export.db")
         read_models = ReadModels(scratch, app)
         try:
             replay.replay(app, [(JournalProjection, read_models.views[JournalProjection.name])])
-            return general_ledger_csv(read_models.journal_entries(currency=currency))
+            entries = read_models.journal_entries(currency=currency)
+            return general_ledger_csv(entries) if fmt == "csv" else hledger.export(entries)
         finally:
             read_models.close()

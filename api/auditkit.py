@@ -24,6 +24,7 @@ from api.handlers import json_response
 from api.observability import METRICS
 from ledger import money
 from ledger.errors import HistoryDamaged, InvalidInput, NotFound
+from projections import hledger
 from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
 from projections.exports import general_ledger_csv
 from projections.merkle import ProofError
@@ -160,3 +161,15 @@ async def export_csv(request: web.Request) -> web.Response:
 
     text = await read(request, export)
     return web.Response(text=text, content_type="text/csv", charset="utf-8")
+
+
+async def export_hledger(request: web.Request) -> web.Response:
+    """The journal as an hledger journal (``projections.hledger``)."""
+    q = parsing.query(request, models.ExportQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+
+    def export(rm: ReadSide) -> str:
+        return hledger.export(rm.journal_entries(currency=currency))
+
+    text = await read(request, export)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")

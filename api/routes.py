@@ -224,6 +224,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/export/csv", auditkit.export_csv, READ_BOOKS,
           "The journal as a general-ledger CSV: one row per posting", BOOKS,
           {200: Media("text/csv")}, query=models.ExportQuery, heavy=True),
+    Route("GET", "/v1/export/hledger", auditkit.export_hledger, READ_BOOKS,
+          "The journal as an hledger journal, with each day's balance assertions", BOOKS,
+          {200: Media("text/plain")}, query=models.ExportQuery, heavy=True),
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),

@@ -108,6 +108,10 @@ async def test_checkpoints_and_proofs_verify_with_the_exported_key(
     exported = cli(notarised, "export", "--format", "csv")
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout == reply.text and reply.text.count("customer:") == 6
+    reply = await api.get("/v1/export/hledger", role="finance")
+    exported = cli(notarised, "export", "--format", "hledger")
+    assert reply.status == 200 and exported.stdout == reply.text
+    assert reply.text.count("liabilities:customers:u-") >= 6
     # And a cs token cannot read proofs
     assert (await api.get("/v1/audit/checkpoint", role="cs")).status == 403
     # And /ready says when the service's login could rewrite history (tests connect as the

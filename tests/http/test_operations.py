@@ -19,7 +19,8 @@ ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/exp
              ("get", "/v1/reconciliation/unmatched"),
              # issue 10: the auditor's kit
              ("get", "/v1/audit/checkpoint"), ("get", "/v1/audit/proof"),
-             ("get", "/v1/audit/consistency"), ("get", "/v1/export/csv")}
+             ("get", "/v1/audit/consistency"), ("get", "/v1/export/csv"),
+             ("get", "/v1/export/hledger")}
 CONTRACT = {
     ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
     ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),
