@@ -83,9 +83,16 @@ def may_make_tables(settings: StoreSettings) -> bool:
     PostgreSQL, or a store with no events' table yet). A least-privileged login makes none."""
     if settings.kind != "postgres":
         return True
+    if _MAKES_TABLES.get(settings.url):  # once a maker, always (a login's rights only grow)
+        return True
     with _connect(settings) as connection:
         row = connection.execute(
             "SELECT r.rolsuper OR c.oid IS NULL OR pg_get_userbyid(c.relowner) = current_user"
             " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('ledger_events')"
             " WHERE r.rolname = current_user").fetchone()
-    return bool(row and row[0])
+    makes = bool(row and row[0])
+    _MAKES_TABLES[settings.url] = makes
+    return makes
+
+
+_MAKES_TABLES: dict[str, bool] = {}
