@@ -5,10 +5,14 @@ with no DDL, and the database refuses it every way of rewriting history.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,7 +24,7 @@ from projections.privileges import excess_privilege
 from projections.store import open_application
 from tests.audit.history import History, RandomChooser
 from tests.conftest import drop_pg_database, make_pg_database, pg_url
-from tests.http.conftest import ledger_command
+from tests.http.conftest import TOKENS, ledger_command, start_server
 
 HISTORY = ("ledger_events", "ledger_chain", "ledger_merkle_leaves", "ledger_checkpoints")
 
@@ -100,3 +104,30 @@ def test_serving_as_the_owner_is_refused_when_least_privilege_is_required(
                          "LEDGER_REQUIRE_LEAST_PRIVILEGE": "1"})
     assert served.returncode == 2, served.stdout + served.stderr
     assert "superuser" in served.stderr and "LEDGER_REQUIRE_LEAST_PRIVILEGE=1" in served.stderr
+
+
+def test_the_service_serves_as_the_granted_role_with_least_privilege_required(
+    granted: tuple[str, str], tmp_path: Path
+) -> None:
+    _, role_url = granted
+    server = start_server(role_url, tmp_path, env={"LEDGER_REQUIRE_LEAST_PRIVILEGE": "1"})
+    try:
+        token = {"Authorization": f"Bearer {TOKENS['system']}"}
+        opened = requests_json(f"{server.base_url}/v1/accounts", token,
+                               {"username": "ann.lee", "currency": "USD"})
+        assert opened["username"] == "ann.lee"
+        account = requests_json(f"{server.base_url}/v1/accounts/ann.lee", token)
+        assert account["posted"] == 0
+        ready = requests_json(f"{server.base_url}/ready", token)
+        assert ready["status"] == "ready" and "privilege" not in ready
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
+
+
+def requests_json(url: str, headers: dict[str, str], body: object = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={
+        **headers, **({"Content-Type": "application/json"} if data else {})})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
