@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres bench chaos lint clean chromium demo
+.PHONY: install hledger run test test-sqlite test-postgres bench chaos lint clean chromium demo
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ledger serve
 
-test: install chromium
+test: install chromium hledger
 	$(BIN)/pytest -q
 
 # The console's browser tests (tests/browser) drive Debian's Chromium through Playwright for
@@ -26,6 +26,10 @@ test: install chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 chromium:
 	test -x /usr/bin/chromium || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+# The hledger export's test checks the file with Debian's hledger (issue 10).
+hledger:
+	command -v hledger >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq hledger)
 
 # Issue 9's figures (bench/run.py; needs wrk). BENCH_ARGS adds options, e.g. --rounds 1 --seconds 4.
 bench: install

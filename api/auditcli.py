@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +19,9 @@ import click
 # `ledger --help` answers at once (tests/http/test_cli_start.py).
 if TYPE_CHECKING:
     from ledger.application import LedgerApplication
+    from ledger.settings import StoreSettings
+
+log = logging.getLogger(__name__)
 
 
 def event_lines(app: LedgerApplication) -> Iterator[str]:
@@ -43,8 +49,52 @@ def event_lines(app: LedgerApplication) -> Iterator[str]:
         }, separators=(",", ":"))
 
 
+def check_privilege(settings: StoreSettings) -> None:
+    """Say at start when the service's login could rewrite history; refuse to start then
+    (ValueError) when ``LEDGER_REQUIRE_LEAST_PRIVILEGE=1``."""
+    from projections.privileges import excess_privilege
+
+    excess = excess_privilege(settings)
+    if excess is None:
+        return
+    if os.environ.get("LEDGER_REQUIRE_LEAST_PRIVILEGE", "").strip() == "1":
+        raise ValueError(f"{excess}; LEDGER_REQUIRE_LEAST_PRIVILEGE=1 refuses to start")
+    log.warning("%s", excess)
+
+
 def register(main: click.Group) -> None:
     from api.cli import _application, _refuse, _settings
+
+    @main.command()
+    @click.option("--grant-to", "role", default=None,
+                  help="Grant this PostgreSQL role what the service needs and no more.")
+    def migrate(role: str | None) -> None:
+        """Create or upgrade the schema (run with the tables' owner's LEDGER_DATABASE_URL);
+        with --grant-to ROLE, grant ROLE only SELECT and INSERT on history's tables."""
+        from api import preflight
+        from ledger.errors import InvalidInput
+        from ledger.settings import StoreSettings
+        from projections.privileges import grant_to
+        from projections.readmodels import prepare_read_models
+        from projections.store import open_application
+
+        try:
+            settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"),
+                                              pool_size=2)
+        except InvalidInput as error:
+            _refuse("migrate", error.detail)
+        unreachable = preflight.reachable(settings)
+        if unreachable is not None:
+            _refuse("migrate", unreachable)
+        open_application(settings).close()
+        prepare_read_models(settings)
+        click.echo("the schema is in place")
+        if role is None:
+            return
+        if settings.kind != "postgres":
+            _refuse("migrate", "--grant-to is for PostgreSQL (an SQLite file has no roles)")
+        for grant in grant_to(settings, role):
+            click.echo(f"granted {role}: {grant}")
 
     @main.command()
     def checkpoint() -> None:
@@ -104,3 +154,25 @@ def notes_of(paths: tuple[Path, ...]) -> list[str]:
         except (OSError, NoteError) as error:
             _refuse("verify", f"{path} is not a file of checkpoints: {error}")
     return notes
+
+
+def csv_text(app: LedgerApplication, currency: str | None, fmt: str = "csv") -> str:
+    """The general-ledger CSV (or the hledger journal), replayed from the log into a scratch
+    journal (as the Beancount export is: exact up to where the log stood, nothing written to
+    the store)."""
+    from ledger.settings import StoreSettings
+    from projections import hledger, replay
+    from projections.exports import general_ledger_csv
+    from projections.journal import JournalProjection
+    from projections.readmodels import ReadModels
+
+
+    with tempfile.TemporaryDirectory(prefix="ledger-export-") as folder:
+        scratch = StoreSettings.from_url(f"sqlite:///{folder}/export.db")
+        read_models = ReadModels(scratch, app)
+        try:
+            replay.replay(app, [(JournalProjection, read_models.views[JournalProjection.name])])
+            entries = read_models.journal_entries(currency=currency)
+            return general_ledger_csv(entries) if fmt == "csv" else hledger.export(entries)
+        finally:
+            read_models.close()

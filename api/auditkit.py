@@ -19,16 +19,21 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, in_executor, run
+from api.context import LEDGER, SETTINGS, ReadSide, in_executor, read, run
 from api.handlers import json_response
 from api.observability import METRICS
+from ledger import money
 from ledger.errors import HistoryDamaged, InvalidInput, NotFound
+from projections import hledger
 from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
+from projections.exports import general_ledger_csv
 from projections.merkle import ProofError
 from projections.notes import load_or_create_signer, signing_settings
+from projections.privileges import excess_privilege, may_make_tables
 
 MAX_WATCH_S = 15.0
 NOTARY: web.AppKey[Notary] = web.AppKey("notary")
+EXCESS_PRIVILEGE: web.AppKey[str | None] = web.AppKey("excess_privilege")
 log = logging.getLogger(__name__)
 
 
@@ -69,12 +74,14 @@ class NotaryThread:
 def open_notary(app: web.Application) -> Notary:
     key_file, origin, checkpoint_file = signing_settings()
     signer = load_or_create_signer(key_file, origin, may_create=True)
-    guard_notary(app[LEDGER].recorder)
+    if may_make_tables(app[SETTINGS]):  # a least-privileged login makes no table
+        guard_notary(app[LEDGER].recorder)
     return Notary(app[LEDGER].recorder, signer, checkpoint_file, interval_s=interval_from_env())
 
 
 async def notary_context(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context: opened after the ledger, closed before it."""
+    app[EXCESS_PRIVILEGE] = await in_executor(app, excess_privilege, app[SETTINGS])
     app[NOTARY] = await in_executor(app, open_notary, app)
     thread = NotaryThread(app[NOTARY])
     thread.start()
@@ -82,11 +89,13 @@ async def notary_context(app: web.Application) -> AsyncIterator[None]:
     await in_executor(app, thread.stop)
 
 
-def check_history(app: web.Application) -> None:
-    """For ``/ready``: HistoryDamaged when the notary found damage."""
+def check_history(app: web.Application) -> dict[str, str]:
+    """For ``/ready``: HistoryDamaged when the notary found damage; otherwise what ``/ready``
+    adds (``privilege``: said when the login could rewrite history)."""
     notary = app.get(NOTARY)
     if notary is None or notary.damage is None:
-        return
+        excess = app.get(EXCESS_PRIVILEGE)
+        return {} if not excess else {"privilege": excess}
     damage = notary.damage
     log.error("not ready: history damaged at %s", damage.describe())
     raise HistoryDamaged(
@@ -141,3 +150,27 @@ def observe_notary(app: web.Application) -> None:
         metrics = app[METRICS]
         metrics.history_damage_found.set(notary.damage_found)
         metrics.checkpoint_tree_size.set(len(notary.tree))
+
+
+async def export_csv(request: web.Request) -> web.Response:
+    """The journal as a general-ledger CSV (``projections.exports``)."""
+    q = parsing.query(request, models.ExportQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+
+    def export(rm: ReadSide) -> str:
+        return general_ledger_csv(rm.journal_entries(currency=currency))
+
+    text = await read(request, export)
+    return web.Response(text=text, content_type="text/csv", charset="utf-8")
+
+
+async def export_hledger(request: web.Request) -> web.Response:
+    """The journal as an hledger journal (``projections.hledger``)."""
+    q = parsing.query(request, models.ExportQuery)
+    currency = None if q.currency is None else money.currency(q.currency)
+
+    def export(rm: ReadSide) -> str:
+        return hledger.export(rm.journal_entries(currency=currency))
+
+    text = await read(request, export)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")

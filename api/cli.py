@@ -162,6 +162,7 @@ def serve(host: str, port: int) -> None:
         tokens = _tokens()
         _check_people_settings()
         edge_settings = edge.EdgeSettings.from_env()
+        auditcli.check_privilege(settings)  # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE
         app = create_app(settings, tokens, **_bounds_from_env())
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
@@ -363,7 +364,8 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["beancount", "events"]), required=True,
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["beancount", "events", "csv", "hledger"]),
               help="The file format.")
 @click.option("--currency", default=None, help="Only this ISO 4217 currency (default: all).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -382,6 +384,8 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
     with _application(settings, "export") as app:
         if fmt == "events":  # issue 10: what tools/ledger_audit.py reads
             text = "".join(line + "\n" for line in auditcli.event_lines(app))
+        elif fmt in ("csv", "hledger"):  # issue 10: the general ledger, the hledger journal
+            text = auditcli.csv_text(app, currency, fmt)
         else:
             text = beancount_text(app, currency)
     if output is None:

@@ -582,11 +582,6 @@ class HistoryItem(Answer):
     actor: str
     correlation_id: str = Field(description="The request id of the request that wrote it.")
     data: dict[str, Any] = Field(description="The event's own fields.")
-    leaf_index: int | None = Field(
-        default=None, description="The event's leaf index in the log's Merkle tree (null "
-        "until the notary reaches it).")
-    leaf_hash: str | None = Field(
-        default=None, description="SHA-256(0x00 ‖ leaf bytes), base64 (api/README.md).")
 
 
 class HistoryPage(Answer):
@@ -812,6 +807,11 @@ class LogEvent(Answer):
     at: datetime
     actor: str | None
     data: dict[str, Any] = Field(description="The event's own fields.")
+    leaf_index: int | None = Field(
+        default=None, description="The event's leaf index in the log's Merkle tree (null "
+        "until the notary reaches it).")
+    leaf_hash: str | None = Field(
+        default=None, description="SHA-256(0x00 ‖ leaf bytes), base64 (api/README.md).")
 
 
 class EventPage(Answer):
@@ -994,6 +994,9 @@ class Ready(Answer):
     log_position: int
     read_models: dict[str, int] = Field(description="Position each read model has reached.")
     lag: int = Field(description="How many positions the furthest-behind read model lags.")
+    privilege: str | None = Field(
+        default=None, description="Said when the service's login could rewrite history (a "
+        "superuser, or the tables' owner): see ledger migrate --grant-to.")
 
 
 class FieldError(Answer):

@@ -48,8 +48,8 @@ async def ready(request: web.Request) -> web.Response:
             "read models stop before it, and nothing after it is served",
             position=damage["position"],
         )
-    check_history(request.app)  # the notary's watch (issue 10)
-    return json_response({"status": "ready", **status})
+    extra = check_history(request.app)  # the notary's watch (issue 10)
+    return json_response({"status": "ready", **status, **extra})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -226,6 +226,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/consistency", auditkit.audit_consistency, READ_BOOKS,
           "RFC 9162 consistency proof between two tree sizes", BOOKS,
           {200: models.ConsistencyProof}, query=models.ConsistencyQuery),
+    Route("GET", "/v1/export/csv", auditkit.export_csv, READ_BOOKS,
+          "The journal as a general-ledger CSV: one row per posting", BOOKS,
+          {200: Media("text/csv")}, query=models.ExportQuery, heavy=True),
+    Route("GET", "/v1/export/hledger", auditkit.export_hledger, READ_BOOKS,
+          "The journal as an hledger journal, with each day's balance assertions", BOOKS,
+          {200: Media("text/plain")}, query=models.ExportQuery, heavy=True),
     # -- operations
     Route("GET", "/health", operations.health, None,
           "The process answers (no token needed)", OPERATIONS, {200: models.Health}),

@@ -2,7 +2,8 @@
 itself is GPL and only a test dependency, to check what this writes).
 
 - an ``open`` for every account, on the day it is first used (customers with their currency);
-- one transaction per money event, its event id and log position as metadata;
+- one transaction per money event: the customer as payee, what happened in words as narration,
+  its event id, log position, event type and order number as metadata;
 - a ``balance`` assertion per customer at the end of every day they moved money (Beancount
   asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from ledger import journal
 from ledger.money import decimal_text
+from projections.event_log import event_name
 
 ROOTS = {
     journal.DEPOSITS: "Assets:Clearing:Deposits",
@@ -62,9 +64,14 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
             body += _assertions(last_day, day_moves.pop(last_day, set()), balances, currency_of)
         last_day = day
         currency = entry["currency"]
-        body.append(f"{day.isoformat()} * {_quoted(entry['type'])} {_quoted(_narration(entry))}")
+        # payee: the customer; narration: what happened, in words (issue 10)
+        body.append(f"{day.isoformat()} * {_quoted(entry['username'])} "
+                    f"{_quoted(_narration(entry))}")
         body.append(f"  event_id: {_quoted(entry['event_id'])}")
         body.append(f"  position: {entry['position']}")
+        body.append(f"  event_type: {_quoted(entry['type'])}")
+        if entry.get("order_no"):
+            body.append(f"  order_no: {_quoted(entry['order_no'])}")
         for posting in entry["postings"]:
             name = account_name(posting["account"])
             if name not in opened:
@@ -87,10 +94,8 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
 
 
 def _narration(entry: dict[str, Any]) -> str:
-    parts = [entry["username"]]
-    if entry.get("order_no"):
-        parts.append(f"order {entry['order_no']}")
-    return " ".join(parts)
+    words = event_name(entry["type"]).replace("_", " ")
+    return f"{words}, order {entry['order_no']}" if entry.get("order_no") else words
 
 
 def _assertions(

@@ -58,6 +58,7 @@ from projections.leadership import LeaderLock
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import Page, cursor, page_size, paged
+from projections.privileges import may_make_tables
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
@@ -94,6 +95,8 @@ def open_view(
     if sqlite_file is not None:
         assert settings.kind == "sqlite"
         settings_env["SQLITE_DBNAME"] = sqlite_file
+    if not may_make_tables(settings):  # issue 10: `ledger migrate` made them; this login may not
+        settings_env["CREATE_TABLE"] = "n"
     env = Environment(projection.name, settings_env)
     cls = view_class(settings.kind, projection.name, projection.ddl)
     factory = InfrastructureFactory[ReadModelView].construct(env)
@@ -539,7 +542,10 @@ class ReadModelKeeper:
         prepare_read_models(self.settings)
         # Two connections each for reading the log and for the read models are plenty: one
         # batch at a time (the leadership lock and the doorbell have one each besides).
-        app = LedgerApplication(replace(self.settings, pool_size=KEEPER_POOL_SIZE).app_env())
+        env = replace(self.settings, pool_size=KEEPER_POOL_SIZE).app_env()
+        if not may_make_tables(self.settings):  # issue 10: a least-privileged login
+            env["CREATE_TABLE"] = "n"
+        app = LedgerApplication(env)
         views = open_views(self.settings, pool_size=KEEPER_POOL_SIZE)
         self._watch = SealWatch(app.recorder, read_key(self.settings.chain_key_file))
         try:
@@ -587,7 +593,10 @@ def close_views(views: dict[str, ReadModelView]) -> None:
 
 def prepare_read_models(settings: StoreSettings) -> None:
     """Create every read model's tables, one process at a time, before any keeper or reader
-    opens them (concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL)."""
+    opens them (concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL). A
+    least-privileged login makes none: ``ledger migrate`` did."""
+    if not may_make_tables(settings):
+        return
     with schema_lock(settings):
         for projection in PROJECTIONS:
             open_view(settings, projection, pool_size=1).datastore.close()

@@ -43,7 +43,7 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged
@@ -165,6 +165,12 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(datastore.schema)
+        # Writers queue on an advisory lock rather than LOCK TABLE … EXCLUSIVE: the same one
+        # writer at a time (insert order is commit order), and a login granted only SELECT and
+        # INSERT on the events may take it (issue 10: least privilege).
+        self.lock_table_statements = [
+            SQL("SELECT pg_advisory_xact_lock({key})").format(key=Literal(_WRITER_LOCK_KEY))
+        ]
         # The events as four plain arrays rather than one array of eventsourcing's composite
         # type: psycopg dumps those in C, where the composite's rows were built and dumped in
         # Python one by one (the largest part of a commit's time in this process). The chain's
@@ -497,6 +503,7 @@ _PG_GUARDS = [
 ]
 # Any constants shared by every process: they serialise concurrent start-ups' DDL.
 _GUARD_LOCK_KEY = 0x1ED6E4
+_WRITER_LOCK_KEY = 0x1ED6E6
 _SCHEMA_LOCK_KEY = 0x1ED6E3
 
 
@@ -655,20 +662,28 @@ def open_application(
     """The ledger application on the configured store, checked, guarded and sealing."""
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    from projections.privileges import may_make_tables  # issue 10: least privilege
+
+    env = settings.app_env()
+    makes_tables = may_make_tables(settings)
+    if not makes_tables:
+        env["CREATE_TABLE"] = "n"  # `ledger migrate` made them; this login may not
     with schema_lock(settings):
-        app = LedgerApplication(settings.app_env(), **options)
-        wire(app, settings, may_create_key=may_create_key)
+        app = LedgerApplication(env, **options)
+        wire(app, settings, may_create_key=may_create_key, makes_tables=makes_tables)
     return app
 
 
-def wire(app: LedgerApplication, settings: StoreSettings, *, may_create_key: bool = True) -> None:
+def wire(app: LedgerApplication, settings: StoreSettings, *, may_create_key: bool = True,
+         makes_tables: bool = True) -> None:
     """Check and guard the application's store, give its recorder the chain key, and wire the
     application to the store's positions and keys."""
     from projections.checkpoints import guard_notary  # it builds on this module
 
     check_durable(app.recorder)
-    guard_events(app.recorder)
-    guard_notary(app.recorder)
+    if makes_tables:
+        guard_events(app.recorder)
+        guard_notary(app.recorder)
     key = adopt_chain_key(app.recorder, settings.chain_key_file, may_create=may_create_key)
     assert isinstance(app.recorder, _Sealer), "the store's recorder seals what it records"
     app.recorder.chain_key = key

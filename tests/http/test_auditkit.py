@@ -102,8 +102,25 @@ async def test_checkpoints_and_proofs_verify_with_the_exported_key(
          "--checkpoints", str(notarised.log_path.parent / "var" / "checkpoints.txt"),
          "--events", str(export)], capture_output=True, text=True, timeout=120)
     assert audited.returncode == 0, audited.stdout + audited.stderr
+    # And the general ledger comes as CSV, over HTTP and from the command line alike
+    reply = await api.get("/v1/export/csv", role="auditor")
+    assert reply.status == 200 and reply.content_type == "text/csv"
+    exported = cli(notarised, "export", "--format", "csv")
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == reply.text and reply.text.count("customer:") == 6
+    reply = await api.get("/v1/export/hledger", role="finance")
+    exported = cli(notarised, "export", "--format", "hledger")
+    assert reply.status == 200 and exported.stdout == reply.text
+    assert reply.text.count("liabilities:customers:u-") >= 6
     # And a cs token cannot read proofs
     assert (await api.get("/v1/audit/checkpoint", role="cs")).status == 403
+    # And /ready says when the service's login could rewrite history (tests connect as the
+    # PostgreSQL superuser)
+    ready = (await api.get("/ready")).json
+    if notarised.database_url.startswith("postgresql"):
+        assert "superuser" in ready["privilege"]
+    else:
+        assert "privilege" not in ready
 
 
 async def test_an_event_edited_under_the_running_service_fails_ready_with_its_position(

@@ -198,7 +198,7 @@ def test_export_of_one_currency_to_standard_output(filled: str) -> None:
     assert account_name("customer:bob.smith_1") in result.stdout
 
 
-@pytest.mark.parametrize("args", [["export", "--format", "csv"], ["export"],
+@pytest.mark.parametrize("args", [["export", "--format", "xlsx"], ["export"],
                                   ["export", "--format", "beancount", "--currency", "usd"]])
 def test_export_with_bad_arguments_is_refused(filled: str, args: list[str]) -> None:
     result = ledger(filled, *args)

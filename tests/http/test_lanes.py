@@ -329,7 +329,8 @@ async def test_in_a_lane_of_one_worker_roles_take_turns() -> None:
 # -- the route table and the bounds -----------------------------------------------------------
 
 HEAVY_PATHS = {"/v1/events", "/v1/journal", "/v1/reconciliation", "/v1/audit/verify",
-               "/v1/audit/digest", "/v1/export/beancount", "/v1/reconciliation/unmatched"}
+               "/v1/audit/digest", "/v1/export/beancount", "/v1/reconciliation/unmatched",
+               "/v1/export/csv", "/v1/export/hledger"}  # issue 10's exports
 
 
 def test_every_write_is_in_the_write_lane_and_the_books_in_the_heavy_one() -> None:

@@ -20,7 +20,11 @@ ADDITIONS = {("get", "/docs/static/{name}"), ("post", "/v1/return-cases/{id}/exp
              # issue 11: who is calling, and the console (served without a token)
              ("get", "/v1/me"), ("get", "/console/"), ("get", "/console/{name}"),
              # issue 14: messages to customers and their deliveries
-             ("get", "/v1/outbox")}
+             ("get", "/v1/outbox"),
+             # issue 10: the auditor's kit
+             ("get", "/v1/audit/checkpoint"), ("get", "/v1/audit/proof"),
+             ("get", "/v1/audit/consistency"), ("get", "/v1/export/csv"),
+             ("get", "/v1/export/hledger")}
 CONTRACT = {
     ("post", "/v1/accounts"), ("get", "/v1/accounts/{username}"),
     ("get", "/v1/accounts/{username}/balance"), ("get", "/v1/accounts/{username}/history"),

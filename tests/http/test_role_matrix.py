@@ -70,6 +70,12 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/export/beancount"): BOOKS,
     ("GET", "/v1/audit/verify"): AUDITOR,
     ("GET", "/v1/audit/digest"): AUDITOR,
+    # issue 10: the auditor's kit (finance and auditor, as the books)
+    ("GET", "/v1/audit/checkpoint"): BOOKS,
+    ("GET", "/v1/audit/proof"): BOOKS,
+    ("GET", "/v1/audit/consistency"): BOOKS,
+    ("GET", "/v1/export/csv"): BOOKS,
+    ("GET", "/v1/export/hledger"): BOOKS,
     ("GET", "/health"): EVERYONE,
     ("GET", "/ready"): EVERYONE,  # probes: no token (issue 13)
     ("GET", "/metrics"): EVERYONE,

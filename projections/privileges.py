@@ -1,0 +1,98 @@
+"""Least privilege on PostgreSQL: who the service connects as, and what ``ledger migrate
+--grant-to ROLE`` grants.
+
+History's tables (the events, the chain and its key's fingerprint, the Merkle leaves, the
+checkpoints) are granted to ROLE for SELECT and INSERT only: the database refuses ROLE any
+UPDATE, DELETE or TRUNCATE of them, and only their owner can switch their guards (triggers) off.
+Every other table of the schema (read models, tracking records, idempotency keys: state the
+service rewrites) is granted SELECT, INSERT, UPDATE and DELETE, and the sequences USAGE and
+SELECT. Tables are made by the owner (``ledger migrate``), never by ROLE.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from ledger.settings import StoreSettings
+
+HISTORY_TABLES = ("ledger_events", "ledger_chain", "ledger_chain_key",
+                  "ledger_merkle_leaves", "ledger_checkpoints")
+
+
+def _connect(settings: StoreSettings) -> psycopg.Connection:
+    pg = settings.postgres
+    return psycopg.connect(
+        dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
+        user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"], autocommit=True,
+        connect_timeout=5)
+
+
+def excess_privilege(settings: StoreSettings) -> str | None:
+    """Why the service's login could rewrite history (it is a superuser, or owns the events'
+    table); None when it holds no more than it needs (or on SQLite: a file's owner is its
+    owner)."""
+    if settings.kind != "postgres":
+        return None
+    with _connect(settings) as connection:
+        row = connection.execute(
+            "SELECT current_user, r.rolsuper,"
+            " (SELECT pg_get_userbyid(c.relowner) FROM pg_class c"
+            "  WHERE c.oid = to_regclass('ledger_events')) AS owner"
+            " FROM pg_roles r WHERE r.rolname = current_user").fetchone()
+    assert row is not None
+    user, superuser, owner = row
+    if superuser:
+        return f"the service connects as {user}, a superuser: it could rewrite history"
+    if owner is None or owner == user:
+        return (f"the service connects as {user}, the owner of the events' table: it could "
+                "switch the guards off and rewrite history (ledger migrate --grant-to ROLE)")
+    return None
+
+
+def grant_to(settings: StoreSettings, role: str) -> list[str]:
+    """Grant ``role`` what the service needs on the schema's tables and no more; the grants
+    made, in words."""
+    done = []
+    with _connect(settings) as connection:
+        schema = connection.execute("SELECT current_schema()").fetchone()
+        assert schema is not None
+        names = {"schema": Identifier(schema[0]), "role": Identifier(role)}
+        connection.execute(SQL("GRANT USAGE ON SCHEMA {schema} TO {role}").format(**names))
+        tables = [r[0] for r in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " ORDER BY tablename").fetchall()]
+        for table in tables:
+            history = table in HISTORY_TABLES
+            rights = "SELECT, INSERT" if history else "SELECT, INSERT, UPDATE, DELETE"
+            connection.execute(SQL("REVOKE ALL ON {schema}.{table} FROM {role}").format(
+                table=Identifier(table), **names))
+            connection.execute(SQL(f"GRANT {rights} ON {{schema}}.{{table}} TO {{role}}").format(
+                table=Identifier(table), **names))
+            done.append(f"{table}: {rights}")
+        connection.execute(SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema}"
+                               " TO {role}").format(**names))
+    return done
+
+
+__all__ = ["HISTORY_TABLES", "excess_privilege", "grant_to"]
+
+
+def may_make_tables(settings: StoreSettings) -> bool:
+    """Whether this login makes and guards the tables (SQLite; the owner or a superuser on
+    PostgreSQL, or a store with no events' table yet). A least-privileged login makes none."""
+    if settings.kind != "postgres":
+        return True
+    if _MAKES_TABLES.get(settings.url):  # once a maker, always (a login's rights only grow)
+        return True
+    with _connect(settings) as connection:
+        row = connection.execute(
+            "SELECT r.rolsuper OR c.oid IS NULL OR pg_get_userbyid(c.relowner) = current_user"
+            " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('ledger_events')"
+            " WHERE r.rolname = current_user").fetchone()
+    makes = bool(row and row[0])
+    _MAKES_TABLES[settings.url] = makes
+    return makes
+
+
+_MAKES_TABLES: dict[str, bool] = {}

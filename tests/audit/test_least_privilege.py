@@ -1,0 +1,133 @@
+"""Least privilege on PostgreSQL: ``ledger migrate --grant-to ROLE`` run as the owner, then the
+ledger used as ROLE, a role of the test's own (dropped after). ROLE writes and reads history
+with no DDL, and the database refuses it every way of rewriting history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ledger.settings import StoreSettings
+from projections.checkpoints import Notary
+from projections.notes import load_or_create_signer
+from projections.privileges import excess_privilege
+from projections.store import open_application
+from tests.audit.history import History, RandomChooser
+from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.http.conftest import TOKENS, ledger_command, start_server
+
+HISTORY = ("ledger_events", "ledger_chain", "ledger_merkle_leaves", "ledger_checkpoints")
+
+
+@pytest.fixture
+def granted() -> Iterator[tuple[str, str]]:
+    """(owner's URL, ROLE's URL) of a migrated database granted to a new role."""
+    name, role = make_pg_database(), f"ledger_svc_{uuid.uuid4().hex[:10]}"
+    owner_url = pg_url(name)
+    with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        migrated = subprocess.run(
+            [*ledger_command(), "migrate", "--grant-to", role], capture_output=True, text=True,
+            timeout=120, env={**os.environ, "LEDGER_DATABASE_URL": owner_url})
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        assert "ledger_events: SELECT, INSERT" in migrated.stdout
+        yield owner_url, owner_url.replace("://postgres@", f"://{role}@", 1)
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as db:
+            db.execute(f'DROP OWNED BY "{role}"')
+        drop_pg_database(name)
+        with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_the_granted_role_writes_history_but_cannot_rewrite_it(
+    granted: tuple[str, str], tmp_path: object
+) -> None:
+    owner_url, role_url = granted
+    assert "://postgres@" in owner_url
+    settings = StoreSettings.from_url(role_url, pool_size=2)
+    # The owner is told it holds too much; the role is not
+    assert excess_privilege(StoreSettings.from_url(owner_url)) is not None
+    assert excess_privilege(settings) is None
+    # The role records and seals events, and the notary signs them, with no DDL
+    app = open_application(settings, may_create_key=False)
+    try:
+        History(app, RandomChooser(seed=2)).run(8)
+        signer = load_or_create_signer(settings.chain_key_file.with_name("sign.key"),
+                                       "ledger.test/log", may_create=True)
+        notary = Notary(app.recorder, signer, None)
+        assert notary.round(force_checkpoint=True) is not None
+    finally:
+        app.close()
+    # And every way of rewriting history is refused to it
+    refused = []
+    for table in HISTORY:
+        for statement in (f"UPDATE {table} SET {_column(table)} = {_column(table)}",
+                          f"DELETE FROM {table}",
+                          f"TRUNCATE {table}",
+                          f"ALTER TABLE {table} DISABLE TRIGGER ALL",
+                          f"DROP TABLE {table}"):
+            with psycopg.connect(role_url, autocommit=True) as db:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    db.execute(statement)  # type: ignore[arg-type]
+                refused.append(statement)
+        with psycopg.connect(role_url, autocommit=True) as db:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                db.execute("SET session_replication_role = replica")
+    assert len(refused) == 5 * len(HISTORY)
+
+
+def _column(table: str) -> str:
+    return {"ledger_events": "state", "ledger_chain": "hash",
+            "ledger_merkle_leaves": "hash", "ledger_checkpoints": "note"}[table]
+
+
+def test_serving_as_the_owner_is_refused_when_least_privilege_is_required(
+    granted: tuple[str, str]
+) -> None:
+    owner_url, _ = granted
+    served = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "LEDGER_DATABASE_URL": owner_url,
+                         "LEDGER_TOKENS": "auditor:a-token-for-the-test-0123",
+                         "LEDGER_REQUIRE_LEAST_PRIVILEGE": "1"})
+    assert served.returncode == 2, served.stdout + served.stderr
+    assert "superuser" in served.stderr and "LEDGER_REQUIRE_LEAST_PRIVILEGE=1" in served.stderr
+
+
+def test_the_service_serves_as_the_granted_role_with_least_privilege_required(
+    granted: tuple[str, str], tmp_path: Path
+) -> None:
+    _, role_url = granted
+    server = start_server(role_url, tmp_path, env={"LEDGER_REQUIRE_LEAST_PRIVILEGE": "1"})
+    try:
+        token = {"Authorization": f"Bearer {TOKENS['system']}"}
+        opened = requests_json(f"{server.base_url}/v1/accounts", token,
+                               {"username": "ann.lee", "currency": "USD"})
+        assert opened["username"] == "ann.lee"
+        account = requests_json(f"{server.base_url}/v1/accounts/ann.lee", token)
+        assert account["posted"] == 0
+        ready = requests_json(f"{server.base_url}/ready", token)
+        assert ready["status"] == "ready" and "privilege" not in ready
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
+
+
+def requests_json(url: str, headers: dict[str, str], body: object = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={
+        **headers, **({"Content-Type": "application/json"} if data else {})})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
