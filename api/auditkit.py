@@ -19,16 +19,15 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, in_executor, run
+from api.context import in_executor, run
 from api.handlers import json_response
-from api.observability import METRICS
+from api.keys import LEDGER, METRICS, NOTARY
 from ledger.errors import HistoryDamaged, InvalidInput, NotFound
 from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
 from projections.merkle import ProofError
 from projections.notes import load_or_create_signer, signing_settings
 
 MAX_WATCH_S = 15.0
-NOTARY: web.AppKey[Notary] = web.AppKey("notary")
 log = logging.getLogger(__name__)
 
 

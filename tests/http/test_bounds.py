@@ -37,7 +37,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import Tokens
-from api.context import ADMISSION, LEDGER
+from api.keys import ADMISSION, LEDGER
 from api.limits import Admission, Lane, LaneLimits, Limits
 from api.routes import ROUTES
 from ledger.settings import StoreSettings
