@@ -22,8 +22,12 @@ from aiohttp import web
 
 from api import openapi, webhooks
 from api.auditkit import notary_context
-from api.auth import TOKENS, Tokens, auth_middleware
-from api.context import (
+from api.auth import Tokens, auth_middleware
+from api.context import Keeper, ReadSide, Verifier, in_executor
+from api.edge import edge_middleware
+from api.edge import install as install_edge
+from api.finance import default_verifier
+from api.keys import (
     ADMISSION,
     AUDIT_EXECUTOR,
     AUDIT_LOCK,
@@ -31,21 +35,17 @@ from api.context import (
     EXECUTOR,
     KEEPER,
     LEDGER,
+    LIMITS,
+    METRICS,
+    OPENAPI_JSON,
     READ_MODELS,
     READ_WAIT_S,
     SETTINGS,
+    TOKENS,
     VERIFIER,
-    Keeper,
-    ReadSide,
-    Verifier,
-    in_executor,
 )
-from api.edge import edge_middleware
-from api.edge import install as install_edge
-from api.finance import default_verifier
-from api.limits import LIMITS, Admission, Lane, Limits, deadline_middleware
-from api.observability import METRICS, Metrics, observe_middleware
-from api.operations import OPENAPI_JSON
+from api.limits import Admission, Lane, Limits, deadline_middleware
+from api.observability import Metrics, observe_middleware
 from api.people import staff_directory
 from api.problems import problem_middleware
 from api.routes import ROUTES

@@ -19,9 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, SETTINGS, ReadSide, in_executor, read, run
+from api.context import ReadSide, in_executor, read, run
 from api.handlers import json_response
-from api.observability import METRICS
+from api.keys import EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
 from ledger import money
 from ledger.errors import HistoryDamaged, InvalidInput, NotFound
 from projections import hledger
@@ -32,8 +32,6 @@ from projections.notes import load_or_create_signer, signing_settings
 from projections.privileges import excess_privilege, may_make_tables
 
 MAX_WATCH_S = 15.0
-NOTARY: web.AppKey[Notary] = web.AppKey("notary")
-EXCESS_PRIVILEGE: web.AppKey[str | None] = web.AppKey("excess_privilege")
 log = logging.getLogger(__name__)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.context import ACTOR, REQUEST_ID
+from api.keys import ACTOR, REQUEST_ID, ROUTE_ROLES, TOKENS
 from api.people import identify_person
 from api.problems import Forbidden, Unauthorized
 from ledger.identity import Actor
@@ -41,8 +41,6 @@ ANY_ROLE = frozenset(ROLES)
 DEFAULT_TOKENS_FILE = Path("var/tokens")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,256}")
 MIN_TOKEN_LENGTH = 16  # guessing one is then out of reach; shorter ones refuse to start
-# Roles of each route, by route name: None means no token needed.
-ROUTE_ROLES = web.AppKey("route_roles", dict[str, frozenset[str] | None])
 
 
 class TokenConfigError(ValueError):
@@ -99,7 +97,6 @@ class Tokens:
         return found
 
 
-TOKENS = web.AppKey("tokens", Tokens)
 
 
 def load_or_create(path: Path = DEFAULT_TOKENS_FILE) -> tuple[Tokens, Mapping[str, str], bool]:

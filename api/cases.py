@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
-from api.context import LEDGER, ReadSide, read
+from api.context import ReadSide, read
 from api.handlers import command, json_response
+from api.keys import LEDGER
 from ledger import identity
 from ledger.commands import (
     AcceptReturnCase,

@@ -1,4 +1,5 @@
-"""What a handler reaches through its request: typed keys, the executor, and the read side.
+"""What a handler reaches through its request: the executor and the read side (the typed keys
+of the app and the request are in ``api.keys``).
 
 eventsourcing is synchronous, so every call into the ledger application or the read models goes
 through ``run``: one bounded thread pool per app, its threads shared out between lanes (write,
@@ -14,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from aiohttp import web
 
+from api.keys import ADMISSION, CURRENT, EXECUTOR, READ_MODELS, READ_WAIT_S
 from ledger.application import LedgerApplication
 from ledger.errors import NotReady
-from ledger.identity import Actor
 from ledger.settings import StoreSettings
 
 if TYPE_CHECKING:
-    from api.limits import Admission
-    from projections.current import CurrentReader
     from projections.paging import Query
 
 P = ParamSpec("P")
@@ -149,24 +147,6 @@ class Keeper(Protocol):
 # ``verify``'s re-derivation of the whole history, answered as a dict (``VerifyReport``).
 Verifier = Callable[[StoreSettings, LedgerApplication], dict[str, Any]]
 
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
-SETTINGS = web.AppKey("settings", StoreSettings)
-VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
-# One verify at a time, on a thread of its own: a long one never takes the executor's workers.
-AUDIT_EXECUTOR = web.AppKey("audit_executor", ThreadPoolExecutor)
-AUDIT_LOCK = web.AppKey("audit_lock", asyncio.Lock)
-LEDGER = web.AppKey("ledger", LedgerApplication)
-READ_MODELS = web.AppKey("read_models", ReadSide)
-KEEPER = web.AppKey("keeper", Keeper)
-READ_WAIT_S = web.AppKey("read_wait_s", float)
-# Current reads in one statement on an async pool, in the event loop (PostgreSQL; None on
-# SQLite, whose reads stay on the executor): ``projections.current``.
-CURRENT: web.AppKey[CurrentReader | None] = web.AppKey("current_reads")
-# Worker slots of EXECUTOR for requests, by lane and role (``api.limits``).
-ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
-
-ACTOR = web.RequestKey("actor", Actor)
-REQUEST_ID = web.RequestKey("request_id", str)
 
 
 async def in_executor(

@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 
+from api.keys import EDGE_STATS, OPS_PORT
 from api.problems import (
     CODE_BY_HTTP_STATUS,
     BadContentEncoding,
@@ -133,7 +134,6 @@ class EdgeSettings:
         )
 
 
-OPS_PORT = web.AppKey("ops_port", int)
 
 
 class EdgeStats:
@@ -152,7 +152,6 @@ class EdgeStats:
         return 0 if self.server is None else self.server.evicted
 
 
-EDGE_STATS = web.AppKey("edge_stats", EdgeStats)
 
 
 # -- connections ---------------------------------------------------------------------------------

@@ -24,19 +24,9 @@ from aiohttp import web
 
 from api import models, parsing
 from api.auditkit import with_leaves
-from api.context import (
-    AUDIT_EXECUTOR,
-    AUDIT_LOCK,
-    LEDGER,
-    READ_MODELS,
-    SETTINGS,
-    VERIFIER,
-    ReadSide,
-    read,
-    read_at,
-    run,
-)
+from api.context import ReadSide, read, read_at, run
 from api.handlers import json_response, page
+from api.keys import AUDIT_EXECUTOR, AUDIT_LOCK, LEDGER, READ_MODELS, SETTINGS, VERIFIER
 from api.limits import finish_even_if_abandoned
 from ledger import identity, money
 from ledger.account import account_id

@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from api.context import ADMISSION, CURRENT, KEEPER, LEDGER, READ_MODELS, SETTINGS, ReadSide, run
-from api.edge import EDGE_STATS
+from api.context import ReadSide, run
+from api.keys import ADMISSION, CURRENT, EDGE_STATS, KEEPER, LEDGER, METRICS, READ_MODELS, SETTINGS
 from api.limits import Lane
-from api.observability import METRICS, Metrics
+from api.observability import Metrics
 
 # Overdue cases are counted a page of 1,000 at a time, up to this many pages.
 OVERDUE_PAGES = 10

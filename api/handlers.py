@@ -17,7 +17,8 @@ from typing import Any, ParamSpec
 from aiohttp import web
 
 from api import models, parsing
-from api.context import ACTOR, KEEPER, LEDGER, Page, ReadSide, read, read_current, run
+from api.context import Page, ReadSide, read, read_current, run
+from api.keys import ACTOR, KEEPER, LEDGER
 from ledger import identity, money
 from ledger.commands import (
     ApproveRefund,

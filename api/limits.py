@@ -58,7 +58,7 @@ from typing import TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.context import ACTOR
+from api.keys import ACTOR, LIMITS, ROUTE_LANES
 from api.problems import DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
@@ -83,8 +83,6 @@ class Lane(StrEnum):
 
 # How the executor's threads are shared between the lanes whose workers are not set.
 LANE_WEIGHTS: Mapping[Lane, int] = {Lane.WRITE: 5, Lane.READ: 2, Lane.HEAVY: 1}
-# Each route's lane, by route name (``api.routing.register``).
-ROUTE_LANES = web.AppKey("route_lanes", dict[str, Lane])
 
 
 def _check(ok: bool, message: str) -> None:
@@ -215,7 +213,6 @@ def _share_out(threads: int, chosen: Mapping[Lane, int | None]) -> dict[Lane, in
     return {**given, **shared}
 
 
-LIMITS = web.AppKey("limits", Limits)
 
 
 @dataclass(eq=False)  # a waiter is itself, whatever its fields

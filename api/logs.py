@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
-from api.context import ACTOR, REQUEST_ID
+from api.keys import ACTOR, REQUEST_ID
 
 FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

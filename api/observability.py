@@ -16,8 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from api.context import REQUEST_ID
-from api.limits import ROUTE_LANES
+from api.keys import METRICS, REQUEST_ID, ROUTE_LANES
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -124,7 +123,6 @@ class Metrics:
         self.latency.labels(route, method).observe(seconds)
 
 
-METRICS = web.AppKey("metrics", Metrics)
 
 
 def request_id_of(header: str | None) -> str:

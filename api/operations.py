@@ -15,13 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import gauges
 from api.auditkit import check_history, observe_notary
-from api.context import READ_MODELS, run
+from api.context import run
 from api.handlers import json_response
-from api.observability import METRICS
+from api.keys import METRICS, OPENAPI_JSON, READ_MODELS
 from ledger.errors import HistoryDamaged, NotReady
 
 READY_TIMEOUT_S = 5.0
-OPENAPI_JSON = web.AppKey("openapi_json", bytes)
 
 log = logging.getLogger("api.operations")
 

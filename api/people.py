@@ -17,12 +17,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.context import ACTOR, LEDGER
-from api.signin import SIGNIN, SignIn
+from api.keys import ACTOR, LEDGER, SIGNIN, STAFF
+from api.signin import SignIn
 from ledger.errors import NotFound
 from projections.staff import REFRESH_S, StaffDirectory
 
-STAFF = web.AppKey("staff", StaffDirectory)
 log = logging.getLogger("api.people")
 
 

@@ -35,7 +35,7 @@ from aiohttp.typedefs import Handler
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
-from api.context import REQUEST_ID
+from api.keys import REQUEST_ID
 from ledger.errors import (
     CaseRefused,
     Conflict,

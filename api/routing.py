@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
-from api.auth import ROUTE_ROLES
-from api.limits import ROUTE_LANES, Lane
+from api.keys import ROUTE_LANES, ROUTE_ROLES
+from api.limits import Lane
 
 HEAD_SUFFIX = "_head"
 

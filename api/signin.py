@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from aiohttp import web
 
 ALGORITHMS = ("RS256", "EdDSA")
 ROLES = ("system", "cs", "finance", "auditor")
@@ -87,4 +86,3 @@ def _person(claims: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
     return (sub.strip(), held) if held else None
 
 
-SIGNIN = web.AppKey("signin", SignIn)

@@ -44,9 +44,9 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from api import models, parsing
-from api.context import KEEPER, SETTINGS, read
+from api.context import read
 from api.handlers import json_response
-from api.observability import METRICS
+from api.keys import KEEPER, METRICS, SETTINGS
 from ledger.clock import rfc3339
 from ledger.settings import StoreSettings
 from projections import outbox

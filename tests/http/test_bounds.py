@@ -11,8 +11,11 @@
 - Pages over 1000 items and bodies over 64 KiB are refused on every route that has them.
 
 The line and the deadline are shown in-process with a read side that blocks on cue (the
-``read_models`` seam of ``create_app``), in a read lane of one worker, each step waiting on the
-admission's own counts of requests holding and waiting; the hot account runs against real
+``read_models`` seam of ``create_app``), in a read lane of one worker, and a write that waits at
+a gate before the ledger executes it; each step waits on the admission's own counts of requests
+holding and waiting (never on a sleep, never measuring how long an answer took): a request
+refused by its wait in line was seen in the line and left it without a slot, and one cut off by
+the deadline is answered while its job still holds its slot. The hot account runs against real
 ``ledger serve`` processes.
 """
 
@@ -30,12 +33,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import Tokens
-from api.context import ADMISSION
+from api.keys import ADMISSION, LEDGER
 from api.limits import Admission, Lane, LaneLimits, Limits
 from api.routes import ROUTES
 from ledger.settings import StoreSettings
@@ -104,11 +106,9 @@ async def blocking(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], 
 
 
 async def _answer(client: TestClient[Any, Any], path: str, headers: dict[str, str] = AUTH
-                  ) -> tuple[int, dict[str, Any], float, str | None]:
-    started = time.monotonic()
+                  ) -> tuple[int, dict[str, Any], str | None]:
     reply = await client.get(path, headers=headers)
-    return (reply.status, await reply.json(), time.monotonic() - started,
-            reply.headers.get("Retry-After"))
+    return reply.status, await reply.json(), reply.headers.get("Retry-After")
 
 
 def _admission(client: TestClient[Any, Any]) -> Admission:
@@ -127,7 +127,7 @@ async def test_a_request_beyond_the_line_for_workers_is_503_busy_at_once(
     await until(lambda: admission.waiting(Lane.READ) == 2, "both are in line")
     # another role's request finds the line full, and is refused at once: it never joins the
     # line (that refusal would say "within 0.5 s")
-    status, body, _, retry_after = await _answer(client, "/v1/accounts/one-too-many", SYSTEM)
+    status, body, retry_after = await _answer(client, "/v1/accounts/one-too-many", SYSTEM)
     assert (status, body["code"], retry_after) == (503, "busy", "1")
     assert "the read lane is full" in body["detail"], body["detail"]
     assert (admission.holding(Lane.READ), admission.waiting(Lane.READ)) == (1, 2)
@@ -139,15 +139,19 @@ async def test_a_request_that_waits_too_long_for_a_worker_is_503_busy(
     blocking: tuple[TestClient[Any, Any], BlockingReadSide],
 ) -> None:
     client, read_side = blocking
+    admission = _admission(client)
     holder = asyncio.create_task(_answer(client, "/v1/accounts/holder"))
     assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)
-    status, body, took_s, retry_after = await _answer(client, "/v1/accounts/in-line")
+    in_line = asyncio.create_task(_answer(client, "/v1/accounts/in-line"))
+    # it joins the line (it is not refused at once)...
+    await until(lambda: admission.waiting(Lane.READ) == 1, "the request is in line")
+    status, body, retry_after = await in_line
+    # ...and is refused by its wait in line (0.5 s), not by the request deadline (1 s)
     assert (status, body["code"], retry_after) == (503, "busy", "1")
-    # refused by the wait in line (0.5 s), not by the request deadline (1 s)
     assert "no worker of the read lane was free for the auditor role within 0.5 s" in (
         body["detail"]), body["detail"]
-    assert took_s > 0.45
-    assert _admission(client).waiting(Lane.READ) == 0
+    # it left the line without a slot: the holder's job still holds the only one
+    assert (admission.holding(Lane.READ), admission.waiting(Lane.READ)) == (1, 0)
     read_side.release.set()
     assert (await holder)[0] in (200, 503)
 
@@ -156,19 +160,27 @@ async def test_no_request_is_answered_later_than_its_deadline_and_its_job_still_
     blocking: tuple[TestClient[Any, Any], BlockingReadSide],
 ) -> None:
     client, read_side = blocking
-    status, body, took_s, retry_after = await _answer(client, "/v1/accounts/slow")
-    assert (status, body["code"], retry_after) == (503, "deadline_exceeded", "1")
-    assert "Idempotency-Key" in body["detail"]
-    assert 0.95 < took_s < 2.0  # request_deadline_s is 1
-    # The job still holds the only worker: the next request waits in line (and gives up)...
     admission = _admission(client)
+    slow = asyncio.create_task(_answer(client, "/v1/accounts/slow"))
+    assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)  # its job runs
+    status, body, retry_after = await slow
+    assert (status, body["code"], retry_after) == (503, "deadline_exceeded", "1")
+    assert "no answer within 1 s" in body["detail"], body["detail"]  # request_deadline_s
+    assert "Idempotency-Key" in body["detail"]
+    # Answered while its job still runs (its read blocks until released): the deadline answered
+    # it, not the job's end. The job still holds the only worker...
+    assert not read_side.release.is_set()
     assert admission.holding(Lane.READ) == 1
-    status, body, _, _ = await _answer(client, "/v1/accounts/next")
+    # ...so the next request waits in line (and gives up)...
+    following = asyncio.create_task(_answer(client, "/v1/accounts/next"))
+    await until(lambda: admission.waiting(Lane.READ) == 1, "the next request is in line")
+    status, body, _ = await following
     assert (status, body["code"]) == (503, "busy")
+    assert admission.holding(Lane.READ) == 1
     # ...until the job ends and frees it.
     read_side.release.set()
     await until(lambda: admission.holding(Lane.READ) == 0, "the abandoned job freed its slot")
-    status, body, _, _ = await _answer(client, "/v1/accounts/after")
+    status, body, _ = await _answer(client, "/v1/accounts/after")
     assert status == 200, body
 
 
@@ -176,42 +188,49 @@ async def test_a_write_cut_off_by_its_deadline_is_learnt_by_sending_it_again_wit
     tmp_path: Path,
 ) -> None:
     settings = StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db")
-    tokens = Tokens.parse(tokens_env())
     username, key = f"late-{uuid.uuid4().hex[:8]}", f"key-{uuid.uuid4().hex}"
     deposit = {"amount": 700, "reference": "pay-late"}
+    app = create_app(settings, Tokens.parse(tokens_env()),
+                     limits=Limits(request_deadline_s=1.0, queue_wait_s=0.5))
+    async with TestClient(TestServer(app)) as client:
+        admission = _admission(client)
+        opened = await client.post("/v1/accounts", headers=SYSTEM,
+                                   json={"username": username, "currency": "USD"})
+        assert opened.status == 201, await opened.text()
+        # Given the ledger holding every write at a gate until the test opens it
+        ledger = client.app[LEDGER]
+        execute, gate, entered = ledger.execute, threading.Event(), threading.Semaphore(0)
 
-    async def serve(limits: Limits) -> TestClient[web.Request, web.Application]:
-        client: TestClient[web.Request, web.Application] = TestClient(
-            TestServer(create_app(settings, tokens, limits=limits)))
-        await client.start_server()
-        return client
+        def held_execute(*args: Any, **kwargs: Any) -> Any:
+            entered.release()
+            gate.wait(BLOCK_S)
+            return execute(*args, **kwargs)
 
-    hurried = await serve(Limits(request_deadline_s=0.001, queue_wait_s=0.001))
-    try:
-        opened = await hurried.post("/v1/accounts", headers=SYSTEM,
-                                    json={"username": username, "currency": "USD"})
-        assert opened.status in (201, 503)
-        first = await hurried.post(f"/v1/accounts/{username}/deposits",
-                                   headers={**SYSTEM, "Idempotency-Key": key}, json=deposit)
-        assert first.status == 503
-        assert first.headers["Retry-After"] == "1"
-        assert (await first.json())["code"] in ("deadline_exceeded", "busy")
-    finally:
-        await hurried.close()  # waits for the jobs it handed over
-    patient = await serve(Limits())
-    try:
-        if opened.status == 503:
-            await patient.post("/v1/accounts", headers=SYSTEM,
-                               json={"username": username, "currency": "USD"})
-        again = await patient.post(f"/v1/accounts/{username}/deposits",
-                                   headers={**SYSTEM, "Idempotency-Key": key}, json=deposit)
+        ledger.execute = held_execute  # type: ignore[method-assign]
+        try:
+            # When a deposit's job is handed to the ledger and its deadline passes
+            first = await client.post(f"/v1/accounts/{username}/deposits",
+                                      headers={**SYSTEM, "Idempotency-Key": key}, json=deposit)
+            assert await asyncio.to_thread(entered.acquire, True, BLOCK_S)
+            # Then the client is told so while the write still holds its slot of the write lane
+            assert first.status == 503
+            assert first.headers["Retry-After"] == "1"
+            assert (await first.json())["code"] == "deadline_exceeded"
+            assert admission.holding(Lane.WRITE) == 1
+        finally:
+            gate.set()
+            del ledger.execute
+        # and the write completes once the ledger takes it
+        await until(lambda: admission.holding(Lane.WRITE) == 0, "the cut-off write ended")
+        # Sending it again with its key tells the client its outcome: done, exactly once
+        again = await client.post(f"/v1/accounts/{username}/deposits",
+                                  headers={**SYSTEM, "Idempotency-Key": key}, json=deposit)
         assert again.status == 201, await again.text()
-        history = await (await patient.get(f"/v1/accounts/{username}/history",
-                                           headers=AUTH)).json()
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        history = await (await client.get(f"/v1/accounts/{username}/history",
+                                          headers=AUTH)).json()
         deposits = [i["amount"] for i in history["items"] if "eposit" in i["type"]]
         assert deposits == [700]  # exactly once
-    finally:
-        await patient.close()
 
 
 # -- a hot account under tiny retry and lock bounds, on real servers ---------------------------

@@ -42,7 +42,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import Tokens
-from api.context import ADMISSION, EXECUTOR
+from api.keys import ADMISSION, EXECUTOR
 from api.limits import Admission, Lane, LaneLimits, Limits
 from api.routes import ROUTES
 from ledger.application import LedgerApplication
