@@ -23,7 +23,7 @@ from api.context import ReadSide, in_executor, read, run
 from api.handlers import json_response
 from api.keys import EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
 from ledger import money
-from ledger.errors import HistoryDamaged, InvalidInput, NotFound
+from ledger.errors import HistoryDamaged, NotFound
 from projections import hledger
 from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
 from projections.exports import general_ledger_csv
@@ -130,16 +130,16 @@ async def audit_proof(request: web.Request) -> web.Response:
         return json_response(notary.inclusion(q.position, size))
     except LookupError as error:
         raise NotFound(str(error)) from None
-    except ProofError as error:
-        raise InvalidInput(str(error), field="tree_size") from None
+    except ProofError as error:  # a tree the log has not grown to: there is no such proof
+        raise NotFound(f"no such proof: {error}") from None
 
 
 async def audit_consistency(request: web.Request) -> web.Response:
     q = parsing.query(request, models.ConsistencyQuery)
     try:
         return json_response(request.app[NOTARY].consistency(q.from_, q.to))
-    except ProofError as error:
-        raise InvalidInput(str(error), field="to") from None
+    except ProofError as error:  # a tree the log has not grown to: there is no such proof
+        raise NotFound(f"no such proof: {error}") from None
 
 
 def observe_notary(app: web.Application) -> None:

@@ -1097,7 +1097,7 @@ class ConsistencyQuery(Query):
 
 class InclusionProof(Answer):
     leaf_index: int = Field(description="The event's index among the tree's leaves (from 0).")
-    tree_size: int
+    tree_size: int = Field(description="The size of the tree the proof is in.")
     leaf_hash: str = Field(description="SHA-256(0x00 ‖ leaf bytes), base64.")
     path: list[str] = Field(description="RFC 9162 inclusion proof, leaf to root, base64.")
 
@@ -1105,6 +1105,6 @@ class InclusionProof(Answer):
 class ConsistencyProof(Answer):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: int = Field(alias="from")
-    to: int
+    from_: int = Field(alias="from", description="The older tree size.")
+    to: int = Field(description="The newer tree size.")
     path: list[str] = Field(description="RFC 9162 consistency proof, base64.")

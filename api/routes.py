@@ -225,7 +225,7 @@ ROUTES: tuple[Route, ...] = (
           {200: models.InclusionProof}, query=models.ProofQuery, problems=(404,)),
     Route("GET", "/v1/audit/consistency", auditkit.audit_consistency, READ_BOOKS,
           "RFC 9162 consistency proof between two tree sizes", BOOKS,
-          {200: models.ConsistencyProof}, query=models.ConsistencyQuery),
+          {200: models.ConsistencyProof}, query=models.ConsistencyQuery, problems=(404,)),
     Route("GET", "/v1/export/csv", auditkit.export_csv, READ_BOOKS,
           "The journal as a general-ledger CSV: one row per posting", BOOKS,
           {200: Media("text/csv")}, query=models.ExportQuery, heavy=True),
