@@ -1,7 +1,9 @@
 """The journal as a general-ledger detail in CSV, for an auditor's spreadsheet or tool.
 
 One row per posting, in log order: ``date, position, event, type, account, debit, credit,
-currency, username, order_no, event_id``. Amounts are decimal text in the currency's unit
+currency, username, order_no, payment_reference, payout_reference, case_id, request_id,
+event_id`` (the references match a row to a bank statement, a payout or a case; empty where the
+event has none). Amounts are decimal text in the currency's unit
 (``12.34``; JPY whole yen); a posting is a debit (positive in the journal) or a credit
 (negative), never both, so within each currency the debits' sum equals the credits'. Accounts
 are the journal's chart names (``customer:<user name>``, ``clearing:deposits``, …): readable and
@@ -17,9 +19,10 @@ from typing import Any
 
 from ledger.money import decimal_text
 from projections.event_log import event_name
+from projections.journal import REFERENCES
 
 COLUMNS = ("date", "position", "event", "type", "account", "debit", "credit", "currency",
-           "username", "order_no", "event_id")
+           "username", "order_no", *REFERENCES, "event_id")
 
 
 def general_ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
@@ -36,7 +39,8 @@ def general_ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
                 posting["account"],
                 decimal_text(amount, currency) if amount > 0 else "",
                 decimal_text(-amount, currency) if amount < 0 else "",
-                currency, entry["username"], entry.get("order_no") or "", entry["event_id"],
+                currency, entry["username"], entry.get("order_no") or "",
+                *(entry.get(name) or "" for name in REFERENCES), entry["event_id"],
             ))
     return out.getvalue()
 

@@ -37,6 +37,12 @@ def test_the_general_ledger_balances_per_currency_and_matches_every_customer(
             owed[row["account"].removeprefix("customer:")] += credit - debit
     assert set(debits) == {"USD", "EUR", "JPY"}
     assert debits == credits
+    # Each row names what matches it outside: the bank's payment, the payout, the request
+    deposits = [r for r in rows if r["event"] == "deposit_received"]
+    assert deposits and all(r["payment_reference"] == "PAY-1" for r in deposits)
+    payouts = [r for r in rows if r["payout_reference"]]
+    assert payouts and all(r["payout_reference"] == f"BANK-{r['username']}" for r in payouts)
+    assert all(r["request_id"] for r in payouts)
     for username, currency in CUSTOMERS.items():
         account = ledger.read_models.account(username)
         assert account is not None

@@ -34,6 +34,7 @@ def test_hledger_checks_the_export_and_its_balances_are_the_ledgers(
     assert checked.returncode == 0, checked.stderr
     text = path.read_text()
     assert "| deposit received" in text and "position:" in text
+    assert "payment:PAY-1" in text and "payout:BANK-" in text and "refund_request:" in text
     # the day's balance assertions are checked: one wrong closing balance fails the check
     at = text.index(" = -") + 4  # customers are owed: their balances are negative
     wrong = tmp_path / "wrong.journal"
