@@ -7,9 +7,12 @@ itself is GPL and only a test dependency, to check what this writes).
 - a ``balance`` assertion per customer at the end of every day they moved money (Beancount
   asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
 
-Chart accounts map to Beancount's five roots; customers' names are written so that different
-user names never meet (``bob.smith_1`` → ``Liabilities:Customers:Ubob-Dsmith-U1``); each
-customer's ``open`` carries the user name as metadata.
+Chart accounts map to Beancount's five roots; a customer's account is their user name, first
+letter capital (Beancount's rule), with ``.`` written ``-Dot-`` and ``_`` written ``-Us-``
+(``bob.smith_1`` → ``Liabilities:Customers:Bob-Dot-smith-Us-1``, ``dora-k`` → ``Dora-k``):
+readable, and different user names never meet, since a capital past the first letter only ever
+starts one of those marks (``user_name`` reads the name back). Each customer's ``open`` carries
+the user name as metadata too.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ ROOTS = {
     journal.ORDERS_PAID: "Expenses:Orders:Paid",
     journal.FREIGHT_REVENUE: "Income:Freight",
 }
-_ESCAPES = {"-": "--", ".": "-D", "_": "-U"}
+# Past the first letter a user name is lower case, so a capital marks a character Beancount's
+# account names cannot hold. At the start (a capital or a digit there) an ``X`` followed by a
+# capital: a name beginning with ``x`` goes on in lower case, a digit or a dash.
+_MARKS = {".": "-Dot-", "_": "-Us-"}
+_FIRST_MARKS = {".": "XDot-", "_": "XUs-", "-": "XDash-"}
+CUSTOMERS = "Liabilities:Customers:"
 
 
 def account_name(chart_account: str) -> str:
@@ -38,10 +46,29 @@ def account_name(chart_account: str) -> str:
         return ROOTS[chart_account]
     kind, _, username = chart_account.partition(":")
     assert kind == "customer" and username, chart_account
-    # A fixed capital first (Beancount's rule) and an escape for each of ". _ -": different
-    # user names can never meet, whatever character they start with.
-    escaped = "".join(_ESCAPES.get(c, c) for c in username)
-    return f"Liabilities:Customers:U{escaped}"
+    first, rest = username[0], username[1:]
+    head = first.upper() if first.isalpha() else first if first.isdigit() else _FIRST_MARKS[first]
+    return CUSTOMERS + head + "".join(_MARKS.get(c, c) for c in rest)
+
+
+def user_name(account: str) -> str:
+    """The user name a customer's account was written from (``account_name``'s inverse)."""
+    assert account.startswith(CUSTOMERS), account
+    text = account.removeprefix(CUSTOMERS)
+    for char, mark in _FIRST_MARKS.items():
+        if text.startswith(mark):
+            name, text = char, text.removeprefix(mark)
+            break
+    else:
+        name, text = text[0].lower(), text[1:]
+    while text:
+        for char, mark in _MARKS.items():
+            if text.startswith(mark):
+                name, text = name + char, text.removeprefix(mark)
+                break
+        else:
+            name, text = name + text[0], text[1:]
+    return name
 
 
 def _quoted(text: str) -> str:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from ledger import journal
 from ledger.identity import Actor
 from ledger.money import MINOR_UNIT_DIGITS
-from projections.beancount import account_name, export
+from projections.beancount import account_name, export, user_name
 from tests.audit.conftest import Ledger
 from tests.audit.history import CS, FINANCE, PAYER, SYSTEM, Customer, History, RandomChooser
 
@@ -181,6 +181,27 @@ def test_every_user_name_becomes_a_valid_beancount_account(username: str) -> Non
 def test_different_user_names_become_different_beancount_accounts(first: str, second: str) -> None:
     if first != second:
         assert account_name(journal.customer(first)) != account_name(journal.customer(second))
+
+
+@given(username=USERNAMES)
+@example(username="-dash.k")
+@example(username="dash-dash.k")
+@example(username="xdash")
+@example(username="x-dot")
+def test_a_customer_account_reads_back_as_its_user_name(username: str) -> None:
+    # One user name per account, so no two customers can ever share one.
+    assert user_name(account_name(journal.customer(username))) == username
+
+
+@pytest.mark.parametrize(("username", "account"), [
+    ("bob.smith_1", "Liabilities:Customers:Bob-Dot-smith-Us-1"),
+    ("dora-k", "Liabilities:Customers:Dora-k"),
+    ("-dash.k", "Liabilities:Customers:XDash-dash-Dot-k"),
+    ("9lives", "Liabilities:Customers:9lives"),
+])
+def test_a_customer_account_is_the_user_name_as_people_read_it(username: str,
+                                                                account: str) -> None:
+    assert account_name(journal.customer(username)) == account
 
 
 @ONE_STORE
