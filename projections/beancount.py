@@ -3,7 +3,8 @@ itself is GPL and only a test dependency, to check what this writes).
 
 - an ``open`` for every account, on the day it is first used (customers with their currency);
 - one transaction per money event: the customer as payee, what happened in words as narration,
-  its event id, log position, event type and order number as metadata;
+  its event id, log position, event type, order number, payment and payout references, case
+  and refund request as metadata;
 - a ``balance`` assertion per customer at the end of every day they moved money (Beancount
   asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
 
@@ -97,8 +98,10 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
         body.append(f"  event_id: {_quoted(entry['event_id'])}")
         body.append(f"  position: {entry['position']}")
         body.append(f"  event_type: {_quoted(entry['type'])}")
-        if entry.get("order_no"):
-            body.append(f"  order_no: {_quoted(entry['order_no'])}")
+        for key in ("order_no", "payment_reference", "payout_reference", "case_id",
+                    "request_id"):  # what matches it to a bank statement, a payout, a case
+            if entry.get(key):
+                body.append(f"  {key}: {_quoted(str(entry[key]))}")
         for posting in entry["postings"]:
             name = account_name(posting["account"])
             if name not in opened:

@@ -105,6 +105,9 @@ def test_the_export_of_a_mixed_history_passes_bean_check(
 
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
     assert len(re.findall(r"^\d{4}-\d\d-\d\d balance ", text, re.MULTILINE)) == len(CUSTOMERS)
+    # what matches an entry to the bank, a payout or a request, as metadata
+    assert '  payment_reference: "PAY-1"' in text and '  payout_reference: "BANK-' in text
+    assert "  request_id: " in text
 
 
 def test_the_balances_beancount_computes_are_the_ledger_s_posted_balances_negated(
