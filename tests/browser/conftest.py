@@ -30,7 +30,9 @@ PEOPLE = {"ann": "finance", "bea": "finance", "cleo": "finance", "carl": "cs",
 SECOND_APPROVAL_ABOVE = 100_000
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session: Playwright's sync API keeps an event loop running in this thread
+# until it stops, and every asyncio test after it would find that loop running.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make chromium` (apt-get install -y chromium)")
