@@ -769,12 +769,19 @@ class CaseStep(Answer):
     data: dict[str, Any] = Field(description="The step's own fields.")
 
 
+class CaseEvidence(Answer):
+    """A case's photos so far: each sending holds at most 20 of a kind, the case all of them."""
+
+    goods_photos: list[str] = Field(description="References to photos of the goods.")
+    package_photos: list[str] = Field(description="References to photos of the package.")
+
+
 class CaseDetail(CaseSummary):
     steps: list[CaseStep]
     messages: list[OutboxMessage] = Field(
         default_factory=list, description="What the customer was told, and when (webhooks).")
-    evidence: Evidence = Field(description="Every photo reference of the case: those given "
-                               "at opening and those added since (evidence_added steps).")
+    evidence: CaseEvidence = Field(description="Every photo reference of the case: those given "
+                                   "at opening and those added since (evidence_added steps).")
     steps_next: str | None = Field(
         default=None, description="Give it as ?steps_after= for the next steps; null when "
         "these are the last.")

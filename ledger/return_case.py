@@ -38,6 +38,8 @@ REFUSED = "refused"
 OUTCOMES = frozenset({"refund", "exchange", "repair"})
 # Notes a case takes (2,000 characters each at most): its history stays a bounded read.
 MAX_NOTES_PER_CASE = 200
+# Photos sent after opening, at most 20 of each kind a sending: the case view stays bounded.
+MAX_EVIDENCE_PER_CASE = 50
 # Each step (as the API names it) and the states it may be taken from.
 STEP_FROM: dict[str, frozenset[str]] = {
     "supplier-review": frozenset({"opened"}),
@@ -427,6 +429,11 @@ class ReturnCase(Aggregate):
     ) -> None:
         """Photos sent after the case was opened (the supplier asks for another angle)."""
         self._require("add evidence to", STEP_FROM["evidence"])
+        if self.evidence_added >= MAX_EVIDENCE_PER_CASE:
+            raise NotesFull(
+                f"the case holds {MAX_EVIDENCE_PER_CASE} sendings of photos, the most a case "
+                "takes: send the photos that matter in one sending, or open a new case",
+                notes=self.evidence_added)
         self._add_evidence(goods_photos, package_photos, actor.name, actor.request_id, on)
 
     @event(EvidenceAdded)
@@ -438,7 +445,17 @@ class ReturnCase(Aggregate):
         correlation_id: str,
         on: str,
     ) -> None:
-        pass  # the evidence is history: the case view gathers it from its steps
+        # The evidence is history (the case view gathers it from its steps); only its count is
+        # state, so the view stays bounded.
+        self.evidence_added = self.evidence_added + 1
+
+    @property
+    def evidence_added(self) -> int:
+        return int(self.__dict__.get("_evidence_added", 0))  # none in older snapshots
+
+    @evidence_added.setter
+    def evidence_added(self, value: int) -> None:
+        self.__dict__["_evidence_added"] = value
 
     def waive_freight(self, amount: int, reason: str, *, actor: Actor, on: str) -> None:
         """CS waives the freight of a resolution (with its reason): the customer is not

@@ -318,6 +318,25 @@ def test_a_note_may_be_written_once_a_case_is_closed_or_otherwise_ended(
         assert type(desk.events(case_id)[-1]).__name__ == "NoteAdded"
 
 
+def test_a_case_takes_at_most_its_bound_of_photo_sendings_then_refuses_in_words(
+    desk: CaseDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger import return_case
+    from ledger.errors import NotesFull
+
+    monkeypatch.setattr(return_case, "MAX_EVIDENCE_PER_CASE", 2)
+    case_id = desk.reach("quality_problem", "opened")
+    for number in range(2):
+        desk.app.add_case_evidence(case_id, [f"photo://more-{number}"], [], actor=desk.actor)
+    before = last_position(desk.app)
+
+    with pytest.raises(NotesFull) as refused:
+        desk.app.add_case_evidence(case_id, ["photo://one-too-many"], [], actor=desk.actor)
+
+    assert "holds 2 sendings of photos" in refused.value.detail
+    assert last_position(desk.app) == before
+
+
 def test_a_case_takes_at_most_its_bound_of_notes_then_refuses_in_words(
     desk: CaseDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,7 @@ from tests.http.conftest import (
     main_path,
     start_server,
     store,
+    tokens_env,
 )
 
 SECRET = "whsec-test-2b7f0c9d"
@@ -535,8 +536,7 @@ def test_serve_refuses_a_bad_webhook_setting_in_one_line(
     variable: str, value: str, tmp_path: Path
 ) -> None:
     env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.db",
-           "LEDGER_TOKENS": "system:t-system-1,cs:t-cs-1,finance:t-fin-1,auditor:t-aud-1",
-           variable: value}
+           "LEDGER_TOKENS": tokens_env(), variable: value}
     done = subprocess.run([*ledger_command(), "serve", "--port", str(free_port())],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
                           check=False)

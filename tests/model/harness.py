@@ -63,6 +63,8 @@ _EXAMPLE_ROWS = {
     "rm_journal": "position > %(start)s",
     "rm_journal_references": "position > %(start)s",
     "rm_journal_accounts": "username LIKE %(prefix)s",
+    "ob_messages": "position > %(start)s",
+    "ob_streams": "username LIKE %(prefix)s",
 }
 
 
