@@ -119,6 +119,14 @@ def start_server(
     pytest.fail(f"ledger serve did not answer /health in {START_TIMEOUT_S} s:\n{server.log()}")
 
 
+def cli_workdir() -> Path:
+    """Where the tests run `ledger` commands not given a folder: beside the session's chain key,
+    never the repository (a command's ./var/ files, the signing key among them, land there)."""
+    folder = Path(os.environ["LEDGER_CHAIN_KEY_FILE"]).parent / "cli"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def add_person(server: Server, name: str, role: str,
                env: Mapping[str, str | None] | None = None) -> str:
     """``ledger staff add NAME --role ROLE`` on the server's store; returns the token once the

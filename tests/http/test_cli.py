@@ -25,7 +25,7 @@ from projections.chain import Chain
 from projections.readmodels import ReadModels
 from projections.store import open_application
 from tests.conftest import drop_pg_database, make_pg_database, pg_url
-from tests.http.conftest import TOKENS, ledger_command, start_server
+from tests.http.conftest import TOKENS, cli_workdir, ledger_command, start_server
 
 ACTOR = Actor("cs:cli-test", "test-cli")
 TIMEOUT_S = 120
@@ -35,7 +35,8 @@ EVENTS = 15  # what ``fill`` writes: positions 1..15 of a fresh store
 def ledger(database_url: str, *args: str, cwd: Path | None = None
            ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd,
+        [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+        cwd=cwd or cli_workdir(),
         env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": database_url,
              "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]},
     )

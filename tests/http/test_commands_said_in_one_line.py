@@ -15,7 +15,7 @@ import pytest
 from ledger.settings import StoreSettings
 from projections.store import open_application
 from tests.conftest import drop_pg_database, make_pg_database, pg_url
-from tests.http.conftest import ledger_command
+from tests.http.conftest import cli_workdir, ledger_command
 
 TIMEOUT_S = 120
 
@@ -23,7 +23,8 @@ TIMEOUT_S = 120
 def ledger(database_url: str, *args: str, cwd: Path | None = None
            ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd,
+        [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+        cwd=cwd or cli_workdir(),
         env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": database_url,
              "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"],
              "LEDGER_TOKENS": "cs:one-line-test-token"},
