@@ -28,7 +28,14 @@ import pytest
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.store import open_application
-from tests.http.conftest import TOKENS, Server, ledger_command, start_server, store
+from tests.http.conftest import (
+    TOKENS,
+    Server,
+    cli_workdir,
+    ledger_command,
+    start_server,
+    store,
+)
 
 ACTOR = Actor("system:rebuild-test", "rebuild-test")
 BULK_ACCOUNTS = 6
@@ -42,6 +49,7 @@ BYSTANDER = "bystander"
 def ledger(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+        cwd=cli_workdir(),
         env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": database_url,
              "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]},
     )
