@@ -4,7 +4,7 @@ itself is GPL and only a test dependency, to check what this writes).
 - an ``open`` for every account, on the day it is first used (customers with their currency);
 - one transaction per money event: the customer as payee, what happened in words as narration,
   its event id, log position, event type, order number, payment and payout references, case
-  and refund request as metadata;
+  refund request and actor (who did it) as metadata;
 - a ``balance`` assertion per customer at the end of every day they moved money (Beancount
   asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
 
@@ -99,7 +99,7 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
         body.append(f"  position: {entry['position']}")
         body.append(f"  event_type: {_quoted(entry['type'])}")
         for key in ("order_no", "payment_reference", "payout_reference", "case_id",
-                    "request_id"):  # what matches it to a bank statement, a payout, a case
+                    "request_id", "actor"):  # what matches it to a bank statement, a payout, a case
             if entry.get(key):
                 body.append(f"  {key}: {_quoted(str(entry[key]))}")
         for posting in entry["postings"]:

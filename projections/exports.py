@@ -2,12 +2,12 @@
 
 One row per posting, in log order: ``date, position, event, type, account, debit, credit,
 currency, username, order_no, payment_reference, payout_reference, case_id, request_id,
-event_id`` (the references match a row to a bank statement, a payout or a case; empty where the
-event has none). Amounts are decimal text in the currency's unit
-(``12.34``; JPY whole yen); a posting is a debit (positive in the journal) or a credit
-(negative), never both, so within each currency the debits' sum equals the credits'. Accounts
-are the journal's chart names (``customer:<user name>``, ``clearing:deposits``, …): readable and
-distinct, since a user name is unique.
+actor, event_id``: the references match a row to a bank statement, a payout or a case (empty
+where the event has none), the actor says who did it (``role:person``). Amounts are decimal
+text in the currency's unit (``12.34``; JPY whole yen); a posting is a debit (positive in the
+journal) or a credit (negative), never both, so within each currency the debits' sum equals
+the credits'. Accounts are the journal's chart names (``customer:<user name>``,
+``clearing:deposits``, …): readable and distinct, since a user name is unique.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from projections.event_log import event_name
 from projections.journal import REFERENCES
 
 COLUMNS = ("date", "position", "event", "type", "account", "debit", "credit", "currency",
-           "username", "order_no", *REFERENCES, "event_id")
+           "username", "order_no", *REFERENCES, "actor", "event_id")
 
 
 def general_ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
@@ -40,7 +40,8 @@ def general_ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
                 decimal_text(amount, currency) if amount > 0 else "",
                 decimal_text(-amount, currency) if amount < 0 else "",
                 currency, entry["username"], entry.get("order_no") or "",
-                *(entry.get(name) or "" for name in REFERENCES), entry["event_id"],
+                *(entry.get(name) or "" for name in REFERENCES), entry.get("actor") or "",
+                entry["event_id"],
             ))
     return out.getvalue()
 

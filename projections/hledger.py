@@ -1,8 +1,8 @@
 """The journal as an hledger journal, for ``hledger check`` and an auditor's own reports.
 
 - one transaction per money event: ``DATE * <user name> | <what happened, in words>``, with its
-  log position, event id, order number, payment and payout references, case and refund request
-  as tags;
+  log position, event id, order number, payment and payout references, case, refund request and
+  actor as tags;
 - customer accounts named from the user name (``liabilities:customers:ann.lee``: readable, and
   distinct since user names are unique and hledger names keep ``.``, ``_`` and ``-``);
 - after each day's transactions, a balance assertion for every customer account that moved
@@ -68,7 +68,7 @@ def export(entries: Iterable[dict[str, Any]]) -> str:
         tags = [f"position:{entry['position']}", f"event:{entry['event_id']}"]
         for name, tag in (("order_no", "order"), ("payment_reference", "payment"),
                           ("payout_reference", "payout"), ("case_id", "case"),
-                          ("request_id", "refund_request")):
+                          ("request_id", "refund_request"), ("actor", "actor")):
             if entry.get(name):
                 tags.append(f"{tag}:{_tag_value(str(entry[name]))}")
         lines.append(f"{day} * {entry['username']} | {words}  ; {', '.join(tags)}")

@@ -57,7 +57,7 @@ from projections.journal import JournalProjection
 from projections.leadership import LeaderLock
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
-from projections.paging import Page, cursor, page_size, paged
+from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
 from projections.privileges import may_make_tables
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
@@ -316,8 +316,17 @@ class ReadModels:
             entry["actor"] = actors.get(entry["position"])
 
     def journal_entries(self, *, currency: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every journal entry in log order (of one currency, if given), a page at a time."""
-        return journal.all_entries(self._journal, currency=currency)
+        """Every journal entry in log order (of one currency, if given), a page at a time,
+        each with who did it (the exports' actor)."""
+        page: list[dict[str, Any]] = []
+        for entry in journal.all_entries(self._journal, currency=currency):
+            page.append(entry)
+            if len(page) == MAX_PAGE:
+                self._add_actors(page)
+                yield from page
+                page = []
+        self._add_actors(page)
+        yield from page
 
     def case_briefs(self, case_ids: list[str]) -> dict[str, dict[str, Any]]:
         return return_cases.briefs(self._cases, case_ids)

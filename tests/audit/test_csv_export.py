@@ -43,6 +43,7 @@ def test_the_general_ledger_balances_per_currency_and_matches_every_customer(
     payouts = [r for r in rows if r["payout_reference"]]
     assert payouts and all(r["payout_reference"] == f"BANK-{r['username']}" for r in payouts)
     assert all(r["request_id"] for r in payouts)
+    assert all(r["actor"] for r in rows)  # who did each, role:person
     for username, currency in CUSTOMERS.items():
         account = ledger.read_models.account(username)
         assert account is not None
