@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from api import openapi, webhooks
+from api import openapi, sealed_pages, webhooks
 from api.auditkit import notary_context
 from api.auth import Tokens, auth_middleware
 from api.context import Keeper, ReadSide, Verifier, in_executor
@@ -107,6 +107,7 @@ def create_app(
                      deadline_middleware, auth_middleware],
     )
     install_edge(app)
+    sealed_pages.install(app)
     app[LIMITS] = limits
     app[SETTINGS] = settings
     app[TOKENS] = tokens

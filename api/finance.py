@@ -1,7 +1,8 @@
 """Handlers of finance and audit: the global log, the journal, reconciliation, the Beancount
 export, the hash chain's head and ``verify``.
 
-- ``/v1/events`` reads the event store itself, so it is current without waiting.
+- ``/v1/events`` reads the event store itself, so it is current without waiting; a full page
+  that can no longer change is answered again as it was (``api.sealed_pages``).
 - Reconciliation pins itself to the log position every read model has reached (``read_at``):
   it reads the journal and the accounts, and a write landing between the two must not show in
   one only. A position beyond that is refused (422): it is not history yet.
@@ -22,7 +23,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import models, parsing
+from api import models, parsing, sealed_pages
 from api.auditkit import with_leaves
 from api.context import ReadSide, read, read_at, run
 from api.handlers import json_response, page
@@ -50,9 +51,17 @@ async def list_events(request: web.Request) -> web.Response:
         until=None if q.until is None else rfc3339(q.until),
     )
     if log_filter == event_log.LogFilter():
+        key = (q.after, q.limit)
+        kept = sealed_pages.answer(request.app, key)
+        if kept is not None:  # a page that can no longer change: no worker, no store
+            return web.Response(body=kept, content_type="application/json")
         found = await run(request, read_models.events, limit=q.limit, after=q.after)
         items = with_leaves(request.app, [event_log.named(i) for i in found.items])
-        return json_response({"items": items, "next": found.next})
+        answered = {"items": items, "next": found.next}
+        response = json_response(answered)
+        assert isinstance(response.body, bytes)
+        sealed_pages.remember(request.app, key, answered, response.body)
+        return response
     found = await run(request, event_log.filtered, read_models.events, log_filter,
                       limit=q.limit, after=q.after)
     with_leaves(request.app, found.items)

@@ -19,7 +19,17 @@ from typing import Any
 from aiohttp import web
 
 from api.context import ReadSide, run
-from api.keys import ADMISSION, CURRENT, EDGE_STATS, KEEPER, LEDGER, METRICS, READ_MODELS, SETTINGS
+from api.keys import (
+    ADMISSION,
+    CURRENT,
+    EDGE_STATS,
+    EVENT_PAGES,
+    KEEPER,
+    LEDGER,
+    METRICS,
+    READ_MODELS,
+    SETTINGS,
+)
 from api.limits import Lane
 from api.observability import Metrics
 
@@ -83,6 +93,10 @@ async def refresh(request: web.Request) -> None:
     if edge is not None:
         metrics.connections.set(edge.open_connections())
         metrics.connections_evicted.set(edge.evicted())
+    pages = app.get(EVENT_PAGES)
+    if pages is not None:
+        metrics.event_pages_kept.set(pages.size_bytes)
+        metrics.event_pages_answered_kept.set(pages.hits)
     try:
         facts = await run(request, _facts, app[READ_MODELS])
     except Exception as error:  # any failure to reach the store: said by ledger_store_up

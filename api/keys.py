@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from api.edge import EdgeStats
     from api.limits import Admission, Lane, Limits
     from api.observability import Metrics
+    from api.sealed_pages import SealedPages
     from api.signin import SignIn
     from projections.checkpoints import Notary
     from projections.current import CurrentReader
@@ -51,6 +52,8 @@ EXCESS_PRIVILEGE: web.AppKey[str | None] = web.AppKey("excess_privilege")
 # Named staff (``api.people``) and their sign-in (``api.signin``).
 STAFF: web.AppKey[StaffDirectory] = web.AppKey("staff")
 SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")
+# Full pages of /v1/events that can no longer change, as answered (``api.sealed_pages``).
+EVENT_PAGES: web.AppKey[SealedPages] = web.AppKey("event_pages")
 
 # -- bounds, the route table's facts, the edge --------------------------------------------------
 

@@ -115,6 +115,14 @@ class Metrics:
             "ledger_http_connections_evicted",
             "Connections closed to keep under the cap since start (api.edge)",
             registry=self.registry)
+        self.event_pages_kept = Gauge(
+            "ledger_event_pages_kept_bytes",
+            "Bytes of full /v1/events pages kept as answered (api.sealed_pages)",
+            registry=self.registry)
+        self.event_pages_answered_kept = Gauge(
+            "ledger_event_pages_answered_kept",
+            "/v1/events pages answered from the kept pages since start (api.sealed_pages)",
+            registry=self.registry)
         self.lag_since: float | None = None  # monotonic time the read models fell behind
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -76,6 +76,48 @@ async def test_a_bad_event_log_query_is_refused(api: Api, query: str) -> None:
 # -- the journal ---------------------------------------------------------------------------------
 
 
+def _kept_answers(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("ledger_event_pages_answered_kept "):
+            return float(line.split()[1])
+    raise AssertionError("no ledger_event_pages_answered_kept on /metrics")
+
+
+async def test_a_full_page_of_the_log_is_answered_again_as_kept_and_the_head_page_grows(
+    api: Api,
+) -> None:
+    opened = await api.post("/v1/accounts", {"username": "log-reader-2", "currency": "USD"})
+    assert opened.status == 201, opened.text
+    after = opened.json["position"] - 1
+    for n in range(3):
+        await api.post("/v1/accounts/log-reader-2/deposits", {"amount": 10 + n,
+                                                              "reference": f"K{n}"})
+    full = f"/v1/events?limit=2&after={after}"
+
+    async def placed() -> bool:  # the notary has put both events in its tree
+        items = (await api.get(full, role="auditor")).json["items"]
+        return all(item["leaf_index"] is not None for item in items)
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await placed():
+        assert asyncio.get_running_loop().time() < deadline, "the notary never placed them"
+        await asyncio.sleep(0.05)
+    first = await api.get(full, role="auditor")
+    kept_before = _kept_answers((await api.get("/metrics", role="auditor")).text)
+    again = await api.get(full, role="finance")
+    assert again.status == 200 and again.text == first.text
+    assert first.json["next"] is not None and len(first.json["items"]) == 2
+    assert _kept_answers((await api.get("/metrics", role="auditor")).text) == kept_before + 1
+    # The page at the head is not full: it is read anew, and shows what is written next.
+    head = f"/v1/events?limit=5&after={after + 2}"
+    before = (await api.get(head, role="auditor")).json
+    assert before["next"] is None and len(before["items"]) == 2
+    await api.post("/v1/accounts/log-reader-2/deposits", {"amount": 99, "reference": "K9"})
+    grown = (await api.get(head, role="auditor")).json["items"]
+    assert [i["position"] for i in grown][:2] == [i["position"] for i in before["items"]]
+    assert len(grown) == 3 and grown[-1]["data"]["reference"] == "K9"
+
+
 async def test_the_journal_shows_balanced_postings_for_each_money_event(api: Api) -> None:
     username = await api.funded_account(1_000)
     await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "J-1", "amount": 250})
