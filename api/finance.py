@@ -27,7 +27,7 @@ from api import models, parsing, sealed_pages
 from api.auditkit import with_leaves
 from api.context import ReadSide, read, read_at, run
 from api.handlers import json_response, page
-from api.keys import AUDIT_EXECUTOR, AUDIT_LOCK, LEDGER, READ_MODELS, SETTINGS, VERIFIER
+from api.keys import ADMISSION, AUDIT_EXECUTOR, AUDIT_LOCK, LEDGER, READ_MODELS, SETTINGS, VERIFIER
 from api.limits import finish_even_if_abandoned
 from ledger import identity, money
 from ledger.account import account_id
@@ -54,6 +54,7 @@ async def list_events(request: web.Request) -> web.Response:
         key = (q.after, q.limit)
         kept = sealed_pages.answer(request.app, key)
         if kept is not None:  # a page that can no longer change: no worker, no store
+            await request.app[ADMISSION].take_turn(request)  # the heavy lane's turn and pace
             return web.Response(body=kept, content_type="application/json")
         found = await run(request, read_models.events, limit=q.limit, after=q.after)
         items = with_leaves(request.app, [event_log.named(i) for i in found.items])

@@ -23,6 +23,13 @@
   ``role_workers`` to the lane's workers to trade the at-once guarantee for that slot). In a
   lane of one worker (the heavy lane of 8 threads) there is no slot to leave: roles take
   turns, a request of another role waiting at most for the job in hand.
+- **The heavy lane's pace.** A lane may also start at most ``starts_per_s`` requests a second
+  (a token bucket holding one second's worth, so a short burst is not slowed). Only the heavy
+  lane is paced by default (``HEAVY_STARTS_PER_S``): its requests are bulk answers of up to
+  1000 items whose sending and encoding take the process's time from every other lane, and a
+  page kept as answered (``api.sealed_pages``) costs no worker at all, so without a pace a
+  flood of auditors would take the event loop itself. Requests beyond the pace wait in the
+  lane's line like those beyond its workers.
 - **Waiting for a worker.** At most ``max_waiting`` requests wait in a lane's line, each at
   most ``queue_wait_s``. A request beyond its role's share of the line, or beyond the line, or
   waiting too long, is refused with 503 ``busy`` and ``Retry-After`` (at once for the first
@@ -69,6 +76,10 @@ MAX_QUEUE_WAIT_S = 10.0
 MAX_WAITING_BOUND = 100_000
 MAX_WORKERS_BOUND = 1024
 MAX_WAIT_BOUND_S = 3600.0
+# The heavy lane starts at most this many requests a second: an auditor still reads 50,000
+# events a second, a history of ten million in under four minutes.
+HEAVY_STARTS_PER_S = 50.0
+MAX_STARTS_PER_S_BOUND = 1_000_000.0
 # The role of a request served without a token (none of today's routes calls the store so).
 ANONYMOUS = "anonymous"
 
@@ -83,6 +94,9 @@ class Lane(StrEnum):
 
 # How the executor's threads are shared between the lanes whose workers are not set.
 LANE_WEIGHTS: Mapping[Lane, int] = {Lane.WRITE: 5, Lane.READ: 2, Lane.HEAVY: 1}
+# How many requests a second each lane starts at most, unless its ``LaneLimits`` says.
+DEFAULT_STARTS_PER_S: Mapping[Lane, float] = {
+    Lane.WRITE: math.inf, Lane.READ: math.inf, Lane.HEAVY: HEAVY_STARTS_PER_S}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -99,6 +113,7 @@ class LaneLimits:
     queue_wait_s: float | None = None
     role_workers: int | None = None
     role_waiting: int | None = None
+    starts_per_s: float | None = None  # math.inf: unpaced
 
     def checked(self, lane: Lane) -> None:
         if self.workers is not None:
@@ -116,6 +131,10 @@ class LaneLimits:
         if self.role_waiting is not None:
             _check(0 <= self.role_waiting <= MAX_WAITING_BOUND,
                    f"{lane} role_waiting is 0..{MAX_WAITING_BOUND}")
+        if self.starts_per_s is not None:
+            _check(self.starts_per_s >= 1 and (math.isinf(self.starts_per_s)
+                                               or self.starts_per_s <= MAX_STARTS_PER_S_BOUND),
+                   f"{lane} starts_per_s is 1..{MAX_STARTS_PER_S_BOUND:g}, or unpaced")
 
 
 @dataclass(frozen=True)
@@ -128,9 +147,11 @@ class LaneBounds:
     queue_wait_s: float
     role_workers: int
     role_waiting: int
+    starts_per_s: float = math.inf
 
     def __post_init__(self) -> None:
         _check(self.workers >= 1, f"the {self.lane} lane needs a worker")
+        _check(self.starts_per_s >= 1, f"the {self.lane} lane starts at least 1 request a second")
         _check(1 <= self.role_workers <= self.workers,
                f"{self.lane} role_workers is 1..{self.workers} (the lane's workers)")
         _check(0 <= self.role_waiting <= self.max_waiting,
@@ -184,6 +205,8 @@ class Limits:
                               else own.role_workers),
                 role_waiting=(math.ceil(max_waiting / 2) if own.role_waiting is None
                               else own.role_waiting),
+                starts_per_s=(DEFAULT_STARTS_PER_S[lane] if own.starts_per_s is None
+                              else own.starts_per_s),
             )
         return found
 
@@ -233,6 +256,12 @@ class _LaneLine:
         self.lines: dict[str, deque[_Waiter]] = {}
         self._grants = itertools.count(1)
         self._last_granted: Counter[str] = Counter()  # when each role last got a slot
+        # The pace's token bucket: one second's worth of starts, full at first.
+        self._paced = not math.isinf(bounds.starts_per_s)
+        self._burst = max(1.0, bounds.starts_per_s) if self._paced else 0.0
+        self._tokens = self._burst
+        self._filled_at: float | None = None
+        self._regrant: asyncio.TimerHandle | None = None
 
     @property
     def held(self) -> int:
@@ -249,12 +278,15 @@ class _LaneLine:
         """A slot for ``role``: at once when one is free within its share, else in line
         (bounded in length and wait); Overloaded otherwise."""
         bounds = self.bounds
-        if self.held < bounds.workers and self.holding[role] < bounds.role_workers:
+        if (self.held < bounds.workers and self.holding[role] < bounds.role_workers
+                and (not self._paced or (not self.waiting and self._has_start()))):
             self._take(role)
             return
         self._refuse_when_full(role)
         waiter = _Waiter(asyncio.get_running_loop().create_future())
         self.lines.setdefault(role, deque()).append(waiter)
+        if self._paced:  # a slot may be free, kept for the line until the pace lets one start
+            self._grant()
         try:
             async with asyncio.timeout(bounds.queue_wait_s):
                 await waiter.granted
@@ -293,6 +325,31 @@ class _LaneLine:
     def _take(self, role: str) -> None:
         self.holding[role] += 1
         self._last_granted[role] = next(self._grants)
+        if self._paced:
+            self._tokens -= 1
+
+    def _has_start(self) -> bool:
+        """Whether the pace lets a request start now (the bucket refilled to now)."""
+        if not self._paced:
+            return True
+        now = asyncio.get_running_loop().time()
+        if self._filled_at is not None:
+            self._tokens = min(self._burst,
+                               self._tokens + (now - self._filled_at) * self.bounds.starts_per_s)
+        self._filled_at = now
+        return self._tokens >= 1
+
+    def _grant_when_paced(self) -> None:
+        """Grant again once the pace lets the next request start (one timer at a time)."""
+        if self._regrant is not None:
+            return
+        delay = (1 - self._tokens) / self.bounds.starts_per_s
+
+        def regrant() -> None:
+            self._regrant = None
+            self._grant()
+
+        self._regrant = asyncio.get_running_loop().call_later(max(delay, 0.0), regrant)
 
     def _grant(self) -> None:
         """While a slot is free: to a waiting request of the role that holds fewest slots
@@ -302,6 +359,9 @@ class _LaneLine:
                         for role, line in self.lines.items()
                         if line and self.holding[role] < self.bounds.role_workers]
             if not eligible:
+                return
+            if not self._has_start():
+                self._grant_when_paced()
                 return
             role = min(eligible)[2]
             waiter = self.lines[role].popleft()
@@ -337,6 +397,17 @@ class Admission:
         actor = request.get(ACTOR)
         return await self.run_in(lane, ANONYMOUS if actor is None else actor.role,
                                  executor, job)
+
+    async def take_turn(self, request: web.Request) -> None:
+        """Wait for ``request``'s turn in its route's lane as its caller's role, as a job would
+        (the lane's line, shares and pace), and free the slot at once: for an answer that needs
+        no worker (a page kept as answered). Overloaded when no turn comes in time."""
+        lane = request.app[ROUTE_LANES][request.match_info.route.name or ""]
+        actor = request.get(ACTOR)
+        role = ANONYMOUS if actor is None else actor.role
+        line = self._lanes[lane]
+        await line.acquire(role)
+        line.release(role)
 
     async def run_in(self, lane: Lane, role: str, executor: Executor, job: Callable[[], T]
                      ) -> T:

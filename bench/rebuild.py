@@ -14,8 +14,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ledger.account import Account
@@ -83,13 +84,14 @@ class Rebuild:
     replay_s: float | None  # the replay as the command reports it (None: no report line)
 
 
-def rebuild_command(database_url: str) -> Rebuild:
-    """``ledger rebuild`` as an operator runs it."""
+def rebuild_command(database_url: str, folder: Path) -> Rebuild:
+    """``ledger rebuild`` as an operator runs it, in ``folder`` (its chain key's)."""
     ledger = str(Path(sys.executable).with_name("ledger"))
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url,
+           "LEDGER_CHAIN_KEY_FILE": str(folder / "chain.key")}
     started = time.perf_counter()
     done = subprocess.run([ledger, "rebuild"], env=env, capture_output=True, text=True,
-                          timeout=REBUILD_TIMEOUT_S, check=False)
+                          timeout=REBUILD_TIMEOUT_S, check=False, cwd=folder)
     wall_s = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"ledger rebuild exited {done.returncode}: {done.stderr[-2000:]}")
@@ -117,16 +119,21 @@ class RebuildFigures:
 
 
 def measure(database_url: str, *, events: int, users: int) -> RebuildFigures:
-    app = open_application(StoreSettings.from_url(database_url, pool_size=2))
-    try:
-        started = time.perf_counter()
-        made = seed(app, events=events, users=users)
-        seed_s = time.perf_counter() - started
-        first = read_and_decode(app)
-        rebuilt = rebuild_command(database_url)
-        second = read_and_decode(app)
-    finally:
-        app.close()
+    # The chain key in a folder of the bench's own, never the repository's ./var/.
+    with tempfile.TemporaryDirectory(prefix="bench-rebuild-") as scratch:
+        folder = Path(scratch)
+        settings = replace(StoreSettings.from_url(database_url, pool_size=2),
+                           chain_key_file=folder / "chain.key")
+        app = open_application(settings)
+        try:
+            started = time.perf_counter()
+            made = seed(app, events=events, users=users)
+            seed_s = time.perf_counter() - started
+            first = read_and_decode(app)
+            rebuilt = rebuild_command(database_url, folder)
+            second = read_and_decode(app)
+        finally:
+            app.close()
     for count, _ in (first, second):
         if count != made:
             raise RuntimeError(f"read {count} events back, {made} were recorded")

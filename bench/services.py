@@ -90,7 +90,11 @@ def service(name: str, args: list[str], env: dict[str, str], port: int) -> Itera
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         log = Path(folder) / "log"
         with log.open("wb") as out:
-            process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=out)
+            # In its own folder: the keys a ledger makes on its first start (./var/) land
+            # there, never in the repository, where the tests' `ledger` commands would read them.
+            env = {**env, "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)}
+            process = subprocess.Popen(args, env=env, cwd=folder, stdout=out, stderr=out)
         running = Service(name, f"http://127.0.0.1:{port}", process, log)
         try:
             _wait_healthy(running)

@@ -16,7 +16,7 @@ from beancount import loader
 from beancount.core import data as bean
 
 from projections.beancount import account_name
-from tests.http.conftest import Api, Server, assert_problem, ledger_command
+from tests.http.conftest import Api, Server, assert_problem, cli_workdir, ledger_command
 
 # DOMAIN.md's invariants that reconciliation checks by name (the ledger may check more).
 INVARIANTS = {"available_never_negative", "customer_balances_equal_flows",
@@ -264,7 +264,8 @@ async def test_the_digest_binds_every_event_written_before_it(
     digests.write_text(reply.text + "\n")
     result = subprocess.run(
         [*ledger_command(), "verify", "--digest", str(digests)], capture_output=True, text=True,
-        timeout=120, env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": server.database_url,
+        timeout=120, cwd=cli_workdir(),
+        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": server.database_url,
                           "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]},
     )
     assert result.returncode == 0, result.stdout + result.stderr

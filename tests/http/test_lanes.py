@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import threading
 import uuid
 from collections import Counter
@@ -43,7 +44,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.auth import Tokens
 from api.keys import ADMISSION, EXECUTOR
-from api.limits import Admission, Lane, LaneLimits, Limits
+from api.limits import HEAVY_STARTS_PER_S, Admission, Lane, LaneLimits, Limits
+from api.problems import Overloaded
 from api.routes import ROUTES
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
@@ -326,6 +328,45 @@ async def test_in_a_lane_of_one_worker_roles_take_turns() -> None:
     assert [role for role, _ in served] == ["cs", "finance", "cs", "finance", "cs", "cs", "cs"]
 
 
+
+async def test_a_paced_lane_starts_a_request_at_once_and_the_next_when_the_pace_allows() -> None:
+    # Given a heavy lane of 4 workers that starts at most 1 request a second
+    limits = Limits(max_waiting=8, heavy=LaneLimits(workers=4, role_workers=4,
+                                                    starts_per_s=1))
+    admission = Admission(limits.lanes(6))
+    with ThreadPoolExecutor(max_workers=6) as executor:
+        # When two auditors' jobs come one after the other
+        first = await admission.run_in(Lane.HEAVY, "auditor", executor, lambda: 1)
+        second = asyncio.create_task(admission.run_in(Lane.HEAVY, "auditor", executor,
+                                                      lambda: 2))
+        # Then the first started at once, and the second waits in line with every worker free,
+        # until the pace lets it start
+        await until(lambda: admission.waiting(Lane.HEAVY) == 1, "the second waits in line")
+        assert admission.holding(Lane.HEAVY) == 0
+        assert (first, await second) == (1, 2)
+        assert admission.waiting(Lane.HEAVY) == 0
+
+
+async def test_a_request_the_pace_cannot_start_within_its_wait_is_refused_busy() -> None:
+    # Given a heavy lane that starts one request a second, whose line waits 0.2 s at most
+    limits = Limits(max_waiting=8, queue_wait_s=0.2,
+                    heavy=LaneLimits(workers=2, role_workers=2, starts_per_s=1))
+    admission = Admission(limits.lanes(4))
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        assert await admission.run_in(Lane.HEAVY, "auditor", executor, lambda: "first") == "first"
+        # When a second comes before the next start is due (a second later)
+        with pytest.raises(Overloaded, match="heavy lane"):
+            await admission.run_in(Lane.HEAVY, "auditor", executor, lambda: "second")
+    # Then it was refused, and nothing of it ran or waits
+    assert admission.waiting(Lane.HEAVY) == 0 and admission.holding(Lane.HEAVY) == 0
+
+
+def test_only_the_heavy_lane_is_paced_by_default() -> None:
+    lanes = Limits().lanes(8)
+    assert lanes[Lane.HEAVY].starts_per_s == HEAVY_STARTS_PER_S
+    assert math.isinf(lanes[Lane.WRITE].starts_per_s)
+    assert math.isinf(lanes[Lane.READ].starts_per_s)
+
 # -- the route table and the bounds -----------------------------------------------------------
 
 HEAVY_PATHS = {"/v1/events", "/v1/journal", "/v1/reconciliation", "/v1/audit/verify",
@@ -364,6 +405,7 @@ def test_lanes_that_cannot_be_had_are_refused(limits: Limits, threads: int) -> N
     LaneLimits(workers=0), LaneLimits(max_waiting=-1), LaneLimits(queue_wait_s=0),
     LaneLimits(queue_wait_s=float("nan")), LaneLimits(role_workers=0),
     LaneLimits(role_waiting=-1), LaneLimits(queue_wait_s=31.0),  # past the deadline
+    LaneLimits(starts_per_s=0), LaneLimits(starts_per_s=float("nan")),
 ])
 def test_a_lane_bound_out_of_range_is_refused(lane_limits: LaneLimits) -> None:
     with pytest.raises(ValueError, match="heavy"):
