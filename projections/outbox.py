@@ -21,6 +21,7 @@ the deliverer's (``pending``, ``settle``, ``redeliver``, subscriptions).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -117,8 +118,25 @@ MESSAGE_TYPES: Mapping[str, str] = {
 
 
 def message_id(event: Any, message_type: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{event.originator_id}:{event.originator_version}:"
-                                     f"{message_type}"))
+    """``uuid5(NAMESPACE, "<stream>:<version>:<type>")`` as text: a receiver's key for the
+    message, the same however often the outbox is rebuilt."""
+    return uuid5_text(NAMESPACE_BYTES,
+                      f"{event.originator_id}:{event.originator_version}:{message_type}")
+
+
+NAMESPACE_BYTES = NAMESPACE.bytes
+
+
+def uuid5_text(namespace: bytes, name: str) -> str:
+    """``str(uuid.uuid5(UUID(bytes=namespace), name))``, without the two UUID objects: a
+    rebuild makes one for each of its messages (RFC 9562, 5.5: SHA-1, then the version and the
+    variant bits)."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode(), usedforsecurity=False)
+                       .digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC's variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def money_text(amount: int, currency: str) -> str:
