@@ -23,6 +23,7 @@ from aiohttp import web
 from api import openapi, sealed_pages, webhooks
 from api.auditkit import notary_context
 from api.auth import Tokens, auth_middleware
+from api.config import Config
 from api.context import Keeper, ReadSide, Verifier, in_executor
 from api.edge import edge_middleware
 from api.edge import install as install_edge
@@ -31,6 +32,7 @@ from api.keys import (
     ADMISSION,
     AUDIT_EXECUTOR,
     AUDIT_LOCK,
+    CONFIG,
     CURRENT,
     EXECUTOR,
     KEEPER,
@@ -51,6 +53,7 @@ from api.problems import problem_middleware
 from api.routes import ROUTES
 from api.routing import register
 from ledger.application import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, LedgerApplication
+from ledger.refund_request import second_approval_thresholds
 from ledger.settings import StoreSettings
 from projections.current import CurrentReader
 from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
@@ -78,13 +81,20 @@ def create_app(
     limits: Limits = Limits(),  # noqa: B008 (frozen: one shared default is safe)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    config: Config | None = None,
 ) -> web.Application:
     """The service on ``settings``' store. ``executor_workers`` defaults to the store's pool
     size: never more threads than connections to give them. ``limits`` bound the requests
     waiting for a worker and how long any request takes (``api.limits``); ``max_attempts`` and
     ``lock_timeout_s`` bound the ledger's optimistic retries and per-account lock wait (past
     either: 503 ``busy``). The executor's threads are shared out between the lanes (write,
-    read, heavy; ``Limits.lanes``): each needs one, so an executor has at least three."""
+    read, heavy; ``Limits.lanes``): each needs one, so an executor has at least three.
+    ``config`` (``api.config``; None: every default) gives the rest: sign-in, webhooks, the
+    notary's key and pace, the second approval's thresholds. ValueError when it cannot be
+    had."""
+    config = Config.of({}) if config is None else config
+    webhook_settings = webhooks.WebhookSettings.from_config(config)
+    second_approval = second_approval_thresholds(config.second_approval_above)
     workers = executor_workers or settings.pool_size
     if not 1 <= workers <= settings.pool_size:
         raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
@@ -110,6 +120,7 @@ def create_app(
     sealed_pages.install(app)
     app[LIMITS] = limits
     app[SETTINGS] = settings
+    app[CONFIG] = config
     app[TOKENS] = tokens
     app[VERIFIER] = verifier
     app[READ_WAIT_S] = read_wait_s
@@ -130,7 +141,8 @@ def create_app(
 
     async def ledger(app: web.Application) -> AsyncIterator[None]:
         app[LEDGER] = await in_executor(app, open_application, settings,
-                                        max_attempts=max_attempts, lock_timeout_s=lock_timeout_s)
+                                        max_attempts=max_attempts, lock_timeout_s=lock_timeout_s,
+                                        second_approval_above=second_approval)
         yield
         await in_executor(app, app[LEDGER].close)
 
@@ -154,8 +166,7 @@ def create_app(
 
     app.cleanup_ctx.extend([executor, ledger, read_side])
     app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
-    # After the keeper starts, before it stops; a bad LEDGER_WEBHOOK_* setting refuses to start.
-    app.cleanup_ctx.append(webhooks.delivery(webhooks.WebhookSettings.from_env()))
+    app.cleanup_ctx.append(webhooks.delivery(webhook_settings))  # after the keeper starts
     app.cleanup_ctx.append(notary_context)  # checkpoints and the watch (api.auditkit)
     return app
 

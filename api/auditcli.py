@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -49,21 +48,21 @@ def event_lines(app: LedgerApplication) -> Iterator[str]:
         }, separators=(",", ":"))
 
 
-def check_privilege(settings: StoreSettings) -> None:
+def check_privilege(settings: StoreSettings, *, required: bool) -> None:
     """Say at start when the service's login could rewrite history; refuse to start then
-    (ValueError) when ``LEDGER_REQUIRE_LEAST_PRIVILEGE=1``."""
+    (ValueError) when least privilege is ``required`` (``LEDGER_REQUIRE_LEAST_PRIVILEGE=1``)."""
     from projections.privileges import excess_privilege
 
     excess = excess_privilege(settings)
     if excess is None:
         return
-    if os.environ.get("LEDGER_REQUIRE_LEAST_PRIVILEGE", "").strip() == "1":
+    if required:
         raise ValueError(f"{excess}; LEDGER_REQUIRE_LEAST_PRIVILEGE=1 refuses to start")
     log.warning("%s", excess)
 
 
 def register(main: click.Group) -> None:
-    from api.cli import _application, _refuse, _settings
+    from api.cli import _application, _config, _refuse, _settings
 
     @main.command()
     @click.option("--grant-to", "role", default=None,
@@ -78,9 +77,10 @@ def register(main: click.Group) -> None:
         from projections.readmodels import prepare_read_models
         from projections.store import open_application
 
+        config = _config("migrate")
         try:
-            settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"),
-                                              pool_size=2)
+            settings = StoreSettings.from_url(config.database_url, pool_size=2,
+                                              chain_key_file=config.chain_key_file)
         except InvalidInput as error:
             _refuse("migrate", error.detail)
         unreachable = preflight.reachable(settings)
@@ -104,8 +104,10 @@ def register(main: click.Group) -> None:
         from projections.notes import NoteError, load_or_create_signer, signing_settings
 
         settings = _settings("checkpoint")
+        config = _config("checkpoint")
         try:
-            key_file, origin, checkpoint_file = signing_settings()
+            key_file, origin, checkpoint_file = signing_settings(
+                config.signing_key_file, config.origin, config.checkpoint_file)
             signer = load_or_create_signer(key_file, origin, may_create=True)
         except NoteError as error:
             _refuse("checkpoint", str(error))
@@ -130,8 +132,9 @@ def register(main: click.Group) -> None:
         """The verifier key, in signed-note form: <name>+<hex key hash>+<base64 key>."""
         from projections.notes import NoteError, read_signer, signing_settings
 
+        config = _config("keys")
         try:
-            key_file, origin, _ = signing_settings()
+            key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
             click.echo(read_signer(key_file, origin).verifier.text())
         except NoteError as error:
             _refuse("keys", str(error))

@@ -11,7 +11,6 @@ default 60; the history is re-checked as often, at least every ``MAX_WATCH_S``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +20,7 @@ from aiohttp import web
 from api import models, parsing
 from api.context import ReadSide, in_executor, read, run
 from api.handlers import json_response
-from api.keys import EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
+from api.keys import CONFIG, EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
 from ledger import money
 from ledger.errors import HistoryDamaged, NotFound
 from projections import hledger
@@ -33,14 +32,6 @@ from projections.privileges import excess_privilege, may_make_tables
 
 MAX_WATCH_S = 15.0
 log = logging.getLogger(__name__)
-
-
-def interval_from_env() -> float:
-    raw = os.environ.get("LEDGER_CHECKPOINT_INTERVAL_S", "").strip()
-    try:
-        return float(raw) if raw else DEFAULT_INTERVAL_S
-    except ValueError:
-        raise ValueError(f"LEDGER_CHECKPOINT_INTERVAL_S is not a number: {raw!r}") from None
 
 
 class NotaryThread:
@@ -70,11 +61,15 @@ class NotaryThread:
 
 
 def open_notary(app: web.Application) -> Notary:
-    key_file, origin, checkpoint_file = signing_settings()
+    config = app[CONFIG]
+    key_file, origin, checkpoint_file = signing_settings(
+        config.signing_key_file, config.origin, config.checkpoint_file)
     signer = load_or_create_signer(key_file, origin, may_create=True)
     if may_make_tables(app[SETTINGS]):  # a least-privileged login makes no table
         guard_notary(app[LEDGER].recorder)
-    return Notary(app[LEDGER].recorder, signer, checkpoint_file, interval_s=interval_from_env())
+    interval_s = config.checkpoint_interval_s
+    return Notary(app[LEDGER].recorder, signer, checkpoint_file,
+                  interval_s=DEFAULT_INTERVAL_S if interval_s is None else interval_s)
 
 
 async def notary_context(app: web.Application) -> AsyncIterator[None]:

@@ -1,8 +1,9 @@
 """The ``ledger`` command: ``serve``, ``rebuild``, ``verify``, ``digest`` and ``export``.
 
-Configuration comes from the environment and is checked before anything is done:
-``LEDGER_DATABASE_URL`` (see ``ledger.settings``) and, for ``serve``, ``LEDGER_TOKENS`` (see
-``api.auth``) and the bounds of ``_bounds_from_env``. SIGTERM and SIGINT stop the server
+Configuration comes from the environment, read once and checked before anything is done
+(``api.config``): ``LEDGER_DATABASE_URL`` (see ``ledger.settings``) and, for ``serve``,
+``LEDGER_TOKENS`` (see ``api.auth``), the bounds of ``_bounds`` and the rest of
+``api.config.Config``. SIGTERM and SIGINT stop the server
 gracefully: no new connections, requests in flight finish (up to ``SHUTDOWN_TIMEOUT_S``), then
 the resources close.
 
@@ -15,6 +16,8 @@ create a store: an SQLite file that does not exist is refused.
 
 from __future__ import annotations
 
+import functools
+import getpass
 import json
 import logging
 import os
@@ -33,6 +36,7 @@ from api import auditcli
 # them, not here: `ledger --help` and `--version` answer at once (tests/http/test_cli_start.py).
 if TYPE_CHECKING:
     from api.auth import Tokens
+    from api.config import Config
     from ledger.application import LedgerApplication
     from ledger.settings import StoreSettings
     from projections import audit
@@ -46,14 +50,25 @@ DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
 log = logging.getLogger("api.cli")
 
 
-def _tokens() -> Tokens:
+@functools.cache
+def _config(command: str) -> Config:
+    """The configuration, read once (``api.config``); a bad value refuses ``command`` in one
+    line, exit code 2."""
+    from api.config import load
+
+    try:
+        return load()
+    except ValueError as error:
+        _refuse(command, str(error))
+
+
+def _tokens(config: Config) -> Tokens:
     """``LEDGER_TOKENS``, or the tokens file: its tokens are printed once, when they are made
     (to the terminal of that first start); later starts name the file, never the tokens."""
     from api.auth import DEFAULT_TOKENS_FILE, Tokens, load_or_create
 
-    configured = os.environ.get("LEDGER_TOKENS")
-    if configured is not None:
-        return Tokens.parse(configured)
+    if config.tokens is not None:
+        return Tokens.parse(config.tokens.get_secret_value())
     tokens, shown, created = load_or_create(DEFAULT_TOKENS_FILE)
     if not created:
         click.echo(f"LEDGER_TOKENS is unset: using the tokens in {DEFAULT_TOKENS_FILE} "
@@ -66,50 +81,34 @@ def _tokens() -> Tokens:
     return tokens
 
 
-def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{name} is not a number: {raw!r}") from None
-
-
 # Each lane's own bounds (``api.limits.LaneLimits``): LEDGER_<LANE>_<NAME>, e.g.
 # LEDGER_HEAVY_WORKERS=1 or LEDGER_WRITE_ROLE_WAITING=64.
-LANE_BOUNDS_ENV = (("WORKERS", "workers", int), ("MAX_WAITING", "max_waiting", int),
-                   ("QUEUE_WAIT_S", "queue_wait_s", float), ("ROLE_WORKERS", "role_workers", int),
-                   ("ROLE_WAITING", "role_waiting", int))
+LANE_BOUNDS = ("workers", "max_waiting", "queue_wait_s", "role_workers", "role_waiting",
+               "starts_per_s")
 
 
-def _bounds_from_env() -> dict[str, Any]:
+def _bounds(config: Config) -> dict[str, Any]:
     """The bounds an operator (or a test) may tighten, each checked before the server starts:
     ``LEDGER_MAX_ATTEMPTS`` (optimistic retries of a write), ``LEDGER_LOCK_TIMEOUT_S`` (wait
     for an account's lock), ``LEDGER_REQUEST_DEADLINE_S``, ``LEDGER_MAX_WAITING_REQUESTS`` and
     ``LEDGER_QUEUE_WAIT_S`` (every lane's line and wait), and each lane's own
-    ``LEDGER_<LANE>_{WORKERS,MAX_WAITING,QUEUE_WAIT_S,ROLE_WORKERS,ROLE_WAITING}`` (lanes
-    ``WRITE``, ``READ``, ``HEAVY``; see ``api.limits``). Unset: the defaults."""
+    ``LEDGER_<LANE>_{WORKERS,MAX_WAITING,QUEUE_WAIT_S,ROLE_WORKERS,ROLE_WAITING,STARTS_PER_S}``
+    (lanes ``WRITE``, ``READ``, ``HEAVY``; see ``api.limits``). Unset: the defaults."""
     from api.limits import MAX_QUEUE_WAIT_S, REQUEST_DEADLINE_S, Lane, LaneLimits, Limits
 
-    options: dict[str, Any] = {}
-    for name, option, kind in (("LEDGER_MAX_ATTEMPTS", "max_attempts", int),
-                               ("LEDGER_LOCK_TIMEOUT_S", "lock_timeout_s", float)):
-        value = _env_number(name, kind)
-        if value is not None:
-            options[option] = value
-    limits: dict[str, Any] = {}
-    for name, field, kind in (("LEDGER_REQUEST_DEADLINE_S", "request_deadline_s", float),
-                              ("LEDGER_MAX_WAITING_REQUESTS", "max_waiting", int),
-                              ("LEDGER_QUEUE_WAIT_S", "queue_wait_s", float)):
-        value = _env_number(name, kind)
-        if value is not None:
-            limits[field] = value
+    options: dict[str, Any] = {
+        option: value for option in ("max_attempts", "lock_timeout_s")
+        if (value := getattr(config, option)) is not None
+    }
+    limits: dict[str, Any] = {
+        field: value for name, field in (("request_deadline_s", "request_deadline_s"),
+                                         ("max_waiting_requests", "max_waiting"),
+                                         ("queue_wait_s", "queue_wait_s"))
+        if (value := getattr(config, name)) is not None
+    }
     for lane in Lane:
-        own: dict[str, Any] = {
-            field: value for suffix, field, kind in LANE_BOUNDS_ENV
-            if (value := _env_number(f"LEDGER_{lane.upper()}_{suffix}", kind)) is not None
-        }
+        own = {name: value for name in LANE_BOUNDS
+               if (value := config.lane(lane.value, name)) is not None}
         if own:
             limits[lane.value] = LaneLimits(**own)
     if limits:
@@ -119,14 +118,14 @@ def _bounds_from_env() -> dict[str, Any]:
     return options
 
 
-def _check_people_settings() -> None:
+def _check_people_settings(config: Config) -> None:
     """Issue 11's settings, checked before the server starts (exit 2 when unusable): the
     identity provider (``LEDGER_JWT_*``) and ``LEDGER_SECOND_APPROVAL_ABOVE``."""
     from api.signin import SignIn
     from ledger.refund_request import second_approval_thresholds
 
-    SignIn.from_env()
-    second_approval_thresholds(os.environ.get("LEDGER_SECOND_APPROVAL_ABOVE"))
+    SignIn.from_config(config)
+    second_approval_thresholds(config.second_approval_above)
 
 
 @click.group()
@@ -153,17 +152,20 @@ def serve(host: str, port: int) -> None:
     # CPython's default 5 ms switch interval, each hand-off may wait that long for the GIL
     # behind a busy thread (the read-model keeper, an event page being encoded).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    config = _config("serve")
     try:
-        logs.configure(*logs.settings_from_env())
-        settings = StoreSettings.from_url(os.environ.get("LEDGER_DATABASE_URL"))
+        logs.configure(*logs.settings_of(config))
+        settings = StoreSettings.from_url(config.database_url,
+                                          chain_key_file=config.chain_key_file)
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
             raise ValueError(unreachable)
-        tokens = _tokens()
-        _check_people_settings()
-        edge_settings = edge.EdgeSettings.from_env()
-        auditcli.check_privilege(settings)  # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE
-        app = create_app(settings, tokens, **_bounds_from_env())
+        tokens = _tokens(config)
+        _check_people_settings(config)
+        edge_settings = edge.EdgeSettings.from_config(config)
+        # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE
+        auditcli.check_privilege(settings, required=config.require_least_privilege)
+        app = create_app(settings, tokens, config=config, **_bounds(config))
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)
@@ -185,6 +187,14 @@ def serve(host: str, port: int) -> None:
 # -- the one-off commands ------------------------------------------------------------------------
 
 
+def _login_name() -> str:
+    """Who runs the command, as the operating system says (``getpass``), else "operator"."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "operator"
+
+
 def _refuse(command: str, message: str, *, exit_code: int = 2) -> NoReturn:
     click.echo(f"ledger {command}: {message}", err=True)
     sys.exit(exit_code)
@@ -195,9 +205,10 @@ def _settings(command: str) -> StoreSettings:
     from ledger.errors import InvalidInput
     from ledger.settings import StoreSettings
 
+    config = _config(command)
     try:
         settings = StoreSettings.from_url(
-            os.environ.get("LEDGER_DATABASE_URL"), pool_size=COMMAND_POOL_SIZE
+            config.database_url, pool_size=COMMAND_POOL_SIZE, chain_key_file=config.chain_key_file
         )
     except InvalidInput as error:
         _refuse(command, error.detail)
@@ -413,7 +424,7 @@ def _staff_app(command: str) -> AbstractContextManager[LedgerApplication]:
 def _operator(by: str | None) -> Any:
     from ledger.identity import Actor
 
-    who = (by or os.environ.get("USER") or "operator").strip() or "operator"
+    who = (by or _login_name()).strip() or "operator"
     return Actor.of_person(who, "system", f"cli-staff-{os.getpid()}")
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
 import signal
 from collections.abc import Callable, Mapping
@@ -41,6 +40,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 
+from api.config import Config
 from api.keys import EDGE_STATS, OPS_PORT
 from api.problems import (
     CODE_BY_HTTP_STATUS,
@@ -114,26 +114,15 @@ class EdgeSettings:
         return self.max_connections or default_max_connections()
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
-        env = os.environ if env is None else env
-
-        def number(name: str, kind: type[int] | type[float]) -> Any:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return None
-            try:
-                return kind(raw)
-            except ValueError:
-                raise ValueError(f"{name} is not a number: {raw!r}") from None
-
-        timeout = number("LEDGER_HEADER_TIMEOUT_S", float)
+    def from_config(cls, config: Config) -> EdgeSettings:
+        """``LEDGER_HEADER_TIMEOUT_S``, ``LEDGER_MAX_CONNECTIONS`` and ``LEDGER_OPS_PORT``,
+        checked: ValueError naming a bad one."""
+        timeout = config.header_timeout_s
         return cls(
             header_timeout_s=HEADER_TIMEOUT_S if timeout is None else timeout,
-            max_connections=number("LEDGER_MAX_CONNECTIONS", int),
-            ops_port=number("LEDGER_OPS_PORT", int),
+            max_connections=config.max_connections,
+            ops_port=config.ops_port,
         )
-
-
 
 
 class EdgeStats:

@@ -20,6 +20,7 @@ from ledger.settings import StoreSettings
 
 if TYPE_CHECKING:
     from api.auth import Tokens
+    from api.config import Config
     from api.context import Keeper, ReadSide, Verifier
     from api.edge import EdgeStats
     from api.limits import Admission, Lane, Limits
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 # -- the app's resources -----------------------------------------------------------------------
 
 SETTINGS = web.AppKey("settings", StoreSettings)
+# The configuration read at start (``api.config``): what the resources below are made with.
+CONFIG: web.AppKey[Config] = web.AppKey("config")
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 # One verify at a time, on a thread of its own: a long one never takes the executor's workers.
 AUDIT_EXECUTOR = web.AppKey("audit_executor", ThreadPoolExecutor)

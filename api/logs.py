@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
+from api.config import Config
 from api.keys import ACTOR, REQUEST_ID
 
 FORMATS = ("json", "text")
@@ -70,11 +70,11 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """``(format, level)``, checked: a ValueError says what is wrong."""
-    env = os.environ if env is None else env
-    fmt = env.get("LEDGER_LOG_FORMAT", "").strip().lower() or "json"
-    level = env.get("LEDGER_LOG_LEVEL", "").strip().upper() or "INFO"
+def settings_of(config: Config) -> tuple[str, str]:
+    """``(format, level)`` (``LEDGER_LOG_FORMAT``, ``LEDGER_LOG_LEVEL``), checked: a ValueError
+    says what is wrong."""
+    fmt = config.log_format.lower() or "json"
+    level = config.log_level.upper() or "INFO"
     if fmt not in FORMATS:
         raise ValueError(f"LEDGER_LOG_FORMAT is one of {', '.join(FORMATS)}, not {fmt!r}")
     if level not in LEVELS:

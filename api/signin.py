@@ -11,12 +11,13 @@ auditor; others are ignored). Anything else answers None: the caller is not sign
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
+
+from api.config import Config
 
 ALGORITHMS = ("RS256", "EdDSA")
 ROLES = ("system", "cs", "finance", "auditor")
@@ -35,9 +36,10 @@ class SignIn:
     keys: tuple[tuple[str | None, Any], ...]  # (kid, public key)
 
     @classmethod
-    def from_env(cls) -> SignIn | None:
+    def from_config(cls, config: Config) -> SignIn | None:
         """From ``LEDGER_JWT_*``; None when none is set; an error when only some are."""
-        values = {name: os.environ.get(name, "").strip() for name in ENV}
+        values = dict(zip(ENV, (config.jwt_issuer, config.jwt_audience, config.jwks_file),
+                          strict=True))
         if not any(values.values()):
             return None
         missing = [name for name, value in values.items() if not value]

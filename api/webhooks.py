@@ -30,10 +30,9 @@ import hmac
 import json
 import logging
 import math
-import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from api import models, parsing
+from api.config import Config
 from api.context import read
 from api.handlers import json_response
 from api.keys import KEEPER, METRICS, SETTINGS
@@ -77,38 +77,34 @@ class WebhookSettings:
     backoff_max_s: float = 300.0
     poll_s: float = 0.2
 
-    # Each setting's environment variable, and its bounds.
-    ENV: Any = (
-        ("max_age_s", "LEDGER_WEBHOOK_MAX_AGE_S", 0.1, 30 * 24 * 3600.0),
-        ("timeout_s", "LEDGER_WEBHOOK_TIMEOUT_S", 0.05, 120.0),
-        ("concurrency", "LEDGER_WEBHOOK_CONCURRENCY", 1, 256),
-        ("backoff_base_s", "LEDGER_WEBHOOK_BACKOFF_BASE_S", 0.01, 3600.0),
-        ("backoff_max_s", "LEDGER_WEBHOOK_BACKOFF_MAX_S", 0.01, 24 * 3600.0),
-        ("poll_s", "LEDGER_WEBHOOK_POLL_S", 0.01, 10.0),
+    # Each setting's variable (api.config, without LEDGER_), and its bounds.
+    BOUNDS: Any = (
+        ("max_age_s", 0.1, 30 * 24 * 3600.0),
+        ("timeout_s", 0.05, 120.0),
+        ("concurrency", 1, 256),
+        ("backoff_base_s", 0.01, 3600.0),
+        ("backoff_max_s", 0.01, 24 * 3600.0),
+        ("poll_s", 0.01, 10.0),
     )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
-        """The settings in ``env`` (the process's): ValueError naming a bad one."""
-        env = os.environ if env is None else env
-        urls = tuple(u.strip() for u in env.get("LEDGER_WEBHOOK_URL", "").split(",") if u.strip())
+    def from_config(cls, config: Config) -> WebhookSettings:
+        """The settings ``config`` gives (``LEDGER_WEBHOOK_*``): ValueError naming a bad one."""
+        urls = tuple(u.strip() for u in config.webhook_url.split(",") if u.strip())
         for url in urls:
             check_url(url, "LEDGER_WEBHOOK_URL")
-        secret = env.get("LEDGER_WEBHOOK_SECRET", "").strip() or None
+        secret = config.webhook_secret
         values: dict[str, Any] = {}
-        for name, variable, low, high in cls.ENV:
-            raw = env.get(variable, "").strip()
-            if not raw:
+        for name, low, high in cls.BOUNDS:
+            value = getattr(config, f"webhook_{name}")
+            if value is None:
                 continue
-            kind = type(low)
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ValueError(f"{variable} is not a number: {raw!r}") from None
             if not low <= value <= high:
-                raise ValueError(f"{variable} is {low}..{high}")
+                raise ValueError(f"LEDGER_WEBHOOK_{name.upper()} is {low}..{high}")
             values[name] = value
-        made = cls(urls=urls, secret=secret, **values)
+        made = cls(urls=urls,
+                   secret=None if secret is None else secret.get_secret_value().strip() or None,
+                   **values)
         if made.backoff_max_s < made.backoff_base_s:
             raise ValueError("LEDGER_WEBHOOK_BACKOFF_MAX_S is below LEDGER_WEBHOOK_BACKOFF_BASE_S")
         return made

@@ -65,7 +65,7 @@ from ledger.pipeline import (
     Outcome,
     Pipeline,
 )
-from ledger.refund_request import RefundRequest, second_approval_thresholds
+from ledger.refund_request import RefundRequest
 from ledger.return_case import ReturnCase
 
 __all__ = [
@@ -126,6 +126,7 @@ class LedgerApplication(Application[UUID]):
         clock: Callable[[], datetime] = utc_now,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        second_approval_above: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(env)
         self.positions: EventPositions = positions or _UnwiredPositions()
@@ -133,10 +134,9 @@ class LedgerApplication(Application[UUID]):
         self.clock = clock
         self.committer = Committer(self, housekeeping=self.prune_keys)
         self.pipeline = Pipeline(self, max_attempts=max_attempts, lock_timeout_s=lock_timeout_s)
-        # Per currency, the amount (minor units) above which a refund needs two approvals.
-        self.second_approval_above = second_approval_thresholds(
-            self.env.get("LEDGER_SECOND_APPROVAL_ABOVE")
-        )
+        # Per currency, the amount (minor units) above which a refund needs two approvals
+        # (``second_approval_thresholds`` of the configuration's text; none: never).
+        self.second_approval_above = dict(second_approval_above or {})
 
     def close(self) -> None:
         self.committer.stop()

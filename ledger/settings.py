@@ -8,7 +8,6 @@ one per file; on PostgreSQL they share the database, each with its own tracking 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -49,12 +48,13 @@ class StoreSettings:
 
     @classmethod
     def from_url(
-        cls, url: str | None = None, *, pool_size: int = DEFAULT_POOL_SIZE
+        cls, url: str | None = None, *, pool_size: int = DEFAULT_POOL_SIZE,
+        chain_key_file: Path = DEFAULT_CHAIN_KEY_FILE,
     ) -> StoreSettings:
-        url = url or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL
-        key_file = Path(
-            os.environ.get("LEDGER_CHAIN_KEY_FILE", "").strip() or DEFAULT_CHAIN_KEY_FILE
-        )
+        """The store at ``url`` (None: ``DEFAULT_DATABASE_URL``), sealed with the key in
+        ``chain_key_file``; the service's configuration (``api.config``) gives both."""
+        url = url or DEFAULT_DATABASE_URL
+        key_file = chain_key_file
         parts = urlsplit(url)
         if parts.scheme == "sqlite":
             # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.

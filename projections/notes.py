@@ -204,14 +204,16 @@ def load_or_create_signer(path: Path, name: str, *, may_create: bool) -> Signer:
     return read_signer(path, name)
 
 
-def signing_settings() -> tuple[Path, str, Path]:
-    """(signing key file, origin, checkpoint file) from the environment."""
-    key = Path(os.environ.get("LEDGER_SIGNING_KEY_FILE", "").strip() or DEFAULT_SIGNING_KEY_FILE)
-    origin = os.environ.get("LEDGER_ORIGIN", "").strip() or DEFAULT_ORIGIN
+def signing_settings(key_file: str = "", origin: str = "", checkpoint_file: str = ""
+                     ) -> tuple[Path, str, Path]:
+    """(signing key file, origin, checkpoint file) as configured (``LEDGER_SIGNING_KEY_FILE``,
+    ``LEDGER_ORIGIN``, ``LEDGER_CHECKPOINT_FILE``; empty: the defaults, the checkpoint file
+    beside the key)."""
+    key = Path(key_file.strip() or DEFAULT_SIGNING_KEY_FILE)
+    origin = origin.strip() or DEFAULT_ORIGIN
     if "\n" in origin or " " in origin or "+" in origin:
         raise NoteError("LEDGER_ORIGIN is one word with no '+'")
-    file = Path(os.environ.get("LEDGER_CHECKPOINT_FILE", "").strip()
-                or key.parent / "checkpoints.txt")
+    file = Path(checkpoint_file.strip() or key.parent / "checkpoints.txt")
     return key, origin, file
 
 

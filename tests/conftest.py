@@ -11,10 +11,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from api.config import load as load_config
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
@@ -26,6 +28,16 @@ os.environ.setdefault(
     "LEDGER_CHAIN_KEY_FILE",
     str(Path(tempfile.gettempdir()) / f"ledger-tests-{os.getpid()}" / "chain.key"),
 )
+# The service's configuration as the servers the tests start read it (api.config), read once.
+CONFIG = load_config()
+
+
+def store_settings(url: str | None = None, **options: Any) -> StoreSettings:
+    """A store's settings as a server of this session makes them: sealed with the session's
+    chain key."""
+    return StoreSettings.from_url(url, chain_key_file=CONFIG.chain_key_file, **options)
+
+
 PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -70,7 +82,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(store_url: str) -> StoreSettings:
-    return StoreSettings.from_url(store_url)
+    return store_settings(store_url)
 
 
 @pytest.fixture

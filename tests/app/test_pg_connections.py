@@ -12,16 +12,15 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
-from ledger.settings import StoreSettings
 from projections.store import open_application
 from tests.app.conftest import open_funded
-from tests.conftest import PG_ADMIN_URL, drop_pg_database, make_pg_database, pg_url
+from tests.conftest import PG_ADMIN_URL, drop_pg_database, make_pg_database, pg_url, store_settings
 
 
 @pytest.fixture
 def pg_app() -> Iterator[tuple[LedgerApplication, str]]:
     name = make_pg_database()
-    app = open_application(StoreSettings.from_url(pg_url(name)))
+    app = open_application(store_settings(pg_url(name)))
     try:
         yield app, name
     finally:

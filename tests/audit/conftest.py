@@ -25,7 +25,7 @@ from projections.readmodels import prepare_read_models as prepare
 from projections.replay import tables_of
 from projections.seal import ChainKey
 from projections.store import open_application
-from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 
 # Small pools: the PostgreSQL server (100 connections) is shared with other suites running at
 # the same time, and a kept ledger opens the keeper's connections besides.
@@ -34,7 +34,7 @@ POOL_SIZE = 2
 
 @pytest.fixture
 def settings(store_url: str) -> StoreSettings:
-    return StoreSettings.from_url(store_url, pool_size=POOL_SIZE)
+    return store_settings(store_url, pool_size=POOL_SIZE)
 
 
 @dataclass
@@ -79,13 +79,13 @@ def fresh_store(kind: str) -> Iterator[StoreSettings]:
     """A new, empty store of one kind (for a property test's every example)."""
     if kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="ledger-audit-") as folder:
-            yield StoreSettings.from_url(
+            yield store_settings(
                 f"sqlite:///{Path(folder) / 'ledger.db'}", pool_size=POOL_SIZE
             )
         return
     name = make_pg_database()
     try:
-        yield StoreSettings.from_url(pg_url(name), pool_size=POOL_SIZE)
+        yield store_settings(pg_url(name), pool_size=POOL_SIZE)
     finally:
         drop_pg_database(name)
 

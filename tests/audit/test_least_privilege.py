@@ -17,13 +17,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.settings import StoreSettings
 from projections.checkpoints import Notary
 from projections.notes import load_or_create_signer
 from projections.privileges import excess_privilege
 from projections.store import open_application
 from tests.audit.history import History, RandomChooser
-from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 from tests.http.conftest import TOKENS, ledger_command, start_server
 
 HISTORY = ("ledger_events", "ledger_chain", "ledger_merkle_leaves", "ledger_checkpoints")
@@ -56,9 +55,9 @@ def test_the_granted_role_writes_history_but_cannot_rewrite_it(
 ) -> None:
     owner_url, role_url = granted
     assert "://postgres@" in owner_url
-    settings = StoreSettings.from_url(role_url, pool_size=2)
+    settings = store_settings(role_url, pool_size=2)
     # The owner is told it holds too much; the role is not
-    assert excess_privilege(StoreSettings.from_url(owner_url)) is not None
+    assert excess_privilege(store_settings(owner_url)) is not None
     assert excess_privilege(settings) is None
     # The role records and seals events, and the notary signs them, with no DDL
     app = open_application(settings, may_create_key=False)

@@ -33,7 +33,7 @@ from ledger.policy import CASE_KINDS
 from ledger.settings import StoreSettings
 from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
 from projections.store import open_application
-from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 
 KINDS = sorted(CASE_KINDS)
 SHIPPED_ON = date(2028, 1, 31)
@@ -84,7 +84,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def settings(store_url: str) -> StoreSettings:
     """Small connection pools: the PostgreSQL server is shared with other test sessions."""
-    return StoreSettings.from_url(store_url, pool_size=POOL_SIZE)
+    return store_settings(store_url, pool_size=POOL_SIZE)
 
 
 class ShopClock:

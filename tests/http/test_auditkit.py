@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ledger.settings import StoreSettings
 from tests.audit.conftest import Intruder
 from tests.audit.test_checkpoints import open_note, rfc_verify_consistency, rfc_verify_inclusion
+from tests.conftest import store_settings
 from tests.http.conftest import Api, Server, ledger_command, start_server, store
 
 WAIT_S = 30.0
@@ -130,7 +130,7 @@ async def test_an_event_edited_under_the_running_service_fails_ready_with_its_po
     await checkpoint_of_at_least(api, 4)
     events = (await api.get("/v1/events?limit=100", role="finance")).json["items"]
     position = events[-1]["position"]
-    intruder = Intruder(StoreSettings.from_url(notarised.database_url))
+    intruder = Intruder(store_settings(notarised.database_url))
 
     intruder.flip_amount_digit(position)
 

@@ -41,6 +41,7 @@ from api.keys import ADMISSION, LEDGER
 from api.limits import Admission, Lane, LaneLimits, Limits
 from api.routes import ROUTES
 from ledger.settings import StoreSettings
+from tests.conftest import store_settings
 from tests.http.conftest import (
     TOKENS,
     Api,
@@ -92,7 +93,7 @@ async def blocking(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], 
 
     # The reads' lane has one worker and a line of two, which one role may fill.
     app = create_app(
-        StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
+        store_settings(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
         executor_workers=3,
         limits=Limits(request_deadline_s=1.0, max_waiting=2, queue_wait_s=0.5,
                       read=LaneLimits(workers=1, role_waiting=2)),
@@ -187,7 +188,7 @@ async def test_no_request_is_answered_later_than_its_deadline_and_its_job_still_
 async def test_a_write_cut_off_by_its_deadline_is_learnt_by_sending_it_again_with_its_key(
     tmp_path: Path,
 ) -> None:
-    settings = StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    settings = store_settings(f"sqlite:///{tmp_path}/ledger.db")
     username, key = f"late-{uuid.uuid4().hex[:8]}", f"key-{uuid.uuid4().hex}"
     deposit = {"amount": 700, "reference": "pay-late"}
     app = create_app(settings, Tokens.parse(tokens_env()),

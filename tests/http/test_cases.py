@@ -18,8 +18,8 @@ import pytest
 
 from ledger.application import CaseApplication, LedgerApplication
 from ledger.identity import Actor
-from ledger.settings import StoreSettings
 from projections.store import open_application
+from tests.conftest import store_settings
 from tests.http.conftest import (
     Api,
     Server,
@@ -48,7 +48,7 @@ def backdated(server: Server, day: date) -> Iterator[tuple[LedgerApplication, Ca
     def move(to: date) -> None:
         now[0] = datetime.combine(to, time(10), tzinfo=UTC)
 
-    settings = StoreSettings.from_url(server.database_url, pool_size=1)
+    settings = store_settings(server.database_url, pool_size=1)
     app = open_application(settings, clock=lambda: now[0])
     try:
         yield app, move

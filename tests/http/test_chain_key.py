@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.settings import StoreSettings
 from projections.seal import read_key
 from projections.store import open_application
+from tests.conftest import store_settings
 from tests.http.conftest import free_port, ledger_command, start_server, store, tokens_env
 
 
@@ -28,7 +28,7 @@ def test_a_first_start_makes_the_key_and_another_key_is_refused_at_start(
         assert key_file.stat().st_mode & 0o777 == 0o600
         key = read_key(key_file)
         # and the store keeps its fingerprint, never the key
-        settings = replace(StoreSettings.from_url(url, pool_size=1), chain_key_file=key_file)
+        settings = replace(store_settings(url, pool_size=1), chain_key_file=key_file)
         app = open_application(settings, may_create_key=False)
         try:
             assert app.recorder.chain_key == key  # type: ignore[attr-defined]

@@ -19,12 +19,11 @@ from beancount.core import data as bean
 
 from ledger.application import CaseApplication, LedgerApplication
 from ledger.identity import Actor
-from ledger.settings import StoreSettings
 from projections.beancount import account_name
 from projections.chain import Chain
 from projections.readmodels import ReadModels
 from projections.store import open_application
-from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 from tests.http.conftest import TOKENS, cli_workdir, ledger_command, start_server
 
 ACTOR = Actor("cs:cli-test", "test-cli")
@@ -77,7 +76,7 @@ def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         name = make_pg_database()
         url = pg_url(name)
     try:
-        app = open_application(StoreSettings.from_url(url, pool_size=1))
+        app = open_application(store_settings(url, pool_size=1))
         try:
             fill(app)
             assert app.recorder.max_notification_id() == EVENTS
@@ -96,7 +95,7 @@ def test_rebuild_replays_the_log_into_the_read_models_with_a_progress_bar(filled
     assert f"rebuilt every read model from {EVENTS} events" in result.stdout
     assert "events/s" in result.stdout
     assert f"{EVENTS}/{EVENTS}" in result.stderr  # the progress bar counted every event
-    settings = StoreSettings.from_url(filled, pool_size=1)
+    settings = store_settings(filled, pool_size=1)
     app = open_application(settings)
     read_models = ReadModels(settings, app)
     try:
@@ -220,7 +219,7 @@ def test_the_commands_refuse_a_store_that_does_not_exist(tmp_path: Path) -> None
 
 def test_a_digest_of_a_store_that_holds_no_event_yet_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
-    open_application(StoreSettings.from_url(url, pool_size=1)).close()
+    open_application(store_settings(url, pool_size=1)).close()
     result = ledger(url, "digest")
     assert result.returncode == 1
     assert "seals no event yet" in result.stderr
@@ -229,7 +228,7 @@ def test_a_digest_of_a_store_that_holds_no_event_yet_is_refused(tmp_path: Path) 
 
 def test_a_digest_names_the_last_event_as_soon_as_it_is_recorded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
-    app = open_application(StoreSettings.from_url(url, pool_size=1))
+    app = open_application(store_settings(url, pool_size=1))
     try:
         app.open_account("carol", "EUR", actor=ACTOR)
     finally:

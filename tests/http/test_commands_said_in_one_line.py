@@ -12,9 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.settings import StoreSettings
 from projections.store import open_application
-from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 from tests.http.conftest import cli_workdir, ledger_command
 
 TIMEOUT_S = 120
@@ -57,7 +56,7 @@ def foreign_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 
 
 def tables(url: str) -> set[str]:
-    settings = StoreSettings.from_url(url)
+    settings = store_settings(url)
     if settings.sqlite_path is not None:
         with sqlite3.connect(settings.sqlite_path) as connection:
             rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -101,7 +100,7 @@ def test_verify_of_a_ledger_that_holds_no_events_is_not_called_ok(
         name = make_pg_database()
         url = pg_url(name)
     try:
-        open_application(StoreSettings.from_url(url, pool_size=1)).close()
+        open_application(store_settings(url, pool_size=1)).close()
         result = ledger(url, "verify")
         assert result.returncode == 1
         assert "holds no events" in one_line(result.stderr)

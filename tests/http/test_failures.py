@@ -22,6 +22,7 @@ from api.auth import Tokens
 from ledger.application import LedgerApplication
 from ledger.errors import NotReady
 from ledger.settings import StoreSettings
+from tests.conftest import store_settings
 from tests.http.conftest import TOKENS, tokens_env
 
 AUTH = {"Authorization": f"Bearer {TOKENS['auditor']}"}
@@ -58,7 +59,7 @@ async def _client(aiohttp_client: ClientMaker, tmp_path: Path, error: Exception
         return BrokenReadSide(error)
 
     app = create_app(
-        StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
+        store_settings(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
         read_models=read_models, keeper=lambda settings: IdleKeeper(),
     )
     return await aiohttp_client(app)
@@ -101,7 +102,7 @@ async def test_ready_says_not_ready_when_the_store_does_not_answer(
 
 
 def test_more_executor_workers_than_pool_connections_are_refused(tmp_path: Path) -> None:
-    settings = StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db")
+    settings = store_settings(f"sqlite:///{tmp_path}/ledger.db")
     with pytest.raises(ValueError, match="pool size"):
         create_app(settings, Tokens.parse(tokens_env()),
                    executor_workers=settings.pool_size + 1)
@@ -133,7 +134,7 @@ async def test_a_verify_asked_while_one_runs_is_503_busy_and_the_first_is_answer
         return report
 
     app = create_app(
-        StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
+        store_settings(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
         read_models=lambda settings, app: BrokenReadSide(RuntimeError("unused")),
         keeper=lambda settings: IdleKeeper(), verifier=slow_verifier,
     )

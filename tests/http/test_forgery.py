@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ledger.settings import StoreSettings
 from tests.audit.conftest import Intruder
+from tests.conftest import store_settings
 from tests.http.conftest import Api, Server, assert_problem, ledger_command, start_server, store
 
 FORGED = 5_000_000
@@ -53,7 +53,7 @@ async def test_a_deposit_inserted_by_sql_never_becomes_money(
     position = deposit_position(history)
 
     # When an intruder INSERTs a deposit of 5,000,000 as the account's next version
-    intruder = Intruder(StoreSettings.from_url(server.database_url))
+    intruder = Intruder(store_settings(server.database_url))
     forged = intruder.forge_deposit(position, FORGED, "FORGED-1")
 
     # Then nothing can spend it: purchases within or beyond the forged money are refused

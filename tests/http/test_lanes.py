@@ -50,6 +50,7 @@ from api.routes import ROUTES
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.readmodels import ReadModels
+from tests.conftest import store_settings
 from tests.http.conftest import TOKENS, Server, start_server, store, tokens_env, until
 
 BLOCK_S = 20.0  # how long a held job waits for its gate at most: far beyond every test step
@@ -141,7 +142,7 @@ async def serve(tmp_path: Path, limits: Limits) -> AsyncIterator[Service]:
     def read_models(settings: StoreSettings, app: LedgerApplication) -> Any:
         return GatedEvents(ReadModels(settings, app), gate)
 
-    app = create_app(StoreSettings.from_url(f"sqlite:///{tmp_path}/ledger.db"),
+    app = create_app(store_settings(f"sqlite:///{tmp_path}/ledger.db"),
                      Tokens.parse(tokens_env()), executor_workers=6, limits=limits,
                      read_models=read_models)
     async with TestClient(TestServer(app)) as client:

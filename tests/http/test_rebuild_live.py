@@ -26,8 +26,8 @@ import psycopg
 import pytest
 
 from ledger.identity import Actor
-from ledger.settings import StoreSettings
 from projections.store import open_application
+from tests.conftest import store_settings
 from tests.http.conftest import (
     TOKENS,
     Server,
@@ -71,7 +71,7 @@ def call(server: Server, method: str, path: str, body: Any = None) -> tuple[int,
 
 def fill(url: str) -> None:
     """A bystander with a deposit, and many deposits saved in bulk (through the domain)."""
-    app = open_application(StoreSettings.from_url(url, pool_size=1))
+    app = open_application(store_settings(url, pool_size=1))
     try:
         app.open_account(BYSTANDER, "USD", actor=ACTOR)
         app.deposit(BYSTANDER, 1_000, "PAY-B", actor=ACTOR)

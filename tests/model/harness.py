@@ -37,7 +37,7 @@ from projections.readmodels import prepare_read_models as prepare
 from projections.replay import replay, tables_of
 from projections.store import open_application
 from projections.views import ReadModelView, view_class
-from tests.conftest import drop_pg_database, make_pg_database, pg_url
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 
 # Bounds: a store's examples before it is verified and replaced; connections per pool (the
 # PostgreSQL server is shared with other suites: 100 connections for everyone).
@@ -100,14 +100,14 @@ class Generation:
     def open(cls, kind: str, clock: ShopClock) -> Generation:
         if kind == "sqlite":
             folder = tempfile.mkdtemp(prefix="ledger-model-", dir=SCRATCH_ROOT)
-            settings = StoreSettings.from_url(f"sqlite:///{folder}/ledger.db", pool_size=POOL_SIZE)
+            settings = store_settings(f"sqlite:///{folder}/ledger.db", pool_size=POOL_SIZE)
 
             def remove() -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
         else:
             name = make_pg_database()
-            settings = StoreSettings.from_url(pg_url(name), pool_size=POOL_SIZE)
+            settings = store_settings(pg_url(name), pool_size=POOL_SIZE)
 
             def remove() -> None:
                 drop_pg_database(name)

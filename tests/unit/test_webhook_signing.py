@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.config import Config
 from api.webhooks import WebhookSettings, backoff_s, signature, verify
 
 SECRET = "whsec-unit"
@@ -66,7 +67,7 @@ def test_the_backoff_doubles_until_its_cap() -> None:
 
 
 def test_settings_come_from_the_environment_checked() -> None:
-    hooks = WebhookSettings.from_env({
+    hooks = settings_of({
         "LEDGER_WEBHOOK_URL": "http://a.example/h, https://b.example/h",
         "LEDGER_WEBHOOK_SECRET": "s",
         "LEDGER_WEBHOOK_MAX_AGE_S": "60",
@@ -74,7 +75,11 @@ def test_settings_come_from_the_environment_checked() -> None:
     })
     assert hooks.urls == ("http://a.example/h", "https://b.example/h")
     assert (hooks.secret, hooks.max_age_s, hooks.concurrency) == ("s", 60.0, 3)
-    assert WebhookSettings.from_env({}).secret is None
+    assert settings_of({}).secret is None
+
+
+def settings_of(env: dict[str, str]) -> WebhookSettings:
+    return WebhookSettings.from_config(Config.of(env))
 
 
 @pytest.mark.parametrize("env", [
@@ -86,4 +91,4 @@ def test_settings_come_from_the_environment_checked() -> None:
 ])
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="LEDGER_WEBHOOK"):
-        WebhookSettings.from_env(env)
+        settings_of(env)
