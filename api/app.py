@@ -13,6 +13,7 @@ half. Bodies over ``client_max_size`` are refused with 413.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,7 @@ from ledger.application import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, Led
 from ledger.refund_request import second_approval_thresholds
 from ledger.settings import StoreSettings
 from projections.current import CurrentReader
+from projections.notes import signing_settings
 from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
 from projections.store import open_application
 
@@ -93,6 +95,9 @@ def create_app(
     notary's key and pace, the second approval's thresholds. ValueError when it cannot be
     had."""
     config = Config.of({}) if config is None else config
+    if verifier is default_verifier:  # the checkpoints checked with the notary's key
+        key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
+        verifier = functools.partial(default_verifier, signing_key=(key_file, origin))
     webhook_settings = webhooks.WebhookSettings.from_config(config)
     second_approval = second_approval_thresholds(config.second_approval_above)
     workers = executor_workers or settings.pool_size

@@ -17,8 +17,10 @@ import click
 # The store and the signing stack are imported by the commands that use them, so that
 # `ledger --help` answers at once (tests/http/test_cli_start.py).
 if TYPE_CHECKING:
+    from api.config import Config
     from ledger.application import LedgerApplication
     from ledger.settings import StoreSettings
+    from projections.notes import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,19 @@ def event_lines(app: LedgerApplication) -> Iterator[str]:
             "link": None if link is None else link.hash,
             "previous": None if link is None else link.previous,
         }, separators=(",", ":"))
+
+
+def checkpoint_key(config: Config) -> Verifier | None:
+    """The verifier of the checkpoints this configuration's signing key signs (None when there
+    is no key yet); refuses in one line when the origin cannot be had."""
+    from api.cli import _refuse
+    from projections.notes import NoteError, signing_settings, verifier_of
+
+    try:
+        key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
+    except NoteError as error:
+        _refuse("verify", str(error))
+    return verifier_of(key_file, origin)
 
 
 def check_privilege(settings: StoreSettings, *, required: bool) -> None:

@@ -317,13 +317,15 @@ def verify(digest_files: tuple[Path, ...], as_json: bool,
     from projections import audit
 
     settings = _settings("verify")
+    checkpoint_key = auditcli.checkpoint_key(_config("verify"))
     nothing = preflight.empty(settings)
     if nothing is not None:  # "ok: 0 events checked" would read as a clean bill
         _refuse("verify", nothing, exit_code=1)
     digests = _digests(digest_files)
     with _application(settings, "verify") as app:
         report = audit.verify(settings, app, digests,
-                              checkpoint_notes=auditcli.notes_of(checkpoint_files))
+                              checkpoint_notes=auditcli.notes_of(checkpoint_files),
+                              checkpoint_key=checkpoint_key)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:

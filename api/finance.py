@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,7 @@ from ledger.errors import Contention, InvalidInput
 from ledger.settings import StoreSettings
 from projections import audit, beancount, event_log
 from projections.chain import Chain
+from projections.notes import verifier_of
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -140,8 +142,12 @@ async def export_beancount(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def default_verifier(settings: StoreSettings, app: LedgerApplication) -> dict[str, Any]:
-    return audit.verify(settings, app).as_dict()
+def default_verifier(settings: StoreSettings, app: LedgerApplication, *,
+                     signing_key: tuple[Path, str] | None = None) -> dict[str, Any]:
+    """``audit.verify``; the checkpoints checked against the signing key's verifier, read at
+    each call (``signing_key``: its file and origin; the notary makes it on the first start)."""
+    checkpoint_key = None if signing_key is None else verifier_of(*signing_key)
+    return audit.verify(settings, app, checkpoint_key=checkpoint_key).as_dict()
 
 
 async def audit_verify(request: web.Request) -> web.Response:

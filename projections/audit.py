@@ -28,7 +28,7 @@ from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.chain import Chain, Digest, all_notifications, check_chain
 from projections.checkpoints import checkpoint_damage
-from projections.notes import NoteError, Verifier, read_signer, signing_settings
+from projections.notes import Verifier
 from projections.readmodels import PROJECTIONS, open_view
 from projections.replay import differences, replay, scratch_views, tables_of
 
@@ -61,7 +61,12 @@ def verify(
     *,
     read_models: bool = True,
     checkpoint_notes: Sequence[str] = (),
+    checkpoint_key: Verifier | None = None,
 ) -> VerifyReport:
+    """Re-derive history and check it: every seal against the chain key and ``digests``, the
+    stored checkpoints and ``checkpoint_notes`` against the tree (signed by ``checkpoint_key``,
+    when there is one), every invariant at every position, and the read models against a
+    fresh replay."""
     key = app.recorder.chain_key  # type: ignore[attr-defined]
     chain = check_chain(key, all_notifications(app.recorder), Chain(app.recorder).links(), digests)
     report = VerifyReport(chain.events_checked, None)
@@ -70,7 +75,7 @@ def verify(
         bad_positions.append(chain.first_bad_position)
         report.damage = [{"position": d.position, "what": d.what} for d in chain.damage]
         report.problems += [f"chain damaged at {d.describe()}" for d in chain.damage]
-    for damage, detail in checkpoint_damage(app.recorder, _verifier(), checkpoint_notes):
+    for damage, detail in checkpoint_damage(app.recorder, checkpoint_key, checkpoint_notes):
         bad_positions.append(damage.position)
         report.damage.append({"position": damage.position, "what": damage.what})
         report.problems.append(f"checkpoint: {damage.describe()} ({detail})")
@@ -82,15 +87,6 @@ def verify(
     if read_models and not report.problems:  # a bad log would replay into bad rows anyway
         report.problems += read_model_differences(settings, app)
     return report
-
-
-def _verifier() -> Verifier | None:
-    """The checkpoints' verifier key, from the signing key (None when there is none)."""
-    try:
-        key_file, origin, _ = signing_settings()
-        return read_signer(key_file, origin).verifier
-    except NoteError:
-        return None
 
 
 def first_invariant_breach(app: LedgerApplication) -> tuple[int, str] | None:

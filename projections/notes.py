@@ -204,6 +204,15 @@ def load_or_create_signer(path: Path, name: str, *, may_create: bool) -> Signer:
     return read_signer(path, name)
 
 
+def verifier_of(key_file: Path, origin: str) -> Verifier | None:
+    """The checkpoints' verifier key, from the signing key in ``key_file`` (None when there is
+    none, or it cannot be read)."""
+    try:
+        return read_signer(key_file, origin).verifier
+    except NoteError:
+        return None
+
+
 def signing_settings(key_file: str = "", origin: str = "", checkpoint_file: str = ""
                      ) -> tuple[Path, str, Path]:
     """(signing key file, origin, checkpoint file) as configured (``LEDGER_SIGNING_KEY_FILE``,
@@ -228,4 +237,5 @@ __all__ = [
     "read_signer",
     "signing_settings",
     "split_note",
+    "verifier_of",
 ]

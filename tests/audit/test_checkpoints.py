@@ -198,25 +198,21 @@ def test_a_forged_event_never_becomes_a_leaf(
 # -- ledger verify with checkpoints --------------------------------------------------------------
 
 
-@pytest.fixture
-def signing_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
-    monkeypatch.setenv("LEDGER_ORIGIN", "ledger.test/log")
-
-
 def test_verify_names_the_checkpoint_a_keyed_rewrite_before_it_breaks(
-    ledger: Ledger, notary: Notary, intruder: Intruder, signing_env: None
+    ledger: Ledger, notary: Notary, intruder: Intruder
 ) -> None:
     History(ledger.app, RandomChooser(seed=5)).run(20)
     notary.round(force_checkpoint=True)
     last = notary.positions[-1]
-    assert verify(ledger.settings, ledger.app, read_models=False).ok
+    assert verify(ledger.settings, ledger.app, read_models=False,
+           checkpoint_key=notary.signer.verifier).ok
     position = notary.positions[len(notary.tree) // 2]
 
     intruder.flip_amount_digit(position)
     intruder.relink_with_key(ledger.app.recorder.chain_key, position)  # type: ignore[attr-defined]
 
-    report = verify(ledger.settings, ledger.app, read_models=False)
+    report = verify(ledger.settings, ledger.app, read_models=False,
+           checkpoint_key=notary.signer.verifier)
     # the chain was resealed with the key, so only the signed checkpoint and the stored leaf
     # hash (kept by the notary) still tell
     assert {"position": position, "what": "leaf"} in report.damage
@@ -225,7 +221,7 @@ def test_verify_names_the_checkpoint_a_keyed_rewrite_before_it_breaks(
 
 
 def test_a_truncation_after_a_checkpoint_is_caught_by_the_checkpoint_kept_outside(
-    ledger: Ledger, notary: Notary, intruder: Intruder, signing_env: None, tmp_path: Path
+    ledger: Ledger, notary: Notary, intruder: Intruder, tmp_path: Path
 ) -> None:
     # Given two checkpoints, the second kept in the checkpoint file outside the database
     history = History(ledger.app, RandomChooser(seed=9))
@@ -244,7 +240,9 @@ def test_a_truncation_after_a_checkpoint_is_caught_by_the_checkpoint_kept_outsid
     intruder.run("DELETE FROM ledger_checkpoints WHERE tree_size > %s", (size - 3,),
                  unguarded=True)
     # Then the database alone looks whole, but the checkpoint kept outside says what is gone
-    assert verify(ledger.settings, ledger.app, read_models=False).damage == []
-    report = verify(ledger.settings, ledger.app, read_models=False, checkpoint_notes=notes)
+    assert verify(ledger.settings, ledger.app, read_models=False,
+           checkpoint_key=notary.signer.verifier).damage == []
+    report = verify(ledger.settings, ledger.app, read_models=False, checkpoint_notes=notes,
+                    checkpoint_key=notary.signer.verifier)
     assert report.damage == [{"position": notary.positions[size - 4], "what": "checkpoint"}]
     assert "beyond the log" in report.problems[0]
