@@ -9,9 +9,9 @@ the pieces down: the store's URL and chain key to ``StoreSettings``, the tokens 
 
 A value that cannot be had stops the start with one line naming the variable and what it
 should be, exit code 2; a secret's value (``LEDGER_TOKENS``, ``LEDGER_WEBHOOK_SECRET``) is never
-repeated. An empty variable counts as unset. Each consumer still checks its own ranges, in its
-own words (``EdgeSettings``, ``Limits``, ``WebhookSettings`` …), and the same one-line refusal
-follows.
+repeated. An empty variable counts as unset (but an empty ``LEDGER_TOKENS`` is refused). Each
+consumer still checks its own ranges, in its own words (``EdgeSettings``, ``Limits``,
+``WebhookSettings`` …), and the same one-line refusal follows.
 
 The tests read it the same way: ``Config.of(mapping)`` is a configuration from a mapping of
 ``LEDGER_`` names (a test's environment), without the process's.
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ledger.settings import DEFAULT_CHAIN_KEY_FILE
@@ -36,8 +36,7 @@ class Config(BaseSettings):
     """Every setting of the service, by its name without ``LEDGER_`` (README, "Settings")."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, env_ignore_empty=True, extra="ignore", frozen=True,
-        str_strip_whitespace=True,
+        env_prefix=PREFIX, extra="ignore", frozen=True, str_strip_whitespace=True,
     )
 
     # -- the store, its keys, the tokens ---------------------------------------------------------
@@ -96,12 +95,22 @@ class Config(BaseSettings):
     webhook_backoff_max_s: float | None = None
     webhook_poll_s: float | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, values: Any) -> Any:
+        """An empty variable is an unset one; but an empty ``LEDGER_TOKENS`` is a mistake,
+        refused (``api.auth``), never a silent fall back to the tokens file."""
+        if not isinstance(values, dict):
+            return values
+        return {name: value for name, value in values.items()
+                if name == "tokens" or not (isinstance(value, str) and not value.strip())}
+
     @classmethod
     def of(cls, env: Mapping[str, str]) -> Config:
         """The configuration ``env`` (``LEDGER_`` names) gives, ignoring the process's own
         environment; ValueError in ``load``'s words."""
         values = {name[len(PREFIX):].lower(): value for name, value in env.items()
-                  if name.startswith(PREFIX) and value.strip()}
+                  if name.startswith(PREFIX)}
         try:
             return _Given.model_validate(values)
         except ValidationError as error:

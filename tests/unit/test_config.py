@@ -117,6 +117,10 @@ def test_the_same_names_are_read_from_the_environment(monkeypatch: pytest.Monkey
     assert WebhookSettings.from_config(config).concurrency == 3
     heavy = _bounds(config)["limits"].lanes(8)[Lane.HEAVY]
     assert (heavy.workers, heavy.starts_per_s) == (2, 5.0)
+    # an empty LEDGER_TOKENS is kept as given, for api.auth to refuse: never the tokens file
+    monkeypatch.setenv("LEDGER_TOKENS", "")
+    tokens = load().tokens
+    assert tokens is not None and tokens.get_secret_value() == ""
     # and Config.of reads only what it is given
     assert Config.of({"LEDGER_OPS_PORT": "9"}).database_url is None
 
