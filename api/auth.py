@@ -58,7 +58,8 @@ class Tokens:
         digests: dict[bytes, str] = {}
         for role, token in pairs:
             if role not in ROLES:
-                raise TokenConfigError(f"unknown role {role!r}: roles are {', '.join(ROLES)}")
+                # Not quoted: a token written where its role goes would be shown.
+                raise TokenConfigError(f"a role is not one of {', '.join(ROLES)}")
             if not _TOKEN.fullmatch(token):
                 raise TokenConfigError(f"the {role} token is empty or not printable ASCII")
             if len(token) < MIN_TOKEN_LENGTH:

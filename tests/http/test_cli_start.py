@@ -84,3 +84,50 @@ def test_made_tokens_are_printed_once_not_at_every_start(tmp_path: Path) -> None
     assert "using the tokens in var/tokens" in second_log
     for line in lines:
         assert line.split(":", 1)[1] not in second_log
+
+
+# -- the configuration is read once, at start, and a bad value stops the command ----------------
+
+SECRET = "never-shown-" + "z" * 20
+BAD_AT_START = [
+    ("LEDGER_CHECKPOINT_INTERVAL_S", "soon", "LEDGER_CHECKPOINT_INTERVAL_S is not a number"),
+    ("LEDGER_REQUIRE_LEAST_PRIVILEGE", "yes please",
+     "LEDGER_REQUIRE_LEAST_PRIVILEGE is not 1 or 0"),
+    ("LEDGER_MAX_CONNECTIONS", "many", "LEDGER_MAX_CONNECTIONS is not a whole number"),
+    ("LEDGER_WEBHOOK_SECRET", SECRET, None),  # a good secret beside a bad number, below
+]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["digest"], ["keys", "public"]])
+@pytest.mark.parametrize(("name", "value", "says"), BAD_AT_START,
+                         ids=[name for name, _, _ in BAD_AT_START])
+def test_a_setting_that_cannot_be_read_stops_the_command_in_one_line(
+    tmp_path: Path, command: list[str], name: str, value: str, says: str | None
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+           "LEDGER_TOKENS": tokens_env(), name: value}
+    if says is None:  # the secret is good: the line is about the number beside it
+        env["LEDGER_WEBHOOK_CONCURRENCY"] = "none"
+        says = "LEDGER_WEBHOOK_CONCURRENCY is not a whole number"
+    result = subprocess.run([*ledger_command(), *command], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"ledger {command[0]}: ") and says in lines[0]
+    assert SECRET not in result.stdout + result.stderr
+    assert not list(tmp_path.iterdir())  # nothing made: no store, no key, no tokens file
+
+
+@pytest.mark.parametrize("tokens", [f"{SECRET}:system", SECRET])
+def test_a_token_written_in_the_wrong_place_is_never_repeated(tmp_path: Path,
+                                                              tokens: str) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+             "LEDGER_TOKENS": tokens})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "LEDGER_TOKENS" in result.stderr or "role" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
