@@ -30,7 +30,10 @@ from projections.merkle import ProofError
 from projections.notes import load_or_create_signer, signing_settings
 from projections.privileges import excess_privilege, may_make_tables
 
-MAX_WATCH_S = 15.0
+# The notary's rounds come at least this often: each places the new events in the tree (a full
+# page of /v1/events is kept as answered only once its events are placed, api.sealed_pages) and
+# re-checks the log's tail, so damage is found within seconds. A round reads only what is new.
+MAX_WATCH_S = 2.0
 log = logging.getLogger(__name__)
 
 
