@@ -44,6 +44,7 @@ from api.keys import (
     READ_MODELS,
     READ_WAIT_S,
     SETTINGS,
+    SIGNIN,
     TOKENS,
     VERIFIER,
 )
@@ -53,6 +54,7 @@ from api.people import staff_directory
 from api.problems import problem_middleware
 from api.routes import ROUTES
 from api.routing import register
+from api.signin import SignIn
 from ledger.application import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, LedgerApplication
 from ledger.refund_request import second_approval_thresholds
 from ledger.settings import StoreSettings
@@ -79,7 +81,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     read_models: Callable[[StoreSettings, LedgerApplication], ReadSide] = ReadModels,
     keeper: Callable[[StoreSettings], Keeper] = ReadModelKeeper,
-    verifier: Verifier = default_verifier,
+    verifier: Verifier | None = None,
     limits: Limits = Limits(),  # noqa: B008 (frozen: one shared default is safe)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
@@ -95,11 +97,12 @@ def create_app(
     notary's key and pace, the second approval's thresholds. ValueError when it cannot be
     had."""
     config = Config.of({}) if config is None else config
-    if verifier is default_verifier:  # the checkpoints checked with the notary's key
+    if verifier is None:  # audit.verify, the checkpoints checked with the notary's key
         key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
         verifier = functools.partial(default_verifier, signing_key=(key_file, origin))
     webhook_settings = webhooks.WebhookSettings.from_config(config)
     second_approval = second_approval_thresholds(config.second_approval_above)
+    signin = SignIn.from_config(config)  # reads the JWKS file: unusable, no start
     workers = executor_workers or settings.pool_size
     if not 1 <= workers <= settings.pool_size:
         raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
@@ -126,6 +129,8 @@ def create_app(
     app[LIMITS] = limits
     app[SETTINGS] = settings
     app[CONFIG] = config
+    if signin is not None:
+        app[SIGNIN] = signin
     app[TOKENS] = tokens
     app[VERIFIER] = verifier
     app[READ_WAIT_S] = read_wait_s

@@ -118,16 +118,6 @@ def _bounds(config: Config) -> dict[str, Any]:
     return options
 
 
-def _check_people_settings(config: Config) -> None:
-    """Issue 11's settings, checked before the server starts (exit 2 when unusable): the
-    identity provider (``LEDGER_JWT_*``) and ``LEDGER_SECOND_APPROVAL_ABOVE``."""
-    from api.signin import SignIn
-    from ledger.refund_request import second_approval_thresholds
-
-    SignIn.from_config(config)
-    second_approval_thresholds(config.second_approval_above)
-
-
 @click.group()
 @click.version_option(package_name="ledger", prog_name="ledger",
                       message="%(prog)s %(version)s")
@@ -161,7 +151,6 @@ def serve(host: str, port: int) -> None:
         if unreachable is not None:
             raise ValueError(unreachable)
         tokens = _tokens(config)
-        _check_people_settings(config)
         edge_settings = edge.EdgeSettings.from_config(config)
         # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE
         auditcli.check_privilege(settings, required=config.require_least_privilege)

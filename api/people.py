@@ -17,8 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.keys import ACTOR, CONFIG, LEDGER, SIGNIN, STAFF
-from api.signin import SignIn
+from api.keys import ACTOR, LEDGER, SIGNIN, STAFF
 from ledger.errors import NotFound
 from projections.staff import REFRESH_S, StaffDirectory
 
@@ -45,9 +44,6 @@ async def staff_directory(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, directory.refresh)
     app[STAFF] = directory
-    signin = SignIn.from_config(app[CONFIG])
-    if signin is not None:
-        app[SIGNIN] = signin
 
     async def keep_current() -> None:
         while True:
