@@ -16,6 +16,7 @@ import asyncio
 import os
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -136,12 +137,13 @@ async def collect(history: History, pool: ServerPool, session: aiohttp.ClientSes
             body if status == 200 else {"status": status, "body": body})
 
 
-def ledger_verify(database_url: str) -> dict[str, Any]:
-    """``ledger verify --json`` on the run's database: its exit code and what it printed."""
+def ledger_verify(database_url: str, workdir: Path) -> dict[str, Any]:
+    """``ledger verify --json`` on the run's database, in the servers' folder (their signing
+    key, which signed the checkpoints, is there): its exit code and what it printed."""
     started = time.monotonic()
     env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
     try:
-        done = subprocess.run([ledger_script(), "verify", "--json"], env=env,
+        done = subprocess.run([ledger_script(), "verify", "--json"], env=env, cwd=workdir,
                               capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S,
                               check=False)
     except subprocess.TimeoutExpired:

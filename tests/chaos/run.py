@@ -141,7 +141,8 @@ async def _run(config: Config) -> Report:
         # Four eyes: a named finance person pays what the finance role token approved.
         tokens["payer"] = await asyncio.to_thread(pool.add_person, "payer", "finance")
         await _drive(config, history, pool, cluster, dbname, tokens, rng)
-        history.final["verify"] = await asyncio.to_thread(ledger_verify, database_url)
+        history.final["verify"] = await asyncio.to_thread(ledger_verify, database_url,
+                                                            workdir)
     finally:
         history.meta["servers"] = [
             {"index": s.index, "port": s.port, "starts": s.starts, "logs": [str(p) for p in s.logs]}
