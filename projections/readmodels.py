@@ -78,6 +78,9 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     OutboxProjection,
 )
 APP_NAME = LedgerApplication.name
+# wait_caught_up's pauses between looks: from half a millisecond, doubling, to 10 ms.
+CAUGHT_UP_FIRST_PAUSE_S = 0.0005
+CAUGHT_UP_MAX_PAUSE_S = 0.01
 # The topics of the events the journal posts (who did them: ReadModels.journal).
 _MONEY_TOPICS = tuple(sorted(kind.TOPIC for kind in MONEY_EVENTS))
 
@@ -199,6 +202,9 @@ class ReadModels:
         target = self.log_position()
         started = last_move = time.monotonic()
         seen = self.tracked()
+        # A short first pause that grows: the keeper mostly needs a millisecond or two, and a
+        # fixed 10 ms pause made every step of the model tests wait 10 ms.
+        pause_s = CAUGHT_UP_FIRST_PAUSE_S
         while True:
             behind = [name for name, at in seen.items() if at < target]
             if not behind:
@@ -211,7 +217,8 @@ class ReadModels:
                     f"at {[seen[name] for name in behind]}, no progress for "
                     f"{now - last_move:.0f} s"
                 )
-            time.sleep(0.01)
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, CAUGHT_UP_MAX_PAUSE_S)
             tracked = self.tracked()
             if tracked != seen:
                 seen, last_move = tracked, time.monotonic()

@@ -389,8 +389,8 @@ class StorePositions:
             statement = SQL(
                 "SELECT notification_id FROM {}.{} WHERE originator_id=%s AND originator_version=%s"
             ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-            with recorder.datastore.transaction(commit=False) as curs:
-                curs.execute(statement, (originator_id, version))
+            with recorder.datastore.get_connection() as connection, connection.cursor() as curs:
+                curs.execute(statement, (originator_id, version))  # one statement: no BEGIN
                 pg_row = curs.fetchone()
             found = None if pg_row is None else int(pg_row["notification_id"])
         # The caller only asks about events it has just read back: absence is a broken store.
@@ -448,12 +448,22 @@ def run_sql(
                 rows = [dict(row) for row in cursor.fetchall()]
         return rows
     assert isinstance(recorder, PostgresApplicationRecorder)
+    if len(statements) == 1 and (commit or _reads_only(statements[0][0])):
+        # One statement is a transaction of its own on the pool's autocommit connection, with
+        # the same outcome: one round trip, not BEGIN, the statement and COMMIT or ROLLBACK.
+        with recorder.datastore.get_connection() as connection, connection.cursor() as curs:
+            curs.execute(*statements[0])
+            return [dict(row) for row in curs.fetchall()] if curs.description else []
     with recorder.datastore.transaction(commit=commit) as curs:
         for sql, params in statements:
             curs.execute(sql, params)
         if statements and curs.description:
             rows = [dict(row) for row in curs.fetchall()]
     return rows
+
+
+def _reads_only(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("SELECT ")
 
 
 def events_table(recorder: Recorder) -> str:
