@@ -21,10 +21,13 @@ the same case, and records nothing.
 
 Group commit: a handler decides on its own thread (under its account's lock), hands the
 committer the new events of its aggregates and its key's record, and waits for the answer. The
-committer takes whatever is queued (at most ``MAX_BATCH``; an idle ledger commits a lone
-command at once, and a batch forms while the previous one is being written) and records it with
-one ``insert_events``: one transaction under the events table's lock, where the store also
-seals each event and writes the keys (``projections.store``).
+committer takes whatever is queued (at most ``MAX_BATCH``; a batch forms while the previous
+one is being written) and records it with one ``insert_events``: one transaction under the
+events table's lock, where the store also seals each event and writes the keys
+(``projections.store``). An idle ledger commits a lone command at once, on the handler's own
+thread: when nothing is queued and no batch is being written, the handler writes its command
+as a batch of one, sparing the hand-off to the committer's thread and back (two thread
+wake-ups, the largest part of a lone write's latency).
 
 - A command whose aggregate another command of the same batch already changed was decided on
   state that is no longer current: it is not recorded, and its handler decides again
@@ -124,6 +127,9 @@ class Committer:
         self.max_batch = max_batch
         self._queue: queue.Queue[_Decided] = queue.Queue(max_queued)
         self._stopping = threading.Event()
+        # Held while a batch is being recorded, by the committer's thread or by a handler
+        # writing its lone command itself: one batch at a time in this process.
+        self._writing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0
@@ -140,6 +146,15 @@ class Committer:
         for aggregate in aggregates:
             events.extend(aggregate.collect_events())
         decided = _Decided(tuple(aggregates), events, key)
+        if self._queue.empty() and self._writing.acquire(blocking=False):
+            # An idle ledger (nothing queued, no batch being written): the handler records its
+            # command itself, sparing two thread hand-offs (to the committer and back).
+            try:
+                self._write([decided])
+            finally:
+                self._writing.release()
+            assert decided.answer.done(), "a written batch answers every command in it"
+            return decided.answer.result()
         try:
             self._queue.put_nowait(decided)
         except queue.Full:
@@ -177,26 +192,32 @@ class Committer:
                     return
                 self._keep_house()
                 continue
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._commit_batch(batch)
-            except BaseException as error:  # never leave a handler waiting on a dead committer
-                log.exception("the committer failed")
-                for decided in batch:
-                    if not decided.answer.done():
-                        decided.answer.set_exception(error)
+            with self._writing:  # what queues while a handler writes joins this batch
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._write(batch)
+
+    def _write(self, batch: list[_Decided]) -> None:
+        assert self._writing.locked()
+        try:
+            self._commit_batch(batch)
+        except BaseException as error:  # never leave a handler waiting on a failed batch
+            log.exception("the committer failed")
+            for decided in batch:
+                if not decided.answer.done():
+                    decided.answer.set_exception(error)
 
     def _keep_house(self) -> None:
         if time.monotonic() - self._housekept_at < HOUSEKEEPING_EVERY_S:
             return
         self._housekept_at = time.monotonic()
         try:
-            self.housekeeping()
+            with self._writing:
+                self.housekeeping()
         except Exception:  # housekeeping never stops the committer; it runs again later
             log.exception("committer housekeeping failed")
 
