@@ -13,10 +13,17 @@ per connection, so the figure leans high by up to connections / answers (1-3 % h
 
 Lag: the last position of the event log minus the lowest position any read model has
 tracked, read from the tables (``ledger_events`` and each projection's ``*_tracking``).
+
+CPU: what a run cost in processor time (user and system, from ``/proc``), of the service's own
+process and of every PostgreSQL process on the machine, per 2xx answer. Unlike a rate, this
+does not move much with what else the machine is doing: it says where a shortfall comes from
+(the Python process, or the database's work per request). For the ledger's writes it is read
+once the read models have caught up, so the projection each write causes is counted.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,3 +131,57 @@ class Lag:
             time.sleep(POLL_S)
             lag = self.lag()
         return CatchUp(first, time.monotonic() - started, lag <= 0)
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system time of one process so far, in seconds (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime, stime
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as comm:
+                    if comm.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return pids
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    service_s: float
+    postgres: dict[int, float]  # by PostgreSQL process (backends come and go)
+
+
+@dataclass(frozen=True)
+class CpuPerAnswer:
+    service_us: float
+    postgres_us: float
+
+
+class Cpu:
+    """Processor time of one service's process and of PostgreSQL's, between two readings."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def read(self) -> CpuReading:
+        return CpuReading(_cpu_s(self.pid), {pid: _cpu_s(pid) for pid in _postgres_pids()})
+
+    def per_answer(self, before: CpuReading, answers: int) -> CpuPerAnswer:
+        after = self.read()
+        postgres = sum(s - before.postgres.get(pid, 0.0) for pid, s in after.postgres.items())
+        n = max(answers, 1)
+        return CpuPerAnswer((after.service_s - before.service_s) / n * 1e6, postgres / n * 1e6)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from bench.probes import CatchUp
+from bench.probes import CatchUp, CpuPerAnswer
 from bench.rebuild import RebuildFigures
 from bench.wrk import Load, Median
 
@@ -22,6 +22,8 @@ class HttpFigures:
     commits_per_write: dict[str, list[float]] = field(default_factory=dict)
     commits_per_read: dict[str, list[float]] = field(default_factory=dict)
     idle_commits_per_s: dict[str, float] = field(default_factory=dict)
+    cpu_per_write: dict[str, list[CpuPerAnswer]] = field(default_factory=dict)
+    cpu_per_read: dict[str, list[CpuPerAnswer]] = field(default_factory=dict)
     lags: list[CatchUp] = field(default_factory=list)
     solo: dict[str, Load] = field(default_factory=dict)
     unloaded: Load | None = None
@@ -84,6 +86,21 @@ def _commit_rows(http: HttpFigures) -> list[Row]:
         mine, base = statistics.median(found["ledger"]), statistics.median(found["bare"])
         rows.append(_ratio_row(f"commits per {kind} (pg_stat_database)", mine, base, "",
                                "bare", fmt=".2f"))
+    return rows
+
+
+def _cpu_rows(http: HttpFigures) -> list[Row]:
+    """Processor time per answer: where a shortfall in rate comes from (no goal of its own)."""
+    rows = []
+    for kind, found in (("write", http.cpu_per_write), ("read", http.cpu_per_read)):
+        if not found.get("ledger") or not found.get("bare"):
+            continue
+        ledger, bare = found["ledger"], found["bare"]
+        for part, label in (("service_us", "the service's process"),
+                            ("postgres_us", "PostgreSQL")):
+            mine = statistics.median(getattr(c, part) for c in ledger)
+            base = statistics.median(getattr(c, part) for c in bare)
+            rows.append(_ratio_row(f"CPU per {kind}, {label} (µs)", mine, base, " µs", "bare"))
     return rows
 
 
@@ -152,6 +169,7 @@ def rows(http: HttpFigures, rebuilt: RebuildFigures | None) -> list[Row]:
         *_load_rows("writes", http.writes, 1.0, http.connections),
         *_load_rows("reads", http.reads, 1.0, http.connections),
         *_commit_rows(http),
+        *_cpu_rows(http),
         _lag_row(http.lags),
         _ratio_row("one deposit at a time, p50", http.solo["ledger"].p50_ms,
                    http.solo["bare"].p50_ms, " ms", "bare", at_most=2.0, fmt=".1f"),

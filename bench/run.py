@@ -6,9 +6,10 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    free loopback port, ``--users`` accounts opened in each first.
 2. ``--rounds`` rounds of deposits then balance reads, wrk ``-t2 -c32`` for ``--seconds``
    each, the same requests (``bench/load.lua``) to both services, taking turns on who goes
-   first; medians over the rounds. For each run: commits per request (``pg_stat_database``)
-   and, for the ledger's write runs, the read models' lag when the load ends and how long
-   until they catch up.
+   first; medians over the rounds. For each run: commits per request (``pg_stat_database``),
+   processor time per answer of the service's process and of PostgreSQL (``/proc``; the
+   ledger's counted until its read models have caught up) and, for the ledger's write runs,
+   the read models' lag when the load ends and how long until they catch up.
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
 5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
@@ -48,7 +49,7 @@ import click
 import psycopg
 
 from bench import hang, rebuild, report, services, wrk
-from bench.probes import SETTLE_S, Commits, Lag
+from bench.probes import SETTLE_S, Commits, Cpu, Lag
 from bench.report import HttpFigures
 from bench.services import Service
 
@@ -133,6 +134,8 @@ def metered(target: Target, mode: str, tag: str, options: Options,
     the ledger's writes, the read models' lag when it ends."""
     target.commits.before_run()
     own_before = target.lag.queries if target.lag else 0
+    cpu = Cpu(target.service.process.pid)
+    cpu_before = cpu.read()
     done = load(target, mode, tag, options)
     line = f"  {target.name:<6} {mode:<7} {done.describe()}"
     if target.lag is not None:
@@ -140,6 +143,10 @@ def metered(target: Target, mode: str, tag: str, options: Options,
         if mode == "deposit":
             figures.lags.append(catch_up)
             line += f"; lag {catch_up.lag_events} events, 0 after {catch_up.seconds:.2f} s"
+    used = cpu.per_answer(cpu_before, done.ok)  # the ledger's: once its read models caught up
+    cpu_found = figures.cpu_per_write if mode == "deposit" else figures.cpu_per_read
+    cpu_found.setdefault(target.name, []).append(used)
+    line += f"; CPU {used.service_us:,.0f} µs + PostgreSQL {used.postgres_us:,.0f} µs each"
     found = figures.commits_per_write if mode == "deposit" else figures.commits_per_read
     counts = found.setdefault(target.name, [])
 

@@ -1,0 +1,31 @@
+"""The bench's processor-time probe (``bench.probes.Cpu``): it counts a process's own time, per
+answer, and PostgreSQL's beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from bench.probes import Cpu
+
+
+def test_the_time_a_process_spends_is_counted_per_answer() -> None:
+    cpu = Cpu(os.getpid())
+    before = cpu.read()
+    digest = b""
+    for _ in range(10_000):  # bounded: a few seconds at most, where 0.05 s is wanted
+        if cpu.read().service_s - before.service_s >= 0.05:
+            break
+        for _ in range(10_000):
+            digest = hashlib.sha256(digest).digest()
+
+    used = cpu.per_answer(before, answers=10)
+
+    assert used.service_us >= 0.05 / 10 * 1e6
+    assert used.postgres_us >= 0
+
+
+def test_a_process_that_is_gone_counts_no_time() -> None:
+    gone = Cpu(2**22 + 1)  # above Linux's pid_max
+
+    assert gone.read().service_s == 0.0
