@@ -6,9 +6,12 @@ stands) or adds rows (append-only tables: one per step). ``Rows`` holds what a b
 changed until the batch is committed; then each changed keyed row is written once, as it stands
 after the batch (an upsert), the added rows in bulk, and the tracking record moves from where
 the batch began to its last event, all in one transaction (``ReadModelView.write_batch``, for
-every read model of one datastore). On PostgreSQL a batch costs a few round trips however many
-rows it writes: tracking records and upserts (one statement per table, the rows as arrays) in
-one pipeline, then one binary ``COPY`` per append-only table; on SQLite, ``executemany``.
+every read model of one datastore). On PostgreSQL a batch costs a few round trips and few
+statements however many rows it writes: every tracking record in one statement, one upsert per
+keyed table and one INSERT per append-only table in one pipeline, the rows as one VALUES list
+when few (a keeper keeping up) and as arrays or a binary ``COPY`` when many (catching up, a
+rebuild); on SQLite, ``executemany``. Few statements matter as much as few round trips: each
+costs the keeper tens of microseconds of Python under the GIL the request handlers share.
 
 The tracking record moves only from the position the batch began at (compare and set, written
 first): if another process ever applied events meanwhile, the transaction fails and rolls back
@@ -31,13 +34,17 @@ from typing import Any, ClassVar
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 Statement = tuple[str, dict[str, Any]]
 Row = Mapping[str, Any]
 # One read model's part of a batch: its view, the position its part began after, its changes.
 Part = tuple["ReadModelView", int, "Changes"]
 APP_NAME = "ledger"
+# Above this many rows of one table in a batch, its new rows go by binary COPY and its keyed rows
+# as one array per column (the cheapest per row: a rebuild, a keeper catching up); fewer go as
+# one VALUES list, in the pipeline that moves the tracking (a keeper keeping up).
+COPY_ABOVE_ROWS = 64
 _NAMED = re.compile(r"%\((\w+)\)s")
 
 
@@ -138,9 +145,6 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         super().__init__(*args, **kwargs)
         self.tracking_table = self.tracking_table_name
         self.sql_create_statements.extend(SQL(statement).format() for statement in self.ddl)
-        self._move_tracking_sql = SQL(_move_tracking("{}.{}")).format(
-            Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
-        )
         self._types: dict[str, dict[str, str]] = {}
 
     def write_batch(self, parts: Sequence[Part], end: int) -> None:
@@ -148,35 +152,50 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         with self.datastore.get_connection() as connection, connection.transaction():
             for view, _, changes in views:
                 view._learn_types(connection, changes)  # asked outside the pipeline
-            # Every tracking record and keyed row of the batch in one round trip; a failure
-            # raises as the pipeline ends, and the transaction rolls back.
+            # Every tracking record (one statement for all), every keyed row and the new rows
+            # of tables with few of them, in one round trip; a failure raises as the pipeline
+            # ends, and the transaction rolls back.
             with connection.pipeline():
-                moved = [view._move(connection, start, end, rows) for view, start, rows in views]
-            for tracking, (_, start, _) in zip(moved, views, strict=True):
-                if tracking.rowcount != 1:
-                    raise IntegrityError(f"read model tracking moved from {start} meanwhile")
+                moved = connection.execute(
+                    _move_all(self.datastore.schema,
+                              tuple(view.tracking_table_name for view, _, _ in views)),
+                    {"application_name": APP_NAME, "end": end,
+                     **{f"start{n}": start for n, (_, start, _) in enumerate(views)}},
+                )
+                for view, _, changes in views:
+                    view._put(connection, changes)
+            counts = moved.fetchone()
+            assert counts is not None
+            for count, (view, start, _) in zip(counts.values(), views, strict=True):
+                if count != 1:
+                    raise IntegrityError(
+                        f"read model {view.tracking_table_name} moved from {start} meanwhile")
             for view, _, changes in views:
                 view._add(connection, changes)  # COPY: not in a pipeline
 
-    def _move(self, connection: Any, start: int, end: int, changes: Changes) -> Any:
-        """Move the tracking record and put the keyed rows; answers the tracking's cursor."""
-        tracking = connection.cursor()
-        tracking.execute(self._move_tracking_sql, _tracking(start, end))
+    def _put(self, connection: Any, changes: Changes) -> None:
+        """Put the keyed rows, and add the new rows of tables that have few (``_add`` copies
+        the others): a few rows as one VALUES list, many as one array per column."""
         for table, rows in changes.put.items():
             columns = tuple(rows[0])
-            values = operator.itemgetter(*columns)
-            # One statement per table however many rows: the rows as one array per column,
-            # unnested back into rows by the server.
-            unnest = _unnest(self._types_of(table, columns))
-            connection.execute(
-                _upsert(table, columns, changes.keys[table], unnest),
-                [list(column) for column in zip(*map(values, rows), strict=True)],
-            )
-        return tracking
+            keys = changes.keys[table]
+            if len(rows) <= COPY_ABOVE_ROWS:
+                connection.execute(_upsert(table, columns, keys, _values(len(columns), len(rows))),
+                                   _flat(columns, rows))
+            else:  # unnested back into rows by the server
+                unnest = _unnest(self._types_of(table, columns))
+                connection.execute(_upsert(table, columns, keys, unnest), _arrays(columns, rows))
+        for table, rows in changes.added.items():
+            if len(rows) <= COPY_ABOVE_ROWS:
+                columns = tuple(rows[0])
+                connection.execute(_insert(table, columns, _values(len(columns), len(rows))),
+                                   _flat(columns, rows))
 
     def _add(self, connection: Any, changes: Changes) -> None:
         cursor = connection.cursor()
         for table, rows in changes.added.items():
+            if len(rows) <= COPY_ABOVE_ROWS:
+                continue  # added by _put
             columns = tuple(rows[0])
             values = operator.itemgetter(*columns)
             # Binary COPY: one round trip for all of a table's rows, the cheapest to encode and
@@ -232,6 +251,36 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
             return position, _dump(curs, tables, position)
 
 
+@functools.cache
+def _move_all(schema: str, trackers: tuple[str, ...]) -> Composed:
+    """Move every tracking record of a batch in one statement (``_move_tracking`` each, the
+    n-th from ``%(start<n>)s``); answers one row: 1 for each record moved or made, else 0."""
+    moves, counts = [], []
+    for n, tracker in enumerate(trackers):
+        move = SQL(_move_tracking("{}.{}", start=f"start{n}")).format(
+            Identifier(schema), Identifier(tracker))
+        moves.append(SQL("m{} AS ({} RETURNING 1)").format(SQL(str(n)), move))
+        counts.append(SQL("(SELECT count(*) FROM m{0}) AS m{0}").format(SQL(str(n))))
+    return SQL("WITH {} SELECT {}").format(SQL(", ").join(moves), SQL(", ").join(counts))
+
+
+@functools.cache
+def _values(width: int, count: int) -> str:
+    """``count`` rows of ``width`` positional values."""
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    return "VALUES " + ", ".join([row] * count)
+
+
+def _flat(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The rows' values, row after row (``_values``'s parameters)."""
+    return [row[column] for row in rows for column in columns]
+
+
+def _arrays(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The rows as one list per column (``_unnest`` makes rows of them again)."""
+    return [[row[column] for row in rows] for column in columns]
+
+
 def _postgres(view: ReadModelView) -> PostgresReadModelView:
     assert isinstance(view, PostgresReadModelView), "read models of one datastore, one kind"
     return view
@@ -241,12 +290,12 @@ def _tracking(start: int, end: int) -> dict[str, Any]:
     return {"application_name": APP_NAME, "start": start, "end": end}
 
 
-def _move_tracking(table: str) -> str:
+def _move_tracking(table: str, start: str = "start") -> str:
     # Inserted when there is none yet (start 0), else moved only from where the batch began.
     return (
         f"INSERT INTO {table} AS t (application_name, notification_id)"  # noqa: S608
         " VALUES (%(application_name)s, %(end)s) ON CONFLICT (application_name) DO UPDATE"
-        " SET notification_id = excluded.notification_id WHERE t.notification_id = %(start)s"
+        f" SET notification_id = excluded.notification_id WHERE t.notification_id = %({start})s"
     )
 
 
