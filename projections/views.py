@@ -149,29 +149,41 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
 
     def write_batch(self, parts: Sequence[Part], end: int) -> None:
         views = [(_postgres(view), start, changes) for view, start, changes in parts]
-        with self.datastore.get_connection() as connection, connection.transaction():
+        copying = any(len(rows) > COPY_ABOVE_ROWS
+                      for _, _, changes in views for rows in changes.added.values())
+        with self.datastore.get_connection() as connection:
             for view, _, changes in views:
                 view._learn_types(connection, changes)  # asked outside the pipeline
-            # Every tracking record (one statement for all), every keyed row and the new rows
-            # of tables with few of them, in one round trip; a failure raises as the pipeline
-            # ends, and the transaction rolls back.
-            with connection.pipeline():
-                moved = connection.execute(
-                    _move_all(self.datastore.schema,
-                              tuple(view.tracking_table_name for view, _, _ in views)),
-                    {"application_name": APP_NAME, "end": end,
-                     **{f"start{n}": start for n, (_, start, _) in enumerate(views)}},
-                )
+            if not copying:
+                # The whole batch, BEGIN included, in one round trip, and the commit in one
+                # more; a failure raises as the pipeline syncs, and the transaction rolls back.
+                with connection.pipeline() as pipeline, connection.transaction():
+                    moved = self._put_all(connection, views, end)
+                    pipeline.sync()
+                    _check_moved(moved, views)
+                return
+            with connection.transaction():
+                # Every tracking record, every keyed row and the new rows of tables with few
+                # of them, in one round trip; then COPY (not in a pipeline) the others.
+                with connection.pipeline():
+                    moved = self._put_all(connection, views, end)
+                _check_moved(moved, views)
                 for view, _, changes in views:
-                    view._put(connection, changes)
-            counts = moved.fetchone()
-            assert counts is not None
-            for count, (view, start, _) in zip(counts.values(), views, strict=True):
-                if count != 1:
-                    raise IntegrityError(
-                        f"read model {view.tracking_table_name} moved from {start} meanwhile")
-            for view, _, changes in views:
-                view._add(connection, changes)  # COPY: not in a pipeline
+                    view._add(connection, changes)
+
+    def _put_all(self, connection: Any, views: Sequence[tuple[PostgresReadModelView, int, Changes]],
+                 end: int) -> Any:
+        """Every tracking record (one statement for all) and ``_put`` of every view; answers
+        the cursor of the tracking's counts."""
+        moved = connection.execute(
+            _move_all(self.datastore.schema,
+                      tuple(view.tracking_table_name for view, _, _ in views)),
+            {"application_name": APP_NAME, "end": end,
+             **{f"start{n}": start for n, (_, start, _) in enumerate(views)}},
+        )
+        for view, _, changes in views:
+            view._put(connection, changes)
+        return moved
 
     def _put(self, connection: Any, changes: Changes) -> None:
         """Put the keyed rows, and add the new rows of tables that have few (``_add`` copies
@@ -279,6 +291,16 @@ def _flat(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[A
 def _arrays(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """The rows as one list per column (``_unnest`` makes rows of them again)."""
     return [[row[column] for row in rows] for column in columns]
+
+
+def _check_moved(moved: Any, views: Sequence[tuple[PostgresReadModelView, int, Changes]]
+                 ) -> None:
+    counts = moved.fetchone()
+    assert counts is not None
+    for count, (view, start, _) in zip(counts.values(), views, strict=True):
+        if count != 1:
+            raise IntegrityError(
+                f"read model {view.tracking_table_name} moved from {start} meanwhile")
 
 
 def _postgres(view: ReadModelView) -> PostgresReadModelView:
