@@ -119,6 +119,30 @@ def test_on_postgresql_a_batch_commits_for_every_read_model_or_for_none(
         assert set(models.tracked().values()) == {0}
 
 
+@pytest.mark.parametrize("events", [1, 70], ids=["a small batch", "a batch copied"])
+def test_a_batch_another_keeper_applied_first_is_refused_whole(
+    settings: StoreSettings, app: LedgerApplication, system: Actor, events: int
+) -> None:
+    """Two keepers (two processes) reading the same events: the tracking records move only
+    from where a batch began, so the second batch is refused and applies nothing twice, whether
+    its rows go in the pipeline (few) or by COPY (many)."""
+    prepare_read_models(settings)
+    app.open_account("cyd", "USD", actor=system)
+    for n in range(events - 1):
+        app.deposit("cyd", 100, f"pay-{n}", actor=system)
+    batch = log(app)
+    assert len(batch) == events
+    with applier(settings, app) as first, applier(settings, app) as second:
+        first.apply(batch)
+        with pytest.raises(IntegrityError):
+            second.apply(batch)
+
+    with read_models(settings, app) as models:
+        assert set(models.tracked().values()) == {batch[-1].id}
+        shown = models.account("cyd")
+        assert shown is not None and shown["posted"] == 100 * (events - 1)
+
+
 class AdmittingUpTo(ReadModelKeeper):
     """A keeper whose ``_admit`` stops before a position, as one checking seals would."""
 
