@@ -84,6 +84,13 @@ def settings_of(config: Config) -> tuple[str, str]:
 
 def configure(fmt: str = "json", level: str = "INFO") -> None:
     """The root logger writes ``fmt`` lines at ``level`` and above to stderr."""
+    # No line names its caller's file, thread or process: not looking them up for every record
+    # (the Logging HOWTO's "Optimization") halves what a line costs (one per request; about
+    # 1-2 % of a balance read's event-loop time here).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
