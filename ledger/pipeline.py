@@ -130,6 +130,9 @@ class Committer:
         # Held while a batch is being recorded, by the committer's thread or by a handler
         # writing its lone command itself: one batch at a time in this process.
         self._writing = threading.Lock()
+        # Set while the committer's thread holds a command and waits for ``_writing``: a handler
+        # then queues rather than writing its own, so no run of lone commands keeps it waiting.
+        self._committer_waiting = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0
@@ -146,7 +149,8 @@ class Committer:
         for aggregate in aggregates:
             events.extend(aggregate.collect_events())
         decided = _Decided(tuple(aggregates), events, key)
-        if self._queue.empty() and self._writing.acquire(blocking=False):
+        if (not self._committer_waiting and self._queue.empty()
+                and self._writing.acquire(blocking=False)):
             # An idle ledger (nothing queued, no batch being written): the handler records its
             # command itself, sparing two thread hand-offs (to the committer and back).
             try:
@@ -192,7 +196,9 @@ class Committer:
                     return
                 self._keep_house()
                 continue
+            self._committer_waiting = True
             with self._writing:  # what queues while a handler writes joins this batch
+                self._committer_waiting = False
                 batch = [first]
                 while len(batch) < self.max_batch:
                     try:
