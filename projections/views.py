@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 
 Statement = tuple[str, dict[str, Any]]
 Row = Mapping[str, Any]
@@ -149,8 +149,7 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
 
     def write_batch(self, parts: Sequence[Part], end: int) -> None:
         views = [(_postgres(view), start, changes) for view, start, changes in parts]
-        copying = any(len(rows) > COPY_ABOVE_ROWS
-                      for _, _, changes in views for rows in changes.added.values())
+        copying = any(_many(rows) for _, _, changes in views for rows in changes.added.values())
         with self.datastore.get_connection() as connection:
             for view, _, changes in views:
                 view._learn_types(connection, changes)  # asked outside the pipeline
@@ -191,14 +190,14 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         for table, rows in changes.put.items():
             columns = tuple(rows[0])
             keys = changes.keys[table]
-            if len(rows) <= COPY_ABOVE_ROWS:
-                connection.execute(_upsert(table, columns, keys, _values(len(columns), len(rows))),
-                                   _flat(columns, rows))
-            else:  # unnested back into rows by the server
+            if _many(rows):  # unnested back into rows by the server
                 unnest = _unnest(self._types_of(table, columns))
                 connection.execute(_upsert(table, columns, keys, unnest), _arrays(columns, rows))
+            else:
+                connection.execute(_upsert(table, columns, keys, _values(len(columns), len(rows))),
+                                   _flat(columns, rows))
         for table, rows in changes.added.items():
-            if len(rows) <= COPY_ABOVE_ROWS:
+            if not _many(rows):
                 columns = tuple(rows[0])
                 connection.execute(_insert(table, columns, _values(len(columns), len(rows))),
                                    _flat(columns, rows))
@@ -206,7 +205,7 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
     def _add(self, connection: Any, changes: Changes) -> None:
         cursor = connection.cursor()
         for table, rows in changes.added.items():
-            if len(rows) <= COPY_ABOVE_ROWS:
+            if not _many(rows):
                 continue  # added by _put
             columns = tuple(rows[0])
             values = operator.itemgetter(*columns)
@@ -263,8 +262,13 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
             return position, _dump(curs, tables, position)
 
 
+def _many(rows: Sequence[Row]) -> bool:
+    """Too many rows of one table for a VALUES list: arrays or a binary COPY carry them."""
+    return len(rows) > COPY_ABOVE_ROWS
+
+
 @functools.cache
-def _move_all(schema: str, trackers: tuple[str, ...]) -> Composed:
+def _move_all(schema: str, trackers: tuple[str, ...]) -> str:
     """Move every tracking record of a batch in one statement (``_move_tracking`` each, the
     n-th from ``%(start<n>)s``); answers one row: 1 for each record moved or made, else 0."""
     moves, counts = [], []
@@ -273,7 +277,9 @@ def _move_all(schema: str, trackers: tuple[str, ...]) -> Composed:
             Identifier(schema), Identifier(tracker))
         moves.append(SQL("m{} AS ({} RETURNING 1)").format(SQL(str(n)), move))
         counts.append(SQL("(SELECT count(*) FROM m{0}) AS m{0}").format(SQL(str(n))))
-    return SQL("WITH {} SELECT {}").format(SQL(", ").join(moves), SQL(", ").join(counts))
+    # Rendered once: psycopg would render a Composed again at every execute.
+    return SQL("WITH {} SELECT {}").format(
+        SQL(", ").join(moves), SQL(", ").join(counts)).as_string()
 
 
 @functools.cache
