@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -118,6 +118,24 @@ def _bounds(config: Config) -> dict[str, Any]:
     return options
 
 
+def _keeper(settings: StoreSettings, config: Config) -> Callable[[StoreSettings], Any]:
+    """The read-model keeper ``LEDGER_KEEPER`` asks for: ``process`` (the default on
+    PostgreSQL) applies the batches in a child process, so they never hold the GIL a request
+    waits for; ``thread`` in a thread of this process (SQLite's only way: no notice of new
+    events crosses processes there, so a child would only poll)."""
+    from api import logs
+    from projections.readmodels import ReadModelKeeper
+
+    mode = config.keeper or ("process" if settings.kind == "postgres" else "thread")
+    if mode == "process" and settings.kind != "postgres":
+        raise ValueError("LEDGER_KEEPER=process needs PostgreSQL: on SQLite it is `thread`")
+    if mode == "thread":
+        return ReadModelKeeper
+    return functools.partial(ReadModelKeeper, in_child_process=True,
+                             child_setup=functools.partial(logs.configure,
+                                                           *logs.settings_of(config)))
+
+
 @click.group()
 @click.version_option(package_name="ledger", prog_name="ledger",
                       message="%(prog)s %(version)s")
@@ -154,7 +172,8 @@ def serve(host: str, port: int) -> None:
         edge_settings = edge.EdgeSettings.from_config(config)
         # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE
         auditcli.check_privilege(settings, required=config.require_least_privilege)
-        app = create_app(settings, tokens, config=config, **_bounds(config))
+        app = create_app(settings, tokens, config=config, keeper=_keeper(settings, config),
+                         **_bounds(config))
     except (InvalidInput, TokenConfigError, OSError, ValueError) as error:
         detail = error.detail if isinstance(error, InvalidInput) else str(error)
         click.echo(f"ledger serve: {detail}", err=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -49,6 +49,8 @@ class Config(BaseSettings):
     origin: str = ""
     checkpoint_file: str = ""
     checkpoint_interval_s: float | None = None  # None: projections.checkpoints' default
+    # -- the read-model keeper --------------------------------------------------------------------
+    keeper: Literal["process", "thread"] | None = None  # None: process on PostgreSQL
     # -- logs ------------------------------------------------------------------------------------
     log_format: str = "json"
     log_level: str = "INFO"

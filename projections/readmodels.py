@@ -16,16 +16,25 @@ transaction for all read models and their tracking records, on SQLite one per re
 reads again at once after a full batch; otherwise it waits for a NOTIFY of new events
 (PostgreSQL), a write of its own process, or a short poll interval, so a lost NOTIFY costs at most
 that interval. A failure is logged and the keeper starts again, never left dead.
+
+With ``in_child_process`` (``ledger serve`` on PostgreSQL, ``LEDGER_KEEPER``) that loop runs in a
+child process spawned by the leading process, which keeps the lock meanwhile: the batches' Python
+never holds the GIL that the server's requests wait for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from multiprocessing import connection as mp_connection
 from typing import Any
 from uuid import UUID
 
@@ -487,6 +496,8 @@ SQLITE_POLL_INTERVAL_S = 0.01
 MAX_POLL_INTERVAL_S = 1.0
 # How often a keeper checks that it still holds the leadership lock's session.
 LOCK_CHECK_S = 1.0
+# How long a keeper's child process has to finish its batch once told to stop.
+CHILD_STOP_S = 10.0
 KEEPER_POOL_SIZE = 2
 
 
@@ -500,6 +511,8 @@ class ReadModelKeeper:
         batch_size: int = KEEPER_BATCH,
         poll_interval_s: float | None = None,
         lock_retry_s: float = 1.0,
+        in_child_process: bool = False,
+        child_setup: Callable[[], None] | None = None,
     ) -> None:
         if poll_interval_s is None:
             postgres = settings.kind == "postgres"
@@ -512,11 +525,14 @@ class ReadModelKeeper:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.lock_retry_s = lock_retry_s
+        self.in_child_process = in_child_process
+        self.child_setup = child_setup
         self.is_leader = threading.Event()
         self._stopping = threading.Event()
         self._doorbell = PostgresDoorbell(settings) if settings.kind == "postgres" else Doorbell()
         self._thread: threading.Thread | None = None
         self._watch: SealWatch | None = None
+        self._child_stop = _Wakeup() if in_child_process else None
 
     def start(self) -> None:
         assert self._thread is None, "started twice"
@@ -526,8 +542,12 @@ class ReadModelKeeper:
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
         self._doorbell.ring()
+        if self._child_stop is not None:
+            self._child_stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._child_stop is not None and (self._thread is None or not self._thread.is_alive()):
+            self._child_stop.close()
 
     def nudge(self) -> None:
         """A write was just made here: look for new events now rather than at the next poll."""
@@ -556,6 +576,44 @@ class ReadModelKeeper:
 
     def _keep(self, lock: LeaderLock) -> None:
         prepare_read_models(self.settings)
+        if self.in_child_process:
+            self._keep_in_child(lock)
+            return
+        self._apply_until_stopped(lock.check)
+
+    def _keep_in_child(self, lock: LeaderLock) -> None:
+        """While this process holds the lock, a child process of its own reads, checks and
+        applies the batches (``keep_in_child``): their Python does not take the GIL from this
+        process's requests, and on a machine with a core to spare it runs beside them. This
+        thread checks the lock meanwhile; the child ends when told, when this process ends
+        (its pipe closes, even on kill -9), and is ended before the lock is let go."""
+        assert self._child_stop is not None
+        context = multiprocessing.get_context("spawn")  # never fork a process with threads
+        ours, theirs = context.Pipe()
+        child = context.Process(
+            target=keep_in_child, name="read-model-keeper", daemon=True,
+            args=(self.settings, self.batch_size, self.poll_interval_s, self.child_setup, theirs),
+        )
+        child.start()
+        theirs.close()
+        try:
+            while not self._stopping.is_set():
+                self._child_stop.wait([child.sentinel], LOCK_CHECK_S)
+                if not child.is_alive():
+                    raise KeeperDied(f"the read-model keeper's process ended ({child.exitcode})")
+                lock.check()
+        finally:
+            ours.close()  # the child's cue to stop after its batch
+            child.join(CHILD_STOP_S)
+            if child.is_alive():
+                log.warning("the read-model keeper's process did not stop in %s s: killed",
+                            CHILD_STOP_S)
+                child.kill()
+                child.join(CHILD_STOP_S)
+
+    def _apply_until_stopped(self, check: Callable[[], None]) -> None:
+        """Apply batches as events come until stopped; ``check`` at least every
+        ``LOCK_CHECK_S`` (that the lock is still held)."""
         # Two connections each for reading the log and for the read models are plenty: one
         # batch at a time (the leadership lock and the doorbell have one each besides).
         env = replace(self.settings, pool_size=KEEPER_POOL_SIZE).app_env()
@@ -572,7 +630,7 @@ class ReadModelKeeper:
                     if not self.catch_up(app, applier):
                         self._doorbell.wait(self.poll_interval_s)
                     if time.monotonic() - checked > LOCK_CHECK_S:
-                        lock.check()
+                        check()
                         checked = time.monotonic()
         finally:
             app.close()
@@ -597,8 +655,58 @@ class ReadModelKeeper:
 
     @property
     def damage(self) -> Damage | None:
-        """Where this keeper stopped, if an event's seal does not hold."""
+        """Where this keeper stopped, if an event's seal does not hold (a keeper in a child
+        process: None here; the child logs it, and the notary's watch finds it too)."""
         return None if self._watch is None else self._watch.damage
+
+
+class KeeperDied(RuntimeError):
+    """The keeper's child process ended on its own (its log says why)."""
+
+
+class _Wakeup:
+    """Wakes a thread waiting on child processes' sentinels (``multiprocessing`` waits on file
+    descriptors; a ``threading.Event`` has none): a pipe, readable once ``set``."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # already set: the pipe holds a byte
+            os.write(self._write, b"x")
+
+    def wait(self, sentinels: list[int], timeout_s: float) -> None:
+        mp_connection.wait([self._read, *sentinels], timeout_s)
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
+
+
+def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: float,
+                  setup: Callable[[], None] | None, parent: mp_connection.Connection) -> None:
+    """A keeper's child process (``ReadModelKeeper._keep_in_child``): applies batches until
+    its parent closes the pipe (or ends). The parent holds the leadership lock; should the
+    parent die mid-batch, the next leader's batch is refused whole if this one landed first
+    (its tracking records moved), never applied twice."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C stops the parent, which
+    if setup is not None:                         # stops this
+        setup()
+    keeper = ReadModelKeeper(settings, batch_size=batch_size, poll_interval_s=poll_interval_s)
+
+    def watch_parent() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            parent.recv()  # nothing is ever sent: this returns when the pipe closes
+        keeper._stopping.set()
+        keeper._doorbell.ring()
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    try:
+        keeper._apply_until_stopped(lambda: None)
+    except Exception:
+        log.exception("the read-model keeper's process failed")
+        raise SystemExit(1) from None
 
 
 def close_views(views: dict[str, ReadModelView]) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import stat
 import subprocess
+import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -123,3 +127,62 @@ def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "readable by others" in result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def spawned_by(pid: int) -> set[int]:
+    """The processes ``pid`` spawned with ``multiprocessing`` that still run (Linux:
+    /proc/PID/task/*/children; multiprocessing's resource tracker is not one of them)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.update(int(c) for c in (task / "children").read_text().split())
+    return {child for child in found if b"spawn_main" in _cmdline(child)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def gone(pid: int) -> bool:
+    """The process ended and was reaped (a zombie counts as gone: it runs nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return status.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+async def test_on_postgresql_the_keeper_runs_in_a_child_process_that_ends_with_the_server(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    with store("postgres", tmp_path) as url:
+        server = start_server(url, tmp_path)
+        try:
+            async with aiohttp.ClientSession(server.base_url) as session:
+                api = Api(session)
+                username = await api.open_account()
+                reply = await api.post(f"/v1/accounts/{username}/deposits",
+                                       {"amount": 7, "reference": "k1"})
+                assert reply.status == 201, reply.text
+                assert (await api.account(username))["posted"] == 7  # kept by the child
+            wait_until(lambda: len(spawned_by(server.process.pid)) == 1)
+            [keeper] = spawned_by(server.process.pid)
+            server.process.send_signal(how)
+            server.process.wait(30)
+            wait_until(lambda: gone(keeper))
+        finally:
+            server.stop()
+        if how == signal.SIGTERM:
+            assert server.process.returncode == 0, server.log()
+            assert "Traceback" not in server.log()

@@ -118,7 +118,9 @@ class Generation:
             remove()
             raise
         prepare(settings)
-        keeper = ReadModelKeeper(settings)
+        # On PostgreSQL the keeper works in a process of its own, as `ledger serve` runs it:
+        # its batches do not take the GIL from the examples' commands and checks.
+        keeper = ReadModelKeeper(settings, in_child_process=kind == "postgres")
         keeper.start()
         read_models = ReadModels(settings, app, pool_size=1)
         return cls(kind, settings, app, keeper, read_models, remove)

@@ -5,10 +5,14 @@ when none comes, after its poll interval."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
+from multiprocessing.process import BaseProcess
 
 import psycopg
 import pytest
@@ -233,3 +237,34 @@ def test_the_doorbell_rings_on_a_notify_and_otherwise_after_its_pause(
         started = time.monotonic()
         bell.wait(WAIT_S)
         assert time.monotonic() - started < 1.0
+
+
+def keeper_children() -> list[BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name == "read-model-keeper"]
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_keeper_in_a_child_process_keeps_the_read_models_and_is_replaced_when_it_dies(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    keeper = ReadModelKeeper(settings, lock_retry_s=0.1, in_child_process=True)
+    keeper.start()
+    try:
+        with read_models(settings, app) as models:
+            app.open_account("fay", "USD", actor=system)
+            app.deposit("fay", 40, "pay-1", actor=system)
+            models.wait_caught_up(stall_timeout_s=WAIT_S)
+            assert keeper.is_leader.is_set()
+            [child] = keeper_children()
+            assert child.pid is not None and child.pid != os.getpid()
+
+            os.kill(child.pid, signal.SIGKILL)  # this process goes on leading: a new child
+            wait_until(lambda: [c.pid for c in keeper_children()] not in ([], [child.pid]))
+            app.deposit("fay", 2, "pay-2", actor=system)
+            models.wait_caught_up(stall_timeout_s=WAIT_S)
+            account = models.account("fay")
+            assert account is not None and account["posted"] == 42
+    finally:
+        keeper.stop()
+    assert keeper_children() == []
