@@ -18,7 +18,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,10 @@ class _Sealer:
         return rows
 
 
+_BEGIN = SQL("BEGIN")
+_COMMIT = SQL("COMMIT")
+
+
 class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL recorder, sealing each event in the inserting transaction."""
 
@@ -205,6 +209,39 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             " LEFT JOIN {schema}.ledger_chain c ON c.position = e.notification_id"
             " WHERE e.originator_id = %s"
         ).format(schema=schema, table=Identifier(self.events_table_name))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """eventsourcing's insert, in two round trips rather than five: BEGIN goes with the
+        lock, the NOTIFY and the insert (whose answer the links need), and COMMIT with the
+        links and the keys, synced once as the pipeline ends. (``conn.transaction()`` inside a
+        pipeline syncs as it begins and twice as it ends, each a round trip of its own.)"""
+        failure: BaseException | None = None
+        ids: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            try:
+                with conn.pipeline() as pipeline, conn.cursor() as curs:
+                    try:
+                        conn.execute(_BEGIN)
+                        self._insert_events(curs, stored_events, **kwargs)
+                        if stored_events:
+                            self._insert_stored_events(curs, stored_events, **kwargs)
+                            pipeline.sync()  # a version taken raises IntegrityError here
+                            ids = self._fetch_ids_after_insert_events(curs, stored_events,
+                                                                      **kwargs)
+                        conn.execute(_COMMIT)
+                    except BaseException as error:  # raised once the pipeline is left
+                        failure = error
+            except BaseException as error:  # the commit's own failure, as the pipeline syncs
+                failure = failure or error
+            if failure is not None:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with suppress(psycopg.Error):  # a broken connection: the pool drops it
+                        conn.rollback()
+                raise failure
+        return ids
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

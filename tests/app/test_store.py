@@ -7,10 +7,12 @@ import sqlite3
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
 
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
+from projections.audit import verify
 from projections.store import StoreNotDurable, open_application
 from tests.app.conftest import last_position, open_funded
 from tests.conftest import PG_ADMIN_URL, pg_url
@@ -146,3 +148,35 @@ def test_every_sqlite_connection_of_the_store_syncs_each_commit_to_disk(
     assert len({id(c) for c in connections}) == 3
     assert settings == {2}  # FULL
     assert journal == {"wal"}
+
+
+# -- a write refused by the store ----------------------------------------------------------------
+
+
+def test_a_write_the_store_refuses_leaves_nothing_behind_and_the_next_one_lands(
+    settings: StoreSettings, app: LedgerApplication, system: Actor,
+) -> None:
+    """A save whose aggregate version another save took first is refused whole: no event, no
+    link of the chain, no transaction left open on the connection it used."""
+    app.open_account("alice", "USD", actor=system)
+    account_id = app.account("alice").id
+    first, second = (app.repository.get(account_id) for _ in range(2))
+    first.receive_deposit(100, "PAY-1", actor=system)
+    app.save(first)
+    before = stored_log(app)
+
+    second.receive_deposit(7, "PAY-2", actor=system)
+    with pytest.raises(IntegrityError):
+        app.save(second)
+
+    assert stored_log(app) == before
+    if settings.kind == "postgres":
+        with psycopg.connect(pg_url(settings.postgres["POSTGRES_DBNAME"])) as pg:
+            states = pg.execute(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()").fetchall()
+        assert ("idle in transaction",) not in states
+        assert ("idle in transaction (aborted)",) not in states
+    app.deposit("alice", 5, "PAY-3", actor=system)  # on the same pool: it is usable
+    assert app.account("alice").available == 105
+    assert verify(settings, app).problems == []
