@@ -18,7 +18,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from ledger.errors import HistoryDamaged
 from ledger.idempotency import KeyRecord, KeyWrite
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
+from projections.pgpool import pipelined_transaction
 from projections.seal import GENESIS, ChainKey, ChainKeyError, create_key, read_key
 
 
@@ -159,10 +160,6 @@ class _Sealer:
         return rows
 
 
-_BEGIN = SQL("BEGIN")
-_COMMIT = SQL("COMMIT")
-
-
 class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL recorder, sealing each event in the inserting transaction."""
 
@@ -214,33 +211,17 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """eventsourcing's insert, in two round trips rather than five: BEGIN goes with the
-        lock, the NOTIFY and the insert (whose answer the links need), and COMMIT with the
-        links and the keys, synced once as the pipeline ends. (``conn.transaction()`` inside a
-        pipeline syncs as it begins and twice as it ends, each a round trip of its own.)"""
-        failure: BaseException | None = None
+        """eventsourcing's insert in two round trips rather than five (``pipelined_transaction``):
+        BEGIN goes with the lock, the NOTIFY and the insert (whose answer the links need),
+        COMMIT with the links and the keys."""
         ids: Sequence[int] | None = None
-        with self.datastore.get_connection() as conn:
-            try:
-                with conn.pipeline() as pipeline, conn.cursor() as curs:
-                    try:
-                        conn.execute(_BEGIN)
-                        self._insert_events(curs, stored_events, **kwargs)
-                        if stored_events:
-                            self._insert_stored_events(curs, stored_events, **kwargs)
-                            pipeline.sync()  # a version taken raises IntegrityError here
-                            ids = self._fetch_ids_after_insert_events(curs, stored_events,
-                                                                      **kwargs)
-                        conn.execute(_COMMIT)
-                    except BaseException as error:  # raised once the pipeline is left
-                        failure = error
-            except BaseException as error:  # the commit's own failure, as the pipeline syncs
-                failure = failure or error
-            if failure is not None:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    with suppress(psycopg.Error):  # a broken connection: the pool drops it
-                        conn.rollback()
-                raise failure
+        with self.datastore.get_connection() as conn, pipelined_transaction(conn) as pipeline, \
+                conn.cursor() as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            if stored_events:
+                self._insert_stored_events(curs, stored_events, **kwargs)
+                pipeline.sync()  # a version taken raises IntegrityError here
+                ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         return ids
 
     def _insert_events(

@@ -36,6 +36,8 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
+from projections.pgpool import pipelined_transaction
+
 Statement = tuple[str, dict[str, Any]]
 Row = Mapping[str, Any]
 # One read model's part of a batch: its view, the position its part began after, its changes.
@@ -156,7 +158,7 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
             if not copying:
                 # The whole batch, BEGIN included, in one round trip, and the commit in one
                 # more; a failure raises as the pipeline syncs, and the transaction rolls back.
-                with connection.pipeline() as pipeline, connection.transaction():
+                with pipelined_transaction(connection) as pipeline:
                     moved = self._put_all(connection, views, end)
                     pipeline.sync()
                     _check_moved(moved, views)
