@@ -161,8 +161,12 @@ def _postgres_pids() -> list[int]:
 
 @dataclass(frozen=True)
 class CpuReading:
-    service_s: float
+    service: dict[int, float]  # by process: the service's and its children (the keeper's)
     postgres: dict[int, float]  # by PostgreSQL process (backends come and go)
+
+    @property
+    def service_s(self) -> float:
+        return sum(self.service.values())
 
 
 @dataclass(frozen=True)
@@ -172,16 +176,49 @@ class CpuPerAnswer:
 
 
 class Cpu:
-    """Processor time of one service's process and of PostgreSQL's, between two readings."""
+    """Processor time of one service (its process and the processes it started: the ledger's
+    read-model keeper works in one) and of PostgreSQL's, between two readings."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
     def read(self) -> CpuReading:
-        return CpuReading(_cpu_s(self.pid), {pid: _cpu_s(pid) for pid in _postgres_pids()})
+        return CpuReading({pid: _cpu_s(pid) for pid in _tree(self.pid)},
+                          {pid: _cpu_s(pid) for pid in _postgres_pids()})
 
     def per_answer(self, before: CpuReading, answers: int) -> CpuPerAnswer:
         after = self.read()
-        postgres = sum(s - before.postgres.get(pid, 0.0) for pid, s in after.postgres.items())
         n = max(answers, 1)
-        return CpuPerAnswer((after.service_s - before.service_s) / n * 1e6, postgres / n * 1e6)
+        return CpuPerAnswer(_spent(before.service, after.service) / n * 1e6,
+                            _spent(before.postgres, after.postgres) / n * 1e6)
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """Time spent between two readings by the processes of the second (a process started
+    between them counts from its start)."""
+    return sum(s - before.get(pid, 0.0) for pid, s in after.items())
+
+
+def _tree(pid: int, *, depth: int = 3) -> list[int]:
+    """A process and its descendants, ``depth`` generations down (Linux:
+    /proc/PID/task/*/children)."""
+    found, generation = [pid], [pid]
+    for _ in range(depth):
+        children = []
+        for parent in generation:
+            for task in _listdir(f"/proc/{parent}/task"):
+                try:
+                    with open(f"/proc/{parent}/task/{task}/children") as listed:
+                        children += [int(child) for child in listed.read().split()]
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+        found += children
+        generation = children
+    return found
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, ProcessLookupError):
+        return []

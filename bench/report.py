@@ -96,7 +96,7 @@ def _cpu_rows(http: HttpFigures) -> list[Row]:
         if not found.get("ledger") or not found.get("bare"):
             continue
         ledger, bare = found["ledger"], found["bare"]
-        for part, label in (("service_us", "the service's process"),
+        for part, label in (("service_us", "the service's processes"),
                             ("postgres_us", "PostgreSQL")):
             mine = statistics.median(getattr(c, part) for c in ledger)
             base = statistics.median(getattr(c, part) for c in bare)

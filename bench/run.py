@@ -7,8 +7,9 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
 2. ``--rounds`` rounds of deposits then balance reads, wrk ``-t2 -c32`` for ``--seconds``
    each, the same requests (``bench/load.lua``) to both services, taking turns on who goes
    first; medians over the rounds. For each run: commits per request (``pg_stat_database``),
-   processor time per answer of the service's process and of PostgreSQL (``/proc``; the
-   ledger's counted until its read models have caught up) and, for the ledger's write runs,
+   processor time per answer of the service's processes (the keeper's child included) and of
+   PostgreSQL (``/proc``; the ledger's counted until its read models have caught up) and, for
+   the ledger's write runs,
    the read models' lag when the load ends and how long until they catch up.
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
