@@ -9,8 +9,8 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    first; medians over the rounds. For each run: commits per request (``pg_stat_database``),
    processor time per answer of the service's processes (the keeper's child included) and of
    PostgreSQL (``/proc``; the ledger's counted until its read models have caught up) and, for
-   the ledger's write runs,
-   the read models' lag when the load ends and how long until they catch up.
+   the ledger's write runs, the read models' lag when the load ends and how long until they
+   catch up.
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
 5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
