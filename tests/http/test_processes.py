@@ -113,6 +113,24 @@ def test_a_bad_database_url_refuses_to_start(tmp_path: Path) -> None:
     assert "LEDGER_DATABASE_URL" in result.stderr
 
 
+@pytest.mark.parametrize(("keeper", "said"), [
+    ("process", "LEDGER_KEEPER=process needs PostgreSQL"),
+    ("fork", "LEDGER_KEEPER"),
+])
+def test_a_keeper_setting_that_cannot_be_had_refuses_to_start(
+    tmp_path: Path, keeper: str, said: str
+) -> None:
+    result = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LEDGER_TOKENS": tokens_env(), "LEDGER_KEEPER": keeper,
+             "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     tokens_file = tmp_path / "var" / "tokens"
     tokens_file.parent.mkdir()
