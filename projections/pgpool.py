@@ -54,6 +54,7 @@ def pipelined_transaction(connection: psycopg.Connection[Any]) -> Iterator[Pipel
     """A transaction in one pipeline: BEGIN is sent with the block's first sync (or with
     COMMIT), COMMIT as the pipeline ends. The block may ``sync()`` the pipeline to read what it
     sent. Any failure, the block's or the commit's, rolls the transaction back and raises."""
+    assert connection.autocommit, "BEGIN is ours to send: psycopg sends none in autocommit"
     failure: BaseException | None = None
     try:
         with connection.pipeline() as pipeline:
