@@ -193,6 +193,22 @@ class Cpu:
                             _spent(before.postgres, after.postgres) / n * 1e6)
 
 
+def resident_mb(pid: int) -> float:
+    """The resident memory of a process and its descendants (the ledger's keeper), in MiB
+    (Linux: VmRSS of /proc/PID/status; 0 for a process that is gone)."""
+    total_kib = 0
+    for member in _tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total_kib += int(line.split()[1])
+                        break
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total_kib / 1024
+
+
 def _spent(before: dict[int, float], after: dict[int, float]) -> float:
     """Time spent between two readings by the processes of the second (a process started
     between them counts from its start)."""

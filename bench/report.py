@@ -25,6 +25,7 @@ class HttpFigures:
     cpu_per_write: dict[str, list[CpuPerAnswer]] = field(default_factory=dict)
     cpu_per_read: dict[str, list[CpuPerAnswer]] = field(default_factory=dict)
     lags: list[CatchUp] = field(default_factory=list)
+    memory_mb: dict[str, float] = field(default_factory=dict)  # after the write and read runs
     solo: dict[str, Load] = field(default_factory=dict)
     unloaded: Load | None = None
     audited: Load | None = None
@@ -170,6 +171,8 @@ def rows(http: HttpFigures, rebuilt: RebuildFigures | None) -> list[Row]:
         *_load_rows("reads", http.reads, 1.0, http.connections),
         *_commit_rows(http),
         *_cpu_rows(http),
+        _ratio_row("resident memory after the loads, the service's processes (MiB)",
+                   http.memory_mb["ledger"], http.memory_mb["bare"], " MiB", "bare"),
         _lag_row(http.lags),
         _ratio_row("one deposit at a time, p50", http.solo["ledger"].p50_ms,
                    http.solo["bare"].p50_ms, " ms", "bare", at_most=2.0, fmt=".1f"),

@@ -10,7 +10,8 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    processor time per answer of the service's processes (the keeper's child included) and of
    PostgreSQL (``/proc``; the ledger's counted until its read models have caught up) and, for
    the ledger's write runs, the read models' lag when the load ends and how long until they
-   catch up.
+   catch up. After the rounds, each service's resident memory (its processes, the keeper's
+   child included).
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
 5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
@@ -50,7 +51,7 @@ import click
 import psycopg
 
 from bench import hang, rebuild, report, services, wrk
-from bench.probes import SETTLE_S, Commits, Cpu, Lag
+from bench.probes import SETTLE_S, Commits, Cpu, Lag, resident_mb
 from bench.report import HttpFigures
 from bench.services import Service
 
@@ -301,6 +302,8 @@ def http_figures(pg: str, options: Options) -> HttpFigures:
             figures.idle_commits_per_s[target.name] = idle
             say(f"  {target.name} commits {idle:.1f}/s when idle (taken off its counts)")
         rounds(found, options, figures)
+        for target in found:  # the keeper's child process included
+            figures.memory_mb[target.name] = resident_mb(target.service.process.pid)
         one_at_a_time(found, options, figures)
         heavy_readers(found[1], tokens["auditor"], options, figures)
         if options.webhooks:

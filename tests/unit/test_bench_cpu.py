@@ -1,5 +1,5 @@
-"""The bench's processor-time probe (``bench.probes.Cpu``): it counts a process's own time and its
-children's, per answer, and PostgreSQL's beside it."""
+"""The bench's probes of processor time (``bench.probes.Cpu``) and memory (``resident_mb``): they
+count a process's own and its children's, per answer, and PostgreSQL's time beside them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from bench.probes import Cpu
+from bench.probes import Cpu, resident_mb
 
 
 def test_the_time_a_process_spends_is_counted_per_answer() -> None:
@@ -56,3 +56,20 @@ def test_the_processes_a_service_started_count_with_it() -> None:
 
     assert reading.service[child.pid] >= 0.05
     assert reading.service_s >= reading.service[os.getpid()] + 0.05
+
+
+def test_the_memory_of_a_service_counts_its_children() -> None:
+    alone = resident_mb(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "spun\n"
+        with_child = resident_mb(os.getpid())
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+
+    assert alone > 1  # a Python process holds more than a MiB
+    assert with_child >= alone + 1  # and so does its child
+    assert resident_mb(2**22 + 1) == 0  # gone: nothing
