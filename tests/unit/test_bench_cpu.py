@@ -7,6 +7,8 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bench.probes import Cpu, resident_mb
 
@@ -33,42 +35,49 @@ def test_a_process_that_is_gone_counts_no_time() -> None:
     assert gone.read().service_s == 0.0
 
 
-SPIN = ("import sys, time\n"
-        "started = time.process_time()\n"
-        "while time.process_time() - started < 0.05:\n"
-        "    pass\n"
+# Spins until the kernel has counted 0.05 s of its processor time (what /proc says, which is
+# what the probe reads: counted in clock ticks, it may lag the process's own clock), at most 10 s.
+SPIN = ("import os, sys, time\n"
+        "tick = os.sysconf('SC_CLK_TCK')\n"
+        "def counted():\n"
+        "    fields = open('/proc/self/stat').read().rsplit(')', 1)[1].split()\n"
+        "    return (int(fields[11]) + int(fields[12])) / tick\n"
+        "deadline = time.monotonic() + 10\n"
+        "while counted() < 0.05 and time.monotonic() < deadline:\n"
+        "    sum(range(10_000))\n"
         "print('spun', flush=True)\n"
         "sys.stdin.read()\n")
+
+
+@contextmanager
+def a_child_that_spun() -> Iterator[int]:
+    """A child process of this one that has been counted 0.05 s of processor time, running
+    until the block ends; its pid."""
+    child = subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "spun\n"
+        yield child.pid
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
 
 
 def test_the_processes_a_service_started_count_with_it() -> None:
     """The ledger's read-model keeper works in a child process: its time is the service's."""
     cpu = Cpu(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "spun\n"
+    with a_child_that_spun() as child:
         reading = cpu.read()
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(10)
 
-    assert reading.service[child.pid] >= 0.05
+    assert reading.service[child] >= 0.05
     assert reading.service_s >= reading.service[os.getpid()] + 0.05
 
 
 def test_the_memory_of_a_service_counts_its_children() -> None:
     alone = resident_mb(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline() == "spun\n"
+    with a_child_that_spun():
         with_child = resident_mb(os.getpid())
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(10)
 
     assert alone > 1  # a Python process holds more than a MiB
     assert with_child >= alone + 1  # and so does its child
