@@ -6,10 +6,8 @@ import contextlib
 import signal
 import stat
 import subprocess
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +19,7 @@ from tests.http.conftest import (
     start_server,
     store,
     tokens_env,
+    until,
 )
 
 
@@ -173,11 +172,7 @@ def gone(pid: int) -> bool:
     return status.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "not in time"
-        time.sleep(0.05)
+KEEPER_WAIT_S = 20.0
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
@@ -194,11 +189,13 @@ async def test_on_postgresql_the_keeper_runs_in_a_child_process_that_ends_with_t
                                        {"amount": 7, "reference": "k1"})
                 assert reply.status == 201, reply.text
                 assert (await api.account(username))["posted"] == 7  # kept by the child
-            wait_until(lambda: len(spawned_by(server.process.pid)) == 1)
+            await until(lambda: len(spawned_by(server.process.pid)) == 1,
+                        "the server has spawned its keeper", timeout_s=KEEPER_WAIT_S)
             [keeper] = spawned_by(server.process.pid)
             server.process.send_signal(how)
             server.process.wait(30)
-            wait_until(lambda: gone(keeper))
+            await until(lambda: gone(keeper), "the keeper's process ends with the server",
+                        timeout_s=KEEPER_WAIT_S)
         finally:
             server.stop()
         if how == signal.SIGTERM:
