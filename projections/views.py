@@ -188,21 +188,21 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
 
     def _put(self, connection: Any, changes: Changes) -> None:
         """Put the keyed rows, and add the new rows of tables that have few (``_add`` copies
-        the others): a few rows as one VALUES list, many as one array per column."""
+        the others), each table's rows as one array per column, however many: one statement
+        text per table, so psycopg converts it once and the server plans it once (prepared),
+        where a VALUES list of every length was a statement of its own, parsed by psycopg at
+        every batch (it caches no statement of more than 50 parameters)."""
         for table, rows in changes.put.items():
             columns = tuple(rows[0])
-            keys = changes.keys[table]
-            if _many(rows):  # unnested back into rows by the server
-                unnest = _unnest(self._types_of(table, columns))
-                connection.execute(_upsert(table, columns, keys, unnest), _arrays(columns, rows))
-            else:
-                connection.execute(_upsert(table, columns, keys, _values(len(columns), len(rows))),
-                                   _flat(columns, rows))
+            unnest = _unnest(self._types_of(table, columns))
+            connection.execute(_upsert(table, columns, changes.keys[table], unnest),
+                               _arrays(columns, rows), prepare=True)
         for table, rows in changes.added.items():
             if not _many(rows):
                 columns = tuple(rows[0])
-                connection.execute(_insert(table, columns, _values(len(columns), len(rows))),
-                                   _flat(columns, rows))
+                unnest = _unnest(self._types_of(table, columns))
+                connection.execute(_insert(table, columns, unnest), _arrays(columns, rows),
+                                   prepare=True)
 
     def _add(self, connection: Any, changes: Changes) -> None:
         cursor = connection.cursor()
@@ -284,18 +284,6 @@ def _move_all(schema: str, trackers: tuple[str, ...]) -> str:
         SQL(", ").join(moves), SQL(", ").join(counts)).as_string()
 
 
-@functools.cache
-def _values(width: int, count: int) -> str:
-    """``count`` rows of ``width`` positional values."""
-    row = "(" + ", ".join(["%s"] * width) + ")"
-    return "VALUES " + ", ".join([row] * count)
-
-
-def _flat(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """The rows' values, row after row (``_values``'s parameters)."""
-    return [row[column] for row in rows for column in columns]
-
-
 def _arrays(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """The rows as one list per column (``_unnest`` makes rows of them again)."""
     return [[row[column] for row in rows] for column in columns]
@@ -338,6 +326,7 @@ def _upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...], rows: s
     return f"{_insert(table, columns, rows)} ON CONFLICT ({', '.join(keys)}) {action}"
 
 
+@functools.cache
 def _insert(table: str, columns: tuple[str, ...], rows: str) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) {rows}"
 
