@@ -8,10 +8,10 @@ after the batch (an upsert), the added rows in bulk, and the tracking record mov
 the batch began to its last event, all in one transaction (``ReadModelView.write_batch``, for
 every read model of one datastore). On PostgreSQL a batch costs a few round trips and few
 statements however many rows it writes: every tracking record in one statement, one upsert per
-keyed table and one INSERT per append-only table in one pipeline, the rows as one VALUES list
-when few (a keeper keeping up) and as arrays or a binary ``COPY`` when many (catching up, a
-rebuild); on SQLite, ``executemany``. Few statements matter as much as few round trips: each
-costs the keeper tens of microseconds of Python under the GIL the request handlers share.
+keyed table and one INSERT per append-only table in one pipeline, the rows as one array per
+column (one statement text per table, prepared once), and new rows by a binary ``COPY`` when
+many (catching up, a rebuild); on SQLite, ``executemany``. Few statements matter as much as
+few round trips: each costs the keeper tens of microseconds of Python.
 
 The tracking record moves only from the position the batch began at (compare and set, written
 first): if another process ever applied events meanwhile, the transaction fails and rolls back
@@ -43,9 +43,9 @@ Row = Mapping[str, Any]
 # One read model's part of a batch: its view, the position its part began after, its changes.
 Part = tuple["ReadModelView", int, "Changes"]
 APP_NAME = "ledger"
-# Above this many rows of one table in a batch, its new rows go by binary COPY and its keyed rows
-# as one array per column (the cheapest per row: a rebuild, a keeper catching up); fewer go as
-# one VALUES list, in the pipeline that moves the tracking (a keeper keeping up).
+# Above this many new rows of one table in a batch, they go by binary COPY (the cheapest per row:
+# a rebuild, a keeper catching up); fewer go as one array per column, in the pipeline that
+# moves the tracking (a keeper keeping up), as keyed rows always do.
 COPY_ABOVE_ROWS = 64
 _NAMED = re.compile(r"%\((\w+)\)s")
 
@@ -265,7 +265,7 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
 
 
 def _many(rows: Sequence[Row]) -> bool:
-    """Too many rows of one table for a VALUES list: arrays or a binary COPY carry them."""
+    """Enough new rows of one table for a binary COPY rather than arrays in the pipeline."""
     return len(rows) > COPY_ABOVE_ROWS
 
 
