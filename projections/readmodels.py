@@ -619,7 +619,11 @@ class ReadModelKeeper:
         env = replace(self.settings, pool_size=KEEPER_POOL_SIZE).app_env()
         if not may_make_tables(self.settings):  # issue 10: a least-privileged login
             env["CREATE_TABLE"] = "n"
-        app = LedgerApplication(env)
+        # eventsourcing's recorder runs its DDL as it is made (CREATE OR REPLACE FUNCTION
+        # among it): with another process doing the same at that moment, PostgreSQL fails one
+        # with "tuple concurrently updated". Every process makes it under the schema lock.
+        with schema_lock(self.settings):
+            app = LedgerApplication(env)
         views = open_views(self.settings, pool_size=KEEPER_POOL_SIZE)
         self._watch = SealWatch(app.recorder, read_key(self.settings.chain_key_file))
         try:

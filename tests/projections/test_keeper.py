@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError, Notification
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
+from projections import readmodels
 from projections.batches import BatchApplier
 from projections.readmodels import (
     PROJECTIONS,
@@ -30,6 +31,7 @@ from projections.readmodels import (
     open_views,
     prepare_read_models,
 )
+from projections.store import _SCHEMA_LOCK_KEY
 from projections.wakeup import PostgresDoorbell
 from tests.conftest import pg_url
 
@@ -237,6 +239,38 @@ def test_the_doorbell_rings_on_a_notify_and_otherwise_after_its_pause(
         started = time.monotonic()
         bell.wait(WAIT_S)
         assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_keeper_makes_its_application_under_the_schema_lock(
+    settings: StoreSettings, app: LedgerApplication, system: Actor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its recorder runs eventsourcing's DDL as it is made (CREATE OR REPLACE FUNCTION among
+    # it): run at the same moment as another process's (``ledger staff add`` beside a server
+    # starting), PostgreSQL failed one with "tuple concurrently updated". Every process makes
+    # it holding the schema lock; here, the database says whether it is held at that moment.
+    prepare_read_models(settings)
+    held: list[int] = []
+
+    def made(env: dict[str, str]) -> LedgerApplication:
+        with psycopg.connect(pg_url(settings.postgres["POSTGRES_DBNAME"])) as db:
+            row = db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                             " AND objid = %s AND granted", (_SCHEMA_LOCK_KEY,)).fetchone()
+        held.append(0 if row is None else row[0])
+        return LedgerApplication(env)
+
+    monkeypatch.setattr(readmodels, "LedgerApplication", made)
+    app.open_account("gus", "USD", actor=system)
+    keeper = ReadModelKeeper(settings, lock_retry_s=0.1)  # a thread: made in this process
+    keeper.start()
+    try:
+        with read_models(settings, app) as models:
+            models.wait_caught_up(stall_timeout_s=WAIT_S)
+            assert models.account("gus") is not None
+    finally:
+        keeper.stop()
+    assert held == [1]
 
 
 def keeper_children() -> list[BaseProcess]:
