@@ -52,6 +52,7 @@ from projections.notes import (
     split_note,
 )
 from projections.store import (
+    _GUARD_LOCK_KEY,
     _PG_GUARD_FUNCTION,
     _PG_GUARDS,
     _SQLITE_GUARDS,
@@ -95,6 +96,9 @@ def guard_notary(recorder: Recorder) -> None:
     assert isinstance(recorder, PostgresApplicationRecorder)
     schema = Identifier(recorder.datastore.schema)
     with recorder.datastore.transaction(commit=True) as curs:
+        # The guard function is the events' own (guard_events), replaced under its lock: two
+        # CREATE OR REPLACE FUNCTION at once fail one ("tuple concurrently updated").
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_NOTARY_LOCK_KEY,))
         for statement in NOTARY_DDL:
             curs.execute(statement)

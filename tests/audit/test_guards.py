@@ -5,6 +5,8 @@ a superuser first switches the guards off (what ``test_verify`` then catches).""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -14,7 +16,10 @@ from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.chain import Chain
+from projections.checkpoints import guard_notary
+from projections.store import _GUARD_LOCK_KEY
 from tests.audit.conftest import Intruder
+from tests.conftest import pg_url
 
 FORGED = "f" * 64
 
@@ -114,3 +119,31 @@ def test_the_database_refuses_to_write_over_a_stored_event_or_link_with_an_upser
     # SQLite fires no DELETE trigger for the row a REPLACE removes (unless recursive_triggers
     # is on in the writer's connection), so the guard must refuse the INSERT itself.
     assert stored(linked) == before, f"{table} overwritten by: {upsert(settings, table)}"
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_notary_replaces_the_guard_function_only_under_the_events_guard_lock(
+    app: LedgerApplication, settings: StoreSettings
+) -> None:
+    # The events' guards and the notary's share one function, replaced (CREATE OR REPLACE) by
+    # each as a process starts: two replacements at once fail one of them with "tuple
+    # concurrently updated" (a CLI command beside a server starting). The notary's waits for
+    # the events' lock: while another session holds it, it has not run.
+    waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s"
+               " AND NOT granted")
+    done = threading.Event()
+    with psycopg.connect(pg_url(settings.postgres["POSTGRES_DBNAME"]), autocommit=True) as db:
+        db.execute("SELECT pg_advisory_lock(%s)", (_GUARD_LOCK_KEY,))
+        worker = threading.Thread(target=lambda: (guard_notary(app.recorder), done.set()))
+        worker.start()
+        try:
+            deadline = time.monotonic() + 10
+            while (db.execute(waiting, (_GUARD_LOCK_KEY,)).fetchone() or [0])[0] != 1:
+                assert not done.is_set(), "the notary replaced the function without the lock"
+                assert time.monotonic() < deadline, "the notary never asked for the lock"
+                time.sleep(0.01)
+            assert not done.is_set()
+        finally:
+            db.execute("SELECT pg_advisory_unlock(%s)", (_GUARD_LOCK_KEY,))
+            worker.join(10)
+    assert done.is_set()
