@@ -40,6 +40,7 @@ P = ParamSpec("P")
 
 STATUS_OF_OUTCOME = {"created": 201, "ok": 200, "existing": 200}
 REPLAYED_HEADER = "Idempotent-Replayed"
+_JSON_TYPES_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
@@ -50,8 +51,6 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
     return web.Response(body=body, status=status, content_type="application/json",
                         charset="utf-8", headers=headers)
 
-
-_JSON_TYPES_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 async def command(request: web.Request, make: Callable[P, Command], *args: P.args,

@@ -52,12 +52,11 @@ from projections.notes import (
     split_note,
 )
 from projections.store import (
-    _GUARD_LOCK_KEY,
-    _PG_GUARD_FUNCTION,
     _PG_GUARDS,
     _SQLITE_GUARDS,
     _SQLITE_KEYS,
     read_log,
+    replace_guard_function,
 )
 
 LEAVES_TABLE = "ledger_merkle_leaves"
@@ -96,13 +95,10 @@ def guard_notary(recorder: Recorder) -> None:
     assert isinstance(recorder, PostgresApplicationRecorder)
     schema = Identifier(recorder.datastore.schema)
     with recorder.datastore.transaction(commit=True) as curs:
-        # The guard function is the events' own (guard_events), replaced under its lock: two
-        # CREATE OR REPLACE FUNCTION at once fail one ("tuple concurrently updated").
-        curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_NOTARY_LOCK_KEY,))
         for statement in NOTARY_DDL:
             curs.execute(statement)
-        curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=schema))
+        replace_guard_function(curs, schema)
         for table in (LEAVES_TABLE, CHECKPOINTS_TABLE):
             for guard in _PG_GUARDS:
                 curs.execute(SQL(guard).format(

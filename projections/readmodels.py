@@ -72,7 +72,7 @@ from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
-from projections.store import schema_lock
+from projections.store import application_env, schema_lock
 from projections.views import ReadModelProjection, ReadModelView, view_class
 from projections.wakeup import Doorbell, PostgresDoorbell
 
@@ -616,9 +616,7 @@ class ReadModelKeeper:
         ``LOCK_CHECK_S`` (that the lock is still held)."""
         # Two connections each for reading the log and for the read models are plenty: one
         # batch at a time (the leadership lock and the doorbell have one each besides).
-        env = replace(self.settings, pool_size=KEEPER_POOL_SIZE).app_env()
-        if not may_make_tables(self.settings):  # issue 10: a least-privileged login
-            env["CREATE_TABLE"] = "n"
+        env = application_env(replace(self.settings, pool_size=KEEPER_POOL_SIZE))
         # eventsourcing's recorder runs its DDL as it is made (CREATE OR REPLACE FUNCTION
         # among it): with another process doing the same at that moment, PostgreSQL fails one
         # with "tuple concurrently updated". Every process makes it under the schema lock.

@@ -179,7 +179,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         # head is read by the insert itself under the table lock: no round trip more.
         # Every statement of a commit is rendered here, once (``as_string``): psycopg renders a
         # Composed again at every execute (about 4 % of the committer's time).
-        self.insert_events_statement = SQL(
+        self._insert_event_rows = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
             " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
             " RETURNING notification_id,"
@@ -188,8 +188,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             schema=schema,
             table=Identifier(self.events_table_name),
             id_type=Identifier(datastore.originator_id_type),
-        )
-        self._insert_event_rows = self.insert_events_statement.as_string(None)
+        ).as_string(None)
         self._notify = SQL("NOTIFY {}").format(Identifier(self.channel_name)).as_string(None)
         self._insert_links = SQL(
             "INSERT INTO {}.ledger_chain (position, previous, hash)"
@@ -558,7 +557,7 @@ def guard_events(recorder: Recorder) -> None:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
         for statement in STORE_DDL:
             curs.execute(statement)
-        curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=Identifier(datastore.schema)))
+        replace_guard_function(curs, Identifier(datastore.schema))
         for table in tables:
             names = {
                 "schema": Identifier(datastore.schema),
@@ -568,6 +567,14 @@ def guard_events(recorder: Recorder) -> None:
             }
             for statement in _PG_GUARDS:
                 curs.execute(SQL(statement).format(**names))
+
+
+def replace_guard_function(curs: Any, schema: Identifier) -> None:
+    """(Re)make the trigger function every guard of history calls (the events' and the
+    notary's), in the caller's transaction, under the guards' lock: two CREATE OR REPLACE
+    FUNCTION at once fail one of them ("tuple concurrently updated")."""
+    curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))  # held: taken again
+    curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=schema))
 
 
 def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> ChainKey:
@@ -688,6 +695,17 @@ def schema_lock(settings: StoreSettings) -> Iterator[None]:
             connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
 
 
+def application_env(settings: StoreSettings) -> dict[str, str]:
+    """The application's settings. A least-privileged login makes no table (issue 10: `ledger
+    migrate` made them); any other makes them, under ``schema_lock``, as it is made."""
+    from projections.privileges import may_make_tables
+
+    env = settings.app_env()
+    if not may_make_tables(settings):
+        env["CREATE_TABLE"] = "n"
+    return env
+
+
 def open_application(
     settings: StoreSettings, *, may_create_key: bool = True, **options: Any
 ) -> LedgerApplication:
@@ -696,10 +714,8 @@ def open_application(
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     from projections.privileges import may_make_tables  # issue 10: least privilege
 
-    env = settings.app_env()
+    env = application_env(settings)
     makes_tables = may_make_tables(settings)
-    if not makes_tables:
-        env["CREATE_TABLE"] = "n"  # `ledger migrate` made them; this login may not
     with schema_lock(settings):
         app = LedgerApplication(env, **options)
         wire(app, settings, may_create_key=may_create_key, makes_tables=makes_tables)
