@@ -4,9 +4,19 @@ reconciliation answer what finance asks without computing by hand (issue 12, "Fi
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from tests.http.conftest import Api, assert_problem
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from api.app import create_app
+from api.auth import Tokens
+from tests.conftest import store_settings
+from tests.http.conftest import Api, assert_problem, store, tokens_env
 
 FINANCE = "finance"
 
@@ -62,6 +72,58 @@ async def test_finance_s_open_queue_holds_requested_and_approved_requests_with_t
     (total,) = reply.json["totals"]
     assert (total["currency"], total["count"], total["amount"]) == ("USD", 2, 300)
     assert total["oldest_requested_at"] == items[0]["requested_at"]
+
+
+class ShopClock:
+    """The shop's clock of an in-process service, moved forward by whole days."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def move_days(self, days: int) -> None:
+        self.now += timedelta(days=days)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def shop_day(request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> AsyncIterator[tuple[Api, ShopClock]]:
+    """The service in this process on a fresh store, its shop clock movable; a real server's
+    clock is the wall clock, which a test cannot move."""
+    clock = ShopClock()
+    with store(request.param, tmp_path) as url:
+        app = create_app(store_settings(url), Tokens.parse(tokens_env()), clock=clock)
+        async with TestServer(app) as server, aiohttp.ClientSession(
+            base_url=str(server.make_url(""))
+        ) as session:
+            yield Api(session), clock
+
+
+async def test_finance_sees_how_many_days_each_request_has_waited(
+    shop_day: tuple[Api, ShopClock],
+) -> None:
+    api, clock = shop_day
+    # Given a customer who asked for a balance refund, which finance saw come in that day
+    waited_days = 6
+    username = await _customer(api, "USD", 5_000, paid=1_000)
+    asked = await _request(api, username, 300)
+    queue = f"/v1/refund-requests?status=open&username={username}"
+    (today_s,) = (await api.get(queue, role=FINANCE)).json["items"]
+    assert today_s["age_days"] == 0
+    # When finance reads the queue six days later
+    clock.move_days(waited_days)
+    reply = await api.get(queue, role=FINANCE)
+    # Then the request has waited six whole days, in the list and read alone
+    assert reply.status == 200, reply.text
+    (item,) = reply.json["items"]
+    assert (item["id"], item["age_days"]) == (asked["id"], waited_days)
+    (total,) = reply.json["totals"]
+    assert total["oldest_requested_at"] == item["requested_at"] == today_s["requested_at"]
+    one = await api.get(f"/v1/refund-requests/{asked['id']}", role=FINANCE)
+    assert one.status == 200, one.text
+    assert one.json["age_days"] == waited_days
 
 
 async def test_the_queue_can_be_kept_to_one_currency_and_its_total_spans_every_page(
