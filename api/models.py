@@ -944,8 +944,12 @@ SECTION_ITEMS = "The first ?limit of them, oldest first."
 
 class NeverSpentSection(Answer):
     count: int = Field(description=SECTION_COUNT)
-    amount: int = Field(description="Their available balances (posted less held) summed, over "
-                        "all of them, in minor units.")
+    amount: int = Field(description="The money still unmatched: their available balances "
+                        "(posted less held) summed, over all of them, in minor units. Not what "
+                        "they deposited (see deposited): payouts and money held for refund "
+                        "requests are not in it.")
+    deposited: int = Field(description="What they deposited, all of them summed, in minor "
+                           "units: amount is less when part was paid out or is held.")
     items: list[NeverSpent] = Field(description=SECTION_ITEMS + " (by first_deposit_at)")
 
 

@@ -403,6 +403,48 @@ async def test_unmatched_money_stands_out_in_one_report(api: Api) -> None:
     assert today.json["idle_balances"] == {"count": 0, "amount": 0, "items": []}
 
 
+async def test_money_never_spent_is_summed_as_what_is_still_there_beside_what_came_in(
+    api: Api,
+) -> None:
+    # Given, in a currency of its own, a customer who paid in twice, never bought anything and
+    # had part of it paid back out (the refund's order number is a deposit reference), and
+    # another who paid in and has a refund request still holding part of it
+    currency = "NOK"
+    username = await api.open_account(currency)
+    first = f"PAY-{uuid.uuid4().hex[:6]}"
+    for amount, reference in ((400, first), (100, f"PAY-{uuid.uuid4().hex[:6]}")):
+        reply = await api.post(f"/v1/accounts/{username}/deposits",
+                               {"amount": amount, "reference": reference})
+        assert reply.status == 201, reply.text
+    asked = await api.post(f"/v1/accounts/{username}/refund-requests",
+                           {"order_no": first, "amount": 150, "reason": "moving abroad"},
+                           role="cs")
+    assert asked.status == 201, asked.text
+    await api.post(f"/v1/refund-requests/{asked.json['id']}/approve", {}, role=FINANCE)
+    paid = await api.post(f"/v1/refund-requests/{asked.json['id']}/pay",
+                          {"payout_reference": "BANK-1"}, role="payer")
+    assert paid.status == 200, paid.text
+    holding = await api.open_account(currency)
+    reference = f"PAY-{uuid.uuid4().hex[:6]}"
+    reply = await api.post(f"/v1/accounts/{holding}/deposits",
+                           {"amount": 200, "reference": reference})
+    assert reply.status == 201, reply.text
+    held = await api.post(f"/v1/accounts/{holding}/refund-requests",
+                          {"order_no": reference, "amount": 50, "reason": "moving abroad"},
+                          role="cs")
+    assert held.status == 201, held.text
+    # When finance asks what stands out in that currency
+    reply = await api.get(f"/v1/reconciliation/unmatched?currency={currency}", role=FINANCE)
+    assert reply.status == 200, reply.text
+    never = reply.json["deposits_never_spent"]
+    # Then each shows what came in and what is still there; the section sums both
+    assert [(i["username"], i["deposited"], i["available"]) for i in never["items"]] == [
+        (username, 500, 350), (holding, 200, 150)]
+    assert (never["count"], never["deposited"], never["amount"]) == (2, 700, 500)
+    # and what the request holds is in the waiting section, not counted twice
+    assert reply.json["refunds_waiting"]["amount"] == 50
+
+
 async def test_the_unmatched_report_lists_at_most_its_limit_but_counts_them_all(
     api: Api,
 ) -> None:
