@@ -275,11 +275,23 @@ async def test_reconciliation_without_a_currency_covers_every_currency_in_use(ap
 
 async def test_reconciliation_shows_each_chart_account_s_balance(api: Api) -> None:
     await _customer(api, "USD", 1_000, paid=100)
+    before = await api.get("/v1/reconciliation?currency=USD", role=FINANCE)
+    assert before.status == 200, before.text
+    freight_before = before.json["chart_balances"].get("revenue:freight", 0)
+    # a return refunded with 300 of freight charged to the customer
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    await api.walk(case["id"], "with_supplier")
+    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
+                              {"outcome": "refund", "refund_amount": 1_000,
+                               "freight_amount": 300}, role="cs")
+    assert resolved.status == 200, resolved.text
     reply = await api.get("/v1/reconciliation?currency=USD", role=FINANCE)
     assert reply.status == 200, reply.text
     charts = reply.json["chart_balances"]
     assert charts["clearing:deposits"] == reply.json["totals"]["deposits"]
     assert -charts["customer:*"] == reply.json["customer_balances"]["posted"]
+    assert charts["revenue:freight"] == freight_before - 300  # revenue: a credit, negative
     assert sum(charts.values()) == reply.json["trial_balance"] == 0
 
 
