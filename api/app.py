@@ -18,6 +18,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import datetime
 
 from aiohttp import web
 
@@ -56,6 +57,7 @@ from api.routes import ROUTES
 from api.routing import register
 from api.signin import SignIn
 from ledger.application import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS, LedgerApplication
+from ledger.clock import utc_now
 from ledger.refund_request import second_approval_thresholds
 from ledger.settings import StoreSettings
 from projections.current import CurrentReader
@@ -86,6 +88,7 @@ def create_app(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     config: Config | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> web.Application:
     """The service on ``settings``' store. ``executor_workers`` defaults to the store's pool
     size: never more threads than connections to give them. ``limits`` bound the requests
@@ -94,8 +97,9 @@ def create_app(
     either: 503 ``busy``). The executor's threads are shared out between the lanes (write,
     read, heavy; ``Limits.lanes``): each needs one, so an executor has at least three.
     ``config`` (``api.config``; None: every default) gives the rest: sign-in, webhooks, the
-    notary's key and pace, the second approval's thresholds. ValueError when it cannot be
-    had."""
+    notary's key and pace, the second approval's thresholds. ``clock`` is the shop's clock
+    (its calendar: ages, deadlines, idle cut-offs); a test moves it, events keep their own
+    timestamps. ValueError when it cannot be had."""
     config = Config.of({}) if config is None else config
     if verifier is None:  # audit.verify, the checkpoints checked with the notary's key
         key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
@@ -152,7 +156,7 @@ def create_app(
     async def ledger(app: web.Application) -> AsyncIterator[None]:
         app[LEDGER] = await in_executor(app, open_application, settings,
                                         max_attempts=max_attempts, lock_timeout_s=lock_timeout_s,
-                                        second_approval_above=second_approval)
+                                        second_approval_above=second_approval, clock=clock)
         yield
         await in_executor(app, app[LEDGER].close)
 

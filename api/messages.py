@@ -4,7 +4,9 @@ Pydantic's own wording ("Extra inputs are not permitted", "Value error, ...", "S
 match pattern '^[\\t-\\r...'") is for programmers. Each finding is said here in plain words: an
 unknown field or query parameter names the ones accepted, a missing one says it is missing, a
 value that does not fit a pattern says what the value is (a user name, a reference, a cursor),
-never the regular expression.
+never the regular expression; a number, text or list out of its bounds, or a value of the
+wrong kind, names the field and the bound ("amount must be more than 0"), never "Input should
+be greater than 0".
 """
 
 from __future__ import annotations
@@ -18,14 +20,56 @@ from api import models
 
 # A pattern of the document -> what a value of it is, in words.
 _PATTERN_WORDS: Mapping[str, str] = {
-    models.USERNAME_PATTERN: models.USERNAME_DESCRIPTION,
+    models.USERNAME_PATTERN: "a user name: 3-64 of A-Z, a-z, 0-9, '.', '_' and '-' (spaces "
+                             "around it are trimmed, capitals lower-cased)",
     models.REFERENCE_PATTERN: "1-128 printable ASCII characters without surrounding spaces",
     models.CURSOR_PATTERN: "the `next` of a previous page",
     models.NOT_BLANK_PATTERN: "text that is not blank",
     models.IDEMPOTENCY_KEY_PATTERN: "1-255 printable ASCII characters",
     r"^[A-Z]{3}$": "an ISO 4217 currency code in capitals, e.g. USD",
-    models.CHART_ACCOUNT_PATTERN: models.CHART_ACCOUNT_DESCRIPTION,
+    models.CHART_ACCOUNT_PATTERN: "a chart account: customer:<user name>, clearing:deposits, "
+                                  "clearing:payouts, orders:paid, suppliers:receivable or "
+                                  "revenue:freight",
 }
+
+# A finding by pydantic's error type -> its words, {field} the field's name and the rest the
+# error's context (its bound).
+_KIND_WORDS: Mapping[str, str] = {
+    "int_parsing": "{field} must be a whole number",
+    "int_type": "{field} must be a whole number",
+    "int_from_float": "{field} must be a whole number, without a fraction",
+    "greater_than": "{field} must be more than {gt}",
+    "greater_than_equal": "{field} must be {ge} or more",
+    "less_than": "{field} must be less than {lt}",
+    "less_than_equal": "{field} must be {le} or less",
+    "string_too_long": "{field} must be at most {max_length} characters long",
+    "string_too_short": "{field} must be at least {min_length} characters long",
+    "string_type": "{field} must be text (a JSON string)",
+    "too_long": "{field} may hold at most {max_length} items",
+    "too_short": "{field} must hold at least {min_length} items",
+    "list_type": "{field} must be a list (a JSON array)",
+    "bool_parsing": "{field} must be true or false",
+    "bool_type": "{field} must be true or false",
+    "date_parsing": "{field} must be a date written YYYY-MM-DD",
+    "date_from_datetime_parsing": "{field} must be a date written YYYY-MM-DD",
+    "date_type": "{field} must be a date written YYYY-MM-DD",
+    "datetime_parsing": "{field} must be an RFC 3339 time, e.g. 2026-11-26T09:00:00Z",
+    "datetime_from_date_parsing": "{field} must be an RFC 3339 time, e.g. "
+                                  "2026-11-26T09:00:00Z",
+    "datetime_type": "{field} must be an RFC 3339 time, e.g. 2026-11-26T09:00:00Z",
+    "timezone_aware": "{field} must give its time zone, e.g. 2026-11-26T09:00:00Z",
+    "uuid_parsing": "{field} must be an id the service gave (a UUID)",
+    "uuid_type": "{field} must be an id the service gave (a UUID)",
+}
+
+
+def _field_name(error: Mapping[str, Any], *, query: bool) -> str:
+    """The field (or parameter) a finding is about, by its own name: the last named part of
+    its location (an item of a list is its list's)."""
+    for part in reversed(tuple(error.get("loc", ()))):
+        if isinstance(part, str):
+            return part
+    return "the parameter" if query else "the value"
 
 
 def accepted_names(model: type[BaseModel]) -> list[str]:
@@ -74,8 +118,16 @@ def message(error: Mapping[str, Any], model: type[BaseModel], *, query: bool = F
         for prefix in ("Value error, ", "Assertion failed, "):
             text = text.removeprefix(prefix)
         return text
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         return f"must be one of {context.get('expected', 'the documented values')}"
+    words = _KIND_WORDS.get(kind)
+    if kind in ("string_too_short", "too_short") and context.get("min_length") == 1:
+        words = "{field} must not be empty"
+    if words is not None:
+        try:
+            return words.format(**context, field=_field_name(error, query=query))
+        except (KeyError, IndexError):  # a context without the bound: said without it
+            pass
     return str(error.get("msg", "is not valid"))
 
 

@@ -497,14 +497,20 @@ class ReconciliationQuery(Query):
 
 
 class UnmatchedQuery(Query):
-    currency: Currency | None = Field(default=None, description="Only this currency's.")
+    currency: Currency | None = Field(
+        default=None,
+        description="Only this currency's (default: every currency, each section's amount "
+        "then adding different currencies' minor units).",
+    )
     idle_days: int | None = Field(
         default=None, ge=1, le=3650,
         description="A balance is idle when its account's last event is older than this many "
-        "days (default 90).",
+        "days on the shop's clock (default 90). Not with idle_before.",
     )
     idle_before: Moment | None = Field(
-        default=None, description="RFC 3339 time: or, idle when untouched since before it."
+        default=None,
+        description="RFC 3339 time: a balance is idle when its account's last event is before "
+        "it (instead of idle_days; both is 422).",
     )
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE,
                        description="The most items listed in each section.")
@@ -932,22 +938,33 @@ class WaitingRequest(Answer):
     updated_at: datetime
 
 
+SECTION_COUNT = "How many it finds, all of them (items lists at most ?limit)."
+SECTION_ITEMS = "The first ?limit of them, oldest first."
+
+
 class NeverSpentSection(Answer):
-    count: int = Field(description="How many, all of them (items lists at most ?limit).")
-    amount: int = Field(description="Their available balances summed.")
-    items: list[NeverSpent]
+    count: int = Field(description=SECTION_COUNT)
+    amount: int = Field(description="The money still unmatched: their available balances "
+                        "(posted less held) summed, over all of them, in minor units. Not what "
+                        "they deposited (see deposited): payouts and money held for refund "
+                        "requests are not in it.")
+    deposited: int = Field(description="What they deposited, all of them summed, in minor "
+                           "units: amount is less when part was paid out or is held.")
+    items: list[NeverSpent] = Field(description=SECTION_ITEMS + " (by first_deposit_at)")
 
 
 class IdleSection(Answer):
-    count: int
-    amount: int = Field(description="Their available balances summed.")
-    items: list[IdleBalance]
+    count: int = Field(description=SECTION_COUNT)
+    amount: int = Field(description="Their available balances (posted less held) summed, over "
+                        "all of them, in minor units.")
+    items: list[IdleBalance] = Field(description=SECTION_ITEMS + " (by last_event_at)")
 
 
 class RequestSection(Answer):
-    count: int
-    amount: int = Field(description="The requests' amounts summed.")
-    items: list[WaitingRequest]
+    count: int = Field(description=SECTION_COUNT)
+    amount: int = Field(description="The requests' amounts summed (the money they hold), over "
+                        "all of them, in minor units.")
+    items: list[WaitingRequest] = Field(description=SECTION_ITEMS + " (by requested_at)")
 
 
 class Unmatched(Answer):

@@ -1,6 +1,8 @@
 """Unmatched money, which DOMAIN.md asks to stand out: what finance looks into by hand.
 
-- ``deposits_never_spent``: accounts that received deposits and never paid for anything;
+- ``deposits_never_spent``: accounts that received deposits and never paid for anything: its
+  ``amount`` is what they have available now (the money still unmatched; what they hold for
+  refund requests shows in the last two sections), its ``deposited`` what they paid in;
 - ``idle_balances``: accounts with money available whose last event is older than a cut-off;
 - ``refunds_waiting``: balance-refund requests still waiting for finance (requested);
 - ``payouts_not_paid``: requests approved but not paid out.
@@ -24,17 +26,18 @@ def _currency_clause(currency: str | None, column: str) -> str:
 
 
 def _section(
-    view: ReadModelView, sql: str, params: dict[str, Any], amount: str, limit: int
+    view: ReadModelView, sql: str, params: dict[str, Any], limit: int, **sums: str
 ) -> dict[str, Any]:
-    """Count and sum every row the query finds (in the database), and list the first
-    ``limit`` of them."""
+    """Count every row the query finds and sum each of its ``sums`` columns (in the database,
+    by the name given), and list the first ``limit`` of them."""
+    summed = "".join(f", COALESCE(SUM({column}), 0) AS {name}" for name, column in sums.items())
     totals = view.query(
-        f"SELECT COUNT(*) AS count, COALESCE(SUM({amount}), 0) AS amount"  # noqa: S608
-        f" FROM ({sql}) AS found",
+        f"SELECT COUNT(*) AS count{summed} FROM ({sql}) AS found",  # noqa: S608 (fixed texts)
         params,
     )[0]
     items = view.query(f"{sql} LIMIT %(limit)s", {**params, "limit": limit})
-    return {"count": int(totals["count"]), "amount": int(totals["amount"]), "items": items}
+    return {"count": int(totals["count"]), **{name: int(totals[name]) for name in sums},
+            "items": items}
 
 
 def deposits_never_spent(
@@ -50,7 +53,8 @@ def deposits_never_spent(
         " GROUP BY a.account_id, a.username, a.currency, a.posted, a.held"
         " ORDER BY first_deposit_at"
     )
-    found = _section(accounts, sql, {"currency": currency}, "available", limit)
+    found = _section(accounts, sql, {"currency": currency}, limit, amount="available",
+                     deposited="deposited")
     found["items"] = [{**r, "deposited": int(r["deposited"])} for r in found["items"]]
     return found
 
@@ -65,8 +69,8 @@ def idle_balances(
         " WHERE a.posted - a.held > 0 AND h.at < %(before)s"
         + _currency_clause(currency, "a.currency") + " ORDER BY h.at"
     )
-    return _section(accounts, sql, {"currency": currency, "before": idle_before}, "available",
-                    limit)
+    return _section(accounts, sql, {"currency": currency, "before": idle_before}, limit,
+                    amount="available")
 
 
 def requests_in(
@@ -77,7 +81,8 @@ def requests_in(
         " FROM rm_refund_requests WHERE status = %(status)s"
         + _currency_clause(currency, "currency") + " ORDER BY requested_at"
     )
-    return _section(requests, sql, {"currency": currency, "status": status}, "amount", limit)
+    return _section(requests, sql, {"currency": currency, "status": status}, limit,
+                    amount="amount")
 
 
 def report(

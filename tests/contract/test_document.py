@@ -80,3 +80,29 @@ def test_every_write_links_to_what_it_enables(document: dict[str, Any]) -> None:
     assert {"fail_purchase", "request_refund", "open_case"} <= set(links)
     opened = document["paths"]["/v1/accounts"]["post"]["responses"]["201"]["links"]
     assert opened["deposit"]["parameters"] == {"username": "$response.body#/username"}
+
+
+def test_the_unmatched_report_documents_its_parameters_sections_and_sums(
+    document: dict[str, Any],
+) -> None:
+    operation = document["paths"]["/v1/reconciliation/unmatched"]["get"]
+    assert "auditor, finance" in operation["description"]
+    parameters = {p["name"]: p for p in operation["parameters"] if "name" in p}
+    assert {"currency", "idle_days", "idle_before", "limit"} <= set(parameters)
+    assert "idle_before" in parameters["idle_days"]["description"]
+    assert "422" in parameters["idle_before"]["description"]
+    assert (parameters["limit"]["schema"]["minimum"], parameters["limit"]["schema"]["maximum"]
+            ) == (1, 1000)
+    assert {"401", "403", "422", "503"} <= set(operation["responses"])
+    schemas = document["components"]["schemas"]
+    sections = schemas["Unmatched"]["properties"]
+    assert {"deposits_never_spent", "idle_balances", "refunds_waiting",
+            "payouts_not_paid"} <= set(sections)
+    for section, sums in (("NeverSpentSection", "available"), ("IdleSection", "available"),
+                          ("RequestSection", "requests' amounts")):
+        fields = schemas[section]["properties"]
+        assert {"count", "amount", "items"} <= set(fields)
+        assert sums in fields["amount"]["description"]
+    never_spent = schemas["NeverSpentSection"]["properties"]
+    assert "deposited" in never_spent  # what came in, beside what is still there
+    assert "Not what they deposited" in never_spent["amount"]["description"]

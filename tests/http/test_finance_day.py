@@ -4,9 +4,19 @@ reconciliation answer what finance asks without computing by hand (issue 12, "Fi
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from tests.http.conftest import Api, assert_problem
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from api.app import create_app
+from api.auth import Tokens
+from tests.conftest import store_settings
+from tests.http.conftest import Api, assert_problem, store, tokens_env
 
 FINANCE = "finance"
 
@@ -62,6 +72,58 @@ async def test_finance_s_open_queue_holds_requested_and_approved_requests_with_t
     (total,) = reply.json["totals"]
     assert (total["currency"], total["count"], total["amount"]) == ("USD", 2, 300)
     assert total["oldest_requested_at"] == items[0]["requested_at"]
+
+
+class ShopClock:
+    """The shop's clock of an in-process service, moved forward by whole days."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def move_days(self, days: int) -> None:
+        self.now += timedelta(days=days)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def shop_day(request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> AsyncIterator[tuple[Api, ShopClock]]:
+    """The service in this process on a fresh store, its shop clock movable; a real server's
+    clock is the wall clock, which a test cannot move."""
+    clock = ShopClock()
+    with store(request.param, tmp_path) as url:
+        app = create_app(store_settings(url), Tokens.parse(tokens_env()), clock=clock)
+        async with TestServer(app) as server, aiohttp.ClientSession(
+            base_url=str(server.make_url(""))
+        ) as session:
+            yield Api(session), clock
+
+
+async def test_finance_sees_how_many_days_each_request_has_waited(
+    shop_day: tuple[Api, ShopClock],
+) -> None:
+    api, clock = shop_day
+    # Given a customer who asked for a balance refund, which finance saw come in that day
+    waited_days = 6
+    username = await _customer(api, "USD", 5_000, paid=1_000)
+    asked = await _request(api, username, 300)
+    queue = f"/v1/refund-requests?status=open&username={username}"
+    (today_s,) = (await api.get(queue, role=FINANCE)).json["items"]
+    assert today_s["age_days"] == 0
+    # When finance reads the queue six days later
+    clock.move_days(waited_days)
+    reply = await api.get(queue, role=FINANCE)
+    # Then the request has waited six whole days, in the list and read alone
+    assert reply.status == 200, reply.text
+    (item,) = reply.json["items"]
+    assert (item["id"], item["age_days"]) == (asked["id"], waited_days)
+    (total,) = reply.json["totals"]
+    assert total["oldest_requested_at"] == item["requested_at"] == today_s["requested_at"]
+    one = await api.get(f"/v1/refund-requests/{asked['id']}", role=FINANCE)
+    assert one.status == 200, one.text
+    assert one.json["age_days"] == waited_days
 
 
 async def test_the_queue_can_be_kept_to_one_currency_and_its_total_spans_every_page(
@@ -213,11 +275,23 @@ async def test_reconciliation_without_a_currency_covers_every_currency_in_use(ap
 
 async def test_reconciliation_shows_each_chart_account_s_balance(api: Api) -> None:
     await _customer(api, "USD", 1_000, paid=100)
+    before = await api.get("/v1/reconciliation?currency=USD", role=FINANCE)
+    assert before.status == 200, before.text
+    freight_before = before.json["chart_balances"].get("revenue:freight", 0)
+    # a return refunded with 300 of freight charged to the customer
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    await api.walk(case["id"], "with_supplier")
+    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
+                              {"outcome": "refund", "refund_amount": 1_000,
+                               "freight_amount": 300}, role="cs")
+    assert resolved.status == 200, resolved.text
     reply = await api.get("/v1/reconciliation?currency=USD", role=FINANCE)
     assert reply.status == 200, reply.text
     charts = reply.json["chart_balances"]
     assert charts["clearing:deposits"] == reply.json["totals"]["deposits"]
     assert -charts["customer:*"] == reply.json["customer_balances"]["posted"]
+    assert charts["revenue:freight"] == freight_before - 300  # revenue: a credit, negative
     assert sum(charts.values()) == reply.json["trial_balance"] == 0
 
 
@@ -339,6 +413,48 @@ async def test_unmatched_money_stands_out_in_one_report(api: Api) -> None:
     today = await api.get(f"/v1/reconciliation/unmatched?currency={currency}&idle_days=1",
                           role="auditor")
     assert today.json["idle_balances"] == {"count": 0, "amount": 0, "items": []}
+
+
+async def test_money_never_spent_is_summed_as_what_is_still_there_beside_what_came_in(
+    api: Api,
+) -> None:
+    # Given, in a currency of its own, a customer who paid in twice, never bought anything and
+    # had part of it paid back out (the refund's order number is a deposit reference), and
+    # another who paid in and has a refund request still holding part of it
+    currency = "NOK"
+    username = await api.open_account(currency)
+    first = f"PAY-{uuid.uuid4().hex[:6]}"
+    for amount, reference in ((400, first), (100, f"PAY-{uuid.uuid4().hex[:6]}")):
+        reply = await api.post(f"/v1/accounts/{username}/deposits",
+                               {"amount": amount, "reference": reference})
+        assert reply.status == 201, reply.text
+    asked = await api.post(f"/v1/accounts/{username}/refund-requests",
+                           {"order_no": first, "amount": 150, "reason": "moving abroad"},
+                           role="cs")
+    assert asked.status == 201, asked.text
+    await api.post(f"/v1/refund-requests/{asked.json['id']}/approve", {}, role=FINANCE)
+    paid = await api.post(f"/v1/refund-requests/{asked.json['id']}/pay",
+                          {"payout_reference": "BANK-1"}, role="payer")
+    assert paid.status == 200, paid.text
+    holding = await api.open_account(currency)
+    reference = f"PAY-{uuid.uuid4().hex[:6]}"
+    reply = await api.post(f"/v1/accounts/{holding}/deposits",
+                           {"amount": 200, "reference": reference})
+    assert reply.status == 201, reply.text
+    held = await api.post(f"/v1/accounts/{holding}/refund-requests",
+                          {"order_no": reference, "amount": 50, "reason": "moving abroad"},
+                          role="cs")
+    assert held.status == 201, held.text
+    # When finance asks what stands out in that currency
+    reply = await api.get(f"/v1/reconciliation/unmatched?currency={currency}", role=FINANCE)
+    assert reply.status == 200, reply.text
+    never = reply.json["deposits_never_spent"]
+    # Then each shows what came in and what is still there; the section sums both
+    assert [(i["username"], i["deposited"], i["available"]) for i in never["items"]] == [
+        (username, 500, 350), (holding, 200, 150)]
+    assert (never["count"], never["deposited"], never["amount"]) == (2, 700, 500)
+    # and what the request holds is in the waiting section, not counted twice
+    assert reply.json["refunds_waiting"]["amount"] == 50
 
 
 async def test_the_unmatched_report_lists_at_most_its_limit_but_counts_them_all(
