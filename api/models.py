@@ -940,30 +940,50 @@ class WaitingRequest(Answer):
 
 SECTION_COUNT = "How many it finds, all of them (items lists at most ?limit)."
 SECTION_ITEMS = "The first ?limit of them, oldest first."
+SECTION_ONE_CURRENCY = (" Given when the report keeps to one currency (?currency=); null "
+                        "without it, since minor units of two currencies do not add up: see "
+                        "by_currency.")
+
+
+class SectionSum(Answer):
+    """One currency's part of a section."""
+
+    currency: str
+    count: int = Field(description="How many of the section's are in this currency.")
+    amount: int = Field(description="Their amount summed (as the section's amount says), in "
+                        "minor units of this currency.")
+
+
+class NeverSpentSum(SectionSum):
+    deposited: int = Field(description="What they deposited, summed, in minor units.")
 
 
 class NeverSpentSection(Answer):
     count: int = Field(description=SECTION_COUNT)
-    amount: int = Field(description="The money still unmatched: their available balances "
-                        "(posted less held) summed, over all of them, in minor units. Not what "
-                        "they deposited (see deposited): payouts and money held for refund "
-                        "requests are not in it.")
-    deposited: int = Field(description="What they deposited, all of them summed, in minor "
-                           "units: amount is less when part was paid out or is held.")
+    amount: int | None = Field(description="The money still unmatched: their available "
+                               "balances (posted less held) summed, over all of them, in minor "
+                               "units. Not what they deposited (see deposited): payouts and money "
+                               "held for refund requests are not in it." + SECTION_ONE_CURRENCY)
+    deposited: int | None = Field(description="What they deposited, all of them summed, in "
+                                  "minor units: amount is less when part was paid out or is "
+                                  "held." + SECTION_ONE_CURRENCY)
+    by_currency: list[NeverSpentSum] = Field(description="Count and sums per currency.")
     items: list[NeverSpent] = Field(description=SECTION_ITEMS + " (by first_deposit_at)")
 
 
 class IdleSection(Answer):
     count: int = Field(description=SECTION_COUNT)
-    amount: int = Field(description="Their available balances (posted less held) summed, over "
-                        "all of them, in minor units.")
+    amount: int | None = Field(description="Their available balances (posted less held) "
+                               "summed, over all of them, in minor units." + SECTION_ONE_CURRENCY)
+    by_currency: list[SectionSum] = Field(description="Count and sum per currency.")
     items: list[IdleBalance] = Field(description=SECTION_ITEMS + " (by last_event_at)")
 
 
 class RequestSection(Answer):
     count: int = Field(description=SECTION_COUNT)
-    amount: int = Field(description="The requests' amounts summed (the money they hold), over "
-                        "all of them, in minor units.")
+    amount: int | None = Field(description="The requests' amounts summed (the money they "
+                               "hold), over all of them, in minor units." + SECTION_ONE_CURRENCY)
+    by_currency: list[SectionSum] = Field(description="Count and sum per currency.")
     items: list[WaitingRequest] = Field(description=SECTION_ITEMS + " (by requested_at)")
 
 

@@ -94,7 +94,8 @@ def measure(settings: StoreSettings, events: int) -> None:
                          f"{decode_s:.2f} s", f"{decode_s / verify_s:.2f}"))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         for n, row in enumerate(rows):
-            click.echo("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+            cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            click.echo("| " + " | ".join(cells) + " |")
             if n == 0:
                 click.echo("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     finally:

@@ -7,8 +7,9 @@
 - ``refunds_waiting``: balance-refund requests still waiting for finance (requested);
 - ``payouts_not_paid``: requests approved but not paid out.
 
-Each is one currency's (or every currency's), counted and summed over all that match, with at
-most ``limit`` of them listed, oldest first. Read from the accounts and refund-requests read
+Each is one currency's (or every currency's), counted and summed over all that match, per
+currency (and over the section when it keeps to one currency), with at most ``limit`` of them
+listed, oldest first. Read from the accounts and refund-requests read
 models.
 """
 
@@ -29,15 +30,27 @@ def _section(
     view: ReadModelView, sql: str, params: dict[str, Any], limit: int, **sums: str
 ) -> dict[str, Any]:
     """Count every row the query finds and sum each of its ``sums`` columns (in the database,
-    by the name given), and list the first ``limit`` of them."""
+    by the name given) per currency, and list the first ``limit`` of them. A sum over the whole
+    section is given only when the query keeps to one currency (``params["currency"]``): minor
+    units of two currencies do not add up; ``by_currency`` carries each currency's."""
     summed = "".join(f", COALESCE(SUM({column}), 0) AS {name}" for name, column in sums.items())
-    totals = view.query(
-        f"SELECT COUNT(*) AS count{summed} FROM ({sql}) AS found",  # noqa: S608 (fixed texts)
+    rows = view.query(
+        f"SELECT currency, COUNT(*) AS count{summed} FROM ({sql}) AS found"  # noqa: S608 (fixed texts)
+        " GROUP BY currency ORDER BY currency",
         params,
-    )[0]
+    )
+    by_currency = [
+        {"currency": r["currency"], "count": int(r["count"]), **{n: int(r[n]) for n in sums}}
+        for r in rows
+    ]
+    one_currency = params.get("currency") is not None
     items = view.query(f"{sql} LIMIT %(limit)s", {**params, "limit": limit})
-    return {"count": int(totals["count"]), **{name: int(totals[name]) for name in sums},
-            "items": items}
+    return {
+        "count": sum(c["count"] for c in by_currency),
+        **{n: sum(c[n] for c in by_currency) if one_currency else None for n in sums},
+        "by_currency": by_currency,
+        "items": items,
+    }
 
 
 def deposits_never_spent(

@@ -412,7 +412,31 @@ async def test_unmatched_money_stands_out_in_one_report(api: Api) -> None:
     # and balances touched within the last day are not idle
     today = await api.get(f"/v1/reconciliation/unmatched?currency={currency}&idle_days=1",
                           role="auditor")
-    assert today.json["idle_balances"] == {"count": 0, "amount": 0, "items": []}
+    assert today.json["idle_balances"] == {"count": 0, "amount": 0, "by_currency": [],
+                                           "items": []}
+
+
+async def test_without_a_currency_each_currency_is_summed_apart(api: Api) -> None:
+    # Given customers who never spent anything, in yen and in Danish kroner
+    for currency, amount in (("JPY", 1_200), ("JPY", 800), ("DKK", 5_000)):
+        await _customer(api, currency, amount)
+    # When finance asks what stands out in every currency
+    reply = await api.get("/v1/reconciliation/unmatched", role=FINANCE)
+    assert reply.status == 200, reply.text
+    never = reply.json["deposits_never_spent"]
+    # Then yen and kroner are never added together: the section gives no sum of its own,
+    # and each currency has its count and sums
+    assert (never["amount"], never["deposited"]) == (None, None)
+    sums = {c["currency"]: c for c in never["by_currency"]}
+    assert sums["JPY"]["count"] >= 2 and sums["DKK"]["count"] >= 1
+    assert never["count"] == sum(c["count"] for c in never["by_currency"])
+    # and one currency's sums are those of the report kept to that currency
+    for currency in ("JPY", "DKK"):
+        alone = await api.get(f"/v1/reconciliation/unmatched?currency={currency}", role=FINANCE)
+        kept = alone.json["deposits_never_spent"]
+        assert (kept["count"], kept["amount"], kept["deposited"]) == (
+            sums[currency]["count"], sums[currency]["amount"], sums[currency]["deposited"])
+        assert kept["by_currency"] == [sums[currency]]
 
 
 async def test_money_never_spent_is_summed_as_what_is_still_there_beside_what_came_in(
