@@ -985,6 +985,10 @@ class VerifyReport(Answer):
     damage: list[ChainDamage] = Field(
         description="Every damaged position of the chain, in log order, and what is wrong there."
     )
+    unchecked_signatures: int = Field(
+        0, description="Checkpoints checked against the log with no verifier key: their roots "
+        "were checked, their signatures not (0: every signature was checked)."
+    )
 
 
 class ChainDigest(Answer):
