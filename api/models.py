@@ -969,11 +969,13 @@ class Unmatched(Answer):
 
 class ChainDamage(Answer):
     position: int = Field(description="The log position.")
-    what: Literal["unsealed", "content", "order", "missing", "digest"] = Field(
-        description="unsealed: an event with no seal (written behind the service's back); "
-        "content: the seal does not match the event; order: the seal does not follow the one "
-        "before it (events removed or moved); missing: a sealed event is gone; digest: a "
-        "digest kept outside the database does not match."
+    what: Literal["unsealed", "content", "order", "missing", "digest", "checkpoint", "leaf"] = (
+        Field(description="unsealed: an event with no seal (written behind the service's back); "
+              "content: the seal does not match the event; order: the seal does not follow the "
+              "one before it (events removed or moved); missing: a sealed event is gone; "
+              "digest: a digest kept outside the database does not match; checkpoint: a signed "
+              "checkpoint does not match the log up to here (or its signature does not verify); "
+              "leaf: the stored leaf hash does not match the event.")
     )
 
 

@@ -85,6 +85,7 @@ def verify(
         report.problems.append(f"checkpoint: {damage.describe()} ({detail})")
     if checkpoint_key is None:
         report.unchecked_signatures = len(stored_checkpoints(app.recorder)) + len(checkpoint_notes)
+    report.damage.sort(key=lambda d: d["position"])  # log order, checkpoints' among the chain's
     breach = first_invariant_breach(app)
     if breach is not None:
         bad_positions.append(breach[0])
