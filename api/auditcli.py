@@ -50,12 +50,19 @@ def event_lines(app: LedgerApplication) -> Iterator[str]:
         }, separators=(",", ":"))
 
 
-def checkpoint_key(config: Config) -> Verifier | None:
-    """The verifier of the checkpoints this configuration's signing key signs (None when there
-    is no key yet); refuses in one line when the origin cannot be had."""
+def checkpoint_key(config: Config, given: str | None = None) -> Verifier | None:
+    """The key ``ledger verify`` checks checkpoint signatures with: the verifier key ``given``
+    (``--key``, in signed-note form, what ``ledger keys public`` prints), else the public half
+    of this configuration's signing key, else None (no key file here). Refuses in one line
+    when the key given does not parse or the origin cannot be had."""
     from api.cli import _refuse
-    from projections.notes import NoteError, signing_settings, verifier_of
+    from projections.notes import NoteError, Verifier, signing_settings, verifier_of
 
+    if given is not None:
+        try:
+            return Verifier.parse(given)
+        except NoteError as error:
+            _refuse("verify", f"--key: {error}")
     try:
         key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
     except NoteError as error:

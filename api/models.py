@@ -1006,11 +1006,13 @@ class Unmatched(Answer):
 
 class ChainDamage(Answer):
     position: int = Field(description="The log position.")
-    what: Literal["unsealed", "content", "order", "missing", "digest"] = Field(
-        description="unsealed: an event with no seal (written behind the service's back); "
-        "content: the seal does not match the event; order: the seal does not follow the one "
-        "before it (events removed or moved); missing: a sealed event is gone; digest: a "
-        "digest kept outside the database does not match."
+    what: Literal["unsealed", "content", "order", "missing", "digest", "checkpoint", "leaf"] = (
+        Field(description="unsealed: an event with no seal (written behind the service's back); "
+              "content: the seal does not match the event; order: the seal does not follow the "
+              "one before it (events removed or moved); missing: a sealed event is gone; "
+              "digest: a digest kept outside the database does not match; checkpoint: a signed "
+              "checkpoint does not match the log up to here (or its signature does not verify); "
+              "leaf: the stored leaf hash does not match the event.")
     )
 
 
@@ -1021,6 +1023,10 @@ class VerifyReport(Answer):
     problems: list[str]
     damage: list[ChainDamage] = Field(
         description="Every damaged position of the chain, in log order, and what is wrong there."
+    )
+    unchecked_signatures: int = Field(
+        0, description="Checkpoints checked against the log with no verifier key: their roots "
+        "were checked, their signatures not (0: every signature was checked)."
     )
 
 

@@ -9,7 +9,9 @@
 3. the live read models equal a fresh replay of the log up to the position they have reached;
 4. every signed checkpoint (stored, and given in files kept outside the database) carries the
    signing key's valid signature and the Merkle root of the log's first ``tree size`` events
-   (so each is consistent with the next), and every stored leaf hash matches its event.
+   (so each is consistent with the next), and every stored leaf hash matches its event. With no
+   verifier key the roots are still checked, and ``unchecked_signatures`` counts the checkpoints
+   whose signature was not.
 
 The report names the first bad position of the log (1 and 2) and the read models that differ (3).
 """
@@ -27,7 +29,7 @@ from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.chain import Chain, Digest, all_notifications, check_chain
-from projections.checkpoints import checkpoint_damage
+from projections.checkpoints import checkpoint_damage, stored_checkpoints
 from projections.notes import Verifier
 from projections.readmodels import PROJECTIONS, open_view
 from projections.replay import differences, replay, scratch_views, tables_of
@@ -39,6 +41,7 @@ class VerifyReport:
     first_bad_position: int | None
     problems: list[str] = field(default_factory=list)
     damage: list[dict[str, Any]] = field(default_factory=list)
+    unchecked_signatures: int = 0  # checkpoints checked with no verifier key: roots only
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,7 @@ class VerifyReport:
             "first_bad_position": self.first_bad_position,
             "problems": self.problems,
             "damage": self.damage,
+            "unchecked_signatures": self.unchecked_signatures,
         }
 
 
@@ -79,6 +83,9 @@ def verify(
         bad_positions.append(damage.position)
         report.damage.append({"position": damage.position, "what": damage.what})
         report.problems.append(f"checkpoint: {damage.describe()} ({detail})")
+    if checkpoint_key is None:
+        report.unchecked_signatures = len(stored_checkpoints(app.recorder)) + len(checkpoint_notes)
+    report.damage.sort(key=lambda d: d["position"])  # log order, checkpoints' among the chain's
     breach = first_invariant_breach(app)
     if breach is not None:
         bad_positions.append(breach[0])

@@ -212,6 +212,28 @@ class Intruder:
         self.set_state(first, b)
         self.set_state(second, a)
 
+    def move_with_seals(self, first: int, second: int) -> None:
+        """Swap two whole stored events (stream, version, topic, state) and their seals, in one
+        transaction: each event now stands at the other's position, carrying its own seal."""
+        columns = "originator_id, originator_version, topic, state"
+        rows = {p: self._select(f"SELECT {columns} FROM {self.events} WHERE {self.key} = %s",
+                                (p,))[0] for p in (first, second)}
+        links = {p: self._select("SELECT hash, previous FROM ledger_chain WHERE position = %s",
+                                 (p,))[0] for p in (first, second)}
+        park = f"UPDATE {self.events} SET originator_version = %s WHERE {self.key} = %s"
+        place = (f"UPDATE {self.events} SET originator_id = %s, originator_version = %s,"
+                 f" topic = %s, state = %s WHERE {self.key} = %s")
+        seal = "UPDATE ledger_chain SET hash = %s, previous = %s WHERE position = %s"
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (park, (-1, first)), (park, (-2, second)),  # (stream, version) stays unique
+            (place, (*rows[second], first)), (place, (*rows[first], second)),
+            (seal, (*links[second], first)), (seal, (*links[first], second)),
+        ]
+        if self.kind == "sqlite":
+            self._run_sqlite(statements, unguarded=True)
+        else:
+            self._run_postgres(statements, unguarded=True)
+
     def forge_deposit(self, like: int, amount: int, reference: str) -> int:
         """INSERT, with plain SQL, a well-formed deposit on the account of the deposit at
         position ``like``, as that account's next version; answers the forged row's position.

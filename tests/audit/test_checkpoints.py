@@ -18,7 +18,7 @@ from projections.audit import verify
 from projections.checkpoints import Notary, guard_notary
 from projections.notes import load_or_create_signer, read_checkpoints
 from tests.audit.conftest import Intruder, Ledger
-from tests.audit.history import History, RandomChooser
+from tests.audit.history import SYSTEM, History, RandomChooser
 
 # -- the auditor's own RFC 9162 and signed-note code ---------------------------------------------
 
@@ -246,3 +246,42 @@ def test_a_truncation_after_a_checkpoint_is_caught_by_the_checkpoint_kept_outsid
                     checkpoint_key=notary.signer.verifier)
     assert report.damage == [{"position": notary.positions[size - 4], "what": "checkpoint"}]
     assert "beyond the log" in report.problems[0]
+
+
+def test_a_log_cut_after_a_checkpoint_and_grown_past_it_again_is_named_by_the_checkpoint(
+    ledger: Ledger, notary: Notary, intruder: Intruder, tmp_path: Path
+) -> None:
+    # Given a checkpoint kept in the checkpoint file outside the database
+    History(ledger.app, RandomChooser(seed=13)).run(12)
+    assert notary.round(force_checkpoint=True) is not None
+    kept = read_checkpoints((tmp_path / "checkpoints.txt").read_text())
+    size = len(notary.tree)
+    assert int(kept[-1].split("\n")[1]) == size
+    # When an insider cuts the log's last three events (with their seals, leaves and the
+    # checkpoint's row) and the log then grows past the checkpoint's size again
+    cut = notary.positions[size - 3]
+    for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
+                          ("ledger_merkle_leaves", "position")):
+        intruder.run(f"DELETE FROM {table} WHERE {column} >= %s", (cut,), unguarded=True)
+    intruder.run("DELETE FROM ledger_checkpoints", (), unguarded=True)
+    for i in range(3):
+        ledger.app.open_account(f"regrown{i}", "EUR", actor=SYSTEM)
+        ledger.app.deposit(f"regrown{i}", 1_000 + i, f"PAY-R{i}", actor=SYSTEM)
+    # and a notary of a later start signs the regrown log
+    later = Notary(ledger.app.recorder, notary.signer, tmp_path / "later.txt", interval_s=3600)
+    assert later.round(force_checkpoint=True) is not None
+    assert len(later.tree) > size and later.damage is None  # the database alone looks whole
+    # Then verify with the kept checkpoint names it at the last position it covers: the
+    # regrown log's first `size` events are not the ones it signed
+    report = verify(ledger.settings, ledger.app, read_models=False, checkpoint_notes=kept,
+                    checkpoint_key=notary.signer.verifier)
+    assert not report.ok
+    assert {"position": later.positions[size - 1], "what": "checkpoint"} in report.damage
+    assert any("does not match the log" in p for p in report.problems), report.problems
+    # And the later checkpoint is not consistent with the kept one: no consistency proof
+    # from the kept size reaches the kept root
+    (_, _, kept_root), (_, later_size, later_root) = (
+        open_note(notary.signer.verifier.text(), note)
+        for note in (kept[-1], read_checkpoints((tmp_path / "later.txt").read_text())[-1]))
+    path = later.tree.consistency(size, later_size)
+    assert not rfc_verify_consistency(size, later_size, kept_root, later_root, path)

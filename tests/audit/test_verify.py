@@ -123,6 +123,40 @@ def test_two_events_with_their_bytes_swapped_are_named_by_the_first_of_them(
     ]
 
 
+def test_two_events_moved_with_their_seals_are_named_where_they_now_stand(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    first = deposit_positions(audited)[1]
+    second = first + 1
+
+    intruder.move_with_seals(first, second)
+
+    # a seal binds its position, so moved along with its event it holds at neither place
+    # (`content`), and the event after them no longer follows the seal before it (`order`)
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.first_bad_position == first
+    assert report.damage == [
+        {"position": first, "what": "content"}, {"position": second, "what": "content"},
+        {"position": second + 1, "what": "order"},
+    ]
+
+
+def test_an_event_removed_with_its_seal_is_named_order_at_the_next_one(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    position = deposit_positions(audited)[1]
+
+    intruder.delete(position)
+    intruder.run("DELETE FROM ledger_chain WHERE position = %s", (position,), unguarded=True)
+
+    # every remaining seal holds, but the next one does not follow the one before it
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.first_bad_position == position + 1
+    assert report.damage == [{"position": position + 1, "what": "order"}]
+
+
 def test_a_rewrite_of_events_and_chain_together_is_caught_by_the_digests_exported_before(
     ledger: Ledger, intruder: Intruder, tmp_path: Path
 ) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +19,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from projections.merkle import Tree, event_leaf_hash
+from projections.notes import Checkpoint, Signer
 from tests.audit.conftest import Intruder
 from tests.audit.test_checkpoints import open_note, rfc_verify_consistency, rfc_verify_inclusion
 from tests.conftest import store_settings
@@ -146,3 +151,90 @@ async def test_an_event_edited_under_the_running_service_fails_ready_with_its_po
     while "ledger_history_damage_found 1.0" not in (await api.get("/metrics")).text:
         assert asyncio.get_running_loop().time() < deadline, "the notary never counted it"
         await asyncio.sleep(0.05)
+
+
+# -- the offline verifier refuses a history that is not the one signed ---------------------------
+
+
+@pytest.fixture
+def signed_export(tmp_path: Path) -> tuple[str, Path, list[str]]:
+    """(verifier key, checkpoint file, export lines): 20 sealed events over three streams, shaped
+    as ``ledger export --format events`` writes them, and a checkpoint of all 20."""
+    signer = Signer("audit.test/log", Ed25519PrivateKey.generate())
+    streams = [uuid.uuid4() for _ in range(3)]
+    tree, lines, previous = Tree(), [], "0" * 64
+    for position in range(1, 21):
+        stream, state = streams[position % 3], json.dumps({"amount": position}).encode()
+        leaf = event_leaf_hash(position, stream, position, "ledger:Deposited", state)
+        tree.append(leaf)
+        link = hashlib.sha256(f"link {position}".encode()).hexdigest()
+        lines.append(json.dumps({
+            "position": position, "stream": str(stream), "version": position,
+            "type": "ledger:Deposited", "state": base64.b64encode(state).decode(),
+            "leaf_hash": base64.b64encode(leaf).decode(), "link": link, "previous": previous}))
+        previous = link
+    checkpoints = tmp_path / "checkpoints.txt"
+    checkpoints.write_text(signer.sign(Checkpoint("audit.test/log", 20, tree.root()).body()) + "\n")
+    return signer.verifier.text(), checkpoints, lines
+
+
+def offline_audit(tmp_path: Path, key: str, checkpoints: Path, lines: list[str]
+                  ) -> subprocess.CompletedProcess[str]:
+    export = tmp_path / "events.jsonl"
+    export.write_text("".join(line + "\n" for line in lines))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "ledger_audit.py"), "--key", key,
+         "--checkpoints", str(checkpoints), "--events", str(export)],
+        capture_output=True, text=True, timeout=120)
+
+
+def test_the_offline_verifier_accepts_the_history_signed(
+    tmp_path: Path, signed_export: tuple[str, Path, list[str]]
+) -> None:
+    done = offline_audit(tmp_path, *signed_export)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok: 20 events")
+
+
+def test_the_offline_verifier_names_an_edited_event(
+    tmp_path: Path, signed_export: tuple[str, Path, list[str]]
+) -> None:
+    key, checkpoints, lines = signed_export
+    event = json.loads(lines[5])
+    event["state"] = base64.b64encode(json.dumps({"amount": 999}).encode()).decode()
+    lines[5] = json.dumps(event)
+    done = offline_audit(tmp_path, key, checkpoints, lines)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "position 6: the exported leaf hash is not its bytes'" in done.stdout
+    assert "the signed root does not match the export's first 20 events" in done.stdout
+
+
+def test_the_offline_verifier_names_an_export_cut_short(
+    tmp_path: Path, signed_export: tuple[str, Path, list[str]]
+) -> None:
+    key, checkpoints, lines = signed_export
+    done = offline_audit(tmp_path, key, checkpoints, lines[:15])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "checkpoint of 20 events (audit.test/log): the export holds only 15" in done.stdout
+
+
+def test_the_offline_verifier_refuses_a_checkpoint_of_another_key(
+    tmp_path: Path, signed_export: tuple[str, Path, list[str]]
+) -> None:
+    _, checkpoints, lines = signed_export
+    other = Signer("audit.test/log", Ed25519PrivateKey.generate()).verifier.text()
+    done = offline_audit(tmp_path, other, checkpoints, lines)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no signature of audit.test/log" in done.stdout
+    assert "no checkpoint verified" in done.stdout
+
+
+def test_the_offline_verifier_names_two_events_reordered(
+    tmp_path: Path, signed_export: tuple[str, Path, list[str]]
+) -> None:
+    key, checkpoints, lines = signed_export
+    lines[3], lines[4] = lines[4], lines[3]
+    done = offline_audit(tmp_path, key, checkpoints, lines)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "position 5: the seal does not follow the one before it" in done.stdout
+    assert "the signed root does not match the export's first 20 events" in done.stdout

@@ -1,8 +1,9 @@
 """The one-off commands, run as processes on a store filled through the application, on SQLite
-and PostgreSQL: ``ledger rebuild``, ``verify``, ``digest`` and ``export``."""
+and PostgreSQL: ``ledger rebuild``, ``verify``, ``digest``, ``checkpoint`` and ``export``."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -16,11 +17,14 @@ from pathlib import Path
 import pytest
 from beancount import loader
 from beancount.core import data as bean
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.application import CaseApplication, LedgerApplication
 from ledger.identity import Actor
 from projections.beancount import account_name
 from projections.chain import Chain
+from projections.checkpoints import stored_checkpoints
+from projections.notes import Signer
 from projections.readmodels import ReadModels
 from projections.store import open_application
 from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
@@ -137,8 +141,100 @@ def test_verify_finds_a_clean_store_ok(filled: str) -> None:
     as_json = ledger(filled, "verify", "--json")
     assert as_json.returncode == 0
     report = json.loads(as_json.stdout)
+    # a server run on this store earlier signed checkpoints with a key not in this folder
+    app = open_application(store_settings(filled, pool_size=1))
+    try:
+        stored = len(stored_checkpoints(app.recorder))
+    finally:
+        app.close()
     assert report == {"ok": True, "events_checked": EVENTS, "first_bad_position": None,
-                      "problems": [], "damage": []}
+                      "problems": [], "damage": [], "unchecked_signatures": stored}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store of its own, filled, for a test that adds checkpoints to it."""
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        name = make_pg_database()
+        url = pg_url(name)
+    try:
+        app = open_application(store_settings(url, pool_size=1))
+        try:
+            fill(app)
+        finally:
+            app.close()
+        yield url
+    finally:
+        if name is not None:
+            drop_pg_database(name)
+
+
+def forge_signature(note: str) -> str:
+    """The note with one bit of its signature flipped: the key hash still names the key."""
+    body, _, line = note.rstrip("\n").rpartition("\n")
+    dash, name, blob = line.split(" ")
+    raw = bytearray(base64.b64decode(blob))
+    raw[-1] ^= 1
+    return f"{body}\n{dash} {name} {base64.b64encode(bytes(raw)).decode()}\n"
+
+
+def test_ledger_checkpoint_signs_one_that_verify_checks_with_the_key_given(
+    fresh: str, tmp_path: Path
+) -> None:
+    # Given a checkpoint signed by `ledger checkpoint` in the service's folder
+    service, auditor = tmp_path / "service", tmp_path / "auditor"
+    service.mkdir()
+    auditor.mkdir()
+    made = ledger(fresh, "checkpoint", cwd=service)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split("\n")[:2] == ["ledger.local/log", str(EVENTS)]
+    kept = service / "var" / "checkpoints.txt"
+    assert kept.read_text() == made.stdout + "\n"
+    key = ledger(fresh, "keys", "public", cwd=service).stdout.strip()
+    # Then verify beside the signing key checks it, the stored one and the file's alike
+    beside = ledger(fresh, "verify", "--checkpoint", str(kept), cwd=service)
+    assert beside.returncode == 0, beside.stdout + beside.stderr
+    assert beside.stdout.startswith("ok:") and "NOT checked" not in beside.stdout
+    # And an auditor with the public key only checks them too
+    audited = ledger(fresh, "verify", "--key", key, "--checkpoint", str(kept), cwd=auditor)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert "NOT checked" not in audited.stdout
+    # And a forged signature is named, with the key given
+    forged = tmp_path / "badsig.txt"
+    forged.write_text(forge_signature(made.stdout) + "\n")
+    bad = ledger(fresh, "verify", "--key", key, "--checkpoint", str(forged), cwd=auditor)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"first bad position: {EVENTS}" in bad.stdout
+    assert "the signature of ledger.local/log does not verify" in bad.stdout
+    # And a checkpoint of another key is not taken for the service's
+    other = Signer("ledger.local/log", Ed25519PrivateKey.generate()).verifier.text()
+    wrong = ledger(fresh, "verify", "--key", other, cwd=auditor)
+    assert wrong.returncode == 1 and "carries no signature of ledger.local/log" in wrong.stdout
+
+
+def test_verify_with_no_key_says_the_signatures_were_not_checked(
+    fresh: str, tmp_path: Path
+) -> None:
+    assert ledger(fresh, "checkpoint", cwd=tmp_path).returncode == 0
+    elsewhere = tmp_path / "elsewhere"  # no signing key here, and no --key
+    elsewhere.mkdir()
+    # a file of checkpoints is refused: its signatures are the reason to give it
+    given = ledger(fresh, "verify", "--checkpoint", str(tmp_path / "var" / "checkpoints.txt"),
+                   cwd=elsewhere)
+    assert given.returncode == 2, given.stdout + given.stderr
+    assert "no verifier key" in given.stderr and given.stdout == ""
+    # the stored checkpoint's root is checked, and the answer says its signature was not
+    stored = ledger(fresh, "verify", cwd=elsewhere)
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    assert "signatures NOT checked: 1 stored checkpoints" in stored.stdout
+    as_json = json.loads(ledger(fresh, "verify", "--json", cwd=elsewhere).stdout)
+    assert as_json["ok"] is True and as_json["unchecked_signatures"] == 1
+    # and a key that is not one is refused
+    garbled = ledger(fresh, "verify", "--key", "not-a-key", cwd=elsewhere)
+    assert garbled.returncode == 2 and "--key" in garbled.stderr
 
 
 def test_digests_kept_outside_are_checked_and_a_wrong_one_names_its_position(
