@@ -130,3 +130,46 @@ def requests_json(url: str, headers: dict[str, str], body: object = None) -> Any
         **headers, **({"Content-Type": "application/json"} if data else {})})
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
+
+
+@pytest.fixture
+def owned_by_a_login() -> Iterator[str]:
+    """The URL of a migrated database whose tables a plain (not superuser) login owns."""
+    name, role = f"ledger_test_{uuid.uuid4().hex[:12]}", f"ledger_own_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+    url = pg_url(name).replace("://postgres@", f"://{role}@", 1)
+    try:
+        migrated = subprocess.run(
+            [*ledger_command(), "migrate"], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "LEDGER_DATABASE_URL": url})
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        yield url
+    finally:
+        drop_pg_database(name)
+        with psycopg.connect(pg_url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.parametrize("login", ["superuser", "owner"])
+def test_serving_with_more_than_it_needs_is_said_at_start_and_in_ready(
+    login: str, granted: tuple[str, str], owned_by_a_login: str, tmp_path: Path
+) -> None:
+    # Given the service started, least privilege not required, as a superuser or as the
+    # (plain) login that owns the events' table
+    url = granted[0] if login == "superuser" else owned_by_a_login
+    server = start_server(url, tmp_path, env={"LEDGER_REQUIRE_LEAST_PRIVILEGE": None})
+    try:
+        # Then it serves, and /ready says what it could do
+        ready = requests_json(f"{server.base_url}/ready",
+                              {"Authorization": f"Bearer {TOKENS['auditor']}"})
+    finally:
+        assert server.stop() == 0, server.log()
+    said = {"superuser": "a superuser: it could rewrite history",
+            "owner": "the owner of the events' table: it could switch the guards off"}[login]
+    assert said in ready["privilege"], ready
+    # and its log said it at start, as a WARNING
+    warnings = [json.loads(line) for line in server.log().splitlines()
+                if line.startswith("{") and '"WARNING"' in line]
+    assert any(said in w["message"] for w in warnings), server.log()
