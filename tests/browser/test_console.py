@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import call, customer, screenshot
 from tests.http.conftest import TOKENS, Server
@@ -158,25 +158,64 @@ def test_a_finance_day_approve_as_one_person_pay_refused_for_them_paid_by_anothe
 def test_a_four_eyes_refusal_from_the_server_is_shown_in_words(
     page: Page, console_server: Server,
 ) -> None:
-    """Ann approves; were her Pay pressed anyway (a page left open), the server's 409 detail
-    is what she reads."""
+    """The server, not the page, has the last word: Ann approved (through the API), but her
+    page believes Bea did, so it offers her Pay; her click reaches the server, whose 409
+    four_eyes detail is what the console's own error path shows her.
+
+    A page whose knowledge is merely old cannot get here (a request is only payable once its
+    approvers are final), so the page is told a wrong approver: its answer for the request is
+    rewritten on the way in. The payout itself goes to the real server."""
     username = customer(console_server)
+    ann = console_server.people["ann"]
     request = call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
                    {"order_no": "ORD-1", "amount": 100, "reason": "r"})
-    sign_in(page, console_server, console_server.people["ann"])
+    call(console_server, "POST", f"/v1/refund-requests/{request['id']}/approve", "finance",
+         {"note": "ok"}, token=ann)
+
+    def as_if_bea_approved(route: Route) -> None:
+        answer = route.fetch()
+        found = answer.json()
+        for step in found["steps"]:
+            if step["status"] == "approved":
+                step["actor"] = "finance:bea"
+                step["data"]["person"] = "bea"
+        route.fulfill(response=answer, json=found)
+
+    page.route(f"**/v1/refund-requests/{request['id']}", as_if_bea_approved)
+    sign_in(page, console_server, ann)
     page.get_by_role("link", name="Refund requests").click()
     row = page.get_by_role("row", name=f"Refund request of {username}")
-    row.get_by_role("button", name="Approve").click()
-    expect(row.get_by_role("button", name="Pay")).to_be_disabled()
-    page.evaluate(
-        """async (id) => {
-          const r = await fetch(`/v1/refund-requests/${id}/pay`, {method: 'POST',
-            headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('ledger-token'),
-                      'Content-Type': 'application/json'},
-            body: JSON.stringify({payout_reference: 'X-1'})});
-          document.getElementById('problem').textContent = (await r.json()).detail;
-        }""", request["id"])
-    expect(page.get_by_role("alert")).to_contain_text("ann approved this refund request")
+    expect(row).to_contain_text("bea")
+    pay = row.get_by_role("button", name="Pay")
+    expect(pay).to_be_enabled()
+    pay.click()
+    page.get_by_label("Payout reference").fill("WIRE-4-EYES")
+    page.get_by_role("button", name="Confirm payout").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "ann approved this refund request, so another person must pay it")
+    assert call(console_server, "GET", f"/v1/refund-requests/{request['id']}",
+                "finance")["status"] == "approved"
+
+
+def test_a_second_approval_refused_by_the_server_is_shown_in_words(
+    page: Page, console_server: Server,
+) -> None:
+    """Above the threshold, Ann's page still offers Approve when she has meanwhile given the
+    first approval elsewhere (another tab, the API): the server refuses the second, in words."""
+    username = customer(console_server, deposit=500_000, paid=250_000)
+    ann = console_server.people["ann"]
+    request = call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+                   {"order_no": "ORD-1", "amount": 200_000, "reason": "r"})
+    sign_in(page, console_server, ann)
+    page.get_by_role("link", name="Refund requests").click()
+    row = page.get_by_role("row", name=f"Refund request of {username}")
+    approve = row.get_by_role("button", name="Approve")
+    expect(approve).to_be_enabled()
+    call(console_server, "POST", f"/v1/refund-requests/{request['id']}/approve", "finance",
+         {"note": "first"}, token=ann)
+    approve.click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "the second approval must come from another person: you gave the first")
 
 
 def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_server: Server
