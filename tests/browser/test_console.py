@@ -3,6 +3,7 @@ accessible names a screen reader announces (labels, buttons, links)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,8 +13,8 @@ from tests.browser.conftest import call, customer, screenshot
 from tests.http.conftest import TOKENS, Server
 
 
-def sign_in(page: Page, server: Server, token: str) -> None:
-    page.goto(f"{server.base_url}/console/")
+def sign_in(page: Page, server: Server, token: str, *, query: str = "") -> None:
+    page.goto(f"{server.base_url}/console/{query}")
     page.get_by_label("Token").fill(token)
     page.get_by_role("button", name="Sign in").click()
 
@@ -288,3 +289,144 @@ def test_above_the_threshold_the_queue_shows_who_may_still_approve_and_pay(
     page.get_by_label("Payout reference").fill("WIRE-2000")
     page.get_by_role("button", name="Confirm payout").click()
     expect(page.get_by_role("status").first).to_contain_text(f"Paid USD 2,000.00 to {username}")
+
+
+def whole_log(server: Server) -> list[dict]:
+    """Every event of the log, through the API, page by page."""
+    items: list[dict] = []
+    after = ""
+    while True:
+        page = call(server, "GET", f"/v1/events?limit=1000{after}", "auditor")
+        items += page["items"]
+        if page["next"] is None:
+            return items
+        after = f"&after={page['next']}"
+
+
+def body_rows(table: Locator) -> Locator:
+    return table.locator("tbody tr")
+
+
+def first_cells(table: Locator) -> list[str]:
+    return [text.strip() for text in body_rows(table).locator("td:first-child").all_inner_texts()]
+
+
+def test_the_event_log_and_the_journal_page_on_past_their_first_page(
+    page: Page, console_server: Server,
+) -> None:
+    customer(console_server)
+    sign_in(page, console_server, console_server.people["audrey"], query="?limit=2")
+    for section in ("Event log", "Journal"):
+        page.get_by_role("link", name=section).click()
+        table = page.get_by_role("table", name=section)
+        pages = page.get_by_role("navigation", name=f"{section} pages")
+        expect(body_rows(table).first).to_be_visible()
+        expect(pages.get_by_role("button", name="First page")).to_have_count(0)
+        first = first_cells(table)
+        pages.get_by_role("button", name="Next page").click()
+        expect(pages.get_by_role("button", name="First page")).to_be_visible()
+        expect(table.locator("tbody tr td:first-child").first).not_to_have_text(first[0])
+        second = [cell for cell in first_cells(table) if cell]
+        assert min(map(int, second)) > max(int(cell) for cell in first if cell)
+        pages.get_by_role("button", name="First page").click()
+        expect(table.locator("tbody tr td:first-child").first).to_have_text(first[0])
+    # The event log, two events a page: the view shows two, and the next page the next two.
+    page.get_by_role("link", name="Event log").click()
+    expect(body_rows(page.get_by_role("table", name="Event log"))).to_have_count(2)
+
+
+def test_the_event_log_download_reads_every_page(page: Page, console_server: Server) -> None:
+    customer(console_server)
+    sign_in(page, console_server, console_server.people["audrey"], query="?limit=3")
+    page.get_by_role("link", name="Exports").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the event log (JSON)").click()
+    assert download.value.suggested_filename == "events.json"
+    with open(download.value.path()) as saved:
+        log = json.load(saved)
+    expected = whole_log(console_server)
+    assert len(expected) > 3
+    assert log["next"] is None
+    assert [e["position"] for e in log["items"]] == [e["position"] for e in expected]
+    expect(page.get_by_role("status").first).to_contain_text(
+        f"the whole log, {len(expected)} events")
+
+
+def test_the_event_log_download_stops_after_its_most_pages_and_says_so(
+    page: Page, console_server: Server,
+) -> None:
+    most_pages = 100  # MAX_DOWNLOAD_PAGES in console.js
+    username = customer(console_server, paid=0)
+    for n in range(most_pages + 1 - len(whole_log(console_server))):
+        call(console_server, "POST", f"/v1/accounts/{username}/deposits", "system",
+             {"amount": 1, "reference": f"dep-{username}-{n}"})
+    expected = whole_log(console_server)
+    assert len(expected) > most_pages
+    sign_in(page, console_server, console_server.people["audrey"], query="?limit=1")
+    page.get_by_role("link", name="Exports").click()
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download the event log (JSON)").click()
+    with open(download.value.path()) as saved:
+        log = json.load(saved)
+    assert [e["position"] for e in log["items"]] == [
+        e["position"] for e in expected[:most_pages]]
+    assert log["next"] == str(expected[most_pages - 1]["position"])
+    expect(page.get_by_role("status").first).to_contain_text(
+        f"only the first {most_pages} events")
+
+
+def test_the_journal_exports_as_csv_and_hledger(page: Page, console_server: Server) -> None:
+    username = customer(console_server)
+    sign_in(page, console_server, console_server.people["audrey"])
+    page.get_by_role("link", name="Exports").click()
+    for label, file, words in [("Download the journal (CSV)", "ledger.csv", "date,position,"),
+                               ("Download the journal (hledger)", "ledger.journal",
+                                f"liabilities:customers:{username}")]:
+        with page.expect_download() as download:
+            page.get_by_role("button", name=label).click()
+        assert download.value.suggested_filename == file
+        with open(download.value.path()) as exported:
+            text = exported.read()
+        assert words in text
+        assert username in text
+
+
+def test_a_customers_history_pages_on(page: Page, console_server: Server) -> None:
+    username = customer(console_server)
+    call(console_server, "POST", f"/v1/accounts/{username}/deposits", "system",
+         {"amount": 700, "reference": f"dep2-{username}"})
+    sign_in(page, console_server, console_server.people["carl"], query="?limit=2")
+    find(page, username)
+    history = page.get_by_role("table", name="History")
+    expect(body_rows(history)).to_have_count(2)
+    expect(history).not_to_contain_text("USD 7.00")
+    pages = page.get_by_role("navigation", name="History pages")
+    items = call(console_server, "GET", f"/v1/accounts/{username}/history?limit=1000",
+                 "cs")["items"]
+    last_page = len(items) - 1 - (len(items) - 1) % 2
+    for start in range(2, last_page + 1, 2):
+        pages.get_by_role("button", name="Next page").click()
+        expect(history.locator("tbody tr td:first-child").first).to_have_text(
+            str(items[start]["position"]))
+    expect(body_rows(history)).to_have_count(len(items) - last_page)
+    expect(history).to_contain_text("USD 7.00")
+    expect(pages.get_by_role("button", name="Next page")).to_have_count(0)
+    pages.get_by_role("button", name="First page").click()
+    expect(body_rows(history)).to_have_count(2)
+    expect(history).not_to_contain_text("USD 7.00")
+
+
+def test_the_refund_queue_pages_on(page: Page, console_server: Server) -> None:
+    for _ in range(2):
+        username = customer(console_server)
+        call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+             {"order_no": "ORD-1", "amount": 100, "reason": "r"})
+    sign_in(page, console_server, console_server.people["cleo"], query="?limit=1")
+    page.get_by_role("link", name="Refund requests").click()
+    queue = page.locator("#view table")
+    expect(body_rows(queue)).to_have_count(1)
+    first = body_rows(queue).first.get_attribute("data-id")
+    page.get_by_role("navigation", name="Refund requests pages").get_by_role(
+        "button", name="Next page").click()
+    expect(body_rows(queue).first).not_to_have_attribute("data-id", first or "")
+    expect(body_rows(queue)).to_have_count(1)
