@@ -104,6 +104,12 @@ function say(message) {
   document.getElementById("notice").textContent = message || "";
 }
 
+// Said to a screen reader in a few words when a view or a page of a list has loaded (the view
+// itself is not a live region: its whole text would be read out at every change).
+function loaded(count, what) {
+  document.getElementById("loaded").textContent = `Loaded ${count} ${what}.`;
+}
+
 function complain(message) {
   document.getElementById("notice").textContent = "";
   document.getElementById("problem").textContent = message;
@@ -195,7 +201,12 @@ function route() {
     else link.removeAttribute("aria-current");
   }
   say("");
-  attempt(() => view(...args.map((a) => (a ? decodeURIComponent(a) : null))));
+  attempt(async () => {
+    await view(...args.map((a) => (a ? decodeURIComponent(a) : null)));
+    // A keyboard's place was on something the view replaced: give it the view's title.
+    const title = document.getElementById("view-title");
+    if (title && (!document.activeElement || document.activeElement === document.body)) title.focus();
+  });
 }
 
 function show(title, ...children) {
@@ -238,7 +249,7 @@ async function showCustomer(username, area) {
 
   const orders = refundable.orders;
   parts.push(h("h3", { text: "Orders" }));
-  parts.push(orders.length === 0 ? h("p", { text: "No orders." }) : h("table", {},
+  parts.push(orders.length === 0 ? h("p", { text: "No orders." }) : h("table", { "aria-label": "Orders" },
     h("thead", {}, h("tr", {}, h("th", { text: "Order" }), h("th", { class: "money", text: "Paid" }),
       h("th", { class: "money", text: "Credited back" }),
       h("th", { class: "money", text: "Refundable" }), h("th", { text: "Cases" }),
@@ -270,7 +281,7 @@ async function showHistory(username, c, after, holder) {
     `/v1/accounts/${encodeURIComponent(username)}/history?${paged(VIEW_PAGE, after)}`);
   holder.replaceChildren(
     h("h3", { id: "history-title", text: "History" }),
-    h("table", { "aria-label": "History" },
+    h("table", { "aria-label": "History", tabindex: "-1" },
       h("thead", {}, h("tr", {}, h("th", { text: "Position" }), h("th", { text: "When" }),
         h("th", { text: "What" }), h("th", { class: "money", text: "Amount" }),
         h("th", { class: "money", text: "Available after" }), h("th", { text: "Who" }))),
@@ -281,7 +292,11 @@ async function showHistory(username, c, after, holder) {
         h("td", { class: "money", text: money(item.available_after, c) }),
         h("td", { text: item.actor }))))),
     pager("History", after, page.next,
-      (cursor) => attempt(() => showHistory(username, c, cursor, holder))));
+      (cursor) => attempt(async () => {
+        await showHistory(username, c, cursor, holder);
+        holder.querySelector("table").focus();
+      })));
+  loaded(page.items.length, "history entries");
 }
 
 function refundRequestForm(account, orders) {
@@ -498,13 +513,15 @@ async function refundsView(status, after) {
   show("Refund requests",
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() },
       h("label", { for: "refund-status", text: "Status" }), filter),
-    rows.length === 0 ? h("p", { text: "No refund requests." }) : h("table", {},
+    rows.length === 0 ? h("p", { text: "No refund requests." }) : h("table", {
+      "aria-label": `Refund requests: ${chosen}` },
       h("thead", {}, h("tr", {}, ["Customer", "Amount", "Order", "Reason", "Status", "Approved by",
         "Requested", "Actions"].map((t) => h("th", { text: t })))),
       h("tbody", {}, rows)),
     pager("Refund requests", after, page.next, (cursor) => {
       location.hash = `#refunds/${chosen}` + (cursor ? `/${cursor}` : "");
     }));
+  loaded(rows.length, "refund requests");
 }
 
 function decisionForm(request, action, holder, chosen, after) {
@@ -535,7 +552,7 @@ async function reconciliationView() {
              text: report.ok ? "Every invariant holds." : "Something does not hold (highlighted)." }),
     all.map((r) => h("section", { "aria-label": r.currency },
       h("h3", { text: `${r.currency} at position ${r.position}` }),
-      h("table", {}, h("tbody", {},
+      h("table", { "aria-label": `${r.currency} reconciliation` }, h("tbody", {},
         Object.entries(r.totals).map(([k, v]) => h("tr", {}, h("th", { text: k.replace(/_/g, " ") }),
           h("td", { class: "money", text: money(v, r.currency) }))),
         h("tr", { class: r.trial_balance === 0 ? null : "bad" }, h("th", { text: "trial balance" }),
@@ -543,6 +560,7 @@ async function reconciliationView() {
         Object.entries(r.invariants).map(([k, ok]) => h("tr", { class: ok ? null : "bad" },
           h("th", { text: k.replace(/_/g, " ") }),
           h("td", { text: ok ? "holds" : "does not hold" }))))))));
+  loaded(all.length, all.length === 1 ? "currency" : "currencies");
 }
 
 async function journalView(after) {
@@ -559,6 +577,7 @@ async function journalView(after) {
   pager("Journal", after, page.next, (cursor) => {
     location.hash = cursor ? `#journal/${cursor}` : "#journal";
   }));
+  loaded(page.items.length, "journal entries");
 }
 
 async function eventsView(after) {
@@ -573,6 +592,7 @@ async function eventsView(after) {
   pager("Event log", after, page.next, (cursor) => {
     location.hash = cursor ? `#events/${cursor}` : "#events";
   }));
+  loaded(page.items.length, "events");
 }
 
 // The whole event log, page after page, at most MAX_DOWNLOAD_PAGES of them: an API page of

@@ -430,3 +430,68 @@ def test_the_refund_queue_pages_on(page: Page, console_server: Server) -> None:
         "button", name="Next page").click()
     expect(body_rows(queue).first).not_to_have_attribute("data-id", first or "")
     expect(body_rows(queue)).to_have_count(1)
+
+
+def tab_to(page: Page, target: Locator, *, most: int = 40) -> None:
+    """Presses Tab until the keyboard is on ``target`` (at most ``most`` times)."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if target.evaluate("node => node === document.activeElement"):
+            return
+    raise AssertionError(f"Tab never reached {target}")
+
+
+def test_customer_service_works_by_keyboard_alone(page: Page, console_server: Server) -> None:
+    username = customer(console_server)
+    page.goto(f"{console_server.base_url}/console/")
+    tab_to(page, page.get_by_label("Token"))
+    page.keyboard.type(console_server.people["carl"])
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Signed in as carl (cs)")).to_be_visible()
+    expect(page.locator("#loaded")).to_have_text("")  # no list yet
+    tab_to(page, page.get_by_label("Customer", exact=True))
+    page.keyboard.type(username)
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Posted")).to_have_text("USD 20.00")
+    expect(page.get_by_role("status").filter(has_text="Loaded")).to_have_text(
+        "Loaded 3 history entries.")  # opened, deposit, purchase
+    tab_to(page, page.get_by_role("button", name="Open a return case for ORD-1"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Item")).to_be_focused()
+    page.keyboard.type("an electric kettle")
+    tab_to(page, page.get_by_label("Goods photo"))
+    page.keyboard.type("photo-goods-1")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Package photo")).to_be_focused()
+    page.keyboard.type("photo-box-1")
+    page.keyboard.press("Enter")
+    title = page.get_by_role("heading", name=re.compile("Case for ORD-1"))
+    expect(title).to_contain_text("opened")
+    expect(title).to_be_focused()
+    tab_to(page, page.get_by_role("button", name="Supplier review"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Note", exact=True)).to_be_focused()
+    page.keyboard.type("sent to the supplier")
+    page.keyboard.press("Enter")
+    expect(title).to_contain_text("supplier review")
+    expect(page.get_by_role("listitem").filter(has_text="sent to the supplier")).to_be_visible()
+
+
+def test_every_table_has_a_name_and_the_view_is_not_read_out_whole(
+    page: Page, console_server: Server,
+) -> None:
+    username = customer(console_server)
+    call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+         {"order_no": "ORD-1", "amount": 100, "reason": "r"})
+    sign_in(page, console_server, console_server.people["bea"])
+    expect(page.locator("#view")).not_to_have_attribute("aria-live", re.compile(".*"))
+    for link in ("Refund requests", "Reconciliation", "Journal", "Event log"):
+        page.get_by_role("link", name=link).click()
+        expect(page.get_by_role("heading", name=link)).to_be_visible()
+        expect(page.locator("#view table").first).to_be_visible()
+        for table in page.locator("#view table").all():
+            expect(table).to_have_accessible_name(re.compile(r"\S"))
+    page.get_by_role("link", name="Customers").click()
+    find(page, username)
+    for table in page.locator("#view table").all():
+        expect(table).to_have_accessible_name(re.compile(r"\S"))
