@@ -495,3 +495,33 @@ def test_every_table_has_a_name_and_the_view_is_not_read_out_whole(
     find(page, username)
     for table in page.locator("#view table").all():
         expect(table).to_have_accessible_name(re.compile(r"\S"))
+
+
+def test_an_invariant_that_does_not_hold_is_highlighted_in_words(
+    page: Page, console_server: Server,
+) -> None:
+    """The server's reconciliation, with one invariant of USD made to fail on its way in."""
+    customer(console_server)
+    broken: list[str] = []
+
+    def one_invariant_fails(route: Route) -> None:
+        answer = route.fetch()
+        report = answer.json()
+        usd = next(r for r in report["currencies"] if r["currency"] == "USD")
+        name = next(iter(usd["invariants"]))
+        usd["invariants"][name] = False
+        usd["ok"] = report["ok"] = False
+        broken.append(name)
+        route.fulfill(response=answer, json=report)
+
+    page.route("**/v1/reconciliation", one_invariant_fails)
+    sign_in(page, console_server, console_server.people["bea"])
+    page.get_by_role("link", name="Reconciliation").click()
+    expect(page.get_by_text("Something does not hold (highlighted).")).to_have_class("bad")
+    usd = page.get_by_role("table", name="USD reconciliation")
+    row = usd.get_by_role("row", name=re.compile(broken[0].replace("_", " ")))
+    expect(row).to_have_class("bad")
+    expect(row.get_by_role("cell")).to_have_text("does not hold")
+    expect(usd.locator("tr.bad")).to_have_count(1)
+    holding = usd.get_by_role("row").filter(has_text="holds").first
+    expect(holding).not_to_have_class("bad")
