@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date, timedelta
 
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
@@ -525,3 +526,90 @@ def test_an_invariant_that_does_not_hold_is_highlighted_in_words(
     expect(usd.locator("tr.bad")).to_have_count(1)
     holding = usd.get_by_role("row").filter(has_text="holds").first
     expect(holding).not_to_have_class("bad")
+
+
+def test_finance_rejects_a_refund_request(page: Page, console_server: Server) -> None:
+    username = customer(console_server)
+    call(console_server, "POST", f"/v1/accounts/{username}/refund-requests", "cs",
+         {"order_no": "ORD-1", "amount": 250, "reason": "moving abroad"})
+    sign_in(page, console_server, console_server.people["cleo"])
+    page.get_by_role("link", name="Refund requests").click()
+    page.get_by_role("row", name=f"Refund request of {username}").get_by_role(
+        "button", name="Reject").click()
+    page.get_by_label("Reason").fill("no such request from the customer")
+    page.get_by_role("button", name="Confirm rejection").click()
+    expect(page.get_by_role("status").first).to_have_text(f"Rejected the refund for {username}.")
+    expect(page.get_by_role("row", name=f"Refund request of {username}")).to_have_count(0)
+    page.get_by_label("Status").select_option("rejected")
+    row = page.get_by_role("row", name=f"Refund request of {username}")
+    expect(row.get_by_role("cell", name="rejected", exact=True)).to_be_visible()
+    expect(row.get_by_role("button")).to_have_count(0)
+
+
+def open_case(server: Server, username: str, *steps: tuple[str, dict]) -> str:
+    """A defective-goods case on ORD-1, opened and taken through ``steps`` by the API."""
+    opened = call(server, "POST", "/v1/return-cases", "cs", {
+        "username": username, "order_no": "ORD-1", "kind": "defective",
+        "shipped_on": (date.today() - timedelta(days=10)).isoformat(),
+        "items": [{"description": "a kettle", "quantity": 1}],
+        "evidence": {"goods_photos": ["g-1"], "package_photos": ["p-1"]},
+        "conditions": {"replaced_or_modified": False, "parts_missing": False,
+                       "opened_media": False, "has_quality_assurance": True}})
+    for action, body in steps:
+        call(server, "POST", f"/v1/return-cases/{opened['id']}/{action}", "cs", body)
+    return str(opened["id"])
+
+
+def open_the_case(page: Page, server: Server, username: str) -> Locator:
+    sign_in(page, server, server.people["carl"])
+    find(page, username)
+    page.get_by_role("link", name=re.compile("defective case")).click()
+    return page.get_by_role("heading", name=re.compile("Case for ORD-1"))
+
+
+@pytest.mark.parametrize(("steps", "button", "state"), [
+    ([("supplier-review", {"note": ""})], "Reject", "rejected"),
+    ([("supplier-review", {"note": ""})], "Cancel", "cancelled"),
+    ([], "Cancel", "cancelled"),
+])
+def test_a_case_is_rejected_or_cancelled(
+    page: Page, console_server: Server, steps: list[tuple[str, dict]], button: str, state: str,
+) -> None:
+    username = customer(console_server)
+    open_case(console_server, username, *steps)
+    title = open_the_case(page, console_server, username)
+    expect(title).to_contain_text("supplier review" if steps else "opened")
+    page.get_by_role("group", name="Steps").get_by_role("button", name=button, exact=True).click()
+    form = page.get_by_role("form", name=button)
+    form.get_by_label("Reason").fill("the customer changed their mind")
+    form.get_by_role("button", name=f"Confirm {button.lower()}").click()
+    expect(title).to_contain_text(state)
+    expect(page.get_by_role("group", name="Steps").get_by_role("button")).to_have_count(0)
+    expect(page.get_by_role("link", name=re.compile(f"defective case: {state}"))).to_be_visible()
+
+
+def test_expire_reaches_the_server_which_says_why_not_yet(
+    page: Page, console_server: Server,
+) -> None:
+    """A case expires only once its return_by has passed, and a test cannot move the server's
+    clock: the page is told Expire is allowed, and the server's refusal is what it shows."""
+    username = customer(console_server)
+    case_id = open_case(console_server, username, ("supplier-review", {"note": ""}),
+                        ("accept", {"return_address": "Supplier Ltd, Dock 4",
+                                    "return_by": date.today().isoformat()}))
+
+    def expire_allowed(route: Route) -> None:
+        answer = route.fetch()
+        found = answer.json()
+        found["allowed_actions"].append("expire")
+        route.fulfill(response=answer, json=found)
+
+    page.route(f"**/v1/return-cases/{case_id}", expire_allowed)
+    title = open_the_case(page, console_server, username)
+    expect(title).to_contain_text("accepted")
+    page.get_by_role("group", name="Steps").get_by_role("button", name="Expire").click()
+    form = page.get_by_role("form", name="Expire")
+    form.get_by_label("Note").fill("no goods came back")
+    form.get_by_role("button", name="Confirm expire").click()
+    expect(page.get_by_role("alert")).to_contain_text("the case is not past its return_by")
+    expect(title).to_contain_text("accepted")
