@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
@@ -292,9 +293,9 @@ def test_above_the_threshold_the_queue_shows_who_may_still_approve_and_pay(
     expect(page.get_by_role("status").first).to_contain_text(f"Paid USD 2,000.00 to {username}")
 
 
-def whole_log(server: Server) -> list[dict]:
+def whole_log(server: Server) -> list[dict[str, Any]]:
     """Every event of the log, through the API, page by page."""
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     after = ""
     while True:
         page = call(server, "GET", f"/v1/events?limit=1000{after}", "auditor")
@@ -546,7 +547,7 @@ def test_finance_rejects_a_refund_request(page: Page, console_server: Server) ->
     expect(row.get_by_role("button")).to_have_count(0)
 
 
-def open_case(server: Server, username: str, *steps: tuple[str, dict]) -> str:
+def open_case(server: Server, username: str, *steps: tuple[str, dict[str, Any]]) -> str:
     """A defective-goods case on ORD-1, opened and taken through ``steps`` by the API."""
     opened = call(server, "POST", "/v1/return-cases", "cs", {
         "username": username, "order_no": "ORD-1", "kind": "defective",
@@ -573,7 +574,8 @@ def open_the_case(page: Page, server: Server, username: str) -> Locator:
     ([], "Cancel", "cancelled"),
 ])
 def test_a_case_is_rejected_or_cancelled(
-    page: Page, console_server: Server, steps: list[tuple[str, dict]], button: str, state: str,
+    page: Page, console_server: Server, steps: list[tuple[str, dict[str, Any]]], button: str,
+    state: str,
 ) -> None:
     username = customer(console_server)
     open_case(console_server, username, *steps)
