@@ -128,7 +128,9 @@ ROUTES: tuple[Route, ...] = (
           "A refund request with its steps", REFUNDS, {200: models.RefundRequestDetail},
           query=models.NoQuery, problems=(404,)),
     Route("POST", f"{R}/approve", handlers.approve_refund, DECIDE_REFUNDS,
-          "Approve a requested refund", REFUNDS, {200: models.RefundRequestWritten},
+          "Approve a requested refund; above the second-approval threshold the second approval "
+          "must come from another person (409 four_eyes), and whoever approves may not pay it",
+          REFUNDS, {200: models.RefundRequestWritten},
           body=models.Approve, problems=(404, 409),
           links=_next("get_refund_request pay_refund", SAME_ID)),
     Route("POST", f"{R}/reject", handlers.reject_refund, DECIDE_REFUNDS,

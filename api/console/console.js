@@ -5,6 +5,19 @@
 const TOKEN_KEY = "ledger-token";
 const state = { me: null };
 
+// Page sizes. Every list is read a page at a time, following the API's `next` cursor; the
+// console's own address may ask for smaller pages (/console/?limit=20), 1 to 1000 (the API's
+// most), for a slow link or a test.
+const API_MAX_PAGE = 1000;
+const asked = Number.parseInt(new URLSearchParams(location.search).get("limit"), 10);
+const CHOSEN_PAGE = asked >= 1 && asked <= API_MAX_PAGE ? asked : null;
+const VIEW_PAGE = CHOSEN_PAGE || 200; // rows a view shows at once
+const QUEUE_PAGE = CHOSEN_PAGE || 100; // refund requests (each read in full to show approvers)
+const DOWNLOAD_PAGE = CHOSEN_PAGE || API_MAX_PAGE; // events a download reads per request
+// A download reads at most this many pages (100,000 events at the API's page size), then
+// stops and says so: a longer log is for `ledger export --format events`.
+const MAX_DOWNLOAD_PAGES = 100;
+
 // -- small helpers ---------------------------------------------------------------------------
 
 function h(tag, attrs, ...children) {
@@ -51,6 +64,24 @@ function toMinor(text, currency) {
   return value;
 }
 
+// A page's query: its size and, after the first, the previous page's `next`.
+function paged(limit, after) {
+  return `limit=${limit}` + (after ? `&after=${encodeURIComponent(after)}` : "");
+}
+
+// Buttons that move through a list: back to its first page, and on to the next one (none at
+// the end, where the API's `next` is null).
+function pager(label, after, next, go) {
+  const buttons = [];
+  if (after) {
+    buttons.push(h("button", { type: "button", class: "secondary", onclick: () => go(null) },
+      "First page"));
+  }
+  if (next) buttons.push(h("button", { type: "button", onclick: () => go(next) }, "Next page"));
+  if (buttons.length === 0) return null;
+  return h("nav", { class: "pager", "aria-label": `${label} pages` }, buttons);
+}
+
 function when(text) {
   return text ? String(text).replace("T", " ").slice(0, 19) : "";
 }
@@ -71,6 +102,12 @@ function personOf(actor, data) {
 function say(message) {
   document.getElementById("problem").textContent = "";
   document.getElementById("notice").textContent = message || "";
+}
+
+// Said to a screen reader in a few words when a view or a page of a list has loaded (the view
+// itself is not a live region: its whole text would be read out at every change).
+function loaded(count, what) {
+  document.getElementById("loaded").textContent = `Loaded ${count} ${what}.`;
 }
 
 function complain(message) {
@@ -156,7 +193,7 @@ const VIEWS = {
 
 function route() {
   if (!state.me) return;
-  const [name, arg] = location.hash.split("/");
+  const [name, ...args] = location.hash.split("/");
   const view = VIEWS[name];
   if (!view) return;
   for (const link of document.querySelectorAll("#nav a")) {
@@ -164,7 +201,12 @@ function route() {
     else link.removeAttribute("aria-current");
   }
   say("");
-  attempt(() => view(arg ? decodeURIComponent(arg) : null));
+  attempt(async () => {
+    await view(...args.map((a) => (a ? decodeURIComponent(a) : null)));
+    // A keyboard's place was on something the view replaced: give it the view's title.
+    const title = document.getElementById("view-title");
+    if (title && (!document.activeElement || document.activeElement === document.body)) title.focus();
+  });
 }
 
 function show(title, ...children) {
@@ -194,8 +236,6 @@ async function showCustomer(username, area) {
   const account = await api("GET", `/v1/accounts/${encodeURIComponent(username)}`);
   const refundable = await api("GET",
     `/v1/accounts/${encodeURIComponent(username)}/refundable?limit=200`);
-  const history = await api("GET",
-    `/v1/accounts/${encodeURIComponent(username)}/history?limit=200`);
   const c = account.currency;
   const amount = (id, label, value) => h("div", {},
     h("label", { for: id, text: label }), h("output", { id, text: money(value, c) }));
@@ -209,7 +249,7 @@ async function showCustomer(username, area) {
 
   const orders = refundable.orders;
   parts.push(h("h3", { text: "Orders" }));
-  parts.push(orders.length === 0 ? h("p", { text: "No orders." }) : h("table", {},
+  parts.push(orders.length === 0 ? h("p", { text: "No orders." }) : h("table", { "aria-label": "Orders" },
     h("thead", {}, h("tr", {}, h("th", { text: "Order" }), h("th", { class: "money", text: "Paid" }),
       h("th", { class: "money", text: "Credited back" }),
       h("th", { class: "money", text: "Refundable" }), h("th", { text: "Cases" }),
@@ -228,18 +268,35 @@ async function showCustomer(username, area) {
 
   if (state.me.role === "cs") parts.push(refundRequestForm(account, orders));
 
-  parts.push(h("h3", { text: "History" }));
-  parts.push(h("table", { "aria-label": "History" },
-    h("thead", {}, h("tr", {}, h("th", { text: "When" }), h("th", { text: "What" }),
-      h("th", { class: "money", text: "Amount" }), h("th", { class: "money", text: "Available after" }),
-      h("th", { text: "Who" }))),
-    h("tbody", {}, history.items.slice().reverse().map((item) => h("tr", {},
-      h("td", { text: when(item.at) }), h("td", { text: item.type.replace(/_/g, " ") }),
-      h("td", { class: "money", text: money(item.signed_amount || item.amount, c) }),
-      h("td", { class: "money", text: money(item.available_after, c) }),
-      h("td", { text: item.actor }))))));
+  const history = h("section", { id: "history", "aria-labelledby": "history-title" });
+  parts.push(history);
   parts.push(h("div", { id: "case-area" }));
+  await showHistory(username, c, null, history);
   area.replaceChildren(...parts);
+}
+
+// The account's history, oldest first, a page at a time.
+async function showHistory(username, c, after, holder) {
+  const page = await api("GET",
+    `/v1/accounts/${encodeURIComponent(username)}/history?${paged(VIEW_PAGE, after)}`);
+  holder.replaceChildren(
+    h("h3", { id: "history-title", text: "History" }),
+    h("table", { "aria-label": "History", tabindex: "-1" },
+      h("thead", {}, h("tr", {}, h("th", { text: "Position" }), h("th", { text: "When" }),
+        h("th", { text: "What" }), h("th", { class: "money", text: "Amount" }),
+        h("th", { class: "money", text: "Available after" }), h("th", { text: "Who" }))),
+      h("tbody", {}, page.items.map((item) => h("tr", {},
+        h("td", { text: item.position }),
+        h("td", { text: when(item.at) }), h("td", { text: item.type.replace(/_/g, " ") }),
+        h("td", { class: "money", text: money(item.signed_amount || item.amount, c) }),
+        h("td", { class: "money", text: money(item.available_after, c) }),
+        h("td", { text: item.actor }))))),
+    pager("History", after, page.next,
+      (cursor) => attempt(async () => {
+        await showHistory(username, c, cursor, holder);
+        holder.querySelector("table").focus();
+      })));
+  loaded(page.items.length, "history entries");
 }
 
 function refundRequestForm(account, orders) {
@@ -405,13 +462,14 @@ function showStepForm(found, action, holder, area) {
 
 // -- finance: the refund queue ---------------------------------------------------------------
 
-async function refundsView(status) {
+async function refundsView(status, after) {
   const chosen = status || "open";
   const filter = h("select", { id: "refund-status", onchange: () => {
     location.hash = `#refunds/${filter.value}`;
   } }, ["open", "requested", "approved", "paid", "rejected", "cancelled"].map((s) =>
     h("option", { value: s, text: s, selected: s === chosen })));
-  const page = await api("GET", `/v1/refund-requests?status=${encodeURIComponent(chosen)}&limit=100`);
+  const page = await api("GET",
+    `/v1/refund-requests?status=${encodeURIComponent(chosen)}&${paged(QUEUE_PAGE, after)}`);
   const details = await Promise.all(page.items.map((r) => api("GET", `/v1/refund-requests/${r.id}`)));
   const me = state.me;
   const rows = details.map((r) => {
@@ -429,13 +487,14 @@ async function refundsView(status) {
         onclick: () => attempt(async () => {
           await api("POST", `/v1/refund-requests/${r.id}/approve`, { note: "" });
           say(`Approved the refund for ${r.username}.`);
-          await refundsView(chosen);
+          await refundsView(chosen, after);
         }) }, "Approve");
-      const reject = h("button", { type: "button", onclick: () => decisionForm(r, "reject", form, chosen) },
+      const reject = h("button", { type: "button",
+        onclick: () => decisionForm(r, "reject", form, chosen, after) },
         "Reject");
       const pay = h("button", { type: "button", disabled: r.status !== "approved" || iApproved,
         "aria-describedby": iApproved ? why : null,
-        onclick: () => decisionForm(r, "pay", form, chosen) }, "Pay");
+        onclick: () => decisionForm(r, "pay", form, chosen, after) }, "Pay");
       actions.append(approve, reject, pay);
       if (iApproved) {
         actions.append(h("span", { id: why, class: "why", text: r.status === "approved"
@@ -454,13 +513,18 @@ async function refundsView(status) {
   show("Refund requests",
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() },
       h("label", { for: "refund-status", text: "Status" }), filter),
-    rows.length === 0 ? h("p", { text: "No refund requests." }) : h("table", {},
+    rows.length === 0 ? h("p", { text: "No refund requests." }) : h("table", {
+      "aria-label": `Refund requests: ${chosen}` },
       h("thead", {}, h("tr", {}, ["Customer", "Amount", "Order", "Reason", "Status", "Approved by",
         "Requested", "Actions"].map((t) => h("th", { text: t })))),
-      h("tbody", {}, rows)));
+      h("tbody", {}, rows)),
+    pager("Refund requests", after, page.next, (cursor) => {
+      location.hash = `#refunds/${chosen}` + (cursor ? `/${cursor}` : "");
+    }));
+  loaded(rows.length, "refund requests");
 }
 
-function decisionForm(request, action, holder, chosen) {
+function decisionForm(request, action, holder, chosen, after) {
   const id = `${action}-${request.id}`;
   const label = action === "pay" ? "Payout reference" : "Reason";
   const input = h("input", { id, required: true });
@@ -471,7 +535,7 @@ function decisionForm(request, action, holder, chosen) {
       await api("POST", `/v1/refund-requests/${request.id}/${action}`, body);
       say(action === "pay" ? `Paid ${money(request.amount, request.currency)} to ${request.username}.`
                            : `Rejected the refund for ${request.username}.`);
-      await refundsView(chosen);
+      await refundsView(chosen, after);
     });
   } }, h("label", { for: id, text: label }), input,
      h("button", { type: "submit", text: action === "pay" ? "Confirm payout" : "Confirm rejection" })));
@@ -488,7 +552,7 @@ async function reconciliationView() {
              text: report.ok ? "Every invariant holds." : "Something does not hold (highlighted)." }),
     all.map((r) => h("section", { "aria-label": r.currency },
       h("h3", { text: `${r.currency} at position ${r.position}` }),
-      h("table", {}, h("tbody", {},
+      h("table", { "aria-label": `${r.currency} reconciliation` }, h("tbody", {},
         Object.entries(r.totals).map(([k, v]) => h("tr", {}, h("th", { text: k.replace(/_/g, " ") }),
           h("td", { class: "money", text: money(v, r.currency) }))),
         h("tr", { class: r.trial_balance === 0 ? null : "bad" }, h("th", { text: "trial balance" }),
@@ -496,11 +560,12 @@ async function reconciliationView() {
         Object.entries(r.invariants).map(([k, ok]) => h("tr", { class: ok ? null : "bad" },
           h("th", { text: k.replace(/_/g, " ") }),
           h("td", { text: ok ? "holds" : "does not hold" }))))))));
+  loaded(all.length, all.length === 1 ? "currency" : "currencies");
 }
 
-async function journalView() {
-  const page = await api("GET", "/v1/journal?limit=200");
-  show("Journal", h("table", {},
+async function journalView(after) {
+  const page = await api("GET", `/v1/journal?${paged(VIEW_PAGE, after)}`);
+  show("Journal", h("table", { "aria-label": "Journal" },
     h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Who", "Account",
       "Amount"].map((t) => h("th", { text: t })))),
     h("tbody", {}, page.items.flatMap((e) => e.postings.map((p, i) => h("tr", {},
@@ -508,18 +573,41 @@ async function journalView() {
       h("td", { text: i === 0 ? e.type.replace(/_/g, " ") : "" }),
       h("td", { text: i === 0 ? e.username : "" }), h("td", { text: i === 0 ? e.order_no || "" : "" }),
       h("td", { text: i === 0 ? e.actor || "" : "" }),
-      h("td", { text: p.account }), h("td", { class: "money", text: money(p.amount, e.currency) })))))));
+      h("td", { text: p.account }), h("td", { class: "money", text: money(p.amount, e.currency) })))))),
+  pager("Journal", after, page.next, (cursor) => {
+    location.hash = cursor ? `#journal/${cursor}` : "#journal";
+  }));
+  loaded(page.items.length, "journal entries");
 }
 
-async function eventsView() {
-  const page = await api("GET", "/v1/events?limit=200");
-  show("Event log", h("table", {},
+async function eventsView(after) {
+  const page = await api("GET", `/v1/events?${paged(VIEW_PAGE, after)}`);
+  show("Event log", h("table", { "aria-label": "Event log" },
     h("thead", {}, h("tr", {}, ["Position", "When", "Event", "Stream", "Who"].map((t) =>
       h("th", { text: t })))),
-    h("tbody", {}, page.items.slice().reverse().map((e) => h("tr", {},
+    h("tbody", {}, page.items.map((e) => h("tr", {},
       h("td", { text: e.position }), h("td", { text: when(e.at) }),
       h("td", { text: `${e.aggregate}: ${e.name.replace(/_/g, " ")}` }),
-      h("td", { class: "muted", text: e.stream }), h("td", { text: e.actor || "" }))))));
+      h("td", { class: "muted", text: e.stream }), h("td", { text: e.actor || "" }))))),
+  pager("Event log", after, page.next, (cursor) => {
+    location.hash = cursor ? `#events/${cursor}` : "#events";
+  }));
+  loaded(page.items.length, "events");
+}
+
+// The whole event log, page after page, at most MAX_DOWNLOAD_PAGES of them: an API page of
+// events ({items, next}), whose next is null when it holds the whole log and otherwise says
+// where to read on.
+async function wholeLog() {
+  const items = [];
+  let after = null;
+  for (let pages = 0; pages < MAX_DOWNLOAD_PAGES; pages += 1) {
+    const page = await api("GET", `/v1/events?${paged(DOWNLOAD_PAGE, after)}`);
+    items.push(...page.items);
+    after = page.next;
+    if (!after) break;
+  }
+  return { items, next: after };
 }
 
 async function verifyView() {
@@ -537,25 +625,41 @@ async function verifyView() {
   }) }, "Verify"), result);
 }
 
+function save(file, type, content) {
+  const blob = new Blob([typeof content === "string" ? content : JSON.stringify(content, null, 2)],
+    { type });
+  const link = h("a", { href: URL.createObjectURL(blob), download: file });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
 async function exportsView() {
   const download = (label, path, file, type) => h("button", { type: "button",
     onclick: () => attempt(async () => {
-      const text = await api("GET", path);
-      const blob = new Blob([typeof text === "string" ? text : JSON.stringify(text, null, 2)],
-        { type });
-      const link = h("a", { href: URL.createObjectURL(blob), download: file });
-      document.body.append(link);
-      link.click();
-      link.remove();
+      save(file, type, await api("GET", path));
       say(`Downloaded ${file}.`);
     }) }, label);
+  const downloadLog = h("button", { type: "button", onclick: () => attempt(async () => {
+    say("Reading the event log…");
+    const log = await wholeLog();
+    save("events.json", "application/json", log);
+    say(log.next === null
+      ? `Downloaded events.json: the whole log, ${log.items.length} events.`
+      : `Downloaded events.json: only the first ${log.items.length} events (the console stops `
+        + `after ${MAX_DOWNLOAD_PAGES} pages); its next says where to read on, and `
+        + "`ledger export --format events` writes the whole log.");
+  }) }, "Download the event log (JSON)");
   show("Exports",
     h("p", { text: "Files to download, made by this server now." }),
     h("ul", {},
       h("li", {}, download("Download the journal (Beancount)", "/v1/export/beancount",
         "ledger.beancount", "text/plain")),
-      h("li", {}, download("Download the event log (JSON)", "/v1/events?limit=1000",
-        "events.json", "application/json")),
+      h("li", {}, download("Download the journal (CSV)", "/v1/export/csv",
+        "ledger.csv", "text/csv")),
+      h("li", {}, download("Download the journal (hledger)", "/v1/export/hledger",
+        "ledger.journal", "text/plain")),
+      h("li", {}, downloadLog),
       h("li", {}, download("Download the reconciliation (JSON)", "/v1/reconciliation",
         "reconciliation.json", "application/json"))));
 }

@@ -77,9 +77,11 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-def call(server: Server, method: str, path: str, role: str, body: Any = None) -> Any:
-    """One API call as a role token (the shop's systems), for the tests' set-up."""
-    headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+def call(server: Server, method: str, path: str, role: str, body: Any = None, *,
+         token: str | None = None) -> Any:
+    """One API call as a role token (the shop's systems), or as a person's ``token``, for the
+    tests' set-up."""
+    headers = {"Authorization": f"Bearer {token or TOKENS[role]}"}
     data = None
     if body is not None:
         data = json.dumps(body).encode()
