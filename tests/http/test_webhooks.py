@@ -400,6 +400,44 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order_per_customer
         assert amounts == [100, 101, 102, 103]  # log order, each once: it got none while down
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_one_customers_backlog_behind_a_failing_message_holds_back_no_other_customer(
+    kind: str, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    stuck = f"u-{uuid.uuid4().hex[:12]}"
+    receiver.always_fail.add(stuck)  # never taken: kept waiting (no parking within the test)
+    try:
+        with store(kind, tmp_path) as url:
+            server = start_server(url, tmp_path, env={
+                "LEDGER_WEBHOOK_URL": receiver.url, "LEDGER_WEBHOOK_SECRET": SECRET,
+                "LEDGER_WEBHOOK_POLL_S": "0.05", "LEDGER_WEBHOOK_BACKOFF_BASE_S": "0.05",
+                "LEDGER_WEBHOOK_BACKOFF_MAX_S": "0.2"})
+            try:
+                async with aiohttp.ClientSession(base_url=server.base_url) as session:
+                    api = Api(session)
+                    reply = await api.post("/v1/accounts", {"username": stuck, "currency": "USD"})
+                    assert reply.status == 201, reply.text
+                    # More waiting than the 200 messages a round once looked at.
+                    for n in range(205):
+                        reply = await api.post(f"/v1/accounts/{stuck}/deposits",
+                                               {"amount": n + 1, "reference": f"stuck-{n}"})
+                        assert reply.status == 201, reply.text
+                    await until(lambda: len(receiver.of(stuck)) >= 2,
+                                "the stuck customer's first message tried and tried again")
+                    other = await api.funded_account(100)
+                    await until(lambda: delivered_types(receiver, other) == ["deposit.recorded"],
+                                "the other customer's deposit, past the stuck backlog")
+            finally:
+                server.stop()
+    finally:
+        receiver.close()
+    tries = receiver.of(stuck)
+    # Only the stuck customer's first message was ever tried: nothing of theirs overtook it.
+    assert {t.message["amount"] for t in tries} == {1}
+    assert len({t.delivery_id for t in tries}) == 1
+
+
 async def test_a_message_sent_again_carries_the_same_id(api: Api, hooked: Hooked) -> None:
     receiver = hooked.receiver
     username = await api.funded_account(700)
