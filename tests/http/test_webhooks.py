@@ -556,6 +556,44 @@ async def test_writes_keep_answering_while_the_receiver_hangs(api: Api, hooked: 
     receiver.hang.difference_update(stuck)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_two_urls_and_a_subscription_added_by_the_cli_each_get_every_message(
+    kind: str, tmp_path: Path
+) -> None:
+    first, second, added = Receiver(), Receiver(), Receiver()
+    receivers = (first, second, added)
+    try:
+        with store(kind, tmp_path) as url:
+            server = start_server(url, tmp_path, env={
+                "LEDGER_WEBHOOK_URL": f"{first.url}, {second.url}",
+                "LEDGER_WEBHOOK_SECRET": SECRET, "LEDGER_WEBHOOK_POLL_S": "0.05"})
+            try:
+                env = {**os.environ, "LEDGER_DATABASE_URL": server.database_url}
+                done = subprocess.run([*ledger_command(), "webhooks", "add", added.url],
+                                      cwd=tmp_path, env=env, capture_output=True, text=True,
+                                      timeout=60, check=False)
+                assert done.returncode == 0, done.stderr
+                async with aiohttp.ClientSession(base_url=server.base_url) as session:
+                    api = Api(session)
+                    username = await api.funded_account(500)
+                    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                                           {"amount": 250, "reference": "second-payment"})
+                    assert reply.status == 201, reply.text
+                for receiver in receivers:
+                    await until(lambda r=receiver: len(r.of(username)) == 2,
+                                "both messages at each receiver")
+            finally:
+                server.stop()
+    finally:
+        for receiver in receivers:
+            receiver.close()
+    got = [[(g.delivery_id, g.message["amount"]) for g in r.of(username)] for r in receivers]
+    assert got[0] == got[1] == got[2]
+    assert [amount for _, amount in got[0]] == [500, 250]
+    assert all(g.signature_ok and g.delivery_id == g.message["id"]
+               for r in receivers for g in r.of(username))
+
+
 def test_subscriptions_are_added_listed_and_removed(hooked: Hooked) -> None:
     env = {**os.environ, "LEDGER_DATABASE_URL": hooked.server.database_url}
 
