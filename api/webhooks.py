@@ -140,7 +140,7 @@ def verify(secret: str, body: bytes, header: str, *, now: float | None = None,
     if abs(now - t) > tolerance_s:
         return False
     expected = signature(secret, body, t).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, given)
+    return hmac.compare_digest(expected.encode(), given.encode())  # str: ASCII only, else raises
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float,
