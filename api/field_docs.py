@@ -121,6 +121,8 @@ MODEL_FIELD_DESCRIPTIONS: dict[str, str] = {
     "JournalEntry.type": "The money event the postings come from.",
     "OutboxMessage.case_id": "The return case the message is about (null when none).",
     "OutboxMessage.request_id": "The refund request the message is about (null when none).",
+    "WebhookMessage.case_id": "The return case the message is about (null when none).",
+    "WebhookMessage.request_id": "The refund request the message is about (null when none).",
     "CaseNoteAdd.text": "The note, in words (at most 2,000 characters; a case takes 200).",
 }
 
@@ -167,4 +169,7 @@ EXAMPLE_VALUES: dict[str, Any] = {
     "goods_photos": ["photo://goods-1"],
     "package_photos": ["photo://box-1"],
     "ok": True,
+    # The words of a return_case.opened message (the first of the type's enum) for ORD-1001.
+    "customer_message": "We have opened a defective case for your order ORD-1001. We will keep "
+                        "you posted on its progress.",
 }

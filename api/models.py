@@ -32,6 +32,7 @@ from pydantic.config import JsonDict
 from ledger.money import ISO_4217, MAX_AMOUNT_MINOR
 from ledger.policy import CASE_KINDS
 from ledger.return_case import OUTCOMES, STEP_FROM
+from projections.outbox import MESSAGE_TYPES
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -1099,11 +1100,14 @@ class OutboxDelivery(Answer):
     last_error: str | None = Field(description="What the last failed try met, in words.")
 
 
-class OutboxMessage(Answer):
+class WebhookMessage(Answer):
+    """A message as a webhook POSTs it (``projections.outbox.body``)."""
+
     id: UUID = Field(description="Derived from the event: the same on every delivery "
                      "(Ledger-Delivery-Id).")
-    type: str = Field(description="e.g. return_case.accepted, refund_request.paid, "
-                      "deposit.recorded (api/README.md lists them).")
+    # The outbox's own list is the one source of the types (api/README.md lists the same).
+    type: str = Field(description="What the message tells (api/README.md lists the types).",
+                      json_schema_extra={"enum": list(MESSAGE_TYPES)})
     position: int = Field(description="The event's log position.")
     created_at: datetime = Field(description="When the event was recorded.")
     username: str
@@ -1115,6 +1119,11 @@ class OutboxMessage(Answer):
     customer_message: str = Field(description="Words the shop's mailer can send as they are.")
     details: dict[str, Any] = Field(description="The type's other facts (return_address, "
                                     "return_by, refund_amount, freight_amount, reason ...).")
+
+
+class OutboxMessage(WebhookMessage):
+    """A message as the outbox shows it: with what became of each delivery."""
+
     deliveries: list[OutboxDelivery] = Field(description="One per subscriber tried.")
 
 

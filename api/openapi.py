@@ -23,6 +23,7 @@ from api.auth import ANY_ROLE
 from api.limits import REQUEST_DEADLINE_S
 from api.models import MAX_PAGE
 from api.routing import Link, Route
+from projections import outbox
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
@@ -186,6 +187,7 @@ def _schemas(routes: Sequence[Route]) -> tuple[dict[type[BaseModel], JsonSchema]
     bodies = {route.body for route in routes if route.body is not None}
     answers = {a for route in routes for a in route.answers.values() if isinstance(a, type)}
     answers.add(models.Problem)
+    answers.add(models.WebhookMessage)  # not an answer: the body of the webhooks' POST
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((m, "validation") for m in sorted(bodies, key=lambda m: m.__name__)),
         *((m, "serialization") for m in sorted(answers, key=lambda m: m.__name__)),
@@ -249,7 +251,39 @@ def build(routes: Sequence[Route], *, title: str = "Ledger API",
         },
     }
     _explain(document, routes)
+    document["webhooks"] = _webhooks(schemas)
     return document
+
+
+def _webhooks(schemas: JsonSchema) -> JsonSchema:
+    """The POST each webhook receiver gets (``api.webhooks``): a message, signed."""
+    headers = [
+        ("Ledger-Signature", "t=<unix seconds>,v1=<hex HMAC-SHA-256 of \"<t>.<body>\" keyed "
+         "with LEDGER_WEBHOOK_SECRET>: check it on the raw body (api/README.md shows how).",
+         {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$"}),
+        ("Ledger-Delivery-Id", "The message's id: the same however often it is sent.",
+         {"type": "string", "format": "uuid"}),
+        ("Ledger-Message-Type", "The message's type.",
+         {"type": "string", "enum": list(outbox.MESSAGE_TYPES)}),
+    ]
+    body = {"$ref": REF.format(model="WebhookMessage")}
+    return {"outboxMessage": {"post": {
+        "operationId": "receiveOutboxMessage",
+        "summary": "A message of the outbox, POSTed to every receiver",
+        "description": "Sent to every URL of LEDGER_WEBHOOK_URL and every `ledger webhooks "
+                       "add`, in log order per customer, at least once. A 2xx answer marks it "
+                       "delivered; anything else, or none, is tried again with back-off until "
+                       "the message is LEDGER_WEBHOOK_MAX_AGE_S old, then parked failed.",
+        "parameters": [{"name": name, "in": "header", "required": True,
+                        "description": text, "schema": schema}
+                       for name, text, schema in headers],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": body, "example": _example(body, schemas)}}},
+        "responses": {
+            "2XX": {"description": "Taken: the delivery is marked delivered."},
+            "default": {"description": "Not taken: tried again later, with the same id."},
+        },
+    }}}
 
 
 # -- descriptions and examples (issue 13): a document a reader and a client generator can use --
@@ -343,6 +377,8 @@ def _fits(value: Any, schema: JsonSchema) -> bool:
     kinds: set[str] = {str(k) for k in (schema.get("type"),
                                          *(b.get("type") for b in schema.get("anyOf", ())))
                        if k is not None}
+    if "enum" in schema and value not in schema["enum"]:
+        return False  # a field named as another (type) may be one of a few values here
     if not kinds:
         return True
     by_type = {"string": str, "integer": int, "boolean": bool, "array": list,

@@ -61,9 +61,10 @@ DELIVERY_ID_HEADER = "Ledger-Delivery-Id"
 TYPE_HEADER = "Ledger-Message-Type"
 # How far a receiver may let a signature's time be from its own clock (the README's snippet).
 SIGNATURE_TOLERANCE_S = 300
-# Messages looked at per subscriber and round: the first undelivered of each customer among them
-# is sent.
-SCAN = 200
+# Customers looked at per subscriber and round (each one's first undelivered message, if due),
+# taken in turn by name across rounds: a round's work is bounded however many wait, and one
+# customer's backlog holds back no other customer.
+CUSTOMERS_PER_ROUND = 200
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def verify(secret: str, body: bytes, header: str, *, now: float | None = None,
     if abs(now - t) > tolerance_s:
         return False
     expected = signature(secret, body, t).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, given)
+    return hmac.compare_digest(expected.encode(), given.encode())  # str: ASCII only, else raises
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float,
@@ -169,6 +170,8 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         # (subscriber, customer) -> the delivery being sent: one per customer at a time
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # subscriber -> the last customer a round looked at: the next round starts after them
+        self._turn: dict[str, str] = {}
         registry = metrics.registry
         self.waiting = Gauge("ledger_webhook_messages_waiting",
                              "Outbox messages not yet delivered nor parked, summed over the "
@@ -242,16 +245,20 @@ class Deliverer:
     async def round(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> bool:
         """Start sending each customer's first undelivered message that is due, to each
         subscriber, unless one of theirs is in flight there; True if any was started. A round
-        never waits for the answers: a slow receiver holds its own deliveries only."""
+        never waits for the answers: a slow receiver holds its own deliveries only. At most
+        ``CUSTOMERS_PER_ROUND`` customers per subscriber, the next ones in turn."""
         view = await self._db(self._open)
         now = time.time()
         started = 0
         subscribers = await self.subscribers()
         for url, since in subscribers:
-            rows = await self._db(outbox.pending, view, url, since=since, limit=SCAN)
+            rows = await self._db(outbox.pending, view, url, since=since, now=now,
+                                  limit=CUSTOMERS_PER_ROUND,
+                                  after_customer=self._turn.get(url, ""))
+            self._turn[url] = rows[-1]["username"] if len(rows) == CUSTOMERS_PER_ROUND else ""
             seen: set[str] = set()
             for row in rows:
-                if row["username"] in seen:
+                if row["username"] in seen:  # pending gives one per customer; kept as a guard
                     continue  # waits for the customer's earlier message
                 seen.add(row["username"])
                 key = (url, row["username"])

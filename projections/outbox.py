@@ -386,24 +386,38 @@ def last_position(view: ReadModelView) -> int:
     return int(rows[0]["p"] or 0)
 
 
-def pending(view: ReadModelView, subscriber: str, *, since: int, limit: int
-            ) -> list[dict[str, Any]]:
-    """The subscriber's messages not yet delivered nor parked, in log order (at most
-    ``limit``), each with its delivery's attempts and next try so far. Delivery rows are made
-    for those that had none, and the subscriber's cursor moves past every settled message."""
+def pending(view: ReadModelView, subscriber: str, *, since: int, now: float, limit: int,
+            after_customer: str = "") -> list[dict[str, Any]]:
+    """For each customer with a message the subscriber has not yet had (not delivered nor
+    parked), that first such message, if it is due (``next_at`` not after ``now``): one per
+    customer, so a customer's later message never goes before an earlier one (log order per
+    customer), and a customer whose first message keeps failing holds back only their own.
+
+    At most ``limit`` customers, taken in turn by name: those after ``after_customer`` first,
+    then from the start again; the caller passes the last name it was given, so every customer
+    gets a turn within a few rounds however many are waiting. Each message comes with its
+    delivery's attempts and next try so far: delivery rows are made for those that had none, and
+    the subscriber's cursor moves past every settled message."""
     upto = view.query("SELECT upto FROM ob_cursors WHERE subscriber = %(s)s",
                       {"s": subscriber})
     after = max(since, int(upto[0]["upto"]) if upto else 0)
     top = last_position(view)
+    unsettled = (" FROM ob_messages m LEFT JOIN ob_deliveries d"
+                 " ON d.message_id = m.id AND d.subscriber = %(s)s"
+                 " WHERE m.position > %(after)s AND m.position <= %(top)s"
+                 " AND (d.status IS NULL OR d.status = 'waiting')")
+    params = {"s": subscriber, "after": after, "top": top, "now": now, "limit": limit,
+              "turn": after_customer}
     rows = view.query(
-        "SELECT m.id, m.position, m.type, m.username, m.currency, m.amount, m.case_id,"
+        "SELECT id, position, type, username, currency, amount, case_id, request_id,"  # noqa: S608
+        " order_no, customer_message, details, created_at, status, attempts, next_at FROM"
+        " (SELECT m.id, m.position, m.type, m.username, m.currency, m.amount, m.case_id,"
         " m.request_id, m.order_no, m.customer_message, m.details, m.created_at,"
-        " d.status, d.attempts, d.next_at FROM ob_messages m LEFT JOIN ob_deliveries d"
-        " ON d.message_id = m.id AND d.subscriber = %(s)s"
-        " WHERE m.position > %(after)s AND m.position <= %(top)s"
-        " AND (d.status IS NULL OR d.status = 'waiting') ORDER BY m.position LIMIT %(limit)s",
-        {"s": subscriber, "after": after, "top": top, "limit": limit},
-    )
+        " d.status, d.attempts, d.next_at, ROW_NUMBER() OVER"
+        f" (PARTITION BY m.username ORDER BY m.position) AS nth{unsettled}) firsts"
+        " WHERE nth = 1 AND (next_at IS NULL OR next_at <= %(now)s)"
+        " ORDER BY CASE WHEN username > %(turn)s THEN 0 ELSE 1 END, username"
+        " LIMIT %(limit)s", params)
     new = [row for row in rows if row["status"] is None]
     execute_many(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
                        " username, status, attempts, next_at) VALUES (%(id)s, %(s)s,"
@@ -413,7 +427,8 @@ def pending(view: ReadModelView, subscriber: str, *, since: int, limit: int
                    "username": row["username"]} for row in new])
     for row in new:
         row.update(status=WAITING, attempts=0, next_at=0.0)
-    settled = rows[0]["position"] - 1 if rows else top
+    first = view.query(f"SELECT MIN(m.position) AS p{unsettled}", params)
+    settled = int(first[0]["p"]) - 1 if first[0]["p"] is not None else top
     if settled > after:
         execute(view, "INSERT INTO ob_cursors (subscriber, upto) VALUES (%(s)s, %(upto)s)"
                       " ON CONFLICT (subscriber) DO UPDATE SET upto = excluded.upto",

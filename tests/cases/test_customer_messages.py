@@ -1,7 +1,8 @@
 """What the customer is told of each ending of a case (the outbox, ``projections.outbox``), on
 both stores: the read models kept by the keeper, read once current. The HTTP tests
 (tests/http/test_webhooks.py) walk the main path and the refusal; these take the other
-branches: rejected, expired, late, cancelled, an exchange, a note kept inside the shop."""
+branches: rejected, expired, late, cancelled, an exchange, a note kept inside the shop, goods
+back with parts missing, a refund request refused or cancelled, a purchase failed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 from ledger.commands import AddCaseNote
 from projections import outbox
 from projections.readmodels import ReadModels
-from tests.cases.conftest import RETURN_BY, CaseDesk
+from tests.cases.conftest import (
+    ORDER_PAID,
+    POSTMARK,
+    RECEIVED_ON,
+    RETURN_BY,
+    CaseDesk,
+    order_of,
+)
 
 
 def told(read_models: ReadModels, case_id: UUID) -> list[dict[str, Any]]:
@@ -77,3 +85,70 @@ def test_message_ids_come_from_the_events(
         for event, message in zip(events, messages, strict=True)
     ]
     assert len({m["id"] for m in messages}) == len(messages)
+
+
+def told_customer(read_models: ReadModels, username: str) -> list[dict[str, Any]]:
+    """Every message of the customer's, in log order (a test's customer has a few)."""
+    read_models.wait_current()
+    return read_models.views["outbox"].query(
+        "SELECT type, amount, order_no, request_id, customer_message, details"
+        " FROM ob_messages WHERE username = %(u)s ORDER BY position LIMIT 100",
+        {"u": username})
+
+
+def test_goods_back_with_parts_missing_says_what_is_missing(
+    desk: CaseDesk, read_models: ReadModels
+) -> None:
+    case_id = desk.reach("defective", "goods_in_transit")
+    desk.clock.set(RECEIVED_ON)
+    desk.app.receive_return(case_id, POSTMARK, True, False, False, actor=desk.actor)
+    received = told(read_models, case_id)[-1]
+    assert received["type"] == "return_case.received"
+    assert f"(postmarked {POSTMARK.isoformat()})" in received["customer_message"]
+    assert received["customer_message"].endswith(
+        " Missing: original packaging, acceptance copy.")
+    assert received["details"]["missing"] == ["original packaging", "acceptance copy"]
+
+
+def test_goods_back_whole_tell_of_nothing_missing(desk: CaseDesk, read_models: ReadModels) -> None:
+    received = told(read_models, desk.reach("defective", "received"))[-1]
+    assert received["type"] == "return_case.received"
+    assert "Missing" not in received["customer_message"]
+
+
+@pytest.mark.parametrize(("step", "last", "words"), [
+    ("reject", "refund_request.rejected", "was not approved: over the policy's limit"),
+    ("cancel", "refund_request.cancelled", "was cancelled: customer withdrew it"),
+])
+def test_a_refund_request_refused_or_cancelled_tells_why_and_that_the_money_stays(
+    desk: CaseDesk, read_models: ReadModels, step: str, last: str, words: str
+) -> None:
+    order = order_of("defective")
+    outcome = desk.app.request_refund(desk.customer, order, 1_000, "changed my mind",
+                                      actor=desk.actor)
+    request_id = outcome.body["id"]
+    reason = "over the policy's limit" if step == "reject" else "customer withdrew it"
+    if step == "reject":
+        desk.app.reject_refund(UUID(request_id), reason, actor=desk.actor)
+    else:
+        desk.app.cancel_refund(UUID(request_id), reason, actor=desk.actor)
+    read_models.wait_current()
+    messages = outbox.messages_of(read_models.views["outbox"], request_id=request_id)
+    assert [m["type"] for m in messages] == ["refund_request.requested", last]
+    text = messages[-1]["customer_message"]
+    assert f"order {order}" in text and words in text
+    assert text.endswith("The amount stays on your balance.")
+    assert messages[-1]["details"]["reason"] == reason
+
+
+def test_a_failed_purchase_tells_the_reason_and_the_money_credited_back(
+    desk: CaseDesk, read_models: ReadModels
+) -> None:
+    order = order_of("defective")
+    desk.app.fail_purchase(desk.customer, order, ORDER_PAID, "out of stock", actor=desk.actor)
+    failed = told_customer(read_models, desk.customer)[-1]
+    assert failed["type"] == "purchase.failed"
+    assert (failed["amount"], failed["order_no"]) == (ORDER_PAID, order)
+    assert failed["customer_message"] == (
+        f"Your order {order} could not be completed: out of stock. 30.00 USD was credited "
+        "back to your balance.")

@@ -3,6 +3,8 @@ every answer of that status carries; and the bounds it states are the service's.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from api import openapi, problems
 from api.limits import REQUEST_DEADLINE_S
 from api.routes import ROUTES
+from api.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TYPE_HEADER, signature
+from projections.outbox import MESSAGE_TYPES
 
 # API.md, "Conventions": the codes it names, by status; then the ones api/README.md adds.
 CONTRACT_CODES = {
@@ -106,3 +110,47 @@ def test_the_unmatched_report_documents_its_parameters_sections_and_sums(
     never_spent = schemas["NeverSpentSection"]["properties"]
     assert "deposited" in never_spent  # what came in, beside what is still there
     assert "Not what they deposited" in never_spent["amount"]["description"]
+
+
+def readme_message_types() -> set[str]:
+    """The types api/README.md's webhook table lists; ``a.b`` / ``.c`` names ``a.b`` and ``a.c``."""
+    text = (Path(__file__).parents[2] / "api" / "README.md").read_text()
+    section = text.split("| type | when | `details` |", 1)[1].split("\n\n", 1)[0]
+    found: set[str] = set()
+    for row in section.splitlines()[2:]:
+        stem = ""
+        for name in re.findall(r"`([a-z_.]+)`", row.split("|")[1]):
+            full = stem + name if name.startswith(".") else name
+            stem = full.rsplit(".", 1)[0]
+            found.add(full)
+    return found
+
+
+def test_the_readme_lists_every_message_type_and_no_other() -> None:
+    assert readme_message_types() == set(MESSAGE_TYPES)
+
+
+def test_a_message_type_is_one_of_the_outboxs_in_the_document(
+    document: dict[str, Any]
+) -> None:
+    schemas = document["components"]["schemas"]
+    for model in ("OutboxMessage", "WebhookMessage"):
+        assert schemas[model]["properties"]["type"]["enum"] == list(MESSAGE_TYPES)
+    outbox = document["paths"]["/v1/outbox"]["get"]["responses"]["200"]
+    example = outbox["content"]["application/json"]["example"]["items"][0]
+    assert example["type"] in MESSAGE_TYPES
+    assert "case" in example["customer_message"] and " " in example["customer_message"]
+
+
+def test_the_document_describes_the_webhooks_post(document: dict[str, Any]) -> None:
+    post = document["webhooks"]["outboxMessage"]["post"]
+    body = post["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/WebhookMessage"}
+    assert "deliveries" not in document["components"]["schemas"]["WebhookMessage"]["properties"]
+    assert body["example"]["type"] in MESSAGE_TYPES
+    headers = {p["name"]: p for p in post["parameters"] if p["in"] == "header"}
+    assert set(headers) == {SIGNATURE_HEADER, DELIVERY_ID_HEADER, TYPE_HEADER}
+    assert all(h["required"] for h in headers.values())
+    assert headers[TYPE_HEADER]["schema"]["enum"] == list(MESSAGE_TYPES)
+    assert re.fullmatch(headers[SIGNATURE_HEADER]["schema"]["pattern"],
+                        signature("s", b"{}", 1_700_000_000))

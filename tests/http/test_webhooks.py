@@ -54,12 +54,14 @@ class Got:
     signature_ok: bool
     message: dict[str, Any]
     at: float
+    status: int = 0  # the receiver's answer (0: none yet)
 
 
 @dataclass
 class Receiver:
     """An aiohttp receiver in a thread of its own; per customer it answers 200, fails a number
-    of tries per message with 500, hangs, or (all of it) is down."""
+    of tries per message with 500, hangs, or (all of it) is down; it can fail the first try of
+    the messages ``fail_once`` picks."""
 
     port: int = field(default_factory=free_port)
     got: list[Got] = field(default_factory=list)
@@ -67,6 +69,7 @@ class Receiver:
     always_fail: set[str] = field(default_factory=set)
     hang: set[str] = field(default_factory=set)
     tries: dict[str, int] = field(default_factory=dict)  # message id -> tries seen
+    fail_once: Callable[[dict[str, Any]], bool] | None = None
     # called with each message as it arrives, before the answer (a crash of the sender)
     on_message: Callable[[dict[str, Any]], None] | None = None
 
@@ -126,15 +129,19 @@ class Receiver:
         user = message["username"]
         with self.lock:
             tries = self.tries[message["id"]] = self.tries.get(message["id"], 0) + 1
-            self.got.append(Got(request.headers.get("Ledger-Delivery-Id", ""),
-                                signed(request.headers.get("Ledger-Signature", ""), body),
-                                message, time.monotonic()))
+            got = Got(request.headers.get("Ledger-Delivery-Id", ""),
+                      signed(request.headers.get("Ledger-Signature", ""), body),
+                      message, time.monotonic())
+            self.got.append(got)
         if self.on_message is not None:
             self.on_message(message)
         if user in self.hang:
             await self.release.wait()
-        if user in self.always_fail or tries <= self.fail_first.get(user, 0):
+        once = self.fail_once is not None and tries == 1 and self.fail_once(message)
+        if user in self.always_fail or tries <= self.fail_first.get(user, 0) or once:
+            got.status = 500
             return web.Response(status=500, text="not now")
+        got.status = 204
         return web.Response(status=204)
 
     def of(self, username: str) -> list[Got]:
@@ -392,12 +399,55 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order_per_customer
 
         await until_async(backlog, "the metrics show the messages waiting, and for how long")
     finally:
+        # Back, but each customer's first message fails once more: it backs off while the
+        # customer's later messages are due, which would overtake it but for the order kept.
+        receiver.fail_once = lambda m: m["username"] in users and m["amount"] == 100
         receiver.up()
     for username in users:
-        await until(lambda u=username: len(delivered_types(receiver, u)) == 4,
+        await until(lambda u=username: sum(g.status == 204 for g in receiver.of(u)) == 4,
                     f"{username}'s four deposits once the receiver is back")
-        amounts = [g.message["amount"] for g in receiver.of(username)]
-        assert amounts == [100, 101, 102, 103]  # log order, each once: it got none while down
+        tries = receiver.of(username)
+        assert [(g.message["amount"], g.status) for g in tries[:2]] == [(100, 500), (100, 204)]
+        taken = [g.message["amount"] for g in tries if g.status == 204]
+        assert taken == [100, 101, 102, 103]  # log order, each once: it got none while down
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_one_customers_backlog_behind_a_failing_message_holds_back_no_other_customer(
+    kind: str, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    stuck = f"u-{uuid.uuid4().hex[:12]}"
+    receiver.always_fail.add(stuck)  # never taken: kept waiting (no parking within the test)
+    try:
+        with store(kind, tmp_path) as url:
+            server = start_server(url, tmp_path, env={
+                "LEDGER_WEBHOOK_URL": receiver.url, "LEDGER_WEBHOOK_SECRET": SECRET,
+                "LEDGER_WEBHOOK_POLL_S": "0.05", "LEDGER_WEBHOOK_BACKOFF_BASE_S": "0.05",
+                "LEDGER_WEBHOOK_BACKOFF_MAX_S": "0.2"})
+            try:
+                async with aiohttp.ClientSession(base_url=server.base_url) as session:
+                    api = Api(session)
+                    reply = await api.post("/v1/accounts", {"username": stuck, "currency": "USD"})
+                    assert reply.status == 201, reply.text
+                    # More waiting than the 200 messages a round once looked at.
+                    for n in range(205):
+                        reply = await api.post(f"/v1/accounts/{stuck}/deposits",
+                                               {"amount": n + 1, "reference": f"stuck-{n}"})
+                        assert reply.status == 201, reply.text
+                    await until(lambda: len(receiver.of(stuck)) >= 2,
+                                "the stuck customer's first message tried and tried again")
+                    other = await api.funded_account(100)
+                    await until(lambda: delivered_types(receiver, other) == ["deposit.recorded"],
+                                "the other customer's deposit, past the stuck backlog")
+            finally:
+                server.stop()
+    finally:
+        receiver.close()
+    tries = receiver.of(stuck)
+    # Only the stuck customer's first message was ever tried: nothing of theirs overtook it.
+    assert {t.message["amount"] for t in tries} == {1}
+    assert len({t.delivery_id for t in tries}) == 1
 
 
 async def test_a_message_sent_again_carries_the_same_id(api: Api, hooked: Hooked) -> None:
@@ -504,6 +554,44 @@ async def test_writes_keep_answering_while_the_receiver_hangs(api: Api, hooked: 
     assert slowest < TIMEOUT_S, f"a write took {slowest:.2f} s while the receiver hung"
     assert (await api.account(username))["posted"] == 200
     receiver.hang.difference_update(stuck)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_two_urls_and_a_subscription_added_by_the_cli_each_get_every_message(
+    kind: str, tmp_path: Path
+) -> None:
+    first, second, added = Receiver(), Receiver(), Receiver()
+    receivers = (first, second, added)
+    try:
+        with store(kind, tmp_path) as url:
+            server = start_server(url, tmp_path, env={
+                "LEDGER_WEBHOOK_URL": f"{first.url}, {second.url}",
+                "LEDGER_WEBHOOK_SECRET": SECRET, "LEDGER_WEBHOOK_POLL_S": "0.05"})
+            try:
+                env = {**os.environ, "LEDGER_DATABASE_URL": server.database_url}
+                done = subprocess.run([*ledger_command(), "webhooks", "add", added.url],
+                                      cwd=tmp_path, env=env, capture_output=True, text=True,
+                                      timeout=60, check=False)
+                assert done.returncode == 0, done.stderr
+                async with aiohttp.ClientSession(base_url=server.base_url) as session:
+                    api = Api(session)
+                    username = await api.funded_account(500)
+                    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                                           {"amount": 250, "reference": "second-payment"})
+                    assert reply.status == 201, reply.text
+                for receiver in receivers:
+                    await until(lambda r=receiver: len(r.of(username)) == 2,
+                                "both messages at each receiver")
+            finally:
+                server.stop()
+    finally:
+        for receiver in receivers:
+            receiver.close()
+    got = [[(g.delivery_id, g.message["amount"]) for g in r.of(username)] for r in receivers]
+    assert got[0] == got[1] == got[2]
+    assert [amount for _, amount in got[0]] == [500, 250]
+    assert all(g.signature_ok and g.delivery_id == g.message["id"]
+               for r in receivers for g in r.of(username))
 
 
 def test_subscriptions_are_added_listed_and_removed(hooked: Hooked) -> None:

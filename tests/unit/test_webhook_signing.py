@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -41,9 +44,38 @@ def test_anything_else_does_not_verify(secret: str, body: bytes, now: float) -> 
     assert not verify(secret, body, header, now=now)
 
 
-@pytest.mark.parametrize("header", ["", "t=1", "v1=ab", "t=x,v1=ab", "garbage"])
+MALFORMED = ["", "t=1", "v1=ab", "t=x,v1=ab", "garbage", "t=,v1=", "t=\u00b2,v1=ab",
+             "t=1,v1=\u00e9", "t=-1,v1=ab"]
+
+
+@pytest.mark.parametrize("header", MALFORMED)
 def test_a_malformed_header_does_not_verify(header: str) -> None:
     assert not verify(SECRET, BODY, header, now=1)
+
+
+def readme_check() -> Callable[[str, bytes, str], bool]:
+    """The signature check api/README.md shows receivers, run as it is written there."""
+    readme = (Path(__file__).parents[2] / "api" / "README.md").read_text()
+    section = readme.split("**Checking a signature**", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, object] = {}
+    exec(compile(code, "api/README.md", "exec"), scope)  # our own README
+    check = scope["verified"]
+    assert callable(check)
+    return check
+
+
+def test_the_readmes_check_accepts_what_the_service_signs() -> None:
+    header = signature(SECRET, BODY, int(time.time()))
+    assert readme_check()(SECRET, BODY, header)
+    assert not readme_check()("another secret", BODY, header)
+    assert not readme_check()(SECRET, BODY + b" ", header)
+    assert not readme_check()(SECRET, BODY, signature(SECRET, BODY, int(time.time()) - 301))
+
+
+@pytest.mark.parametrize("header", MALFORMED)
+def test_the_readmes_check_answers_false_to_a_malformed_header(header: str) -> None:
+    assert readme_check()(SECRET, BODY, header) is False
 
 
 def test_a_time_changed_in_the_header_does_not_verify() -> None:
