@@ -35,6 +35,13 @@ function h(tag, attrs, ...children) {
   return node;
 }
 
+// Puts children in place of a node's, leaving out the absent (null, undefined, false): a
+// control that has nothing to offer (a pager at a list's only page) is no child, not "null".
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter(
+    (c) => c !== null && c !== undefined && c !== false));
+}
+
 function digits(currency) {
   try {
     return new Intl.NumberFormat("en", { style: "currency", currency })
@@ -212,7 +219,7 @@ function route() {
 function show(title, ...children) {
   const view = document.getElementById("view");
   const heading = h("h2", { id: "view-title", tabindex: "-1", text: title });
-  view.replaceChildren(heading, ...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
+  fill(view, heading, children);
   view.setAttribute("aria-labelledby", "view-title");
 }
 
@@ -279,7 +286,7 @@ async function showCustomer(username, area) {
 async function showHistory(username, c, after, holder) {
   const page = await api("GET",
     `/v1/accounts/${encodeURIComponent(username)}/history?${paged(VIEW_PAGE, after)}`);
-  holder.replaceChildren(
+  fill(holder,
     h("h3", { id: "history-title", text: "History" }),
     h("table", { "aria-label": "History", tabindex: "-1" },
       h("thead", {}, h("tr", {}, h("th", { text: "Position" }), h("th", { text: "When" }),

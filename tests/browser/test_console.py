@@ -101,6 +101,9 @@ def test_a_customer_service_day_walks_a_case_to_a_refund_and_the_balance_moves(
     expect(page.get_by_text("refund received")).to_be_visible()
     history = page.get_by_role("table", name="History")
     expect(history).to_contain_text("cs:carl")
+    # a history of one page offers no pager, and says nothing in its place
+    expect(page.locator("#history")).not_to_contain_text("null")
+    expect(page.get_by_role("navigation", name="History pages")).to_have_count(0)
     screenshot(page, "console-cs")
     step("Close", "closed")
 
@@ -234,6 +237,8 @@ def test_an_auditor_verifies_and_downloads_the_exports(page: Page, console_serve
     expect(page.locator("#verify-result")).to_contain_text("Everything holds", timeout=60_000)
     screenshot(page, "console-auditor")
     page.get_by_role("link", name="Exports").click()
+    expect(page.get_by_role("button", name="Download the journal (Beancount)")).to_be_visible()
+    screenshot(page, "console-exports")
     with page.expect_download() as download:
         page.get_by_role("button", name="Download the journal (Beancount)").click()
     assert download.value.suggested_filename == "ledger.beancount"
