@@ -11,6 +11,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,13 +70,13 @@ def fill(app: LedgerApplication) -> None:
     app.resolve_return_case(case_id, "refund", 2_000, 300, None, actor=ACTOR)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[str]:
-    """A store's URL, filled (each event sealed by the writer as it was recorded)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('cli')}/ledger.db"
-        name = None
+@contextmanager
+def filled_store(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a new store of ``kind``, filled (each event sealed by the writer as it was
+    recorded); dropped after."""
+    name = None
+    if kind == "sqlite":
+        url = f"sqlite:///{folder}/ledger.db"
     else:
         name = make_pg_database()
         url = pg_url(name)
@@ -91,6 +92,14 @@ def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     finally:
         if name is not None:
             drop_pg_database(name)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[str]:
+    """A store's URL, filled, shared by the module's tests that only read it."""
+    with filled_store(request.param, tmp_path_factory.mktemp("cli")) as url:
+        yield url
 
 
 def test_rebuild_replays_the_log_into_the_read_models_with_a_progress_bar(filled: str) -> None:
@@ -154,22 +163,8 @@ def test_verify_finds_a_clean_store_ok(filled: str) -> None:
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A store of its own, filled, for a test that adds checkpoints to it."""
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        name = make_pg_database()
-        url = pg_url(name)
-    try:
-        app = open_application(store_settings(url, pool_size=1))
-        try:
-            fill(app)
-        finally:
-            app.close()
+    with filled_store(request.param, tmp_path) as url:
         yield url
-    finally:
-        if name is not None:
-            drop_pg_database(name)
 
 
 def forge_signature(note: str) -> str:

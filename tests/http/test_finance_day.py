@@ -33,6 +33,18 @@ async def _customer(api: Api, currency: str, deposit: int, paid: int = 0) -> str
     return username
 
 
+async def _returned_for_a_refund_with_freight(api: Api, username: str) -> dict[str, Any]:
+    """A return case on the customer's ORD-1, walked to the supplier and resolved by a refund
+    of 1,000 with 300 of freight charged; the case as opened."""
+    case = await api.open_case(username)
+    await api.walk(case["id"], "with_supplier")
+    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
+                              {"outcome": "refund", "refund_amount": 1_000,
+                               "freight_amount": 300}, role="cs")
+    assert resolved.status == 200, resolved.text
+    return case
+
+
 _orders: dict[str, int] = {}
 
 
@@ -280,12 +292,7 @@ async def test_reconciliation_shows_each_chart_account_s_balance(api: Api) -> No
     freight_before = before.json["chart_balances"].get("revenue:freight", 0)
     # a return refunded with 300 of freight charged to the customer
     username = await api.customer_with_order()
-    case = await api.open_case(username)
-    await api.walk(case["id"], "with_supplier")
-    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
-                              {"outcome": "refund", "refund_amount": 1_000,
-                               "freight_amount": 300}, role="cs")
-    assert resolved.status == 200, resolved.text
+    await _returned_for_a_refund_with_freight(api, username)
     reply = await api.get("/v1/reconciliation?currency=USD", role=FINANCE)
     assert reply.status == 200, reply.text
     charts = reply.json["chart_balances"]
@@ -511,12 +518,7 @@ async def test_journal_entries_carry_what_matches_them_to_the_bank_and_the_cases
     paid = await api.post(f"/v1/refund-requests/{request['id']}/pay",
                           {"payout_reference": "BANK-4711"}, role="payer")  # four eyes
     assert paid.status == 200, paid.text
-    case = await api.open_case(username)
-    await api.walk(case["id"], "with_supplier")
-    resolved = await api.post(f"/v1/return-cases/{case['id']}/resolve",
-                              {"outcome": "refund", "refund_amount": 1_000,
-                               "freight_amount": 300}, role="cs")
-    assert resolved.status == 200, resolved.text
+    case = await _returned_for_a_refund_with_freight(api, username)
 
     # When finance reads the customer's journal
     entries = await _entries(api, f"account=customer:{username}")
