@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import call, customer, screenshot
-from tests.http.conftest import TOKENS, Server
+from tests.http.conftest import TOKENS, Server, days_from_today
 
 
 def sign_in(page: Page, server: Server, token: str, *, query: str = "") -> None:
@@ -556,7 +555,7 @@ def open_case(server: Server, username: str, *steps: tuple[str, dict[str, Any]])
     """A defective-goods case on ORD-1, opened and taken through ``steps`` by the API."""
     opened = call(server, "POST", "/v1/return-cases", "cs", {
         "username": username, "order_no": "ORD-1", "kind": "defective",
-        "shipped_on": (date.today() - timedelta(days=10)).isoformat(),
+        "shipped_on": days_from_today(-10),
         "items": [{"description": "a kettle", "quantity": 1}],
         "evidence": {"goods_photos": ["g-1"], "package_photos": ["p-1"]},
         "conditions": {"replaced_or_modified": False, "parts_missing": False,
@@ -603,7 +602,7 @@ def test_expire_reaches_the_server_which_says_why_not_yet(
     username = customer(console_server)
     case_id = open_case(console_server, username, ("supplier-review", {"note": ""}),
                         ("accept", {"return_address": "Supplier Ltd, Dock 4",
-                                    "return_by": date.today().isoformat()}))
+                                    "return_by": days_from_today(0)}))
 
     def expire_allowed(route: Route) -> None:
         answer = route.fetch()

@@ -341,6 +341,25 @@ def days_from_today(days: int) -> str:
     return (today() + timedelta(days=days)).isoformat()
 
 
+@dataclass(frozen=True)
+class FromToday:
+    """A date ``days`` from the day a test runs, in a test's parameters: written out when the
+    test runs (``dated``), not when it is collected, since a run may cross midnight."""
+
+    days: int
+
+
+def dated(value: Any) -> Any:
+    """``value`` with every ``FromToday`` in it written out as today's date moved by its days."""
+    if isinstance(value, FromToday):
+        return days_from_today(value.days)
+    if isinstance(value, dict):
+        return {key: dated(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [dated(item) for item in value]
+    return value
+
+
 def case_body(username: str, order_no: str = "ORD-1", **changes: Any) -> dict[str, Any]:
     """An application the policy accepts: defective goods, photos of both kinds."""
     body: dict[str, Any] = {

@@ -22,9 +22,11 @@ from projections.store import open_application
 from tests.conftest import store_settings
 from tests.http.conftest import (
     Api,
+    FromToday,
     Server,
     assert_problem,
     case_body,
+    dated,
     days_from_today,
     today,
 )
@@ -104,10 +106,10 @@ def _refusals() -> list[tuple[str, dict[str, Any]]]:
         ("opened_media", {"conditions": {**fine, "opened_media": True}}),
         ("missing_evidence", {"evidence": {"goods_photos": ["g.jpg"], "package_photos": []}}),
         ("missing_evidence", {"evidence": {}}),
-        ("no_quality_assurance", {**guarantee, "guarantee_until": days_from_today(100),
+        ("no_quality_assurance", {**guarantee, "guarantee_until": FromToday(100),
                                   "conditions": {**fine, "has_quality_assurance": False}}),
         ("no_quality_assurance", guarantee),  # no guarantee_until: nothing to run
-        ("guarantee_expired", {**guarantee, "guarantee_until": days_from_today(-1)}),
+        ("guarantee_expired", {**guarantee, "guarantee_until": FromToday(-1)}),
         ("unknown_order", {"order_no": "NOT-BOUGHT"}),
     ]
 
@@ -119,7 +121,7 @@ async def test_an_opening_the_policy_refuses_is_422_case_refused_with_its_reason
 ) -> None:
     username = await api.customer_with_order()
     before = await api.state(username)
-    reply = await api.post("/v1/return-cases", case_body(username, **changes), role="cs")
+    reply = await api.post("/v1/return-cases", case_body(username, **dated(changes)), role="cs")
     problem = assert_problem(reply, 422, "case_refused")
     assert problem["reason"] == reason
     listed = await api.get(f"/v1/return-cases?username={username}", role="cs")
@@ -151,7 +153,7 @@ async def test_a_case_for_an_account_that_does_not_exist_is_not_found(api: Api) 
         ({"shipped_on": "2026/11/01"}, "shipped_on"),
         ({"shipped_on": 20261101}, "shipped_on"),
         ({"shipped_on": "2026-11-01T00:00:00Z"}, "shipped_on"),
-        ({"shipped_on": days_from_today(1)}, "shipped_on"),  # not shipped yet
+        ({"shipped_on": FromToday(1)}, "shipped_on"),  # not shipped yet
         ({"kind": "lost_parcel"}, "kind"),
         ({"items": []}, "items"),
         ({"items": [{"description": "a kettle", "quantity": 0}]}, "items.0.quantity"),
@@ -171,7 +173,7 @@ async def test_an_opening_that_is_not_valid_is_refused_and_changes_nothing(
     api: Api, changes: dict[str, Any], field: str
 ) -> None:
     username = await api.customer_with_order()
-    reply = await api.post("/v1/return-cases", case_body(username, **changes), role="cs")
+    reply = await api.post("/v1/return-cases", case_body(username, **dated(changes)), role="cs")
     problem = assert_problem(reply, 422, "validation_error")
     assert field in [e["field"] for e in problem["errors"]], problem
     listed = await api.get(f"/v1/return-cases?username={username}", role="cs")
@@ -389,13 +391,13 @@ async def test_a_case_that_does_not_exist_is_not_found(api: Api) -> None:
 @pytest.mark.parametrize(
     ("step", "body"),
     [
-        ("accept", {"return_by": days_from_today(5)}),  # no return address
-        ("accept", {"return_by": days_from_today(-1), "return_address": "x"}),  # in the past
+        ("accept", {"return_by": FromToday(5)}),  # no return address
+        ("accept", {"return_by": FromToday(-1), "return_address": "x"}),  # in the past
         ("accept", {"return_by": "next week", "return_address": "x"}),
         ("ship-back", {"tracking": ""}),
-        ("receive", {"postmark_date": days_from_today(0), "goods": "yes",
+        ("receive", {"postmark_date": FromToday(0), "goods": "yes",
                      "original_packaging": True, "acceptance_copy": True}),
-        ("receive", {"postmark_date": days_from_today(1), "goods": True,
+        ("receive", {"postmark_date": FromToday(1), "goods": True,
                      "original_packaging": True, "acceptance_copy": True}),  # in the future
         ("resolve", {"outcome": "refund", "freight_amount": -1}),
         ("resolve", {"outcome": "refund", "freight_amount": 1.5}),
@@ -411,7 +413,7 @@ async def test_a_step_with_a_body_that_is_not_valid_is_422(
     username = await api.customer_with_order()
     case = await api.open_case(username)
     await api.walk(case["id"], "supplier_review")
-    reply = await api.post(f"/v1/return-cases/{case['id']}/{step}", body, role="cs")
+    reply = await api.post(f"/v1/return-cases/{case['id']}/{step}", dated(body), role="cs")
     assert_problem(reply, 422, "validation_error")
     assert (await api.case(case["id"]))["state"] == "supplier_review"
 
