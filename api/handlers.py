@@ -52,7 +52,6 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
                         charset="utf-8", headers=headers)
 
 
-
 async def command(request: web.Request, make: Callable[P, Command], *args: P.args,
                   **kwargs: P.kwargs) -> web.Response:
     """Build the command (``make(*args, **kwargs)``), have the ledger execute it, answer."""

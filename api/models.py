@@ -500,8 +500,8 @@ class ReconciliationQuery(Query):
 class UnmatchedQuery(Query):
     currency: Currency | None = Field(
         default=None,
-        description="Only this currency's (default: every currency, each section's amount "
-        "then adding different currencies' minor units).",
+        description="Only this currency's (default: every currency; a section's sums are then "
+        "null, and by_currency gives each currency's).",
     )
     idle_days: int | None = Field(
         default=None, ge=1, le=3650,

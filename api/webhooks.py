@@ -256,13 +256,9 @@ class Deliverer:
                                   limit=CUSTOMERS_PER_ROUND,
                                   after_customer=self._turn.get(url, ""))
             self._turn[url] = rows[-1]["username"] if len(rows) == CUSTOMERS_PER_ROUND else ""
-            seen: set[str] = set()
-            for row in rows:
-                if row["username"] in seen:  # pending gives one per customer; kept as a guard
-                    continue  # waits for the customer's earlier message
-                seen.add(row["username"])
+            for row in rows:  # one per customer: their first not yet delivered, due now
                 key = (url, row["username"])
-                if key in self._in_flight or float(row["next_at"]) > now:
+                if key in self._in_flight:
                     continue
                 task = asyncio.get_running_loop().create_task(
                     self._deliver(session, gate, view, url, row))

@@ -29,7 +29,7 @@ from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
 from projections.chain import Chain, Digest, all_notifications, check_chain
-from projections.checkpoints import checkpoint_damage, stored_checkpoints
+from projections.checkpoints import checkpoint_damage
 from projections.notes import Verifier
 from projections.readmodels import PROJECTIONS, open_view
 from projections.replay import differences, replay, scratch_views, tables_of
@@ -79,12 +79,13 @@ def verify(
         bad_positions.append(chain.first_bad_position)
         report.damage = [{"position": d.position, "what": d.what} for d in chain.damage]
         report.problems += [f"chain damaged at {d.describe()}" for d in chain.damage]
-    for damage, detail in checkpoint_damage(app.recorder, checkpoint_key, checkpoint_notes):
+    damaged, checked = checkpoint_damage(app.recorder, checkpoint_key, checkpoint_notes)
+    for damage, detail in damaged:
         bad_positions.append(damage.position)
         report.damage.append({"position": damage.position, "what": damage.what})
         report.problems.append(f"checkpoint: {damage.describe()} ({detail})")
     if checkpoint_key is None:
-        report.unchecked_signatures = len(stored_checkpoints(app.recorder)) + len(checkpoint_notes)
+        report.unchecked_signatures = checked
     report.damage.sort(key=lambda d: d["position"])  # log order, checkpoints' among the chain's
     breach = first_invariant_breach(app)
     if breach is not None:

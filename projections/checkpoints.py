@@ -384,11 +384,12 @@ def sealed_tree(recorder: Recorder) -> tuple[Tree, list[int]]:
 
 def checkpoint_damage(
     recorder: Recorder, verifier: Verifier | None, notes: Sequence[str] = ()
-) -> list[tuple[Damage, str]]:
+) -> tuple[list[tuple[Damage, str]], int]:
     """Every stored checkpoint and every note given (from files kept outside the database)
     against the log: signature (when there is a verifier key), root of its size, and each
     stored leaf hash against its event. A checkpoint that does not hold is named at the last
-    position it covers (or, beyond the log, at the log's end)."""
+    position it covers (or, beyond the log, at the log's end). Answers what does not hold, and
+    how many checkpoints were checked."""
     tree, positions = sealed_tree(recorder)
     found: list[tuple[Damage, str]] = []
     for index, position, stored in stored_leaves(recorder):
@@ -405,4 +406,4 @@ def checkpoint_damage(
             size = 0
         at = positions[min(size, len(positions)) - 1] if positions and size else 0
         found.append((Damage(at, "checkpoint"), problem))
-    return found
+    return found, len(all_notes)

@@ -616,7 +616,8 @@ class ReadModelKeeper:
         ``LOCK_CHECK_S`` (that the lock is still held)."""
         # Two connections each for reading the log and for the read models are plenty: one
         # batch at a time (the leadership lock and the doorbell have one each besides).
-        env = application_env(replace(self.settings, pool_size=KEEPER_POOL_SIZE))
+        env = application_env(replace(self.settings, pool_size=KEEPER_POOL_SIZE),
+                              makes_tables=may_make_tables(self.settings))
         # eventsourcing's recorder runs its DDL as it is made (CREATE OR REPLACE FUNCTION
         # among it): with another process doing the same at that moment, PostgreSQL fails one
         # with "tuple concurrently updated". Every process makes it under the schema lock.

@@ -695,13 +695,12 @@ def schema_lock(settings: StoreSettings) -> Iterator[None]:
             connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
 
 
-def application_env(settings: StoreSettings) -> dict[str, str]:
-    """The application's settings. A least-privileged login makes no table (issue 10: `ledger
-    migrate` made them); any other makes them, under ``schema_lock``, as it is made."""
-    from projections.privileges import may_make_tables
-
+def application_env(settings: StoreSettings, *, makes_tables: bool) -> dict[str, str]:
+    """The application's settings. A least-privileged login (``makes_tables`` False:
+    ``privileges.may_make_tables``) makes no table (issue 10: `ledger migrate` made them); any
+    other makes them, under ``schema_lock``, as it is made."""
     env = settings.app_env()
-    if not may_make_tables(settings):
+    if not makes_tables:
         env["CREATE_TABLE"] = "n"
     return env
 
@@ -714,8 +713,8 @@ def open_application(
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     from projections.privileges import may_make_tables  # issue 10: least privilege
 
-    env = application_env(settings)
     makes_tables = may_make_tables(settings)
+    env = application_env(settings, makes_tables=makes_tables)
     with schema_lock(settings):
         app = LedgerApplication(env, **options)
         wire(app, settings, may_create_key=may_create_key, makes_tables=makes_tables)
