@@ -27,7 +27,7 @@ from aiohttp import web
 from api import models, parsing, sealed_pages
 from api.auditkit import with_leaves
 from api.context import ReadSide, read, read_at, run
-from api.handlers import json_response, page
+from api.handlers import json_body, json_bytes_response, json_response, page
 from api.keys import ADMISSION, AUDIT_EXECUTOR, AUDIT_LOCK, LEDGER, READ_MODELS, SETTINGS, VERIFIER
 from api.limits import finish_even_if_abandoned
 from ledger import identity, money
@@ -52,23 +52,32 @@ async def list_events(request: web.Request) -> web.Response:
         since=None if q.since is None else rfc3339(q.since),
         until=None if q.until is None else rfc3339(q.until),
     )
+    app = request.app
     if log_filter == event_log.LogFilter():
         key = (q.after, q.limit)
-        kept = sealed_pages.answer(request.app, key)
+        kept = sealed_pages.answer(app, key)
         if kept is not None:  # a page that can no longer change: no worker, no store
-            await request.app[ADMISSION].take_turn(request)  # the heavy lane's turn and pace
-            return web.Response(body=kept, content_type="application/json")
-        found = await run(request, read_models.events, limit=q.limit, after=q.after)
-        items = with_leaves(request.app, [event_log.named(i) for i in found.items])
-        answered = {"items": items, "next": found.next}
-        response = json_response(answered)
-        assert isinstance(response.body, bytes)
-        sealed_pages.remember(request.app, key, answered, response.body)
-        return response
-    found = await run(request, event_log.filtered, read_models.events, log_filter,
-                      limit=q.limit, after=q.after)
-    with_leaves(request.app, found.items)
-    return json_response(page(found))
+            await app[ADMISSION].take_turn(request)  # the heavy lane's turn and pace
+            return json_bytes_response(kept)
+
+        def answer_page() -> tuple[dict[str, Any], bytes]:
+            # Named, placed in the tree and encoded by the heavy lane's worker, not the event
+            # loop: a page of 1,000 events would hold up every other request meanwhile.
+            found = read_models.events(limit=q.limit, after=q.after)
+            answered = {"items": with_leaves(app, [event_log.named(i) for i in found.items]),
+                        "next": found.next}
+            return answered, json_body(answered)
+
+        answered, body = await run(request, answer_page)
+        sealed_pages.remember(app, key, answered, body)
+        return json_bytes_response(body)
+
+    def answer_filtered() -> bytes:
+        found = event_log.filtered(read_models.events, log_filter, limit=q.limit, after=q.after)
+        with_leaves(app, found.items)
+        return json_body(page(found))
+
+    return json_bytes_response(await run(request, answer_filtered))
 
 
 def _is_uuid(text: str) -> bool:

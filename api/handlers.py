@@ -43,11 +43,20 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _JSON_TYPES_ONLY = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+def json_body(data: Any) -> bytes:
+    """The answer's JSON. The ledger and the read models answer JSON types only; anything else
+    is a bug (500): orjson raises a TypeError for a date or a dataclass (passed through, and no
+    default)."""
+    return orjson.dumps(data, option=_JSON_TYPES_ONLY)
+
+
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
                   ) -> web.Response:
-    # The ledger and the read models answer JSON types only; anything else is a bug (500):
-    # orjson raises a TypeError for a date or a dataclass (passed through, and no default).
-    body = orjson.dumps(data, option=_JSON_TYPES_ONLY)
+    return json_bytes_response(json_body(data), status=status, headers=headers)
+
+
+def json_bytes_response(body: bytes, *, status: int = 200,
+                        headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json",
                         charset="utf-8", headers=headers)
 

@@ -10,6 +10,7 @@ them (``purchase_paid``), beside their topic.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +22,14 @@ SCAN_PAGE = MAX_PAGE
 MAX_SCANNED = 10 * SCAN_PAGE
 
 
+@functools.lru_cache(maxsize=256)  # a few dozen topics, named for every event of every page
 def event_name(topic: str) -> str:
     """``ledger:Account.PurchasePaid`` → ``purchase_paid`` (the name history and the journal
     use)."""
     return snake(topic.rsplit(".", 1)[-1].rsplit(":", 1)[-1])
 
 
+@functools.lru_cache(maxsize=256)
 def aggregate_name(topic: str) -> str:
     """``ledger:Account.PurchasePaid`` → ``account``; ``ledger:RefundRequest.…`` →
     ``refund_request``."""

@@ -106,6 +106,7 @@ async def test_a_full_page_of_the_log_is_answered_again_as_kept_and_the_head_pag
     kept_before = _kept_answers((await api.get("/metrics", role="auditor")).text)
     again = await api.get(full, role="finance")
     assert again.status == 200 and again.text == first.text
+    assert again.headers["Content-Type"] == first.headers["Content-Type"]  # charset included
     assert first.json["next"] is not None and len(first.json["items"]) == 2
     assert _kept_answers((await api.get("/metrics", role="auditor")).text) == kept_before + 1
     # The page at the head is not full: it is read anew, and shows what is written next.
