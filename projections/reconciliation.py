@@ -38,43 +38,20 @@ def reconcile(
     journal: ReadModelView, accounts: ReadModelView, currency: str, position: int
 ) -> dict[str, Any]:
     scope = {"currency": currency, "position": position}
-    flows = {name: 0 for name in TOTAL_NAMES.values()}
-    for row in journal.query(
-        "SELECT type, SUM(amount) AS total FROM rm_journal WHERE currency = %(currency)s"
-        " AND position <= %(position)s AND amount > 0 GROUP BY type",
-        scope,
-    ):
-        flows[TOTAL_NAMES[row["type"]]] = int(row["total"])
+    figures = _journal_figures(journal, scope)
+    flows = figures["flows"]
     net_flows = sum(FLOW_SIGNS[kind] * flows[name] for kind, name in TOTAL_NAMES.items())
-
-    sums = journal.query(
-        "SELECT COALESCE(SUM(amount), 0) AS trial,"
-        " COALESCE(SUM(CASE WHEN account LIKE 'customer:%%' THEN -amount ELSE 0 END), 0)"
-        " AS customers FROM rm_journal WHERE currency = %(currency)s"
-        " AND position <= %(position)s",
-        scope,
-    )[0]
-    trial_balance, journal_customers = int(sums["trial"]), int(sums["customers"])
-
-    over_refunded = journal.query(
-        "SELECT username, order_no FROM rm_journal WHERE currency = %(currency)s"
-        " AND position <= %(position)s AND order_no IS NOT NULL AND amount > 0 GROUP BY"
-        " username, order_no HAVING SUM(CASE WHEN type = 'purchase_paid' THEN amount ELSE 0"
-        " END) < SUM(CASE WHEN type IN ('purchase_failed', 'return_refund_credited')"
-        " THEN amount ELSE 0 END)",
-        scope,
-    )
-
+    trial_balance, journal_customers = figures["trial"], figures["customers"]
     balances = _balances(accounts, scope)
     # At the accounts' current position, the balances shown to customers (rm_accounts) must be
     # what their history says; earlier positions have no such row to compare.
-    shown = _shown_balances(accounts, scope)
+    shown = balances["shown"]
     invariants = {
         "available_never_negative": balances["lowest_available"] >= 0,
         "customer_balances_equal_flows": balances["posted"] == net_flows,
         "journal_equals_account_balances": journal_customers == balances["posted"],
         "trial_balance_zero": trial_balance == 0,
-        "refunds_within_paid": not over_refunded,
+        "refunds_within_paid": not figures["over_refunded"],
         "shown_balances_equal_history": shown is None
         or shown == (balances["posted"], balances["held"]),
     }
@@ -94,44 +71,67 @@ def reconcile(
     }
 
 
-def _shown_balances(accounts: ReadModelView, scope: dict[str, Any]) -> tuple[int, int] | None:
-    """The balances shown to customers now (rm_accounts), when the accounts read model stands
-    exactly at the position asked; read with its tracking in one statement, so one snapshot.
-    Earlier positions have no such rows to compare."""
+def _journal_figures(journal: ReadModelView, scope: dict[str, Any]) -> dict[str, Any]:
+    """The journal's side, in one statement (one snapshot, one round trip): each kind of money
+    event's total (its positive postings), the trial balance (all postings), what the
+    customers' accounts hold by it, and whether any order was credited back more than it was
+    paid."""
+    rows = journal.query(
+        "SELECT type, COALESCE(SUM(CASE WHEN amount > 0 THEN amount ELSE 0 END), 0) AS total,"
+        " COALESCE(SUM(amount), 0) AS trial,"
+        " COALESCE(SUM(CASE WHEN account LIKE 'customer:%%' THEN -amount ELSE 0 END), 0)"
+        " AS customers,"
+        " (SELECT COUNT(*) FROM (SELECT 1 FROM rm_journal WHERE currency = %(currency)s"
+        " AND position <= %(position)s AND order_no IS NOT NULL AND amount > 0 GROUP BY"
+        " username, order_no HAVING SUM(CASE WHEN type = 'purchase_paid' THEN amount ELSE 0"
+        " END) < SUM(CASE WHEN type IN ('purchase_failed', 'return_refund_credited')"
+        " THEN amount ELSE 0 END)) over) AS over_refunded"
+        " FROM rm_journal WHERE currency = %(currency)s AND position <= %(position)s"
+        " GROUP BY type",
+        scope,
+    )
+    flows = {name: 0 for name in TOTAL_NAMES.values()}
+    for row in rows:
+        flows[TOTAL_NAMES[row["type"]]] = int(row["total"])
+    return {
+        "flows": flows,
+        "trial": sum(int(row["trial"]) for row in rows),
+        "customers": sum(int(row["customers"]) for row in rows),
+        "over_refunded": any(int(row["over_refunded"]) for row in rows),
+    }
+
+
+def _balances(accounts: ReadModelView, scope: dict[str, Any]) -> dict[str, Any]:
+    """The accounts' side, in one statement (one snapshot, one round trip): each account's
+    balances after its last event at or before the position, summed; the lowest available any
+    account ever had up to there; and the balances shown to customers now (rm_accounts) when
+    the read model stands exactly at the position asked (``shown``, else None: earlier
+    positions have no such rows to compare)."""
     row = accounts.query(
         "SELECT (SELECT MAX(notification_id) FROM "  # noqa: S608 (the view's own table)
         f"{accounts.tracking_table} WHERE application_name = 'ledger') AS tracked,"
-        " COALESCE(SUM(posted), 0) AS posted, COALESCE(SUM(held), 0) AS held"
-        " FROM rm_accounts WHERE currency = %(currency)s",
-        scope,
-    )[0]
-    if row["tracked"] is None or int(row["tracked"]) != scope["position"]:
-        return None
-    return int(row["posted"]), int(row["held"])
-
-
-def _balances(accounts: ReadModelView, scope: dict[str, Any]) -> dict[str, int]:
-    """Each account's balances after its last event at or before the position, summed; and the
-    lowest available any account ever had up to there."""
-    latest = accounts.query(
-        "SELECT COALESCE(SUM(h.posted_after), 0) AS posted,"
+        " shown.posted AS shown_posted, shown.held AS shown_held,"
+        " latest.posted, latest.held,"
+        " (SELECT MIN(h.posted_after - h.held_after) FROM rm_account_history h"
+        " JOIN rm_accounts a ON a.account_id = h.account_id WHERE a.currency = %(currency)s"
+        " AND h.position <= %(position)s) AS lowest"
+        " FROM (SELECT COALESCE(SUM(posted), 0) AS posted, COALESCE(SUM(held), 0) AS held"
+        " FROM rm_accounts WHERE currency = %(currency)s) shown,"
+        " (SELECT COALESCE(SUM(h.posted_after), 0) AS posted,"
         " COALESCE(SUM(h.held_after), 0) AS held FROM rm_account_history h"
         " JOIN (SELECT account_id, MAX(position) AS last FROM rm_account_history"
         " WHERE position <= %(position)s GROUP BY account_id) m"
         " ON h.account_id = m.account_id AND h.position = m.last"
-        " JOIN rm_accounts a ON a.account_id = h.account_id WHERE a.currency = %(currency)s",
+        " JOIN rm_accounts a ON a.account_id = h.account_id WHERE a.currency = %(currency)s)"
+        " latest",
         scope,
     )[0]
-    lowest = accounts.query(
-        "SELECT MIN(h.posted_after - h.held_after) AS lowest FROM rm_account_history h"
-        " JOIN rm_accounts a ON a.account_id = h.account_id WHERE a.currency = %(currency)s"
-        " AND h.position <= %(position)s",
-        scope,
-    )[0]["lowest"]
+    at_position = row["tracked"] is not None and int(row["tracked"]) == scope["position"]
     return {
-        "posted": int(latest["posted"]),
-        "held": int(latest["held"]),
-        "lowest_available": 0 if lowest is None else int(lowest),
+        "posted": int(row["posted"]),
+        "held": int(row["held"]),
+        "lowest_available": 0 if row["lowest"] is None else int(row["lowest"]),
+        "shown": (int(row["shown_posted"]), int(row["shown_held"])) if at_position else None,
     }
 
 

@@ -122,3 +122,43 @@ def test_an_account_balance_changed_by_hand_makes_today_s_reconciliation_not_ok(
         "reconciliation sums customer balances from rm_account_history only, so a balance "
         f"shown to the customer that disagrees with the journal goes unnoticed: {report}"
     )
+
+
+def test_a_credit_back_on_an_order_never_paid_breaks_refunds_within_paid(
+    reconciled: tuple[Ledger, History], intruder: Intruder
+) -> None:
+    # given a deposit's journal entry turned by hand into a credit back on an order never paid
+    ledger, _ = reconciled
+    entry = next(e for e in ledger.read_models.journal_entries()
+                 if e["type"] == "deposit_received")
+    intruder.read_model_sql(
+        "journal",
+        "UPDATE rm_journal SET type = 'purchase_failed', order_no = 'NEVER-PAID'"
+        f" WHERE position = {entry['position']}",
+    )
+
+    # when finance reconciles its currency, then refunds are no longer within what was paid
+    report = ledger.read_models.reconciliation(entry["currency"])
+    assert not report["ok"]
+    assert not report["invariants"]["refunds_within_paid"]
+    assert report["invariants"]["trial_balance_zero"]  # the postings still balance
+    assert ledger.read_models.reconciliation(entry["currency"], entry["position"] - 1)["ok"]
+
+
+def test_a_balance_history_row_below_zero_breaks_available_never_negative(
+    reconciled: tuple[Ledger, History], intruder: Intruder
+) -> None:
+    # given a row of a customer's balance history holding more than it had
+    ledger, history = reconciled
+    customer = next(iter(history.customers.values()))
+    first_move = ledger.read_models.history(customer.username, limit=1000, after=None).items[0]
+    intruder.read_model_sql(
+        "accounts",
+        "UPDATE rm_account_history SET held_after = posted_after + 1"
+        f" WHERE position = {first_move['position']}",
+    )
+
+    # when finance reconciles the currency, then an available balance went below zero
+    report = ledger.read_models.reconciliation(customer.currency)
+    assert not report["ok"]
+    assert not report["invariants"]["available_never_negative"]
