@@ -28,7 +28,16 @@ from api import models, parsing, sealed_pages
 from api.auditkit import with_leaves
 from api.context import ReadSide, read, read_at, run
 from api.handlers import json_body, json_bytes_response, json_response, page
-from api.keys import ADMISSION, AUDIT_EXECUTOR, AUDIT_LOCK, LEDGER, READ_MODELS, SETTINGS, VERIFIER
+from api.keys import (
+    ADMISSION,
+    AUDIT_EXECUTOR,
+    AUDIT_LOCK,
+    EXECUTOR,
+    LEDGER,
+    READ_MODELS,
+    SETTINGS,
+    VERIFIER,
+)
 from api.limits import finish_even_if_abandoned
 from ledger import identity, money
 from ledger.account import account_id
@@ -55,12 +64,16 @@ async def list_events(request: web.Request) -> web.Response:
     app = request.app
     if log_filter == event_log.LogFilter():
         key = (q.after, q.limit)
-        kept = sealed_pages.answer(app, key)
-        if kept is not None:  # a page that can no longer change: no worker, no store
-            await app[ADMISSION].take_turn(request)  # the heavy lane's turn and pace
-            return json_bytes_response(kept)
+        Answer = tuple[dict[str, Any] | None, bytes]  # the page made now (None: kept), its body
 
-        def answer_page() -> tuple[dict[str, Any], bytes]:
+        def kept_page() -> Answer | None:
+            # A page that can no longer change, asked for when the request's turn in the heavy
+            # lane comes (its line and pace, as any page): no worker, no store. Requests in
+            # line behind the one making a page find it kept by their turn.
+            body = sealed_pages.answer(app, key)
+            return None if body is None else (None, body)
+
+        def answer_page() -> Answer:
             # Named, placed in the tree and encoded by the heavy lane's worker, not the event
             # loop: a page of 1,000 events would hold up every other request meanwhile.
             found = read_models.events(limit=q.limit, after=q.after)
@@ -68,8 +81,13 @@ async def list_events(request: web.Request) -> web.Response:
                         "next": found.next}
             return answered, json_body(answered)
 
-        answered, body = await run(request, answer_page)
-        sealed_pages.remember(app, key, answered, body)
+        def keep(answer: Answer) -> None:
+            answered, body = answer
+            if answered is not None:
+                sealed_pages.remember(app, key, answered, body)
+
+        _, body = await app[ADMISSION].run(request, app[EXECUTOR], answer_page, kept=kept_page,
+                                           keep=keep)
         return json_bytes_response(body)
 
     def answer_filtered() -> bytes:

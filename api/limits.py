@@ -391,36 +391,48 @@ class Admission:
         line = self._lanes[lane]
         return line.waiting if role is None else line.waiting_of(role)
 
-    async def run(self, request: web.Request, executor: Executor, job: Callable[[], T]) -> T:
-        """``job`` for ``request``, in its route's lane and as its caller's role."""
+    async def run(self, request: web.Request, executor: Executor, job: Callable[[], T],
+                  *, kept: Callable[[], T | None] | None = None,
+                  keep: Callable[[T], None] | None = None) -> T:
+        """``job`` for ``request``, in its route's lane and as its caller's role (``run_in``)."""
+        lane, role = self._lane_and_role(request)
+        return await self.run_in(lane, role, executor, job, kept=kept, keep=keep)
+
+    def _lane_and_role(self, request: web.Request) -> tuple[Lane, str]:
         lane = request.app[ROUTE_LANES][request.match_info.route.name or ""]
         actor = request.get(ACTOR)
-        return await self.run_in(lane, ANONYMOUS if actor is None else actor.role,
-                                 executor, job)
+        return lane, ANONYMOUS if actor is None else actor.role
 
-    async def take_turn(self, request: web.Request) -> None:
-        """Wait for ``request``'s turn in its route's lane as its caller's role, as a job would
-        (the lane's line, shares and pace), and free the slot at once: for an answer that needs
-        no worker (a page kept as answered). Overloaded when no turn comes in time."""
-        lane = request.app[ROUTE_LANES][request.match_info.route.name or ""]
-        actor = request.get(ACTOR)
-        role = ANONYMOUS if actor is None else actor.role
-        line = self._lanes[lane]
-        await line.acquire(role)
-        line.release(role)
-
-    async def run_in(self, lane: Lane, role: str, executor: Executor, job: Callable[[], T]
-                     ) -> T:
+    async def run_in(self, lane: Lane, role: str, executor: Executor, job: Callable[[], T],
+                     *, kept: Callable[[], T | None] | None = None,
+                     keep: Callable[[T], None] | None = None) -> T:
         """``job`` on ``executor`` once ``role`` has a slot of ``lane``; Overloaded when it
-        gets none in time. The slot is freed when the job ends, however its request ends."""
+        gets none in time. The slot is freed when the job ends, however its request ends.
+
+        What a job makes may be kept for the requests in line behind it, rather than each
+        making it again: ``keep`` is given what the job answered, on the event loop, before its
+        slot is freed; ``kept``, asked on the event loop once a request has its slot, may
+        answer instead of a job, and then the slot is freed at once."""
         line = self._lanes[lane]
         await line.acquire(role)
         try:
+            found = None if kept is None else kept()
+            if found is not None:
+                line.release(role)
+                return found
             future = asyncio.get_running_loop().run_in_executor(executor, job)
         except BaseException:
             line.release(role)
             raise
-        future.add_done_callback(lambda _: line.release(role))
+
+        def done(ended: asyncio.Future[T]) -> None:
+            try:
+                if keep is not None and not ended.cancelled() and ended.exception() is None:
+                    keep(ended.result())
+            finally:
+                line.release(role)
+
+        future.add_done_callback(done)
         return await finish_even_if_abandoned(future)
 
 

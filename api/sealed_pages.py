@@ -6,6 +6,9 @@ slows every other thread of the process). A page that is full (it has a ``next``
 every event the notary has placed in its tree (``leaf_index`` set, or no notary at all) can
 never change: the writer seals each event as it records it and the log only grows. Such a page
 is kept as the bytes it was answered with and answered again without the store.
+A page is looked up here when its request's turn in the heavy lane comes (the lane's line and
+pace hold for it as for any page), and kept before the slot of the request that made it is
+freed: requests in line behind that one find it kept, rather than each making it again.
 
 Bounded by bytes (``MAX_BYTES``, least recently used first out: ``cachetools.LRUCache``).
 Once the notary finds the history damaged, nothing is answered from here: the pages then come

@@ -330,6 +330,45 @@ async def test_in_a_lane_of_one_worker_roles_take_turns() -> None:
 
 
 
+async def test_requests_in_line_for_what_the_one_ahead_makes_find_it_kept_and_run_no_job(
+) -> None:
+    # Given a heavy lane of one worker, whose slot a job making a page holds
+    limits = Limits(max_waiting=8, heavy=LaneLimits(workers=1))
+    admission = Admission(limits.lanes(3))
+    kept: dict[str, str] = {}
+    made: list[str] = []
+    gate = Gate()
+
+    def make_page() -> str:
+        gate.wait()
+        made.append("page")
+        return "page"
+
+    def kept_page() -> str | None:
+        return kept.get("page")
+
+    def keep(page: str) -> None:
+        kept["page"] = page
+
+    async def ask(role: str) -> str:
+        return await admission.run_in(Lane.HEAVY, role, executor, make_page, kept=kept_page,
+                                      keep=keep)
+
+    with ThreadPoolExecutor(max_workers=3) as executor:
+        first = asyncio.create_task(ask("auditor"))
+        await until(lambda: admission.holding(Lane.HEAVY) == 1, "the first makes the page")
+        # and three requests for the same page in line behind it, of two roles
+        behind = [asyncio.create_task(ask(role)) for role in ("auditor", "finance", "auditor")]
+        await until(lambda: admission.waiting(Lane.HEAVY) == 3, "three wait in line")
+        # When the page is made
+        gate.open()
+        answers = await asyncio.gather(first, *behind)
+    # Then each of them had its turn and found it kept: the page was made once
+    assert answers == ["page"] * 4
+    assert made == ["page"]
+    assert (admission.holding(Lane.HEAVY), admission.waiting(Lane.HEAVY)) == (0, 0)
+
+
 async def test_a_paced_lane_starts_a_request_at_once_and_the_next_when_the_pace_allows() -> None:
     # Given a heavy lane of 4 workers that starts at most 1 request a second
     limits = Limits(max_waiting=8, heavy=LaneLimits(workers=4, role_workers=4,
