@@ -22,12 +22,12 @@ the same case, and records nothing.
 Group commit: a handler decides on its own thread (under its account's lock), hands the
 committer the new events of its aggregates and its key's record, and waits for the answer. The
 committer takes whatever is queued (at most ``MAX_BATCH``; a batch forms while the previous
-one is being written) and records it with one ``insert_events``: one transaction under the
-events table's lock, where the store also seals each event and writes the keys
-(``projections.store``). An idle ledger commits a lone command at once, on the handler's own
-thread: when nothing is queued and no batch is being written, the handler writes its command
-as a batch of one, sparing the hand-off to the committer's thread and back (two thread
-wake-ups, the largest part of a lone write's latency).
+one is being written) and records it with one ``insert_events``: one transaction, where the
+store also places and seals each event and writes the keys (on PostgreSQL one statement while
+no other process writes; ``projections.store``). An idle ledger commits a lone command at
+once, on the handler's own thread: when nothing is queued and no batch is being written, the
+handler writes its command as a batch of one, sparing the hand-off to the committer's thread
+and back (two thread wake-ups, the largest part of a lone write's latency).
 
 - A command whose aggregate another command of the same batch already changed was decided on
   state that is no longer current: it is not recorded, and its handler decides again

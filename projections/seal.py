@@ -2,9 +2,11 @@
 
 Each event's link is ``HMAC-SHA-256(key, previous link ‖ position ‖ aggregate id ‖ version ‖
 topic ‖ stored bytes)`` (each part length-prefixed, so no two joins read alike), computed by the
-committer inside the transaction that records the event, under the events table's lock, so it
-knows the previous link. The key lives in a file outside the database
-(``LEDGER_CHAIN_KEY_FILE``, read by ``ledger.settings``); the store keeps only its fingerprint.
+committer inside the transaction that records the event, which places the event right after
+the link it knows (the one it last wrote, or the one it read under the writers' lock): a
+position another writer took first fails the whole transaction. The key lives in a file outside
+the database (``LEDGER_CHAIN_KEY_FILE``, read by ``ledger.settings``); the store keeps only its
+fingerprint.
 Someone who can write to the database but does not hold the key cannot make a valid link: an
 event inserted, changed, removed or reordered behind the service's back shows as a position
 whose link is missing, wrong, or does not follow the one before it.

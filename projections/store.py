@@ -4,9 +4,12 @@ application.
 - SQLite connections run with ``synchronous=FULL`` (WAL mode, as eventsourcing sets it).
 - PostgreSQL refuses to start on a server with ``fsync`` or ``synchronous_commit`` off.
 - The writer seals every event it records (``projections.seal``): eventsourcing's recorders,
-  subclassed, write each event's link into ``ledger_chain`` in the very transaction, under the
-  events table's lock, and the idempotency keys of the commands into ``ledger_keys``. Loading
-  an aggregate checks each event's seal: an event without a valid one is ``HistoryDamaged``.
+  subclassed, write each event's link into ``ledger_chain`` in the very transaction, and the
+  idempotency keys of the commands into ``ledger_keys``. On PostgreSQL the writer gives each
+  event its position (the log's last plus one) and records a batch in one statement when it
+  knows the log's last position and link from its own last commit, else under the writers'
+  lock (``SealingPostgresRecorder``); SQLite writes one at a time anyway. Loading an aggregate
+  checks each event's seal: an event without a valid one is ``HistoryDamaged``.
 - The database itself refuses UPDATE, DELETE and TRUNCATE of stored events and of the chain
   (triggers).
 - ``StorePositions`` answers where a stored event stands in the global log.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,6 +30,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
+    IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
@@ -103,6 +108,9 @@ STORE_DDL = (
     "CREATE INDEX IF NOT EXISTS ledger_keys_by_age ON ledger_keys (recorded_at)",
 )
 _HEAD_LINK = "SELECT hash FROM ledger_chain ORDER BY position DESC LIMIT 1"
+# How many times a writer reads the head under the lock and finds its position taken by one
+# that did not (another process recording after its own last commit) before it gives up.
+MAX_PLACEMENTS = 8
 
 
 def _instant(at: datetime) -> str:
@@ -161,39 +169,63 @@ class _Sealer:
 
 
 class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
-    """eventsourcing's PostgreSQL recorder, sealing each event in the inserting transaction."""
+    """eventsourcing's PostgreSQL recorder, sealing each event in the inserting transaction.
+
+    The writer gives each event its position: the log's last position plus one. A link seals
+    its event's position with the previous link, so the writer must know the log's last
+    position and link before it sends the insert. It remembers them from its own last commit:
+    while no other process has written since, a commit is one statement, the events, their
+    links and the commands' keys together, in one round trip (``_record``). When another
+    process has written since, the position is taken (a position is unique, in the events and
+    in their links): the statement fails whole, and the writer records the batch again under
+    the writers' lock, reading the last position and link first (``_record_under_lock``, two
+    round trips). So no position is given twice, none is skipped by a commit, and an event is
+    visible only after every event before it: its link was made from the link before it, which
+    was committed. The column's sequence is not used.
+    """
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(datastore.schema)
-        # Writers queue on an advisory lock rather than LOCK TABLE … EXCLUSIVE: the same one
-        # writer at a time (insert order is commit order), and a login granted only SELECT and
-        # INSERT on the events may take it (issue 10: least privilege).
+        table = Identifier(self.events_table_name)
+        # Writers that read the log's head queue on an advisory lock rather than LOCK TABLE …
+        # EXCLUSIVE: a login granted only SELECT and INSERT on the events may take it (issue 10:
+        # least privilege).
         self.lock_table_statements = [
             SQL("SELECT pg_advisory_xact_lock({key})").format(key=Literal(_WRITER_LOCK_KEY))
             .as_string(None)
         ]
-        # The events as four plain arrays rather than one array of eventsourcing's composite
-        # type: psycopg dumps those in C, where the composite's rows were built and dumped in
-        # Python one by one (the largest part of a commit's time in this process). The chain's
-        # head is read by the insert itself under the table lock: no round trip more.
+        # The indexes whose violation says a position was taken first (not a version or a key).
+        self._positions_taken = {self.notification_id_index_name, "ledger_chain_pkey"}
+        # This process's last commit: the log's last position and link, while no one else
+        # writes (None when unknown: read under the lock).
+        self._head: tuple[int, str] | None = None
+        self._head_lock = threading.Lock()
         # Every statement of a commit is rendered here, once (``as_string``): psycopg renders a
-        # Composed again at every execute (about 4 % of the committer's time).
-        self._insert_event_rows = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
-            " RETURNING notification_id,"
-            " (SELECT hash FROM {schema}.ledger_chain ORDER BY position DESC LIMIT 1) AS head"
+        # Composed again at every execute. The rows go as plain arrays, which psycopg dumps in C.
+        self._read_head = SQL(
+            "SELECT (SELECT max(notification_id) FROM {schema}.{table}) AS position,"
+            " (SELECT hash FROM {schema}.ledger_chain ORDER BY position DESC LIMIT 1) AS link"
+        ).format(schema=schema, table=table).as_string(None)
+        self._record = SQL(
+            "WITH events AS ("
+            "INSERT INTO {schema}.{table}"
+            " (notification_id, originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::bigint[], %s::{id_type}[], %s::bigint[], %s::text[],"
+            " %s::bytea[])),"
+            " links AS ("
+            "INSERT INTO {schema}.ledger_chain (position, previous, hash)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])),"
+            " keys AS ("
+            "INSERT INTO {schema}.ledger_keys"
+            " (id, caller, fingerprint, outcome, body, position, recorded_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::bigint[], %s::text[]))"
+            " SELECT pg_notify({channel}, '')"
         ).format(
-            schema=schema,
-            table=Identifier(self.events_table_name),
-            id_type=Identifier(datastore.originator_id_type),
+            schema=schema, table=table, id_type=Identifier(datastore.originator_id_type),
+            channel=Literal(self.channel_name),
         ).as_string(None)
-        self._notify = SQL("NOTIFY {}").format(Identifier(self.channel_name)).as_string(None)
-        self._insert_links = SQL(
-            "INSERT INTO {}.ledger_chain (position, previous, hash)"
-            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
-        ).format(schema).as_string(None)
         self._delete_expired_key = SQL(
             "DELETE FROM {}.ledger_keys WHERE id = %s AND recorded_at = %s"
         ).format(schema).as_string(None)
@@ -208,63 +240,98 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             " c.previous, c.hash FROM {schema}.{table} e"
             " LEFT JOIN {schema}.ledger_chain c ON c.position = e.notification_id"
             " WHERE e.originator_id = %s"
-        ).format(schema=schema, table=Identifier(self.events_table_name))
+        ).format(schema=schema, table=table)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """eventsourcing's insert in two round trips rather than five (``pipelined_transaction``):
-        BEGIN goes with the lock, the NOTIFY and the insert (whose answer the links need),
-        COMMIT with the links and the keys."""
-        ids: Sequence[int] | None = None
+        keys: Sequence[KeyWrite] = kwargs.get("keys", ())
+        if not stored_events:  # a refusal under a key records its answer, and no event
+            if keys:
+                with self.datastore.get_connection() as conn, pipelined_transaction(conn), \
+                        conn.cursor() as curs:
+                    self._write_keys(curs, keys, ())
+            return []
+        with self._head_lock:
+            head, self._head = self._head, None  # unknown until this commit is answered
+            if head is not None and not any(write.replaces for write in keys):
+                try:
+                    ids, link = self._record_after(head, stored_events, keys)
+                except IntegrityError as error:
+                    if not self._position_taken(error):
+                        raise  # a version or a key taken: the committer decides again
+                else:
+                    self._head = (ids[-1], link)
+                    return ids
+            for _ in range(MAX_PLACEMENTS):
+                try:
+                    ids, link = self._record_under_lock(stored_events, keys)
+                except IntegrityError as error:
+                    if not self._position_taken(error):
+                        raise
+                    continue  # a writer that did not read under the lock took it first
+                self._head = (ids[-1], link)
+                return ids
+        raise IntegrityError(f"no free position after {MAX_PLACEMENTS} attempts")
+
+    def _record_after(
+        self, head: tuple[int, str], stored_events: Sequence[StoredEvent],
+        keys: Sequence[KeyWrite],
+    ) -> tuple[list[int], str]:
+        """The batch after ``head`` in one statement (an implicit transaction)."""
+        ids, params, link = self._record_params(head, stored_events, keys)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._record, params, prepare=True)
+        return ids, link
+
+    def _record_under_lock(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite],
+    ) -> tuple[list[int], str]:
+        """The batch after the log's head as read under the writers' lock: BEGIN goes with
+        the lock and the read, the record (and any expired key it renews) with COMMIT."""
         with self.datastore.get_connection() as conn, pipelined_transaction(conn) as pipeline, \
                 conn.cursor() as curs:
-            self._insert_events(curs, stored_events, **kwargs)
-            if stored_events:
-                self._insert_stored_events(curs, stored_events, **kwargs)
-                pipeline.sync()  # a version taken raises IntegrityError here
-                ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        return ids
+            self._lock_table(curs)
+            curs.execute(self._read_head, prepare=True)
+            pipeline.sync()
+            row = curs.fetchone()
+            assert row is not None
+            head = (int(row["position"] or 0), row["link"] or GENESIS)
+            ids, params, link = self._record_params(head, stored_events, keys)
+            for write in keys:
+                if write.replaces is not None:  # gone already if another process renewed it
+                    curs.execute(self._delete_expired_key,
+                                 (write.record.id, _instant(write.replaces)))
+            curs.execute(self._record, params, prepare=True)
+        return ids, link
 
-    def _insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        if not stored_events:  # a refusal under a key records its answer, and no event
-            self._write_keys(curs, kwargs.get("keys", ()), ())
-
-    def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        # What eventsourcing's does (lock the table, notify, insert), the rows as plain arrays.
-        self._lock_table(curs)
-        curs.execute(self._notify, prepare=True)
-        curs.execute(
-            self._insert_event_rows,
-            (
-                [event.originator_id for event in stored_events],
-                [event.originator_version for event in stored_events],
-                [event.topic for event in stored_events],
-                [event.state for event in stored_events],
-            ),
-            prepare=True,
-        )
-
-    def _fetch_ids_after_insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int]:
-        rows = curs.fetchall()
-        ids = [int(row["notification_id"]) for row in rows]
-        previous = (rows[0]["head"] if rows else None) or GENESIS
+    def _record_params(
+        self, head: tuple[int, str], stored_events: Sequence[StoredEvent],
+        keys: Sequence[KeyWrite],
+    ) -> tuple[list[int], tuple[Any, ...], str]:
+        last, previous = head
+        ids = list(range(last + 1, last + 1 + len(stored_events)))
         links = self._links(previous, ids, stored_events)
-        curs.execute(self._insert_links, ([p for p, _, _ in links], [v for _, v, _ in links],
-                                          [h for _, _, h in links]))
-        self._write_keys(curs, kwargs.get("keys", ()), ids)
-        return ids
+        key_columns: list[list[Any]] = [list(column) for column in
+                                        zip(*self._key_rows(keys, ids), strict=True)]
+        params = (
+            ids,
+            [event.originator_id for event in stored_events],
+            [event.originator_version for event in stored_events],
+            [event.topic for event in stored_events],
+            [event.state for event in stored_events],
+            ids, [p for _, p, _ in links], [h for _, _, h in links],
+            *(key_columns or [[]] * 7),
+        )
+        return ids, params, links[-1][2]
+
+    def _position_taken(self, error: IntegrityError) -> bool:
+        cause = error.__cause__
+        return (isinstance(cause, psycopg.errors.UniqueViolation)
+                and cause.diag.constraint_name in self._positions_taken)
 
     def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:
-        if not keys:
-            return
         for write in keys:
             if write.replaces is not None:  # gone already if another process renewed it first
                 curs.execute(self._delete_expired_key, (write.record.id, _instant(write.replaces)))

@@ -14,6 +14,7 @@ from ledger.application import LedgerApplication
 from ledger.errors import InsufficientFunds, LedgerError
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
+from projections.audit import verify
 from projections.store import open_application
 from tests.app.conftest import open_funded
 
@@ -85,6 +86,30 @@ def test_two_processes_depositing_to_one_account_lose_no_update(
         assert account.posted == sum(range(1, 81))
         assert len(account.deposits) == 80
         assert account.version == 81
+
+
+def test_two_processes_writing_at_once_leave_one_sealed_log_without_gaps(
+    app: LedgerApplication, second_process: LedgerApplication, system: Actor,
+    settings: StoreSettings,
+) -> None:
+    # Each process's writer last wrote what the other has since written past: the position it
+    # would give next is taken, and it reads the log's head again (PostgreSQL)
+    app.open_account("alice", "USD", actor=system)
+    second_process.open_account("bob", "USD", actor=system)
+    deposits = [
+        lambda n=n: (app, second_process)[n % 2].deposit(
+            ("alice", "bob")[n % 2], n + 1, f"PAY-{n}", actor=system
+        )
+        for n in range(80)
+    ]
+
+    results = race(8, deposits)
+
+    assert not [r for r in results if isinstance(r, LedgerError)]
+    log = app.recorder.select_notifications(start=1, limit=1_000)
+    assert [n.id for n in log] == list(range(1, 83))
+    report = verify(settings, app, read_models=False)
+    assert report.ok and report.damage == [] and report.events_checked == 82
 
 
 def test_two_processes_purchasing_from_one_account_never_overdraw_it(

@@ -250,9 +250,13 @@ class Intruder:
         data = json.loads(bytes(state))
         data.update(amount=amount, reference=reference)
         forged = json.dumps(data, separators=(",", ":")).encode()
+        # At the log's next position, as the writer places its events (on SQLite the rowid's
+        # default; PostgreSQL's writer gives positions itself, not the column's sequence).
+        placed = "" if self.kind == "sqlite" else f"{self.key}, "
+        at = "" if self.kind == "sqlite" else f"(SELECT MAX({self.key}) + 1 FROM {self.events}), "
         self.run(
-            f"INSERT INTO {self.events} (originator_id, originator_version, topic, state)"
-            " VALUES (%s, %s, %s, %s)",
+            f"INSERT INTO {self.events} ({placed}originator_id, originator_version, topic, state)"
+            f" VALUES ({at}%s, %s, %s, %s)",
             (originator_id, version + 1, topic, forged),
             unguarded=False,
         )

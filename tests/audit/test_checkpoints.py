@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from projections.audit import verify
 from projections.checkpoints import Notary, guard_notary
 from projections.notes import load_or_create_signer, read_checkpoints
+from projections.store import open_application
 from tests.audit.conftest import Intruder, Ledger
 from tests.audit.history import SYSTEM, History, RandomChooser
 
@@ -258,15 +260,18 @@ def test_a_log_cut_after_a_checkpoint_and_grown_past_it_again_is_named_by_the_ch
     size = len(notary.tree)
     assert int(kept[-1].split("\n")[1]) == size
     # When an insider cuts the log's last three events (with their seals, leaves and the
-    # checkpoint's row) and the log then grows past the checkpoint's size again
+    # checkpoint's row) and the log then grows past the checkpoint's size again, written by a
+    # service started after the cut (the one running would place its next event after the
+    # last one it wrote, and its seal would name the cut: test_verify)
     cut = notary.positions[size - 3]
     for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
                           ("ledger_merkle_leaves", "position")):
         intruder.run(f"DELETE FROM {table} WHERE {column} >= %s", (cut,), unguarded=True)
     intruder.run("DELETE FROM ledger_checkpoints", (), unguarded=True)
-    for i in range(3):
-        ledger.app.open_account(f"regrown{i}", "EUR", actor=SYSTEM)
-        ledger.app.deposit(f"regrown{i}", 1_000 + i, f"PAY-R{i}", actor=SYSTEM)
+    with closing(open_application(ledger.settings)) as restarted:
+        for i in range(3):
+            restarted.open_account(f"regrown{i}", "EUR", actor=SYSTEM)
+            restarted.deposit(f"regrown{i}", 1_000 + i, f"PAY-R{i}", actor=SYSTEM)
     # and a notary of a later start signs the regrown log
     later = Notary(ledger.app.recorder, notary.signer, tmp_path / "later.txt", interval_s=3600)
     assert later.round(force_checkpoint=True) is not None

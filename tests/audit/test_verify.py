@@ -14,7 +14,7 @@ from projections.audit import verify
 from projections.chain import Chain, read_digests
 from projections.replay import rebuild
 from tests.audit.conftest import Intruder, Ledger
-from tests.audit.history import History, RandomChooser
+from tests.audit.history import SYSTEM, History, RandomChooser
 
 DEPOSIT = "ledger:Account.DepositReceived"
 
@@ -57,6 +57,44 @@ def test_a_deposit_inserted_by_sql_is_named_as_unsealed(
     assert not report.ok
     assert report.first_bad_position == forged
     assert report.damage == [{"position": forged, "what": "unsealed"}]
+
+
+def test_the_writer_places_its_next_events_after_a_row_forged_at_the_next_position(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    # Given a deposit INSERTed by SQL at the very position the writer would give its next event
+    forged = intruder.forge_deposit(deposit_positions(audited)[0], 5_000_000, "FORGED-1")
+
+    # When the service records more
+    audited.app.open_account("after-forgery", "EUR", actor=SYSTEM)
+    audited.app.deposit("after-forgery", 1_250, "PAY-AFTER", actor=SYSTEM)
+
+    # Then its events come after the forged row, sealed, and only the forged row is named
+    after = audited.app.recorder.select_notifications(start=forged + 1, limit=10)
+    assert [n.id for n in after] == [forged + 1, forged + 2]
+    report = verify(audited.settings, audited.app)
+    assert report.damage == [{"position": forged, "what": "unsealed"}]
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_log_cut_behind_the_running_writers_back_is_named_where_it_writes_next(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    # Given the log's last two events deleted with their seals and leaves (guards off), while
+    # the service runs (PostgreSQL: the writer gives positions from its own last commit)
+    end = audited.read_models.log_position()
+    for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
+                          ("ledger_merkle_leaves", "position")):
+        intruder.run(f"DELETE FROM {table} WHERE {column} >= %s", (end - 1,), unguarded=True)
+
+    # When the service records its next event
+    audited.app.open_account("after-cut", "EUR", actor=SYSTEM)
+
+    # Then it lands after the last event the writer wrote, and its seal, made from that event's,
+    # names the cut: it does not follow the log as it now stands
+    report = verify(audited.settings, audited.app)
+    assert not report.ok
+    assert report.damage == [{"position": end + 1, "what": "order"}]
 
 
 def test_an_event_changed_and_its_chain_recomputed_with_plain_sha256_is_named(
