@@ -299,10 +299,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             assert row is not None
             head = (int(row["position"] or 0), row["link"] or GENESIS)
             ids, params, link = self._record_params(head, stored_events, keys)
-            for write in keys:
-                if write.replaces is not None:  # gone already if another process renewed it
-                    curs.execute(self._delete_expired_key,
-                                 (write.record.id, _instant(write.replaces)))
+            self._delete_expired_keys(curs, keys)
             curs.execute(self._record, params, prepare=True)
         return ids, link
 
@@ -331,10 +328,13 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         return (isinstance(cause, psycopg.errors.UniqueViolation)
                 and cause.diag.constraint_name in self._positions_taken)
 
-    def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:
+    def _delete_expired_keys(self, curs: Any, keys: Sequence[KeyWrite]) -> None:
         for write in keys:
             if write.replaces is not None:  # gone already if another process renewed it first
                 curs.execute(self._delete_expired_key, (write.record.id, _instant(write.replaces)))
+
+    def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:
+        self._delete_expired_keys(curs, keys)
         columns = list(zip(*self._key_rows(keys, ids), strict=True))
         curs.execute(self._insert_keys, [list(column) for column in columns])
 
