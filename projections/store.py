@@ -188,6 +188,12 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(datastore.schema)
         table = Identifier(self.events_table_name)
+        insert_keys = SQL(
+            "INSERT INTO {}.ledger_keys"
+            " (id, caller, fingerprint, outcome, body, position, recorded_at)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::bigint[], %s::text[])"
+        ).format(schema)
         # Writers that read the log's head queue on an advisory lock rather than LOCK TABLE …
         # EXCLUSIVE: a login granted only SELECT and INSERT on the events may take it (issue 10:
         # least privilege).
@@ -216,25 +222,16 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             " links AS ("
             "INSERT INTO {schema}.ledger_chain (position, previous, hash)"
             " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])),"
-            " keys AS ("
-            "INSERT INTO {schema}.ledger_keys"
-            " (id, caller, fingerprint, outcome, body, position, recorded_at)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::bigint[], %s::text[]))"
+            " keys AS ({insert_keys})"
             " SELECT pg_notify({channel}, '')"
         ).format(
             schema=schema, table=table, id_type=Identifier(datastore.originator_id_type),
-            channel=Literal(self.channel_name),
+            insert_keys=insert_keys, channel=Literal(self.channel_name),
         ).as_string(None)
         self._delete_expired_key = SQL(
             "DELETE FROM {}.ledger_keys WHERE id = %s AND recorded_at = %s"
         ).format(schema).as_string(None)
-        self._insert_keys = SQL(
-            "INSERT INTO {}.ledger_keys"
-            " (id, caller, fingerprint, outcome, body, position, recorded_at)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::bigint[], %s::text[])"
-        ).format(schema).as_string(None)
+        self._insert_keys = insert_keys.as_string(None)
         self._select_sealed: Composed = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state, e.notification_id,"
             " c.previous, c.hash FROM {schema}.{table} e"
@@ -310,8 +307,6 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         last, previous = head
         ids = list(range(last + 1, last + 1 + len(stored_events)))
         links = self._links(previous, ids, stored_events)
-        key_columns: list[list[Any]] = [list(column) for column in
-                                        zip(*self._key_rows(keys, ids), strict=True)]
         params = (
             ids,
             [event.originator_id for event in stored_events],
@@ -319,7 +314,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             [event.topic for event in stored_events],
             [event.state for event in stored_events],
             ids, [p for _, p, _ in links], [h for _, _, h in links],
-            *(key_columns or [[]] * 7),
+            *self._key_columns(keys, ids),
         )
         return ids, params, links[-1][2]
 
@@ -333,10 +328,14 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             if write.replaces is not None:  # gone already if another process renewed it first
                 curs.execute(self._delete_expired_key, (write.record.id, _instant(write.replaces)))
 
+    def _key_columns(self, keys: Sequence[KeyWrite], ids: Sequence[int]) -> list[list[Any]]:
+        """The keys' rows as the seven arrays the keys' insert takes (empty ones for none)."""
+        columns = [list(column) for column in zip(*self._key_rows(keys, ids), strict=True)]
+        return columns or [[] for _ in range(7)]
+
     def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:
         self._delete_expired_keys(curs, keys)
-        columns = list(zip(*self._key_rows(keys, ids), strict=True))
-        curs.execute(self._insert_keys, [list(column) for column in columns])
+        curs.execute(self._insert_keys, self._key_columns(keys, ids))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events(

@@ -15,6 +15,7 @@ from tests.audit.conftest import Intruder, Ledger, fresh_ledger
 from tests.audit.history import (
     INVARIANTS,
     PLANS,
+    Customer,
     Figures,
     History,
     PlanChooser,
@@ -59,19 +60,26 @@ def reconciled(ledger: Ledger) -> tuple[Ledger, History]:
     return ledger, history
 
 
+def change_history_row(reconciled: tuple[Ledger, History], intruder: Intruder, move: int,
+                       assignment: str) -> tuple[Customer, int]:
+    """Change by hand (``SET assignment``) the row of the first customer's balance history at
+    its ``move``-th event (Python's indexing); answers the customer and the row's position."""
+    ledger, history = reconciled
+    customer = next(iter(history.customers.values()))
+    row = ledger.read_models.history(customer.username, limit=1000, after=None).items[move]
+    intruder.read_model_sql(
+        "accounts",
+        f"UPDATE rm_account_history SET {assignment} WHERE position = {row['position']}",
+    )
+    return customer, int(row["position"])
+
+
 def test_an_account_history_row_changed_by_hand_breaks_reconciliation_from_that_position(
     reconciled: tuple[Ledger, History], intruder: Intruder
 ) -> None:
-    ledger, history = reconciled
-    customer = next(iter(history.customers.values()))
-    last_move = ledger.read_models.history(customer.username, limit=1000, after=None).items[-1]
-    position = last_move["position"]
-
-    intruder.read_model_sql(
-        "accounts",
-        "UPDATE rm_account_history SET posted_after = posted_after + 1"
-        f" WHERE position = {position}",
-    )
+    ledger, _ = reconciled
+    customer, position = change_history_row(reconciled, intruder, -1,
+                                            "posted_after = posted_after + 1")
 
     report = ledger.read_models.reconciliation(customer.currency)
     assert not report["ok"]
@@ -149,14 +157,8 @@ def test_a_balance_history_row_below_zero_breaks_available_never_negative(
     reconciled: tuple[Ledger, History], intruder: Intruder
 ) -> None:
     # given a row of a customer's balance history holding more than it had
-    ledger, history = reconciled
-    customer = next(iter(history.customers.values()))
-    first_move = ledger.read_models.history(customer.username, limit=1000, after=None).items[0]
-    intruder.read_model_sql(
-        "accounts",
-        "UPDATE rm_account_history SET held_after = posted_after + 1"
-        f" WHERE position = {first_move['position']}",
-    )
+    ledger, _ = reconciled
+    customer, _ = change_history_row(reconciled, intruder, 0, "held_after = posted_after + 1")
 
     # when finance reconciles the currency, then an available balance went below zero
     report = ledger.read_models.reconciliation(customer.currency)
