@@ -163,6 +163,7 @@ def _postgres_pids() -> list[int]:
 class CpuReading:
     service: dict[int, float]  # by process: the service's and its children (the keeper's)
     postgres: dict[int, float]  # by PostgreSQL process (backends come and go)
+    at_s: float = 0.0  # when it was read (time.monotonic)
 
     @property
     def service_s(self) -> float:
@@ -171,8 +172,15 @@ class CpuReading:
 
 @dataclass(frozen=True)
 class CpuPerAnswer:
-    service_us: float
+    service_us: float  # the service's process and its children
     postgres_us: float
+    # The service's own process alone (its event loop's, its threads'), and its children's
+    # (the ledger's read-model keeper): service_us = main_us + children_us.
+    main_us: float = 0.0
+    children_us: float = 0.0
+    # The service's own process's processor time over the wall time between the readings:
+    # near 1.0 while one thread holding the GIL (the event loop) is what limits it.
+    main_cores: float = 0.0
 
 
 class Cpu:
@@ -184,13 +192,19 @@ class Cpu:
 
     def read(self) -> CpuReading:
         return CpuReading({pid: _cpu_s(pid) for pid in _tree(self.pid)},
-                          {pid: _cpu_s(pid) for pid in _postgres_pids()})
+                          {pid: _cpu_s(pid) for pid in _postgres_pids()}, time.monotonic())
 
     def per_answer(self, before: CpuReading, answers: int) -> CpuPerAnswer:
         after = self.read()
         n = max(answers, 1)
-        return CpuPerAnswer(_spent(before.service, after.service) / n * 1e6,
-                            _spent(before.postgres, after.postgres) / n * 1e6)
+        service_s = _spent(before.service, after.service)
+        main_s = after.service.get(self.pid, 0.0) - before.service.get(self.pid, 0.0)
+        wall_s = after.at_s - before.at_s
+        return CpuPerAnswer(
+            service_s / n * 1e6, _spent(before.postgres, after.postgres) / n * 1e6,
+            main_us=main_s / n * 1e6, children_us=(service_s - main_s) / n * 1e6,
+            main_cores=main_s / wall_s if wall_s > 0 else 0.0,
+        )
 
 
 def resident_mb(pid: int) -> float:

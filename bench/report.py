@@ -91,17 +91,25 @@ def _commit_rows(http: HttpFigures) -> list[Row]:
 
 
 def _cpu_rows(http: HttpFigures) -> list[Row]:
-    """Processor time per answer: where a shortfall in rate comes from (no goal of its own)."""
+    """Processor time per answer, by whom: where a shortfall in rate comes from (no goal of
+    its own). The cores the service's own process kept busy say whether its event loop, one
+    thread holding the GIL, is what limits it (near 1.0)."""
     rows = []
     for kind, found in (("write", http.cpu_per_write), ("read", http.cpu_per_read)):
         if not found.get("ledger") or not found.get("bare"):
             continue
         ledger, bare = found["ledger"], found["bare"]
         for part, label in (("service_us", "the service's processes"),
+                            ("main_us", "the service's own process"),
+                            ("children_us", "its children: the ledger's keeper"),
                             ("postgres_us", "PostgreSQL")):
             mine = statistics.median(getattr(c, part) for c in ledger)
             base = statistics.median(getattr(c, part) for c in bare)
             rows.append(_ratio_row(f"CPU per {kind}, {label} (µs)", mine, base, " µs", "bare"))
+        mine = statistics.median(c.main_cores for c in ledger)
+        base = statistics.median(c.main_cores for c in bare)
+        rows.append(_ratio_row(f"cores the service's own process kept busy ({kind}s)", mine,
+                               base, "", "bare", fmt=".2f"))
     return rows
 
 

@@ -7,8 +7,10 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
 2. ``--rounds`` rounds of deposits then balance reads, wrk ``-t2 -c32`` for ``--seconds``
    each, the same requests (``bench/load.lua``) to both services, taking turns on who goes
    first; medians over the rounds. For each run: commits per request (``pg_stat_database``),
-   processor time per answer of the service's processes (the keeper's child included) and of
-   PostgreSQL (``/proc``; the ledger's counted until its read models have caught up) and, for
+   processor time per answer of the service's own process, of its children (the ledger's
+   keeper) and of PostgreSQL (``/proc``; the ledger's counted until its read models have
+   caught up), the cores the service's own process kept busy (near 1.0 while its event loop
+   is what limits it) and, for
    the ledger's write runs, the read models' lag when the load ends and how long until they
    catch up. After the rounds, each service's resident memory (its processes, the keeper's
    child included).
@@ -148,7 +150,8 @@ def metered(target: Target, mode: str, tag: str, options: Options,
     used = cpu.per_answer(cpu_before, done.ok)  # the ledger's: once its read models caught up
     cpu_found = figures.cpu_per_write if mode == "deposit" else figures.cpu_per_read
     cpu_found.setdefault(target.name, []).append(used)
-    line += f"; CPU {used.service_us:,.0f} µs + PostgreSQL {used.postgres_us:,.0f} µs each"
+    line += (f"; CPU {used.main_us:,.0f} µs + children {used.children_us:,.0f} µs"
+             f" + PostgreSQL {used.postgres_us:,.0f} µs each; {used.main_cores:.2f} cores")
     found = figures.commits_per_write if mode == "deposit" else figures.commits_per_read
     counts = found.setdefault(target.name, [])
 

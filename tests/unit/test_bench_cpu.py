@@ -74,6 +74,35 @@ def test_the_processes_a_service_started_count_with_it() -> None:
     assert reading.service_s >= reading.service[os.getpid()] + 0.05
 
 
+def test_a_service_s_time_is_split_between_its_own_process_and_its_children() -> None:
+    """The bench shows the ledger's event loop apart from its keeper: the two parts add up
+    to the service's time, and the child's time is not the service's own."""
+    cpu = Cpu(os.getpid())
+    before = cpu.read()
+    with a_child_that_spun():
+        used = cpu.per_answer(before, answers=1)
+
+    assert used.children_us >= 0.05 * 1e6
+    assert used.main_us >= 0
+    assert abs(used.service_us - used.main_us - used.children_us) < 1e-3
+
+
+def test_the_cores_a_service_keeps_busy_are_its_own_time_over_the_wall_time() -> None:
+    cpu = Cpu(os.getpid())
+    before = cpu.read()
+    digest = b""
+    for _ in range(10_000):  # bounded, as above
+        if cpu.read().service[os.getpid()] - before.service[os.getpid()] >= 0.05:
+            break
+        for _ in range(10_000):
+            digest = hashlib.sha256(digest).digest()
+
+    used = cpu.per_answer(before, answers=1)
+
+    assert used.main_us >= 0.05 * 1e6
+    assert 0 < used.main_cores <= os.cpu_count()  # type: ignore[operator]
+
+
 def test_the_memory_of_a_service_counts_its_children() -> None:
     alone = resident_mb(os.getpid())
     with a_child_that_spun():
