@@ -26,6 +26,7 @@ every answer carries.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import signal
@@ -247,6 +248,14 @@ class EdgeRunner(web.AppRunner):
         return server
 
 
+def settle_heap() -> None:
+    """What starting made (modules, schemas, pools, the application) lives as long as the
+    process: moved out of the collector's reach, so its full passes scan only what came after
+    (each scanned all of it: ~30 ms with the event loop stopped, the reads' p99 at 5,000/s)."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
           shutdown_timeout: float, access_log: logging.Logger,
           access_log_class: type[AbstractAccessLogger],
@@ -272,6 +281,7 @@ def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
             for site in sites:
                 await site.start()
             on_started([site.name for site in sites])
+            settle_heap()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
