@@ -127,6 +127,7 @@ def account_query(username: str) -> Query:
         " WHERE account_id = %(id)s",
         {"id": account_id(username).hex},
         shape,
+        keepable=True,
     )
 
 
@@ -208,6 +209,7 @@ def balance_query(
             "at": "9999" if as_of is None else rfc3339(as_of),
         },
         shape,
+        keepable=True,
     )
 
 

@@ -7,13 +7,31 @@ head, the rows are current and are the answer; otherwise the statement is asked 
 short growing pause, until they have or the bound has passed (``NotReady``, as the executor's
 reads answer). No thread of the executor is taken, and no other statement is sent.
 
+Answers kept while the log stands still. The rows of a ``keepable`` query (an account, a
+balance: rows only events change) are a function of the log up to the head they were read at.
+The reader keeps them (at most ``MAX_KEPT_ANSWERS``, each of at most ``MAX_KEPT_ROWS`` rows,
+the least recently asked dropped first) with that head. Asked again, it only looks where the
+log and the read models stand (``HeadLooks``), and answers the kept rows when the head is the
+same and the read models have reached it: positions have no gaps and become visible in order
+(``projections.store``), so the same head is the same log, and the same rows. Any other look
+(the log moved, the read models behind, the look failed) reads as above.
+
+The look is current because it begins after the read did: a write acknowledged before the read
+began committed before the look's statement was sent, so its snapshot holds it. Reads that
+arrive together share one look: a read arriving while a look is under way waits for the next
+one, which starts when that one ends. So a run of reads costs one small statement for all of
+them, where each cost a statement of its own, and the event loop's time per read (the
+bottleneck of reads: one core) is mostly the HTTP's.
+
 SQLite has no async driver here: its reads stay on the executor (``projections.readmodels``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -32,6 +50,77 @@ MAX_PAUSE_S = 0.02
 CONNECT_TIMEOUT_S = 5
 # Reads waiting for one of the pool's connections; past it (or CONNECT_TIMEOUT_S), 503 busy.
 MAX_WAITING = 256
+# Answers kept while the log stands still (see the module docstring): how many, and the most
+# rows one may have (a few KiB each: a few MiB in all).
+MAX_KEPT_ANSWERS = 4096
+MAX_KEPT_ROWS = 64
+# What a look at the log's head may fail with: the read that asked then reads in full, which
+# says what is wrong in its own words.
+_LOOK_FAILURES = (psycopg.Error, PoolTimeout, TooManyRequests)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    head: int  # the log's head the rows were read at (the read models had reached it)
+    rows: tuple[dict[str, Any], ...]
+
+
+class HeadLooks:
+    """Looks at where the log and the read models stand, shared by the reads that wait for one
+    at the same time. Each read gets a look that began after it asked: one arriving while a
+    look is under way waits for the next, which begins as that one ends."""
+
+    def __init__(self, look: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+        self._look = look
+        self._next: asyncio.Future[tuple[int, int]] | None = None  # the look not yet begun
+        self._looking: asyncio.Task[None] | None = None
+        self.looks = 0
+
+    async def after_now(self) -> tuple[int, int]:
+        """(the log's head, the position every read model has reached), from a statement sent
+        after this call began."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieved)
+            if self._looking is None:
+                self._looking = asyncio.get_running_loop().create_task(self._run())
+        # Shielded: a read that gives up (its deadline) does not cancel the look for the others.
+        return await asyncio.shield(self._next)
+
+    async def _run(self) -> None:
+        """Look while reads wait for a look: each turn answers those that asked before it."""
+        try:
+            while (waiting := self._next) is not None:
+                self._next = None
+                self.looks += 1
+                try:
+                    found = await self._look()
+                except asyncio.CancelledError:
+                    waiting.cancel()
+                    raise
+                except Exception as error:  # each read that waited reads in full instead
+                    waiting.set_exception(error)
+                else:
+                    waiting.set_result(found)
+        finally:
+            self._looking = None
+            if self._next is not None:  # cancelled between turns: nobody is left waiting
+                self._next.cancel()
+                self._next = None
+
+    async def close(self) -> None:
+        if self._looking is not None:
+            self._looking.cancel()
+            try:
+                await self._looking
+            except asyncio.CancelledError:
+                pass
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Marks a look's failure as seen: the reads that waited for it read in full."""
+    if not future.cancelled():
+        future.exception()
 
 
 class CurrentReader:
@@ -68,12 +157,26 @@ class CurrentReader:
         )
         head = "COALESCE((SELECT MAX(notification_id) FROM ledger_events), 0)"
         self._head = f"SELECT {head} AS head_, LEAST({reached}) AS reached_"
+        self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
+        self.heads = HeadLooks(self._look)
+        self.kept_answers = 0  # reads answered from kept rows, since the reader was made
 
     async def open(self) -> None:
         await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
 
     async def close(self) -> None:
+        await self.heads.close()
         await self._pool.close()
+
+    @property
+    def kept(self) -> int:
+        """How many answers are kept."""
+        return len(self._kept)
+
+    async def _look(self) -> tuple[int, int]:
+        async with self._pool.connection() as connection:
+            row = (await _rows(connection, self._head, {}))[0]
+        return row["head_"], row["reached_"]
 
     def statement(self, sql: str) -> str:
         """``sql`` with the log's head and the read models' position, in one snapshot: one row
@@ -86,6 +189,21 @@ class CurrentReader:
     async def fetch(self, query: Query, *, timeout_s: float) -> Any:
         """``query``'s answer once the read models reflect every write acknowledged before
         now; ``NotReady`` when they have not within ``timeout_s``."""
+        key = _key(query)
+        kept = None if key is None else self._kept.get(key)
+        if kept is not None:
+            try:
+                head, reached = await self.heads.after_now()
+            except _LOOK_FAILURES:
+                head = reached = -1  # read in full below, which says what is wrong
+            # Other reads ran while this one waited: they may have dropped or replaced it.
+            if head == kept.head and reached >= head:
+                if self._kept.get(key) is kept:
+                    self._kept.move_to_end(key)
+                self.kept_answers += 1
+                return query.shape([dict(row) for row in kept.rows])
+            if self._kept.get(key) is kept:
+                del self._kept[key]
         statement = self.statement(query.sql)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -113,11 +231,32 @@ class CurrentReader:
                     for row in rows
                     if row["found_"] is not None
                 ]
+                if key is not None and len(found) <= MAX_KEPT_ROWS:
+                    self._keep(key, _Kept(head, tuple(dict(row) for row in found)))
                 return query.shape(found)
             if loop.time() + pause_s > deadline:
                 raise NotReady(f"the read models did not reach position {head} in time")
             await asyncio.sleep(pause_s)
             pause_s = min(pause_s * 2, MAX_PAUSE_S)
+
+    def _keep(self, key: Hashable, kept: _Kept) -> None:
+        self._kept[key] = kept
+        self._kept.move_to_end(key)
+        while len(self._kept) > MAX_KEPT_ANSWERS:  # bounded: one over at most
+            self._kept.popitem(last=False)
+
+
+def _key(query: Query) -> Hashable | None:
+    """What a keepable query's kept rows are found by: its statement and parameters (None when
+    it may not be kept)."""
+    if not query.keepable:
+        return None
+    key = (query.sql, tuple(sorted(query.params.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 _MARKERS = frozenset({"head_", "reached_", "found_"})

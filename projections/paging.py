@@ -26,6 +26,10 @@ class Query:
     sql: str
     params: dict[str, Any]
     shape: Callable[[list[dict[str, Any]]], Any]
+    # Its rows are a function of the log alone (rows that only events change, asked by
+    # hashable parameters): a process may keep them, and answer them again while the log has
+    # not moved (``projections.current``).
+    keepable: bool = False
 
     def on(self, view: Any) -> Any:
         return self.shape(view.query(self.sql, self.params))

@@ -1,12 +1,16 @@
 """Current reads in one round trip on PostgreSQL (``projections.current``): one statement learns
 where the log and the read models stand and fetches the rows; a read the read models have not
-caught up with is asked again, and refused past its bound, never answered stale."""
+caught up with is asked again, and refused past its bound, never answered stale. An answer
+kept while the log stands still is answered again after one look at the head, which reads
+arriving together share, and never once the log has moved."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import AsyncConnection
 
@@ -14,11 +18,12 @@ from ledger.application import LedgerApplication
 from ledger.errors import NotReady
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
+from projections import current
 from projections.accounts import account_query, balance_query
-from projections.current import CurrentReader
+from projections.current import CurrentReader, HeadLooks
 from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
 
-pytestmark = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+postgres = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 
 
 class Counted:
@@ -49,6 +54,7 @@ async def reader(settings: StoreSettings) -> AsyncIterator[CurrentReader]:
         await current.close()
 
 
+@postgres
 async def test_a_current_read_is_one_statement_and_reflects_every_acknowledged_write(
     app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, counted: type[Counted],
     system: Actor,
@@ -68,6 +74,7 @@ async def test_a_current_read_is_one_statement_and_reflects_every_acknowledged_w
     assert await reader.fetch(account_query("nobody"), timeout_s=5) is None
 
 
+@postgres
 async def test_a_read_the_read_models_have_not_caught_up_with_is_refused_not_stale(
     settings: StoreSettings, app: LedgerApplication, reader: CurrentReader, system: Actor,
 ) -> None:
@@ -76,3 +83,173 @@ async def test_a_read_the_read_models_have_not_caught_up_with_is_refused_not_sta
 
     with pytest.raises(NotReady):
         await reader.fetch(account_query("bea"), timeout_s=0.2)
+
+
+# -- answers kept while the log stands still ---------------------------------------------------
+
+
+@postgres
+async def test_an_answer_asked_again_while_the_log_stands_still_costs_one_look(
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, counted: type[Counted],
+    system: Actor,
+) -> None:
+    app.open_account("cat", "USD", actor=system)
+    app.deposit("cat", 700, "PAY-1", actor=system)
+    read_models.wait_caught_up()
+    first = await reader.fetch(balance_query("cat"), timeout_s=5)
+    counted.statements = 0
+
+    again = await reader.fetch(balance_query("cat"), timeout_s=5)
+
+    assert again == first == read_models.balance("cat")
+    assert (counted.statements, reader.heads.looks, reader.kept_answers) == (1, 1, 1)
+
+
+@postgres
+async def test_a_write_acknowledged_before_a_read_is_in_its_answer_though_one_was_kept(
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, system: Actor,
+) -> None:
+    app.open_account("dan", "USD", actor=system)
+    app.deposit("dan", 500, "PAY-1", actor=system)
+    read_models.wait_caught_up()
+    assert (await reader.fetch(balance_query("dan"), timeout_s=5))["posted"] == 500
+    assert (await reader.fetch(account_query("dan"), timeout_s=5))["posted"] == 500
+
+    app.deposit("dan", 250, "PAY-2", actor=system)  # acknowledged: the reader was not told
+    balance = await reader.fetch(balance_query("dan"), timeout_s=5)
+    account = await reader.fetch(account_query("dan"), timeout_s=5)
+
+    assert (balance["posted"], account["posted"]) == (750, 750)
+    assert reader.kept_answers == 0
+
+
+@postgres
+async def test_a_kept_answer_is_not_answered_once_the_log_moved_past_the_read_models(
+    settings: StoreSettings, app: LedgerApplication, reader: CurrentReader, system: Actor,
+) -> None:
+    prepare_read_models(settings)  # and no keeper: the read models never reach the write
+    assert await reader.fetch(account_query("eve"), timeout_s=5) is None  # kept: none
+
+    app.open_account("eve", "USD", actor=system)
+
+    with pytest.raises(NotReady):
+        await reader.fetch(account_query("eve"), timeout_s=0.2)
+    assert reader.kept_answers == 0
+
+
+@postgres
+async def test_reads_arriving_together_share_one_look(
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, counted: type[Counted],
+    system: Actor,
+) -> None:
+    names = [f"fay{n}" for n in range(20)]
+    for n, name in enumerate(names):
+        app.open_account(name, "USD", actor=system)
+        app.deposit(name, 100 + n, "PAY-1", actor=system)
+    read_models.wait_caught_up()
+    for name in names:
+        await reader.fetch(balance_query(name), timeout_s=5)
+    counted.statements = 0
+
+    answers = await asyncio.gather(
+        *(reader.fetch(balance_query(name), timeout_s=5) for name in names))
+
+    assert [a["posted"] for a in answers] == [100 + n for n in range(len(names))]
+    assert (counted.statements, reader.heads.looks, reader.kept_answers) == (1, 1, 20)
+
+
+@postgres
+async def test_a_failed_look_reads_in_full(
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, counted: type[Counted],
+    system: Actor,
+) -> None:
+    app.open_account("gus", "USD", actor=system)
+    read_models.wait_caught_up()
+    await reader.fetch(account_query("gus"), timeout_s=5)
+
+    async def broken() -> tuple[int, int]:
+        raise psycopg.OperationalError("the connection was lost")
+
+    reader.heads = HeadLooks(broken)
+    counted.statements = 0
+
+    assert (await reader.fetch(account_query("gus"), timeout_s=5))["username"] == "gus"
+    assert (counted.statements, reader.kept_answers) == (1, 0)
+
+
+@postgres
+async def test_the_kept_answers_are_bounded_the_least_recently_asked_dropped_first(
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader,
+    monkeypatch: pytest.MonkeyPatch, system: Actor,
+) -> None:
+    monkeypatch.setattr(current, "MAX_KEPT_ANSWERS", 2)
+    for name in ("hal", "ida", "joe"):
+        app.open_account(name, "USD", actor=system)
+    read_models.wait_caught_up()
+    for name in ("hal", "ida", "hal", "joe"):  # ida is the least recently asked
+        await reader.fetch(account_query(name), timeout_s=5)
+
+    for name in ("hal", "joe", "ida"):
+        await reader.fetch(account_query(name), timeout_s=5)
+
+    assert reader.kept_answers == 3  # hal once, then hal and joe; ida was dropped: read again
+    assert reader.kept == 2
+
+
+# -- looks at the head, shared (no store) --------------------------------------------------------
+
+
+class Looks:
+    """A look at the head the test lets end: each answers its own number."""
+
+    def __init__(self) -> None:
+        self.begun = 0
+        self.may_end: list[asyncio.Event] = []
+
+    async def __call__(self) -> tuple[int, int]:
+        self.begun += 1
+        number = self.begun
+        self.may_end.append(asyncio.Event())
+        await self.may_end[number - 1].wait()
+        return number, number
+
+    async def end(self, number: int) -> None:
+        for _ in range(100):  # bounded: the look begins within a few turns of the loop
+            if len(self.may_end) >= number:
+                break
+            await asyncio.sleep(0)
+        self.may_end[number - 1].set()
+
+
+async def test_a_read_asking_while_a_look_is_under_way_gets_the_next_look() -> None:
+    looks = Looks()
+    heads = HeadLooks(looks)
+    early = asyncio.ensure_future(heads.after_now())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first look has begun
+    assert looks.begun == 1
+    late = asyncio.ensure_future(heads.after_now())
+
+    await looks.end(1)
+    assert await early == (1, 1)
+    assert not late.done()  # the first look may have been sent before it asked
+    await looks.end(2)
+    assert await late == (2, 2)
+    assert heads.looks == 2
+
+
+async def test_a_read_that_gives_up_does_not_end_the_look_of_the_others() -> None:
+    looks = Looks()
+    heads = HeadLooks(looks)
+    leaving = asyncio.ensure_future(heads.after_now())
+    staying = asyncio.ensure_future(heads.after_now())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+    leaving.cancel()
+    await looks.end(1)
+
+    assert await staying == (1, 1)
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    await heads.close()
