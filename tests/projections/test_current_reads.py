@@ -21,13 +21,21 @@ from ledger.settings import StoreSettings
 from projections import current
 from projections.accounts import account_query, balance_query
 from projections.current import CurrentReader, HeadLooks
-from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
+from projections.readmodels import (
+    PROJECTIONS,
+    ReadModels,
+    close_views,
+    open_views,
+    prepare_read_models,
+)
+from projections.replay import replay
 
 postgres = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 
 
 class Counted:
     statements = 0
+    answered = 0  # statements the server has answered
 
 
 @pytest.fixture
@@ -36,9 +44,11 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> type[Counted]:
 
     async def execute(self: AsyncConnection[Any], *args: Any, **kwargs: Any) -> Any:
         Counted.statements += 1
-        return await original(self, *args, **kwargs)
+        cursor = await original(self, *args, **kwargs)
+        Counted.answered += 1
+        return cursor
 
-    Counted.statements = 0
+    Counted.statements = Counted.answered = 0
     monkeypatch.setattr(AsyncConnection, "execute", execute)
     return Counted
 
@@ -83,6 +93,30 @@ async def test_a_read_the_read_models_have_not_caught_up_with_is_refused_not_sta
 
     with pytest.raises(NotReady):
         await reader.fetch(account_query("bea"), timeout_s=0.2)
+
+
+@postgres
+async def test_a_read_waits_for_the_writes_before_it_not_for_those_landing_meanwhile(
+    settings: StoreSettings, app: LedgerApplication, reader: CurrentReader,
+    counted: type[Counted], system: Actor,
+) -> None:
+    prepare_read_models(settings)  # no keeper: the test applies the log itself
+    app.open_account("max", "USD", actor=system)  # position 1, acknowledged before the read
+    reading = asyncio.ensure_future(reader.fetch(account_query("max"), timeout_s=5))
+    for _ in range(5_000):  # bounded: until the read's first statement has been answered
+        if counted.answered:
+            break
+        await asyncio.sleep(0.001)
+    assert counted.answered and not reading.done()  # it saw the read models short of 1
+
+    app.open_account("ned", "USD", actor=system)  # position 2: lands while the read waits
+    views = open_views(settings, pool_size=2)
+    try:
+        replay(app, [(p, views[p.name]) for p in PROJECTIONS], upto=1)
+    finally:
+        close_views(views)
+
+    assert (await reading)["username"] == "max"  # read models at 1 of 2: current for it
 
 
 # -- answers kept while the log stands still ---------------------------------------------------
@@ -135,6 +169,22 @@ async def test_a_kept_answer_is_not_answered_once_the_log_moved_past_the_read_mo
     with pytest.raises(NotReady):
         await reader.fetch(account_query("eve"), timeout_s=0.2)
     assert reader.kept_answers == 0
+
+
+@postgres
+async def test_while_the_log_moves_a_kept_answer_older_than_it_is_read_again_without_a_look(
+    app: LedgerApplication, read_models: ReadModels, reader: CurrentReader, counted: type[Counted],
+    system: Actor,
+) -> None:
+    app.open_account("kim", "USD", actor=system)
+    read_models.wait_caught_up()
+    await reader.fetch(account_query("kim"), timeout_s=5)  # kept
+    app.open_account("lee", "USD", actor=system)
+    await reader.fetch(account_query("lee"), timeout_s=5)  # a read sees the log moved on
+    counted.statements = 0
+
+    assert (await reader.fetch(account_query("kim"), timeout_s=5))["username"] == "kim"
+    assert (counted.statements, reader.heads.looks, reader.kept_answers) == (1, 0, 0)
 
 
 @postgres
