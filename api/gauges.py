@@ -60,9 +60,11 @@ def _pools(app: web.Application, metrics: Metrics) -> None:
     if callable(stats):  # psycopg's pool (PostgreSQL)
         _pool_stats(metrics, "store", stats())
     current = app[CURRENT]
-    current_pool = getattr(current, "_pool", None)
-    if current_pool is not None:
-        _pool_stats(metrics, "current_reads", current_pool.get_stats())
+    if current is not None:  # PostgreSQL: reads in the event loop, some answered as kept
+        _pool_stats(metrics, "current_reads", current.pool_stats())
+        metrics.current_reads_kept.set(current.kept)
+        metrics.current_reads_answered_kept.set(current.kept_answers)
+        metrics.current_reads_head_looks.set(current.heads.looks)
 
 
 def _pool_stats(metrics: Metrics, pool: str, stats: dict[str, int]) -> None:

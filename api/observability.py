@@ -123,6 +123,18 @@ class Metrics:
             "ledger_event_pages_answered_kept",
             "/v1/events pages answered from the kept pages since start (api.sealed_pages)",
             registry=self.registry)
+        self.current_reads_kept = Gauge(
+            "ledger_current_reads_kept",
+            "Answers of current reads kept while the log stands still (projections.current)",
+            registry=self.registry)
+        self.current_reads_answered_kept = Gauge(
+            "ledger_current_reads_answered_kept",
+            "Current reads answered from kept rows after a look at the log's head, since start",
+            registry=self.registry)
+        self.current_reads_head_looks = Gauge(
+            "ledger_current_reads_head_looks",
+            "Looks at the log's head, each shared by the reads waiting for it, since start",
+            registry=self.registry)
         self.lag_since: float | None = None  # monotonic time the read models fell behind
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -175,6 +175,10 @@ class CurrentReader:
         await self.heads.close()
         await self._pool.close()
 
+    def pool_stats(self) -> dict[str, int]:
+        """The async pool's figures (``psycopg_pool``'s ``get_stats``)."""
+        return self._pool.get_stats()
+
     @property
     def kept(self) -> int:
         """How many answers are kept."""
