@@ -10,10 +10,9 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    processor time per answer of the service's own process, of its children (the ledger's
    keeper) and of PostgreSQL (``/proc``; the ledger's counted until its read models have
    caught up), the cores the service's own process kept busy (near 1.0 while its event loop
-   is what limits it) and, for
-   the ledger's write runs, the read models' lag when the load ends and how long until they
-   catch up. After the rounds, each service's resident memory (its processes, the keeper's
-   child included).
+   is what limits it) and, for the ledger's write runs, the read models' lag when the load
+   ends and how long until they catch up. After the rounds, each service's resident memory
+   (its processes, the keeper's child included).
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
 5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
