@@ -35,6 +35,7 @@ SQLite has no async driver here: its reads stay on the executor (``projections.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -117,10 +118,8 @@ class HeadLooks:
     async def close(self) -> None:
         if self._looking is not None:
             self._looking.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._looking
-            except asyncio.CancelledError:
-                pass
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -202,15 +201,15 @@ class CurrentReader:
         now; ``NotReady`` when they have not within ``timeout_s``."""
         key = _key(query)
         kept = None if key is None else self._kept.get(key)
-        # The log's head as a statement begun after this read saw it: every write acknowledged
-        # before the read began is at or before it, so the read models need reach no further
-        # (a write landing meanwhile need not be waited for).
-        target: int | None = None
         if kept is not None and kept.head < self._seen_head:
             # The log has moved since these rows were read (a look or a read saw it later):
             # while it moves, a look would only tell so, a round trip late.
             del self._kept[key]
             kept = None
+        # The log's head as a statement begun after this read saw it: every write acknowledged
+        # before the read began is at or before it, so the read models need reach no further
+        # (a write landing meanwhile need not be waited for).
+        target: int | None = None
         if kept is not None:
             try:
                 head, reached = await self.heads.after_now()
