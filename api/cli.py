@@ -261,6 +261,7 @@ def rebuild(lock_timeout_s: float) -> None:
     the swap do they wait (briefly) for the tables."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
+    from ledger.errors import HistoryDamaged
     from projections import replay
     from projections.leadership import LeadershipBusy
 
@@ -272,7 +273,8 @@ def rebuild(lock_timeout_s: float) -> None:
                 report = replay.rebuild(
                     settings, app, on_batch=bar.update, lock_timeout_s=lock_timeout_s
                 )
-            except LeadershipBusy as error:
+            except (LeadershipBusy, HistoryDamaged) as error:
+                # damaged: the fresh read models are dropped, the live ones left as they were
                 bar.close()
                 _refuse("rebuild", str(error), exit_code=1)
     click.echo(
@@ -409,7 +411,7 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
 def export(fmt: str, currency: str | None, output: Path | None) -> None:
     """The journal for plain-text accounting tools."""
     from ledger import money
-    from ledger.errors import InvalidInput
+    from ledger.errors import HistoryDamaged, InvalidInput
 
     if currency is not None:
         try:
@@ -418,12 +420,15 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
             _refuse("export", error.detail)
     settings = _settings("export")
     with _application(settings, "export") as app:
-        if fmt == "events":  # issue 10: what tools/ledger_audit.py reads
-            text = "".join(line + "\n" for line in auditcli.event_lines(app))
-        elif fmt in ("csv", "hledger"):  # issue 10: the general ledger, the hledger journal
-            text = auditcli.csv_text(app, currency, fmt)
-        else:
-            text = beancount_text(app, currency)
+        try:
+            if fmt == "events":  # issue 10: what tools/ledger_audit.py reads
+                text = "".join(line + "\n" for line in auditcli.event_lines(app))
+            elif fmt in ("csv", "hledger"):  # issue 10: the general ledger, the hledger journal
+                text = auditcli.csv_text(app, currency, fmt)
+            else:
+                text = beancount_text(app, currency)
+        except HistoryDamaged as error:  # the journal is replayed only from sealed events
+            _refuse("export", str(error), exit_code=1)
     if output is None:
         click.echo(text, nl=False)
         return

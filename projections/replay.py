@@ -7,6 +7,11 @@ model is row for row what the live one holds at the same position. It reads the 
 (on PostgreSQL) commits the last one while it decodes and projects this one, each in a thread
 of its own.
 
+Like the keeper, a replay applies only events whose seals hold (``projections.chain.SealWatch``):
+at the first event written, changed or moved behind the service's back it stops, having applied
+the events before it, and raises ``HistoryDamaged`` naming its position. So neither a rebuild
+nor an export ever turns a row inserted by SQL into money.
+
 ``rebuild`` builds fresh read models beside the live ones, catches them up and swaps them in with
 their tracking records in one transaction, while servers go on serving (see ``rebuild``).
 """
@@ -31,8 +36,10 @@ from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import LedgerApplication
+from ledger.errors import HistoryDamaged
 from ledger.settings import StoreSettings
 from projections.batches import BatchApplier, Projections
+from projections.chain import SealWatch
 from projections.leadership import LeaderLock, LeadershipBusy, rebuilding
 from projections.readmodels import (
     APP_NAME,
@@ -78,16 +85,28 @@ def read_ahead(
     app: LedgerApplication, after: int, *, upto: int | None = None
 ) -> Iterator[Sequence[Notification]]:
     """The log after a position (up to ``upto``) in batches, the next one read while this one
-    is used (at most ``READ_AHEAD`` waiting)."""
+    is used (at most ``READ_AHEAD`` waiting); each event's seal checked as it is read. At the
+    first whose seal does not hold, the events before it are given, then ``HistoryDamaged``
+    raised."""
     batches: queue.Queue[Sequence[Notification] | BaseException | None] = queue.Queue(READ_AHEAD)
     stopping = threading.Event()
+    watch = SealWatch(app.recorder, app.recorder.chain_key)  # type: ignore[attr-defined]
 
     def read() -> None:
         start = after
         try:
             while not stopping.is_set():
                 batch = read_log(app.recorder, start, REPLAY_BATCH, upto=upto)
-                _put(batches, batch, stopping)
+                sealed = watch.admit(start, list(batch))
+                if sealed:
+                    _put(batches, sealed, stopping)
+                if watch.damage is not None:
+                    raise HistoryDamaged(
+                        f"the history is damaged at {watch.damage.describe()}; nothing from "
+                        "there on is replayed until an operator restores the store "
+                        "(`ledger verify` names every damaged position)",
+                        position=watch.damage.position,
+                    )
                 if len(batch) < REPLAY_BATCH:
                     break
                 start = batch[-1].id

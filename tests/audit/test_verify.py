@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from ledger.errors import HistoryDamaged
 from projections.audit import verify
 from projections.chain import Chain, read_digests
 from projections.replay import rebuild
-from tests.audit.conftest import Intruder, Ledger
+from tests.audit.conftest import Intruder, Ledger, dump_read_models
 from tests.audit.history import SYSTEM, History, RandomChooser
 
 DEPOSIT = "ledger:Account.DepositReceived"
@@ -57,6 +58,23 @@ def test_a_deposit_inserted_by_sql_is_named_as_unsealed(
     assert not report.ok
     assert report.first_bad_position == forged
     assert report.damage == [{"position": forged, "what": "unsealed"}]
+
+
+def test_a_rebuild_stops_before_a_deposit_inserted_by_sql_and_leaves_the_read_models_alone(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    # Given a well-formed deposit of 5,000,000 INSERTed by SQL, and no keeper running (the
+    # rebuild then replays up to the log's head itself)
+    before = dump_read_models(audited.settings)
+    forged = intruder.forge_deposit(deposit_positions(audited)[0], 5_000_000, "FORGED-1")
+
+    # When an operator rebuilds the read models
+    with pytest.raises(HistoryDamaged, match=f"position {forged}: an event with no seal") as told:
+        rebuild(audited.settings, audited.app)
+
+    # Then the rebuild names the forged row and swaps nothing in: the forged money shows nowhere
+    assert told.value.position == forged
+    assert dump_read_models(audited.settings) == before
 
 
 def test_the_writer_places_its_next_events_after_a_row_forged_at_the_next_position(

@@ -92,5 +92,44 @@ async def test_a_deposit_inserted_by_sql_never_becomes_money(
     assert "ERROR" in server.log() and f"position {forged}" in server.log()
 
 
+async def test_no_rebuild_or_export_turns_a_deposit_inserted_by_sql_into_money(
+    served: tuple[Server, Api], tmp_path: Path
+) -> None:
+    server, api = served
+    # Given a deposit of 5,000,000 INSERTed by SQL, and no server keeping the read models (so a
+    # rebuild replays the log up to its head itself)
+    username = await api.funded_account(1_000)
+    _, history = await api.state(username)
+    forged = Intruder(store_settings(server.database_url)).forge_deposit(
+        deposit_position(history), FORGED, "FORGED-1"
+    )
+    assert server.stop() == 0
+
+    # When an operator rebuilds the read models, and an auditor exports the journal
+    env = {"LEDGER_DATABASE_URL": server.database_url, "PATH": "/usr/bin:/bin",
+           **_chain_key_env()}
+    runs = {
+        command[0]: subprocess.run([*ledger_command(), *command], capture_output=True, text=True,
+                                   timeout=120, env=env, cwd=tmp_path, check=False)
+        for command in (["rebuild"], ["export", "--format", "csv"])
+    }
+
+    # Then each refuses, naming the forged row, and nothing of it was made
+    for command, run in runs.items():
+        assert run.returncode == 1, f"{command}: {run.stdout}{run.stderr}"
+        assert f"position {forged}: an event with no seal" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+        assert str(FORGED) not in run.stdout
+    # and the read models the rebuild left are the ones before it, which stop short of the row
+    restarted = start_server(server.database_url, tmp_path)
+    try:
+        async with aiohttp.ClientSession(base_url=restarted.base_url) as session:
+            ready = await Api(session).get("/ready", role="auditor")
+            problem = assert_problem(ready, 503, "not_ready")
+            assert f"position {forged}" in problem["detail"]
+    finally:
+        assert restarted.stop() == 0
+
+
 def _chain_key_env() -> dict[str, str]:
     return {"LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]}
