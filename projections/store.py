@@ -213,7 +213,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             "SELECT (SELECT max(notification_id) FROM {schema}.{table}) AS position,"
             " (SELECT hash FROM {schema}.ledger_chain ORDER BY position DESC LIMIT 1) AS link"
         ).format(schema=schema, table=table).as_string(None)
-        self._record = SQL(
+        record = SQL(
             "WITH events AS ("
             "INSERT INTO {schema}.{table}"
             " (notification_id, originator_id, originator_version, topic, state)"
@@ -221,13 +221,18 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             " %s::bytea[])),"
             " links AS ("
             "INSERT INTO {schema}.ledger_chain (position, previous, hash)"
-            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])),"
-            " keys AS ({insert_keys})"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])){keys}"
             " SELECT pg_notify({channel}, '')"
-        ).format(
-            schema=schema, table=table, id_type=Identifier(datastore.originator_id_type),
-            insert_keys=insert_keys, channel=Literal(self.channel_name),
-        ).as_string(None)
+        )
+        self._record, self._record_without_keys = (
+            record.format(
+                schema=schema, table=table, id_type=Identifier(datastore.originator_id_type),
+                keys=keys, channel=Literal(self.channel_name),
+            ).as_string(None)
+            # A batch under no key (the order system's deposits, most writes) sends no keys'
+            # insert: the server then does not plan and run an insert of seven empty arrays.
+            for keys in (SQL(", keys AS ({})").format(insert_keys), SQL(""))
+        )
         self._delete_expired_key = SQL(
             "DELETE FROM {}.ledger_keys WHERE id = %s AND recorded_at = %s"
         ).format(schema).as_string(None)
@@ -279,7 +284,8 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         """The batch after ``head`` in one statement (an implicit transaction)."""
         ids, params, link = self._record_params(head, stored_events, keys)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._record, params, prepare=True)
+            curs.execute(self._record if keys else self._record_without_keys, params,
+                         prepare=True)
         return ids, link
 
     def _record_under_lock(
@@ -297,7 +303,8 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             head = (int(row["position"] or 0), row["link"] or GENESIS)
             ids, params, link = self._record_params(head, stored_events, keys)
             self._delete_expired_keys(curs, keys)
-            curs.execute(self._record, params, prepare=True)
+            curs.execute(self._record if keys else self._record_without_keys, params,
+                         prepare=True)
         return ids, link
 
     def _record_params(
@@ -314,7 +321,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             [event.topic for event in stored_events],
             [event.state for event in stored_events],
             ids, [p for _, p, _ in links], [h for _, _, h in links],
-            *self._key_columns(keys, ids),
+            *(self._key_columns(keys, ids) if keys else ()),
         )
         return ids, params, links[-1][2]
 
