@@ -12,7 +12,8 @@ freed: requests in line behind that one find it kept, rather than each making it
 
 Bounded by bytes (``MAX_BYTES``, least recently used first out: ``cachetools.LRUCache``).
 Once the notary finds the history damaged, nothing is answered from here: the pages then come
-from the store as it is, so what an auditor reads is what the database holds.
+from the store, read anew, and end before the first event whose seal does not hold
+(``ReadModels.events``).
 """
 
 from __future__ import annotations

@@ -231,9 +231,10 @@ class SealWatch:
     ``damage`` then names it, until an operator repairs the store; the reader applies nothing
     from there on, so no read model ever shows an event the writer did not seal."""
 
-    def __init__(self, recorder: Recorder, key: ChainKey) -> None:
+    def __init__(self, recorder: Recorder, key: ChainKey, *, quiet: bool = False) -> None:
         self.chain = Chain(recorder)
         self.key = key
+        self.quiet = quiet  # no ERROR line: a request's watch (the keeper's already says it)
         self.damage: Damage | None = None
         self._at: tuple[int, str] | None = None  # the last admitted position and its link
 
@@ -272,7 +273,7 @@ class SealWatch:
         return admitted
 
     def _stop(self, damage: Damage) -> None:
-        if self.damage != damage:
+        if self.damage != damage and not self.quiet:
             log.error("history damaged at %s; read models stop before it", damage.describe())
         self.damage = damage
 

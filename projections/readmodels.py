@@ -425,10 +425,22 @@ class ReadModels:
 
     def events(self, *, limit: int, after: str | None) -> Page:
         """The global log in order, straight from the event store: no gap skipped (writers
-        commit in log order), no event twice."""
-        notifications = self.app.recorder.select_notifications(
-            cursor(after), page_size(limit) + 1, inclusive_of_start=False
-        )
+        commit in log order), no event twice. Only events whose seals hold are served: a page
+        ends before the first that does not (its ``next`` says to come back), and a page that
+        would begin with it is refused (``HistoryDamaged``, naming its position)."""
+        start = cursor(after)
+        read = list(self.app.recorder.select_notifications(
+            start, page_size(limit) + 1, inclusive_of_start=False
+        ))
+        watch = SealWatch(self.app.recorder, self.app.recorder.chain_key,  # type: ignore[attr-defined]
+                          quiet=True)
+        notifications = watch.admit(start, read)
+        if watch.damage is not None and not notifications:
+            raise HistoryDamaged(
+                f"the history is damaged at {watch.damage.describe()}; the log is served up to "
+                "the event before it until an operator restores the store",
+                position=watch.damage.position,
+            )
         items = []
         for notification in notifications:
             event: Any = self.app.mapper.to_domain_event(notification)
@@ -444,6 +456,8 @@ class ReadModels:
                     "leaf_hash": b64(notification_leaf(notification)),
                 }
             )
+        if watch.damage is not None:  # come back: the next page names the damage
+            return Page(items, str(items[-1]["position"]))
         return paged(items, limit, key="position")
 
     # -- finance --------------------------------------------------------------------------------

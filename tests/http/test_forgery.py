@@ -3,7 +3,9 @@
 Someone with the database's password but not the service's chain key INSERTs a well-formed
 deposit of 5,000,000 on an existing account, as its next version. The service never uses it:
 the balance does not show it, no purchase or refund can spend it, the read models stop before
-it and ``/ready`` says where, and ``/v1/audit/verify`` and ``ledger verify`` name its position.
+it and ``/ready`` says where, the log served to auditors ends before it, and
+``/v1/audit/verify`` and ``ledger verify`` name its position; ``ledger rebuild`` and ``ledger
+export`` refuse to replay it.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ async def test_a_deposit_inserted_by_sql_never_becomes_money(
     balance = await api.get(f"/v1/accounts/{username}/balance")
     assert balance.status == 503, balance.text
     assert str(FORGED) not in balance.text
+    # and the log served to auditors ends before it: the next page names it instead
+    page = await api.get("/v1/events?limit=1000", role="auditor")
+    assert page.status == 200, page.text
+    assert [item["position"] for item in page.json["items"]] == list(range(1, forged))
+    assert page.json["next"] == str(forged - 1)
+    beyond = await api.get(f"/v1/events?after={page.json['next']}", role="auditor")
+    problem = assert_problem(beyond, 503, "not_ready")
+    assert f"position {forged}" in problem["detail"]
 
     # and the auditors' verify names it, over HTTP and on the command line
     report = await api.get("/v1/audit/verify", role="auditor")
