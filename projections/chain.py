@@ -115,6 +115,25 @@ class Chain:
                 return
             after = int(rows[-1]["position"])
 
+    def links_at(self, positions: Iterable[int]) -> dict[int, Link]:
+        """The stored links at these positions (at most ``BATCH`` of them), by position; a
+        position with none is absent."""
+        wanted = sorted(set(positions))
+        assert len(wanted) <= BATCH, "links_at reads one batch"
+        if not wanted:
+            return {}
+        marks = ", ".join(f"%(p{n})s" for n in range(len(wanted)))
+        rows = run_sql(
+            self.recorder,
+            [(
+                f"SELECT position, previous, hash FROM ledger_chain WHERE position IN ({marks})",  # noqa: S608
+                {f"p{n}": position for n, position in enumerate(wanted)},
+            )],
+            commit=False,
+        )
+        return {int(row["position"]): Link(int(row["position"]), row["previous"], row["hash"])
+                for row in rows}
+
     def link_at(self, position: int) -> str:
         """The link at ``position`` (the genesis link at 0); KeyError if there is none."""
         if position == 0:

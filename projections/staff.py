@@ -4,10 +4,16 @@ Each server keeps its own directory in memory (token digest -> person, role, rev
 the staff events recorded since it last looked, at most every ``REFRESH_S``, so a person added,
 rotated or revoked on any server (or by ``ledger staff``) is honoured everywhere within a second.
 Only the staff's own topics are read, a page at a time.
+
+Only events the service sealed are honoured: each one's seal is checked with the chain key
+(``projections.seal``) before it counts, so a member of staff (or a token) INSERTed into the
+events table by someone with the database's password but not the key lets no one in. Such an
+event is skipped and named in an ERROR line; the notary and ``ledger verify`` name it too.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -15,11 +21,15 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Notification
 
 from ledger.staff import Staff
+from projections.chain import Chain, Link
+from projections.seal import ChainKey
 
 REFRESH_S = 0.5
 PAGE = 500
+log = logging.getLogger(__name__)
 TOPICS = (Staff.StaffAdded.TOPIC, Staff.TokenRotated.TOPIC, Staff.StaffRevoked.TOPIC)
 
 
@@ -47,6 +57,9 @@ class StaffDirectory:
         self._last = 0
         self._checked = float("-inf")
         self._lock = threading.Lock()
+        self._chain = Chain(app.recorder)
+        self._key: ChainKey = app.recorder.chain_key  # type: ignore[attr-defined]
+        assert self._key is not None, "the staff directory checks seals: wire the recorder first"
 
     def refresh(self) -> None:
         with self._lock:
@@ -57,13 +70,26 @@ class StaffDirectory:
                 found = self.app.recorder.select_notifications(
                     self._last + 1, PAGE, stop=top, topics=TOPICS
                 )
+                links = self._chain.links_at(n.id for n in found)
                 for notification in found:
-                    self._apply(self.app.mapper.to_domain_event(notification))
+                    if self._sealed(notification, links.get(notification.id)):
+                        self._apply(self.app.mapper.to_domain_event(notification))
                     self._last = notification.id
                 if len(found) < PAGE:
                     self._last = top
             self._by_hash = {p.token_hash: p for p in self._people.values() if not p.revoked}
             self._checked = time.monotonic()
+
+    def _sealed(self, notification: Notification, link: Link | None) -> bool:
+        if link is not None and self._key.holds(
+            link.hash, link.previous, notification.id, notification.originator_id,
+            notification.originator_version, notification.topic, notification.state,
+        ):
+            return True
+        log.error("history damaged at position %s: a staff event without a valid seal "
+                  "(written behind the service's back); no one is let in by it",
+                  notification.id)
+        return False
 
     def refresh_if_due(self) -> None:
         if time.monotonic() - self._checked >= self.refresh_s:

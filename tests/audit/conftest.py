@@ -20,6 +20,7 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
+from ledger.staff import staff_id
 from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, open_view
 from projections.readmodels import prepare_read_models as prepare
 from projections.replay import tables_of
@@ -258,6 +259,41 @@ class Intruder:
             f"INSERT INTO {self.events} ({placed}originator_id, originator_version, topic, state)"
             f" VALUES ({at}%s, %s, %s, %s)",
             (originator_id, version + 1, topic, forged),
+            unguarded=False,
+        )
+        (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
+        return int(position)
+
+    def positions_of(self, topic: str) -> list[int]:
+        """The positions of the stored events of ``topic``, in log order."""
+        rows = self._select(
+            f"SELECT {self.key} FROM {self.events} WHERE topic = %s ORDER BY {self.key}", (topic,)
+        )
+        return [int(row[0]) for row in rows]
+
+    def forge_staff(self, like: int, name: str, role: str, token: str) -> int:
+        """INSERT, with plain SQL, a member of staff ``name`` in ``role`` with ``token``: a copy
+        of the StaffAdded at position ``like`` with those fields changed, as a new stream at the
+        log's next position; answers its position."""
+        rows = self._select(
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events}"
+            f" WHERE {self.key} = %s",
+            (like,),
+        )
+        original, version, topic, state = rows[0]
+        assert topic == "ledger:Staff.StaffAdded", topic
+        data = json.loads(bytes(state))
+        data.update(name=name, role=role, token_hash=hashlib.sha256(token.encode()).hexdigest())
+        forged = json.dumps(data, separators=(",", ":")).encode()
+        stream: Any = staff_id(name)  # spelled as the store spells the one it copies
+        if isinstance(original, str):
+            stream = str(stream) if "-" in original else stream.hex
+        placed = "" if self.kind == "sqlite" else f"{self.key}, "
+        at = "" if self.kind == "sqlite" else f"(SELECT MAX({self.key}) + 1 FROM {self.events}), "
+        self.run(
+            f"INSERT INTO {self.events} ({placed}originator_id, originator_version, topic, state)"
+            f" VALUES ({at}%s, %s, %s, %s)",
+            (stream, version, topic, forged),
             unguarded=False,
         )
         (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]

@@ -20,7 +20,16 @@ import pytest
 
 from tests.audit.conftest import Intruder
 from tests.conftest import store_settings
-from tests.http.conftest import Api, Server, assert_problem, ledger_command, start_server, store
+from tests.http.conftest import (
+    Api,
+    Server,
+    add_person,
+    assert_problem,
+    ledger_command,
+    me,
+    start_server,
+    store,
+)
 
 FORGED = 5_000_000
 
@@ -139,6 +148,32 @@ async def test_no_rebuild_or_export_turns_a_deposit_inserted_by_sql_into_money(
             assert f"position {forged}" in problem["detail"]
     finally:
         assert restarted.stop() == 0
+
+
+async def test_a_member_of_staff_inserted_by_sql_is_never_let_in(
+    served: tuple[Server, Api], tmp_path: Path
+) -> None:
+    server, api = served
+    username = await api.funded_account(1_000)
+    # Given a member of staff added by the service, and one INSERTed by SQL as a copy of that
+    # one's event: mallory, in the system role, with a token the intruder knows
+    add_person(server, "ann", "cs")
+    intruder = Intruder(store_settings(server.database_url))
+    (added,) = intruder.positions_of("ledger:Staff.StaffAdded")
+    forged = intruder.forge_staff(added, "mallory", "system", "mallorys-own-token")
+
+    # When the server's staff directory has read past it (it knows a person added after it)
+    add_person(server, "bea", "finance")
+
+    # Then mallory's token is refused like any unknown token: no deposit can be made with it
+    assert me(server, "mallorys-own-token")[0] == 401
+    reply = await api.session.post(
+        f"/v1/accounts/{username}/deposits", json={"amount": FORGED, "reference": "PAY-M"},
+        headers={"Authorization": "Bearer mallorys-own-token"},
+    )
+    assert reply.status == 401
+    # and the server names the forged event in an ERROR line
+    assert f"history damaged at position {forged}: a staff event" in server.log()
 
 
 def _chain_key_env() -> dict[str, str]:
