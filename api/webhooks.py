@@ -15,6 +15,11 @@ connection is tried again after a bounded exponential back-off with jitter
 message is ``LEDGER_WEBHOOK_MAX_AGE_S`` old: then the delivery is parked ``failed`` (shown in
 ``GET /v1/outbox?status=failed``; ``ledger webhooks redeliver ID`` sends it again).
 
+What: only messages the keeper made from sealed events. Each carries its seal (``ob_seals``,
+``projections.outbox.seal_of``); a message whose seal does not hold (a row INSERTed into the
+outbox by someone with the database's password but not the chain key) is never signed nor sent:
+it is parked ``failed`` saying so, counted and named in an ERROR line.
+
 Order: per subscriber, a customer's message is sent only once every earlier one of theirs is
 delivered or parked (log order per customer); different customers' messages go out together, at
 most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time. At least once: a delivery is marked after its
@@ -46,11 +51,12 @@ from api import models, parsing
 from api.config import Config
 from api.context import read
 from api.handlers import json_response
-from api.keys import KEEPER, METRICS, SETTINGS
+from api.keys import KEEPER, LEDGER, METRICS, SETTINGS
 from ledger.clock import rfc3339
 from ledger.settings import StoreSettings
 from projections import outbox
 from projections.outbox import OutboxProjection
+from projections.seal import ChainKey
 from projections.views import ReadModelView
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,8 @@ SIGNATURE_TOLERANCE_S = 300
 # taken in turn by name across rounds: a round's work is bounded however many wait, and one
 # customer's backlog holds back no other customer.
 CUSTOMERS_PER_ROUND = 200
+# Why a message was parked failed without being sent (the outbox listing shows it).
+UNSEALED = "not sent: its seal does not hold (written behind the service's back)"
 
 
 @dataclass(frozen=True)
@@ -160,9 +168,10 @@ class Deliverer:
     """Sends the outbox's messages while ``is_leader()`` (see the module docstring)."""
 
     def __init__(self, settings: StoreSettings, hooks: WebhookSettings,
-                 is_leader: Callable[[], bool], metrics: Any) -> None:
+                 is_leader: Callable[[], bool], metrics: Any, key: ChainKey) -> None:
         self.settings = settings
         self.hooks = hooks
+        self.key = key  # checks each message's seal (``outbox.sealed``) before it is signed
         self.is_leader = is_leader
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks")
         self._view: ReadModelView | None = None
@@ -186,6 +195,9 @@ class Deliverer:
         self.attempts = Counter("ledger_webhook_attempts",
                                 "Webhook POSTs made, by outcome", ("outcome",),
                                 registry=registry)
+        self.unsealed = Counter("ledger_webhook_unsealed",
+                                "Outbox messages never sent: their seal does not hold (written "
+                                "behind the service's back)", registry=registry)
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -286,6 +298,14 @@ class Deliverer:
     async def _send(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
                     view: ReadModelView, url: str, row: dict[str, Any]) -> None:
         assert self.hooks.secret is not None
+        if not outbox.sealed(self.key, row):  # nothing the keeper did not make is signed
+            self.unsealed.inc()
+            log.error("webhook message %s at position %s has no valid seal (written behind the "
+                      "service's back): parked failed, never sent", row["id"], row["position"])
+            await self._db(outbox.settle, view, row["id"], url, status=outbox.FAILED,
+                           attempts=int(row["attempts"]), next_at=time.time(),
+                           delivered_at=None, last_error=UNSEALED)
+            return
         body = json.dumps(outbox.body(row), separators=(",", ":"), sort_keys=True).encode()
         error: str | None = None
         async with gate:
@@ -350,7 +370,8 @@ def delivery(hooks: WebhookSettings) -> Callable[[web.Application], AsyncIterato
         def is_leader() -> bool:
             return leader is not None and bool(leader.is_set())
 
-        deliverer = Deliverer(app[SETTINGS], hooks, is_leader, app[METRICS])
+        deliverer = Deliverer(app[SETTINGS], hooks, is_leader, app[METRICS],
+                              app[LEDGER].recorder.chain_key)  # type: ignore[attr-defined]
         deliverer.start()
         yield
         await deliverer.stop()

@@ -24,6 +24,7 @@ from typing import Any
 
 from eventsourcing.persistence import Mapper, Notification
 
+from projections.seal import ChainKey
 from projections.views import Changes, ReadModelProjection, ReadModelView, Rows
 
 Projections = Sequence[tuple[type[ReadModelProjection], ReadModelView]]
@@ -48,6 +49,7 @@ class BatchApplier:
         mapper: Mapper[Any],
         projections: Projections,
         *,
+        key: ChainKey,
         max_remembered_rows: int = MAX_REMEMBERED_ROWS,
     ) -> None:
         self.mapper = mapper
@@ -55,7 +57,7 @@ class BatchApplier:
         self.models: list[tuple[ReadModelProjection, Rows]] = []
         for cls, view in projections:
             rows = Rows(view, cls.keys)
-            self.models.append((cls(rows), rows))
+            self.models.append((cls(rows, key), rows))
         # event type -> the read models it changes (the others only track it)
         self._changed_by: dict[type[Any], list[tuple[ReadModelProjection, Rows]]] = {}
 

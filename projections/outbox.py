@@ -22,6 +22,7 @@ the deliverer's (``pending``, ``settle``, ``redeliver``, subscriptions).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from ledger.refund_request import RefundRequest
 from ledger.return_case import ReturnCase
 from projections.events import json_text, moment_text
 from projections.paging import Page, cursor, page_size, paged
+from projections.seal import ChainKey
 from projections.views import (
     ReadModelProjection,
     ReadModelView,
@@ -55,6 +57,12 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS ob_streams ("
     " id TEXT PRIMARY KEY, username TEXT NOT NULL, currency TEXT NOT NULL, order_no TEXT,"
     " return_by TEXT)",
+    # Each message's seal (``seal_of``), made by the keeper from sealed events only: the
+    # deliverer signs and sends no message whose seal does not hold, so a row INSERTed into
+    # ob_messages by SQL never reaches a receiver. A table of its own, so that a store made
+    # before it gets its messages' seals with ``ledger rebuild``.
+    "CREATE TABLE IF NOT EXISTS ob_seals ("
+    " message_id TEXT PRIMARY KEY, position BIGINT NOT NULL, seal TEXT NOT NULL)",
 )
 # Not derived from the log (see the module docstring): made beside the read model, kept by a
 # rebuild, never compared by verify.
@@ -170,7 +178,7 @@ class OutboxProjection(ReadModelProjection):
         message_type, text, amount, details = said
         case_id = stream_id if kind in CASE_EVENTS else None
         request_id = stream_id if kind in REQUEST_EVENTS else None
-        self.rows.add("ob_messages", {
+        message = {
             "id": message_id(event, message_type),
             "position": position,
             "type": message_type,
@@ -183,10 +191,29 @@ class OutboxProjection(ReadModelProjection):
             "customer_message": text,
             "details": json_text(details),
             "created_at": moment_text(event.timestamp),
-        })
+        }
+        assert self.key is not None, "the outbox seals its messages: give it the chain key"
+        self.rows.add("ob_messages", message)
+        self.rows.add("ob_seals", {"message_id": message["id"], "position": position,
+                                   "seal": seal_of(self.key, message)})
 
 
 Said = tuple[str, str, int | None, dict[str, Any]]
+# What a message's seal covers: every column that is sent.
+SEALED = ("id", "position", "type", "username", "currency", "amount", "case_id", "request_id",
+          "order_no", "customer_message", "details", "created_at")
+
+
+def seal_of(key: ChainKey, message: Mapping[str, Any]) -> str:
+    """A message's seal: the chain key's message seal of its columns, in ``SEALED`` order."""
+    return key.message_seal(json.dumps([message[column] for column in SEALED],
+                                        separators=(",", ":")))
+
+
+def sealed(key: ChainKey, message: Mapping[str, Any]) -> bool:
+    """Whether the message (a row of ``pending``, its ``seal`` with it) is one the keeper made."""
+    seal = message.get("seal")
+    return seal is not None and hmac.compare_digest(seal, seal_of(key, message))
 
 
 def _message(event: Any, stream: Row) -> Said | None:
@@ -409,12 +436,14 @@ def pending(view: ReadModelView, subscriber: str, *, since: int, now: float, lim
     params = {"s": subscriber, "after": after, "top": top, "now": now, "limit": limit,
               "turn": after_customer}
     rows = view.query(
-        "SELECT id, position, type, username, currency, amount, case_id, request_id,"  # noqa: S608
-        " order_no, customer_message, details, created_at, status, attempts, next_at FROM"
+        "SELECT firsts.id, firsts.position, type, username, currency, amount, case_id,"  # noqa: S608
+        " request_id, order_no, customer_message, details, created_at, status, attempts,"
+        " next_at, s.seal FROM"
         " (SELECT m.id, m.position, m.type, m.username, m.currency, m.amount, m.case_id,"
         " m.request_id, m.order_no, m.customer_message, m.details, m.created_at,"
         " d.status, d.attempts, d.next_at, ROW_NUMBER() OVER"
         f" (PARTITION BY m.username ORDER BY m.position) AS nth{unsettled}) firsts"
+        " LEFT JOIN ob_seals s ON s.message_id = firsts.id"
         " WHERE nth = 1 AND (next_at IS NULL OR next_at <= %(now)s)"
         " ORDER BY CASE WHEN username > %(turn)s THEN 0 ELSE 1 END, username"
         " LIMIT %(limit)s", params)

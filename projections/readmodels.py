@@ -641,7 +641,8 @@ class ReadModelKeeper:
         self._watch = SealWatch(app.recorder, read_key(self.settings.chain_key_file))
         try:
             with self._doorbell.listening(getattr(app.recorder, "channel_name", "")):
-                applier = BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS])
+                applier = BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
+                                       key=self._watch.key)
                 checked = time.monotonic()
                 while not self._stopping.is_set():
                     if not self.catch_up(app, applier):

@@ -71,7 +71,7 @@ def replay(
     """Apply every event after each view's tracked position (up to ``upto``) to the views;
     answers the number of events read. Batches are read ahead and (on PostgreSQL) committed
     behind, each in a thread of its own, while this one decodes and projects."""
-    applier = BatchApplier(app.mapper, projections)
+    applier = BatchApplier(app.mapper, projections, key=app.recorder.chain_key)  # type: ignore[attr-defined]
     read = 0
     with applier.pipelined() as apply:
         for notifications in read_ahead(app, applier.position, upto=upto):

@@ -17,6 +17,7 @@ own (loading an aggregate), and the chain's continuity by walking it (the keeper
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -66,6 +67,16 @@ class ChainKey:
             mac.update(len(part).to_bytes(8, "big"))
             mac.update(part)
         return mac.hexdigest()
+
+    @functools.cached_property
+    def _messages_secret(self) -> bytes:
+        return hmac.new(self.secret, b"ledger outbox messages", hashlib.sha256).digest()
+
+    def message_seal(self, text: str) -> str:
+        """The seal of a message the service sends (an outbox message, as ``text``):
+        HMAC-SHA-256 under a key derived from this one for messages alone, so that no message's
+        seal ever reads as an event's link, nor one as the other."""
+        return hmac.new(self._messages_secret, text.encode(), hashlib.sha256).hexdigest()
 
     def holds(
         self,

@@ -37,6 +37,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 from projections.pgpool import pipelined_transaction
+from projections.seal import ChainKey
 
 Statement = tuple[str, dict[str, Any]]
 Row = Mapping[str, Any]
@@ -464,8 +465,9 @@ class ReadModelProjection:
     # the event types that change the read model; it is given no others (it tracks them all)
     handles: ClassVar[frozenset[type[Any]]] = frozenset()
 
-    def __init__(self, rows: Rows) -> None:
+    def __init__(self, rows: Rows, key: ChainKey | None = None) -> None:
         self.rows = rows
+        self.key = key  # the chain key, for a read model that seals what it makes (the outbox)
 
     def process_event(self, event: Any, position: int) -> None:
         """Change the rows as the event (of a type it ``handles``) says."""

@@ -27,6 +27,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from projections import outbox
+from projections.outbox import OutboxProjection
+from projections.readmodels import open_view
+from tests.conftest import store_settings
 from tests.http.conftest import (
     Api,
     Server,
@@ -528,6 +532,50 @@ async def test_a_message_never_taken_is_parked_failed_and_shown(
     assert float(failures[0].split()[-1]) >= 1
     reply = await api.get("/v1/outbox?status=failed", role="cs")
     assert reply.status == 403
+
+
+async def test_a_message_inserted_into_the_outbox_by_sql_is_never_signed_nor_sent(
+    api: Api, hooked: Hooked
+) -> None:
+    receiver = hooked.receiver
+    # Given a message INSERTed into the outbox by someone with the database's password but not
+    # the chain key: the shop's words to a customer, at the position of their account's opening
+    # (which makes no message), after every message the keeper made
+    victim = f"u-{uuid.uuid4().hex[:12]}"
+    reply = await api.post("/v1/accounts", {"username": victim, "currency": "USD"})
+    assert reply.status == 201, reply.text
+    position = reply.json["position"]
+    view = open_view(store_settings(hooked.server.database_url), OutboxProjection, pool_size=1)
+    try:
+        forged = str(uuid.uuid4())
+        outbox.execute(view, "INSERT INTO ob_messages (id, position, type, username, currency,"
+                             " amount, case_id, request_id, order_no, customer_message, details,"
+                             " created_at) VALUES (%(id)s, %(p)s, 'refund_request.paid', %(u)s,"
+                             " 'USD', 5000000, NULL, NULL, NULL, %(text)s, '{}', %(at)s)",
+                       {"id": forged, "p": position, "u": victim, "at": "2026-12-05T10:00:00Z",
+                        "text": "Your refund of 50,000.00 USD was paid: confirm at evil.example"})
+    finally:
+        view.datastore.close()
+
+    async def parked() -> Any:
+        reply = await api.get("/v1/outbox?status=failed&limit=1000", role="finance")
+        assert reply.status == 200, reply.text
+        return [m for m in reply.json["items"] if m["id"] == forged]
+
+    # Then the deliverer parks it failed, saying why, and never sends it
+    (shown,) = await until_async(parked, "the forged message parked")
+    assert [d["last_error"] for d in shown["deliveries"]] == [
+        "not sent: its seal does not hold (written behind the service's back)"
+    ]
+    assert receiver.of(victim) == []
+    assert f"webhook message {forged} at position {position} has no valid seal" in (
+        hooked.server.log()
+    )
+    # and the messages the keeper makes go on being sent, the customer's own included
+    reply = await api.post(f"/v1/accounts/{victim}/deposits", {"amount": 300, "reference": "P-1"})
+    assert reply.status == 201, reply.text
+    await until(lambda: receiver.of(victim), "the customer's deposit message after it")
+    assert [got.message["type"] for got in receiver.of(victim)] == ["deposit.recorded"]
 
 
 async def test_writes_keep_answering_while_the_receiver_hangs(api: Api, hooked: Hooked) -> None:

@@ -64,6 +64,7 @@ _EXAMPLE_ROWS = {
     "rm_journal_references": "position > %(start)s",
     "rm_journal_accounts": "username LIKE %(prefix)s",
     "ob_messages": "position > %(start)s",
+    "ob_seals": "position > %(start)s",
     "ob_streams": "username LIKE %(prefix)s",
 }
 

@@ -42,7 +42,8 @@ WAIT_S = 10.0
 def applier(settings: StoreSettings, app: LedgerApplication) -> Iterator[BatchApplier]:
     views = open_views(settings, pool_size=2)
     try:
-        yield BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS])
+        yield BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
+                           key=app.recorder.chain_key)  # type: ignore[attr-defined]
     finally:
         close_views(views)
 
