@@ -72,11 +72,20 @@ class ChainKey:
     def _messages_secret(self) -> bytes:
         return hmac.new(self.secret, b"ledger outbox messages", hashlib.sha256).digest()
 
+    @functools.cached_property
+    def _key_records_secret(self) -> bytes:
+        return hmac.new(self.secret, b"ledger idempotency key records", hashlib.sha256).digest()
+
     def message_seal(self, text: str) -> str:
         """The seal of a message the service sends (an outbox message, as ``text``):
         HMAC-SHA-256 under a key derived from this one for messages alone, so that no message's
-        seal ever reads as an event's link, nor one as the other."""
+        seal ever reads as an event's link or a key record's seal, nor one as another."""
         return hmac.new(self._messages_secret, text.encode(), hashlib.sha256).hexdigest()
+
+    def key_record_seal(self, text: str) -> str:
+        """The seal of an idempotency key's record (as ``text``), under a key derived from
+        this one for key records alone."""
+        return hmac.new(self._key_records_secret, text.encode(), hashlib.sha256).hexdigest()
 
     def holds(
         self,

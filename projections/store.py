@@ -17,7 +17,9 @@ application.
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -51,12 +53,14 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.application import LedgerApplication
-from ledger.errors import HistoryDamaged
+from ledger.errors import HistoryDamaged, NotReady
 from ledger.idempotency import KeyRecord, KeyWrite
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
 from projections.pgpool import pipelined_transaction
 from projections.seal import GENESIS, ChainKey, ChainKeyError, create_key, read_key
+
+log = logging.getLogger(__name__)
 
 
 class StoreNotDurable(RuntimeError):
@@ -102,15 +106,52 @@ STORE_DDL = (
     " CHECK (length(hash) = 64), CHECK (length(previous) = 64))",
     "CREATE TABLE IF NOT EXISTS ledger_chain_key ("
     " fingerprint TEXT PRIMARY KEY, adopted_at TEXT NOT NULL)",
+    # ``seal``: the writer's seal of the record (``key_record_seal``); the column is added to
+    # a store made before it by ``guard_events``.
     "CREATE TABLE IF NOT EXISTS ledger_keys ("
     " id TEXT PRIMARY KEY, caller TEXT NOT NULL, fingerprint TEXT NOT NULL,"
-    " outcome TEXT NOT NULL, body TEXT NOT NULL, position BIGINT, recorded_at TEXT NOT NULL)",
+    " outcome TEXT NOT NULL, body TEXT NOT NULL, position BIGINT, recorded_at TEXT NOT NULL,"
+    " seal TEXT)",
     "CREATE INDEX IF NOT EXISTS ledger_keys_by_age ON ledger_keys (recorded_at)",
 )
 _HEAD_LINK = "SELECT hash FROM ledger_chain ORDER BY position DESC LIMIT 1"
 # How many times a writer reads the head under the lock and finds its position taken by one
 # that did not (another process recording after its own last commit) before it gives up.
 MAX_PLACEMENTS = 8
+
+
+_KEY_COLUMNS = ("id", "caller", "fingerprint", "outcome", "body", "position", "recorded_at")
+
+
+def _key_record_text(row: Sequence[Any]) -> str:
+    """What a key record's seal covers: its seven columns as stored, in order."""
+    return json.dumps(list(row), separators=(",", ":"))
+
+
+def _key_record_sealed(key: ChainKey, row: dict[str, Any]) -> bool:
+    columns = [row[c] for c in _KEY_COLUMNS]
+    seal = row["seal"]
+    return seal is not None and hmac.compare_digest(
+        str(seal), key.key_record_seal(_key_record_text(columns))
+    )
+
+
+def seal_earlier_key_records(recorder: Recorder, key: ChainKey) -> int:
+    """Seal the key records a store held when its records began to be sealed (``guard_events``
+    added the column just now, as the tables' owner started): they were the service's own.
+    Answers how many."""
+    rows = run_sql(recorder, [(
+        "SELECT id, caller, fingerprint, outcome, body, position, recorded_at, seal"
+        " FROM ledger_keys WHERE seal IS NULL", {},
+    )], commit=False)
+    statements = [(
+        "UPDATE ledger_keys SET seal = %(seal)s WHERE id = %(id)s AND seal IS NULL",
+        {"id": row["id"],
+         "seal": key.key_record_seal(_key_record_text([row[c] for c in _KEY_COLUMNS]))},
+    ) for row in rows]
+    if statements:
+        run_sql(recorder, statements, commit=True)
+    return len(statements)
 
 
 def _instant(at: datetime) -> str:
@@ -153,18 +194,19 @@ class _Sealer:
                 position=position,
             )
 
-    @staticmethod
-    def _key_rows(keys: Sequence[KeyWrite], ids: Sequence[int]) -> list[tuple[Any, ...]]:
-        rows = []
+    def _key_rows(self, keys: Sequence[KeyWrite], ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The keys' rows, each with its seal (``key_record_seal``)."""
+        key, rows = self._key(), []
         for write in keys:
             record = write.record
             position = record.position
             if write.at_last_event:
                 position = ids[write.event_index - 1] if write.event_index else None
-            rows.append((
+            row = (
                 record.id, record.caller, record.fingerprint, record.outcome,
                 json.dumps(record.body), position, _instant(record.recorded_at),
-            ))
+            )
+            rows.append((*row, key.key_record_seal(_key_record_text(row))))
         return rows
 
 
@@ -190,9 +232,9 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         table = Identifier(self.events_table_name)
         insert_keys = SQL(
             "INSERT INTO {}.ledger_keys"
-            " (id, caller, fingerprint, outcome, body, position, recorded_at)"
+            " (id, caller, fingerprint, outcome, body, position, recorded_at, seal)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::bigint[], %s::text[])"
+            " %s::bigint[], %s::text[], %s::text[])"
         ).format(schema)
         # Writers that read the log's head queue on an advisory lock rather than LOCK TABLE …
         # EXCLUSIVE: a login granted only SELECT and INSERT on the events may take it (issue 10:
@@ -336,9 +378,9 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                 curs.execute(self._delete_expired_key, (write.record.id, _instant(write.replaces)))
 
     def _key_columns(self, keys: Sequence[KeyWrite], ids: Sequence[int]) -> list[list[Any]]:
-        """The keys' rows as the seven arrays the keys' insert takes (empty ones for none)."""
+        """The keys' rows as the eight arrays the keys' insert takes (empty ones for none)."""
         columns = [list(column) for column in zip(*self._key_rows(keys, ids), strict=True)]
-        return columns or [[] for _ in range(7)]
+        return columns or [[] for _ in range(8)]
 
     def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:
         self._delete_expired_keys(curs, keys)
@@ -407,7 +449,7 @@ class SealingSQLiteRecorder(_Sealer, SQLiteApplicationRecorder):
         if keys:
             c.executemany(
                 "INSERT INTO ledger_keys (id, caller, fingerprint, outcome, body, position,"
-                " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " recorded_at, seal) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 self._key_rows(keys, ids),
             )
         return ids
@@ -611,25 +653,37 @@ _WRITER_LOCK_KEY = 0x1ED6E6
 _SCHEMA_LOCK_KEY = 0x1ED6E3
 
 
-def guard_events(recorder: Recorder) -> None:
+def guard_events(recorder: Recorder) -> bool:
     """Create the chain, chain-key and keys tables, and make the database refuse UPDATE,
     DELETE and TRUNCATE of stored events, of the chain that seals them, and of the chain key's
-    fingerprint. (The keys' table is not history: it is pruned.)"""
+    fingerprint. (The keys' table is not history: it is pruned.) Answers whether it added the
+    keys' seal column (a store made before key records were sealed:
+    ``seal_earlier_key_records``)."""
     tables = [events_table(recorder), CHAIN_TABLE, CHAIN_KEY_TABLE]
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=True) as cursor:
             for statement in STORE_DDL:
                 cursor.execute(statement)
+            cursor.execute("SELECT name FROM pragma_table_info('ledger_keys')")
+            added = "seal" not in {row[0] for row in cursor.fetchall()}
+            if added:  # made before key records were sealed
+                cursor.execute("ALTER TABLE ledger_keys ADD COLUMN seal TEXT")
             for table in tables:
                 for statement in _SQLITE_GUARDS:
                     cursor.execute(statement.format(t=table, key=_SQLITE_KEYS[table]))
-        return
+        return added
     assert isinstance(recorder, PostgresApplicationRecorder)
     datastore: PostgresDatastore = recorder.datastore
     with datastore.transaction(commit=True) as curs:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_GUARD_LOCK_KEY,))
         for statement in STORE_DDL:
             curs.execute(statement)
+        curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
+                     " AND table_name = 'ledger_keys' AND column_name = 'seal'",
+                     (datastore.schema,))
+        added = curs.fetchone() is None
+        if added:  # made before key records were sealed
+            curs.execute("ALTER TABLE ledger_keys ADD COLUMN seal TEXT")
         replace_guard_function(curs, Identifier(datastore.schema))
         for table in tables:
             names = {
@@ -640,6 +694,7 @@ def guard_events(recorder: Recorder) -> None:
             }
             for statement in _PG_GUARDS:
                 curs.execute(SQL(statement).format(**names))
+    return added
 
 
 def replace_guard_function(curs: Any, schema: Identifier) -> None:
@@ -696,10 +751,14 @@ class StoreKeyBook:
         self.recorder = recorder
 
     def get(self, record_id: str) -> KeyRecord | None:
+        """The key's record. One whose seal does not hold (inserted or changed behind the
+        service's back) is named in an ERROR line and refused (``NotReady``): its request is
+        neither answered with it nor carried out again, which a command with no natural key of
+        its own (a partial failure credit) would take as a second effect."""
         rows = run_sql(
             self.recorder,
             [(
-                "SELECT id, caller, fingerprint, outcome, body, position, recorded_at"
+                "SELECT id, caller, fingerprint, outcome, body, position, recorded_at, seal"
                 " FROM ledger_keys WHERE id = %(id)s",
                 {"id": record_id},
             )],
@@ -708,6 +767,14 @@ class StoreKeyBook:
         if not rows:
             return None
         row = rows[0]
+        if not _key_record_sealed(self.recorder.chain_key, row):  # type: ignore[attr-defined]
+            log.error("the record of idempotency key %s has no valid seal (written behind the "
+                      "service's back): its requests are refused", record_id)
+            raise NotReady(
+                "the record of this Idempotency-Key was not written by the service (it was "
+                "inserted or changed behind its back): the request is not carried out until "
+                "an operator restores the store"
+            )
         return KeyRecord(
             id=row["id"],
             caller=row["caller"],
@@ -801,10 +868,13 @@ def wire(app: LedgerApplication, settings: StoreSettings, *, may_create_key: boo
     from projections.checkpoints import guard_notary  # it builds on this module
 
     check_durable(app.recorder)
+    earlier_keys = False
     if makes_tables:
-        guard_events(app.recorder)
+        earlier_keys = guard_events(app.recorder)
         guard_notary(app.recorder)
     key = adopt_chain_key(app.recorder, settings.chain_key_file, may_create=may_create_key)
+    if earlier_keys:
+        seal_earlier_key_records(app.recorder, key)
     assert isinstance(app.recorder, _Sealer), "the store's recorder seals what it records"
     app.recorder.chain_key = key
     app.positions = StorePositions(app.recorder)

@@ -20,12 +20,13 @@ import pytest
 
 from ledger.application import LedgerApplication, Outcome
 from ledger.clock import utc_now
-from ledger.errors import IdempotencyKeyReused
+from ledger.errors import IdempotencyKeyReused, NotReady
 from ledger.idempotency import KEY_LIFETIME, record_id
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.store import open_application
 from tests.app.conftest import last_position, open_funded
+from tests.audit.conftest import Intruder
 
 
 class Clock:
@@ -315,3 +316,73 @@ def test_the_ledger_prunes_the_keys_whose_lifetime_has_passed_on_the_shop_s_cloc
 
     assert shop.keys.get(record_id(cs.role, "day-one")) is None
     assert shop.keys.get(record_id(cs.role, "day-two")) is not None
+
+
+# -- records written behind the service's back ----------------------------------------------------
+
+
+def test_a_key_record_inserted_by_sql_is_refused_never_answered(
+    shop: LedgerApplication, settings: StoreSettings, cs: Actor, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given an intruder's copy of a real record (key-1) for a key the caller has not used yet
+    credit(shop, cs, "key-1")
+    forged = record_id(cs.person, "key-2")
+    Intruder(settings).run(
+        "INSERT INTO ledger_keys (id, caller, fingerprint, outcome, body, position, recorded_at,"
+        " seal) SELECT %s, caller, fingerprint, outcome, body, position, recorded_at, seal"
+        " FROM ledger_keys WHERE id = %s",
+        (forged, record_id(cs.person, "key-1")), unguarded=False,
+    )
+    written = last_position(shop)
+
+    # When the caller sends a credit with that key
+    with pytest.raises(NotReady, match="not written by the service"):
+        credit(shop, cs, "key-2")
+
+    # Then it is neither answered with the forged record nor carried out, and the log says why
+    assert credited_back(shop) == 100
+    assert last_position(shop) == written
+    assert f"the record of idempotency key {forged} has no valid seal" in caplog.text
+
+
+def test_a_key_record_changed_by_sql_is_refused_and_credits_nothing_twice(
+    shop: LedgerApplication, settings: StoreSettings, cs: Actor,
+) -> None:
+    # Given a credit under a key, whose record an intruder then changes: the position it names
+    first = credit(shop, cs, "key-1")
+    Intruder(settings).run(
+        "UPDATE ledger_keys SET position = position - 1 WHERE id = %s",
+        (record_id(cs.person, "key-1"),), unguarded=False,
+    )
+
+    # When the caller retries
+    with pytest.raises(NotReady):
+        credit(shop, cs, "key-1")
+
+    # Then the credit is not made again (it has no natural key: only the record stood between)
+    assert credited_back(shop) == 100
+    assert first.position == last_position(shop)
+
+
+def test_the_key_records_of_a_store_made_before_seals_are_sealed_as_it_is_upgraded(
+    settings: StoreSettings, clock: Clock, cs: Actor, system: Actor,
+) -> None:
+    # Given a store whose key records were written before they were sealed
+    app = open_application(settings, clock=clock)
+    try:
+        open_funded(app, system, amount=2_000)
+        app.purchase("alice", "ORD-1", 1_000, actor=system)
+        first = credit(app, cs, "key-1")
+    finally:
+        app.close()
+    Intruder(settings).run("ALTER TABLE ledger_keys DROP COLUMN seal", unguarded=False)
+
+    # When the tables' owner starts the new version on it
+    upgraded = open_application(settings, clock=clock)
+    try:
+        # Then a retry is answered with the first response, replayed, and credits nothing
+        retry = credit(upgraded, cs, "key-1")
+        assert retry.replayed and (retry.body, retry.position) == (first.body, first.position)
+        assert credited_back(upgraded) == 100
+    finally:
+        upgraded.close()
