@@ -434,7 +434,7 @@ class ReadModels:
         ))
         watch = SealWatch(self.app.recorder, self.app.recorder.chain_key,  # type: ignore[attr-defined]
                           quiet=True)
-        notifications = watch.admit(start, read)
+        notifications = watch.admit(start, read)  # nothing read (past the end): nothing checked
         if watch.damage is not None and not notifications:
             raise HistoryDamaged(
                 f"the history is damaged at {watch.damage.describe()}; the log is served up to "

@@ -272,7 +272,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                 keys=keys, channel=Literal(self.channel_name),
             ).as_string(None)
             # A batch under no key (the order system's deposits, most writes) sends no keys'
-            # insert: the server then does not plan and run an insert of seven empty arrays.
+            # insert: the server then does not plan and run an insert of eight empty arrays.
             for keys in (SQL(", keys AS ({})").format(insert_keys), SQL(""))
         )
         self._delete_expired_key = SQL(

@@ -99,12 +99,7 @@ async def test_a_deposit_inserted_by_sql_never_becomes_money(
     assert report.status == 200, report.text
     assert report.json["ok"] is False
     assert {"position": forged, "what": "unsealed"} in report.json["damage"]
-    cli = subprocess.run(
-        [*ledger_command(), "verify"], capture_output=True, text=True, timeout=120,
-        env={"LEDGER_DATABASE_URL": server.database_url, "PATH": "/usr/bin:/bin",
-             **_chain_key_env()},
-        cwd=tmp_path, check=False,
-    )
+    cli = run_ledger(server, tmp_path, "verify")
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert f"position {forged}" in cli.stdout
     assert "no seal" in cli.stdout
@@ -125,13 +120,8 @@ async def test_no_rebuild_or_export_turns_a_deposit_inserted_by_sql_into_money(
     assert server.stop() == 0
 
     # When an operator rebuilds the read models, and an auditor exports the journal
-    env = {"LEDGER_DATABASE_URL": server.database_url, "PATH": "/usr/bin:/bin",
-           **_chain_key_env()}
-    runs = {
-        command[0]: subprocess.run([*ledger_command(), *command], capture_output=True, text=True,
-                                   timeout=120, env=env, cwd=tmp_path, check=False)
-        for command in (["rebuild"], ["export", "--format", "csv"])
-    }
+    runs = {command[0]: run_ledger(server, tmp_path, *command)
+            for command in (["rebuild"], ["export", "--format", "csv"])}
 
     # Then each refuses, naming the forged row, and nothing of it was made
     for command, run in runs.items():
@@ -176,5 +166,11 @@ async def test_a_member_of_staff_inserted_by_sql_is_never_let_in(
     assert f"history damaged at position {forged}: a staff event" in server.log()
 
 
-def _chain_key_env() -> dict[str, str]:
-    return {"LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]}
+def run_ledger(server: Server, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``ledger ARGS`` on the server's store, as an operator runs it beside the server."""
+    return subprocess.run(
+        [*ledger_command(), *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+        env={"LEDGER_DATABASE_URL": server.database_url, "PATH": "/usr/bin:/bin",
+             "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]},
+        check=False,
+    )
