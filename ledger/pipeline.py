@@ -467,7 +467,10 @@ class Pipeline:
                     return Outcome(decision.outcome, decision.body, position)
             finally:
                 stripe.release()
-            _back_off(conflicts)
+            if conflicts > 1:
+                # The first conflict of a request under a key is most often its own key, taken
+                # by its first try (a retry): the key is looked up at once. Races back off.
+                _back_off(conflicts - 1)
         raise Contention(
             f"{command.name} lost {self.max_attempts} races in a row; try again shortly"
         )

@@ -304,7 +304,11 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     ids, link = self._record_after(head, stored_events, keys)
                 except IntegrityError as error:
                     if not self._position_taken(error):
-                        raise  # a version or a key taken: the committer decides again
+                        # A version or a key taken (a retry's key, most often): the committer
+                        # decides again. The statement wrote nothing, so the head is as it was,
+                        # and the next commit need not read it under the lock.
+                        self._head = head
+                        raise
                 else:
                     self._head = (ids[-1], link)
                     return ids
