@@ -128,26 +128,28 @@ def _key_record_text(row: Sequence[Any]) -> str:
     return json.dumps(list(row), separators=(",", ":"))
 
 
+_SELECT_KEY_RECORDS = f"SELECT {', '.join(_KEY_COLUMNS)}, seal FROM ledger_keys"  # noqa: S608
+
+
+def _key_record_seal(key: ChainKey, row: dict[str, Any]) -> str:
+    """The seal a key record read back (a row of ``_SELECT_KEY_RECORDS``) should carry."""
+    return key.key_record_seal(_key_record_text([row[c] for c in _KEY_COLUMNS]))
+
+
 def _key_record_sealed(key: ChainKey, row: dict[str, Any]) -> bool:
-    columns = [row[c] for c in _KEY_COLUMNS]
     seal = row["seal"]
-    return seal is not None and hmac.compare_digest(
-        str(seal), key.key_record_seal(_key_record_text(columns))
-    )
+    return seal is not None and hmac.compare_digest(str(seal), _key_record_seal(key, row))
 
 
 def seal_earlier_key_records(recorder: Recorder, key: ChainKey) -> int:
     """Seal the key records a store held when its records began to be sealed (``guard_events``
     added the column just now, as the tables' owner started): they were the service's own.
     Answers how many."""
-    rows = run_sql(recorder, [(
-        "SELECT id, caller, fingerprint, outcome, body, position, recorded_at, seal"
-        " FROM ledger_keys WHERE seal IS NULL", {},
-    )], commit=False)
+    rows = run_sql(recorder, [(f"{_SELECT_KEY_RECORDS} WHERE seal IS NULL", {})],
+                   commit=False)
     statements = [(
         "UPDATE ledger_keys SET seal = %(seal)s WHERE id = %(id)s AND seal IS NULL",
-        {"id": row["id"],
-         "seal": key.key_record_seal(_key_record_text([row[c] for c in _KEY_COLUMNS]))},
+        {"id": row["id"], "seal": _key_record_seal(key, row)},
     ) for row in rows]
     if statements:
         run_sql(recorder, statements, commit=True)
@@ -761,11 +763,7 @@ class StoreKeyBook:
         its own (a partial failure credit) would take as a second effect."""
         rows = run_sql(
             self.recorder,
-            [(
-                "SELECT id, caller, fingerprint, outcome, body, position, recorded_at, seal"
-                " FROM ledger_keys WHERE id = %(id)s",
-                {"id": record_id},
-            )],
+            [(f"{_SELECT_KEY_RECORDS} WHERE id = %(id)s", {"id": record_id})],
             commit=False,
         )
         if not rows:

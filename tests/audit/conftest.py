@@ -251,14 +251,18 @@ class Intruder:
         data = json.loads(bytes(state))
         data.update(amount=amount, reference=reference)
         forged = json.dumps(data, separators=(",", ":")).encode()
-        # At the log's next position, as the writer places its events (on SQLite the rowid's
-        # default; PostgreSQL's writer gives positions itself, not the column's sequence).
+        return self._insert_next(originator_id, version + 1, topic, forged)
+
+    def _insert_next(self, stream: Any, version: int, topic: str, state: bytes) -> int:
+        """INSERT an event at the log's next position, as the writer places its events (on
+        SQLite the rowid's default; PostgreSQL's writer gives positions itself, not the
+        column's sequence); answers its position."""
         placed = "" if self.kind == "sqlite" else f"{self.key}, "
         at = "" if self.kind == "sqlite" else f"(SELECT MAX({self.key}) + 1 FROM {self.events}), "
         self.run(
             f"INSERT INTO {self.events} ({placed}originator_id, originator_version, topic, state)"
             f" VALUES ({at}%s, %s, %s, %s)",
-            (originator_id, version + 1, topic, forged),
+            (stream, version, topic, state),
             unguarded=False,
         )
         (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
@@ -288,16 +292,7 @@ class Intruder:
         stream: Any = staff_id(name)  # spelled as the store spells the one it copies
         if isinstance(original, str):
             stream = str(stream) if "-" in original else stream.hex
-        placed = "" if self.kind == "sqlite" else f"{self.key}, "
-        at = "" if self.kind == "sqlite" else f"(SELECT MAX({self.key}) + 1 FROM {self.events}), "
-        self.run(
-            f"INSERT INTO {self.events} ({placed}originator_id, originator_version, topic, state)"
-            f" VALUES ({at}%s, %s, %s, %s)",
-            (stream, version, topic, forged),
-            unguarded=False,
-        )
-        (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
-        return int(position)
+        return self._insert_next(stream, version, topic, forged)
 
     def relink_with_sha256(self, position: int) -> None:
         """Recompute the stored link at ``position`` and every one after it as an intruder

@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import drop_pg_database, make_pg_database, pg_url
 
@@ -407,6 +408,17 @@ def assert_problem(reply: Reply, status: int, code: str) -> dict[str, Any]:
     assert isinstance(problem["detail"], str)
     assert "Traceback" not in reply.text
     return problem
+
+
+async def metric(api: Api, name: str) -> float:
+    """The value of the unlabelled sample ``name`` on ``/metrics`` now."""
+    reply = await api.get("/metrics", role="auditor")
+    assert reply.status == 200, reply.text
+    for family in text_string_to_metric_families(reply.text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"no {name} on /metrics")
 
 
 UNTIL_TIMEOUT_S = 10.0

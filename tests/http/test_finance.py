@@ -16,7 +16,14 @@ from beancount import loader
 from beancount.core import data as bean
 
 from projections.beancount import account_name
-from tests.http.conftest import Api, Server, assert_problem, cli_workdir, ledger_command
+from tests.http.conftest import (
+    Api,
+    Server,
+    assert_problem,
+    cli_workdir,
+    ledger_command,
+    metric,
+)
 
 # DOMAIN.md's invariants that reconciliation checks by name (the ledger may check more).
 INVARIANTS = {"available_never_negative", "customer_balances_equal_flows",
@@ -76,13 +83,6 @@ async def test_a_bad_event_log_query_is_refused(api: Api, query: str) -> None:
 # -- the journal ---------------------------------------------------------------------------------
 
 
-def _kept_answers(metrics: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith("ledger_event_pages_answered_kept "):
-            return float(line.split()[1])
-    raise AssertionError("no ledger_event_pages_answered_kept on /metrics")
-
-
 async def test_a_full_page_of_the_log_is_answered_again_as_kept_and_the_head_page_grows(
     api: Api,
 ) -> None:
@@ -103,12 +103,12 @@ async def test_a_full_page_of_the_log_is_answered_again_as_kept_and_the_head_pag
         assert asyncio.get_running_loop().time() < deadline, "the notary never placed them"
         await asyncio.sleep(0.05)
     first = await api.get(full, role="auditor")
-    kept_before = _kept_answers((await api.get("/metrics", role="auditor")).text)
+    kept_before = await metric(api, "ledger_event_pages_answered_kept")
     again = await api.get(full, role="finance")
     assert again.status == 200 and again.text == first.text
     assert again.headers["Content-Type"] == first.headers["Content-Type"]  # charset included
     assert first.json["next"] is not None and len(first.json["items"]) == 2
-    assert _kept_answers((await api.get("/metrics", role="auditor")).text) == kept_before + 1
+    assert await metric(api, "ledger_event_pages_answered_kept") == kept_before + 1
     # The page at the head is not full: it is read anew, and shows what is written next.
     head = f"/v1/events?limit=5&after={after + 2}"
     before = (await api.get(head, role="auditor")).json

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.http.conftest import Api, Server, assert_problem
+from tests.http.conftest import Api, Server, assert_problem, metric
 
 
 async def test_a_read_right_after_each_write_reflects_it(api: Api) -> None:
@@ -20,21 +20,13 @@ async def test_a_read_right_after_each_write_reflects_it(api: Api) -> None:
         assert account["version"] == reply.json["account"]["version"]
 
 
-def _metric(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} on /metrics")
-
-
 async def test_a_balance_asked_again_is_answered_as_kept_until_a_write_moves_the_log(
     api: Api, server: Server,
 ) -> None:
     username = await api.funded_account(300)
     path = f"/v1/accounts/{username}/balance"
     first = await api.get(path)
-    before = _metric((await api.get("/metrics", role="auditor")).text,
-                     "ledger_current_reads_answered_kept")
+    before = await metric(api, "ledger_current_reads_answered_kept")
 
     again = [await api.get(path) for _ in range(3)]
     paid = await api.post(f"/v1/accounts/{username}/purchases",
@@ -45,8 +37,7 @@ async def test_a_balance_asked_again_is_answered_as_kept_until_a_write_moves_the
     assert paid.status == 201, paid.text
     assert (after_write.json["posted"], after_write.json["position"]) == (
         180, paid.json["position"])
-    kept = _metric((await api.get("/metrics", role="auditor")).text,
-                   "ledger_current_reads_answered_kept") - before
+    kept = await metric(api, "ledger_current_reads_answered_kept") - before
     # PostgreSQL reads in the event loop and keeps answers; SQLite reads on the executor
     assert kept == (3 if server.database_url.startswith("postgresql") else 0), kept
 
