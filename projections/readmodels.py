@@ -40,6 +40,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Notification
 from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
 
 from ledger import policy
 from ledger.application import LedgerApplication
@@ -72,7 +73,7 @@ from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
-from projections.store import application_env, schema_lock
+from projections.store import application_env, events_table, schema_lock
 from projections.views import ReadModelProjection, ReadModelView, view_class
 from projections.wakeup import Doorbell, PostgresDoorbell
 
@@ -158,12 +159,19 @@ class ReadModels:
         prepare_read_models(settings)
         self.views = open_views(settings, pool_size=pool_size)
         self._tracked_sql: str | None = None
+        self._positions_sql: str | None = None
         if settings.kind == "postgres":
-            # Names from the projections' own classes, never from input.
-            self._tracked_sql = "SELECT " + ", ".join(  # noqa: S608
+            # Names from the projections' own classes and the store's settings, never from input.
+            tracked = ", ".join(
                 f"(SELECT MAX(notification_id) FROM {view.tracking_table}"  # noqa: S608
                 f" WHERE application_name = '{APP_NAME}') AS {name}"
                 for name, view in self.views.items()
+            )
+            self._tracked_sql = f"SELECT {tracked}"
+            # The log's head beside them: the events table is in the read models' database.
+            events = _events_table(app.recorder)
+            self._positions_sql = (
+                f"SELECT (SELECT MAX(notification_id) FROM {events}) AS head_, {tracked}"  # noqa: S608
             )
         self._accounts = self.views[AccountsProjection.name]
         self._orders = self.views[OrdersProjection.name]
@@ -180,27 +188,38 @@ class ReadModels:
     def log_position(self) -> int:
         return self.app.recorder.max_notification_id() or 0
 
-    def tracked(self) -> dict[str, int]:
+    def tracked(self, names: Sequence[str] | None = None) -> dict[str, int]:
+        """Where each read model stands (or those ``names``: on SQLite, a read each)."""
         if self._tracked_sql is not None:  # PostgreSQL: every read model in one round trip
             row = next(iter(self.views.values())).query(self._tracked_sql)[0]
             return {name: int(row[name] or 0) for name in self.views}
-        return {name: view.max_tracking_id(APP_NAME) or 0 for name, view in self.views.items()}
+        return {name: self.views[name].max_tracking_id(APP_NAME) or 0
+                for name in (names or self.views)}
+
+    def positions(self) -> tuple[int, dict[str, int]]:
+        """The log's head and where each read model stands: on PostgreSQL in one statement (a
+        current read that finds them there costs one round trip, not two)."""
+        if self._positions_sql is not None:
+            row = next(iter(self.views.values())).query(self._positions_sql)[0]
+            return int(row["head_"] or 0), {name: int(row[name] or 0) for name in self.views}
+        return self.log_position(), self.tracked()
 
     def wait_current(self, timeout_s: float = 5.0) -> int:
         """Wait until every read model has reached the log position current now; return it."""
-        target = self.log_position()
+        target, seen = self.positions()
         deadline = time.monotonic() + timeout_s
         pause_s = 0.001
         while True:
-            behind = [name for name, at in self.tracked().items() if at < target]
+            behind = [name for name, at in seen.items() if at < target]
             if not behind:
                 return target
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
-                self._refuse_damaged(min(at for at in self.tracked().values()))
+                self._refuse_damaged(min(seen.values()))
                 raise NotReady(f"read models {behind} did not reach position {target} in time")
             time.sleep(min(pause_s, remaining_s))
             pause_s = min(pause_s * 2, 0.02)
+            seen = self.tracked()
 
     def wait_caught_up(self, stall_timeout_s: float = 30.0, limit_s: float = 900.0) -> int:
         """Wait until every read model has reached the log position current now; return it.
@@ -208,9 +227,8 @@ class ReadModels:
         Unlike ``wait_current`` (a request's bound: slow counts as not ready), this waits as
         long as the read models make progress, and raises ``NotReady`` only when none of them
         has moved for ``stall_timeout_s`` (stuck, not slow), or after ``limit_s`` in all."""
-        target = self.log_position()
+        target, seen = self.positions()
         started = last_move = time.monotonic()
-        seen = self.tracked()
         # A short first pause that grows: the keeper mostly needs a millisecond or two, and a
         # fixed 10 ms pause made every step of the model tests wait 10 ms.
         pause_s = CAUGHT_UP_FIRST_PAUSE_S
@@ -466,10 +484,8 @@ class ReadModels:
         """Reconciled at a position (default: the one both read models it uses have reached,
         so a write landing meanwhile cannot show in one of them only)."""
         if at_position is None:
-            at_position = min(
-                self._journal.max_tracking_id(APP_NAME) or 0,
-                self._accounts.max_tracking_id(APP_NAME) or 0,
-            )
+            at_position = min(self.tracked([JournalProjection.name, AccountsProjection.name])
+                              .values())
         position = at_position
         return reconcile(self._journal, self._accounts, currency, position)
 
@@ -725,6 +741,12 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     except Exception:
         log.exception("the read-model keeper's process failed")
         raise SystemExit(1) from None
+
+
+def _events_table(recorder: Any) -> str:
+    """The events table's name, schema and all, as SQL."""
+    return SQL("{}.{}").format(Identifier(recorder.datastore.schema),
+                               Identifier(events_table(recorder))).as_string()
 
 
 def close_views(views: dict[str, ReadModelView]) -> None:
