@@ -35,7 +35,7 @@ from ledger.refund_request import RefundRequest
 from ledger.return_case import ReturnCase
 from projections.events import json_text, moment_text
 from projections.paging import Page, cursor, page_size, paged
-from projections.seal import ChainKey
+from projections.seal import ChainKey, seal_text
 from projections.views import (
     ReadModelProjection,
     ReadModelView,
@@ -206,8 +206,7 @@ SEALED = ("id", "position", "type", "username", "currency", "amount", "case_id",
 
 def seal_of(key: ChainKey, message: Mapping[str, Any]) -> str:
     """A message's seal: the chain key's message seal of its columns, in ``SEALED`` order."""
-    return key.message_seal(json.dumps([message[column] for column in SEALED],
-                                        separators=(",", ":")))
+    return key.message_seal(seal_text([message[column] for column in SEALED]))
 
 
 def sealed(key: ChainKey, message: Mapping[str, Any]) -> bool:

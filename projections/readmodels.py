@@ -40,7 +40,6 @@ from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Notification
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Identifier
 
 from ledger import policy
 from ledger.application import LedgerApplication
@@ -73,7 +72,7 @@ from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
-from projections.store import application_env, events_table, schema_lock
+from projections.store import application_env, qualified_events_table, schema_lock
 from projections.views import ReadModelProjection, ReadModelView, view_class
 from projections.wakeup import Doorbell, PostgresDoorbell
 
@@ -169,7 +168,7 @@ class ReadModels:
             )
             self._tracked_sql = f"SELECT {tracked}"
             # The log's head beside them: the events table is in the read models' database.
-            events = _events_table(app.recorder)
+            events = qualified_events_table(app.recorder).as_string()  # type: ignore[arg-type]
             self._positions_sql = (
                 f"SELECT (SELECT MAX(notification_id) FROM {events}) AS head_, {tracked}"  # noqa: S608
             )
@@ -741,12 +740,6 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     except Exception:
         log.exception("the read-model keeper's process failed")
         raise SystemExit(1) from None
-
-
-def _events_table(recorder: Any) -> str:
-    """The events table's name, schema and all, as SQL."""
-    return SQL("{}.{}").format(Identifier(recorder.datastore.schema),
-                               Identifier(events_table(recorder))).as_string()
 
 
 def close_views(views: dict[str, ReadModelView]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -104,6 +105,15 @@ class ChainKey:
         return hmac.compare_digest(expected, link)
 
 
+def seal_text(values: list[object]) -> str:
+    """What a message's or a key record's seal covers: its values, in their order, as compact
+    JSON (one encoder for every seal: ``json.dumps`` makes a new one at each call)."""
+    return _compact_json(values)
+
+
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _uuid_text(originator_id: UUID | str) -> str:
     # SQLite stores ids as hex, PostgreSQL as UUIDs: seal the one canonical spelling.
     if isinstance(originator_id, UUID):
@@ -161,4 +171,4 @@ def create_key(path: Path) -> ChainKey:
     return key
 
 
-__all__ = ["GENESIS", "ChainKey", "ChainKeyError", "create_key", "read_key"]
+__all__ = ["GENESIS", "ChainKey", "ChainKeyError", "create_key", "read_key", "seal_text"]

@@ -58,7 +58,14 @@ from ledger.idempotency import KeyRecord, KeyWrite
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
 from projections.pgpool import pipelined_transaction
-from projections.seal import GENESIS, ChainKey, ChainKeyError, create_key, read_key
+from projections.seal import (
+    GENESIS,
+    ChainKey,
+    ChainKeyError,
+    create_key,
+    read_key,
+    seal_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +132,7 @@ _KEY_COLUMNS = ("id", "caller", "fingerprint", "outcome", "body", "position", "r
 
 def _key_record_text(row: Sequence[Any]) -> str:
     """What a key record's seal covers: its seven columns as stored, in order."""
-    return json.dumps(list(row), separators=(",", ":"))
+    return seal_text(list(row))
 
 
 _SELECT_KEY_RECORDS = f"SELECT {', '.join(_KEY_COLUMNS)}, seal FROM ledger_keys"  # noqa: S608
@@ -529,8 +536,8 @@ class StorePositions:
         else:
             assert isinstance(recorder, PostgresApplicationRecorder)
             statement = SQL(
-                "SELECT notification_id FROM {}.{} WHERE originator_id=%s AND originator_version=%s"
-            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+                "SELECT notification_id FROM {} WHERE originator_id=%s AND originator_version=%s"
+            ).format(qualified_events_table(recorder))
             with recorder.datastore.get_connection() as connection, connection.cursor() as curs:
                 curs.execute(statement, (originator_id, version))  # one statement: no BEGIN
                 pg_row = curs.fetchone()
@@ -553,10 +560,10 @@ def read_log(
             after, limit, stop=upto, inclusive_of_start=False
         )
     statement = SQL(
-        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{}"
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
         " WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
         " LIMIT %s"
-    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    ).format(qualified_events_table(recorder))
     params = (after, MAX_POSITION if upto is None else upto, limit)
     with recorder.datastore.get_connection() as connection:
         with connection.cursor(row_factory=tuple_row) as curs:
@@ -611,6 +618,12 @@ def _reads_only(sql: str) -> bool:
 def events_table(recorder: Recorder) -> str:
     assert isinstance(recorder, (SQLiteApplicationRecorder, PostgresApplicationRecorder))
     return recorder.events_table_name
+
+
+def qualified_events_table(recorder: PostgresApplicationRecorder) -> Composed:
+    """The events table, schema and all (PostgreSQL)."""
+    return SQL("{}.{}").format(Identifier(recorder.datastore.schema),
+                               Identifier(recorder.events_table_name))
 
 
 _NAMED = re.compile(r"%\((\w+)\)s")
