@@ -20,7 +20,7 @@ from aiohttp import web
 from api import models, parsing
 from api.context import ReadSide, in_executor, read, run
 from api.handlers import json_response
-from api.keys import CONFIG, EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
+from api.keys import CONFIG, EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS, STAFF
 from ledger import money
 from ledger.errors import HistoryDamaged, NotFound
 from projections import hledger
@@ -86,13 +86,15 @@ async def notary_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def check_history(app: web.Application) -> dict[str, str]:
-    """For ``/ready``: HistoryDamaged when the notary found damage; otherwise what ``/ready``
-    adds (``privilege``: said when the login could rewrite history)."""
-    notary = app.get(NOTARY)
-    if notary is None or notary.damage is None:
+    """For ``/ready``: HistoryDamaged when the notary or the staff directory found damage (the
+    first position named); otherwise what ``/ready`` adds (``privilege``: said when the login
+    could rewrite history)."""
+    watches = (app.get(NOTARY), app.get(STAFF))
+    found = [w.damage for w in watches if w is not None and w.damage is not None]
+    if not found:
         excess = app.get(EXCESS_PRIVILEGE)
         return {} if not excess else {"privilege": excess}
-    damage = notary.damage
+    damage = min(found, key=lambda d: d.position)
     log.error("not ready: history damaged at %s", damage.describe())
     raise HistoryDamaged(
         f"the history is damaged at position {damage.position} ({damage.what}): "

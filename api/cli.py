@@ -523,6 +523,10 @@ def staff_list() -> None:
     with _staff_app("list") as app:
         directory = StaffDirectory(app)
         directory.refresh()
+        if directory.damage is not None:
+            click.echo(f"the history is damaged ({directory.damage.describe()}): no one listed "
+                       "is let in until the store is restored; ledger verify names the damage",
+                       err=True)
         for person in directory.people():
             state = "revoked" if person.revoked else "active"
             click.echo(f"{person.name}\t{person.role}\t{state}\t"

@@ -9,6 +9,14 @@ Only events the service sealed are honoured: each one's seal is checked with the
 (``projections.seal``) before it counts, so a member of staff (or a token) INSERTed into the
 events table by someone with the database's password but not the key lets no one in. Such an
 event is skipped and named in an ERROR line; the notary and ``ledger verify`` name it too.
+
+Nor does a staff event deleted with its seal go unseen. The events that remain keep their own
+seals, so the directory also checks that the log is whole (``Chain.first_gap``) up to where it
+reads: on a server started after a revocation was deleted, the revoked person would otherwise be
+let in again. A gap fails closed: from then on no member of staff is let in by this server (the
+role tokens of its configuration still are; ``people`` still lists them), ``damage`` names the
+position for ``/ready``, and an ERROR line says why, until an operator restores the store and
+restarts the service.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
 from ledger.staff import Staff
-from projections.chain import Chain, Link
+from projections.chain import Chain, Damage, Link
 from projections.seal import ChainKey
 
 REFRESH_S = 0.5
@@ -58,6 +66,7 @@ class StaffDirectory:
         self._checked = float("-inf")
         self._lock = threading.Lock()
         self._chain = Chain(app.recorder)
+        self.damage: Damage | None = None  # a gap in the log: no member of staff is let in
         self._key: ChainKey = app.recorder.chain_key  # type: ignore[attr-defined]
         assert self._key is not None, "the staff directory checks seals: wire the recorder first"
 
@@ -66,6 +75,13 @@ class StaffDirectory:
             # Up to the log's end as it stands now (writers commit in log order), which the
             # next look starts from: each look reads only what is new, however long the log.
             top = self.app.recorder.max_notification_id() or 0
+            if self.damage is None and self._last < top:
+                gap = self._chain.first_gap(self._last, top)
+                if gap is not None:
+                    self.damage = Damage(gap, "missing")
+                    log.error("history damaged at position %s: a sealed event is gone (deleted "
+                              "behind the service's back); no member of staff is let in until "
+                              "the store is restored", gap)
             while self._last < top:
                 found = self.app.recorder.select_notifications(
                     self._last + 1, PAGE, stop=top, topics=TOPICS
@@ -77,7 +93,8 @@ class StaffDirectory:
                     self._last = notification.id
                 if len(found) < PAGE:
                     self._last = top
-            self._by_hash = {p.token_hash: p for p in self._people.values() if not p.revoked}
+            self._by_hash = {} if self.damage is not None else {
+                p.token_hash: p for p in self._people.values() if not p.revoked}
             self._checked = time.monotonic()
 
     def _sealed(self, notification: Notification, link: Link | None) -> bool:

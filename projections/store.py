@@ -611,6 +611,23 @@ def run_sql(
     return rows
 
 
+def count_events(recorder: Recorder, after: int, upto: int) -> int:
+    """How many stored events stand at the positions after ``after`` up to ``upto``
+    (``upto - after`` when none is missing)."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        events, position = recorder.events_table_name, "rowid"
+    else:
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        events = qualified_events_table(recorder).as_string(None)
+        position = "notification_id"
+    rows = run_sql(recorder, [(
+        f"SELECT COUNT(*) AS n FROM {events}"  # noqa: S608
+        f" WHERE {position} > %(after)s AND {position} <= %(upto)s",
+        {"after": after, "upto": upto},
+    )], commit=False)
+    return int(rows[0]["n"])
+
+
 def _reads_only(sql: str) -> bool:
     return sql.lstrip().upper().startswith("SELECT ")
 

@@ -207,6 +207,18 @@ class Intruder:
     def delete(self, position: int) -> None:
         self.run(f"DELETE FROM {self.events} WHERE {self.key} = %s", (position,), unguarded=True)
 
+    def delete_with_seal(self, position: int) -> None:
+        """DELETE one stored event and its link together (guards off): the events that remain
+        keep seals that hold, and only the log's gap tells."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (f"DELETE FROM {self.events} WHERE {self.key} = %s", (position,)),
+            ("DELETE FROM ledger_chain WHERE position = %s", (position,)),
+        ]
+        if self.kind == "sqlite":
+            self._run_sqlite(statements, unguarded=True)
+        else:
+            self._run_postgres(statements, unguarded=True)
+
     def swap(self, first: int, second: int) -> None:
         a, b = self.state_at(first), self.state_at(second)
         assert a != b

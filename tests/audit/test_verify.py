@@ -265,3 +265,23 @@ def test_a_read_model_row_changed_by_hand_fails_verify_naming_the_read_model(
     assert report.first_bad_position is None  # the log itself is sound
     assert report.problems
     assert all(p.startswith(f"read model {read_model}: {table}") for p in report.problems)
+
+
+def test_a_gap_in_the_log_is_found_at_its_position_whatever_the_range_asked(
+    audited: Ledger, intruder: Intruder
+) -> None:
+    chain = Chain(audited.app.recorder)
+    head = audited.read_models.log_position()
+    assert chain.first_gap(0, head) is None
+    # Given an event deleted with its seal, and a later one deleted without it
+    gone, later = deposit_positions(audited)[1], head - 3
+    assert gone < later
+    intruder.delete_with_seal(gone)
+    intruder.delete(later)
+
+    # Then the first position with no event is found, in any range that holds one
+    assert chain.first_gap(0, head) == gone
+    assert chain.first_gap(gone - 1, gone) == gone
+    assert chain.first_gap(gone, head) == later
+    assert chain.first_gap(later, head) is None
+    assert chain.first_gap(0, gone - 1) is None

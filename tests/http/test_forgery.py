@@ -166,6 +166,46 @@ async def test_a_member_of_staff_inserted_by_sql_is_never_let_in(
     assert f"history damaged at position {forged}: a staff event" in server.log()
 
 
+async def test_a_revocation_deleted_by_sql_lets_no_member_of_staff_in_after_a_restart(
+    served: tuple[Server, Api], tmp_path: Path
+) -> None:
+    server, _ = served
+    # Given ann, whose revocation the service recorded, and bea, added after it
+    ann = add_person(server, "ann", "cs")
+    revoked = run_ledger(server, tmp_path, "staff", "revoke", "ann", "--by", "tests")
+    assert revoked.returncode == 0, revoked.stderr
+    bea = add_person(server, "bea", "finance")
+    assert me(server, ann)[0] == 401
+    intruder = Intruder(store_settings(server.database_url))
+    (revocation,) = intruder.positions_of("ledger:Staff.StaffRevoked")
+
+    # When an intruder deletes the revocation with its seal (guards off; every event left
+    # keeps a seal that holds), and the server starts again, reading its staff afresh
+    intruder.delete_with_seal(revocation)
+    assert server.stop() == 0
+    restarted = start_server(server.database_url, tmp_path)
+    try:
+        # Then ann is not let back in, nor is anyone named while the log has a gap
+        assert me(restarted, ann)[0] == 401
+        assert me(restarted, bea)[0] == 401
+        # but the configuration's role tokens still are (the operator is not locked out)
+        async with aiohttp.ClientSession(base_url=restarted.base_url) as session:
+            mine = Api(session)
+            assert (await mine.get("/v1/me", role="cs")).status == 200
+            # and /ready and an ERROR line name the position
+            problem = assert_problem(await mine.get("/ready", role="auditor"), 503, "not_ready")
+            assert f"position {revocation}" in problem["detail"]
+        assert (f"history damaged at position {revocation}: a sealed event is gone"
+                in restarted.log())
+        # and the operator's staff list still shows who is on the staff, and says why
+        listed = run_ledger(restarted, tmp_path, "staff", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert f"position {revocation}: a sealed event is gone" in listed.stderr
+        assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["ann", "bea"]
+    finally:
+        assert restarted.stop() == 0
+
+
 def run_ledger(server: Server, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``ledger ARGS`` on the server's store, as an operator runs it beside the server."""
     return subprocess.run(
