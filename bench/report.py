@@ -26,7 +26,7 @@ class HttpFigures:
     cpu_per_read: dict[str, list[CpuPerAnswer]] = field(default_factory=dict)
     lags: list[CatchUp] = field(default_factory=list)
     memory_mb: dict[str, float] = field(default_factory=dict)  # after the write and read runs
-    solo: dict[str, Load] = field(default_factory=dict)
+    solo: dict[str, Median] = field(default_factory=dict)
     unloaded: Load | None = None
     audited: Load | None = None
     auditors: Load | None = None
@@ -182,10 +182,11 @@ def rows(http: HttpFigures, rebuilt: RebuildFigures | None) -> list[Row]:
         _ratio_row("resident memory after the loads, the service's processes (MiB)",
                    http.memory_mb["ledger"], http.memory_mb["bare"], " MiB", "bare"),
         _lag_row(http.lags),
-        _ratio_row("one deposit at a time, p50", http.solo["ledger"].p50_ms,
-                   http.solo["bare"].p50_ms, " ms", "bare", at_most=2.0, fmt=".1f"),
+        _ratio_row(f"one deposit at a time, p50 (median of {http.solo['ledger'].rounds})",
+                   http.solo["ledger"].p50_ms, http.solo["bare"].p50_ms, " ms", "bare",
+                   at_most=2.0, fmt=".2f"),
         _ratio_row("one deposit at a time, p99", http.solo["ledger"].p99_ms,
-                   http.solo["bare"].p99_ms, " ms", "bare", fmt=".1f"),
+                   http.solo["bare"].p99_ms, " ms", "bare", fmt=".2f"),
     ]
     if rebuilt is not None:
         found += _rebuild_rows(rebuilt)
