@@ -50,6 +50,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from ledger.errors import Contention, NotReady
 from ledger.settings import StoreSettings
 from projections.paging import Query
+from projections.wakeup import NUDGE
 
 APP_NAME = "ledger"
 FIRST_PAUSE_S = 0.001
@@ -161,7 +162,12 @@ class CurrentReader:
             for table in trackers
         )
         head = "COALESCE((SELECT MAX(notification_id) FROM ledger_events), 0)"
-        self._head = f"SELECT {head} AS head_, LEAST({reached}) AS reached_"
+        # A look that finds the read models behind asks the keeper for them, in the same
+        # statement (``projections.wakeup``): a keeper pacing its batches applies at once.
+        self._head = (
+            f"SELECT head_, reached_, CASE WHEN reached_ < head_ THEN {NUDGE} END AS nudged_"  # noqa: S608
+            f" FROM (SELECT {head} AS head_, LEAST({reached}) AS reached_) AS p"
+        )
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
         self.heads = HeadLooks(self._look)
         self.kept_answers = 0  # reads answered from kept rows, since the reader was made

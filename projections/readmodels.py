@@ -15,7 +15,10 @@ applies it to every read model and commits it (``projections.batches``): on Post
 transaction for all read models and their tracking records, on SQLite one per read model. It
 reads again at once after a full batch; otherwise it waits for a NOTIFY of new events
 (PostgreSQL), a write of its own process, or a short poll interval, so a lost NOTIFY costs at most
-that interval. A failure is logged and the keeper starts again, never left dead.
+that interval; on PostgreSQL, while no one reads them, it then holds until its pace has passed
+since the last batch began, unless a reader asks for the read models (``projections.wakeup``:
+the reads' look at where the log and the read models stand asks, in the same statement, when it
+finds them behind). A failure is logged and the keeper starts again, never left dead.
 
 With ``in_child_process`` (``ledger serve`` on PostgreSQL, ``LEDGER_KEEPER``) that loop runs in a
 child process spawned by the leading process, which keeps the lock meanwhile: the batches' Python
@@ -74,7 +77,7 @@ from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
 from projections.store import application_env, qualified_events_table, schema_lock
 from projections.views import ReadModelProjection, ReadModelView, view_class
-from projections.wakeup import Doorbell, PostgresDoorbell
+from projections.wakeup import NUDGE, READERS_GONE_S, Doorbell, PostgresDoorbell
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +172,12 @@ class ReadModels:
             self._tracked_sql = f"SELECT {tracked}"
             # The log's head beside them: the events table is in the read models' database.
             events = qualified_events_table(app.recorder).as_string()  # type: ignore[arg-type]
+            # A look that finds them behind asks the keeper for them (``projections.wakeup``).
+            behind = " OR ".join(f"COALESCE({name}, 0) < head_" for name in self.views)
             self._positions_sql = (
-                f"SELECT (SELECT MAX(notification_id) FROM {events}) AS head_, {tracked}"  # noqa: S608
+                f"SELECT *, CASE WHEN {behind} THEN {NUDGE} END AS nudged_"  # noqa: S608
+                f" FROM (SELECT (SELECT MAX(notification_id) FROM {events}) AS head_,"
+                f" {tracked}) AS p"
             )
         self._accounts = self.views[AccountsProjection.name]
         self._orders = self.views[OrdersProjection.name]
@@ -523,6 +530,10 @@ MAX_KEEPER_BATCH = 10_000
 POSTGRES_POLL_INTERVAL_S = 0.1
 SQLITE_POLL_INTERVAL_S = 0.01
 MAX_POLL_INTERVAL_S = 1.0
+# The least time from one batch's start to the next's while no reader asks for the read models
+# (``projections.wakeup``): under a steady stream of writes, a few events a batch rather than one.
+POSTGRES_PACE_S = 0.01
+MAX_PACE_S = 1.0
 # How often a keeper checks that it still holds the leadership lock's session.
 LOCK_CHECK_S = 1.0
 # How long a keeper's child process has to finish its batch once told to stop.
@@ -539,6 +550,7 @@ class ReadModelKeeper:
         *,
         batch_size: int = KEEPER_BATCH,
         poll_interval_s: float | None = None,
+        pace_s: float | None = None,
         lock_retry_s: float = 1.0,
         in_child_process: bool = False,
         child_setup: Callable[[], None] | None = None,
@@ -550,9 +562,14 @@ class ReadModelKeeper:
             raise ValueError(f"batch_size is 1..{MAX_KEEPER_BATCH}")
         if not 0 < poll_interval_s <= MAX_POLL_INTERVAL_S:
             raise ValueError(f"poll_interval_s is in (0, {MAX_POLL_INTERVAL_S:g}]")
+        if pace_s is None:
+            pace_s = POSTGRES_PACE_S if settings.kind == "postgres" else 0.0
+        if not 0 <= pace_s <= MAX_PACE_S:
+            raise ValueError(f"pace_s is in [0, {MAX_PACE_S:g}]")
         self.settings = settings
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        self.pace_s = pace_s
         self.lock_retry_s = lock_retry_s
         self.in_child_process = in_child_process
         self.child_setup = child_setup
@@ -621,7 +638,8 @@ class ReadModelKeeper:
         ours, theirs = context.Pipe()
         child = context.Process(
             target=keep_in_child, name="read-model-keeper", daemon=True,
-            args=(self.settings, self.batch_size, self.poll_interval_s, self.child_setup, theirs),
+            args=(self.settings, self.batch_size, self.poll_interval_s, self.pace_s,
+                  self.child_setup, theirs),
         )
         child.start()
         theirs.close()
@@ -660,8 +678,12 @@ class ReadModelKeeper:
                                        key=self._watch.key)
                 checked = time.monotonic()
                 while not self._stopping.is_set():
+                    began = time.monotonic()
                     if not self.catch_up(app, applier):
                         self._doorbell.wait(self.poll_interval_s)
+                        bell = self._doorbell
+                        if self.pace_s and time.monotonic() - bell.asked_at > READERS_GONE_S:
+                            bell.hold(since=began, until=began + self.pace_s)
                     if time.monotonic() - checked > LOCK_CHECK_S:
                         check()
                         checked = time.monotonic()
@@ -718,7 +740,8 @@ class _Wakeup:
 
 
 def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: float,
-                  setup: Callable[[], None] | None, parent: mp_connection.Connection) -> None:
+                  pace_s: float, setup: Callable[[], None] | None,
+                  parent: mp_connection.Connection) -> None:
     """A keeper's child process (``ReadModelKeeper._keep_in_child``): applies batches until
     its parent closes the pipe (or ends). The parent holds the leadership lock; should the
     parent die mid-batch, the next leader's batch is refused whole if this one landed first
@@ -726,7 +749,8 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C stops the parent, which
     if setup is not None:                         # stops this
         setup()
-    keeper = ReadModelKeeper(settings, batch_size=batch_size, poll_interval_s=poll_interval_s)
+    keeper = ReadModelKeeper(settings, batch_size=batch_size, poll_interval_s=poll_interval_s,
+                             pace_s=pace_s)
 
     def watch_parent() -> None:
         with contextlib.suppress(EOFError, OSError):

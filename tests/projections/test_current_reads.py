@@ -22,7 +22,9 @@ from projections import current
 from projections.accounts import account_query, balance_query
 from projections.current import CurrentReader, HeadLooks
 from projections.readmodels import (
+    MAX_PACE_S,
     PROJECTIONS,
+    ReadModelKeeper,
     ReadModels,
     close_views,
     open_views,
@@ -117,6 +119,27 @@ async def test_a_read_waits_for_the_writes_before_it_not_for_those_landing_meanw
         close_views(views)
 
     assert (await reading)["username"] == "max"  # read models at 1 of 2: current for it
+
+
+@postgres
+async def test_a_read_has_a_keeper_pacing_its_batches_apply_the_writes_before_it_at_once(
+    settings: StoreSettings, app: LedgerApplication, reader: CurrentReader, system: Actor,
+) -> None:
+    prepare_read_models(settings)
+    # Given a keeper that, unasked, lets a whole second pass between one batch and the next
+    keeper = ReadModelKeeper(settings, pace_s=MAX_PACE_S)
+    keeper.start()
+    try:
+        app.open_account("ann", "USD", actor=system)
+        for n in range(1, 4):
+            # When a deposit follows the keeper's last batch at once
+            app.deposit("ann", 100, f"PAY-{n}", actor=system)
+            # Then a read that began after it answers it, well within the keeper's pace: its
+            # look found the read models behind and asked for them
+            balance = await reader.fetch(balance_query("ann"), timeout_s=MAX_PACE_S / 2)
+            assert balance["posted"] == 100 * n
+    finally:
+        keeper.stop()
 
 
 # -- answers kept while the log stands still ---------------------------------------------------

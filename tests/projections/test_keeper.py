@@ -32,7 +32,7 @@ from projections.readmodels import (
     prepare_read_models,
 )
 from projections.store import _SCHEMA_LOCK_KEY
-from projections.wakeup import PostgresDoorbell
+from projections.wakeup import NUDGE, PostgresDoorbell
 from tests.conftest import pg_url
 
 WAIT_S = 10.0
@@ -240,6 +240,63 @@ def test_the_doorbell_rings_on_a_notify_and_otherwise_after_its_pause(
         started = time.monotonic()
         bell.wait(WAIT_S)
         assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_keeper_pacing_its_batches_applies_at_once_when_a_read_finds_it_behind(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    prepare_read_models(settings)
+    # Given a keeper that, unasked, lets a whole second pass between one batch and the next
+    keeper = ReadModelKeeper(settings, pace_s=readmodels.MAX_PACE_S)
+    keeper.start()
+    within = readmodels.MAX_PACE_S / 2
+    try:
+        with read_models(settings, app) as models:
+            app.open_account("ann", "USD", actor=system)
+            head = models.log_position()
+            # (looking at where the read models stand asks for nothing: the pace passes)
+            wait_until(lambda: min(models.tracked().values()) >= head)
+
+            # When a write follows its last batch at once, while no one reads
+            app.deposit("ann", 100, "PAY-1", actor=system)
+            head = models.log_position()
+            # Then the read models stay behind it
+            assert min(models.tracked().values()) < head
+            # and a read that finds them behind has them at once, well within the pace
+            started = time.monotonic()
+            assert models.wait_current(timeout_s=within) >= head
+            assert time.monotonic() - started < within
+
+            # And while readers ask, each write is applied at its notice, unasked
+            app.deposit("ann", 100, "PAY-2", actor=system)
+            head = models.log_position()
+            wait_until(lambda: min(models.tracked().values()) >= head, timeout_s=within)
+    finally:
+        keeper.stop()
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_the_doorbell_holds_until_its_time_or_until_a_reader_wants_the_read_models(
+    settings: StoreSettings, app: LedgerApplication, system: Actor
+) -> None:
+    bell = PostgresDoorbell(settings)
+    with bell.listening("ledger_events"), psycopg.connect(
+            pg_url(settings.postgres["POSTGRES_DBNAME"]), autocommit=True) as reader:
+        started = time.monotonic()
+        app.open_account("eve", "USD", actor=system)
+        bell.hold(since=started, until=started + 0.3)  # new events do not end a hold
+        assert time.monotonic() - started >= 0.29
+
+        reader.execute(f"SELECT {NUDGE}")  # a reader asking does
+        started = time.monotonic()
+        bell.hold(since=started, until=started + WAIT_S)
+        assert time.monotonic() - started < WAIT_S / 2
+        assert bell.asked_at >= started
+
+        started = time.monotonic()  # and one asking before it began does not
+        bell.hold(since=started, until=started + 0.3)
+        assert time.monotonic() - started >= 0.29
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
