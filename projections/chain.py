@@ -147,7 +147,6 @@ class Chain:
             raise KeyError(position)
         return str(rows[0]["hash"])
 
-
     def first_gap(self, after: int, upto: int) -> int | None:
         """The first position after ``after``, up to ``upto``, with no stored event; None when
         none is missing. The writer leaves no gap (``projections.store``): one is an event
