@@ -677,11 +677,11 @@ class ReadModelKeeper:
                 applier = BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
                                        key=self._watch.key)
                 checked = time.monotonic()
+                bell = self._doorbell
                 while not self._stopping.is_set():
                     began = time.monotonic()
                     if not self.catch_up(app, applier):
-                        self._doorbell.wait(self.poll_interval_s)
-                        bell = self._doorbell
+                        bell.wait(self.poll_interval_s)
                         if self.pace_s and time.monotonic() - bell.asked_at > READERS_GONE_S:
                             bell.hold(since=began, until=began + self.pace_s)
                     if time.monotonic() - checked > LOCK_CHECK_S:
