@@ -2,7 +2,8 @@
 
 Resources live in ``cleanup_ctx``, opened in this order and closed in the reverse: the bounded
 executors (one for requests, one thread for ``verify``), the ledger application, the read models,
-the read-model keeper. Middlewares, outermost
+the read-model keeper. On PostgreSQL the ledger commits from the event loop while it serves
+(``projections.loopwriter``). Middlewares, outermost
 first: request id and metrics, problems (every error becomes problem+json), the request deadline
 (``api.limits``), auth (token, role). Handlers reach the executor through the admission's lanes
 (``api.limits``), each route in the lane the route table gives it.
@@ -61,6 +62,7 @@ from ledger.clock import utc_now
 from ledger.refund_request import second_approval_thresholds
 from ledger.settings import StoreSettings
 from projections.current import CurrentReader
+from projections.loopwriter import writing_on_loop
 from projections.notes import signing_settings
 from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
 from projections.store import open_application
@@ -157,7 +159,8 @@ def create_app(
         app[LEDGER] = await in_executor(app, open_application, settings,
                                         max_attempts=max_attempts, lock_timeout_s=lock_timeout_s,
                                         second_approval_above=second_approval, clock=clock)
-        yield
+        async with writing_on_loop(app[LEDGER]):  # PostgreSQL: commits from the event loop
+            yield
         await in_executor(app, app[LEDGER].close)
 
     async def read_side(app: web.Application) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 from uuid import UUID
@@ -164,6 +164,14 @@ async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs:
     app = request.app
     return await app[ADMISSION].run(request, app[EXECUTOR],
                                     functools.partial(fn, *args, **kwargs))
+
+
+async def run_first_on_loop(request: web.Request, first: Callable[[], Awaitable[T | None]] | None,
+                            job: Callable[[], T]) -> T:
+    """``run(request, job)``, but once the slot is had, ``first`` is tried on the event loop:
+    its answer, unless it answers None (then ``job``, in the same slot)."""
+    app = request.app
+    return await app[ADMISSION].run(request, app[EXECUTOR], job, first=first)
 
 
 async def read(request: web.Request, query: Callable[[ReadSide], T]) -> T:

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from api import models, parsing
-from api.context import Page, ReadSide, read, read_current, run
+from api.context import Page, ReadSide, read, read_current, run_first_on_loop
 from api.keys import ACTOR, KEEPER, LEDGER
 from ledger import identity, money
 from ledger.commands import (
@@ -66,12 +66,19 @@ async def command(request: web.Request, make: Callable[P, Command], *args: P.arg
     """Build the command (``make(*args, **kwargs)``), have the ledger execute it, answer."""
     ledger, actor = request.app[LEDGER], request[ACTOR]
     key = parsing.idempotency_key(request)
+    built: list[Command] = []
+
+    async def on_loop() -> Outcome | None:
+        # Built once it has a slot of its lane: a refusal of its fields waits like any answer.
+        built.append(make(*args, **kwargs))
+        return await ledger.execute_on_loop(built[0], actor=actor, idempotency_key=key)
 
     def execute() -> Outcome:
-        # Built on the executor: a refusal of its fields waits for a worker like any answer.
-        return ledger.execute(make(*args, **kwargs), actor=actor, idempotency_key=key)
+        command = built[0] if built else make(*args, **kwargs)
+        return ledger.execute(command, actor=actor, idempotency_key=key)
 
-    outcome = await run(request, execute)
+    outcome = await run_first_on_loop(request, on_loop if ledger.writes_on_loop else None,
+                                      execute)
     # The read models of this process need not wait for their next poll to see the write.
     request.app[KEEPER].nudge()
     headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None

@@ -56,7 +56,7 @@ import itertools
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -393,10 +393,11 @@ class Admission:
 
     async def run(self, request: web.Request, executor: Executor, job: Callable[[], T],
                   *, kept: Callable[[], T | None] | None = None,
-                  keep: Callable[[T], None] | None = None) -> T:
+                  keep: Callable[[T], None] | None = None,
+                  first: Callable[[], Awaitable[T | None]] | None = None) -> T:
         """``job`` for ``request``, in its route's lane and as its caller's role (``run_in``)."""
         lane, role = self._lane_and_role(request)
-        return await self.run_in(lane, role, executor, job, kept=kept, keep=keep)
+        return await self.run_in(lane, role, executor, job, kept=kept, keep=keep, first=first)
 
     def _lane_and_role(self, request: web.Request) -> tuple[Lane, str]:
         lane = request.app[ROUTE_LANES][request.match_info.route.name or ""]
@@ -405,18 +406,30 @@ class Admission:
 
     async def run_in(self, lane: Lane, role: str, executor: Executor, job: Callable[[], T],
                      *, kept: Callable[[], T | None] | None = None,
-                     keep: Callable[[T], None] | None = None) -> T:
+                     keep: Callable[[T], None] | None = None,
+                     first: Callable[[], Awaitable[T | None]] | None = None) -> T:
         """``job`` on ``executor`` once ``role`` has a slot of ``lane``; Overloaded when it
         gets none in time. The slot is freed when the job ends, however its request ends.
 
         What a job makes may be kept for the requests in line behind it, rather than each
         making it again: ``keep`` is given what the job answered, on the event loop, before its
         slot is freed; ``kept``, asked on the event loop once a request has its slot, may
-        answer instead of a job, and then the slot is freed at once."""
+        answer instead of a job, and then the slot is freed at once.
+
+        ``first``, when given, is tried on the event loop once the request has its slot (a
+        write decided and committed there, ``ledger.pipeline``): its answer, unless it answers
+        None, and then ``job`` runs in the same slot. Like a job, it runs to its end even if
+        the request gives up on it, and holds the slot until then."""
         line = self._lanes[lane]
         await line.acquire(role)
         try:
             found = None if kept is None else kept()
+        except BaseException:
+            line.release(role)
+            raise
+        if found is None and first is not None:
+            found = await _first_in_slot(line, role, first)
+        try:
             if found is not None:
                 line.release(role)
                 return found
@@ -434,6 +447,21 @@ class Admission:
 
         future.add_done_callback(done)
         return await finish_even_if_abandoned(future)
+
+
+async def _first_in_slot(line: _LaneLine, role: str, first: Callable[[], Awaitable[T | None]]
+                         ) -> T | None:
+    """``first()`` in ``role``'s slot of ``line``; the slot is freed when it fails or, if its
+    request gives up on it, when it ends."""
+    attempt = asyncio.ensure_future(first())
+    try:
+        return await finish_even_if_abandoned(attempt)
+    except BaseException:
+        if attempt.done():
+            line.release(role)
+        else:
+            attempt.add_done_callback(lambda _: line.release(role))
+        raise
 
 
 async def finish_even_if_abandoned(future: asyncio.Future[T]) -> T:

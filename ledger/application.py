@@ -62,6 +62,7 @@ from ledger.pipeline import (
     Committer,
     Decision,
     EventPositions,
+    NotCached,
     Outcome,
     Pipeline,
 )
@@ -164,6 +165,30 @@ class LedgerApplication(Application[UUID]):
             key=idempotency_key,
             lock=self._lock_of(command),
         )
+
+    async def execute_on_loop(
+        self, command: Command, *, actor: Actor, idempotency_key: str | None = None
+    ) -> Outcome | None:
+        """``execute`` on the event loop, when its account's aggregates are held here and its
+        decision is recorded as made; None when it must be executed on a thread instead
+        (nothing was recorded). Only a command that names its account's lock itself: a step
+        of a refund request or of a case looks its owner up."""
+        if command.lock_key is None or self.committer.on_loop is None:
+            return None
+        command.check_on(self.today())
+        use_case = _USE_CASES[type(command)]
+        return await self.pipeline.run_on_loop(
+            command,
+            lambda: use_case(self, command, actor),
+            actor=actor,
+            key=idempotency_key,
+            lock=command.lock_key,
+        )
+
+    @property
+    def writes_on_loop(self) -> bool:
+        """Whether an event loop commits for this process (``execute_on_loop`` may answer)."""
+        return self.committer.on_loop is not None
 
     def _lock_of(self, command: Command) -> UUID:
         """The lock of the account the command writes to; a refund request or a case is looked
@@ -479,6 +504,14 @@ class LedgerApplication(Application[UUID]):
         so that a decision recording nothing can be made again from the store. Outside one (a
         caller asking how things stand): as the store has it now."""
         reads = self.pipeline.reads()
+        if self.pipeline.cache_only():
+            cache: Any = self.repository.cache
+            try:
+                if cache is None:
+                    raise KeyError(aggregate_id)
+                cache.get(aggregate_id)
+            except KeyError:
+                raise NotCached(aggregate_id) from None
         if reads is None:
             self.forget({aggregate_id})
         else:

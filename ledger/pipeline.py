@@ -37,16 +37,28 @@ and back (two thread wake-ups, the largest part of a lone write's latency).
   time, and only the commands that fail alone fail.
 - Every wait is bounded: a full queue refuses at once (``Contention``), a handler waits at most
   ``lock_timeout_s`` for its account's lock and ``ANSWER_TIMEOUT_S`` for its answer.
+
+On the event loop (a server on PostgreSQL): the committer is a ``LoopCommitter``, a task of
+the event loop that records its batches through an async connection. A command on an account
+whose aggregates this process holds is then decided and committed on the event loop itself
+(``Pipeline.run_on_loop``): no thread, no hand-off. Everything else, a command that must read
+the store, a decision made again, a key's replay, runs on a thread as above, and its commit
+goes to the same ``LoopCommitter``: one writer per process still. The loop's try gives up,
+having recorded nothing, and the thread starts over when its account's lock is taken by another
+writer, when an aggregate is not held here (``NotCached``), when the decision records nothing
+or is a refusal, and when its commit conflicts. Handing each write to a thread and back made
+the event loop and the threads take turns on the interpreter's lock at every step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -56,7 +68,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError, Recording, StoredEvent
 
 from ledger import errors
 from ledger.errors import (
@@ -75,7 +87,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_ATTEMPTS = 40
 DEFAULT_LOCK_TIMEOUT_S = 10.0
-LOCK_STRIPES = 256
+LOCK_STRIPES = 4096
 MAX_BATCH = 256
 MAX_QUEUED = 4096
 ANSWER_TIMEOUT_S = 60.0
@@ -88,6 +100,11 @@ log = logging.getLogger(__name__)
 
 class Conflicted(Exception):
     """The command was decided on state that changed before it was recorded: decide again."""
+
+
+class NotCached(Exception):
+    """A decision on the event loop needs an aggregate this process does not hold: it is made
+    on a thread instead, which may read the store."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,8 @@ class Committer:
         self._start_lock = threading.Lock()
         self.batches = 0
         self.commands = 0
+        # Set while an event loop commits for this process (``LoopCommitter.bind``).
+        self.on_loop: LoopCommitter | None = None
 
     # -- the handler's side ---------------------------------------------------------------------
 
@@ -144,6 +163,9 @@ class Committer:
         """Record the new events of ``aggregates`` and ``key`` together; answers where the
         events landed. Raises ``Conflicted`` (decide again), ``Contention`` (queue full), or
         what the store raised for this command alone."""
+        on_loop = self.on_loop
+        if on_loop is not None:
+            return on_loop.commit_from_thread(aggregates, key)
         self._ensure_started()
         events: list[DomainEventProtocol[UUID]] = []
         for aggregate in aggregates:
@@ -278,19 +300,188 @@ class Committer:
         return answers
 
     def _fail(self, decided: _Decided, error: Exception) -> None:
-        # Whatever this command decided did not happen; the aggregates it changed are not the
-        # stored ones, so none of them may be handed out again from the cache.
-        cache: Any = self.app.repository.cache
-        if cache is not None:
-            for aggregate in decided.aggregates:
+        _evict(self.app, decided.aggregates)
+        decided.answer.set_exception(_as_refusal(error))
+
+
+def _evict(app: Application[UUID], aggregates: Sequence[Aggregate]) -> None:
+    """Whatever a failed command decided did not happen; the aggregates it changed are not the
+    stored ones, so none of them may be handed out again from the cache."""
+    cache: Any = app.repository.cache
+    if cache is not None:
+        for aggregate in aggregates:
+            try:
+                cache.get(aggregate.id, evict=True)
+            except KeyError:
+                pass
+
+
+def _as_refusal(error: Exception) -> Exception:
+    """What a command's handler hears of its failed commit: a version or a key taken first is
+    a conflict (decide again); anything else, as it was."""
+    return Conflicted() if isinstance(error, IntegrityError) else error
+
+
+RecordBatch = Callable[[list[StoredEvent], list[KeyWrite]], Awaitable[Sequence[int]]]
+
+
+@dataclass
+class _DecidedOnLoop:
+    aggregates: tuple[Aggregate, ...]
+    stored: list[StoredEvent]
+    key: KeyWrite | None
+    answer: asyncio.Future[Committed]
+
+
+class LoopCommitter:
+    """The one writer of an application's events in a process that serves from an event loop.
+
+    Commands come from the event loop (``commit``) or from threads (``commit_from_thread``);
+    while a batch is being recorded the next one forms, and a task of the loop records it with
+    one ``record`` (the events, their keys; it answers the events' positions). The same rules
+    as ``Committer``'s: a command whose aggregate its batch already changed is sent back
+    (``Conflicted``), one command's failure fails no other, the queue is bounded."""
+
+    def __init__(self, app: Application[UUID], loop: asyncio.AbstractEventLoop,
+                 record: RecordBatch, *, max_batch: int = MAX_BATCH,
+                 max_queued: int = MAX_QUEUED) -> None:
+        assert 1 <= max_batch <= 10_000 and 1 <= max_queued <= 1_000_000
+        self.app = app
+        self.loop = loop
+        self.record = record
+        self.max_batch = max_batch
+        self.max_queued = max_queued
+        self._waiting: list[_DecidedOnLoop] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.commands = 0
+
+    def bind(self, committer: Committer) -> None:
+        """Make this the committer of ``committer``'s process (its threads' commits too)."""
+        assert committer.on_loop is None, "one committer on the loop at a time"
+        committer._ensure_started()  # its thread still keeps house (prunes expired keys)
+        committer.on_loop = self
+
+    async def unbind(self, committer: Committer) -> None:
+        """Hand the commits back to ``committer``'s threads, once what is queued is recorded."""
+        assert committer.on_loop is self
+        committer.on_loop = None
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    async def commit(self, aggregates: Sequence[Aggregate], key: KeyWrite | None) -> Committed:
+        """On the event loop: record the new events of ``aggregates`` and ``key`` together;
+        raises ``Conflicted`` (decide again), ``Contention`` (queue full), or what the store
+        raised for this command alone."""
+        if len(self._waiting) >= self.max_queued:
+            raise Contention("the ledger has too many writes waiting; try again shortly")
+        events: list[DomainEventProtocol[UUID]] = []
+        for aggregate in aggregates:
+            events.extend(aggregate.collect_events())
+        to_stored = self.app.mapper.to_stored_event
+        decided = _DecidedOnLoop(tuple(aggregates), [to_stored(event) for event in events], key,
+                                 self.loop.create_future())
+        self._waiting.append(decided)
+        if self._writer is None:
+            self._writer = self.loop.create_task(self._write())
+        timer = self.loop.call_later(ANSWER_TIMEOUT_S, _not_confirmed, decided.answer)
+        try:
+            return await decided.answer
+        finally:
+            timer.cancel()
+
+    def commit_from_thread(self, aggregates: Sequence[Aggregate], key: KeyWrite | None
+                           ) -> Committed:
+        """``commit``, for a handler on a thread (never the loop's own)."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs on this thread: as it should be
+            running = None
+        if running is self.loop:
+            raise RuntimeError("a handler on the event loop awaits LoopCommitter.commit")
+        future = asyncio.run_coroutine_threadsafe(self.commit(aggregates, key), self.loop)
+        try:
+            return future.result(timeout=ANSWER_TIMEOUT_S + 1)
+        except FutureTimeout:
+            future.cancel()
+            raise Contention("the write was not confirmed in time; send it again") from None
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:self.max_batch]
+                del self._waiting[:self.max_batch]
+                await self._commit_batch(batch)
+        finally:
+            self._writer = None
+
+    async def _commit_batch(self, batch: list[_DecidedOnLoop]) -> None:
+        touched: set[UUID] = set()
+        ready: list[_DecidedOnLoop] = []
+        for decided in batch:
+            ids = {aggregate.id for aggregate in decided.aggregates}
+            if ids & touched:
+                self._fail(decided, Conflicted())
+                continue
+            touched |= ids
+            ready.append(decided)
+        if not ready:
+            return
+        try:
+            answers = await self._record(ready)
+        except Exception as error:
+            if len(ready) == 1:
+                self._fail(ready[0], error)
+                return
+            for decided in ready:  # one command's failure never fails the rest
                 try:
-                    cache.get(aggregate.id, evict=True)
-                except KeyError:
-                    pass
-        if isinstance(error, IntegrityError):
-            decided.answer.set_exception(Conflicted())
-        else:
-            decided.answer.set_exception(error)
+                    (answer,) = await self._record([decided])
+                except Exception as alone:
+                    self._fail(decided, alone)
+                else:
+                    _answer(decided.answer, answer)
+            return
+        for decided, answer in zip(ready, answers, strict=True):
+            _answer(decided.answer, answer)
+
+    async def _record(self, batch: list[_DecidedOnLoop]) -> list[Committed]:
+        stored: list[StoredEvent] = []
+        keys: list[KeyWrite] = []
+        for decided in batch:
+            stored.extend(decided.stored)
+            if decided.key is not None:
+                keys.append(_at_event(decided.key, len(stored)))
+        positions = await self.record(stored, keys)
+        assert len(positions) == len(stored), "every event recorded has its position"
+        cache: Any = self.app.repository.cache
+        answers, start = [], 0
+        for decided in batch:
+            if cache is not None:  # as eventsourcing's Application._record does
+                for aggregate in decided.aggregates:
+                    cache.put(aggregate.id, aggregate)
+            end = start + len(decided.stored)
+            answers.append(Committed(tuple(positions[start:end])))
+            start = end
+        self.batches += 1
+        self.commands += len(batch)
+        return answers
+
+    def _fail(self, decided: _DecidedOnLoop, error: Exception) -> None:
+        _evict(self.app, decided.aggregates)
+        if not decided.answer.done():
+            decided.answer.set_exception(_as_refusal(error))
+
+
+def _not_confirmed(answer: asyncio.Future[Committed]) -> None:
+    # Still queued or being written: its outcome is unknown to its handler, which is what a
+    # lost answer is to a client (it retries with its key).
+    if not answer.done():
+        answer.set_exception(Contention("the write was not confirmed in time; send it again"))
+
+
+def _answer(answer: asyncio.Future[Committed], committed: Committed) -> None:
+    if not answer.done():  # its waiter may have given up (a timeout): nothing to tell
+        answer.set_result(committed)
 
 
 def _at_event(key: KeyWrite, events_so_far: int) -> KeyWrite:
@@ -390,6 +581,54 @@ class Pipeline:
         None outside a decision."""
         reads: set[UUID] | None = getattr(self._reads, "ids", None)
         return reads
+
+    def cache_only(self) -> bool:
+        """Whether the decision being made on this thread is made on the event loop, where an
+        aggregate this process does not hold is not read from the store (``NotCached``)."""
+        return bool(getattr(self._reads, "cache_only", False))
+
+    async def run_on_loop(
+        self,
+        command: Command,
+        decide: Callable[[], Decision],
+        *,
+        actor: Actor,
+        key: str | None,
+        lock: UUID,
+    ) -> Outcome | None:
+        """``run``, on the event loop, for a command whose first decision is recorded as it is
+        made: answers its outcome, or None when it must run on a thread instead (before
+        anything is recorded; see the module docstring). Never waits but for its commit."""
+        ledger = self.ledger
+        on_loop = ledger.committer.on_loop
+        if on_loop is None:
+            return None
+        stripe = self._locks.for_key(lock)
+        if not stripe.acquire(blocking=False):  # another writer of the account: in line
+            return None
+        try:
+            reads: set[UUID] = set()
+            self._reads.ids, self._reads.cache_only = reads, True
+            try:
+                decision = decide()
+            except (Refused, Conflict, NotFound, NotCached):
+                return None  # perhaps on what another process changed: the thread decides
+            finally:
+                self._reads.ids, self._reads.cache_only = None, False
+            if not decision.aggregates or decision.refusal is not None:
+                return None  # a natural duplicate or a recorded refusal: the thread looks
+            write = None
+            if key is not None:
+                write = KeyGuard(ledger, actor, key, command.fingerprint()).record(decision, None)
+            try:
+                committed = await on_loop.commit(decision.aggregates, write)
+            except Conflicted:  # lost a race, or its key was taken: the thread decides again
+                ledger.forget(reads)
+                return None
+            assert committed.last is not None, "a recorded decision has a position"
+            return Outcome(decision.outcome, decision.body, committed.last)
+        finally:
+            stripe.release()
 
     def run(
         self,

@@ -332,6 +332,38 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                 return ids
         raise IntegrityError(f"no free position after {MAX_PLACEMENTS} attempts")
 
+    async def record_on(
+        self, connection: psycopg.AsyncConnection[Any], stored_events: Sequence[StoredEvent],
+        keys: Sequence[KeyWrite],
+    ) -> list[int] | None:
+        """``insert_events`` on an async connection (``projections.loopwriter``) when it is one
+        statement: the batch after the head this process remembers from its own last commit.
+        None, having written nothing, when it is not: the head unknown (or taken meanwhile by
+        another process), a key renewing an expired one, no events, or another thread of this
+        process recording; ``insert_events`` then records the batch under the writers' lock.
+        IntegrityError when a version or a key was taken first."""
+        if not stored_events or any(write.replaces for write in keys):
+            return None
+        if not self._head_lock.acquire(blocking=False):
+            return None
+        try:
+            head, self._head = self._head, None  # unknown until this commit is answered
+            if head is None:
+                return None
+            ids, params, link = self._record_params(head, stored_events, keys)
+            try:
+                await connection.execute(self._record if keys else self._record_without_keys,
+                                         params, prepare=True)
+            except psycopg.errors.UniqueViolation as error:
+                if error.diag.constraint_name in self._positions_taken:
+                    return None  # another process wrote since
+                self._head = head  # the statement wrote nothing
+                raise IntegrityError(str(error)) from error
+            self._head = (ids[-1], link)
+            return ids
+        finally:
+            self._head_lock.release()
+
     def _record_after(
         self, head: tuple[int, str], stored_events: Sequence[StoredEvent],
         keys: Sequence[KeyWrite],
