@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from bench.probes import CatchUp, CpuPerAnswer
 from bench.rebuild import RebuildFigures
-from bench.wrk import Load, Median
+from bench.wrk import Median
 
 
 @dataclass
@@ -27,9 +27,9 @@ class HttpFigures:
     lags: list[CatchUp] = field(default_factory=list)
     memory_mb: dict[str, float] = field(default_factory=dict)  # after the write and read runs
     solo: dict[str, Median] = field(default_factory=dict)
-    unloaded: Load | None = None
-    audited: Load | None = None
-    auditors: Load | None = None
+    unloaded: Median | None = None
+    audited: Median | None = None
+    auditors: Median | None = None
     auditor_count: int = 0
     # issue 14: deposits on a ledger whose webhook receiver hangs, and on the one without
     hooked: Median | None = None
@@ -138,7 +138,8 @@ def _auditor_rows(http: HttpFigures) -> list[Row]:
     assert http.unloaded is not None and http.audited is not None and http.auditors is not None
     pages = http.auditors
     return [
-        _ratio_row(f"deposits/s while {http.auditor_count} auditors page /v1/events?limit=1000",
+        _ratio_row(f"deposits/s while {http.auditor_count} auditors page /v1/events?limit=1000"
+                   f" (median of {http.audited.rounds})",
                    http.audited.per_second, http.unloaded.per_second, "", "unloaded",
                    at_least=0.8),
         Row("auditors' pages/s (p50, p99; non-2xx)",

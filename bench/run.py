@@ -14,7 +14,8 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    ends and how long until they catch up. After the rounds, each service's resident memory
    (its processes, the keeper's child included).
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
-4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``.
+4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``;
+   ``--rounds`` rounds of both, medians.
 5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
    accounts opened in it) whose ``LEDGER_WEBHOOK_URL`` is a receiver that accepts every
    connection and never answers (``bench/hang.py``), ``LEDGER_WEBHOOK_SECRET`` set, and a
@@ -196,24 +197,30 @@ def one_at_a_time(targets: list[Target], options: Options, figures: HttpFigures)
 
 def heavy_readers(ledger: Target, auditor_token: str, options: Options,
                   figures: HttpFigures) -> None:
+    """As many rounds as the loads, each deposits alone then beside the auditors; medians (one
+    run of each moved the ratio from 0.59 to 0.97 between runs of the same build)."""
     assert ledger.lag is not None
     say(f"deposits alone, then with {options.auditors} auditors paging the log")
-    figures.unloaded = load(ledger, "deposit", "alone", options)
-    ledger.lag.catch_up()
-    log_size, _ = ledger.lag.positions()
-    seconds = options.seconds + 2 * int(AUDITOR_HEAD_START_S) + 1
-    auditors = wrk.Background(wrk.command(
-        ledger.service.url, wrk.AUDITOR_SCRIPT, [auditor_token, str(log_size)],
-        threads=1, connections=options.auditors, seconds=seconds), seconds)
-    try:
-        time.sleep(AUDITOR_HEAD_START_S)  # the auditors are paging before deposits begin
-        figures.audited = load(ledger, "deposit", "audited", options)
-        figures.auditors = auditors.finish()
-    finally:
-        auditors.stop()
+    unloaded, audited, pages = [], [], []
+    for r in range(options.rounds):
+        unloaded.append(load(ledger, "deposit", f"alone{r}", options))
+        ledger.lag.catch_up()
+        log_size, _ = ledger.lag.positions()
+        seconds = options.seconds + 2 * int(AUDITOR_HEAD_START_S) + 1
+        auditors = wrk.Background(wrk.command(
+            ledger.service.url, wrk.AUDITOR_SCRIPT, [auditor_token, str(log_size)],
+            threads=1, connections=options.auditors, seconds=seconds), seconds)
+        try:
+            time.sleep(AUDITOR_HEAD_START_S)  # the auditors are paging before deposits begin
+            audited.append(load(ledger, "deposit", f"audited{r}", options))
+            pages.append(auditors.finish())
+        finally:
+            auditors.stop()
+        say(f"  alone   {unloaded[-1].describe()}\n  audited {audited[-1].describe()}\n"
+            f"  auditors {pages[-1].describe()} (pages)")
+    figures.unloaded, figures.audited = wrk.Median.of(unloaded), wrk.Median.of(audited)
+    figures.auditors = wrk.Median.of(pages)
     figures.auditor_count = options.auditors
-    say(f"  alone   {figures.unloaded.describe()}\n  audited {figures.audited.describe()}\n"
-        f"  auditors {figures.auditors.describe()} (pages)")
 
 
 def webhook_metrics(base: str) -> dict[str, float]:
