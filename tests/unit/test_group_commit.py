@@ -10,30 +10,16 @@ import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
-from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from ledger.pipeline import MAX_QUEUED, Committed, Committer, Conflicted
+from tests.unit.committing import Aggregate, deposit
 
 WAIT_S = 10.0
-
-
-@dataclass
-class Aggregate:
-    """What the committer asks of an aggregate: its id and its new events."""
-
-    id: UUID = field(default_factory=uuid4)
-    pending: list[str] = field(default_factory=list)
-
-    def collect_events(self) -> list[Any]:
-        events = [SimpleNamespace(originator_id=self.id, name=n) for n in self.pending]
-        self.pending = []
-        return events
 
 
 class Store:
@@ -100,12 +86,6 @@ def committer(store: Store) -> Iterator[Committer]:
     yield committer
     store.release()
     committer.stop()
-
-
-def deposit(name: str, aggregate: Aggregate | None = None) -> list[Aggregate]:
-    aggregate = aggregate or Aggregate()
-    aggregate.pending.append(name)
-    return [aggregate]
 
 
 def test_a_lone_command_on_an_idle_ledger_is_written_at_once_by_its_own_handler(

@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from ledger.errors import Contention
 from ledger.pipeline import Committed, Committer, Conflicted, LoopCommitter
+from tests.unit.committing import Aggregate, deposit
 
 WAIT_S = 10.0
-
-
-@dataclass
-class Aggregate:
-    """What the committer asks of an aggregate: its id and its new events."""
-
-    id: UUID = field(default_factory=uuid4)
-    pending: list[str] = field(default_factory=list)
-
-    def collect_events(self) -> list[Any]:
-        events = [SimpleNamespace(originator_id=self.id, name=n) for n in self.pending]
-        self.pending = []
-        return events
 
 
 class Cache:
@@ -81,12 +68,6 @@ class Store:
 def committer_of(store: Store, **options: Any) -> LoopCommitter:
     return LoopCommitter(store, asyncio.get_running_loop(), store.record,  # type: ignore[arg-type]
                          **options)
-
-
-def deposit(name: str, aggregate: Aggregate | None = None) -> list[Aggregate]:
-    aggregate = aggregate or Aggregate()
-    aggregate.pending.append(name)
-    return [aggregate]
 
 
 async def settle() -> None:
