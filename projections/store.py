@@ -354,8 +354,9 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             try:
                 await connection.execute(self._record if keys else self._record_without_keys,
                                          params, prepare=True)
-            except psycopg.errors.UniqueViolation as error:
-                if error.diag.constraint_name in self._positions_taken:
+            except psycopg.IntegrityError as error:
+                if (isinstance(error, psycopg.errors.UniqueViolation)
+                        and error.diag.constraint_name in self._positions_taken):
                     return None  # another process wrote since
                 self._head = head  # the statement wrote nothing
                 raise IntegrityError(str(error)) from error
