@@ -43,10 +43,11 @@ the event loop that records its batches through an async connection. A command o
 whose aggregates this process holds is then decided and committed on the event loop itself
 (``Pipeline.run_on_loop``): no thread, no hand-off. Everything else, a command that must read
 the store, a decision made again, a key's replay, runs on a thread as above, and its commit
-goes to the same ``LoopCommitter``: one writer per process still. The loop's try gives up,
-having recorded nothing, and the thread starts over when its account's lock is taken by another
-writer, when an aggregate is not held here (``NotCached``), when the decision records nothing
-or is a refusal, and when its commit conflicts. Handing each write to a thread and back made
+goes to the same ``LoopCommitter``: one writer per process still. A command whose account's
+lock another command of the loop holds waits on the loop for it to be answered. The loop's try
+gives up, having recorded nothing, and the thread starts over when a thread holds its account's
+lock, when an aggregate is not held here (``NotCached``), when the decision records nothing or
+is a refusal, and when its commit conflicts. Handing each write to a thread and back made
 the event loop and the threads take turns on the interpreter's lock at every step.
 """
 
@@ -88,6 +89,9 @@ if TYPE_CHECKING:
 DEFAULT_MAX_ATTEMPTS = 40
 DEFAULT_LOCK_TIMEOUT_S = 10.0
 LOCK_STRIPES = 4096
+# How many times a command on the event loop waits for another of the loop on its account's
+# lock before it goes to a thread to wait in line there.
+MAX_LOOP_WAITS = 8
 MAX_BATCH = 256
 MAX_QUEUED = 4096
 ANSWER_TIMEOUT_S = 60.0
@@ -556,7 +560,10 @@ class _StripedLocks:
     )
 
     def for_key(self, key: UUID) -> threading.Lock:
-        return self.stripes[key.int % len(self.stripes)]
+        return self.stripes[self.index_of(key)]
+
+    def index_of(self, key: UUID) -> int:
+        return key.int % len(self.stripes)
 
 
 class Pipeline:
@@ -575,6 +582,9 @@ class Pipeline:
         self.lock_timeout_s = lock_timeout_s
         self._locks = _StripedLocks()
         self._reads = threading.local()  # the aggregates the current decision loaded
+        # The stripes held by a command on the event loop, each with what its release sets:
+        # another command of the loop waits for that rather than going to a thread.
+        self._held_on_loop: dict[int, asyncio.Future[None]] = {}
 
     def reads(self) -> set[UUID] | None:
         """The aggregates the decision being made on this thread has loaded so far (to add to);
@@ -603,9 +613,11 @@ class Pipeline:
         on_loop = ledger.committer.on_loop
         if on_loop is None:
             return None
-        stripe = self._locks.for_key(lock)
-        if not stripe.acquire(blocking=False):  # another writer of the account: in line
+        index = self._locks.index_of(lock)
+        if not await self._take_on_loop(index):
             return None
+        released = asyncio.get_running_loop().create_future()
+        self._held_on_loop[index] = released
         try:
             reads: set[UUID] = set()
             self._reads.ids, self._reads.cache_only = reads, True
@@ -628,7 +640,27 @@ class Pipeline:
             assert committed.last is not None, "a recorded decision has a position"
             return Outcome(decision.outcome, decision.body, committed.last)
         finally:
-            stripe.release()
+            del self._held_on_loop[index]
+            self._locks.stripes[index].release()
+            released.set_result(None)
+
+    async def _take_on_loop(self, index: int) -> bool:
+        """Take the stripe ``index`` on the event loop: at once, or once the command of the
+        loop holding it is answered (at most ``MAX_LOOP_WAITS`` times: others may take it
+        first). False when a thread holds it: the command then waits in line on a thread."""
+        stripe = self._locks.stripes[index]
+        for _ in range(MAX_LOOP_WAITS):
+            if stripe.acquire(blocking=False):
+                return True
+            holder = self._held_on_loop.get(index)
+            if holder is None:
+                return False
+            try:
+                async with asyncio.timeout(self.lock_timeout_s):
+                    await asyncio.shield(holder)  # a waiter that gives up cancels no one else
+            except TimeoutError:
+                raise Contention("the account is busy; try again shortly") from None
+        return False
 
     def run(
         self,

@@ -1,5 +1,6 @@
 """Writes on the event loop (``projections.loopwriter``): on PostgreSQL a command on an account
-this process holds is decided and committed on the event loop, in one statement; another
+this process holds is decided and committed on the event loop, in one statement, and commands
+on one account wait there for each other; another
 process's write in between, a version taken first, a lost connection and an account this
 process does not hold are each met as on a thread, and the history stays whole. On SQLite
 nothing is committed on the loop."""
@@ -51,6 +52,23 @@ async def test_a_deposit_is_decided_and_committed_on_the_event_loop_in_one_state
         assert recorder_of(committer).statements == 1
         assert recorder_of(committer).on_thread == 0
     assert app.account("alice").posted == 2_100
+    assert verify(settings, app, read_models=False).problems == []
+
+
+@on_postgres
+async def test_deposits_to_one_account_at_once_wait_for_each_other_on_the_event_loop(
+    app: LedgerApplication, settings: StoreSettings, system: Actor,
+) -> None:
+    open_funded(app, system)
+    before = last_position(app)
+    async with writing_on_loop(app):
+        outcomes = await asyncio.gather(*(
+            app.execute_on_loop(Deposit("alice", 100, f"PAY-{n}"), actor=system)
+            for n in range(5)))
+
+    assert all(outcome is not None for outcome in outcomes)  # none went to a thread
+    assert sorted(o.position for o in outcomes if o) == list(range(before + 1, before + 6))
+    assert app.account("alice").posted == 2_500
     assert verify(settings, app, read_models=False).problems == []
 
 
