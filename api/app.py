@@ -49,6 +49,7 @@ from api.keys import (
     SIGNIN,
     TOKENS,
     VERIFIER,
+    WRITER,
 )
 from api.limits import Admission, Lane, Limits, deadline_middleware
 from api.observability import Metrics, observe_middleware
@@ -159,7 +160,8 @@ def create_app(
         app[LEDGER] = await in_executor(app, open_application, settings,
                                         max_attempts=max_attempts, lock_timeout_s=lock_timeout_s,
                                         second_approval_above=second_approval, clock=clock)
-        async with writing_on_loop(app[LEDGER]):  # PostgreSQL: commits from the event loop
+        async with writing_on_loop(app[LEDGER]) as writer:  # PostgreSQL: commits on the loop
+            app[WRITER] = writer
             yield
         await in_executor(app, app[LEDGER].close)
 

@@ -3,7 +3,8 @@
 Counted as they happen (``api.observability``): requests, their latency, rejections by lane.
 Read at scrape time, here: the log's head and each read model's position, the lag (events, and
 seconds since the read models last had every event), whether this process keeps the read
-models (leadership), the chain (damaged or not), the store's pool, each admission lane's
+models (leadership), the chain (damaged or not), the store's pool, how the writer recorded its
+batches (PostgreSQL), each admission lane's
 workers in use and line, the open connections, and the business: open refund requests (count
 and amount by currency) and overdue return cases. The reads go through the read lane like any
 request's; a store that does not answer sets ``ledger_store_up`` to 0 and leaves the rest as
@@ -29,6 +30,7 @@ from api.keys import (
     METRICS,
     READ_MODELS,
     SETTINGS,
+    WRITER,
 )
 from api.limits import Lane
 from api.observability import Metrics
@@ -65,6 +67,11 @@ def _pools(app: web.Application, metrics: Metrics) -> None:
         metrics.current_reads_kept.set(current.kept)
         metrics.current_reads_answered_kept.set(current.kept_answers)
         metrics.current_reads_head_looks.set(current.heads.looks)
+    writer = app.get(WRITER)
+    if writer is not None:  # PostgreSQL: commits from the event loop
+        metrics.writer_batches.labels("statement").set(writer.recorder.statements)
+        metrics.writer_batches.labels("thread").set(writer.recorder.on_thread)
+        metrics.writer_connection_failures.set(writer.recorder.connection_failures)
 
 
 def _pool_stats(metrics: Metrics, pool: str, stats: dict[str, int]) -> None:

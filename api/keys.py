@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from api.signin import SignIn
     from projections.checkpoints import Notary
     from projections.current import CurrentReader
+    from projections.loopwriter import LoopWriter
     from projections.staff import StaffDirectory
 
 # -- the app's resources -----------------------------------------------------------------------
@@ -47,6 +48,7 @@ READ_WAIT_S = web.AppKey("read_wait_s", float)
 # Current reads in one statement on an async pool, in the event loop (PostgreSQL; None on
 # SQLite, whose reads stay on the executor): ``projections.current``.
 CURRENT: web.AppKey[CurrentReader | None] = web.AppKey("current_reads")
+WRITER: web.AppKey[LoopWriter | None] = web.AppKey("writer")
 VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
 # Checkpoints and the watch (``api.auditkit``).
 NOTARY: web.AppKey[Notary] = web.AppKey("notary")

@@ -135,6 +135,15 @@ class Metrics:
             "ledger_current_reads_head_looks",
             "Looks at the log's head, each shared by the reads waiting for it, since start",
             registry=self.registry)
+        self.writer_batches = Gauge(
+            "ledger_writer_batches",
+            "PostgreSQL: batches of commands recorded since start, by how: one statement on the"
+            " writer's connection, or on its thread under the writers' lock",
+            ["how"], registry=self.registry)
+        self.writer_connection_failures = Gauge(
+            "ledger_writer_connection_failures",
+            "PostgreSQL: statements or connects of the writer's connection that failed since start",
+            registry=self.registry)
         self.lag_since: float | None = None  # monotonic time the read models fell behind
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

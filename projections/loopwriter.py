@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -60,6 +61,7 @@ class LoopRecorder:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
         self.statements = 0  # batches recorded on the connection
         self.on_thread = 0  # batches recorded on the thread
+        self.connection_failures = 0  # statements whose connection failed, connects that did
 
     async def __call__(self, stored: list[StoredEvent], keys: list[KeyWrite]) -> Sequence[int]:
         connection = await self._connected()
@@ -70,6 +72,7 @@ class LoopRecorder:
             except IntegrityError:
                 raise
             except (psycopg.Error, TimeoutError) as error:
+                self.connection_failures += 1
                 log.warning("the writer's connection failed (%s: %s); the batch is recorded "
                             "on its thread", type(error).__name__, error)
                 await self._drop()
@@ -98,6 +101,7 @@ class LoopRecorder:
             self._connection = await psycopg.AsyncConnection.connect(
                 autocommit=True, connect_timeout=max(1, round(CONNECT_TIMEOUT_S)), **params)
         except psycopg.Error as error:
+            self.connection_failures += 1
             self._failed_at = time.monotonic()
             log.warning("the writer could not connect (%s); batches are recorded on its thread",
                         type(error).__name__)
@@ -119,19 +123,26 @@ class LoopRecorder:
         await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
 
 
+@dataclass(frozen=True)
+class LoopWriter:
+    """The committer on the event loop and the recorder of its batches."""
+
+    committer: LoopCommitter
+    recorder: LoopRecorder
+
+
 @asynccontextmanager
-async def writing_on_loop(app: LedgerApplication) -> AsyncIterator[LoopCommitter | None]:
+async def writing_on_loop(app: LedgerApplication) -> AsyncIterator[LoopWriter | None]:
     """While open, ``app``'s commands are committed from the running event loop (PostgreSQL;
     on SQLite, whose writes are one at a time anyway, nothing changes: None)."""
-    recorder = app.recorder
-    if not isinstance(recorder, SealingPostgresRecorder):
+    if not isinstance(app.recorder, SealingPostgresRecorder):
         yield None
         return
-    record = LoopRecorder(recorder)
-    committer = LoopCommitter(app, asyncio.get_running_loop(), record)
+    recorder = LoopRecorder(app.recorder)
+    committer = LoopCommitter(app, asyncio.get_running_loop(), recorder)
     committer.bind(app.committer)
     try:
-        yield committer
+        yield LoopWriter(committer, recorder)
     finally:
         await committer.unbind(app.committer)
-        await record.close()
+        await recorder.close()

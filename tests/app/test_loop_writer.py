@@ -16,11 +16,11 @@ import pytest
 from ledger.application import LedgerApplication
 from ledger.commands import Deposit
 from ledger.identity import Actor
-from ledger.pipeline import LoopCommitter, Outcome
+from ledger.pipeline import Outcome
 from ledger.settings import StoreSettings
 from projections import loopwriter
 from projections.audit import verify
-from projections.loopwriter import LoopRecorder, writing_on_loop
+from projections.loopwriter import LoopRecorder, LoopWriter, writing_on_loop
 from projections.store import open_application
 from tests.app.conftest import last_position, open_funded
 from tests.conftest import PG_ADMIN_URL
@@ -34,9 +34,9 @@ async def on_a_thread(app: LedgerApplication, command: Deposit, actor: Actor) ->
     return await asyncio.get_running_loop().run_in_executor(None, execute)
 
 
-def recorder_of(committer: LoopCommitter | None) -> LoopRecorder:
-    assert committer is not None and isinstance(committer.record, LoopRecorder)
-    return committer.record
+def recorder_of(writer: LoopWriter | None) -> LoopRecorder:
+    assert writer is not None
+    return writer.recorder
 
 
 @on_postgres
@@ -44,13 +44,13 @@ async def test_a_deposit_is_decided_and_committed_on_the_event_loop_in_one_state
     app: LedgerApplication, settings: StoreSettings, system: Actor,
 ) -> None:
     open_funded(app, system)
-    async with writing_on_loop(app) as committer:
+    async with writing_on_loop(app) as writer:
         outcome = await app.execute_on_loop(Deposit("alice", 100, "PAY-2"), actor=system)
 
         assert outcome is not None and outcome.outcome == "created"
         assert outcome.position == last_position(app)
-        assert recorder_of(committer).statements == 1
-        assert recorder_of(committer).on_thread == 0
+        assert recorder_of(writer).statements == 1
+        assert recorder_of(writer).on_thread == 0
     assert app.account("alice").posted == 2_100
     assert verify(settings, app, read_models=False).problems == []
 
@@ -79,15 +79,15 @@ async def test_another_process_s_write_in_between_is_found_and_the_batch_placed_
     open_funded(app, system)
     other = open_application(settings)
     try:
-        async with writing_on_loop(app) as committer:
+        async with writing_on_loop(app) as writer:
             open_funded(other, system, "bob")  # the position this process expects is taken
             outcome = await app.execute_on_loop(Deposit("alice", 100, "PAY-2"), actor=system)
             again = await app.execute_on_loop(Deposit("alice", 100, "PAY-3"), actor=system)
 
             assert outcome is not None and again is not None
             assert again.position == outcome.position + 1 == last_position(app)
-            assert recorder_of(committer).on_thread == 1  # under the writers' lock, once
-            assert recorder_of(committer).statements == 1  # then the head is known again
+            assert recorder_of(writer).on_thread == 1  # under the writers' lock, once
+            assert recorder_of(writer).statements == 1  # then the head is known again
     finally:
         other.close()
     assert app.account("alice").posted == 2_200
@@ -122,8 +122,8 @@ async def test_a_lost_connection_loses_no_write_and_is_made_again(
 ) -> None:
     monkeypatch.setattr(loopwriter, "RECONNECT_AFTER_S", 0.0)
     open_funded(app, system)
-    async with writing_on_loop(app) as committer:
-        record = recorder_of(committer)
+    async with writing_on_loop(app) as writer:
+        record = recorder_of(writer)
         assert await app.execute_on_loop(Deposit("alice", 100, "PAY-2"), actor=system)
         connection = record._connection
         assert connection is not None
@@ -136,6 +136,7 @@ async def test_a_lost_connection_loses_no_write_and_is_made_again(
         assert lost is not None and made_again is not None
         assert made_again.position == lost.position + 1 == last_position(app)
         assert record.on_thread == 1 and record.statements == 2
+        assert record.connection_failures == 1
         assert record._connection is not None and record._connection is not connection
     assert app.account("alice").posted == 2_300
     assert verify(settings, app, read_models=False).problems == []
@@ -167,10 +168,10 @@ async def test_a_command_decided_on_a_thread_is_committed_by_the_loop_s_committe
     app: LedgerApplication, system: Actor,
 ) -> None:
     open_funded(app, system)
-    async with writing_on_loop(app) as committer:
-        assert committer is not None
+    async with writing_on_loop(app) as writer:
+        assert writer is not None
         await on_a_thread(app, Deposit("alice", 100, "PAY-2"), system)
-    assert committer.commands == 1
+    assert writer.committer.commands == 1
     assert app.account("alice").posted == 2_100
 
 
@@ -179,7 +180,7 @@ async def test_on_sqlite_nothing_is_committed_on_the_event_loop(
     app: LedgerApplication, system: Actor,
 ) -> None:
     open_funded(app, system)
-    async with writing_on_loop(app) as committer:
-        assert committer is None
+    async with writing_on_loop(app) as writer:
+        assert writer is None
         assert await app.execute_on_loop(Deposit("alice", 100, "PAY-2"), actor=system) is None
     assert app.account("alice").posted == 2_000

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.http.conftest import Api
+from tests.http.conftest import Api, Server
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC_NAME = re.compile(r"\bledger_[a-z_]+\b")
@@ -111,6 +111,22 @@ async def test_the_metrics_say_the_log_the_read_models_the_keeper_and_the_chain(
     # The scrape itself holds a read slot while it reads the store: at least none in use now
     assert value(found, "ledger_lane_in_use", lane="heavy") == 0
     assert value(found, "ledger_http_connections") >= 1  # this client's
+
+
+async def test_the_writer_says_how_it_recorded_its_batches_on_postgresql(
+    api: Api, server: Server,
+) -> None:
+    before = await scrape(api)
+    await api.funded_account(500)
+    found = await scrape(api)
+    if not server.database_url.startswith("postgresql"):  # SQLite writes on a thread anyway
+        assert "ledger_writer_batches" not in found
+        return
+    recorded = {labels["how"]: n for labels, n in found["ledger_writer_batches"]}
+    earlier = {labels["how"]: n for labels, n in before["ledger_writer_batches"]}
+    assert set(recorded) == {"statement", "thread"}
+    assert sum(recorded.values()) >= sum(earlier.values()) + 2  # an opening and a deposit
+    assert value(found, "ledger_writer_connection_failures") == 0
 
 
 async def test_open_refund_requests_are_counted_with_their_amount_by_currency(
