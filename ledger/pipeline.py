@@ -608,7 +608,8 @@ class Pipeline:
     ) -> Outcome | None:
         """``run``, on the event loop, for a command whose first decision is recorded as it is
         made: answers its outcome, or None when it must run on a thread instead (before
-        anything is recorded; see the module docstring). Never waits but for its commit."""
+        anything is recorded; see the module docstring). Waits only on the loop: for another
+        command of the loop holding its account's lock, and for its commit."""
         ledger = self.ledger
         on_loop = ledger.committer.on_loop
         if on_loop is None:
