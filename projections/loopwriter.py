@@ -40,7 +40,7 @@ from ledger.idempotency import KeyWrite
 from ledger.pipeline import LoopCommitter
 from projections.store import SealingPostgresRecorder
 
-CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5  # libpq takes whole seconds
 RECORD_TIMEOUT_S = 30.0
 RECONNECT_AFTER_S = 1.0
 
@@ -99,7 +99,7 @@ class LoopRecorder:
         params = {name: value for name, value in kwargs.items() if name != "row_factory"}
         try:
             self._connection = await psycopg.AsyncConnection.connect(
-                autocommit=True, connect_timeout=max(1, round(CONNECT_TIMEOUT_S)), **params)
+                autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **params)
         except psycopg.Error as error:
             self.connection_failures += 1
             self._failed_at = time.monotonic()
