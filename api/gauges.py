@@ -4,11 +4,10 @@ Counted as they happen (``api.observability``): requests, their latency, rejecti
 Read at scrape time, here: the log's head and each read model's position, the lag (events, and
 seconds since the read models last had every event), whether this process keeps the read
 models (leadership), the chain (damaged or not), the store's pool, how the writer recorded its
-batches (PostgreSQL), each admission lane's
-workers in use and line, the open connections, and the business: open refund requests (count
-and amount by currency) and overdue return cases. The reads go through the read lane like any
-request's; a store that does not answer sets ``ledger_store_up`` to 0 and leaves the rest as
-they were.
+batches (PostgreSQL), each admission lane's workers in use and line, the open connections, and
+the business: open refund requests (count and amount by currency) and overdue return cases.
+The reads go through the read lane like any request's; a store that does not answer sets
+``ledger_store_up`` to 0 and leaves the rest as they were.
 """
 
 from __future__ import annotations

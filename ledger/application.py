@@ -173,7 +173,7 @@ class LedgerApplication(Application[UUID]):
         decision is recorded as made; None when it must be executed on a thread instead
         (nothing was recorded). Only a command that names its account's lock itself: a step
         of a refund request or of a case looks its owner up."""
-        if command.lock_key is None or self.committer.on_loop is None:
+        if command.lock_key is None:
             return None
         command.check_on(self.today())
         use_case = _USE_CASES[type(command)]

@@ -312,7 +312,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                 try:
                     ids, link = self._record_after(head, stored_events, keys)
                 except IntegrityError as error:
-                    if not self._position_taken(error):
+                    if not self._position_taken(error.__cause__):
                         # A version or a key taken (a retry's key, most often): the committer
                         # decides again. The statement wrote nothing, so the head is as it was,
                         # and the next commit need not read it under the lock.
@@ -325,7 +325,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                 try:
                     ids, link = self._record_under_lock(stored_events, keys)
                 except IntegrityError as error:
-                    if not self._position_taken(error):
+                    if not self._position_taken(error.__cause__):
                         raise
                     continue  # a writer that did not read under the lock took it first
                 self._head = (ids[-1], link)
@@ -355,8 +355,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                 await connection.execute(self._record if keys else self._record_without_keys,
                                          params, prepare=True)
             except psycopg.IntegrityError as error:
-                if (isinstance(error, psycopg.errors.UniqueViolation)
-                        and error.diag.constraint_name in self._positions_taken):
+                if self._position_taken(error):
                     return None  # another process wrote since
                 self._head = head  # the statement wrote nothing
                 raise IntegrityError(str(error)) from error
@@ -413,10 +412,11 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         )
         return ids, params, links[-1][2]
 
-    def _position_taken(self, error: IntegrityError) -> bool:
-        cause = error.__cause__
-        return (isinstance(cause, psycopg.errors.UniqueViolation)
-                and cause.diag.constraint_name in self._positions_taken)
+    def _position_taken(self, error: BaseException | None) -> bool:
+        """Whether psycopg's ``error`` says a position was taken first (not a version or a
+        key)."""
+        return (isinstance(error, psycopg.errors.UniqueViolation)
+                and error.diag.constraint_name in self._positions_taken)
 
     def _delete_expired_keys(self, curs: Any, keys: Sequence[KeyWrite]) -> None:
         for write in keys:
