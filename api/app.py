@@ -23,7 +23,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from api import openapi, sealed_pages, webhooks
+from api import logs, openapi, sealed_pages, webhooks
 from api.auditkit import notary_context
 from api.auth import Tokens, auth_middleware
 from api.config import Config
@@ -43,6 +43,7 @@ from api.keys import (
     LIMITS,
     METRICS,
     OPENAPI_JSON,
+    PAGE_MAKER,
     READ_MODELS,
     READ_WAIT_S,
     SETTINGS,
@@ -52,6 +53,7 @@ from api.keys import (
     WRITER,
 )
 from api.limits import Admission, Lane, Limits, deadline_middleware
+from api.log_pages import PageMaker
 from api.observability import Metrics, observe_middleware
 from api.people import staff_directory
 from api.problems import problem_middleware
@@ -177,7 +179,12 @@ def create_app(
         app[CURRENT] = current
         app[KEEPER] = keeper(settings)
         await in_executor(app, app[KEEPER].start)
+        if settings.kind == "postgres":  # the log's pages made by a child (api.log_pages)
+            app[PAGE_MAKER] = PageMaker(settings, functools.partial(
+                logs.configure, *logs.settings_of(config)))
         yield
+        if PAGE_MAKER in app:
+            await in_executor(app, app[PAGE_MAKER].close)
         await in_executor(app, app[KEEPER].stop)
         if current is not None:
             await current.close()

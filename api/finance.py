@@ -17,6 +17,7 @@ export, the hash chain's head and ``verify``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,18 +35,21 @@ from api.keys import (
     AUDIT_LOCK,
     EXECUTOR,
     LEDGER,
+    NOTARY,
+    PAGE_MAKER,
     READ_MODELS,
     SETTINGS,
     VERIFIER,
 )
 from api.limits import finish_even_if_abandoned
+from api.log_pages import Made, PageMakerFailed, Placed, made
 from ledger import identity, money
 from ledger.account import account_id
 from ledger.application import LedgerApplication
 from ledger.clock import rfc3339
 from ledger.errors import Contention, InvalidInput
 from ledger.settings import StoreSettings
-from projections import audit, beancount, event_log
+from projections import audit, beancount, event_log, paging
 from projections.chain import Chain
 from projections.notes import verifier_of
 
@@ -64,31 +68,37 @@ async def list_events(request: web.Request) -> web.Response:
     app = request.app
     if log_filter == event_log.LogFilter():
         key = (q.after, q.limit)
-        Answer = tuple[dict[str, Any] | None, bytes]  # the page made now (None: kept), its body
 
-        def kept_page() -> Answer | None:
+        def kept_page() -> Made | None:
             # A page that can no longer change, asked for when the request's turn in the heavy
             # lane comes (its line and pace, as any page): no worker, no store. Requests in
             # line behind the one making a page find it kept by their turn.
-            body = sealed_pages.answer(app, key)
-            return None if body is None else (None, body)
+            packed = sealed_pages.answer(app, key)
+            return None if packed is None else Made(b"", packed)  # kept: gzipped only
 
-        def answer_page() -> Answer:
-            # Named, placed in the tree and encoded by the heavy lane's worker, not the event
-            # loop: a page of 1,000 events would hold up every other request meanwhile.
-            found = read_models.events(limit=q.limit, after=q.after)
-            answered = {"items": with_leaves(app, [event_log.named(i) for i in found.items]),
-                        "next": found.next}
-            return answered, json_body(answered)
+        def answer_page() -> Made:
+            # Made by the heavy lane's worker, not the event loop (a page of 1,000 events would
+            # hold up every other request meanwhile); on PostgreSQL by a child process for it.
+            notary = app.get(NOTARY)
+            placed = None if notary is None else Placed(
+                *notary.placed_after(paging.cursor(q.after), q.limit))
+            maker = app.get(PAGE_MAKER)
+            if maker is not None:
+                with contextlib.suppress(PageMakerFailed):
+                    return maker.make(q.after, q.limit, placed)
+            return made(read_models.events(limit=q.limit, after=q.after), placed)
 
-        def keep(answer: Answer) -> None:
-            answered, body = answer
-            if answered is not None:
-                sealed_pages.remember(app, key, answered, body)
+        def keep(answered: Made) -> None:
+            if answered.body and answered.packed is not None:  # made now, can never change
+                sealed_pages.remember(app, key, answered.packed)
 
-        _, body = await app[ADMISSION].run(request, app[EXECUTOR], answer_page, kept=kept_page,
-                                           keep=keep)
-        return json_bytes_response(body)
+        found = await app[ADMISSION].run(request, app[EXECUTOR], answer_page, kept=kept_page,
+                                         keep=keep)
+        vary = {"Vary": "Accept-Encoding"}
+        if found.packed is not None and parsing.accepts_gzip(request):
+            return json_bytes_response(found.packed, headers={**vary, "Content-Encoding": "gzip"})
+        body = found.body or sealed_pages.unpack(found.packed or b"")
+        return json_bytes_response(body, headers=vary)
 
     def answer_filtered() -> bytes:
         found = event_log.filtered(read_models.events, log_filter, limit=q.limit, after=q.after)

@@ -27,6 +27,7 @@ from api.keys import (
     KEEPER,
     LEDGER,
     METRICS,
+    PAGE_MAKER,
     READ_MODELS,
     SETTINGS,
     WRITER,
@@ -105,6 +106,10 @@ async def refresh(request: web.Request) -> None:
     if pages is not None:
         metrics.event_pages_kept.set(pages.size_bytes)
         metrics.event_pages_answered_kept.set(pages.hits)
+    maker = app.get(PAGE_MAKER)
+    if maker is not None:
+        metrics.event_pages_made_by_child.set(maker.pages)
+        metrics.event_page_maker_failures.set(maker.failures)
     try:
         facts = await run(request, _facts, app[READ_MODELS])
     except Exception as error:  # any failure to reach the store: said by ledger_store_up

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from api.context import Keeper, ReadSide, Verifier
     from api.edge import EdgeStats
     from api.limits import Admission, Lane, Limits
+    from api.log_pages import PageMaker
     from api.observability import Metrics
     from api.sealed_pages import SealedPages
     from api.signin import SignIn
@@ -59,6 +60,8 @@ STAFF: web.AppKey[StaffDirectory] = web.AppKey("staff")
 SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")
 # Full pages of /v1/events that can no longer change, as answered (``api.sealed_pages``).
 EVENT_PAGES: web.AppKey[SealedPages] = web.AppKey("event_pages")
+# The child process making pages of /v1/events (PostgreSQL; ``api.log_pages``).
+PAGE_MAKER: web.AppKey[PageMaker] = web.AppKey("page_maker")
 
 # -- bounds, the route table's facts, the edge --------------------------------------------------
 

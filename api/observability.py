@@ -117,12 +117,20 @@ class Metrics:
             registry=self.registry)
         self.event_pages_kept = Gauge(
             "ledger_event_pages_kept_bytes",
-            "Bytes of full /v1/events pages kept as answered (api.sealed_pages)",
+            "Bytes of full /v1/events pages kept as answered, gzipped (api.sealed_pages)",
             registry=self.registry)
         self.event_pages_answered_kept = Gauge(
             "ledger_event_pages_answered_kept",
             "/v1/events pages answered from the kept pages since start (api.sealed_pages)",
             registry=self.registry)
+        self.event_pages_made_by_child = Gauge(
+            "ledger_event_pages_made_by_child",
+            "/v1/events pages made by the page maker's child process since start "
+            "(PostgreSQL; api.log_pages)", registry=self.registry)
+        self.event_page_maker_failures = Gauge(
+            "ledger_event_page_maker_failures",
+            "Times the page maker's child could not answer since start, its pages then made "
+            "on a thread (api.log_pages)", registry=self.registry)
         self.current_reads_kept = Gauge(
             "ledger_current_reads_kept",
             "Answers of current reads kept while the log stands still (projections.current)",

@@ -125,6 +125,32 @@ def idempotency_key(request: web.Request) -> str | None:
     return keys[0]
 
 
+MAX_CODINGS = 32  # of Accept-Encoding looked at: more is no client's list
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    """Whether the client lists gzip (or ``*``) as acceptable in ``Accept-Encoding`` (RFC 9110
+    12.5.3; ``q=0`` refuses it). No header, or a header naming neither, is plain bytes: the
+    codings a client may take but did not ask for are not sent."""
+    weights: dict[str, float] = {}
+    for item in ",".join(request.headers.getall("Accept-Encoding", [])).split(",")[:MAX_CODINGS]:
+        coding, *params = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        if coding:
+            weights[coding.lower()] = weight
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
+    return False
+
+
 def username(request: web.Request) -> str:
     raw = request.match_info["username"]
     if not _USERNAME.fullmatch(raw):

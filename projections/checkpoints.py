@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,6 +208,12 @@ class Notary:
     def leaf_index_of(self, position: int) -> int | None:
         i = bisect_left(self.positions, position)
         return i if i < len(self.positions) and self.positions[i] == position else None
+
+    def placed_after(self, position: int, count: int) -> tuple[int, list[int]]:
+        """The leaf index of the first event after ``position``, and the positions placed from
+        there on (at most ``count``)."""
+        i = bisect_right(self.positions, position)
+        return i, self.positions[i:i + count].tolist()
 
     def latest(self) -> StoredCheckpoint | None:
         return latest_checkpoint(self.recorder)

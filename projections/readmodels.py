@@ -448,41 +448,8 @@ class ReadModels:
     # -- the log -------------------------------------------------------------------------------
 
     def events(self, *, limit: int, after: str | None) -> Page:
-        """The global log in order, straight from the event store: no gap skipped (writers
-        commit in log order), no event twice. Only events whose seals hold are served: a page
-        ends before the first that does not (its ``next`` says to come back), and a page that
-        would begin with it is refused (``HistoryDamaged``, naming its position)."""
-        start = cursor(after)
-        read = list(self.app.recorder.select_notifications(
-            start, page_size(limit) + 1, inclusive_of_start=False
-        ))
-        watch = SealWatch(self.app.recorder, self.app.recorder.chain_key,  # type: ignore[attr-defined]
-                          quiet=True)
-        notifications = watch.admit(start, read)  # nothing read (past the end): nothing checked
-        if watch.damage is not None and not notifications:
-            raise HistoryDamaged(
-                f"the history is damaged at {watch.damage.describe()}; the log is served up to "
-                "the event before it until an operator restores the store",
-                position=watch.damage.position,
-            )
-        items = []
-        for notification in notifications:
-            event: Any = self.app.mapper.to_domain_event(notification)
-            items.append(
-                {
-                    "position": notification.id,
-                    "stream": str(notification.originator_id),
-                    "version": notification.originator_version,
-                    "type": notification.topic,
-                    "at": rfc3339(event.timestamp),
-                    "actor": getattr(event, "actor", None),
-                    "data": _jsonable(own_fields(event)),
-                    "leaf_hash": b64(notification_leaf(notification)),
-                }
-            )
-        if watch.damage is not None:  # come back: the next page names the damage
-            return Page(items, str(items[-1]["position"]))
-        return paged(items, limit, key="position")
+        """The global log in order, straight from the event store (``log_page``)."""
+        return log_page(self.app, limit=limit, after=after)
 
     # -- finance --------------------------------------------------------------------------------
 
@@ -512,6 +479,44 @@ class ReadModels:
             self._accounts, self._requests, currency=currency,
             idle_before=rfc3339(idle_before), limit=limit,
         )
+
+
+def log_page(app: LedgerApplication, *, limit: int, after: str | None) -> Page:
+    """The global log in order, straight from the event store: no gap skipped (writers
+    commit in log order), no event twice. Only events whose seals hold are served: a page
+    ends before the first that does not (its ``next`` says to come back), and a page that
+    would begin with it is refused (``HistoryDamaged``, naming its position)."""
+    start = cursor(after)
+    read = list(app.recorder.select_notifications(
+        start, page_size(limit) + 1, inclusive_of_start=False
+    ))
+    watch = SealWatch(app.recorder, app.recorder.chain_key,  # type: ignore[attr-defined]
+                      quiet=True)
+    notifications = watch.admit(start, read)  # nothing read (past the end): nothing checked
+    if watch.damage is not None and not notifications:
+        raise HistoryDamaged(
+            f"the history is damaged at {watch.damage.describe()}; the log is served up to "
+            "the event before it until an operator restores the store",
+            position=watch.damage.position,
+        )
+    items = []
+    for notification in notifications:
+        event: Any = app.mapper.to_domain_event(notification)
+        items.append(
+            {
+                "position": notification.id,
+                "stream": str(notification.originator_id),
+                "version": notification.originator_version,
+                "type": notification.topic,
+                "at": rfc3339(event.timestamp),
+                "actor": getattr(event, "actor", None),
+                "data": _jsonable(own_fields(event)),
+                "leaf_hash": b64(notification_leaf(notification)),
+            }
+        )
+    if watch.damage is not None:  # come back: the next page names the damage
+        return Page(items, str(items[-1]["position"]))
+    return paged(items, limit, key="position")
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

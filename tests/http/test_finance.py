@@ -109,6 +109,13 @@ async def test_a_full_page_of_the_log_is_answered_again_as_kept_and_the_head_pag
     assert again.headers["Content-Type"] == first.headers["Content-Type"]  # charset included
     assert first.json["next"] is not None and len(first.json["items"]) == 2
     assert await metric(api, "ledger_event_pages_answered_kept") == kept_before + 1
+    # Kept gzipped: sent so to a client that takes gzip, unzipped to one that does not.
+    zipped = await api.get(full, role="auditor", headers={"Accept-Encoding": "gzip, br"})
+    plain = await api.get(full, role="auditor", headers={"Accept-Encoding": "gzip;q=0"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and zipped.text == first.text
+    assert "Content-Encoding" not in plain.headers and plain.text == first.text
+    assert zipped.headers["Vary"] == plain.headers["Vary"] == "Accept-Encoding"
+    assert await metric(api, "ledger_event_pages_answered_kept") == kept_before + 3
     # The page at the head is not full: it is read anew, and shows what is written next.
     head = f"/v1/events?limit=5&after={after + 2}"
     before = (await api.get(head, role="auditor")).json

@@ -16,6 +16,7 @@ import pytest
 from tests.http.conftest import (
     Api,
     ledger_command,
+    metric,
     start_server,
     store,
     tokens_env,
@@ -176,7 +177,7 @@ KEEPER_WAIT_S = 20.0
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
-async def test_on_postgresql_the_keeper_runs_in_a_child_process_that_ends_with_the_server(
+async def test_on_postgresql_the_keeper_and_page_maker_are_children_ending_with_the_server(
     tmp_path: Path, how: signal.Signals
 ) -> None:
     with store("postgres", tmp_path) as url:
@@ -189,13 +190,17 @@ async def test_on_postgresql_the_keeper_runs_in_a_child_process_that_ends_with_t
                                        {"amount": 7, "reference": "k1"})
                 assert reply.status == 201, reply.text
                 assert (await api.account(username))["posted"] == 7  # kept by the child
-            await until(lambda: len(spawned_by(server.process.pid)) == 1,
-                        "the server has spawned its keeper", timeout_s=KEEPER_WAIT_S)
-            [keeper] = spawned_by(server.process.pid)
+                await until(lambda: len(spawned_by(server.process.pid)) == 1,
+                            "the server has spawned its keeper", timeout_s=KEEPER_WAIT_S)
+                page = await api.get("/v1/events?limit=10", role="auditor")  # by the other
+                assert page.status == 200 and len(page.json["items"]) == 2, page.text
+                assert await metric(api, "ledger_event_pages_made_by_child") == 1
+            children = spawned_by(server.process.pid)
+            assert len(children) == 2, children
             server.process.send_signal(how)
             server.process.wait(30)
-            await until(lambda: gone(keeper), "the keeper's process ends with the server",
-                        timeout_s=KEEPER_WAIT_S)
+            await until(lambda: all(gone(child) for child in children),
+                        "the children end with the server", timeout_s=KEEPER_WAIT_S)
         finally:
             server.stop()
         if how == signal.SIGTERM:
