@@ -1,8 +1,10 @@
 """Handlers of finance and audit: the global log, the journal, reconciliation, the Beancount
 export, the hash chain's head and ``verify``.
 
-- ``/v1/events`` reads the event store itself, so it is current without waiting; a full page
-  that can no longer change is answered again as it was (``api.sealed_pages``).
+- ``/v1/events`` reads the event store itself, so it is current without waiting; on
+  PostgreSQL a child process makes its pages (``api.log_pages``); a full page that can no
+  longer change is answered again as it was (``api.sealed_pages``), gzipped to a client that
+  takes gzip.
 - Reconciliation pins itself to the log position every read model has reached (``read_at``):
   it reads the journal and the accounts, and a write landing between the two must not show in
   one only. A position beyond that is refused (422): it is not history yet.
