@@ -5,6 +5,7 @@ damaged; a child that dies is started again, and meanwhile the thread makes the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,11 +28,8 @@ on_postgres = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 
 @pytest.fixture
 def maker(settings: StoreSettings) -> Iterator[PageMaker]:
-    made_by = PageMaker(settings)
-    try:
+    with closing(PageMaker(settings)) as made_by:
         yield made_by
-    finally:
-        made_by.close()
 
 
 def deposits(app: LedgerApplication, system: Actor, count: int) -> None:
@@ -93,8 +91,8 @@ def test_a_child_that_died_is_started_again_for_the_next_page(
 def test_a_child_that_cannot_answer_leaves_the_pages_to_the_thread_for_a_while(
     settings: StoreSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    maker = PageMaker(replace(settings, chain_key_file=tmp_path / "no.key"))  # it cannot start
-    try:
+    no_key = replace(settings, chain_key_file=tmp_path / "no.key")  # the child cannot start
+    with closing(PageMaker(no_key)) as maker:
         with pytest.raises(PageMakerFailed):
             maker.make(None, 2, None)
         assert maker.failures == 1 and maker.child is None
@@ -104,8 +102,6 @@ def test_a_child_that_cannot_answer_leaves_the_pages_to_the_thread_for_a_while(
         with pytest.raises(PageMakerFailed):  # tried again, and failed again
             maker.make(None, 2, None)
         assert maker.failures == 2
-    finally:
-        maker.close()
 
 
 @on_postgres
