@@ -31,6 +31,7 @@ class HttpFigures:
     audited: Median | None = None
     auditors: Median | None = None
     auditor_count: int = 0
+    audited_memory_mb: float = 0.0  # after the auditors' rounds (the ledger's page maker included)
     # issue 14: deposits on a ledger whose webhook receiver hangs, and on the one without
     hooked: Median | None = None
     unhooked: Median | None = None
@@ -145,6 +146,9 @@ def _auditor_rows(http: HttpFigures) -> list[Row]:
         Row("auditors' pages/s (p50, p99; non-2xx)",
             f"{pages.per_second:,.1f} ({pages.p50_ms:,.0f} ms, {pages.p99_ms:,.0f} ms; "
             f"{pages.failed})", "—"),
+        _ratio_row("resident memory after the auditors, the ledger's processes (MiB)",
+                   http.audited_memory_mb, http.memory_mb["ledger"], " MiB",
+                   "after the loads"),
     ]
 
 

@@ -15,7 +15,8 @@ On the PostgreSQL server at ``--pg``, in fresh databases dropped after:
    (its processes, the keeper's child included).
 3. One deposit at a time (wrk ``-t1 -c1``), the ledger and the bare service.
 4. Deposits alone, then again while ``--auditors`` clients page ``/v1/events?limit=1000``;
-   ``--rounds`` rounds of both, medians.
+   ``--rounds`` rounds of both, medians; then the ledger's resident memory again (its child
+   making the log's pages now runs too).
 5. Unless ``--no-webhooks``: a second ``ledger serve`` on a fresh database (``--users``
    accounts opened in it) whose ``LEDGER_WEBHOOK_URL`` is a receiver that accepts every
    connection and never answers (``bench/hang.py``), ``LEDGER_WEBHOOK_SECRET`` set, and a
@@ -221,6 +222,7 @@ def heavy_readers(ledger: Target, auditor_token: str, options: Options,
     figures.unloaded, figures.audited = wrk.Median.of(unloaded), wrk.Median.of(audited)
     figures.auditors = wrk.Median.of(pages)
     figures.auditor_count = options.auditors
+    figures.audited_memory_mb = resident_mb(ledger.service.process.pid)  # the page maker's too
 
 
 def webhook_metrics(base: str) -> dict[str, float]:
