@@ -10,7 +10,8 @@ makes them (``PageMaker``): it opens the store with the same settings and chain 
 server's thread that asked waits for it without holding the lock. The notary's leaf indexes
 are the server's: the thread takes, for each page, where the notary's tree holds the events
 after its cursor (``Placed``), and the child puts them in the items. The child makes one page
-at a time and ends when the server does (its pipe closes, kill -9 included).
+at a time and ends when the server does (its pipe closes, kill -9 included), or once no page
+was asked of it for ``IDLE_STOP_S`` (its memory given back; the next page starts another).
 
 When the child cannot answer (it failed to start, died, or took longer than
 ``MAKE_TIMEOUT_S``), it is ended, the page is made on the thread as before, and no new child is
@@ -46,6 +47,10 @@ from projections.store import application_env
 
 MAKE_TIMEOUT_S = 60.0  # a page, its child started included
 RESTART_AFTER_S = 10.0  # after a child failed, pages are made on the thread this long
+# A child asked for no page this long is ended, its memory (about 79 MiB) given back; the next
+# page starts another. Looked at this often.
+IDLE_STOP_S = 300.0
+REAP_EVERY_S = 10.0
 STOP_TIMEOUT_S = 5.0
 # Pages are bulk work: on a machine short of cores, the server's requests (and PostgreSQL)
 # come first, and an auditor's page waits.
@@ -119,6 +124,9 @@ class PageMaker:
         self._child: BaseProcess | None = None
         self._pipe: mp_connection.Connection | None = None
         self._failed_at: float | None = None
+        self._used_at = 0.0  # when the child last answered, or started
+        self._closed = threading.Event()
+        self._reaper: threading.Thread | None = None
         self.pages = 0
         self.failures = 0
 
@@ -157,6 +165,7 @@ class PageMaker:
                         "for %g s", error or type(error).__name__, RESTART_AFTER_S)
             raise PageMakerFailed(str(error)) from error
         self._failed_at = None
+        self._used_at = time.monotonic()
         return answer
 
     def _started(self) -> mp_connection.Connection:
@@ -171,11 +180,24 @@ class PageMaker:
         child.start()
         theirs.close()
         self._child, self._pipe = child, ours
+        self._used_at = time.monotonic()
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap, name="page-maker-reaper",
+                                            daemon=True)
+            self._reaper.start()
         return ours
 
+    def _reap(self) -> None:
+        """Until closed: end the child once no page was asked of it for ``IDLE_STOP_S``."""
+        while not self._closed.wait(min(REAP_EVERY_S, IDLE_STOP_S)):
+            with self._lock:
+                if self._child is not None and time.monotonic() - self._used_at >= IDLE_STOP_S:
+                    log.info("the event log's page maker was idle %g s: ended", IDLE_STOP_S)
+                    self._stop()
+
     def _stop(self) -> None:
+        """End the child, if one runs (under the lock): ``child`` is None once it has."""
         child, pipe = self._child, self._pipe
-        self._child = self._pipe = None
         if pipe is not None:
             pipe.close()  # the child's cue to end
         if child is not None:
@@ -183,6 +205,7 @@ class PageMaker:
             if child.is_alive():
                 child.kill()
                 child.join(STOP_TIMEOUT_S)
+        self._child = self._pipe = None
 
     @property
     def child(self) -> BaseProcess | None:
@@ -190,8 +213,11 @@ class PageMaker:
         return self._child
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             self._stop()
+        if self._reaper is not None:
+            self._reaper.join(STOP_TIMEOUT_S)
 
 
 def make_in_child(settings: StoreSettings, setup: Callable[[], None] | None,

@@ -4,6 +4,7 @@ damaged; a child that dies is started again, and meanwhile the thread makes the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -113,3 +114,22 @@ def test_the_child_ends_when_the_server_closes_it(settings: StoreSettings, app: 
     assert child is not None
     maker.close()
     assert not child.is_alive() and child.exitcode == 0
+
+
+@on_postgres
+def test_a_child_asked_for_no_page_a_while_ends_and_the_next_page_starts_another(
+    app: LedgerApplication, system: Actor, maker: PageMaker, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(log_pages, "IDLE_STOP_S", 0.2)
+    monkeypatch.setattr(log_pages, "REAP_EVERY_S", 0.05)
+    deposits(app, system, 1)
+    first = maker.make(None, 10, None)
+    child = maker.child
+    assert child is not None
+    deadline = time.monotonic() + 10
+    while maker.child is not None:
+        assert time.monotonic() < deadline, "the idle child was never ended"
+        time.sleep(0.05)
+    assert not child.is_alive() and child.exitcode == 0
+    assert maker.make(None, 10, None) == first
+    assert maker.child is not None and maker.child.pid != child.pid and maker.failures == 0
