@@ -162,8 +162,8 @@ class PageMaker:
             self._failed_at = time.monotonic()
             self._stop()
             log.warning("the event log's page maker failed (%s); pages are made on a thread "
-                        "for %g s", error or type(error).__name__, RESTART_AFTER_S)
-            raise PageMakerFailed(str(error)) from error
+                        "for %g s", str(error) or type(error).__name__, RESTART_AFTER_S)
+            raise PageMakerFailed(str(error) or type(error).__name__) from error
         self._failed_at = None
         self._used_at = time.monotonic()
         return answer
