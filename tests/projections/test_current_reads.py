@@ -131,8 +131,8 @@ async def test_a_read_has_a_keeper_pacing_its_batches_apply_the_writes_before_it
     keeper.start()
     try:
         app.open_account("ann", "USD", actor=system)
-        # (once it applied the opening: its start, which took over half a second on a loaded
-        # machine, is not what this measures)
+        # (once it has applied the opening: the half second below is for the read's ask, not
+        # for the keeper's start, which a loaded machine can make longer)
         assert (await reader.fetch(balance_query("ann"), timeout_s=30))["posted"] == 0
         for n in range(1, 4):
             # When a deposit follows the keeper's last batch at once
