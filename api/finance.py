@@ -76,7 +76,7 @@ async def list_events(request: web.Request) -> web.Response:
             # lane comes (its line and pace, as any page): no worker, no store. Requests in
             # line behind the one making a page find it kept by their turn.
             packed = sealed_pages.answer(app, key)
-            return None if packed is None else Made(b"", packed)  # kept: gzipped only
+            return None if packed is None else Made.kept(packed)
 
         def answer_page() -> Made:
             # Made by the heavy lane's worker, not the event loop (a page of 1,000 events would
@@ -91,7 +91,7 @@ async def list_events(request: web.Request) -> web.Response:
             return made(read_models.events(limit=q.limit, after=q.after), placed)
 
         def keep(answered: Made) -> None:
-            if answered.body and answered.packed is not None:  # made now, can never change
+            if answered.made_now and answered.packed is not None:  # can never change
                 sealed_pages.remember(app, key, answered.packed)
 
         found = await app[ADMISSION].run(request, app[EXECUTOR], answer_page, kept=kept_page,
@@ -99,8 +99,7 @@ async def list_events(request: web.Request) -> web.Response:
         vary = {"Vary": "Accept-Encoding"}
         if found.packed is not None and parsing.accepts_gzip(request):
             return json_bytes_response(found.packed, headers={**vary, "Content-Encoding": "gzip"})
-        body = found.body or sealed_pages.unpack(found.packed or b"")
-        return json_bytes_response(body, headers=vary)
+        return json_bytes_response(found.json(), headers=vary)
 
     def answer_filtered() -> bytes:
         found = event_log.filtered(read_models.events, log_filter, limit=q.limit, after=q.after)

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +34,11 @@ from typing import Any
 
 from api.context import Page
 from api.handlers import json_body
-from api.sealed_pages import pack
+from api.sealed_pages import pack, unpack
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged
 from ledger.settings import StoreSettings
+from projections import children
 from projections.event_log import named
 from projections.readmodels import log_page
 from projections.seal import read_key
@@ -76,10 +75,26 @@ class Placed:
 @dataclass(frozen=True)
 class Made:
     """A page as answered (JSON), and gzipped when it can never change (full, and each of its
-    events placed in the tree, or no tree kept at all)."""
+    events placed in the tree, or no tree kept at all). A page answered from the kept pages
+    (``kept``) has only its gzipped bytes."""
 
     body: bytes
     packed: bytes | None
+
+    @classmethod
+    def kept(cls, packed: bytes) -> Made:
+        return cls(b"", packed)  # a made page's JSON is never empty
+
+    @property
+    def made_now(self) -> bool:
+        return bool(self.body)
+
+    def json(self) -> bytes:
+        """The page's JSON: as made, or the kept bytes unzipped."""
+        if self.body:
+            return self.body
+        assert self.packed is not None, "a kept page has its gzipped bytes"
+        return unpack(self.packed)
 
 
 @dataclass(frozen=True)
@@ -173,12 +188,8 @@ class PageMaker:
             assert self._pipe is not None
             return self._pipe
         self._stop()
-        context = multiprocessing.get_context("spawn")  # never fork a process with threads
-        ours, theirs = context.Pipe()
-        child = context.Process(target=make_in_child, name="event-log-pages", daemon=True,
-                                args=(self._settings, self._setup, theirs))
-        child.start()
-        theirs.close()
+        child, ours = children.spawn(make_in_child, "event-log-pages",
+                                     (self._settings, self._setup))
         self._child, self._pipe = child, ours
         self._used_at = time.monotonic()
         if self._reaper is None:
@@ -198,13 +209,8 @@ class PageMaker:
     def _stop(self) -> None:
         """End the child, if one runs (under the lock): ``child`` is None once it has."""
         child, pipe = self._child, self._pipe
-        if pipe is not None:
-            pipe.close()  # the child's cue to end
-        if child is not None:
-            child.join(STOP_TIMEOUT_S)
-            if child.is_alive():
-                child.kill()
-                child.join(STOP_TIMEOUT_S)
+        if child is not None and pipe is not None:
+            children.end(child, pipe, STOP_TIMEOUT_S)  # its pipe closed: its cue to end
         self._child = self._pipe = None
 
     @property
@@ -225,9 +231,7 @@ def make_in_child(settings: StoreSettings, setup: Callable[[], None] | None,
     """The child: opens the store (no table made: the server made them), then answers each
     request ``(after, limit, placed)`` with a ``Made``, a ``Refused`` or a ``Failed`` until the
     pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C stops the server, which
-    if setup is not None:                         # stops this
-        setup()
+    children.begin(setup)
     os.nice(NICENESS)
     app = LedgerApplication(application_env(replace(settings, pool_size=1), makes_tables=False))
     app.recorder.chain_key = read_key(settings.chain_key_file)  # type: ignore[attr-defined]

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +50,7 @@ from ledger.journal import MONEY_EVENTS
 from ledger.settings import StoreSettings
 from projections import (
     accounts,
+    children,
     journal,
     orders,
     outbox,
@@ -639,15 +638,10 @@ class ReadModelKeeper:
         thread checks the lock meanwhile; the child ends when told, when this process ends
         (its pipe closes, even on kill -9), and is ended before the lock is let go."""
         assert self._child_stop is not None
-        context = multiprocessing.get_context("spawn")  # never fork a process with threads
-        ours, theirs = context.Pipe()
-        child = context.Process(
-            target=keep_in_child, name="read-model-keeper", daemon=True,
-            args=(self.settings, self.batch_size, self.poll_interval_s, self.pace_s,
-                  self.child_setup, theirs),
+        child, ours = children.spawn(
+            keep_in_child, "read-model-keeper",
+            (self.settings, self.batch_size, self.poll_interval_s, self.pace_s, self.child_setup),
         )
-        child.start()
-        theirs.close()
         try:
             while not self._stopping.is_set():
                 self._child_stop.wait([child.sentinel], LOCK_CHECK_S)
@@ -655,13 +649,10 @@ class ReadModelKeeper:
                     raise KeeperDied(f"the read-model keeper's process ended ({child.exitcode})")
                 lock.check()
         finally:
-            ours.close()  # the child's cue to stop after its batch
-            child.join(CHILD_STOP_S)
-            if child.is_alive():
+            # Its pipe closed: the child's cue to stop after its batch.
+            if children.end(child, ours, CHILD_STOP_S):
                 log.warning("the read-model keeper's process did not stop in %s s: killed",
                             CHILD_STOP_S)
-                child.kill()
-                child.join(CHILD_STOP_S)
 
     def _apply_until_stopped(self, check: Callable[[], None]) -> None:
         """Apply batches as events come until stopped; ``check`` at least every
@@ -751,9 +742,7 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     its parent closes the pipe (or ends). The parent holds the leadership lock; should the
     parent die mid-batch, the next leader's batch is refused whole if this one landed first
     (its tracking records moved), never applied twice."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C stops the parent, which
-    if setup is not None:                         # stops this
-        setup()
+    children.begin(setup)
     keeper = ReadModelKeeper(settings, batch_size=batch_size, poll_interval_s=poll_interval_s,
                              pace_s=pace_s)
 
