@@ -12,6 +12,7 @@ their bodies run again on every replay. Every event carries who did it and in wh
 
 from __future__ import annotations
 
+import functools
 from copy import deepcopy
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -34,6 +35,7 @@ from ledger.identity import Actor
 ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.import-express/accounts")
 
 
+@functools.lru_cache(maxsize=16_384)  # asked several times for each command (uuid5 is SHA-1)
 def account_id(username: str) -> UUID:
     """The account's id derives from the normalised user name: one account per user name."""
     return uuid5(ACCOUNT_NAMESPACE, username)

@@ -57,6 +57,7 @@ from ledger.errors import HistoryDamaged, NotReady
 from ledger.idempotency import KeyRecord, KeyWrite
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
+from projections.pgarrays import array
 from projections.pgpool import pipelined_transaction
 from projections.seal import (
     GENESIS,
@@ -401,13 +402,15 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         last, previous = head
         ids = list(range(last + 1, last + 1 + len(stored_events)))
         links = self._links(previous, ids, stored_events)
+        # Each column an array of its values' type, which psycopg dumps without a look at
+        # every item (``projections.pgarrays``).
         params = (
-            ids,
-            [event.originator_id for event in stored_events],
-            [event.originator_version for event in stored_events],
-            [event.topic for event in stored_events],
-            [event.state for event in stored_events],
-            ids, [p for _, p, _ in links], [h for _, _, h in links],
+            array(ids),
+            array([event.originator_id for event in stored_events]),
+            array([event.originator_version for event in stored_events]),
+            array([event.topic for event in stored_events]),
+            array([event.state for event in stored_events]),
+            array(ids), array([p for _, p, _ in links]), array([h for _, _, h in links]),
             *(self._key_columns(keys, ids) if keys else ()),
         )
         return ids, params, links[-1][2]
@@ -425,7 +428,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
 
     def _key_columns(self, keys: Sequence[KeyWrite], ids: Sequence[int]) -> list[list[Any]]:
         """The keys' rows as the eight arrays the keys' insert takes (empty ones for none)."""
-        columns = [list(column) for column in zip(*self._key_rows(keys, ids), strict=True)]
+        columns = [array(column) for column in zip(*self._key_rows(keys, ids), strict=True)]
         return columns or [[] for _ in range(8)]
 
     def _write_keys(self, curs: Any, keys: Sequence[KeyWrite], ids: Sequence[int]) -> None:

@@ -36,6 +36,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
+from projections.pgarrays import array
 from projections.pgpool import pipelined_transaction
 from projections.seal import ChainKey
 
@@ -286,8 +287,9 @@ def _move_all(schema: str, trackers: tuple[str, ...]) -> str:
 
 
 def _arrays(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-    """The rows as one list per column (``_unnest`` makes rows of them again)."""
-    return [[row[column] for row in rows] for column in columns]
+    """The rows as one array per column (``_unnest`` makes rows of them again), each of its
+    values' type (``projections.pgarrays``)."""
+    return [array([row[column] for row in rows]) for column in columns]
 
 
 def _check_moved(moved: Any, views: Sequence[tuple[PostgresReadModelView, int, Changes]]
