@@ -260,7 +260,8 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         self._head: tuple[int, str] | None = None
         self._head_lock = threading.Lock()
         # Every statement of a commit is rendered here, once (``as_string``): psycopg renders a
-        # Composed again at every execute. The rows go as plain arrays, which psycopg dumps in C.
+        # Composed again at every execute. The rows go as one array per column, each of a
+        # named element type (``_record_params``, ``projections.pgarrays``).
         self._read_head = SQL(
             "SELECT (SELECT max(notification_id) FROM {schema}.{table}) AS position,"
             " (SELECT hash FROM {schema}.ledger_chain ORDER BY position DESC LIMIT 1) AS link"
