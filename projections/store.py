@@ -405,13 +405,14 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         links = self._links(previous, ids, stored_events)
         # Each column an array of its values' type, which psycopg dumps without a look at
         # every item (``projections.pgarrays``).
+        positions = array(ids)  # the events' and the links' alike
         params = (
-            array(ids),
+            positions,
             array([event.originator_id for event in stored_events]),
             array([event.originator_version for event in stored_events]),
             array([event.topic for event in stored_events]),
             array([event.state for event in stored_events]),
-            array(ids), array([p for _, p, _ in links]), array([h for _, _, h in links]),
+            positions, array([p for _, p, _ in links]), array([h for _, _, h in links]),
             *(self._key_columns(keys, ids) if keys else ()),
         )
         return ids, params, links[-1][2]
