@@ -23,9 +23,15 @@ import hmac
 import json
 import os
 import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
@@ -103,6 +109,61 @@ class ChainKey:
             return False
         expected = self.link(previous, position, originator_id, version, topic, state)
         return hmac.compare_digest(expected, link)
+
+
+# Events a process remembers having sealed, until its notary has placed them (``WrittenHere``).
+WRITTEN_HERE_BOUND = 20_000
+
+
+class Sealed(NamedTuple):
+    """One event as its writer sealed it: the link before it, its own, and what it covers (a
+    tuple: made for every event written, on the writer's hot path)."""
+
+    previous: str
+    link: str
+    originator_id: UUID | str
+    version: int
+    topic: str
+    state: bytes
+
+
+class WrittenHere:
+    """The events this process committed, as it sealed them, kept until its notary reads them
+    back (``SealWatch``, with ``written=``): an event read back as exactly what was written,
+    with exactly the links written, is one whose seal holds, without the HMAC computed a second
+    time in the same process. Anything else read back (another process's event, a row or a link
+    changed since) is checked in full, as it always was.
+
+    Bounded (``WRITTEN_HERE_BOUND`` events): the oldest are forgotten first, and a forgotten
+    event is checked in full. Remembered only once committed: the writer calls ``remember``
+    after its commit is answered."""
+
+    def __init__(self, bound: int = WRITTEN_HERE_BOUND) -> None:
+        assert bound > 0
+        self._bound = bound
+        self._events: OrderedDict[int, Sealed] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, links: Sequence[tuple[int, str, str]],
+                 stored_events: Sequence[StoredEvent]) -> None:
+        """``links`` (position, previous, link), in the order of ``stored_events``."""
+        assert len(links) == len(stored_events), "every committed event has its link"
+        with self._lock:
+            for (position, previous, link), stored in zip(links, stored_events, strict=True):
+                self._events[position] = Sealed(previous, link, stored.originator_id,
+                                                stored.originator_version, stored.topic,
+                                                bytes(stored.state))
+            while len(self._events) > self._bound:  # bounded by how many were just added
+                self._events.popitem(last=False)
+
+    def take(self, position: int) -> Sealed | None:
+        """What was sealed at ``position`` here, forgotten as it is answered; None if nothing
+        (or no longer) remembered."""
+        with self._lock:
+            return self._events.pop(position, None)
+
+    def __len__(self) -> int:
+        return len(self._events)
 
 
 def seal_text(values: list[object]) -> str:

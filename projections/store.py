@@ -63,6 +63,7 @@ from projections.seal import (
     GENESIS,
     ChainKey,
     ChainKeyError,
+    WrittenHere,
     create_key,
     read_key,
     seal_text,
@@ -259,6 +260,8 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         # writes (None when unknown: read under the lock).
         self._head: tuple[int, str] | None = None
         self._head_lock = threading.Lock()
+        # What it sealed and committed, until this process's notary places it (``WrittenHere``).
+        self.written = WrittenHere()
         # Every statement of a commit is rendered here, once (``as_string``): psycopg renders a
         # Composed again at every execute. The rows go as one array per column, each of a
         # named element type (``_record_params``, ``projections.pgarrays``).
@@ -352,7 +355,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             head, self._head = self._head, None  # unknown until this commit is answered
             if head is None:
                 return None
-            ids, params, link = self._record_params(head, stored_events, keys)
+            ids, params, links = self._record_params(head, stored_events, keys)
             try:
                 await connection.execute(self._record if keys else self._record_without_keys,
                                          params, prepare=True)
@@ -361,7 +364,8 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     return None  # another process wrote since
                 self._head = head  # the statement wrote nothing
                 raise IntegrityError(str(error)) from error
-            self._head = (ids[-1], link)
+            self.written.remember(links, stored_events)
+            self._head = (ids[-1], links[-1][2])
             return ids
         finally:
             self._head_lock.release()
@@ -371,11 +375,12 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         keys: Sequence[KeyWrite],
     ) -> tuple[list[int], str]:
         """The batch after ``head`` in one statement (an implicit transaction)."""
-        ids, params, link = self._record_params(head, stored_events, keys)
+        ids, params, links = self._record_params(head, stored_events, keys)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._record if keys else self._record_without_keys, params,
                          prepare=True)
-        return ids, link
+        self.written.remember(links, stored_events)
+        return ids, links[-1][2]
 
     def _record_under_lock(
         self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite],
@@ -390,16 +395,19 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             row = curs.fetchone()
             assert row is not None
             head = (int(row["position"] or 0), row["link"] or GENESIS)
-            ids, params, link = self._record_params(head, stored_events, keys)
+            ids, params, links = self._record_params(head, stored_events, keys)
             self._delete_expired_keys(curs, keys)
             curs.execute(self._record if keys else self._record_without_keys, params,
                          prepare=True)
-        return ids, link
+        self.written.remember(links, stored_events)  # committed as the block ended
+        return ids, links[-1][2]
 
     def _record_params(
         self, head: tuple[int, str], stored_events: Sequence[StoredEvent],
         keys: Sequence[KeyWrite],
-    ) -> tuple[list[int], tuple[Any, ...], str]:
+    ) -> tuple[list[int], tuple[Any, ...], list[tuple[int, str, str]]]:
+        """The positions after ``head``, the statement's parameters, and each event's
+        (position, previous link, link), in the order of ``stored_events``."""
         last, previous = head
         ids = list(range(last + 1, last + 1 + len(stored_events)))
         links = self._links(previous, ids, stored_events)
@@ -415,7 +423,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             positions, array([p for _, p, _ in links]), array([h for _, _, h in links]),
             *(self._key_columns(keys, ids) if keys else ()),
         )
-        return ids, params, links[-1][2]
+        return ids, params, links
 
     def _position_taken(self, error: BaseException | None) -> bool:
         """Whether psycopg's ``error`` says a position was taken first (not a version or a

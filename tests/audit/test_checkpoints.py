@@ -11,13 +11,16 @@ import hashlib
 import itertools
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger.commands import OpenAccount
 from projections.audit import verify
 from projections.checkpoints import Notary, guard_notary
 from projections.notes import load_or_create_signer, read_checkpoints
+from projections.seal import ChainKey
 from projections.store import open_application
 from tests.audit.conftest import Intruder, Ledger
 from tests.audit.history import SYSTEM, History, RandomChooser
@@ -195,6 +198,70 @@ def test_a_forged_event_never_becomes_a_leaf(
     assert len(notary.tree) == size
     assert notary.damage is not None
     assert (notary.damage.position, notary.damage.what) == (forged, "unsealed")
+
+
+def _money_event_after(ledger: Ledger, skip: int) -> int:
+    """The position of a stored event with an amount, after the first ``skip`` events."""
+    events = ledger.app.recorder.select_notifications(start=1, limit=10_000)
+    return next(e.id for e in events[skip:] if b'"amount":' in bytes(e.state))
+
+
+@pytest.mark.parametrize("tampering", ["event", "link"])
+def test_an_event_written_here_and_changed_before_it_is_placed_is_named_not_placed(
+    ledger: Ledger, notary: Notary, intruder: Intruder, tampering: str
+) -> None:
+    # Given events this process wrote and the notary has not yet placed (on PostgreSQL the
+    # writer remembers each as it sealed it)
+    History(ledger.app, RandomChooser(seed=8)).run(15)
+    position = _money_event_after(ledger, 3)
+    # When its row, or only its stored link, is changed behind the service's back first
+    if tampering == "event":
+        intruder.flip_amount_digit(position)
+    else:
+        intruder.run("UPDATE ledger_chain SET hash = %s WHERE position = %s",
+                     ("f" * 64, position), unguarded=True)
+    notary.round()
+    # Then the notary names it, and places the events before it and nothing from it on
+    assert notary.damage is not None
+    assert (notary.damage.position, notary.damage.what) == (position, "content")
+    assert list(notary.positions) == [
+        e.id for e in ledger.app.recorder.select_notifications(start=1, limit=10_000)
+        if e.id < position
+    ]
+
+
+def test_events_written_here_are_placed_without_their_seals_computed_again(
+    ledger: Ledger, notary: Notary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[int] = []
+    holds = ChainKey.holds
+
+    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
+                *rest: Any) -> bool:
+        checked.append(position)
+        return holds(key, link, previous, position, *rest)
+
+    monkeypatch.setattr(ChainKey, "holds", counted)
+    # Given events this process wrote
+    History(ledger.app, RandomChooser(seed=3)).run(10)
+    checked.clear()  # loading aggregates checks seals too: only the notary's are counted
+    # When its notary places them
+    notary.round()
+    # Then on PostgreSQL the writer's memory of what it sealed vouches for each (the same
+    # key over the same bytes), and SQLite's events are checked as they were
+    assert len(notary.tree) > 0 and notary.damage is None
+    assert checked == ([] if ledger.settings.kind == "postgres" else list(notary.positions))
+    # And an event another process wrote is checked in full, on both stores
+    other = open_application(ledger.settings)
+    try:
+        other.execute(OpenAccount("zed-elsewhere", "USD"), actor=SYSTEM)
+    finally:
+        other.close()
+    placed = len(notary.tree)
+    checked.clear()
+    notary.round()
+    assert len(notary.tree) == placed + 1 and notary.damage is None
+    assert checked == [notary.positions[-1]]
 
 
 # -- ledger verify with checkpoints --------------------------------------------------------------

@@ -8,8 +8,9 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
-from projections.seal import GENESIS, ChainKey
+from projections.seal import GENESIS, ChainKey, Sealed, WrittenHere
 
 KEY = ChainKey(bytes(range(32)))
 
@@ -44,3 +45,20 @@ def test_a_messages_seal_and_a_key_records_seal_are_the_ones_stored() -> None:
         "5e4035215848563dad8f67f9480ecfd690063be1bde0fca484d8e3475f0440ff")
     # derived keys of their own: the same text never seals alike as a message and a record
     assert KEY.message_seal("[2]") != KEY.key_record_seal("[2]")
+
+
+def _stored(n: int) -> StoredEvent:
+    return StoredEvent(originator_id=UUID(int=n), originator_version=1, topic="t",
+                       state=b"%d" % n)
+
+
+def test_what_was_written_here_is_answered_once_and_the_oldest_forgotten_past_the_bound() -> None:
+    written = WrittenHere(bound=2)
+    written.remember([(1, GENESIS, "a" * 64), (2, "a" * 64, "b" * 64)], [_stored(1), _stored(2)])
+    written.remember([(3, "b" * 64, "c" * 64)], [_stored(3)])
+
+    assert len(written) == 2
+    assert written.take(1) is None  # the oldest, forgotten: checked in full
+    assert written.take(3) == Sealed("b" * 64, "c" * 64, UUID(int=3), 1, "t", b"3")
+    assert written.take(3) is None  # answered once
+    assert written.take(2) is not None and len(written) == 0
