@@ -197,9 +197,11 @@ class Notary:
         self.damage: Damage | None = None
         self.damage_found = 0  # how many times damage was found (a counter for /metrics)
         self.checkpoints_made = 0
-        # Events this process wrote come back as written: the writer's memory of them vouches
-        # for their seals (``WrittenHere``; PostgreSQL's writer keeps one).
-        self._watch = SealWatch(recorder, key, written=getattr(recorder, "written", None))
+        # Events this process writes from now on come back as written: the writer's memory of
+        # them vouches for their seals (``WrittenHere``; PostgreSQL's writer keeps one).
+        keep_written = getattr(recorder, "keep_written", None)
+        self._watch = SealWatch(recorder, key,
+                                written=keep_written() if keep_written is not None else None)
         self._checked_size = 0  # the largest stored checkpoint checked
         self._last_made_s = 0.0
         self._stored_leaves = 0

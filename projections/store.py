@@ -260,8 +260,9 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         # writes (None when unknown: read under the lock).
         self._head: tuple[int, str] | None = None
         self._head_lock = threading.Lock()
-        # What it sealed and committed, until this process's notary places it (``WrittenHere``).
-        self.written = WrittenHere()
+        # What it sealed and committed, until this process's notary places it (``WrittenHere``):
+        # kept only once a notary asks (``keep_written``), so a process without one keeps none.
+        self.written: WrittenHere | None = None
         # Every statement of a commit is rendered here, once (``as_string``): psycopg renders a
         # Composed again at every execute. The rows go as one array per column, each of a
         # named element type (``_record_params``, ``projections.pgarrays``).
@@ -364,7 +365,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     return None  # another process wrote since
                 self._head = head  # the statement wrote nothing
                 raise IntegrityError(str(error)) from error
-            self.written.remember(links, stored_events)
+            self._remember(links, stored_events)
             self._head = (ids[-1], links[-1][2])
             return ids
         finally:
@@ -379,7 +380,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._record if keys else self._record_without_keys, params,
                          prepare=True)
-        self.written.remember(links, stored_events)
+        self._remember(links, stored_events)
         return ids, links[-1][2]
 
     def _record_under_lock(
@@ -399,8 +400,20 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             self._delete_expired_keys(curs, keys)
             curs.execute(self._record if keys else self._record_without_keys, params,
                          prepare=True)
-        self.written.remember(links, stored_events)  # committed as the block ended
+        self._remember(links, stored_events)  # committed as the block ended
         return ids, links[-1][2]
+
+    def keep_written(self) -> WrittenHere:
+        """From now on, remember what this process seals and commits, for its notary to
+        place without a second HMAC (``WrittenHere``); the notary's reading of it."""
+        if self.written is None:
+            self.written = WrittenHere()
+        return self.written
+
+    def _remember(self, links: list[tuple[int, str, str]],
+                  stored_events: Sequence[StoredEvent]) -> None:
+        if self.written is not None:
+            self.written.remember(links, stored_events)
 
     def _record_params(
         self, head: tuple[int, str], stored_events: Sequence[StoredEvent],

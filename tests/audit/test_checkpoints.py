@@ -267,6 +267,48 @@ def test_events_written_here_are_placed_without_their_seals_computed_again(
     assert checked == [notary.positions[-1]]
 
 
+
+def test_a_process_without_a_notary_keeps_nothing_of_what_it_writes(ledger: Ledger) -> None:
+    # Given a process that writes and runs no notary (a `ledger` command, an import)
+    History(ledger.app, RandomChooser(seed=3)).run(10)
+    # Then its writer remembers none of its events: only a notary would read that memory
+    assert getattr(ledger.app.recorder, "written", None) is None
+
+
+def test_a_notary_made_after_writes_checks_those_in_full_and_trusts_only_later_ones(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[int] = []
+    holds = ChainKey.holds
+    here = threading.get_ident()
+
+    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
+                *rest: Any) -> bool:
+        if threading.get_ident() == here:
+            checked.append(position)
+        return holds(key, link, previous, position, *rest)
+
+    # Given events written before this process's notary was made
+    history = History(ledger.app, RandomChooser(seed=4))
+    history.run(8)
+    before = ledger.app.recorder.max_notification_id()
+    guard_notary(ledger.app.recorder)
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    notary = Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
+    # And events written after it
+    history.run(8)
+    monkeypatch.setattr(ChainKey, "holds", counted)
+    # When the notary places them all
+    notary.round()
+    # Then the earlier ones had their seals checked in full; on PostgreSQL the later ones
+    # are vouched for by the writer's memory (SQLite's writer keeps none)
+    assert notary.damage is None and list(notary.positions)[-1] > before
+    earlier = [p for p in notary.positions if p <= before]
+    later = [p for p in notary.positions if p > before]
+    assert earlier and later
+    assert checked == (earlier if ledger.settings.kind == "postgres" else earlier + later)
+
+
 # -- ledger verify with checkpoints --------------------------------------------------------------
 
 
