@@ -537,7 +537,7 @@ MAX_POLL_INTERVAL_S = 1.0
 # The least time from one batch's start to the next's while no reader asks for the read models
 # (``projections.wakeup``): under a steady stream of writes, tens of events a batch rather than
 # one. 50 ms rather than 10 cut the keeper's processor time per deposit at 32 connections by a
-# third and PostgreSQL's by a quarter (README.md); a reader never waits for it.
+# third and PostgreSQL's by a quarter (README.md); a reader that asks never waits for it.
 POSTGRES_PACE_S = 0.05
 MAX_PACE_S = 1.0
 # How often a keeper checks that it still holds the leadership lock's session.

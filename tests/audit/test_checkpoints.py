@@ -207,6 +207,23 @@ def _money_event_after(ledger: Ledger, skip: int) -> int:
     return next(e.id for e in events[skip:] if b'"amount":' in bytes(e.state))
 
 
+def _seals_checked_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The positions whose seal this thread computes from now on (the notary's rounds run here;
+    on SQLite the keeper's thread, in the same process, checks the same events meanwhile)."""
+    checked: list[int] = []
+    holds = ChainKey.holds
+    here = threading.get_ident()
+
+    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
+                *rest: Any) -> bool:
+        if threading.get_ident() == here:
+            checked.append(position)
+        return holds(key, link, previous, position, *rest)
+
+    monkeypatch.setattr(ChainKey, "holds", counted)
+    return checked
+
+
 @pytest.mark.parametrize("tampering", ["event", "link"])
 def test_an_event_written_here_and_changed_before_it_is_placed_is_named_not_placed(
     ledger: Ledger, notary: Notary, intruder: Intruder, tampering: str
@@ -234,17 +251,7 @@ def test_an_event_written_here_and_changed_before_it_is_placed_is_named_not_plac
 def test_events_written_here_are_placed_without_their_seals_computed_again(
     ledger: Ledger, notary: Notary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked: list[int] = []
-    holds = ChainKey.holds
-    here = threading.get_ident()  # the notary's rounds run here; the keeper's thread checks too
-
-    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
-                *rest: Any) -> bool:
-        if threading.get_ident() == here:
-            checked.append(position)
-        return holds(key, link, previous, position, *rest)
-
-    monkeypatch.setattr(ChainKey, "holds", counted)
+    checked = _seals_checked_here(monkeypatch)
     # Given events this process wrote
     History(ledger.app, RandomChooser(seed=3)).run(10)
     checked.clear()  # loading aggregates checks seals too: only the notary's are counted
@@ -278,16 +285,6 @@ def test_a_process_without_a_notary_keeps_nothing_of_what_it_writes(ledger: Ledg
 def test_a_notary_made_after_writes_checks_those_in_full_and_trusts_only_later_ones(
     ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked: list[int] = []
-    holds = ChainKey.holds
-    here = threading.get_ident()
-
-    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
-                *rest: Any) -> bool:
-        if threading.get_ident() == here:
-            checked.append(position)
-        return holds(key, link, previous, position, *rest)
-
     # Given events written before this process's notary was made
     history = History(ledger.app, RandomChooser(seed=4))
     history.run(8)
@@ -297,7 +294,7 @@ def test_a_notary_made_after_writes_checks_those_in_full_and_trusts_only_later_o
     notary = Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
     # And events written after it
     history.run(8)
-    monkeypatch.setattr(ChainKey, "holds", counted)
+    checked = _seals_checked_here(monkeypatch)
     # When the notary places them all
     notary.round()
     # Then the earlier ones had their seals checked in full; on PostgreSQL the later ones
