@@ -55,6 +55,18 @@ def _facts(read_models: ReadSide) -> dict[str, Any]:
     return {"status": status, "open_requests": open_requests, "overdue": overdue}
 
 
+def lag_seconds(metrics: Metrics, lag: int, age_s: float | None, now: float) -> float:
+    """The read models' lag in seconds: the age of the oldest event not yet applied
+    (``ReadModels.status``). When its time cannot be trusted (its seal does not hold, and the
+    read models stop there), how long this process has seen them behind (``now``: monotonic)."""
+    if lag == 0 or age_s is not None:
+        metrics.lag_since = None
+        return age_s or 0.0
+    if metrics.lag_since is None:
+        metrics.lag_since = now
+    return now - metrics.lag_since
+
+
 def _pools(app: web.Application, metrics: Metrics) -> None:
     metrics.pool_connections.labels("store", "size").set(app[SETTINGS].pool_size)
     pool = getattr(getattr(app[LEDGER].recorder, "datastore", None), "pool", None)
@@ -123,13 +135,8 @@ async def refresh(request: web.Request) -> None:
         metrics.read_model_position.labels(name).set(position)
     lag = status["lag"]
     metrics.read_model_lag_events.set(lag)
-    now = time.monotonic()
-    if lag == 0:
-        metrics.lag_since = None
-    elif metrics.lag_since is None:
-        metrics.lag_since = now
-    metrics.read_model_lag_seconds.set(0 if metrics.lag_since is None
-                                       else now - metrics.lag_since)
+    metrics.read_model_lag_seconds.set(
+        lag_seconds(metrics, lag, status["lag_seconds"], time.monotonic()))
     damage = status.get("damage")
     metrics.chain_ok.set(0 if damage else 1)
     metrics.history_damage.set(damage["position"] if damage else 0)

@@ -1045,6 +1045,10 @@ class Ready(Answer):
     log_position: int
     read_models: dict[str, int] = Field(description="Position each read model has reached.")
     lag: int = Field(description="How many positions the furthest-behind read model lags.")
+    lag_seconds: float | None = Field(
+        default=None, description="How long ago the oldest event the furthest-behind read model "
+        "has not applied was recorded, in seconds (0: current; under a steady stream of writes "
+        "the read models are rarely at the head at any one moment, but never far behind it).")
     privilege: str | None = Field(
         default=None, description="Said when the service's login could rewrite history (a "
         "superuser, or the tables' owner): see ledger migrate --grant-to.")

@@ -69,7 +69,8 @@ class Metrics:
             "Events in the log the slowest read model has not applied yet", registry=self.registry)
         self.read_model_lag_seconds = Gauge(
             "ledger_read_model_lag_seconds",
-            "Seconds since the read models last had every event of the log (0: current now)",
+            "Age in seconds of the oldest event the slowest read model has not applied yet "
+            "(0: current now)",
             registry=self.registry)
         self.keeper_leader = Gauge(
             "ledger_read_model_keeper_leader",
@@ -152,7 +153,9 @@ class Metrics:
             "ledger_writer_connection_failures",
             "PostgreSQL: statements or connects of the writer's connection that failed since start",
             registry=self.registry)
-        self.lag_since: float | None = None  # monotonic time the read models fell behind
+        # When this process first saw the read models behind an event whose time cannot be
+        # trusted (``api.gauges.lag_seconds``), monotonic.
+        self.lag_since: float | None = None
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"

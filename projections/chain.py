@@ -342,17 +342,26 @@ def damage_after(
 ) -> Damage | None:
     """The first damaged position among the (at most ``window``) events after ``position``:
     what stops a reader of the log there, checked by any process."""
+    return look_after(recorder, key, position, window)[0]
+
+
+def look_after(
+    recorder: Recorder, key: ChainKey, position: int, window: int = 64
+) -> tuple[Damage | None, Notification | None]:
+    """``damage_after``, and the first event after ``position`` when its seal holds (None when
+    there is none, or it is the damage): the oldest event a reader stopped there has not read,
+    whose stored time can be trusted."""
     notifications = list(recorder.select_notifications(  # type: ignore[attr-defined]
         position, window, inclusive_of_start=False
     ))
     watch = SealWatch(recorder, key)
-    watch.admit(position, notifications)
+    admitted = watch.admit(position, notifications)
     if watch.damage is None and not notifications:
         # nothing after it: a link with no event (the last ones deleted) is damage too
         gone = next(iter(Chain(recorder).links(position, None, batch_size=1)), None)
         if gone is not None:
-            return Damage(gone.position, "missing")
-    return watch.damage
+            return Damage(gone.position, "missing"), None
+    return watch.damage, (admitted[0] if admitted else None)
 
 
 __all__ = [
@@ -365,6 +374,7 @@ __all__ = [
     "all_notifications",
     "check_chain",
     "damage_after",
+    "look_after",
     "read_digests",
     "seal_damage",
 ]

@@ -44,7 +44,7 @@ from eventsourcing.utils import Environment
 
 from ledger import policy
 from ledger.application import LedgerApplication
-from ledger.clock import rfc3339
+from ledger.clock import rfc3339, utc_now
 from ledger.errors import HistoryDamaged, NotReady
 from ledger.journal import MONEY_EVENTS
 from ledger.settings import StoreSettings
@@ -61,7 +61,7 @@ from projections import (
 )
 from projections.accounts import AccountsProjection
 from projections.batches import BatchApplier
-from projections.chain import Damage, SealWatch, damage_after
+from projections.chain import Damage, SealWatch, damage_after, look_after
 from projections.checkpoints import b64, notification_leaf
 from projections.events import own_fields
 from projections.journal import JournalProjection
@@ -264,17 +264,30 @@ class ReadModels:
                 position=damage.position,
             )
 
-    def status(self) -> dict[str, Any]:
-        """The log's position, each read model's, the lag, and the damage (if any) that stops
-        the read models: an event after their position without a valid seal."""
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
+        """The log's position, each read model's, the lag in events and in seconds, and the
+        damage (if any) that stops the read models: an event after their position without a
+        valid seal.
+
+        The lag in seconds is the age, at ``now`` (the wall clock that stamps events), of the
+        oldest event the furthest-behind read model has not applied: under a steady stream of
+        writes the read models are rarely at the head at any one moment, but never far behind
+        it. None when that event's seal does not hold (its time cannot be trusted)."""
         position = self.log_position()
         tracked = self.tracked()
         lag = max((position - t for t in tracked.values()), default=0)
-        damage = self.damage(min(tracked.values(), default=0)) if lag else None
+        damage: Damage | None = None
+        lag_s: float | None = 0.0
+        if lag:
+            key = getattr(self.app.recorder, "chain_key", None)
+            assert key is not None, "the application was not opened on a sealing store"
+            damage, oldest = look_after(self.app.recorder, key, min(tracked.values()))
+            lag_s = None if oldest is None else _age_s(self.app, oldest, now)
         return {
             "log_position": position,
             "read_models": tracked,
             "lag": lag,
+            "lag_seconds": lag_s,
             "damage": None if damage is None else {"position": damage.position,
                                                    "what": damage.what},
         }
@@ -520,6 +533,13 @@ def log_page(app: LedgerApplication, *, limit: int, after: str | None) -> Page:
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, UUID | datetime) else v) for k, v in data.items()}
+
+
+def _age_s(app: LedgerApplication, notification: Notification, now: datetime | None) -> float:
+    """How long before ``now`` the event was recorded, in seconds (never below 0: another
+    process's clock may run ahead), to the millisecond."""
+    recorded: datetime = app.mapper.to_domain_event(notification).timestamp  # type: ignore[attr-defined]
+    return max(0.0, round(((now or utc_now()) - recorded).total_seconds(), 3))
 
 
 # -- keeping them current ----------------------------------------------------------------------

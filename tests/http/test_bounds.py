@@ -78,7 +78,7 @@ class BlockingReadSide:
                 "version": 1}
 
     def status(self) -> dict[str, Any]:
-        return {"log_position": 0, "read_models": {}, "lag": 0}
+        return {"log_position": 0, "read_models": {}, "lag": 0, "lag_seconds": 0.0}
 
     def close(self) -> None:
         self.release.set()

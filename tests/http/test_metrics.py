@@ -99,6 +99,7 @@ async def test_the_metrics_say_the_log_the_read_models_the_keeper_and_the_chain(
             found, "ledger_log_position")
     assert value(found, "ledger_read_model_lag_events") >= 0
     assert value(found, "ledger_read_model_lag_seconds") >= 0
+    assert ready["lag_seconds"] >= 0  # the age of the oldest event not applied yet
     assert value(found, "ledger_read_model_keeper_leader") == 1  # the only process
     assert value(found, "ledger_chain_ok") == 1
     assert value(found, "ledger_history_damaged_position") == 0
