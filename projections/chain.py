@@ -337,20 +337,13 @@ class SealWatch:
         self.damage = damage
 
 
-def damage_after(
-    recorder: Recorder, key: ChainKey, position: int, window: int = 64
-) -> Damage | None:
-    """The first damaged position among the (at most ``window``) events after ``position``:
-    what stops a reader of the log there, checked by any process."""
-    return look_after(recorder, key, position, window)[0]
-
-
 def look_after(
     recorder: Recorder, key: ChainKey, position: int, window: int = 64
 ) -> tuple[Damage | None, Notification | None]:
-    """``damage_after``, and the first event after ``position`` when its seal holds (None when
-    there is none, or it is the damage): the oldest event a reader stopped there has not read,
-    whose stored time can be trusted."""
+    """The first damaged position among the (at most ``window``) events after ``position``:
+    what stops a reader of the log there, checked by any process; and the first event after
+    ``position`` when its seal holds (None when there is none, or it is the damage): the oldest
+    event a reader stopped there has not read, whose stored time can be trusted."""
     notifications = list(recorder.select_notifications(  # type: ignore[attr-defined]
         position, window, inclusive_of_start=False
     ))
@@ -373,7 +366,6 @@ __all__ = [
     "SealWatch",
     "all_notifications",
     "check_chain",
-    "damage_after",
     "look_after",
     "read_digests",
     "seal_damage",

@@ -61,7 +61,7 @@ from projections import (
 )
 from projections.accounts import AccountsProjection
 from projections.batches import BatchApplier
-from projections.chain import Damage, SealWatch, damage_after, look_after
+from projections.chain import Damage, SealWatch, look_after
 from projections.checkpoints import b64, notification_leaf
 from projections.events import own_fields
 from projections.journal import JournalProjection
@@ -279,9 +279,7 @@ class ReadModels:
         damage: Damage | None = None
         lag_s: float | None = 0.0
         if lag:
-            key = getattr(self.app.recorder, "chain_key", None)
-            assert key is not None, "the application was not opened on a sealing store"
-            damage, oldest = look_after(self.app.recorder, key, min(tracked.values()))
+            damage, oldest = self._look_after(min(tracked.values()))
             lag_s = None if oldest is None else _age_s(self.app, oldest, now)
         return {
             "log_position": position,
@@ -293,9 +291,12 @@ class ReadModels:
         }
 
     def damage(self, after: int) -> Damage | None:
+        return self._look_after(after)[0]
+
+    def _look_after(self, after: int) -> tuple[Damage | None, Notification | None]:
         key = getattr(self.app.recorder, "chain_key", None)
         assert key is not None, "the application was not opened on a sealing store"
-        return damage_after(self.app.recorder, key, after)
+        return look_after(self.app.recorder, key, after)
 
     # -- each read model's queries (in its module) --------------------------------------------
 
