@@ -274,7 +274,6 @@ def test_events_written_here_are_placed_without_their_seals_computed_again(
     assert checked == [notary.positions[-1]]
 
 
-
 def test_a_process_without_a_notary_keeps_nothing_of_what_it_writes(ledger: Ledger) -> None:
     # Given a process that writes and runs no notary (a `ledger` command, an import)
     History(ledger.app, RandomChooser(seed=3)).run(10)
