@@ -62,6 +62,18 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
+# One decoder for every body: ``json.loads`` with hooks builds a new one for each call (about a
+# hundredth of a deposit's time on the event loop). A decoder keeps no state between calls.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys,
+                            parse_int=_bounded_int)
+
+
+def _decode(raw: bytes) -> Any:
+    """``json.loads(raw, ...)`` with the hooks above: the bytes' encoding as ``json.loads``
+    detects it (UTF-8, -16 or -32; a UTF-8 byte order mark skipped)."""
+    return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
 def _invalid(error: ValidationError, model: type[BaseModel], *, where: str = "body",
              query: bool = False) -> ValidationFailed:
     # Said for a person (api.messages): no pydantic wording, no regular expressions.
@@ -77,10 +89,7 @@ async def body(request: web.Request, model: type[M]) -> M:
         raise UnsupportedMediaType(f"the body must be {JSON}")
     raw = await request.read()
     try:
-        data = json.loads(
-            raw, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys,
-            parse_int=_bounded_int,
-        )
+        data = _decode(raw)
     except _HugeInteger as huge:
         raise ValidationFailed("the request is not valid", errors=[{
             "field": "body",

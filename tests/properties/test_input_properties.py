@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api import parsing
 from ledger import identity, money
 from ledger.errors import InvalidInput
 
@@ -64,3 +67,21 @@ def test_a_reference_is_accepted_exactly_when_it_is_1_to_128_printable_ascii_unp
         accepted = False
 
     assert accepted is expected
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**15), 10**15) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+
+
+@BOUNDED
+@given(JSON_VALUES, st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]))
+def test_a_body_is_read_as_the_json_it_holds_in_every_encoding_json_allows(
+    value: object, encoding: str
+) -> None:
+    raw = json.dumps(value, ensure_ascii=False).encode(encoding)
+
+    assert parsing._decode(raw) == value == json.loads(raw)
