@@ -203,19 +203,25 @@ REFUSE_HISTORY = {
 
 
 def test_a_keeper_that_fails_starts_again_and_catches_up_once_the_fault_is_gone(
-    settings: StoreSettings, app: LedgerApplication, system: Actor
+    settings: StoreSettings, app: LedgerApplication, system: Actor,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     prepare_read_models(settings)
     keeper = ReadModelKeeper(settings, lock_retry_s=0.1)
     keeper.start()
     refuse, allow = REFUSE_HISTORY[settings.kind]
+
+    def fresh_starts() -> int:
+        return sum("starting again" in r.getMessage() for r in caplog.records
+                   if r.name == readmodels.log.name)
+
     try:
-        with read_models(settings, app) as models:
+        with read_models(settings, app) as models, caplog.at_level("WARNING", readmodels.log.name):
             app.open_account("dan", "USD", actor=system)
             models.wait_caught_up()
             read_model_sql(settings, "accounts", refuse)
             app.deposit("dan", 70, "pay-1", actor=system)
-            time.sleep(0.5)  # a few failed batches and fresh starts
+            wait_until(lambda: fresh_starts() >= 3)  # its batch refused, and again after a start
             assert models.tracked()["accounts"] < models.log_position()
 
             read_model_sql(settings, "accounts", allow)
