@@ -12,6 +12,7 @@ from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput, NotReady
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
+from projections.leadership import LeaderLock
 from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
 
 
@@ -154,9 +155,20 @@ def test_waiting_for_read_models_that_make_no_progress_says_they_are_stuck(
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_one_keeper_leads_and_another_takes_over_when_it_stops(
-    settings: StoreSettings, app: LedgerApplication, system: Actor
+    settings: StoreSettings, app: LedgerApplication, system: Actor,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     prepare_read_models(settings)
+    refused = []
+    try_acquire = LeaderLock.try_acquire
+
+    def counted(lock: LeaderLock) -> bool:
+        held = try_acquire(lock)
+        if not held:
+            refused.append(lock)
+        return held
+
+    monkeypatch.setattr(LeaderLock, "try_acquire", counted)
     first = ReadModelKeeper(settings, lock_retry_s=0.2)
     second = ReadModelKeeper(settings, lock_retry_s=0.2)
     models = ReadModels(settings, app)
@@ -164,7 +176,10 @@ def test_one_keeper_leads_and_another_takes_over_when_it_stops(
     assert first.is_leader.wait(10)
     second.start()
     try:
-        time.sleep(0.6)
+        deadline = time.monotonic() + 10
+        while len(refused) < 3:  # the second has asked for the lock three times
+            assert time.monotonic() < deadline, "the second keeper never asked for the lock"
+            time.sleep(0.02)
         assert not second.is_leader.is_set()  # exactly one keeps the read models at a time
         app.open_account("fay", "USD", actor=system)
         models.wait_caught_up()
