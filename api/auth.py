@@ -98,8 +98,6 @@ class Tokens:
         return found
 
 
-
-
 def load_or_create(path: Path = DEFAULT_TOKENS_FILE) -> tuple[Tokens, Mapping[str, str], bool]:
     """The tokens of ``path``, made with one fresh random token per role when it is missing.
 

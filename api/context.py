@@ -148,7 +148,6 @@ class Keeper(Protocol):
 Verifier = Callable[[StoreSettings, LedgerApplication], dict[str, Any]]
 
 
-
 async def in_executor(
     app: web.Application, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
 ) -> T:

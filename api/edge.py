@@ -145,8 +145,6 @@ class EdgeStats:
         return 0 if self.server is None else self.server.evicted
 
 
-
-
 # -- connections ---------------------------------------------------------------------------------
 
 

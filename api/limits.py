@@ -236,8 +236,6 @@ def _share_out(threads: int, chosen: Mapping[Lane, int | None]) -> dict[Lane, in
     return {**given, **shared}
 
 
-
-
 @dataclass(eq=False)  # a waiter is itself, whatever its fields
 class _Waiter:
     granted: asyncio.Future[None]

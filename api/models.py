@@ -445,8 +445,6 @@ ChartAccount = Annotated[
 ]
 
 
-
-
 class EventQuery(PageQuery):
     stream: str | None = Field(
         default=None, max_length=64,

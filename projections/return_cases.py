@@ -358,7 +358,6 @@ def _case_item(row: dict[str, Any], today: date, unresolved_after_days: int) -> 
     return item
 
 
-
 _CASE_COLUMNS = (
     "id, username, currency, order_no, kind, state, opened_at, opened_on, shipped_on,"
     " guarantee_until, return_by, postmark_date, received_on, outcome, refund_amount,"

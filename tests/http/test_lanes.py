@@ -329,7 +329,6 @@ async def test_in_a_lane_of_one_worker_roles_take_turns() -> None:
     assert [role for role, _ in served] == ["cs", "finance", "cs", "finance", "cs", "cs", "cs"]
 
 
-
 async def test_requests_in_line_for_what_the_one_ahead_makes_find_it_kept_and_run_no_job(
 ) -> None:
     # Given a heavy lane of one worker, whose slot a job making a page holds
