@@ -256,7 +256,7 @@ class ReadModels:
                 seen, last_move = tracked, time.monotonic()
 
     def _refuse_damaged(self, after: int) -> None:
-        damage = self.damage(after)
+        damage, _ = self._look_after(after)
         if damage is not None:
             raise HistoryDamaged(
                 f"the history is damaged at {damage.describe()}; the read models stop before "
@@ -289,9 +289,6 @@ class ReadModels:
             "damage": None if damage is None else {"position": damage.position,
                                                    "what": damage.what},
         }
-
-    def damage(self, after: int) -> Damage | None:
-        return self._look_after(after)[0]
 
     def _look_after(self, after: int) -> tuple[Damage | None, Notification | None]:
         key = getattr(self.app.recorder, "chain_key", None)
