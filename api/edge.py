@@ -56,9 +56,15 @@ HEADER_TIMEOUT_S = 10.0
 MAX_HEADER_TIMEOUT_S = 10.0
 # Descriptors kept for the store's connections, the SQLite files, logs and libraries.
 RESERVED_DESCRIPTORS = 96
-# Accepted per loop turn (and the listen backlog): each accept takes a descriptor before the
-# cap can close it, so the cap leaves room for one burst.
+# Accepted per loop turn (asyncio takes its listen backlog as that number too): each accept
+# takes a descriptor before the cap can close it, so the cap leaves room for one burst.
 ACCEPT_BACKLOG = 64
+# Handshakes the kernel queues for the accepts (the listen backlog, set again once asyncio set
+# it to ACCEPT_BACKLOG; the kernel caps it at net.core.somaxconn). Queued connections hold no
+# descriptor of ours. With only ACCEPT_BACKLOG, a burst of a few hundred connections overflowed
+# the queue: the kernel dropped the next handshakes, and each waited a second for the
+# client's retry, /health's too (tests/http/test_edge.py).
+LISTEN_QUEUE = 1024
 # asyncio accepts a burst per loop turn and counts it (connection_made) two turns later, while
 # the next bursts are accepted; the descriptors of the connections that count evicts are
 # closed a turn after that. So three bursts may hold descriptors beyond the counted ones: the
@@ -220,6 +226,21 @@ def _idle(handler: web_protocol.RequestHandler) -> bool:
     return not handler._request_in_progress and not handler._messages
 
 
+class EdgeSite(web.TCPSite):
+    """``web.TCPSite`` whose kernel queue holds ``LISTEN_QUEUE`` handshakes while asyncio
+    accepts ``ACCEPT_BACKLOG`` of them per loop turn."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
+        super().__init__(runner, host, port, backlog=ACCEPT_BACKLOG)
+
+    async def start(self) -> None:
+        await super().start()
+        assert isinstance(self._server, asyncio.Server)
+        for listening in self._server.sockets:
+            with listening.dup() as sock:  # the same socket: listen() sets its queue
+                sock.listen(LISTEN_QUEUE)
+
+
 class EdgeRunner(web.AppRunner):
     """``web.AppRunner`` with ``EdgeServer`` (the same arguments as ``Application`` gives
     aiohttp's own ``Server``)."""
@@ -273,9 +294,9 @@ def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
         )
         await runner.setup()
         try:
-            sites = [web.TCPSite(runner, host, port, backlog=ACCEPT_BACKLOG)]
+            sites = [EdgeSite(runner, host, port)]
             if edge.ops_port is not None:
-                sites.append(web.TCPSite(runner, host, edge.ops_port, backlog=ACCEPT_BACKLOG))
+                sites.append(EdgeSite(runner, host, edge.ops_port))
             for site in sites:
                 await site.start()
             on_started([site.name for site in sites])
