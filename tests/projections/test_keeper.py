@@ -10,7 +10,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from multiprocessing.process import BaseProcess
 
@@ -34,8 +34,7 @@ from projections.readmodels import (
 from projections.store import _SCHEMA_LOCK_KEY
 from projections.wakeup import NUDGE, PostgresDoorbell
 from tests.conftest import pg_url
-
-WAIT_S = 10.0
+from tests.projections.conftest import WAIT_S, wait_until
 
 
 @contextmanager
@@ -72,13 +71,6 @@ def read_model_sql(settings: StoreSettings, read_model: str, statements: list[st
     with closing(sqlite3.connect(path, isolation_level=None)) as db:
         for statement in statements:
             db.execute(statement)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "not in time"
-        time.sleep(0.02)
 
 
 def test_a_batch_applied_a_second_time_is_refused_and_changes_nothing(
