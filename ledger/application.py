@@ -14,6 +14,7 @@ command and execute it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from copy import deepcopy
 from datetime import date, datetime
 from typing import Any, Required, TypedDict, TypeVar, Unpack
 from uuid import UUID, uuid4
@@ -501,23 +502,37 @@ class LedgerApplication(Application[UUID]):
 
     def _load(self, aggregate_id: UUID) -> Aggregate:
         """Within a decision: the aggregate as this process last knew it, remembered as read,
-        so that a decision recording nothing can be made again from the store. Outside one (a
-        caller asking how things stand): as the store has it now."""
+        so that a decision recording nothing can be made again from the store; within a
+        decision made again (``Pipeline.fresh``), and outside one (a caller asking how things
+        stand): as the store has it now. On the event loop: from the cache only."""
         reads = self.pipeline.reads()
         if self.pipeline.cache_only():
-            cache: Any = self.repository.cache
-            try:
-                if cache is None:
-                    raise KeyError(aggregate_id)
-                cache.get(aggregate_id)
-            except KeyError:
-                raise NotCached(aggregate_id) from None
-        if reads is None:
-            self.forget({aggregate_id})
-        else:
+            assert reads is not None, "a decision on the event loop notes what it reads"
+            aggregate = self._cached(aggregate_id)
             reads.add(aggregate_id)
-        aggregate: Aggregate = self.repository.get(aggregate_id)
-        return aggregate
+            return aggregate
+        if reads is None or self.pipeline.fresh():
+            self.forget({aggregate_id})  # read from the store (and cached as it is there)
+        if reads is not None:
+            reads.add(aggregate_id)
+        stored: Aggregate = self.repository.get(aggregate_id)
+        return stored
+
+    def _cached(self, aggregate_id: UUID) -> Aggregate:
+        """The aggregate as this process holds it, from one look at the cache (another look
+        could miss it, evicted meanwhile, and read the store on the event loop): a copy, as
+        the repository hands out (``NotCached`` when it is not held)."""
+        repository = self.repository
+        # A fast-forwarded cache would read the store at every hit (settings.CACHE: off).
+        assert not repository.fastforward, "the cache is read as it is, never fast-forwarded"
+        cache: Any = repository.cache
+        try:
+            if cache is None:
+                raise KeyError(aggregate_id)
+            cached: Aggregate = cache.get(aggregate_id)
+        except KeyError:
+            raise NotCached(aggregate_id) from None
+        return deepcopy(cached) if repository.deepcopy_from_cache else cached
 
     def _owner(self, aggregate_id: UUID, kind: type[RefundRequest | ReturnCase]) -> str:
         """Whose request or case this is (to take the account's lock): that never changes, so

@@ -11,7 +11,8 @@ most ``max_attempts`` times, then ``Contention``. Within one process, writers of
 queue on a striped lock first (held until their commit is answered), so they rarely race.
 Aggregates come from this process's cache as it last recorded them; a decision that records
 nothing (a refusal, a natural duplicate) is decided again from the store before it is answered,
-so another process's writes are never missed.
+so another process's writes are never missed. A decision made again reads every aggregate it
+loads from the store, none from the cache (``Pipeline.fresh``): its refusal is final.
 
 Idempotency: with a caller's key, the key's record is written in the same transaction as the
 events it guards; a repeat answers the first response (see ``ledger.idempotency``). A refusal
@@ -33,8 +34,16 @@ and back (two thread wake-ups, the largest part of a lone write's latency).
   state that is no longer current: it is not recorded, and its handler decides again
   (``Conflicted``), never applied on stale state.
 - One command's failure never fails the rest of its batch: a batch the store refuses (a
-  version another process took first, a key taken meanwhile) is recorded again one command at a
-  time, and only the commands that fail alone fail.
+  version another process took first, a key taken meanwhile) wrote nothing, and is recorded
+  again one command at a time; only the commands that fail alone fail. A batch the store
+  could not confirm (its connection failed, ``CommitUnconfirmed``) may have been committed:
+  nothing of it is recorded again.
+- Nothing is applied twice by the ledger's own retries: a commit whose acknowledgement is lost
+  (its connection failed after it was sent) is recorded again only once the store has found
+  it was not committed; if it was (its events stored at their versions, with the very state
+  sent), each of its commands is answered as recorded, not decided again (``projections.store``).
+  When the store cannot tell within its bounded retries, the batch's commands hear
+  ``CommitUnconfirmed`` (the store not answering: send it again, under its key).
 - Every wait is bounded: a full queue refuses at once (``Contention``), a handler waits at most
   ``lock_timeout_s`` for its account's lock and ``ANSWER_TIMEOUT_S`` for its answer.
 
@@ -69,7 +78,13 @@ from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, Recording, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    Recording,
+    StoredEvent,
+)
 
 from ledger import errors
 from ledger.errors import (
@@ -109,6 +124,13 @@ class Conflicted(Exception):
 class NotCached(Exception):
     """A decision on the event loop needs an aggregate this process does not hold: it is made
     on a thread instead, which may read the store."""
+
+
+class CommitUnconfirmed(OperationalError):
+    """The store cannot tell whether a batch was committed: its acknowledgement was lost, and
+    the store answered neither a try again nor the writer's look for it (bounded retries).
+    Nothing of the batch is decided or recorded again: each of its commands' callers hears
+    it as the store not answering (503; the client may send it again, safely under its key)."""
 
 
 @dataclass(frozen=True)
@@ -267,7 +289,12 @@ class Committer:
             return
         try:
             answers = self._record(ready)
-        except Exception as error:
+        except (OperationalError, InterfaceError) as error:
+            # perhaps committed (the store could not confirm it): nothing is recorded again
+            for decided in ready:
+                self._fail(decided, error)
+            return
+        except Exception as error:  # refused whole (a version or a key taken): wrote nothing
             if len(ready) == 1:
                 self._fail(ready[0], error)
                 return
@@ -322,7 +349,11 @@ def _evict(app: Application[UUID], aggregates: Sequence[Aggregate]) -> None:
 
 def _as_refusal(error: Exception) -> Exception:
     """What a command's handler hears of its failed commit: a version or a key taken first is
-    a conflict (decide again); anything else, as it was."""
+    a conflict (decide again); anything else (``CommitUnconfirmed`` too), as it was.
+
+    A version taken by this very batch's own earlier try (its acknowledgement lost) is never
+    a conflict: the store finds that try committed and answers it as recorded
+    (``projections.store``), so an IntegrityError here is another writer's."""
     return Conflicted() if isinstance(error, IntegrityError) else error
 
 
@@ -433,7 +464,12 @@ class LoopCommitter:
             return
         try:
             answers = await self._record(ready)
-        except Exception as error:
+        except (OperationalError, InterfaceError) as error:
+            # perhaps committed (the store could not confirm it): nothing is recorded again
+            for decided in ready:
+                self._fail(decided, error)
+            return
+        except Exception as error:  # refused whole (a version or a key taken): wrote nothing
             if len(ready) == 1:
                 self._fail(ready[0], error)
                 return
@@ -597,6 +633,12 @@ class Pipeline:
         aggregate this process does not hold is not read from the store (``NotCached``)."""
         return bool(getattr(self._reads, "cache_only", False))
 
+    def fresh(self) -> bool:
+        """Whether the decision being made on this thread is made again from the store: every
+        aggregate it loads is read from the store, none from the cache (another process may
+        have changed any of them, not only those the first decision read)."""
+        return bool(getattr(self._reads, "fresh", False))
+
     async def run_on_loop(
         self,
         command: Command,
@@ -692,12 +734,13 @@ class Pipeline:
                     return replay
                 first_refusal = None
                 reads: set[UUID] = set()
-                self._reads.ids = reads
+                self._reads.ids, self._reads.fresh = reads, fresh
                 try:
                     decision = decide()
                 except (Refused, Conflict, NotFound) as refusal:
+                    # What a refused decision read is not kept: the next one reads the store.
+                    ledger.forget(reads)
                     if not fresh:  # perhaps decided on what another process changed since
-                        ledger.forget(reads)
                         check_key = fresh = True
                         continue
                     if guard is None:
@@ -706,7 +749,7 @@ class Pipeline:
                         return replay
                     decision, first_refusal = guard.refusal(refusal), refusal
                 finally:
-                    self._reads.ids = None
+                    self._reads.ids, self._reads.fresh = None, False
                 original = None
                 if not decision.aggregates and decision.outcome != REFUSED:
                     # a natural duplicate: it answers the original
@@ -724,8 +767,9 @@ class Pipeline:
                 try:
                     committed = ledger.committer.commit(decision.aggregates, write)
                 except Conflicted:
-                    # lost a race (or the first try committed, or the key was taken): decide
-                    # again from the store
+                    # lost a race, or the key was taken (by this request's first try, sent
+                    # again): decide again from the store. Never this very commit's own
+                    # first try, its acknowledgement lost: the store finds that out first.
                     ledger.forget(reads)
                     check_key = fresh = True
                     conflicts += 1

@@ -13,11 +13,16 @@ event loop, and every other command's commit goes to the same committer (see
   request executor's: those threads may all be waiting for this very committer.
 
 A statement whose connection fails or which takes longer than ``RECORD_TIMEOUT_S`` may or may
-not have been committed: the connection is dropped and the batch recorded again on the thread.
-That is safe: had the first try been committed, its events' versions (and keys) are taken, the
-second try writes nothing and the commands are decided again, and a decision made again on the
-stored state answers the first (a natural duplicate, or the key's record). A dropped connection
-is made again on the next batch, no sooner than ``RECONNECT_AFTER_S`` after a failed attempt.
+not have been committed (its acknowledgement lost): the connection is dropped, and on the
+thread the store first finds out whether it holds the batch as it was sent
+(``SealingPostgresRecorder.insert_events_in_doubt``). If it does, each of its commands is
+answered as recorded, where its events stand; only if not is the batch recorded again. It is
+never recorded again blindly: its own versions found taken would have its commands decided
+again on a state that already holds them, and applied twice (a partial failure credit has no
+natural key) or refused. A batch whose outcome the store cannot tell within its bounded
+retries answers its commands ``CommitUnconfirmed`` (503), and nothing of it is decided or
+recorded again. A dropped connection is made again on the next batch, no sooner than
+``RECONNECT_AFTER_S`` after a failed attempt.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class LoopRecorder:
 
     async def __call__(self, stored: list[StoredEvent], keys: list[KeyWrite]) -> Sequence[int]:
         connection = await self._connected()
+        in_doubt = False
         if connection is not None:
             try:
                 ids = await asyncio.wait_for(self.recorder.record_on(connection, stored, keys),
@@ -72,17 +78,24 @@ class LoopRecorder:
             except IntegrityError:
                 raise
             except (psycopg.Error, TimeoutError) as error:
+                # Sent, perhaps committed: the thread finds out before it records anything.
                 self.connection_failures += 1
-                log.warning("the writer's connection failed (%s: %s); the batch is recorded "
+                log.warning("the writer's connection failed (%s: %s); the batch is settled "
                             "on its thread", type(error).__name__, error)
                 await self._drop()
-                ids = None
+                ids, in_doubt = None, True
             if ids is not None:
                 self.statements += 1
                 return ids
         self.on_thread += 1
-        insert = functools.partial(self.recorder.insert_events, stored, keys=keys)
-        ids = await asyncio.get_running_loop().run_in_executor(self._thread, insert)
+        record = functools.partial(self._record_on_thread, stored, keys, in_doubt=in_doubt)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, record)
+
+    def _record_on_thread(self, stored: list[StoredEvent], keys: list[KeyWrite], *,
+                          in_doubt: bool) -> Sequence[int]:
+        if in_doubt:
+            return self.recorder.insert_events_in_doubt(stored, keys)
+        ids = self.recorder.insert_events(stored, keys=keys)
         assert ids is not None, "the recorder answers the positions it gave"
         return ids
 

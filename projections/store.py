@@ -10,6 +10,11 @@ application.
   knows the log's last position and link from its own last commit, else under the writers'
   lock (``SealingPostgresRecorder``); SQLite writes one at a time anyway. Loading an aggregate
   checks each event's seal: an event without a valid one is ``HistoryDamaged``.
+- A PostgreSQL commit whose acknowledgement is lost (its connection failed after it was sent)
+  is never recorded again blindly: the writer first asks whether the store holds the batch as
+  it was sent (its events at their versions, with the very state sent; its keys), and answers
+  their positions if so, recording nothing again. Bounded: when the store answers neither the
+  commit nor the look, ``ledger.pipeline.CommitUnconfirmed``.
 - The database itself refuses UPDATE, DELETE and TRUNCATE of stored events and of the chain
   (triggers).
 - ``StorePositions`` answers where a stored event stands in the global log.
@@ -20,9 +25,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import random
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -55,6 +62,7 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged, NotReady
 from ledger.idempotency import KeyRecord, KeyWrite
+from ledger.pipeline import CommitUnconfirmed
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
 from projections.pgarrays import array
@@ -127,6 +135,21 @@ _HEAD_LINK = "SELECT hash FROM ledger_chain ORDER BY position DESC LIMIT 1"
 # How many times a writer reads the head under the lock and finds its position taken by one
 # that did not (another process recording after its own last commit) before it gives up.
 MAX_PLACEMENTS = 8
+# How many times a commit is tried while its connection fails, and the wait between tries
+# (eventsourcing's own retry of ``insert_events``: about two seconds in all).
+RECORD_ATTEMPTS = 10
+RECORD_RETRY_WAIT_S = 0.2
+
+
+class NoFreePosition(IntegrityError):
+    """Other writers took every position a batch was given (``MAX_PLACEMENTS`` times): it
+    wrote nothing, but unlike a version taken this says nothing of an earlier try of the same
+    batch, which may still commit."""
+
+
+class TornBatch(RuntimeError):
+    """Part of a batch is stored as it was written and part is not: a transaction was not
+    atomic, or the store was changed behind the service's back. Nothing is decided on it."""
 
 
 _KEY_COLUMNS = ("id", "caller", "fingerprint", "outcome", "body", "position", "recorded_at")
@@ -235,7 +258,16 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
     round trips). So no position is given twice, none is skipped by a commit, and an event is
     visible only after every event before it: its link was made from the link before it, which
     was committed. The column's sequence is not used.
+
+    A commit whose connection fails may have been committed all the same (its acknowledgement
+    lost). It is never recorded again blindly, which would find its own versions taken and
+    have its commands decided again on a state that already holds them: the store is asked
+    first whether it holds the batch as it was written, and answers its positions if so
+    (``_record_settled``).
     """
+
+    record_attempts = RECORD_ATTEMPTS
+    record_retry_wait_s = RECORD_RETRY_WAIT_S
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -294,6 +326,20 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             "DELETE FROM {}.ledger_keys WHERE id = %s AND recorded_at = %s"
         ).format(schema).as_string(None)
         self._insert_keys = insert_keys.as_string(None)
+        # A batch's events as stored (``_found_recorded``): each one's place in the batch (n),
+        # its position and its state.
+        self._select_batch = SQL(
+            "SELECT b.n, e.notification_id, e.state"
+            " FROM unnest(%s::{id_type}[], %s::bigint[]) WITH ORDINALITY AS b (id, version, n)"
+            " JOIN {schema}.{table} e"
+            " ON e.originator_id = b.id AND e.originator_version = b.version"
+        ).format(schema=schema, table=table,
+                 id_type=Identifier(datastore.originator_id_type)).as_string(None)
+        self._select_keys = SQL(
+            "SELECT id, fingerprint, recorded_at FROM {}.ledger_keys WHERE id = ANY(%s::text[])"
+        ).format(schema).as_string(None)
+        # Commits whose acknowledgement was lost, found committed and answered as recorded.
+        self.found_recorded = 0
         self._select_sealed: Composed = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state, e.notification_id,"
             " c.previous, c.hash FROM {schema}.{table} e"
@@ -301,11 +347,141 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             " WHERE e.originator_id = %s"
         ).format(schema=schema, table=table)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """Record the batch and its ``keys`` in one transaction; answers the events' positions.
+        IntegrityError when a version or a key was taken first (by another writer: never by
+        this batch's own earlier try), ``CommitUnconfirmed`` when whether it was committed
+        cannot be found out (see ``_record_settled``)."""
         keys: Sequence[KeyWrite] = kwargs.get("keys", ())
+        return self._record_settled(stored_events, keys, in_doubt=False)
+
+    def insert_events_in_doubt(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite],
+    ) -> Sequence[int]:
+        """``insert_events`` for a batch whose earlier try's outcome is unknown (its statement
+        sent, then its connection failed: ``projections.loopwriter``): its positions as stored
+        when that try was committed, else recorded now."""
+        return self._record_settled(stored_events, keys, in_doubt=True)
+
+    def _record_settled(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite], *, in_doubt: bool,
+    ) -> list[int]:
+        """Record the batch, at most ``record_attempts`` times while connections fail. A try
+        whose connection failed may have been committed all the same (its acknowledgement
+        lost): before the batch is recorded again, the store is asked whether it holds it
+        (``_found_recorded``), and answers its positions if so. Recording it again is safe
+        even when a try still running commits after the look: versions are unique, so only
+        one of them commits, and a version found taken is looked at again. Bounded: when no
+        try and no look is answered, ``CommitUnconfirmed``, having decided nothing."""
+        failure: Exception | None = None
+        for attempt in range(self.record_attempts):
+            if attempt:
+                time.sleep(self.record_retry_wait_s * random.uniform(0.9, 1.1))  # noqa: S311
+            try:
+                return self._record_once_settled(stored_events, keys, in_doubt=in_doubt)
+            except (InterfaceError, OperationalError) as error:
+                log.warning("a commit's connection failed (%s: %s): whether it was committed "
+                            "is found out before it is recorded again", type(error).__name__,
+                            error)
+                failure, in_doubt = error, True
+            except NoFreePosition as error:
+                if not in_doubt:
+                    raise
+                failure = error  # the earlier try may still commit: look again, bounded
+        raise CommitUnconfirmed(
+            f"the store did not confirm a commit of {len(stored_events)} events, nor answer "
+            f"whether it was made, in {self.record_attempts} attempts"
+        ) from failure
+
+    def _record_once_settled(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite], *, in_doubt: bool,
+    ) -> list[int]:
+        if in_doubt and (found := self._found_recorded(stored_events, keys)) is not None:
+            return found
+        try:
+            return list(self._record_once(stored_events, keys))
+        except IntegrityError:
+            # A version or a key taken by another writer, or by this batch's own earlier try,
+            # committed after the look above (its statement was still running on the server).
+            # Not found as this batch: another writer's, and the earlier try (which writes the
+            # same versions and keys) can never commit.
+            if in_doubt and (found := self._found_recorded(stored_events, keys)) is not None:
+                return found
+            raise
+
+    def _found_recorded(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite],
+    ) -> list[int] | None:
+        """Whether this very batch is stored: its events' positions (in order) when every
+        event stands at its version with the very state sent (an event's state names its
+        command: its time, its actor's request) and every key holds the record sent; None when
+        none of it is. A transaction is atomic, so anything between is a broken store
+        (``TornBatch``)."""
+        if not stored_events and not keys:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            positions: list[int] = []
+            if stored_events:
+                found = self._stored_positions(curs, stored_events)
+                if found is None:
+                    return None
+                positions = found
+            # Read after the events: what was committed with them is visible by now.
+            ours = self._stored_keys(curs, keys)
+        if not stored_events and ours == 0:
+            return None  # the keys are not this batch's (another writer's, or none)
+        if ours < len(keys):
+            raise TornBatch(
+                f"a batch of {len(stored_events)} events and {len(keys)} idempotency keys is "
+                f"stored but {len(keys) - ours} of its keys are not as it wrote them"
+            )
+        self.found_recorded += 1
+        log.warning("a commit whose acknowledgement was lost was found committed (%d events, "
+                    "%d keys): answered as recorded, not recorded again", len(positions),
+                    len(keys))
+        return positions
+
+    def _stored_positions(
+        self, curs: Any, stored_events: Sequence[StoredEvent],
+    ) -> list[int] | None:
+        """The positions of ``stored_events`` when all are stored as sent; None when none is
+        (another writer's event at one of their versions is not theirs)."""
+        curs.execute(self._select_batch, (
+            array([event.originator_id for event in stored_events]),
+            array([event.originator_version for event in stored_events]),
+        ))
+        found = {int(row["n"]): row for row in curs.fetchall()}
+        ours = {n: int(row["notification_id"]) for n, row in found.items()
+                if bytes(row["state"]) == bytes(stored_events[n - 1].state)}
+        if not ours:
+            return None
+        if len(ours) < len(stored_events):
+            raise TornBatch(
+                f"{len(ours)} of the {len(stored_events)} events of a batch are stored as it "
+                f"wrote them, {len(found) - len(ours)} otherwise, the rest not at all"
+            )
+        return [ours[n] for n in range(1, len(stored_events) + 1)]
+
+    def _stored_keys(self, curs: Any, keys: Sequence[KeyWrite]) -> int:
+        """How many of ``keys`` hold the very record sent (its request's fingerprint, written
+        at its time)."""
+        if not keys:
+            return 0
+        curs.execute(self._select_keys, (array([write.record.id for write in keys]),))
+        stored = {row["id"]: row for row in curs.fetchall()}
+        ours = 0
+        for write in keys:
+            row = stored.get(write.record.id)
+            if (row is not None and row["fingerprint"] == write.record.fingerprint
+                    and row["recorded_at"] == _instant(write.record.recorded_at)):
+                ours += 1
+        return ours
+
+    def _record_once(
+        self, stored_events: Sequence[StoredEvent], keys: Sequence[KeyWrite],
+    ) -> Sequence[int]:
         if not stored_events:  # a refusal under a key records its answer, and no event
             if keys:
                 with self.datastore.get_connection() as conn, pipelined_transaction(conn), \
@@ -336,7 +512,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     continue  # a writer that did not read under the lock took it first
                 self._head = (ids[-1], link)
                 return ids
-        raise IntegrityError(f"no free position after {MAX_PLACEMENTS} attempts")
+        raise NoFreePosition(f"no free position after {MAX_PLACEMENTS} attempts")
 
     async def record_on(
         self, connection: psycopg.AsyncConnection[Any], stored_events: Sequence[StoredEvent],

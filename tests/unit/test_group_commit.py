@@ -2,7 +2,8 @@
 a lone command on an idle ledger is written at once by its own handler; commands that arrive
 while a batch is being written are written together, in one transaction, by the committer's
 thread; a command whose aggregate another of the same batch changed is sent back to be decided
-again; and one command's failure fails no other of its batch."""
+again; one command's failure fails no other of its batch; and a batch the store cannot
+confirm is recorded no more."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from ledger.pipeline import MAX_QUEUED, Committed, Committer, Conflicted
+from ledger.pipeline import MAX_QUEUED, Committed, Committer, CommitUnconfirmed, Conflicted
 from tests.unit.committing import Aggregate, deposit
 
 WAIT_S = 10.0
@@ -26,7 +27,9 @@ class Store:
     """An application whose ``_record`` writes a batch as one transaction: it notes the batch
     (the events' names), the thread that wrote it, and numbers the events as the log would.
     ``hold`` keeps the next batch from finishing until ``release``; ``refuse`` names events
-    whose batch the store refuses (as a version another process took first)."""
+    whose batch the store refuses (as a version another process took first); ``unconfirmed``
+    names events whose batch's outcome the store cannot tell (its acknowledgement lost, and
+    the store not answering the look for it). ``tries`` counts the batches it was given."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
@@ -36,6 +39,8 @@ class Store:
         self.held = threading.Event()
         self.released = threading.Event()
         self.refuse: set[str] = set()
+        self.unconfirmed: set[str] = set()
+        self.tries = 0
         self.repository = SimpleNamespace(cache=None)
 
     def hold(self) -> None:
@@ -50,8 +55,11 @@ class Store:
             self.holding.clear()
             self.held.set()
             assert self.released.wait(WAIT_S), "the test never released the batch"
+        self.tries += 1
         if self.refuse & set(names):
             raise IntegrityError(f"refused {names}")
+        if self.unconfirmed & set(names):
+            raise CommitUnconfirmed(f"not confirmed {names}")
         self.batches.append(names)
         self.writers.append(threading.current_thread().name)
         recordings = []
@@ -158,6 +166,26 @@ def test_one_commands_failure_fails_no_other_command_of_its_batch(
 
     assert store.batches[0] == ["first"]
     assert sorted(name for batch in store.batches[1:] for name in batch) == ["a", "b"]
+
+
+def test_a_batch_the_store_cannot_confirm_is_recorded_no_more_and_each_command_told_so(
+    committer: Committer, store: Store
+) -> None:
+    store.unconfirmed = {"lost"}
+    store.hold()
+    with ThreadPoolExecutor(4) as handlers:
+        first = handlers.submit(committer.commit, deposit("first"), None)
+        assert store.held.wait(WAIT_S)
+        futures = [handlers.submit(committer.commit, deposit(name), None)
+                   for name in ("a", "lost", "b")]
+        _until(lambda: queued(committer) == 3)
+        store.release()
+        first.result(WAIT_S)
+        heard = [future.exception(WAIT_S) for future in futures]
+
+    # perhaps committed: none is decided again, nor recorded again
+    assert all(isinstance(error, CommitUnconfirmed) for error in heard), heard
+    assert store.tries == 2, "the unconfirmed batch was recorded again, command by command"
 
 
 def queued(committer: Committer) -> int:

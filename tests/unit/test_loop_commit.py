@@ -1,8 +1,9 @@
 """The committer on the event loop (``ledger.pipeline.LoopCommitter``), against a store that
 records what it is given: commands that arrive while a batch is being recorded are recorded
 together in the next one; a command whose aggregate its batch already changed is sent back to
-be decided again; one command's failure fails no other of its batch; a handler on a thread
-commits through it too; and its queue and its wait are bounded."""
+be decided again; one command's failure fails no other of its batch, and a batch the store
+cannot confirm is recorded no more; a handler on a thread commits through it too; and its
+queue and its wait are bounded."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from ledger.errors import Contention
-from ledger.pipeline import Committed, Committer, Conflicted, LoopCommitter
+from ledger.pipeline import Committed, Committer, CommitUnconfirmed, Conflicted, LoopCommitter
 from tests.unit.committing import Aggregate, deposit
 
 WAIT_S = 10.0
@@ -39,7 +40,9 @@ class Store:
     """An application and its recorder: ``record`` writes a batch as one transaction, noting
     the events' names and numbering them as the log would. ``hold`` keeps the next batch from
     finishing until ``release``; ``refuse`` names events whose batch the store refuses (as a
-    version another process took first)."""
+    version another process took first); ``unconfirmed`` names events whose batch's outcome
+    the store cannot tell (its acknowledgement lost, and the store not answering the look for
+    it). ``tries`` counts the batches it was given."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
@@ -48,6 +51,8 @@ class Store:
         self.held = asyncio.Event()
         self.released = asyncio.Event()
         self.refuse: set[str] = set()
+        self.unconfirmed: set[str] = set()
+        self.tries = 0
         self.repository = SimpleNamespace(cache=Cache())
         self.mapper = SimpleNamespace(to_stored_event=lambda event: event)
 
@@ -57,8 +62,11 @@ class Store:
             self.held.set()
             await asyncio.wait_for(self.released.wait(), WAIT_S)
         names = [event.name for event in stored]
+        self.tries += 1
         if self.refuse & set(names):
             raise IntegrityError("a version was taken first")
+        if self.unconfirmed & set(names):
+            raise CommitUnconfirmed("the store cannot tell whether it was committed")
         self.batches.append(names)
         first = self.position + 1
         self.position += len(names)
@@ -144,6 +152,30 @@ async def test_one_commands_failure_fails_no_other_command_of_its_batch() -> Non
     await first
     assert store.batches == [["first"], ["a"], ["b"]]
     assert taken.id not in store.repository.cache.held  # what it decided did not happen
+
+
+async def test_a_batch_the_store_cannot_confirm_is_recorded_no_more_and_each_command_told_so(
+) -> None:
+    store = Store()
+    committer = committer_of(store)
+    lost = Aggregate()
+    store.repository.cache.put(lost.id, lost)
+    store.unconfirmed = {"lost"}
+    store.holding = True
+    first = asyncio.ensure_future(committer.commit(deposit("first"), None))
+    await asyncio.wait_for(store.held.wait(), WAIT_S)
+    futures = [asyncio.ensure_future(committer.commit(deposit(name, aggregate), None))
+               for name, aggregate in (("a", None), ("lost", lost), ("b", None))]
+    await settle()
+    store.released.set()
+
+    heard = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT_S)
+    await first
+    # perhaps committed: none is decided again, nor recorded again
+    assert all(isinstance(error, CommitUnconfirmed) for error in heard), heard
+    assert store.tries == 2, "the unconfirmed batch was recorded again, command by command"
+    assert store.batches == [["first"]]
+    assert lost.id not in store.repository.cache.held  # read from the store next time
 
 
 async def test_a_handler_on_a_thread_commits_through_the_committer_on_the_loop() -> None:
