@@ -2,14 +2,17 @@
 
 1. every stored event carries the writer's seal, each seal follows the one before it, and every
    digest kept outside the database still holds (``projections.chain.check_chain``), with every
-   damaged position named;
+   damaged position named; an event stored at position 0 or below (where the writer never
+   places one, and no reader of the log looks, though loading its aggregate fails on it) is
+   named as unsealed;
 2. every invariant of DOMAIN.md holds at every position, replaying the domain itself: no
    available balance below zero, no order credited back beyond what was paid, each event's
    postings balanced, and the customers' balances equal to the journal's, per currency;
 3. the live read models equal a fresh replay of the log up to the position they have reached;
 4. every signed checkpoint (stored, and given in files kept outside the database) carries the
    signing key's valid signature and the Merkle root of the log's first ``tree size`` events
-   (so each is consistent with the next), and every stored leaf hash matches its event. With no
+   (so each is consistent with the next), each stored one's tree size and root columns are its
+   signed note's, and every stored leaf hash matches its event. With no
    verifier key the roots are still checked, and ``unchecked_signatures`` counts the checkpoints
    whose signature was not.
 
@@ -18,6 +21,7 @@ The report names the first bad position of the log (1 and 2) and the read models
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged
 from ledger.settings import StoreSettings
-from projections.chain import Chain, Digest, all_notifications, check_chain
+from projections.chain import Chain, Digest, all_notifications, below_the_log, check_chain
 from projections.checkpoints import checkpoint_damage
 from projections.notes import Verifier
 from projections.readmodels import PROJECTIONS, open_view
@@ -73,7 +77,10 @@ def verify(
     when there is one), every invariant at every position, and the read models against a
     fresh replay."""
     key = app.recorder.chain_key  # type: ignore[attr-defined]
-    chain = check_chain(key, all_notifications(app.recorder), Chain(app.recorder).links(), digests)
+    # The events at position 0 or below first: no reader of the log sees them, but loading their
+    # aggregate does, and none carries a seal of the writer's (it never places one there).
+    stored = itertools.chain(below_the_log(app.recorder), all_notifications(app.recorder))
+    chain = check_chain(key, stored, Chain(app.recorder).links(), digests)
     report = VerifyReport(chain.events_checked, None)
     bad_positions = []
     if not chain.ok:

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eventsourcing.persistence import Notification, Recorder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from projections.seal import GENESIS, ChainKey, WrittenHere
-from projections.store import count_events, run_sql
+from projections.store import count_events, events_table, qualified_events_table, run_sql
 
 BATCH = 1000
 
@@ -168,8 +171,52 @@ class Chain:
         raise AssertionError("halving a range of positions did not end")
 
 
+def events_at(recorder: Recorder, positions: Iterable[int]) -> dict[int, Notification]:
+    """The stored events at these positions (at most ``BATCH`` of them), by position; a position
+    with none is absent."""
+    wanted = sorted(set(positions))
+    assert len(wanted) <= BATCH, "events_at reads one batch"
+    if not wanted:
+        return {}
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        table, column = events_table(recorder), "rowid"
+        convert: Callable[[Any], Any] = recorder.convert_originator_id
+    else:
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        table = qualified_events_table(recorder).as_string(None)
+        column, convert = "notification_id", _same
+    marks = ", ".join(f"%(p{n})s" for n in range(len(wanted)))
+    rows = run_sql(
+        recorder,
+        [(
+            f"SELECT {column} AS position, originator_id, originator_version, topic, state"  # noqa: S608
+            f" FROM {table} WHERE {column} IN ({marks})",
+            {f"p{n}": position for n, position in enumerate(wanted)},
+        )],
+        commit=False,
+    )
+    return {int(row["position"]): Notification(
+        id=int(row["position"]), originator_id=convert(row["originator_id"]),
+        originator_version=row["originator_version"], topic=row["topic"],
+        state=bytes(row["state"]),
+    ) for row in rows}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def below_the_log(recorder: Recorder, limit: int = BATCH) -> list[Notification]:
+    """The stored events at position 0 or below (at most ``limit``), in position order. The
+    writer places every event after position 0, so each of these was written behind the
+    service's back, and no seal of the writer's covers it: every reader of the log starts after
+    position 0 and never sees it, but loading its aggregate does (``HistoryDamaged``)."""
+    return list(recorder.select_notifications(None, limit, stop=0))  # type: ignore[attr-defined]
+
+
 def all_notifications(recorder: Recorder, batch_size: int = BATCH) -> Iterator[Notification]:
-    """Every stored event in log order, read a batch at a time."""
+    """Every stored event in log order, read a batch at a time (the log: positions after 0;
+    ``below_the_log`` reads the others)."""
     after = 0
     while True:
         batch = recorder.select_notifications(  # type: ignore[attr-defined]
@@ -365,7 +412,9 @@ __all__ = [
     "Link",
     "SealWatch",
     "all_notifications",
+    "below_the_log",
     "check_chain",
+    "events_at",
     "look_after",
     "read_digests",
     "seal_damage",

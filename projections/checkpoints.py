@@ -10,14 +10,20 @@ Every ``ledger serve`` process runs one, in a thread of its own. Each round it:
 2. re-reads the last ``TAIL_WINDOW`` leaves' events and checks them against its tree (an event
    edited or deleted after it became a leaf);
 3. checks every checkpoint others stored since the last round: its signature with the
-   service's verifier key and its root against the tree of its size (so each is consistent with
-   every earlier one);
-4. when ``interval_s`` has passed since the last checkpoint and the tree grew, signs a
-   checkpoint of the whole tree, stores it in ``ledger_checkpoints`` and appends it to
-   ``LEDGER_CHECKPOINT_FILE``.
+   service's verifier key, the row's tree size and root against its signed note's, and its root
+   against the tree of its size (so each is consistent with every earlier one); and that no
+   event is stored at position 0 or below (one index look: the writer never places one there,
+   no reader of the log sees it, and it breaks the aggregate it names);
+4. when ``interval_s`` has passed since the last checkpoint and the tree grew past every
+   checkpoint whose signed note it checked, signs a checkpoint of the whole tree, stores it in
+   ``ledger_checkpoints`` and appends it to ``LEDGER_CHECKPOINT_FILE``.
 
 Damage found (``Notary.damage``) is logged as an ERROR naming the position, counted, and makes
-``/ready`` fail, until an operator repairs the store and restarts the service. The proofs the
+``/ready`` fail, until an operator repairs the store and restarts the service. Damage to the
+log stops the signing of checkpoints; a checkpoint row that is not what its signed note says
+(a tree size or root of its own, a note that does not verify, more events than the log holds)
+is damage to the checkpoints' table only, and signing goes on: such a row can neither pass for
+a checkpoint already signed nor keep the notary from checking the rows after it. The proofs the
 API answers come from the tree in memory: O(log n) hashes of memoized subtrees.
 """
 
@@ -41,7 +47,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
-from projections.chain import Damage, SealWatch
+from projections.chain import Damage, SealWatch, below_the_log
 from projections.merkle import Tree, event_leaf_hash
 from projections.notes import (
     Checkpoint,
@@ -51,6 +57,7 @@ from projections.notes import (
     append_checkpoint,
     split_note,
 )
+from projections.staff import MARKS_DDL
 from projections.store import (
     _PG_GUARDS,
     _SQLITE_GUARDS,
@@ -74,6 +81,12 @@ MIN_INTERVAL_S, MAX_INTERVAL_S = 0.05, 3600.0
 READ_BATCH = 1000
 MAX_BATCHES_PER_ROUND = 100  # a round reads at most this many batches, then checks the rest
 TAIL_WINDOW = 256
+# Stored checkpoints a round checks at most, and rows looked at when asking whether a checkpoint
+# covering the tree is signed already, or which one is the latest.
+CHECKPOINTS_PER_ROUND = 1000
+ROWS_LOOKED_AT = 16
+MAX_DAMAGE_NAMED = 1000  # distinct damage a notary logs and counts, at most
+ALL_ROWS = 2**63 - 1  # the limit of a read of every row (``ledger verify``)
 _NOTARY_LOCK_KEY = 0x1ED6F0
 _INSERT_LEAVES_PG = (
     "INSERT INTO ledger_merkle_leaves (leaf_index, position, hash)"
@@ -87,10 +100,11 @@ _SQLITE_KEYS.setdefault(CHECKPOINTS_TABLE, "tree_size = NEW.tree_size")
 
 def guard_notary(recorder: Recorder) -> None:
     """Create the leaves' and checkpoints' tables and make the database refuse UPDATE, DELETE
-    and TRUNCATE of them (needs the tables' owner: ``ledger migrate``, or a first start)."""
+    and TRUNCATE of them (needs the tables' owner: ``ledger migrate``, or a first start); and
+    the staff directory's marks' table (``projections.staff``: sealed, not guarded)."""
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=True) as cursor:
-            for statement in NOTARY_DDL:
+            for statement in (*NOTARY_DDL, MARKS_DDL):
                 cursor.execute(statement)
             for table in (LEAVES_TABLE, CHECKPOINTS_TABLE):
                 for guard in _SQLITE_GUARDS:
@@ -100,7 +114,7 @@ def guard_notary(recorder: Recorder) -> None:
     schema = Identifier(recorder.datastore.schema)
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute("SELECT pg_advisory_xact_lock(%s)", (_NOTARY_LOCK_KEY,))
-        for statement in NOTARY_DDL:
+        for statement in (*NOTARY_DDL, MARKS_DDL):
             curs.execute(statement)
         replace_guard_function(curs, schema)
         for table in (LEAVES_TABLE, CHECKPOINTS_TABLE):
@@ -136,25 +150,86 @@ def _transaction(recorder: Recorder, *, lock: bool) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class StoredCheckpoint:
+    """A row of ``ledger_checkpoints``: the tree size and root it is filed under, and the signed
+    note. Only the note is signed: the columns say what the note says only when the service
+    wrote the row (``signed_checkpoint``)."""
+
     tree_size: int
     root: bytes
     note: str
 
 
-def stored_checkpoints(recorder: Recorder, after_size: int = 0) -> list[StoredCheckpoint]:
+def _stored(row: dict[str, Any]) -> StoredCheckpoint:
+    # A row written behind the service's back may hold anything its columns' types let it (on
+    # SQLite, any type): what does not parse is kept as what no note says, and named as such.
+    try:
+        size = int(row["tree_size"])
+    except (TypeError, ValueError):
+        size = -1
+    try:
+        root = bytes.fromhex(row["root"])
+    except (TypeError, ValueError):
+        root = b""
+    return StoredCheckpoint(size, root, str(row["note"]))
+
+
+def stored_checkpoints(recorder: Recorder, after_size: int = 0,
+                       limit: int = ALL_ROWS) -> list[StoredCheckpoint]:
+    """The stored checkpoints filed above ``after_size``, in size order (at most ``limit``)."""
     with _transaction(recorder, lock=False) as run:
         rows = run("SELECT tree_size, root, note FROM ledger_checkpoints WHERE tree_size > %s"
-                   " ORDER BY tree_size", (after_size,))
-    return [StoredCheckpoint(int(r["tree_size"]), bytes.fromhex(r["root"]), r["note"])
-            for r in rows]
+                   " ORDER BY tree_size LIMIT %s", (after_size, limit))
+    return [_stored(r) for r in rows]
 
 
 def latest_checkpoint(recorder: Recorder) -> StoredCheckpoint | None:
+    """The stored checkpoint of the largest tree whose row says what its note says (its
+    signature is the reader's to check); rows filed under another size or root than their note's
+    are passed over (at most ``ROWS_LOOKED_AT`` rows are looked at)."""
     with _transaction(recorder, lock=False) as run:
         rows = run("SELECT tree_size, root, note FROM ledger_checkpoints"
-                   " ORDER BY tree_size DESC LIMIT 1")
-    return next((StoredCheckpoint(int(r["tree_size"]), bytes.fromhex(r["root"]), r["note"])
-                 for r in rows), None)
+                   " ORDER BY tree_size DESC LIMIT %s", (ROWS_LOOKED_AT,))
+    return next((stored for stored in map(_stored, rows)
+                 if signed_checkpoint(None, stored)[1] is None), None)
+
+
+def _covers(stored: StoredCheckpoint) -> int:
+    """How many events a stored row's note says it covers (its body parsed, its signature not
+    checked), or the row's own tree size when the note does not parse."""
+    try:
+        return read_note(None, stored.note).tree_size
+    except NoteError:
+        return stored.tree_size
+
+
+def read_note(verifier: Verifier | None, note: str) -> Checkpoint:
+    """The checkpoint a note carries, its signature checked with ``verifier`` (when there is
+    one: without, the body is only parsed); NoteError when it does not hold."""
+    return Checkpoint.parse(split_note(note)[0] if verifier is None else verifier.verify(note))
+
+
+def signed_checkpoint(
+    verifier: Verifier | None, stored: StoredCheckpoint
+) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint a stored row's note carries, when its signature holds (unchecked without
+    a verifier) and the row is filed under the note's own tree size and root; else None and
+    what is wrong with the row."""
+    try:
+        signed = read_note(verifier, stored.note)
+    except NoteError as error:
+        return None, str(error)
+    problem = filed_otherwise(stored, signed)
+    return (None, problem) if problem is not None else (signed, None)
+
+
+def filed_otherwise(stored: StoredCheckpoint, signed: Checkpoint) -> str | None:
+    """How a stored row differs from the checkpoint its note carries; None when it does not."""
+    if (stored.tree_size, stored.root) == (signed.tree_size, signed.root):
+        return None
+    return (f"the row is filed under {stored.tree_size} events and root "
+            f"{stored.root.hex()[:16] or '(none)'}, its signed note says {signed.tree_size} "
+            f"events and root {signed.root.hex()[:16]}: the row was written behind the "
+            "service's back")
 
 
 def stored_leaves(recorder: Recorder, after_index: int = -1) -> Iterator[tuple[int, int, bytes]]:
@@ -196,13 +271,15 @@ class Notary:
         self.positions = array("q")  # leaf index → log position
         self.damage: Damage | None = None
         self.damage_found = 0  # how many times damage was found (a counter for /metrics)
+        self._named: set[tuple[Damage, str | None]] = set()  # what was logged (bounded)
+        self._signing_stopped: Damage | None = None  # the log's damage: no checkpoint of it
         self.checkpoints_made = 0
         # Events this process writes from now on come back as written: the writer's memory of
         # them vouches for their seals (``WrittenHere``; PostgreSQL's writer keeps one).
         keep_written = getattr(recorder, "keep_written", None)
         self._watch = SealWatch(recorder, key,
                                 written=keep_written() if keep_written is not None else None)
-        self._checked_size = 0  # the largest stored checkpoint checked
+        self._checked_size = 0  # the largest stored checkpoint checked: its note and its root
         self._last_made_s = 0.0
         self._stored_leaves = 0
         self._lock = threading.RLock()
@@ -230,9 +307,10 @@ class Notary:
             self._grow()
             self._store_leaves()
             self._check_tail()
+            self._check_below_the_log()
             self._check_checkpoints()
             due = time.monotonic() - self._last_made_s >= self.interval_s
-            if (due or force_checkpoint) and self.damage is None:
+            if (due or force_checkpoint) and self._signing_stopped is None:
                 return self._checkpoint()
             return None
 
@@ -298,29 +376,63 @@ class Notary:
         if unknown:
             self._found(Damage(unknown[0], "unsealed"))
 
+    def _check_below_the_log(self) -> None:
+        # One look down the positions' index: the events' own seals cannot tell of a row no
+        # reader of the log reaches.
+        for event in below_the_log(self.recorder, 1):
+            self._found(Damage(event.id, "unsealed"),
+                        "an event at a position the writer never gives (0 or below)")
+
     def _check_checkpoints(self) -> None:
-        for stored in stored_checkpoints(self.recorder, self._checked_size):
-            if stored.tree_size > len(self.tree):
+        """The stored checkpoints filed above the last one checked, in size order. A row that
+        is not what its signed note says is named and passed over (signing goes on, and it is
+        looked at again each round until a checkpoint of this notary's passes it); one of a tree
+        the log has not grown to here is checked in a later round, unless the log holds fewer
+        events than it: then the log was cut."""
+        for stored in stored_checkpoints(self.recorder, self._checked_size,
+                                         limit=CHECKPOINTS_PER_ROUND):
+            signed, forged = signed_checkpoint(self.verifier, stored)
+            if signed is None:
+                self._found(Damage(self._last_covered(_covers(stored)), "checkpoint"), forged,
+                            stops_signing=False)
+                continue
+            if signed.tree_size > len(self.tree):
+                end = self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+                if signed.tree_size > end:
+                    self._found(Damage(end, "checkpoint"), f"the checkpoint of "
+                                f"{signed.tree_size} events is beyond the log's {end}")
                 return  # not yet grown that far: checked in a later round
-            problem = checkpoint_problem(self.verifier, self.tree, stored.note)
-            if problem is not None:
-                position = self.positions[stored.tree_size - 1]
-                self._found(Damage(position, "checkpoint"), problem)
+            if self.tree.root(signed.tree_size) != signed.root:
+                self._found(Damage(self._last_covered(signed.tree_size), "checkpoint"),
+                            f"the signed root of the first {signed.tree_size} events does not "
+                            "match the log (events before it were rewritten)")
                 return
-            self._checked_size = stored.tree_size
+            self._checked_size = signed.tree_size
+
+    def _last_covered(self, size: int) -> int:
+        """The position of the last event a checkpoint of ``size`` covers, where the tree
+        reaches it; beyond (or for a size that is none), the size itself, which stays put."""
+        return self.positions[size - 1] if 0 < size <= len(self.positions) else size
 
     def _checkpoint(self) -> str | None:
         size = len(self.tree)
         if size == 0 or size <= self._checked_size:
-            return None
+            return None  # a checkpoint whose note was checked covers it
         root = self.tree.root(size)
         note = self.signer.sign(Checkpoint(self.origin, size, root).body())
         with _transaction(self.recorder, lock=True) as run:
-            taken = run("SELECT 1 AS taken FROM ledger_checkpoints WHERE tree_size >= %s",
-                        (size,))
+            # Signed already by another process, as far as the signed notes of the rows say
+            # (a row's own columns are not signed: a forged one frees no one from signing).
+            rows = run("SELECT tree_size, root, note FROM ledger_checkpoints"
+                       " WHERE tree_size >= %s ORDER BY tree_size LIMIT %s",
+                       (size, ROWS_LOOKED_AT))
+            taken = any(signed_checkpoint(self.verifier, _stored(row))[0] is not None
+                        for row in rows)
             if not taken:
+                # A forged row filed under this very size keeps the note out of the table (it is
+                # named): the note is kept in the checkpoint file all the same.
                 run("INSERT INTO ledger_checkpoints (tree_size, root, note, made_at)"
-                    " VALUES (%s, %s, %s, %s)",
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tree_size) DO NOTHING",
                     (size, root.hex(), note, datetime.now(UTC).isoformat()))
         self._last_made_s = time.monotonic()
         if taken:
@@ -331,12 +443,18 @@ class Notary:
             append_checkpoint(self.checkpoint_file, note)
         return note
 
-    def _found(self, damage: Damage, detail: str | None = None) -> None:
-        if self.damage != damage:
+    def _found(self, damage: Damage, detail: str | None = None, *,
+               stops_signing: bool = True) -> None:
+        """Damage found: logged and counted once (each distinct damage, up to
+        ``MAX_DAMAGE_NAMED``); ``stops_signing`` when it is the log's, not a checkpoint row's."""
+        if (damage, detail) not in self._named and len(self._named) < MAX_DAMAGE_NAMED:
+            self._named.add((damage, detail))
             self.damage_found += 1
             log.error("history damaged at %s%s", damage.describe(),
                       f" ({detail})" if detail else "")
-        self.damage = damage
+        if stops_signing:
+            self._signing_stopped = damage
+        self.damage = self._signing_stopped or damage  # the log's damage is the one said first
 
     # -- proofs ----------------------------------------------------------------------------------
 
@@ -365,8 +483,7 @@ def checkpoint_problem(verifier: Verifier | None, tree: Tree, note: str) -> str 
     verifier key (``ledger verify`` where the signing key is not), the root is still checked
     but not the signature."""
     try:
-        body = split_note(note)[0] if verifier is None else verifier.verify(note)
-        checkpoint = Checkpoint.parse(body)
+        checkpoint = read_note(verifier, note)
     except NoteError as error:
         return str(error)
     if checkpoint.tree_size > len(tree):
@@ -380,10 +497,13 @@ def checkpoint_problem(verifier: Verifier | None, tree: Tree, note: str) -> str 
 __all__ = [
     "Notary",
     "StoredCheckpoint",
+    "checkpoint_damage",
     "checkpoint_problem",
     "guard_notary",
     "latest_checkpoint",
     "notification_leaf",
+    "read_note",
+    "signed_checkpoint",
     "stored_checkpoints",
     "stored_leaves",
 ]
@@ -410,16 +530,30 @@ def checkpoint_damage(
     recorder: Recorder, verifier: Verifier | None, notes: Sequence[str] = ()
 ) -> tuple[list[tuple[Damage, str]], int]:
     """Every stored checkpoint and every note given (from files kept outside the database)
-    against the log: signature (when there is a verifier key), root of its size, and each
-    stored leaf hash against its event. A checkpoint that does not hold is named at the last
-    position it covers (or, beyond the log, at the log's end). Answers what does not hold, and
-    how many checkpoints were checked."""
+    against the log: signature (when there is a verifier key), root of its size, each stored
+    one's tree size and root columns against its note's, and each stored leaf hash against its
+    event. A checkpoint that does not hold is named at the last position it covers (or, beyond
+    the log, at the log's end). Answers what does not hold, and how many checkpoints were
+    checked."""
     tree, positions = sealed_tree(recorder)
+
+    def last_covered(size: int) -> int:
+        return positions[min(size, len(positions)) - 1] if positions and size > 0 else 0
+
     found: list[tuple[Damage, str]] = []
     for index, position, stored in stored_leaves(recorder):
         if index >= len(tree) or positions[index] != position or tree.leaf(index) != stored:
             found.append((Damage(position, "leaf"), f"stored leaf {index} differs"))
-    all_notes = [c.note for c in stored_checkpoints(recorder)] + list(notes)
+    rows = stored_checkpoints(recorder)
+    for row in rows:
+        try:
+            signed = read_note(verifier, row.note)
+        except NoteError:
+            continue  # named with the notes, below
+        filed = filed_otherwise(row, signed)
+        if filed is not None:
+            found.append((Damage(last_covered(signed.tree_size), "checkpoint"), filed))
+    all_notes = [row.note for row in rows] + list(notes)
     for note in all_notes:
         problem = checkpoint_problem(verifier, tree, note)
         if problem is None:
@@ -428,6 +562,5 @@ def checkpoint_damage(
             size = Checkpoint.parse(split_note(note)[0]).tree_size
         except NoteError:
             size = 0
-        at = positions[min(size, len(positions)) - 1] if positions and size else 0
-        found.append((Damage(at, "checkpoint"), problem))
+        found.append((Damage(last_covered(size), "checkpoint"), problem))
     return found, len(all_notes)

@@ -14,6 +14,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -265,6 +266,26 @@ class Intruder:
         forged = json.dumps(data, separators=(",", ":")).encode()
         return self._insert_next(originator_id, version + 1, topic, forged)
 
+    def forge_at(self, like: int, position: int) -> Any:
+        """INSERT, with plain SQL, a copy of the event at position ``like`` as its stream's next
+        version, at ``position`` (any: no guard refuses an INSERT); answers its stream."""
+        rows = self._select(
+            f"SELECT originator_id, topic, state FROM {self.events} WHERE {self.key} = %s",
+            (like,),
+        )
+        stream, topic, state = rows[0]
+        (version,) = self._select(
+            f"SELECT MAX(originator_version) FROM {self.events} WHERE originator_id = %s",
+            (stream,),
+        )[0]
+        self.run(
+            f"INSERT INTO {self.events} ({self.key}, originator_id, originator_version, topic,"
+            " state) VALUES (%s, %s, %s, %s, %s)",
+            (position, stream, version + 1, topic, state),
+            unguarded=False,
+        )
+        return stream
+
     def _insert_next(self, stream: Any, version: int, topic: str, state: bytes) -> int:
         """INSERT an event at the log's next position, as the writer places its events (on
         SQLite the rowid's default; PostgreSQL's writer gives positions itself, not the
@@ -279,6 +300,27 @@ class Intruder:
         )
         (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
         return int(position)
+
+    def set_topic(self, position: int, topic: str) -> None:
+        """Give the stored event at ``position`` another topic (guards off): the log keeps its
+        rows, its positions and every other seal."""
+        self.run(f"UPDATE {self.events} SET topic = %s WHERE {self.key} = %s", (topic, position),
+                 unguarded=True)
+
+    def move_to_stream(self, position: int, stream: UUID, topic: str) -> None:
+        """Make the stored event at ``position`` read as an event of another stream and topic
+        (guards off), the stream spelled as the store spells the one it had."""
+        (original,) = self._select(
+            f"SELECT originator_id FROM {self.events} WHERE {self.key} = %s", (position,))[0]
+        spelled: Any = stream
+        if isinstance(original, str):
+            spelled = str(stream) if "-" in original else stream.hex
+        self.run(f"UPDATE {self.events} SET originator_id = %s, topic = %s"
+                 f" WHERE {self.key} = %s", (spelled, topic, position), unguarded=True)
+
+    def delete_seal(self, position: int) -> None:
+        """DELETE only the stored link of the event at ``position`` (guards off)."""
+        self.run("DELETE FROM ledger_chain WHERE position = %s", (position,), unguarded=True)
 
     def positions_of(self, topic: str) -> list[int]:
         """The positions of the stored events of ``topic``, in log order."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import logging
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -19,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.commands import OpenAccount
 from projections.audit import verify
-from projections.checkpoints import Notary, guard_notary
+from projections.chain import Damage
+from projections.checkpoints import Notary, guard_notary, latest_checkpoint, stored_checkpoints
 from projections.notes import load_or_create_signer, read_checkpoints
 from projections.seal import ChainKey
 from projections.store import open_application
@@ -398,3 +400,104 @@ def test_a_log_cut_after_a_checkpoint_and_grown_past_it_again_is_named_by_the_ch
         for note in (kept[-1], read_checkpoints((tmp_path / "later.txt").read_text())[-1]))
     path = later.tree.consistency(size, later_size)
     assert not rfc_verify_consistency(size, later_size, kept_root, later_root, path)
+
+
+# -- checkpoint rows written behind the service's back ---------------------------------------------
+
+
+def test_a_copy_of_a_checkpoint_filed_beyond_the_log_is_named_and_signing_goes_on(
+    ledger: Ledger, notary: Notary, intruder: Intruder, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a signed checkpoint
+    history = History(ledger.app, RandomChooser(seed=6))
+    history.run(8)
+    first = notary.round(force_checkpoint=True)
+    assert first is not None
+    # When a copy of its note is INSERTed by SQL, filed under a tree of 10**12 events (no guard
+    # refuses an INSERT), and the log grows
+    intruder.run("INSERT INTO ledger_checkpoints (tree_size, root, note, made_at)"
+                 " VALUES (%s, %s, %s, %s)", (10**12, "00" * 32, first, "then"), unguarded=False)
+    history.run(8)
+    with caplog.at_level(logging.ERROR, logger="projections.checkpoints"):
+        made = notary.round(force_checkpoint=True)
+    # Then the notary names the row in an ERROR line, and signs the grown log all the same:
+    # the new checkpoint is stored, kept in the checkpoint file, and the latest one served
+    assert notary.damage is not None and notary.damage.what == "checkpoint"
+    assert "filed under 1000000000000 events" in caplog.text
+    assert made is not None and made != first
+    assert read_checkpoints((tmp_path / "checkpoints.txt").read_text()) == [first, made]
+    assert latest_checkpoint(ledger.app.recorder) == stored_checkpoints(ledger.app.recorder)[1]
+    assert stored_checkpoints(ledger.app.recorder)[1].note == made
+    # and verify names it, at the last position its note covers
+    report = verify(ledger.settings, ledger.app, read_models=False,
+                    checkpoint_key=notary.signer.verifier)
+    assert not report.ok
+    assert report.damage == [{"position": _last_of(first, notary), "what": "checkpoint"}]
+    assert "filed under 1000000000000 events" in report.problems[0]
+
+
+def test_a_log_cut_after_a_checkpoint_row_filed_beyond_it_is_caught_by_the_file_kept_outside(
+    ledger: Ledger, notary: Notary, intruder: Intruder, tmp_path: Path
+) -> None:
+    # Given a checkpoint, a copy of its note filed under 10**12 events, and the log grown and
+    # checkpointed again by the notary
+    history = History(ledger.app, RandomChooser(seed=7))
+    history.run(8)
+    first = notary.round(force_checkpoint=True)
+    assert first is not None
+    intruder.run("INSERT INTO ledger_checkpoints (tree_size, root, note, made_at)"
+                 " VALUES (%s, %s, %s, %s)", (10**12, "00" * 32, first, "then"), unguarded=False)
+    history.run(8)
+    notary.round(force_checkpoint=True)
+    kept = read_checkpoints((tmp_path / "checkpoints.txt").read_text())
+    # When the events after the first checkpoint are deleted with their seals and leaves, and
+    # the later checkpoint's row
+    cut = notary.positions[_size_of(first)]
+    for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
+                          ("ledger_merkle_leaves", "position")):
+        intruder.run(f"DELETE FROM {table} WHERE {column} >= %s", (cut,), unguarded=True)
+    intruder.run("DELETE FROM ledger_checkpoints WHERE tree_size = %s", (_size_of(kept[-1]),),
+                 unguarded=True)
+    # Then verify with the checkpoint file kept outside the database names the cut
+    report = verify(ledger.settings, ledger.app, read_models=False, checkpoint_notes=kept,
+                    checkpoint_key=notary.signer.verifier)
+    assert not report.ok
+    assert any(f"checkpoint of {_size_of(kept[-1])} events is beyond the log" in p
+               for p in report.problems), report.problems
+
+
+@pytest.mark.parametrize("column", ["root", "tree_size"])
+def test_a_checkpoint_row_changed_from_its_note_is_named_by_a_notary_started_afresh(
+    ledger: Ledger, notary: Notary, intruder: Intruder, tmp_path: Path, column: str
+) -> None:
+    # Given two signed checkpoints
+    history = History(ledger.app, RandomChooser(seed=12))
+    history.run(6)
+    first = notary.round(force_checkpoint=True)
+    history.run(6)
+    assert first is not None and notary.round(force_checkpoint=True) is not None
+    size = _size_of(first)
+    # When the first one's row is filed under another root or tree size than its note's
+    value: object = "ab" * 32 if column == "root" else size - 1
+    intruder.run(f"UPDATE ledger_checkpoints SET {column} = %s WHERE tree_size = %s",
+                 (value, size), unguarded=True)
+    # Then a notary started afresh names it, checks the one after it, and signs on
+    history.run(4)
+    fresh = Notary(ledger.app.recorder, notary.signer, tmp_path / "fresh.txt", interval_s=3600)
+    assert fresh.round(force_checkpoint=True) is not None
+    assert fresh.damage == Damage(fresh.positions[size - 1], "checkpoint")
+    # and so does verify
+    report = verify(ledger.settings, ledger.app, read_models=False,
+                    checkpoint_key=notary.signer.verifier)
+    assert report.damage == [{"position": fresh.positions[size - 1], "what": "checkpoint"}]
+    assert "the row was written behind the service's back" in report.problems[0]
+
+
+def _size_of(note: str) -> int:
+    return int(note.split("\n")[1])
+
+
+def _last_of(note: str, notary: Notary) -> int:
+    """The position of the last event a checkpoint note covers."""
+    return notary.positions[_size_of(note) - 1]

@@ -7,12 +7,15 @@ model changed by hand fails and names the read model.
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
 from ledger.errors import HistoryDamaged
 from projections.audit import verify
-from projections.chain import Chain, read_digests
+from projections.chain import Chain, Damage, read_digests
+from projections.checkpoints import Notary
+from projections.notes import load_or_create_signer
 from projections.replay import rebuild
 from tests.audit.conftest import Intruder, Ledger, dump_read_models
 from tests.audit.history import SYSTEM, History, RandomChooser
@@ -285,3 +288,29 @@ def test_a_gap_in_the_log_is_found_at_its_position_whatever_the_range_asked(
     assert chain.first_gap(gone, head) == later
     assert chain.first_gap(later, head) is None
     assert chain.first_gap(0, gone - 1) is None
+
+
+@pytest.mark.parametrize("position", [0, -1])
+def test_an_event_inserted_below_the_log_is_named_though_no_reader_of_the_log_sees_it(
+    audited: Ledger, intruder: Intruder, tmp_path: Path, position: int
+) -> None:
+    # Given an account's next version INSERTed by SQL at position 0 or below, where the writer
+    # never places an event and every reader of the log starts after (loading the account
+    # fails on it)
+    stream = intruder.forge_at(deposit_positions(audited)[0], position)
+    with pytest.raises(HistoryDamaged, match=f"position {position} has no valid seal"):
+        audited.app.repository.get(stream if isinstance(stream, UUID) else UUID(stream))
+
+    # When an auditor verifies the history
+    report = verify(audited.settings, audited.app)
+
+    # Then verify names the row, and only it, and fails
+    assert not report.ok
+    assert report.first_bad_position == position
+    assert report.damage == [{"position": position, "what": "unsealed"}]
+    # and the notary names it too (for /ready), though its tree holds the whole log
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    notary = Notary(audited.app.recorder, signer, None, interval_s=3600)
+    notary.round()
+    assert notary.damage == Damage(position, "unsealed")
+    assert len(notary.tree) == audited.read_models.log_position()

@@ -5,7 +5,8 @@ deposit of 5,000,000 on an existing account, as its next version. The service ne
 the balance does not show it, no purchase or refund can spend it, the read models stop before
 it and ``/ready`` says where, the log served to auditors ends before it, and
 ``/v1/audit/verify`` and ``ledger verify`` name its position; ``ledger rebuild`` and ``ledger
-export`` refuse to replay it.
+export`` refuse to replay it. A staff event inserted, deleted or changed (given another topic)
+lets no one named in again, before or after a restart; the role tokens still work.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.http.conftest import (
     me,
     start_server,
     store,
+    wait_for_person,
 )
 
 FORGED = 5_000_000
@@ -147,13 +149,14 @@ async def test_a_member_of_staff_inserted_by_sql_is_never_let_in(
     username = await api.funded_account(1_000)
     # Given a member of staff added by the service, and one INSERTed by SQL as a copy of that
     # one's event: mallory, in the system role, with a token the intruder knows
-    add_person(server, "ann", "cs")
+    ann = add_person(server, "ann", "cs")
     intruder = Intruder(store_settings(server.database_url))
     (added,) = intruder.positions_of("ledger:Staff.StaffAdded")
     forged = intruder.forge_staff(added, "mallory", "system", "mallorys-own-token")
 
-    # When the server's staff directory has read past it (it knows a person added after it)
-    add_person(server, "bea", "finance")
+    # When the server's staff directory has read it (from then on it lets ann in no more: a row
+    # the service did not seal could as well be one of its own, changed)
+    wait_for_person(server, ann, None)
 
     # Then mallory's token is refused like any unknown token: no deposit can be made with it
     assert me(server, "mallorys-own-token")[0] == 401
@@ -162,8 +165,48 @@ async def test_a_member_of_staff_inserted_by_sql_is_never_let_in(
         headers={"Authorization": "Bearer mallorys-own-token"},
     )
     assert reply.status == 401
-    # and the server names the forged event in an ERROR line
-    assert f"history damaged at position {forged}: a staff event" in server.log()
+    # and the server names the forged event in an ERROR line; the role tokens still work
+    assert f"history damaged at position {forged}: an event with no seal" in server.log()
+    assert (await api.get("/v1/me", role="cs")).status == 200
+
+
+@pytest.mark.parametrize("change", ["revoke", "rotate"])
+async def test_a_staff_event_given_another_topic_lets_no_old_token_in_after_a_restart(
+    served: tuple[Server, Api], tmp_path: Path, change: str
+) -> None:
+    server, _ = served
+    # Given ann, whose token the service rotated or whom it revoked (her old token refused), and
+    # bea, added after
+    old = add_person(server, "ann", "cs")
+    changed = run_ledger(server, tmp_path, "staff", change, "ann", "--by", "tests")
+    assert changed.returncode == 0, changed.stderr
+    wait_for_person(server, old, None)
+    bea = add_person(server, "bea", "finance")
+    topic = {"revoke": "ledger:Staff.StaffRevoked", "rotate": "ledger:Staff.TokenRotated"}[change]
+    intruder = Intruder(store_settings(server.database_url))
+    (position,) = intruder.positions_of(topic)
+
+    # When an intruder gives that event another topic (guards off: the log keeps its rows, its
+    # positions and every other seal), and the server starts again, reading its staff afresh
+    intruder.set_topic(position, "ledger:Staff.Nothing")
+    assert server.stop() == 0
+    restarted = start_server(server.database_url, tmp_path)
+    try:
+        # Then ann's old token is not let in again, nor is anyone named, while the log holds
+        # the changed event
+        assert me(restarted, old)[0] == 401
+        assert me(restarted, bea)[0] == 401
+        async with aiohttp.ClientSession(base_url=restarted.base_url) as session:
+            mine = Api(session)
+            # but the configuration's role tokens still are
+            assert (await mine.get("/v1/me", role="cs")).status == 200
+            # and /ready and an ERROR line name the position
+            problem = assert_problem(await mine.get("/ready", role="auditor"), 503, "not_ready")
+            assert f"position {position}" in problem["detail"]
+        assert (f"history damaged at position {position}: the seal does not match the event"
+                in restarted.log())
+    finally:
+        assert restarted.stop() == 0
 
 
 async def test_a_revocation_deleted_by_sql_lets_no_member_of_staff_in_after_a_restart(
