@@ -119,15 +119,21 @@ async def audit_checkpoint(request: web.Request) -> web.Response:
 
 async def audit_proof(request: web.Request) -> web.Response:
     q = parsing.query(request, models.ProofQuery)
-    notary = request.app[NOTARY]
-    size = q.tree_size
-    if size is None:
-        latest = await run(request, latest_checkpoint, request.app[LEDGER].recorder)
-        if latest is None:
-            raise NotFound("no checkpoint has been signed yet: give tree_size")
-        size = latest.tree_size
+    notary, recorder = request.app[NOTARY], request.app[LEDGER].recorder
+
+    def prove() -> dict[str, Any]:
+        size = q.tree_size
+        if size is None:
+            latest = latest_checkpoint(recorder)
+            if latest is None:
+                raise NotFound("no checkpoint has been signed yet: give tree_size")
+            size = latest.tree_size
+        return notary.inclusion(q.position, size)
+
     try:
-        return json_response(notary.inclusion(q.position, size))
+        # One job on a worker of the route's lane, never on the event loop: a proof waits for
+        # the notary's lock, held for a whole round (seconds while it catches up on a long log).
+        return json_response(await run(request, prove))
     except LookupError as error:
         raise NotFound(str(error)) from None
     except ProofError as error:  # a tree the log has not grown to: there is no such proof
@@ -136,8 +142,8 @@ async def audit_proof(request: web.Request) -> web.Response:
 
 async def audit_consistency(request: web.Request) -> web.Response:
     q = parsing.query(request, models.ConsistencyQuery)
-    try:
-        return json_response(request.app[NOTARY].consistency(q.from_, q.to))
+    try:  # on a worker of the route's lane, like a proof (``audit_proof``)
+        return json_response(await run(request, request.app[NOTARY].consistency, q.from_, q.to))
     except ProofError as error:  # a tree the log has not grown to: there is no such proof
         raise NotFound(f"no such proof: {error}") from None
 

@@ -32,16 +32,20 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
 import random
+import re
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -71,6 +75,16 @@ SIGNATURE_TOLERANCE_S = 300
 # taken in turn by name across rounds: a round's work is bounded however many wait, and one
 # customer's backlog holds back no other customer.
 CUSTOMERS_PER_ROUND = 200
+# The longest subscriber URL taken.
+MAX_URL_CHARS = 2000
+# A URL's host and port as written (an IPv6 address in brackets), and a host name (DNS labels
+# of letters, digits, "-" and "_", 63 at most each, 253 in all).
+_HOST_AND_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::[0-9]*)?")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+_WITH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# How much of what a failed delivery met is kept (``failure_said``).
+MAX_ERROR_CHARS = 500
 # Why a message was parked failed without being sent (the outbox listing shows it).
 UNSEALED = "not sent: its seal does not hold (written behind the service's back)"
 
@@ -120,9 +134,68 @@ class WebhookSettings:
 
 
 def check_url(url: str, name: str) -> str:
-    if not url.startswith(("http://", "https://")) or len(url) > 2000:
-        raise ValueError(f"{name}: {url!r} is not an http(s) URL")
-    return url
+    """``url``, when webhooks can be sent to it (``url_problem``); otherwise ValueError saying
+    why, naming ``name`` and the URL as ``outbox.shown_url`` shows it: never its credentials
+    nor its query, which may hold secrets."""
+    problem = url_problem(url)
+    if problem is None:
+        return url
+    # Shown only when written scheme://…: otherwise what ``shown_url`` takes for a path may be
+    # credentials (``user:password@host`` without its scheme).
+    shown = outbox.shown_url(url) if _WITH_SCHEME.match(url) else ""
+    subject = name if shown in ("", outbox.INVALID_URL_SHOWN) else f"{name} {shown}"
+    raise ValueError(f"{subject} cannot receive webhooks: {problem}")
+
+
+def url_problem(url: str) -> str | None:
+    """Why webhooks cannot be sent to ``url``, in words that do not repeat it; None when they
+    can: at most ``MAX_URL_CHARS`` characters, none of them a space or a control character,
+    http or https, a host (a name the HTTP client can look up, or an IP address: IPv6 in
+    brackets) and a port, when given, in 1..65535."""
+    if len(url) > MAX_URL_CHARS:
+        return f"it is {len(url)} characters long, more than {MAX_URL_CHARS}"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it holds a space or a control character (write them percent-encoded, as %20)"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "its host cannot be read (an IPv6 address goes in brackets: http://[::1]/)"
+    if parts.scheme not in ("http", "https"):
+        return "only http and https URLs are sent to (like https://mailer.example/hooks)"
+    if not host:
+        return "it names no host (like https://mailer.example/hooks)"
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port == 0:
+        return "its port is not a number from 1 to 65535"
+    found = _HOST_AND_PORT.fullmatch(parts.netloc.rpartition("@")[2])
+    if found is None or not _is_host(host, bracketed=found.group(1).startswith("[")):
+        return "its host is neither a host name nor an IP address (IPv6 goes in brackets)"
+    return None
+
+
+def _is_host(host: str, *, bracketed: bool) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        if bracketed:
+            return False
+    try:
+        name = host.encode("idna").decode("ascii")  # as the HTTP client looks it up
+    except UnicodeError:
+        return False
+    return _HOST_NAME.fullmatch(name) is not None
+
+
+def failure_said(failure: BaseException, url: str) -> str:
+    """What a POST to ``url`` met, to be stored and logged: the failure's class and words, less
+    the URL's credentials, query and fragment (``outbox.redacted``: a client's error may repeat
+    the URL it was given), at most ``MAX_ERROR_CHARS`` characters."""
+    return outbox.redacted(f"{type(failure).__name__}: {failure}", url)[:MAX_ERROR_CHARS]
 
 
 # -- signatures and back-off ---------------------------------------------------------------------
@@ -181,6 +254,8 @@ class Deliverer:
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         # subscriber -> the last customer a round looked at: the next round starts after them
         self._turn: dict[str, str] = {}
+        # subscriptions whose URL cannot receive webhooks (``url_problem``), warned of once
+        self._unusable: set[str] = set()
         registry = metrics.registry
         self.waiting = Gauge("ledger_webhook_messages_waiting",
                              "Outbox messages not yet delivered nor parked, summed over the "
@@ -251,7 +326,14 @@ class Deliverer:
         subscribed = await self._db(outbox.subscriptions, view)
         found = {url: 0 for url in self.hooks.urls}
         for row in subscribed:
-            found.setdefault(row["url"], int(row["since"]))
+            url = row["url"]
+            problem = url_problem(url)  # a row made before the check, or by SQL: not sent to
+            if problem is None:
+                found.setdefault(url, int(row["since"]))
+            elif url not in self._unusable:
+                self._unusable.add(url)
+                log.warning("the subscription %s is not sent to: %s (`ledger webhooks remove` "
+                            "it)", outbox.shown_url(url), problem)
         return list(found.items())
 
     async def round(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> bool:
@@ -292,8 +374,12 @@ class Deliverer:
             await self._send(session, gate, view, url, row)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the next round tries it again
-            log.exception("webhook delivery of %s failed", row["id"])
+        except Exception as failure:  # the next round tries it again
+            # Not log.exception: its last line would be the error's own words, which may
+            # repeat the URL; the frames say where, the words are said without its secrets.
+            log.error("webhook delivery of %s to %s failed: %s\nTraceback (most recent call "
+                      "last):\n%s", row["id"], outbox.shown_url(url), failure_said(failure, url),
+                      "".join(traceback.format_tb(failure.__traceback__)).rstrip())
 
     async def _send(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
                     view: ReadModelView, url: str, row: dict[str, Any]) -> None:
@@ -323,8 +409,8 @@ class Deliverer:
                         error = f"answered {answer.status}"
             except TimeoutError:
                 error = f"no answer within {self.hooks.timeout_s:g} s"
-            except aiohttp.ClientError as failure:
-                error = f"{type(failure).__name__}: {failure}"[:500]
+            except (aiohttp.ClientError, OSError, ValueError) as failure:
+                error = failure_said(failure, url)
         now = time.time()
         attempts = int(row["attempts"]) + 1
         self.attempts.labels("delivered" if error is None else "failed").inc()

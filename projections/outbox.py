@@ -24,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 from ledger.account import Account
 from ledger.money import decimal_text
@@ -466,7 +467,10 @@ def pending(view: ReadModelView, subscriber: str, *, since: int, now: float, lim
 
 def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, attempts: int,
            next_at: float, delivered_at: str | None, last_error: str | None) -> None:
-    """What an attempt to deliver came to."""
+    """What an attempt to deliver came to; ``last_error`` is kept without the subscriber's
+    credentials or query (``redacted``)."""
+    if last_error is not None:
+        last_error = redacted(last_error, subscriber)
     execute(view, "UPDATE ob_deliveries SET status = %(status)s, attempts = %(attempts)s,"
                   " next_at = %(next_at)s, delivered_at = %(delivered_at)s,"
                   " last_error = %(last_error)s WHERE message_id = %(m)s AND subscriber = %(s)s",
@@ -544,17 +548,74 @@ def _with_deliveries(view: ReadModelView, rows: Sequence[Mapping[str, Any]]
         by_message.setdefault(d["message_id"], []).append({
             "subscriber": shown_url(d["subscriber"]), "status": d["status"],
             "attempts": int(d["attempts"]), "delivered_at": d["delivered_at"],
-            "last_error": d["last_error"],
+            "last_error": (None if d["last_error"] is None
+                           else redacted(d["last_error"], d["subscriber"])),
         })
     return [{**body(row), "deliveries": by_message.get(row["id"], [])} for row in rows]
 
 
+# How a URL that cannot be read is shown (``shown_url``).
+INVALID_URL_SHOWN = "(invalid URL)"
+# A URI's parts (RFC 3986, appendix B): matches every string, so ``redacted`` never fails.
+_URI_PARTS = re.compile(r"(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?",
+                        re.DOTALL)
+# The shortest part of a URL's credentials or query taken out of a text on its own
+# (``redacted``).
+MIN_BARE_SECRET_CHARS = 4
+# Characters a URL's host and path keep as they are when shown; any other (a space, a control
+# character) is percent-encoded, so a shown URL is one printable word on a log line.
+_SHOWN_SAFE = "/:@!$&'()*+,;=~%-._[]"
+
+
 def shown_url(url: str) -> str:
-    """A subscriber's URL as shown: without credentials or query (they may hold secrets)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """A subscriber's URL as shown: without credentials, query or fragment (they may hold
+    secrets). Total: a URL that cannot be read (a port out of range, a malformed IPv6 host) is
+    shown as ``INVALID_URL_SHOWN``, never an error."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+        if ":" in host:  # an IPv6 address keeps its brackets
+            host = f"[{host}]"
+        netloc = quote(host if port is None else f"{host}:{port}", safe=_SHOWN_SAFE)
+        return urlunsplit((parts.scheme, netloc, quote(parts.path, safe=_SHOWN_SAFE), "", ""))
+    except ValueError:  # a port out of range, a malformed host, a lone surrogate
+        return INVALID_URL_SHOWN
+
+
+def redacted(text: str, url: str) -> str:
+    """``text`` (what a delivery to ``url`` met) without ``url``'s secrets: the URL itself, as a
+    client may write it (with or without its credentials), as ``shown_url`` shows it; its
+    credentials, query and fragment, whole and each part, as ``***``. For the words of an error
+    met on the way to ``url`` (a client may repeat the URL it was given) before they are
+    stored, served or logged. Total."""
+    found = _URI_PARTS.match(url)
+    authority, query, fragment = ("", "", "") if found is None else (
+        found.group(2) or "", found.group(4) or "", found.group(5) or "")
+    userinfo = authority.rpartition("@")[0]
+    wholes = {url, url.replace(f"{userinfo}@", "", 1)} if userinfo else {url}
+    parts = {userinfo, *userinfo.split(":", 1), query, fragment}
+    for pair in re.split("[&;]", query):
+        parts.update((pair, pair.partition("=")[2]))
+    # A part of fewer than MIN_BARE_SECRET_CHARS characters is taken out only with its
+    # neighbours (``user:pw``, ``key=v``): alone, it would take every "1" out of an address.
+    secrets = {part for part in parts
+               if len(part) >= MIN_BARE_SECRET_CHARS or any(c in part for c in ":=&;")}
+    said = text
+    for whole in sorted(_forms(wholes), key=len, reverse=True):
+        said = said.replace(whole, shown_url(url))
+    for secret in sorted(_forms(secrets), key=len, reverse=True):
+        said = said.replace(secret, "***")
+    return said
+
+
+def _forms(texts: set[str]) -> set[str]:
+    """Each of ``texts`` as given, decoded, and encoded again as clients encode it."""
+    forms: set[str] = set()
+    for text in texts:
+        plain = unquote(text)
+        forms.update((text, plain, unquote_plus(text), quote(plain, safe=""),
+                      quote_plus(plain), quote(plain, safe="!$&'()*+,;=:@/?~-._")))
+    return {form for form in forms if form}
 
 
 # How many messages a case or a request shows (the latest ones past it).

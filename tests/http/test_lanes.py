@@ -43,7 +43,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import Tokens
-from api.keys import ADMISSION, EXECUTOR
+from api.config import Config
+from api.keys import ADMISSION, EXECUTOR, NOTARY
 from api.limits import HEAVY_STARTS_PER_S, Admission, Lane, LaneLimits, Limits
 from api.problems import Overloaded
 from api.routes import ROUTES
@@ -405,6 +406,77 @@ def test_only_the_heavy_lane_is_paced_by_default() -> None:
     assert lanes[Lane.HEAVY].starts_per_s == HEAVY_STARTS_PER_S
     assert math.isinf(lanes[Lane.WRITE].starts_per_s)
     assert math.isinf(lanes[Lane.READ].starts_per_s)
+
+# -- the auditor's proofs wait for the notary on a worker, not on the event loop ------------------
+
+# How long the test holds the notary's lock at most, as a round catching up on a long log would.
+ROUND_S = 5.0
+PROOFS = {
+    "inclusion": "/v1/audit/proof?position={position}&tree_size={size}",
+    "consistency": "/v1/audit/consistency?from={size}&to={size}",
+}
+
+
+class HeldRound:
+    """The notary's lock held from a thread of the test, as a long round holds it: until
+    ``end`` or, at most, ``ROUND_S``."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.held = threading.Event()
+        self.ended = threading.Event()
+        self.cut_short = False  # let go at ROUND_S, not when the test said so
+        self.thread = threading.Thread(target=self._hold, name="held-round", daemon=True)
+        self.thread.start()
+
+    def _hold(self) -> None:
+        with self.lock:
+            self.held.set()
+            self.cut_short = not self.ended.wait(ROUND_S)
+
+    def end(self) -> None:
+        self.ended.set()
+        self.thread.join(ROUND_S)
+
+
+@pytest.mark.parametrize("proof", list(PROOFS.values()), ids=list(PROOFS))
+async def test_a_proof_waiting_for_the_notarys_round_holds_up_no_health_check_nor_deposit(
+    proof: str, tmp_path: Path
+) -> None:
+    config = Config.of({"LEDGER_SIGNING_KEY_FILE": str(tmp_path / "signing.key"),
+                        "LEDGER_CHECKPOINT_FILE": str(tmp_path / "checkpoints.txt")})
+    app = create_app(store_settings(f"sqlite:///{tmp_path}/ledger.db"),
+                     Tokens.parse(tokens_env()), executor_workers=6, limits=SMALL, config=config)
+    async with TestClient(TestServer(app)) as client:
+        service = Service(client, Gate(), [])
+        username = f"u-{uuid.uuid4().hex[:10]}"
+        status, opened, _ = await service.call("POST", "/v1/accounts", "system",
+                                               {"username": username, "currency": "USD"})
+        assert status == 201, opened
+        notary = app[NOTARY]
+        await asyncio.to_thread(notary.round)  # the account's opening is a leaf of the tree
+        path = proof.format(position=opened["position"], size=len(notary.tree))
+        # Given the notary in a long round, holding its lock
+        round_ = HeldRound(notary._lock)
+        try:
+            await until(round_.held.is_set, "the notary's lock held")
+            # When an auditor asks for a proof
+            asked = asyncio.create_task(service.call("GET", path, "auditor"))
+            await until(lambda: asked.done() or service.admission.holding(Lane.READ) == 1,
+                        "the proof on a worker of the read lane")
+            # Then it waits there, while /health and a deposit are answered at once
+            health = await client.get("/health")
+            deposit = await service.call("POST", f"/v1/accounts/{username}/deposits",
+                                         "system", {"amount": 100, "reference": "in-round"})
+            assert not round_.cut_short, "the event loop waited for the notary's round"
+            assert not asked.done(), "the proof was answered before the notary's round ended"
+            assert (health.status, deposit[0]) == (200, 201), deposit
+        finally:
+            round_.end()
+        # and once the round ends, the proof is answered
+        status, answer, _ = await asked
+        assert status == 200, answer
+
 
 # -- the route table and the bounds -----------------------------------------------------------
 

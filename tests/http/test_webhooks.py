@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import socketserver
 import subprocess
 import threading
 import time
@@ -679,3 +680,192 @@ def test_serve_refuses_a_bad_webhook_setting_in_one_line(
     assert done.returncode == 2, done.stdout + done.stderr
     assert variable in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- a subscriber URL's secrets ----------------------------------------------------------------
+
+PASSWORD, TOKEN = "hookpass-SECRET", "qtoken-SECRET"
+
+
+def secret_url(host_and_port: str, scheme: str = "http") -> str:
+    """A subscriber URL with a password and a query token, as a mailer's might have."""
+    return f"{scheme}://hookuser:{PASSWORD}@{host_and_port}/h?token={TOKEN}"
+
+
+def assert_no_secret(text: str) -> None:
+    assert PASSWORD not in text and TOKEN not in text, text
+
+
+BAD_URLS = {
+    "no host": secret_url(""),
+    "a port out of range": secret_url("127.0.0.1:99999"),
+    "not http": secret_url("mailer.example", scheme="ftp"),
+    "a malformed IPv6 host": secret_url("[::1"),
+    "a space": secret_url("mailer.example") + " x",
+    "a control character": secret_url("mailer.example") + "\x7f",
+}
+
+
+@pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
+def test_serve_refuses_a_bad_webhook_url_without_repeating_its_secrets(
+    url: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.db",
+           "LEDGER_TOKENS": tokens_env(), "LEDGER_WEBHOOK_URL": url,
+           "LEDGER_WEBHOOK_SECRET": SECRET}
+    try:
+        done = subprocess.run([*ledger_command(), "serve", "--port", str(free_port())],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=WAIT_S, check=False)
+    except subprocess.TimeoutExpired as running:
+        pytest.fail(f"ledger serve started with a webhook URL it cannot send to: {running}")
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "LEDGER_WEBHOOK_URL" in done.stderr and "cannot receive webhooks" in done.stderr
+    assert "Traceback" not in said
+    assert_no_secret(said)
+
+
+@pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
+def test_webhooks_add_refuses_a_bad_url_without_repeating_its_secrets(
+    url: str, hooked: Hooked
+) -> None:
+    env = {**os.environ, "LEDGER_DATABASE_URL": hooked.server.database_url}
+    added = subprocess.run([*ledger_command(), "webhooks", "add", url], cwd=hooked.workdir,
+                           env=env, capture_output=True, text=True, timeout=60, check=False)
+    said = added.stdout + added.stderr
+    assert added.returncode == 2, said
+    assert "cannot receive webhooks" in added.stderr and "Traceback" not in said
+    assert_no_secret(said)
+    listed = subprocess.run([*ledger_command(), "webhooks", "list"], cwd=hooked.workdir,
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert listed.returncode == 0 and "hookuser" not in listed.stdout, listed.stdout
+
+
+class NotHttp(socketserver.ThreadingTCPServer):
+    """A receiver on 127.0.0.1 that answers every request with bytes that are not HTTP."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Garbage)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(10)
+
+
+class _Garbage(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.settimeout(5)
+        self.request.recv(64 * 1024)
+        self.request.sendall(b"not an HTTP answer\r\n\r\n")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_failed_delivery_is_stored_shown_and_logged_without_the_urls_secrets(
+    kind: str, tmp_path: Path
+) -> None:
+    # Given two subscribers whose URLs carry a password and a query token: one answering bytes
+    # that are not HTTP (the HTTP client's error repeats the URL it asked), one not listening
+    garbage = NotHttp()
+    answering, closed = secret_url(f"127.0.0.1:{garbage.port}"), secret_url(
+        f"127.0.0.1:{free_port()}")
+    try:
+        with store(kind, tmp_path) as url:
+            server = start_server(url, tmp_path, env={
+                "LEDGER_WEBHOOK_URL": f"{answering},{closed}", "LEDGER_WEBHOOK_SECRET": SECRET,
+                "LEDGER_WEBHOOK_MAX_AGE_S": "0.5", "LEDGER_WEBHOOK_TIMEOUT_S": str(TIMEOUT_S),
+                "LEDGER_WEBHOOK_BACKOFF_BASE_S": "0.05", "LEDGER_WEBHOOK_BACKOFF_MAX_S": "0.1",
+                "LEDGER_WEBHOOK_POLL_S": "0.05"})
+            try:
+                async with aiohttp.ClientSession(base_url=server.base_url) as session:
+                    api = Api(session)
+                    # When a message to both is tried until it is parked failed
+                    username = await api.funded_account(700)
+
+                    async def parked() -> Any:
+                        reply = await api.get("/v1/outbox?status=failed&limit=1000",
+                                              role="auditor")
+                        assert reply.status == 200, reply.text
+                        mine = [m for m in reply.json["items"] if m["username"] == username]
+                        done = mine and all(d["status"] == "failed"
+                                            for d in mine[0]["deliveries"])
+                        return reply.text if done and len(mine[0]["deliveries"]) == 2 else None
+
+                    shown = await until_async(parked, "both deliveries parked failed")
+                await until(lambda: server.log().count("parked failed") >= 2,
+                            "the two WARNING lines of the deliveries parked")
+            finally:
+                server.stop()
+            log = server.log()
+    finally:
+        garbage.close()
+    # Then what each met is told, without the URL's password or query token
+    deliveries = {d["subscriber"]: d for m in json.loads(shown)["items"]
+                  if m["username"] == username for d in m["deliveries"]}
+    assert set(deliveries) == {f"http://127.0.0.1:{garbage.port}/h",
+                               closed.replace(f"hookuser:{PASSWORD}@", "").split("?")[0]}
+    errors = [d["last_error"] for d in deliveries.values()]
+    assert any(e.startswith("ClientResponseError") for e in errors), errors
+    assert any(e.startswith("ClientConnectorError") for e in errors), errors
+    assert_no_secret(shown)
+    # nor in the log, the WARNING lines of the deliveries parked included
+    assert_no_secret(log)
+
+
+async def test_a_subscription_made_before_urls_were_checked_is_shown_without_secrets_not_sent_to(
+    api: Api, hooked: Hooked
+) -> None:
+    # Given a refund request, and a subscription from before subscriber URLs were checked, its
+    # port out of range, whose delivery of the request's message failed saying the whole URL
+    username = await api.customer_with_order(deposit=5_000, paid=1_000)
+    reply = await api.post(f"/v1/accounts/{username}/refund-requests",
+                           {"order_no": "ORD-1", "amount": 500}, role="cs")
+    assert reply.status == 201, reply.text
+    request_id = reply.json["id"]
+    reply = await api.get(f"/v1/refund-requests/{request_id}", role="finance")
+    assert reply.status == 200, reply.text
+    (message,) = reply.json["messages"]
+    bad = secret_url("127.0.0.1:99999")
+    view = open_view(store_settings(hooked.server.database_url), OutboxProjection, pool_size=1)
+    try:
+        outbox.subscribe(view, bad, since=outbox.last_position(view),
+                         added_at="2026-12-05T10:00:00Z")
+        outbox.execute(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
+                             " username, status, attempts, next_at, delivered_at, last_error)"
+                             " VALUES (%(m)s, %(s)s, %(p)s, %(u)s, 'failed', 1, 0, NULL, %(e)s)",
+                       {"m": message["id"], "s": bad, "p": message["position"], "u": username,
+                        "e": f"InvalidUrlClientError: {bad}"})
+        # When finance reads the request and the outbox
+        reply = await api.get(f"/v1/refund-requests/{request_id}", role="finance")
+        listed = await api.get("/v1/outbox?status=failed&limit=1000", role="finance")
+        # Then both answer, showing the subscriber and what it met without the URL's secrets
+        assert reply.status == 200, reply.text
+        assert listed.status == 200, listed.text
+        (delivery,) = reply.json["messages"][0]["deliveries"]
+        assert delivery["subscriber"] == outbox.INVALID_URL_SHOWN
+        assert delivery["last_error"].startswith("InvalidUrlClientError: ")
+        assert_no_secret(reply.text)
+        assert_no_secret(listed.text)
+        # and the deliverer sends it nothing, saying why once, without its secrets either
+        await until(lambda: "is not sent to: its port is not a number" in hooked.server.log(),
+                    "the deliverer's warning of the subscription it cannot send to")
+        assert_no_secret(hooked.server.log())
+    finally:
+        outbox.unsubscribe(view, bad)
+        view.datastore.close()
+
+
+def test_a_url_that_cannot_be_read_is_shown_as_such_never_an_error() -> None:
+    for url in (secret_url("127.0.0.1:99999"), secret_url("[::1"), secret_url("[zz]")):
+        assert outbox.shown_url(url) == outbox.INVALID_URL_SHOWN
+    assert outbox.shown_url(secret_url("[::1]:8080")) == "http://[::1]:8080/h"
