@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
+from ledger.settings import StoreSettings
+from projections.store import open_application
 
 
 def last_position(app: LedgerApplication) -> int:
@@ -17,3 +23,13 @@ def open_funded(
 ) -> None:
     app.open_account(username, currency, actor=actor)
     app.deposit(username, amount, "PAY-FUND", actor=actor)
+
+
+@pytest.fixture
+def second_process(settings: StoreSettings, app: LedgerApplication) -> Iterator[LedgerApplication]:
+    """Another application on the same store, as another ``ledger serve`` process would be."""
+    other = open_application(settings)
+    try:
+        yield other
+    finally:
+        other.close()

@@ -4,18 +4,15 @@ writers are threads of one process or two processes (two separately opened appli
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
-
-import pytest
 
 from ledger.application import LedgerApplication
 from ledger.errors import InsufficientFunds, LedgerError
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections.audit import verify
-from projections.store import open_application
 from tests.app.conftest import open_funded
 
 T = TypeVar("T")
@@ -37,16 +34,6 @@ def race(workers: int, jobs: list[Callable[[], T]]) -> list[T | LedgerError]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run, job, n) for n, job in enumerate(jobs)]
         return [f.result(timeout=60) for f in futures]
-
-
-@pytest.fixture
-def second_process(settings: StoreSettings, app: LedgerApplication) -> Iterator[LedgerApplication]:
-    """Another application on the same store, as another ``ledger serve`` process would be."""
-    other = open_application(settings)
-    try:
-        yield other
-    finally:
-        other.close()
 
 
 def test_sixty_parallel_purchases_spend_a_balance_of_twenty_exactly_once(

@@ -21,16 +21,6 @@ TWO_APPROVALS_ABOVE = {"USD": 100}
 
 
 @pytest.fixture
-def second_process(settings: StoreSettings, app: LedgerApplication) -> Iterator[LedgerApplication]:
-    """Another application on the same store, as another ``ledger serve`` process would be."""
-    other = open_application(settings)
-    try:
-        yield other
-    finally:
-        other.close()
-
-
-@pytest.fixture
 def two_processes(settings: StoreSettings) -> Iterator[tuple[LedgerApplication, ...]]:
     """Two applications on one store, where a refund above 1.00 needs two approvals."""
     first = open_application(settings, second_approval_above=TWO_APPROVALS_ABOVE)

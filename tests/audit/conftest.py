@@ -9,6 +9,7 @@ import hashlib
 import json
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -395,3 +396,21 @@ class Intruder:
 @pytest.fixture
 def intruder(settings: StoreSettings) -> Intruder:
     return Intruder(settings)
+
+
+def seals_checked_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The positions whose seal this thread checks from now on (``ChainKey.holds``): a test's
+    own rounds of the notary or reads of the staff directory run here; on SQLite the keeper's
+    thread, in the same process, checks the same events meanwhile, and is not counted."""
+    checked: list[int] = []
+    holds = ChainKey.holds
+    here = threading.get_ident()
+
+    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
+                *rest: Any) -> bool:
+        if threading.get_ident() == here:
+            checked.append(position)
+        return holds(key, link, previous, position, *rest)
+
+    monkeypatch.setattr(ChainKey, "holds", counted)
+    return checked

@@ -10,10 +10,8 @@ import base64
 import hashlib
 import itertools
 import logging
-import threading
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,9 +21,8 @@ from projections.audit import verify
 from projections.chain import Damage
 from projections.checkpoints import Notary, guard_notary, latest_checkpoint, stored_checkpoints
 from projections.notes import load_or_create_signer, read_checkpoints
-from projections.seal import ChainKey
 from projections.store import open_application
-from tests.audit.conftest import Intruder, Ledger
+from tests.audit.conftest import Intruder, Ledger, seals_checked_here
 from tests.audit.history import SYSTEM, History, RandomChooser
 
 # -- the auditor's own RFC 9162 and signed-note code ---------------------------------------------
@@ -209,21 +206,6 @@ def _money_event_after(ledger: Ledger, skip: int) -> int:
     return next(e.id for e in events[skip:] if b'"amount":' in bytes(e.state))
 
 
-def _seals_checked_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The positions whose seal this thread computes from now on (the notary's rounds run here;
-    on SQLite the keeper's thread, in the same process, checks the same events meanwhile)."""
-    checked: list[int] = []
-    holds = ChainKey.holds
-    here = threading.get_ident()
-
-    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
-                *rest: Any) -> bool:
-        if threading.get_ident() == here:
-            checked.append(position)
-        return holds(key, link, previous, position, *rest)
-
-    monkeypatch.setattr(ChainKey, "holds", counted)
-    return checked
 
 
 @pytest.mark.parametrize("tampering", ["event", "link"])
@@ -253,7 +235,7 @@ def test_an_event_written_here_and_changed_before_it_is_placed_is_named_not_plac
 def test_events_written_here_are_placed_without_their_seals_computed_again(
     ledger: Ledger, notary: Notary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked = _seals_checked_here(monkeypatch)
+    checked = seals_checked_here(monkeypatch)
     # Given events this process wrote
     History(ledger.app, RandomChooser(seed=3)).run(10)
     checked.clear()  # loading aggregates checks seals too: only the notary's are counted
@@ -295,7 +277,7 @@ def test_a_notary_made_after_writes_checks_those_in_full_and_trusts_only_later_o
     notary = Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
     # And events written after it
     history.run(8)
-    checked = _seals_checked_here(monkeypatch)
+    checked = seals_checked_here(monkeypatch)
     # When the notary places them all
     notary.round()
     # Then the earlier ones had their seals checked in full; on PostgreSQL the later ones

@@ -8,7 +8,6 @@ starts after a mark reads the staff's events and the log after the mark, not the
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +19,8 @@ from eventsourcing.application import AggregateNotFoundError
 from ledger import staff
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
-from projections.seal import ChainKey
 from projections.staff import StaffDirectory
-from tests.audit.conftest import Intruder
+from tests.audit.conftest import Intruder, seals_checked_here
 from tests.audit.history import SYSTEM
 
 BOSS = Actor.of_person("grace", "system", "cli-1")
@@ -159,7 +157,7 @@ def test_a_directory_started_after_a_mark_checks_the_staff_events_and_the_log_af
     staff_positions = [n.id for n in app.recorder.select_notifications(1, 1_000, stop=marked)
                        if n.topic.startswith("ledger:Staff.")]
     # When a directory starts
-    checked = _seals_checked_here(monkeypatch)
+    checked = seals_checked_here(monkeypatch)
     directory = StaffDirectory(app, mark_every=10)
     directory.refresh()
     # Then it checked the seals of the staff's events the mark names, and of the events after
@@ -206,20 +204,6 @@ def test_a_log_cut_at_its_end_after_a_mark_lets_no_one_in(
     assert directory.damage is not None and directory.damage.position == revoked
 
 
-def _seals_checked_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The positions whose seal this thread checks from now on."""
-    checked: list[int] = []
-    holds = ChainKey.holds
-    here = threading.get_ident()
-
-    def counted(key: ChainKey, link: str | None, previous: str | None, position: int,
-                *rest: Any) -> bool:
-        if threading.get_ident() == here:
-            checked.append(position)
-        return holds(key, link, previous, position, *rest)
-
-    monkeypatch.setattr(ChainKey, "holds", counted)
-    return checked
 
 
 def test_a_store_without_the_marks_table_is_read_whole_at_each_start(
