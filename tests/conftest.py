@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 
 from api.config import load as load_config
 from ledger.application import LedgerApplication
@@ -113,3 +115,14 @@ def finance() -> Actor:
 def payer() -> Actor:
     """A second finance person: four eyes, whoever approved a refund request cannot pay it."""
     return Actor.of_person("bea", "finance", "req-payer")
+
+
+def load_or_none(app: LedgerApplication) -> Callable[[UUID], Any]:
+    """The application's aggregates by id, None for an id with none (as ``ledger.staff`` reads
+    them)."""
+    def get(aggregate_id: UUID) -> Any:
+        try:
+            return app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+    return get

@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from uuid import UUID
 
 import pytest
-from eventsourcing.application import AggregateNotFoundError
 
 from ledger import staff
 from ledger.application import LedgerApplication
 from ledger.errors import InvalidInput, InvalidTransition, NotFound
 from ledger.identity import Actor
 from projections.staff import StaffDirectory
+from tests.conftest import load_or_none as load
 
 BOSS = Actor.of_person("grace", "system", "cli-1")
-
-
-def load(app: LedgerApplication) -> Any:
-    def get(aggregate_id: UUID) -> Any:
-        try:
-            return app.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-    return get
 
 
 def test_adding_records_only_the_token_s_hash_and_who_added(app: LedgerApplication) -> None:

@@ -249,27 +249,9 @@ class Intruder:
         else:
             self._run_postgres(statements, unguarded=True)
 
-    def forge_deposit(self, like: int, amount: int, reference: str) -> int:
-        """INSERT, with plain SQL, a well-formed deposit on the account of the deposit at
-        position ``like``, as that account's next version; answers the forged row's position.
-        (No guard refuses an INSERT: only the seal it cannot make tells.)"""
-        rows = self._select(
-            f"SELECT originator_id, topic, state FROM {self.events} WHERE {self.key} = %s",
-            (like,),
-        )
-        originator_id, topic, state = rows[0]
-        (version,) = self._select(
-            f"SELECT MAX(originator_version) FROM {self.events} WHERE originator_id = %s",
-            (originator_id,),
-        )[0]
-        data = json.loads(bytes(state))
-        data.update(amount=amount, reference=reference)
-        forged = json.dumps(data, separators=(",", ":")).encode()
-        return self._insert_next(originator_id, version + 1, topic, forged)
-
-    def forge_at(self, like: int, position: int) -> Any:
-        """INSERT, with plain SQL, a copy of the event at position ``like`` as its stream's next
-        version, at ``position`` (any: no guard refuses an INSERT); answers its stream."""
+    def _event_and_last_version(self, like: int) -> tuple[Any, str, Any, int]:
+        """The stream, topic and state of the event at position ``like``, and its stream's last
+        version."""
         rows = self._select(
             f"SELECT originator_id, topic, state FROM {self.events} WHERE {self.key} = %s",
             (like,),
@@ -279,6 +261,22 @@ class Intruder:
             f"SELECT MAX(originator_version) FROM {self.events} WHERE originator_id = %s",
             (stream,),
         )[0]
+        return stream, topic, state, version
+
+    def forge_deposit(self, like: int, amount: int, reference: str) -> int:
+        """INSERT, with plain SQL, a well-formed deposit on the account of the deposit at
+        position ``like``, as that account's next version; answers the forged row's position.
+        (No guard refuses an INSERT: only the seal it cannot make tells.)"""
+        originator_id, topic, state, version = self._event_and_last_version(like)
+        data = json.loads(bytes(state))
+        data.update(amount=amount, reference=reference)
+        forged = json.dumps(data, separators=(",", ":")).encode()
+        return self._insert_next(originator_id, version + 1, topic, forged)
+
+    def forge_at(self, like: int, position: int) -> Any:
+        """INSERT, with plain SQL, a copy of the event at position ``like`` as its stream's next
+        version, at ``position`` (any: no guard refuses an INSERT); answers its stream."""
+        stream, topic, state, version = self._event_and_last_version(like)
         self.run(
             f"INSERT INTO {self.events} ({self.key}, originator_id, originator_version, topic,"
             " state) VALUES (%s, %s, %s, %s, %s)",

@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
-from eventsourcing.application import AggregateNotFoundError
 
 from ledger import staff
 from ledger.application import LedgerApplication
@@ -22,20 +20,12 @@ from ledger.identity import Actor
 from projections.staff import StaffDirectory
 from tests.audit.conftest import Intruder, seals_checked_here
 from tests.audit.history import SYSTEM
+from tests.conftest import load_or_none
 
 BOSS = Actor.of_person("grace", "system", "cli-1")
 REVOKED = "ledger:Staff.StaffRevoked"
 ROTATED = "ledger:Staff.TokenRotated"
 ADDED = "ledger:Staff.StaffAdded"
-
-
-def load(app: LedgerApplication) -> Callable[[UUID], Any]:
-    def get(aggregate_id: UUID) -> Any:
-        try:
-            return app.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-    return get
 
 
 def save(app: LedgerApplication) -> Callable[[staff.Staff], None]:
@@ -65,13 +55,13 @@ def staff_history(app: LedgerApplication, before: Callable[[], None] = lambda: N
     moving between (so every staff event has events after it); ``before`` runs just before the
     rotation."""
     some_money(app, "early")
-    first = staff.add(load(app), save(app), "ann", "cs", actor=BOSS)
-    cy = staff.add(load(app), save(app), "cy", "system", actor=BOSS)
+    first = staff.add(load_or_none(app), save(app), "ann", "cs", actor=BOSS)
+    cy = staff.add(load_or_none(app), save(app), "cy", "system", actor=BOSS)
     before()
-    second = staff.rotate(load(app), save(app), "ann", actor=BOSS)
+    second = staff.rotate(load_or_none(app), save(app), "ann", actor=BOSS)
     some_money(app, "middle")
-    staff.revoke(load(app), save(app), "cy", actor=BOSS)
-    bea = staff.add(load(app), save(app), "bea", "finance", actor=BOSS)
+    staff.revoke(load_or_none(app), save(app), "cy", actor=BOSS)
+    bea = staff.add(load_or_none(app), save(app), "bea", "finance", actor=BOSS)
     some_money(app, "late")
     return Staffed(first, second, cy, bea)
 
@@ -192,7 +182,7 @@ def test_a_log_cut_at_its_end_after_a_mark_lets_no_one_in(
 ) -> None:
     # Given a directory that read up to ann's revocation, the log's last event, and marked it
     tokens = staff_history(app)
-    staff.revoke(load(app), save(app), "ann", actor=BOSS)
+    staff.revoke(load_or_none(app), save(app), "ann", actor=BOSS)
     StaffDirectory(app).refresh()
     revoked = intruder.positions_of(REVOKED)[-1]
     # When the revocation (the log's end) is deleted with its seal
