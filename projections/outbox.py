@@ -38,10 +38,13 @@ from projections.events import json_text, moment_text
 from projections.paging import Page, cursor, page_size, paged
 from projections.seal import ChainKey, seal_text
 from projections.views import (
+    APP_NAME,
+    BrokenReadModel,
     ReadModelProjection,
     ReadModelView,
     Row,
     SQLiteReadModelView,
+    _postgres,
     _to_sqlite,
 )
 
@@ -55,9 +58,12 @@ DDL = (
     "CREATE UNIQUE INDEX IF NOT EXISTS ob_messages_by_position ON ob_messages (position)",
     "CREATE INDEX IF NOT EXISTS ob_messages_by_case ON ob_messages (case_id, position)",
     "CREATE INDEX IF NOT EXISTS ob_messages_by_request ON ob_messages (request_id, position)",
+    # Each row sealed by the keeper (``stream_seal``): the facts of later messages (who, which
+    # currency, which order, the last date to send goods back) are taken from it, so a row
+    # changed by SQL stops the outbox rather than a message to the wrong customer being sealed.
     "CREATE TABLE IF NOT EXISTS ob_streams ("
     " id TEXT PRIMARY KEY, username TEXT NOT NULL, currency TEXT NOT NULL, order_no TEXT,"
-    " return_by TEXT)",
+    " return_by TEXT, seal TEXT)",
     # Each message's seal (``seal_of``), made by the keeper from sealed events only: the
     # deliverer signs and sends no message whose seal does not hold, so a row INSERTed into
     # ob_messages by SQL never reaches a receiver. A table of its own, so that a store made
@@ -164,15 +170,14 @@ class OutboxProjection(ReadModelProjection):
         stream_id = str(event.originator_id)
         if kind in (ReturnCase.Opened, ReturnCase.Refused, RefundRequest.Requested,
                     Account.Opened):
-            stream: Row = {
+            stream = self._put_stream({
                 "id": stream_id, "username": event.username, "currency": event.currency,
                 "order_no": getattr(event, "order_no", None), "return_by": None,
-            }
-            self.rows.put("ob_streams", stream)
+            })
         else:
-            stream = self.rows.get("ob_streams", stream_id)
+            stream = self.rows.get("ob_streams", stream_id, check=self._check_stream)
         if kind is ReturnCase.Accepted:
-            self.rows.put("ob_streams", {**stream, "return_by": event.return_by})
+            stream = self._put_stream({**stream, "return_by": event.return_by})
         said = _message(event, stream)
         if said is None:
             return
@@ -199,7 +204,36 @@ class OutboxProjection(ReadModelProjection):
                                    "seal": seal_of(self.key, message)})
 
 
+    def _put_stream(self, facts: Row) -> Row:
+        """A stream's row as it now stands, with its seal."""
+        assert self.key is not None, "the outbox seals its streams: give it the chain key"
+        stream = {**facts, "seal": stream_seal(self.key, facts)}
+        self.rows.put("ob_streams", stream)
+        return stream
+
+    def _check_stream(self, stream: Row) -> None:
+        """A stream's row read from the store is one this projection made: else the outbox
+        stops before the event that needs it (``BrokenReadModel``), and says what to do."""
+        assert self.key is not None
+        seal = stream.get("seal")
+        if seal is None or not hmac.compare_digest(seal, stream_seal(self.key, stream)):
+            raise BrokenReadModel(
+                f"the outbox's facts of stream {stream['id']} (table ob_streams) do not hold "
+                "their seal: they were changed behind the service's back, so no message is "
+                "made from them; `ledger rebuild` makes them again from the sealed log")
+
+
 Said = tuple[str, str, int | None, dict[str, Any]]
+# What a stream's seal covers (with the table's name first: no stream's seal text is ever a
+# message's, whose first value is a message id).
+STREAM_SEALED = ("id", "username", "currency", "order_no", "return_by")
+
+
+def stream_seal(key: ChainKey, stream: Mapping[str, Any]) -> str:
+    """A stream's seal: the chain key's seal of read-model rows, of its facts."""
+    return key.row_seal(seal_text(["ob_streams", *(stream[c] for c in STREAM_SEALED)]))
+
+
 # What a message's seal covers: every column that is sent.
 SEALED = ("id", "position", "type", "username", "currency", "amount", "case_id", "request_id",
           "order_no", "customer_message", "details", "created_at")
@@ -385,6 +419,34 @@ def execute_many(view: ReadModelView, sql: str, rows: Sequence[dict[str, Any]]) 
 def create_delivery_tables(view: ReadModelView) -> None:
     for statement in DELIVERY_DDL:
         execute(view, statement)
+
+
+def seal_streams(view: ReadModelView) -> bool:
+    """A store made before the outbox sealed its streams (``ob_streams`` without its seal
+    column): the column is added, and the keeper makes the outbox again from the sealed log
+    (its messages, streams and seals emptied and its tracking set back to 0, in one
+    transaction; the deliveries and subscriptions kept, as by ``ledger rebuild``). Nothing of
+    an unsealed row is trusted. Answers whether it did so."""
+    sqlite = isinstance(view, SQLiteReadModelView)
+    if sqlite:
+        found = view.query(
+            "SELECT name FROM pragma_table_info('ob_streams') WHERE name = 'seal'")
+    else:
+        found = view.query(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = 'ob_streams' AND column_name = 'seal'")
+    if found:
+        return False
+    with view.datastore.transaction(commit=True) as cursor:
+        if sqlite:
+            cursor = cursor.sqlite_cursor
+        cursor.execute("ALTER TABLE ob_streams ADD COLUMN seal TEXT")
+        for table in ("ob_streams", "ob_messages", "ob_seals"):
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 (names from the code)
+        tracking = "tracking" if sqlite else _postgres(view).tracking_table_name
+        cursor.execute(f"UPDATE {tracking} SET notification_id = 0"  # noqa: S608
+                       f" WHERE application_name = '{APP_NAME}'")
+    return True
 
 
 def subscriptions(view: ReadModelView) -> list[dict[str, Any]]:

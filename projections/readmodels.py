@@ -798,6 +798,9 @@ def prepare_read_models(settings: StoreSettings) -> None:
         view = open_view(settings, OutboxProjection, pool_size=1)
         try:  # beside the outbox, not derived from the log (projections.outbox)
             outbox.create_delivery_tables(view)
+            if outbox.seal_streams(view):
+                log.warning("the outbox was made before its streams were sealed: it is made "
+                            "again from the sealed log (its deliveries are kept)")
         finally:
             view.datastore.close()
 

@@ -89,6 +89,15 @@ class ChainKey:
         seal ever reads as an event's link or a key record's seal, nor one as another."""
         return hmac.new(self._messages_secret, text.encode(), hashlib.sha256).hexdigest()
 
+    @functools.cached_property
+    def _rows_secret(self) -> bytes:
+        return hmac.new(self.secret, b"ledger read-model rows", hashlib.sha256).digest()
+
+    def row_seal(self, text: str) -> str:
+        """The seal of a read-model row that later facts are made from (as ``text``: the
+        outbox's streams), under a key derived from this one for such rows alone."""
+        return hmac.new(self._rows_secret, text.encode(), hashlib.sha256).hexdigest()
+
     def key_record_seal(self, text: str) -> str:
         """The seal of an idempotency key's record (as ``text``), under a key derived from
         this one for key records alone."""

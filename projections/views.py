@@ -389,9 +389,10 @@ class Rows:
 
     # -- for projections ----------------------------------------------------------------------
 
-    def get(self, table: str, *key: Any) -> Row:
+    def get(self, table: str, *key: Any, check: Callable[[Row], None] | None = None) -> Row:
         """The row of a keyed table as it stands (read once, then remembered); BrokenReadModel
-        when there is none."""
+        when there is none. ``check`` sees a row read from the store before it is remembered
+        (and raises BrokenReadModel if the row is not one the projection made)."""
         known = self._known[table]
         if key not in known:
             columns = self.keys[table]
@@ -400,6 +401,8 @@ class Rows:
                 f"SELECT * FROM {table} WHERE {where}",  # noqa: S608 (names from the code)
                 dict(zip(columns, key, strict=True)),
             )
+            if found and check is not None:
+                check(found[0])
             known[key] = found[0] if found else None
         row = known[key]
         if row is None:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 
+import psycopg
 import pytest
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
-from projections.readmodels import ReadModelKeeper, ReadModels, prepare_read_models
+from projections.batches import BatchApplier
+from projections.readmodels import (
+    PROJECTIONS,
+    ReadModelKeeper,
+    ReadModels,
+    close_views,
+    open_views,
+    prepare_read_models,
+)
+from tests.conftest import pg_url
 
 WAIT_S = 10.0
 
@@ -33,3 +45,26 @@ def read_models(settings: StoreSettings, app: LedgerApplication) -> Iterator[Rea
     finally:
         keeper.stop()
         models.close()
+
+
+@contextmanager
+def applier(settings: StoreSettings, app: LedgerApplication) -> Iterator[BatchApplier]:
+    views = open_views(settings, pool_size=2)
+    try:
+        yield BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
+                           key=app.recorder.chain_key)  # type: ignore[attr-defined]
+    finally:
+        close_views(views)
+
+
+def read_model_sql(settings: StoreSettings, read_model: str, statements: list[str]) -> None:
+    """Plain SQL on one read model's tables, behind the keeper's back."""
+    if settings.kind == "postgres":
+        with psycopg.connect(pg_url(settings.postgres["POSTGRES_DBNAME"])) as db:
+            for statement in statements:
+                db.execute(statement)  # type: ignore[arg-type]
+        return
+    path = settings.env_for(read_model)["SQLITE_DBNAME"]
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for statement in statements:
+            db.execute(statement)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 
 import psycopg
@@ -22,29 +21,15 @@ from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections import readmodels
-from projections.batches import BatchApplier
 from projections.readmodels import (
-    PROJECTIONS,
     ReadModelKeeper,
     ReadModels,
-    close_views,
-    open_views,
     prepare_read_models,
 )
 from projections.store import _SCHEMA_LOCK_KEY
 from projections.wakeup import NUDGE, PostgresDoorbell
 from tests.conftest import pg_url
-from tests.projections.conftest import WAIT_S, wait_until
-
-
-@contextmanager
-def applier(settings: StoreSettings, app: LedgerApplication) -> Iterator[BatchApplier]:
-    views = open_views(settings, pool_size=2)
-    try:
-        yield BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
-                           key=app.recorder.chain_key)  # type: ignore[attr-defined]
-    finally:
-        close_views(views)
+from tests.projections.conftest import WAIT_S, applier, read_model_sql, wait_until
 
 
 @contextmanager
@@ -58,19 +43,6 @@ def read_models(settings: StoreSettings, app: LedgerApplication) -> Iterator[Rea
 
 def log(app: LedgerApplication) -> Sequence[Notification]:
     return app.recorder.select_notifications(0, 1000, inclusive_of_start=False)
-
-
-def read_model_sql(settings: StoreSettings, read_model: str, statements: list[str]) -> None:
-    """Plain SQL on one read model's tables, behind the keeper's back."""
-    if settings.kind == "postgres":
-        with psycopg.connect(pg_url(settings.postgres["POSTGRES_DBNAME"])) as db:
-            for statement in statements:
-                db.execute(statement)  # type: ignore[arg-type]
-        return
-    path = settings.env_for(read_model)["SQLITE_DBNAME"]
-    with closing(sqlite3.connect(path, isolation_level=None)) as db:
-        for statement in statements:
-            db.execute(statement)
 
 
 def test_a_batch_applied_a_second_time_is_refused_and_changes_nothing(

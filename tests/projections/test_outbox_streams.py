@@ -1,0 +1,121 @@
+"""The outbox's streams (``ob_streams``: who a stream's messages go to, in which currency, for
+which order) are sealed by the keeper, on both stores. A keeper that reads a stream's row back
+from the store (it started again, or forgot its rows) makes no message from a row changed by
+SQL: the read models stop before the event that needs it, and nothing is sealed for the wrong
+customer. A store made before the streams were sealed gets its outbox made again from the log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from eventsourcing.persistence import Notification
+
+from ledger.application import LedgerApplication
+from ledger.identity import Actor
+from ledger.settings import StoreSettings
+from projections import outbox
+from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
+from projections.views import BrokenReadModel
+from tests.projections.conftest import applier, read_model_sql
+
+DERIVED = ("ob_messages", "ob_seals", "ob_streams")
+
+
+def log(app: LedgerApplication) -> Sequence[Notification]:
+    return app.recorder.select_notifications(0, 1000, inclusive_of_start=False)
+
+
+def outbox_rows(settings: StoreSettings, app: LedgerApplication) -> dict[str, list[dict]]:
+    models = ReadModels(settings, app, pool_size=1)
+    try:
+        view = models.views["outbox"]
+        return {table: view.query(f"SELECT * FROM {table} ORDER BY 1") for table in DERIVED}
+    finally:
+        models.close()
+
+
+def projected(settings: StoreSettings, app: LedgerApplication) -> None:
+    """Every event applied by a keeper that remembers nothing (as one started again)."""
+    with applier(settings, app) as batches:
+        batches.apply(log(app))
+
+
+@pytest.fixture
+def two_customers(settings: StoreSettings, app: LedgerApplication, system: Actor) -> None:
+    """Ann and Mallory have an account each, and the outbox has told each of a deposit."""
+    prepare_read_models(settings)
+    for name in ("ann", "mallory"):
+        app.open_account(name, "USD", actor=system)
+        app.deposit(name, 100, f"pay-{name}-1", actor=system)
+    projected(settings, app)
+
+
+def stream_id(settings: StoreSettings, app: LedgerApplication, username: str) -> str:
+    [row] = [r for r in outbox_rows(settings, app)["ob_streams"] if r["username"] == username]
+    return str(row["id"])
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE ob_streams SET username = 'mallory' WHERE id = '{ann}'",
+    "UPDATE ob_streams SET seal = (SELECT seal FROM ob_streams WHERE id = '{mallory}'),"
+    " username = 'mallory' WHERE id = '{ann}'",
+    "UPDATE ob_streams SET seal = NULL WHERE id = '{ann}'",
+], ids=["the customer changed", "another stream's seal copied", "the seal removed"])
+def test_a_stream_changed_by_sql_stops_the_outbox_before_its_next_message(
+    settings: StoreSettings, app: LedgerApplication, system: Actor, two_customers: None,
+    change: str,
+) -> None:
+    ids = {name: stream_id(settings, app, name) for name in ("ann", "mallory")}
+    before = outbox_rows(settings, app)
+    read_model_sql(settings, "outbox", [change.format(**ids)])
+    app.deposit("ann", 250, "pay-ann-2", actor=system)
+
+    with applier(settings, app) as batches:
+        with pytest.raises(BrokenReadModel, match=f"stream {ids['ann']} .*ob_streams"):
+            batches.apply(log(app))
+        positions = {rows.view.max_tracking_id("ledger") for _, rows in batches.models}
+
+    after = outbox_rows(settings, app)
+    assert after["ob_messages"] == before["ob_messages"]  # no message made, none sealed
+    assert after["ob_seals"] == before["ob_seals"]
+    assert positions == {log(app)[-2].id}  # every read model stopped before the deposit
+
+
+def test_a_stream_put_back_as_it_was_lets_the_outbox_go_on(
+    settings: StoreSettings, app: LedgerApplication, system: Actor, two_customers: None
+) -> None:
+    ann = stream_id(settings, app, "ann")
+    read_model_sql(settings, "outbox", [f"UPDATE ob_streams SET username = 'x' WHERE id = '{ann}'"])
+    app.deposit("ann", 250, "pay-ann-2", actor=system)
+    with applier(settings, app) as batches, pytest.raises(BrokenReadModel):
+        batches.apply(log(app))
+
+    put_back = f"UPDATE ob_streams SET username = 'ann' WHERE id = '{ann}'"
+    read_model_sql(settings, "outbox", [put_back])
+    projected(settings, app)
+
+    told = [m for m in outbox_rows(settings, app)["ob_messages"] if m["amount"] == 250]
+    assert [(m["type"], m["username"]) for m in told] == [("deposit.recorded", "ann")]
+
+
+def test_a_store_made_before_streams_were_sealed_gets_its_outbox_made_again_from_the_log(
+    settings: StoreSettings, app: LedgerApplication, system: Actor, two_customers: None
+) -> None:
+    before = outbox_rows(settings, app)
+    assert all(row["seal"] for row in before["ob_streams"])
+    read_model_sql(settings, "outbox", ["ALTER TABLE ob_streams DROP COLUMN seal",
+                                        "UPDATE ob_streams SET username = 'x'"])
+
+    prepare_read_models(settings)  # as a process starting on the old store does
+    emptied = outbox_rows(settings, app)
+    assert emptied == {table: [] for table in DERIVED}  # nothing of the old rows is trusted
+    with applier(settings, app) as batches:
+        others = {p.name for p in PROJECTIONS} - {"outbox"}
+        assert {name: rows.position for (p, rows) in batches.models
+                if (name := p.name) in others | {"outbox"}} == {
+            **dict.fromkeys(others, log(app)[-1].id), "outbox": 0}
+        batches.apply(log(app))
+
+    assert outbox_rows(settings, app) == before
+    assert not outbox.seal_streams(ReadModels(settings, app, pool_size=1).views["outbox"])
