@@ -75,7 +75,7 @@ from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
 from projections.store import application_env, qualified_events_table, schema_lock
-from projections.views import ReadModelProjection, ReadModelView, view_class
+from projections.views import BrokenReadModel, ReadModelProjection, ReadModelView, view_class
 from projections.wakeup import NUDGE, READERS_GONE_S, Doorbell, PostgresDoorbell
 
 log = logging.getLogger(__name__)
@@ -637,6 +637,8 @@ class ReadModelKeeper:
                 # Another process moved the read models meanwhile (their tracking was not where
                 # the batch began), or a row broke one of a table's rules.
                 log.warning("a batch of read-model rows was refused (%s); starting again", refused)
+            except BrokenReadModel as broken:  # a damaged row: the same words at each try
+                log.error("the read models stop before an event they cannot apply: %s", broken)
             except Exception:
                 log.exception("read-model keeper failed; starting again")
             finally:
@@ -775,6 +777,9 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
     try:
         keeper._apply_until_stopped(lambda: None)
+    except BrokenReadModel as broken:
+        log.error("the read models stop before an event they cannot apply: %s", broken)
+        raise SystemExit(1) from None
     except Exception:
         log.exception("the read-model keeper's process failed")
         raise SystemExit(1) from None

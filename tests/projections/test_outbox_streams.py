@@ -14,10 +14,10 @@ from eventsourcing.persistence import Notification
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
-from projections import outbox
-from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
+from projections import outbox, readmodels
+from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
 from projections.views import BrokenReadModel
-from tests.projections.conftest import applier, read_model_sql
+from tests.projections.conftest import WAIT_S, applier, read_model_sql, wait_until
 
 DERIVED = ("ob_messages", "ob_seals", "ob_streams")
 
@@ -119,3 +119,34 @@ def test_a_store_made_before_streams_were_sealed_gets_its_outbox_made_again_from
 
     assert outbox_rows(settings, app) == before
     assert not outbox.seal_streams(ReadModels(settings, app, pool_size=1).views["outbox"])
+
+
+def test_a_running_keeper_says_which_stream_it_stops_at_and_goes_on_once_it_is_put_back(
+    settings: StoreSettings, app: LedgerApplication, system: Actor, two_customers: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ann = stream_id(settings, app, "ann")
+    read_model_sql(settings, "outbox", [f"UPDATE ob_streams SET username = 'x' WHERE id = '{ann}'"])
+    keeper = ReadModelKeeper(settings, lock_retry_s=0.1)  # it starts remembering nothing
+
+    def stops() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == readmodels.log.name and r.levelname == "ERROR"]
+
+    try:
+        with caplog.at_level("WARNING", readmodels.log.name):
+            keeper.start()
+            app.deposit("ann", 250, "pay-ann-2", actor=system)
+            wait_until(lambda: len(stops()) >= 2)  # at each try, in one line, no traceback
+            assert f"stream {ann}" in stops()[0]
+            assert all(r.exc_info is None for r in caplog.records if r.levelname == "ERROR")
+            models = ReadModels(settings, app, pool_size=1)
+            try:
+                assert set(models.tracked().values()) == {log(app)[-2].id}
+                read_model_sql(settings, "outbox",
+                               [f"UPDATE ob_streams SET username = 'ann' WHERE id = '{ann}'"])
+                assert models.wait_caught_up(stall_timeout_s=WAIT_S) == log(app)[-1].id
+            finally:
+                models.close()
+    finally:
+        keeper.stop()
