@@ -124,7 +124,7 @@ STORE_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger_chain_key ("
     " fingerprint TEXT PRIMARY KEY, adopted_at TEXT NOT NULL)",
     # ``seal``: the writer's seal of the record (``key_record_seal``); the column is added to
-    # a store made before it by ``guard_events``.
+    # a store made before it by ``guard_events``, and the records it holds stay unsealed.
     "CREATE TABLE IF NOT EXISTS ledger_keys ("
     " id TEXT PRIMARY KEY, caller TEXT NOT NULL, fingerprint TEXT NOT NULL,"
     " outcome TEXT NOT NULL, body TEXT NOT NULL, position BIGINT, recorded_at TEXT NOT NULL,"
@@ -171,21 +171,6 @@ def _key_record_seal(key: ChainKey, row: dict[str, Any]) -> str:
 def _key_record_sealed(key: ChainKey, row: dict[str, Any]) -> bool:
     seal = row["seal"]
     return seal is not None and hmac.compare_digest(str(seal), _key_record_seal(key, row))
-
-
-def seal_earlier_key_records(recorder: Recorder, key: ChainKey) -> int:
-    """Seal the key records a store held when its records began to be sealed (``guard_events``
-    added the column just now, as the tables' owner started): they were the service's own.
-    Answers how many."""
-    rows = run_sql(recorder, [(f"{_SELECT_KEY_RECORDS} WHERE seal IS NULL", {})],
-                   commit=False)
-    statements = [(
-        "UPDATE ledger_keys SET seal = %(seal)s WHERE id = %(id)s AND seal IS NULL",
-        {"id": row["id"], "seal": _key_record_seal(key, row)},
-    ) for row in rows]
-    if statements:
-        run_sql(recorder, statements, commit=True)
-    return len(statements)
 
 
 def _instant(at: datetime) -> str:
@@ -924,25 +909,28 @@ _WRITER_LOCK_KEY = 0x1ED6E6
 _SCHEMA_LOCK_KEY = 0x1ED6E3
 
 
-def guard_events(recorder: Recorder) -> bool:
+def guard_events(recorder: Recorder) -> None:
     """Create the chain, chain-key and keys tables, and make the database refuse UPDATE,
     DELETE and TRUNCATE of stored events, of the chain that seals them, and of the chain key's
-    fingerprint. (The keys' table is not history: it is pruned.) Answers whether it added the
-    keys' seal column (a store made before key records were sealed:
-    ``seal_earlier_key_records``)."""
+    fingerprint. (The keys' table is not history: it is pruned.)
+
+    A keys' table without its seal column gets it back, and the records it holds are left
+    unsealed: nothing here can tell the service's own from rows an intruder inserted after
+    dropping the column, so none is trusted (``StoreKeyBook.get`` refuses them until they are
+    pruned, 24 h after they were written)."""
     tables = [events_table(recorder), CHAIN_TABLE, CHAIN_KEY_TABLE]
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=True) as cursor:
             for statement in STORE_DDL:
                 cursor.execute(statement)
             cursor.execute("SELECT name FROM pragma_table_info('ledger_keys')")
-            added = "seal" not in {row[0] for row in cursor.fetchall()}
-            if added:  # made before key records were sealed
+            if "seal" not in {row[0] for row in cursor.fetchall()}:
                 cursor.execute("ALTER TABLE ledger_keys ADD COLUMN seal TEXT")
+                _warn_unsealed_key_records()
             for table in tables:
                 for statement in _SQLITE_GUARDS:
                     cursor.execute(statement.format(t=table, key=_SQLITE_KEYS[table]))
-        return added
+        return
     assert isinstance(recorder, PostgresApplicationRecorder)
     datastore: PostgresDatastore = recorder.datastore
     with datastore.transaction(commit=True) as curs:
@@ -952,9 +940,9 @@ def guard_events(recorder: Recorder) -> bool:
         curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s"
                      " AND table_name = 'ledger_keys' AND column_name = 'seal'",
                      (datastore.schema,))
-        added = curs.fetchone() is None
-        if added:  # made before key records were sealed
+        if curs.fetchone() is None:
             curs.execute("ALTER TABLE ledger_keys ADD COLUMN seal TEXT")
+            _warn_unsealed_key_records()
         replace_guard_function(curs, Identifier(datastore.schema))
         for table in tables:
             names = {
@@ -965,7 +953,13 @@ def guard_events(recorder: Recorder) -> bool:
             }
             for statement in _PG_GUARDS:
                 curs.execute(SQL(statement).format(**names))
-    return added
+
+
+def _warn_unsealed_key_records() -> None:
+    log.warning("the idempotency keys' table had no seal column (a store made before key "
+                "records were sealed, or the column was dropped behind the service's back): "
+                "added, and the records it held are left unsealed; a request with one of their "
+                "keys is refused (503) until they are pruned, 24 h after they were written")
 
 
 def replace_guard_function(curs: Any, schema: Identifier) -> None:
@@ -976,21 +970,57 @@ def replace_guard_function(curs: Any, schema: Identifier) -> None:
     curs.execute(SQL(_PG_GUARD_FUNCTION).format(schema=schema))
 
 
+# How many of the log's first sealed events a start tests the chain key against. A key that
+# holds the seal of any of them is the key that sealed the store (no one else can make such a
+# seal), so one forged or damaged link at the log's start does not make the right key read as
+# another; bounded, so a start costs the same on any log.
+KEY_TEST_EVENTS = 8
+
+
 def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> ChainKey:
-    """The key that seals this store's events, checked against the fingerprint the store keeps.
+    """The key that seals this store's events, checked against the store.
 
     An empty store with no fingerprint takes the key at ``path`` (made there first when
-    ``may_create``). A store that holds events but no fingerprint, or whose fingerprint is not
-    the key's, is refused: this process would seal what others cannot check."""
+    ``may_create``); an empty store with one takes only the key it names. A store that holds
+    events is checked against its history: the key must hold the seal of one of its first
+    sealed events (``KEY_TEST_EVENTS``), and the store's record of the fingerprint must name
+    that key and no other. Either failing is refused, each named as what it is: a key file
+    that is not this store's key, or a record changed or removed by SQL (which the service
+    never rewrites: a store with events never gets a fingerprint written)."""
     rows = run_sql(recorder, [("SELECT fingerprint FROM ledger_chain_key", {})], commit=False)
     fingerprints = {str(row["fingerprint"]) for row in rows}
+    events = recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+    if not events:
+        return _adopt_on_empty_store(recorder, path, fingerprints, may_create=may_create)
+    sealed = _first_sealed_events(recorder)
+    if not path.exists():
+        raise ChainKeyError(_no_key_file(path, fingerprints, events, sealed=bool(sealed)))
+    key = read_key(path)
+    if not sealed:  # no event carries a seal: only the record can be checked
+        _check_record_alone(key, path, fingerprints, events)
+        return key
+    holds = next((row for row in sealed if key.holds(
+        row["hash"], row["previous"], int(row["position"]), row["originator_id"],
+        int(row["originator_version"]), row["topic"], row["state"],
+    )), None)
+    if holds is None:
+        raise ChainKeyError(_not_the_key(key, path, fingerprints, sealed))
+    if fingerprints != {key.fingerprint}:
+        recorded = ", ".join(sorted(fingerprints)) or "no fingerprint"
+        raise ChainKeyError(
+            "the store's record of its chain key's fingerprint was changed or removed behind "
+            f"the service's back (the key does seal its history): the key at {path} holds the "
+            f"seal of the event at position {int(holds['position'])}, and the record names "
+            f"{recorded} where that key's fingerprint is {key.fingerprint}; restore the store, "
+            "or that one row of ledger_chain_key, before starting"
+        )
+    return key
+
+
+def _adopt_on_empty_store(
+    recorder: Recorder, path: Path, fingerprints: set[str], *, may_create: bool,
+) -> ChainKey:
     if not fingerprints:
-        events = recorder.max_notification_id() or 0  # type: ignore[attr-defined]
-        if events:
-            raise ChainKeyError(
-                f"the store holds {events} events but no chain key: it was written by an "
-                "earlier version that did not seal events; start with an empty store"
-            )
         key = create_key(path) if may_create and not path.exists() else read_key(path)
         run_sql(
             recorder,
@@ -1015,6 +1045,75 @@ def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> Chai
     return key
 
 
+def _first_sealed_events(recorder: Recorder) -> list[dict[str, Any]]:
+    """The log's first events (from position 1: the writer gives no other) that have a stored
+    link, at most ``KEY_TEST_EVENTS``, each with its link (``hash``) and the one before it."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        events, position = recorder.events_table_name, "rowid"
+    else:
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        events = qualified_events_table(recorder).as_string(None)
+        position = "notification_id"
+    return run_sql(recorder, [(
+        f"SELECT e.{position} AS position, e.originator_id, e.originator_version, e.topic,"  # noqa: S608
+        f" e.state, c.previous, c.hash FROM {events} e"
+        f" JOIN ledger_chain c ON c.position = e.{position}"
+        f" WHERE e.{position} >= 1 ORDER BY e.{position} LIMIT %(limit)s",
+        {"limit": KEY_TEST_EVENTS},
+    )], commit=False)
+
+
+def _no_key_file(path: Path, fingerprints: set[str], events: int, *, sealed: bool) -> str:
+    if fingerprints:
+        return (f"this store is sealed with chain key {sorted(fingerprints)[0]}, and there is "
+                f"no key at {path}: point LEDGER_CHAIN_KEY_FILE at that key")
+    if not sealed:
+        return _unsealed_store(events)
+    return (f"this store holds {events} sealed events, and there is no chain key at {path}: "
+            "point LEDGER_CHAIN_KEY_FILE at the key that sealed them (the store's record of "
+            "that key's fingerprint is missing too: it was removed behind the service's back)")
+
+
+def _unsealed_store(events: int) -> str:
+    return (f"the store holds {events} events but no chain key's fingerprint and no event's "
+            "seal: it was written by an earlier version that did not seal events; start with "
+            "an empty store")
+
+
+def _check_record_alone(key: ChainKey, path: Path, fingerprints: set[str], events: int) -> None:
+    """A store with events of which none has a link (an earlier version's, or every link
+    removed): the key is checked against the record of its fingerprint, as on an empty store;
+    the missing seals are damage, named where the events are read (loading, ``verify``)."""
+    if not fingerprints:
+        raise ChainKeyError(_unsealed_store(events))
+    if key.fingerprint not in fingerprints:
+        raise ChainKeyError(
+            f"the chain key at {path} (fingerprint {key.fingerprint}) is not the key this store "
+            f"is sealed with ({sorted(fingerprints)[0]}; no event of the store has a seal to "
+            "test the key against): point LEDGER_CHAIN_KEY_FILE at that key"
+        )
+
+
+def _not_the_key(
+    key: ChainKey, path: Path, fingerprints: set[str], sealed: list[dict[str, Any]],
+) -> str:
+    """The refusal of a key that holds the seal of none of ``sealed``."""
+    first, last = int(sealed[0]["position"]), int(sealed[-1]["position"])
+    said = (f"the chain key at {path} (fingerprint {key.fingerprint}) is not this store's key: "
+            f"it holds the seal of none of the store's first sealed events (positions {first} "
+            f"to {last})")
+    if key.fingerprint in fingerprints:
+        return (f"{said}; the store's record of its key's fingerprint names this key all the "
+                "same: that record was changed behind the service's back; point "
+                "LEDGER_CHAIN_KEY_FILE at the key that sealed the store, and restore the record")
+    if fingerprints:
+        return (f"{said}, and is not the key this store is sealed with "
+                f"({sorted(fingerprints)[0]}): point LEDGER_CHAIN_KEY_FILE at that key")
+    return (f"{said}; the store's record of its key's fingerprint is missing too (removed "
+            "behind the service's back): point LEDGER_CHAIN_KEY_FILE at the key that sealed "
+            "the store")
+
+
 class StoreKeyBook:
     """The idempotency keys' table (``ledger.idempotency.KeyBook``)."""
 
@@ -1023,9 +1122,11 @@ class StoreKeyBook:
 
     def get(self, record_id: str) -> KeyRecord | None:
         """The key's record. One whose seal does not hold (inserted or changed behind the
-        service's back) is named in an ERROR line and refused (``NotReady``): its request is
+        service's back), or that has none (left unsealed when ``guard_events`` added the seal
+        column back), is named in an ERROR line and refused (``NotReady``): its request is
         neither answered with it nor carried out again, which a command with no natural key of
-        its own (a partial failure credit) would take as a second effect."""
+        its own (a partial failure credit) would take as a second effect. Such a record is
+        pruned as any other, 24 h after it was written."""
         rows = run_sql(
             self.recorder,
             [(f"{_SELECT_KEY_RECORDS} WHERE id = %(id)s", {"id": record_id})],
@@ -1036,7 +1137,8 @@ class StoreKeyBook:
         row = rows[0]
         if not _key_record_sealed(self.recorder.chain_key, row):  # type: ignore[attr-defined]
             log.error("the record of idempotency key %s has no valid seal (written behind the "
-                      "service's back): its requests are refused", record_id)
+                      "service's back, or left unsealed when the seal column was added): its "
+                      "requests are refused until it is pruned", record_id)
             raise NotReady(
                 "the record of this Idempotency-Key was not written by the service (it was "
                 "inserted or changed behind its back): the request is not carried out until "
@@ -1135,13 +1237,10 @@ def wire(app: LedgerApplication, settings: StoreSettings, *, may_create_key: boo
     from projections.checkpoints import guard_notary  # it builds on this module
 
     check_durable(app.recorder)
-    earlier_keys = False
     if makes_tables:
-        earlier_keys = guard_events(app.recorder)
+        guard_events(app.recorder)
         guard_notary(app.recorder)
     key = adopt_chain_key(app.recorder, settings.chain_key_file, may_create=may_create_key)
-    if earlier_keys:
-        seal_earlier_key_records(app.recorder, key)
     assert isinstance(app.recorder, _Sealer), "the store's recorder seals what it records"
     app.recorder.chain_key = key
     app.positions = StorePositions(app.recorder)

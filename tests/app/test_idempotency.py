@@ -364,25 +364,48 @@ def test_a_key_record_changed_by_sql_is_refused_and_credits_nothing_twice(
     assert first.position == last_position(shop)
 
 
-def test_the_key_records_of_a_store_made_before_seals_are_sealed_as_it_is_upgraded(
+def test_records_left_unsealed_by_a_dropped_seal_column_are_refused_until_pruned(
     settings: StoreSettings, clock: Clock, cs: Actor, system: Actor,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Given a store whose key records were written before they were sealed
+    # Given a credit under key-1, then an intruder who drops the seal column and inserts a
+    # stored answer for key-2, a key the caller will retry (a copy of key-1's: same request)
+    clock.at = T0
     app = open_application(settings, clock=clock)
     try:
         open_funded(app, system, amount=2_000)
         app.purchase("alice", "ORD-1", 1_000, actor=system)
-        first = credit(app, cs, "key-1")
+        credit(app, cs, "key-1")
     finally:
         app.close()
-    Intruder(settings).run("ALTER TABLE ledger_keys DROP COLUMN seal", unguarded=False)
+    forged = record_id(cs.person, "key-2")
+    intruder = Intruder(settings)
+    intruder.run("ALTER TABLE ledger_keys DROP COLUMN seal", unguarded=False)
+    intruder.run(
+        "INSERT INTO ledger_keys (id, caller, fingerprint, outcome, body, position, recorded_at)"
+        " SELECT %s, caller, fingerprint, outcome, body, position, recorded_at"
+        " FROM ledger_keys WHERE id = %s",
+        (forged, record_id(cs.person, "key-1")), unguarded=False,
+    )
 
-    # When the tables' owner starts the new version on it
-    upgraded = open_application(settings, clock=clock)
+    # When the tables' owner starts the service again (it adds the column back)
+    restarted = open_application(settings, clock=clock)
     try:
-        # Then a retry is answered with the first response, replayed, and credits nothing
-        retry = credit(upgraded, cs, "key-1")
-        assert retry.replayed and (retry.body, retry.position) == (first.body, first.position)
-        assert credited_back(upgraded) == 100
+        written = last_position(restarted)
+        # Then no unsealed record is trusted: the forged answer is not replayed, and the
+        # service's own earlier record neither replays nor credits again
+        with pytest.raises(NotReady, match="not written by the service"):
+            credit(restarted, cs, "key-2")
+        with pytest.raises(NotReady, match="not written by the service"):
+            credit(restarted, cs, "key-1")
+        assert credited_back(restarted) == 100
+        assert last_position(restarted) == written
+        assert f"the record of idempotency key {forged} has no valid seal" in caplog.text
+
+        # And both age out with the normal pruning, after which the key starts afresh
+        clock.at = T0 + KEY_LIFETIME
+        assert restarted.prune_keys() == 2
+        assert credit(restarted, cs, "key-2").replayed is False
+        assert credited_back(restarted) == 200
     finally:
-        upgraded.close()
+        restarted.close()

@@ -180,11 +180,11 @@ class Intruder:
     # -- tamperings of the log ---------------------------------------------------------------
 
     def state_at(self, position: int) -> bytes:
-        rows = self._select(f"SELECT state FROM {self.events} WHERE {self.key} = %s", (position,))
+        rows = self.select(f"SELECT state FROM {self.events} WHERE {self.key} = %s", (position,))
         assert rows, f"no stored event at position {position}"
         return bytes(rows[0][0])
 
-    def _select(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def select(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         if self.kind == "sqlite":
             assert self.settings.sqlite_path is not None
             with closing(sqlite3.connect(self.settings.sqlite_path)) as db:
@@ -231,9 +231,9 @@ class Intruder:
         """Swap two whole stored events (stream, version, topic, state) and their seals, in one
         transaction: each event now stands at the other's position, carrying its own seal."""
         columns = "originator_id, originator_version, topic, state"
-        rows = {p: self._select(f"SELECT {columns} FROM {self.events} WHERE {self.key} = %s",
+        rows = {p: self.select(f"SELECT {columns} FROM {self.events} WHERE {self.key} = %s",
                                 (p,))[0] for p in (first, second)}
-        links = {p: self._select("SELECT hash, previous FROM ledger_chain WHERE position = %s",
+        links = {p: self.select("SELECT hash, previous FROM ledger_chain WHERE position = %s",
                                  (p,))[0] for p in (first, second)}
         park = f"UPDATE {self.events} SET originator_version = %s WHERE {self.key} = %s"
         place = (f"UPDATE {self.events} SET originator_id = %s, originator_version = %s,"
@@ -252,12 +252,12 @@ class Intruder:
     def _event_and_last_version(self, like: int) -> tuple[Any, str, Any, int]:
         """The stream, topic and state of the event at position ``like``, and its stream's last
         version."""
-        rows = self._select(
+        rows = self.select(
             f"SELECT originator_id, topic, state FROM {self.events} WHERE {self.key} = %s",
             (like,),
         )
         stream, topic, state = rows[0]
-        (version,) = self._select(
+        (version,) = self.select(
             f"SELECT MAX(originator_version) FROM {self.events} WHERE originator_id = %s",
             (stream,),
         )[0]
@@ -297,7 +297,7 @@ class Intruder:
             (stream, version, topic, state),
             unguarded=False,
         )
-        (position,) = self._select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
+        (position,) = self.select(f"SELECT MAX({self.key}) FROM {self.events}", ())[0]
         return int(position)
 
     def set_topic(self, position: int, topic: str) -> None:
@@ -309,7 +309,7 @@ class Intruder:
     def move_to_stream(self, position: int, stream: UUID, topic: str) -> None:
         """Make the stored event at ``position`` read as an event of another stream and topic
         (guards off), the stream spelled as the store spells the one it had."""
-        (original,) = self._select(
+        (original,) = self.select(
             f"SELECT originator_id FROM {self.events} WHERE {self.key} = %s", (position,))[0]
         spelled: Any = stream
         if isinstance(original, str):
@@ -323,7 +323,7 @@ class Intruder:
 
     def positions_of(self, topic: str) -> list[int]:
         """The positions of the stored events of ``topic``, in log order."""
-        rows = self._select(
+        rows = self.select(
             f"SELECT {self.key} FROM {self.events} WHERE topic = %s ORDER BY {self.key}", (topic,)
         )
         return [int(row[0]) for row in rows]
@@ -332,7 +332,7 @@ class Intruder:
         """INSERT, with plain SQL, a member of staff ``name`` in ``role`` with ``token``: a copy
         of the StaffAdded at position ``like`` with those fields changed, as a new stream at the
         log's next position; answers its position."""
-        rows = self._select(
+        rows = self.select(
             f"SELECT originator_id, originator_version, topic, state FROM {self.events}"
             f" WHERE {self.key} = %s",
             (like,),
@@ -350,7 +350,7 @@ class Intruder:
     def relink_with_sha256(self, position: int) -> None:
         """Recompute the stored link at ``position`` and every one after it as an intruder
         without the key would: plain SHA-256 over the same parts (guards off)."""
-        links = self._select(
+        links = self.select(
             "SELECT position, previous FROM ledger_chain WHERE position >= %s ORDER BY position",
             (position,),
         )
@@ -367,12 +367,12 @@ class Intruder:
 
     def relink_with_key(self, key: ChainKey, position: int) -> None:
         """Recompute every link from ``position`` with the chain key (an insider holding it)."""
-        events = self._select(
+        events = self.select(
             f"SELECT {self.key}, originator_id, originator_version, topic, state"
             f" FROM {self.events} WHERE {self.key} >= %s ORDER BY {self.key}",
             (position,),
         )
-        (previous,) = self._select(
+        (previous,) = self.select(
             "SELECT previous FROM ledger_chain WHERE position = %s", (position,)
         )[0]
         statements: list[tuple[str, tuple[Any, ...]]] = [
