@@ -4,6 +4,9 @@ console's static files (``/console/``).
 The directory (``projections.staff``) is refreshed on a thread every ``REFRESH_S`` by a task of
 the app, so a token added, rotated or revoked by ``ledger staff`` on any machine is honoured by
 every server within a second; the request path only looks it up in memory.
+
+The console's files carry a Content-Security-Policy (``CONSOLE_HEADERS``): only its own script
+and style run, it talks only to this server, no page may frame it and no form of it is sent.
 """
 
 from __future__ import annotations
@@ -75,6 +78,17 @@ CONSOLE_ASSETS = {
     "console.js": "text/javascript",
     "console.css": "text/css",
 }
+# The console runs only its own script and style and talks only to this server; no page may
+# frame it (clickjacking); a form the script did not take over is never sent (its token would
+# otherwise land in an address, a browser's history and a proxy's log); its address is sent to
+# no one.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 async def console_page(request: web.Request) -> web.FileResponse:
@@ -90,5 +104,5 @@ def _asset(name: str) -> web.FileResponse:
         raise NotFound(f"no console file {name!r}")
     return web.FileResponse(
         CONSOLE_DIR / name,
-        headers={"Content-Type": CONSOLE_ASSETS[name], "Cache-Control": "no-cache"},
+        headers={"Content-Type": CONSOLE_ASSETS[name], **CONSOLE_HEADERS},
     )

@@ -139,7 +139,9 @@ async function api(method, path, body) {
       const problem = await reply.json();
       detail = problem.detail || problem.title || detail;
     }
-    if (reply.status === 401 && path === "/v1/me") signOut();
+    // The token no longer holds (a wrong one, or revoked or rotated since): forget it and what
+    // it showed, whichever call found out.
+    if (reply.status === 401) signOut();
     throw new Problem(detail);
   }
   return type.includes("json") ? reply.json() : reply.text();
@@ -179,6 +181,7 @@ async function signIn(token) {
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   state.me = null;
+  say("");
   document.getElementById("sign-in").hidden = false;
   document.getElementById("who").hidden = true;
   document.getElementById("nav").hidden = true;
