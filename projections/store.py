@@ -831,15 +831,18 @@ def run_sql(
     return rows
 
 
+def events_and_position(recorder: Recorder) -> tuple[str, str]:
+    """The events table's name in SQL, and its column of log positions, on either store."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        return recorder.events_table_name, "rowid"
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    return qualified_events_table(recorder).as_string(None), "notification_id"
+
+
 def count_events(recorder: Recorder, after: int, upto: int) -> int:
     """How many stored events stand at the positions after ``after`` up to ``upto``
     (``upto - after`` when none is missing)."""
-    if isinstance(recorder, SQLiteApplicationRecorder):
-        events, position = recorder.events_table_name, "rowid"
-    else:
-        assert isinstance(recorder, PostgresApplicationRecorder)
-        events = qualified_events_table(recorder).as_string(None)
-        position = "notification_id"
+    events, position = events_and_position(recorder)
     rows = run_sql(recorder, [(
         f"SELECT COUNT(*) AS n FROM {events}"  # noqa: S608
         f" WHERE {position} > %(after)s AND {position} <= %(upto)s",
@@ -1048,12 +1051,7 @@ def _adopt_on_empty_store(
 def _first_sealed_events(recorder: Recorder) -> list[dict[str, Any]]:
     """The log's first events (from position 1: the writer gives no other) that have a stored
     link, at most ``KEY_TEST_EVENTS``, each with its link (``hash``) and the one before it."""
-    if isinstance(recorder, SQLiteApplicationRecorder):
-        events, position = recorder.events_table_name, "rowid"
-    else:
-        assert isinstance(recorder, PostgresApplicationRecorder)
-        events = qualified_events_table(recorder).as_string(None)
-        position = "notification_id"
+    events, position = events_and_position(recorder)
     return run_sql(recorder, [(
         f"SELECT e.{position} AS position, e.originator_id, e.originator_version, e.topic,"  # noqa: S608
         f" e.state, c.previous, c.hash FROM {events} e"
