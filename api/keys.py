@@ -82,3 +82,6 @@ OPENAPI_JSON = web.AppKey("openapi_json", bytes)
 
 ACTOR = web.RequestKey("actor", Actor)
 REQUEST_ID = web.RequestKey("request_id", str)
+# True while the request's body is being read (``api.parsing.body``): a deadline passing then
+# is the client's (408), not the service's (503).
+READING_BODY = web.RequestKey("reading_body", bool)

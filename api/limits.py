@@ -35,7 +35,8 @@
   waiting too long, is refused with 503 ``busy`` and ``Retry-After`` (at once for the first
   two), its detail naming the lane and the role, and nothing was done.
 - **The request deadline.** No request is answered later than ``request_deadline_s`` after its
-  handler started (body reading included): past it the client gets 503 ``deadline_exceeded``.
+  handler started (body reading included): past it the client gets 503 ``deadline_exceeded``,
+  or 408 (and the connection closed) when its body was still arriving: the client's delay.
   A job already handed to a worker is not cut short (a thread cannot be, and a write must not
   be cut in half): it finishes, and only then frees its slot. A client that wants to know
   whether its write happened sends the same request with the same ``Idempotency-Key`` (or the
@@ -65,8 +66,8 @@ from typing import TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.keys import ACTOR, LIMITS, ROUTE_LANES
-from api.problems import DeadlineExceeded, Overloaded
+from api.keys import ACTOR, LIMITS, READING_BODY, ROUTE_LANES
+from api.problems import BodyTimeout, DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
 
@@ -483,7 +484,8 @@ def _log_abandoned(future: asyncio.Future[T]) -> None:
 
 @web.middleware
 async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """503 ``deadline_exceeded`` when the handler has not answered within the deadline."""
+    """503 ``deadline_exceeded`` when the handler has not answered within the deadline; 408
+    when the client had not yet sent the whole body by then (nothing was done)."""
     deadline_s = request.app[LIMITS].request_deadline_s
     try:
         async with asyncio.timeout(deadline_s) as deadline:
@@ -491,6 +493,10 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
     except TimeoutError:
         if not deadline.expired():
             raise
+    if request.get(READING_BODY):
+        raise BodyTimeout(
+            f"the body did not arrive within {deadline_s:g} s: nothing was done; send the "
+            "request again with its whole body")
     raise DeadlineExceeded(
         f"no answer within {deadline_s:g} s. A write may still complete: send the same "
         "request with the same Idempotency-Key to learn its outcome"

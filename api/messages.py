@@ -6,7 +6,9 @@ unknown field or query parameter names the ones accepted, a missing one says it 
 value that does not fit a pattern says what the value is (a user name, a reference, a cursor),
 never the regular expression; a number, text or list out of its bounds, or a value of the
 wrong kind, names the field and the bound ("amount must be more than 0"), never "Input should
-be greater than 0".
+be greater than 0". The service's own validators say what a value must be ("must be true or
+false"), and the field's name is put before it; a finding of a kind not named here still names
+its field, in the service's words, never pydantic's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ _KIND_WORDS: Mapping[str, str] = {
     "int_parsing": "{field} must be a whole number",
     "int_type": "{field} must be a whole number",
     "int_from_float": "{field} must be a whole number, without a fraction",
+    "int_parsing_size": "{field} must be a whole number of fewer digits: see its bound",
     "greater_than": "{field} must be more than {gt}",
     "greater_than_equal": "{field} must be {ge} or more",
     "less_than": "{field} must be less than {lt}",
@@ -113,22 +116,26 @@ def message(error: Mapping[str, Any], model: type[BaseModel], *, query: bool = F
     if kind == "string_pattern_mismatch":
         pattern = str(context.get("pattern", ""))
         return f"must be {_PATTERN_WORDS.get(pattern, 'in the documented form')}"
+    field = _field_name(error, query=query)
     if kind in ("value_error", "assertion_error"):
         text = str(error.get("msg", ""))
         for prefix in ("Value error, ", "Assertion failed, "):
             text = text.removeprefix(prefix)
-        return text
+        # A field's validator says what the value must be; one of the whole model says it all.
+        located = any(isinstance(part, str) for part in error.get("loc", ()))
+        return f"{field} {text}" if located and text.startswith("must ") else text
     if kind in ("literal_error", "enum"):
-        return f"must be one of {context.get('expected', 'the documented values')}"
+        return f"{field} must be one of {context.get('expected', 'the documented values')}"
     words = _KIND_WORDS.get(kind)
     if kind in ("string_too_short", "too_short") and context.get("min_length") == 1:
         words = "{field} must not be empty"
     if words is not None:
         try:
-            return words.format(**context, field=_field_name(error, query=query))
+            return words.format(**context, field=field)
         except (KeyError, IndexError):  # a context without the bound: said without it
             pass
-    return str(error.get("msg", "is not valid"))
+    # A kind not named above: never pydantic's wording ("Input should be ...").
+    return f"{field} is not valid here: /openapi.json says what it takes"
 
 
 def messages(errors: Iterable[Mapping[str, Any]], model: type[BaseModel], *, where: str,

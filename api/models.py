@@ -108,17 +108,28 @@ MAX_CASE_ITEMS = 100
 MAX_PHOTOS = 20
 MAX_QUANTITY = 1_000_000
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# The dates a case can have: none before the shop's first day on any calendar, 2000-01-01 (so
+# 0001-01-01 is a typing slip, refused). Only a lower bound: how far ahead a date may be is
+# relative to the shop's clock, which the domain knows (shipped_on and postmark_date not after
+# today, return_by not before it) and a model does not. Written as the document's pattern.
+FIRST_DAY = "2000-01-01"
+DAY_PATTERN = r"^[2-9][0-9]{3}-"
+_DAY = re.compile(DAY_PATTERN)
 
 
 def _iso_date(value: Any) -> Any:
     # JSON has no dates: a date is YYYY-MM-DD text, never a number or a time.
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
-        raise ValueError("a date is YYYY-MM-DD text")
+        raise ValueError("must be a date written YYYY-MM-DD (text, not a number or a time)")
+    if not _DAY.match(value):
+        raise ValueError(f"must be {FIRST_DAY} or later: no earlier date is one of the shop's")
     return value
 
 
 Day = Annotated[
-    date, BeforeValidator(_iso_date), Field(strict=False, description="A date, YYYY-MM-DD.")
+    date, BeforeValidator(_iso_date),
+    Field(strict=False, description=f"A date, YYYY-MM-DD, from {FIRST_DAY} on.",
+          json_schema_extra={"pattern": DAY_PATTERN}),
 ]
 
 
@@ -319,8 +330,23 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+
+
+def _plain_digits(value: Any) -> Any:
+    # Python's int() (and so pydantic's lax mode) also reads "1_0", "+5", " 5 " and "5.0": a
+    # number in a URL is written in the digits 0-9 only (a minus is left to the bound to refuse).
+    if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value):
+        raise ValueError("must be a whole number written with the digits 0-9 only")
+    return value
+
+
+# An integer of a query string.
+QueryInt = Annotated[int, BeforeValidator(_plain_digits)]
+
+
 class PageQuery(Query):
-    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    limit: QueryInt = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     after: str | None = Field(
         default=None, pattern=CURSOR_PATTERN, description="The `next` of the previous page."
     )
@@ -345,7 +371,7 @@ _RFC3339 = re.compile(
 def _rfc3339(value: Any) -> Any:
     # Lax datetime parsing would also take "1700000000" as a Unix time: RFC 3339 text only.
     if isinstance(value, str) and not _RFC3339.fullmatch(value):
-        raise ValueError("an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
+        raise ValueError("must be an RFC 3339 time with its offset, e.g. 2026-11-26T09:00:00Z")
     if isinstance(value, str):
         _in_range(value)
     return value
@@ -360,7 +386,7 @@ _MOMENT = re.compile(MOMENT_PATTERN)
 
 def _in_range(value: str) -> None:
     if not _MOMENT.match(value):
-        raise ValueError("a time in the years 1971 to 9998")
+        raise ValueError("must be a time in the years 1971 to 9998")
 
 
 Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339),
@@ -371,7 +397,7 @@ class BalanceQuery(Query):
     as_of: Moment | None = Field(
         default=None, description="RFC 3339 time: the balances as they stood then."
     )
-    at_position: int | None = Field(
+    at_position: QueryInt | None = Field(
         default=None, ge=0, le=MAX_POSITION, description="The balances after this log position."
     )
 
@@ -388,7 +414,7 @@ class NoQuery(Query):
 
 def _true_or_false(value: Any) -> Any:
     if isinstance(value, str) and value not in ("true", "false"):
-        raise ValueError("true or false")
+        raise ValueError("must be true or false")
     return value
 
 
@@ -398,7 +424,7 @@ DEFAULT_CASE_STEPS = 100
 class CaseViewQuery(Query):
     """A case's steps come a page at a time (oldest first)."""
 
-    steps_limit: int = Field(default=DEFAULT_CASE_STEPS, ge=1, le=MAX_PAGE,
+    steps_limit: QueryInt = Field(default=DEFAULT_CASE_STEPS, ge=1, le=MAX_PAGE,
                              description="How many steps the view gives at most.")
     steps_after: str | None = Field(
         default=None, pattern=CURSOR_PATTERN,
@@ -423,7 +449,7 @@ CHART_ACCOUNT_DESCRIPTION = (
 
 
 class AccountListQuery(Query):
-    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    limit: QueryInt = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     after: str | None = Field(
         default=None, pattern=r"^[a-z0-9._-]{3,64}$",
         description="The `next` of the previous page (the last user name it showed).",
@@ -480,7 +506,7 @@ class ReconciliationQuery(Query):
     currency: Currency | None = Field(
         default=None, description="An ISO 4217 code, e.g. USD (default: every currency in use)."
     )
-    at_position: int | None = Field(
+    at_position: QueryInt | None = Field(
         default=None, ge=0, le=MAX_POSITION,
         description="Reconcile as the log stood after this position (default: now).",
     )
@@ -501,7 +527,7 @@ class UnmatchedQuery(Query):
         description="Only this currency's (default: every currency; a section's sums are then "
         "null, and by_currency gives each currency's).",
     )
-    idle_days: int | None = Field(
+    idle_days: QueryInt | None = Field(
         default=None, ge=1, le=3650,
         description="A balance is idle when its account's last event is older than this many "
         "days on the shop's clock (default 90). Not with idle_before.",
@@ -511,7 +537,7 @@ class UnmatchedQuery(Query):
         description="RFC 3339 time: a balance is idle when its account's last event is before "
         "it (instead of idle_days; both is 422).",
     )
-    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE,
+    limit: QueryInt = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE,
                        description="The most items listed in each section.")
 
     @model_validator(mode="after")
@@ -1143,8 +1169,8 @@ RefundRequestDetail.model_rebuild()
 
 
 class ProofQuery(Query):
-    position: int = Field(ge=1, le=2**62, description="The event's log position.")
-    tree_size: int | None = Field(
+    position: QueryInt = Field(ge=1, le=2**62, description="The event's log position.")
+    tree_size: QueryInt | None = Field(
         default=None, ge=1, le=2**62,
         description="The size of the tree to prove it in (default: the latest checkpoint's).")
 
@@ -1152,8 +1178,8 @@ class ProofQuery(Query):
 class ConsistencyQuery(Query):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: int = Field(alias="from", ge=1, le=2**62, description="The older tree size.")
-    to: int = Field(ge=1, le=2**62, description="The newer tree size.")
+    from_: QueryInt = Field(alias="from", ge=1, le=2**62, description="The older tree size.")
+    to: QueryInt = Field(ge=1, le=2**62, description="The newer tree size.")
 
 
 class InclusionProof(Answer):

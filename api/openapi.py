@@ -2,7 +2,7 @@
 
 Each operation lists its path, query and header parameters, its body, every answer it can
 give (its own, and the problems every route of its kind can answer: 401/403 for tokens and
-roles, 400/413/415/422 for bodies, 422/503 for reads, 503 for writes, 500 for all), the roles
+roles, 400/408/413/415/422 for bodies, 422/503 for reads, 503 for writes, 500 for all), the roles
 that may call it, and bearer security (none for /health).
 """
 
@@ -92,7 +92,7 @@ def _problem_statuses(route: Route) -> set[int]:
         if route.roles != ANY_ROLE:
             statuses.add(403)
     if route.body is not None:
-        statuses |= {400, 413, 415, 422, 503}
+        statuses |= {400, 408, 413, 415, 422, 503}
     if route.query is not None:
         statuses |= {422, 503}
     if "{username}" in route.path:

@@ -1,9 +1,15 @@
 """Turning an HTTP request into typed values, or into the problem that says why not.
 
-- A body must be ``application/json`` (415), at most the app's ``client_max_size`` (413), JSON
+- A body must be ``application/json`` (415), at most the app's ``client_max_size`` (413: by its
+  Content-Length before a byte of it is read, or once more has arrived), JSON
   (400: also for NaN, Infinity, duplicate keys, numbers Python will not parse and nesting
   deeper than Python's recursion limit), and valid
-  for its model (422 with every field's error).
+  for its model (422 with every field's error). Every refusal says what is wrong in the
+  service's words, never the JSON decoder's ("Expecting value: line 1 column 1 (char 0)").
+- ``Expect: 100-continue`` is answered ``100 Continue`` only here, once the request was let
+  through (its token, its role, its media type and its declared size): a client refused gets
+  its final answer instead, and never sends the body (``api.routing`` keeps aiohttp from
+  answering 100 before the handlers run).
 - A body-less POST to a route whose body has no required field reads as ``{}``.
 - Path user names are given as the document says (``models.USERNAME_PATTERN``) and normalised
   by the domain; a malformed one is 422 ``validation_error``
@@ -18,11 +24,13 @@ import re
 from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from pydantic import BaseModel, ValidationError
 
 from api import messages, models
-from api.problems import MalformedJson, UnsupportedMediaType, ValidationFailed
+from api.keys import READING_BODY
+from api.problems import BodyTooLarge, MalformedJson, UnsupportedMediaType, ValidationFailed
 from ledger import identity
 from ledger.errors import NotFound
 
@@ -33,8 +41,12 @@ _IDEMPOTENCY_KEY = re.compile(models.IDEMPOTENCY_KEY_PATTERN)
 _USERNAME = re.compile(models.USERNAME_PATTERN)
 
 
+class _NotJson(ValueError):
+    """What the decoder's hooks refuse, said in words."""
+
+
 def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotJson(f"{name} is not a JSON value")
 
 
 # Longer integers than any amount, position or limit the API takes: refused in words before
@@ -58,7 +70,7 @@ def _bounded_int(text: str) -> int:
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
-        raise ValueError("a key appears twice in one object")
+        raise _NotJson("a key appears twice in one object")
     return found
 
 
@@ -74,6 +86,40 @@ def _decode(raw: bytes) -> Any:
     return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
 
 
+# The JSON decoder's findings (``JSONDecodeError.msg``, by how they begin) in words.
+_DECODER_WORDS: tuple[tuple[str, str], ...] = (
+    ("Expecting value", "a value is missing, or is not one JSON has (text in double quotes, "
+                        "a number, true, false, null, an object or a list)"),
+    ("Expecting ',' delimiter", "a comma or a closing bracket is missing"),
+    ("Expecting ':' delimiter", "a colon is missing after a key"),
+    ("Expecting property name", "a key must be text in double quotes, and no comma may come "
+                                "before a closing brace"),
+    ("Unterminated string", "a text is not closed by a double quote"),
+    ("Invalid control character", "a text holds a control character: write it escaped "
+                                  "(\\n, \\t, \\u0000)"),
+    ("Invalid \\", "a text holds an escape JSON does not have"),
+    ("Extra data", "something follows the JSON value"),
+)
+
+
+def _json_words(error: json.JSONDecodeError) -> str:
+    """Where and how the body breaks JSON's rules, for a person."""
+    if not error.doc.strip():
+        return "the body holds no JSON value: send a JSON object"
+    what = next((words for start, words in _DECODER_WORDS if error.msg.startswith(start)),
+                "it is not written as JSON")
+    where = ("where the body ends" if error.pos >= len(error.doc)
+             else f"at character {error.pos + 1} of {len(error.doc)}")
+    return f"the body is not valid JSON: {what} ({where})"
+
+
+def _too_large(request: web.Request, size: int | None) -> BodyTooLarge:
+    limit = request.client_max_size
+    given = "" if size is None else f" is {size:,} bytes:"
+    return BodyTooLarge(f"the body{given or ' is too large:'} the most a request may send is "
+                        f"{limit:,} bytes ({limit // 1024} KiB)")
+
+
 def _invalid(error: ValidationError, model: type[BaseModel], *, where: str = "body",
              query: bool = False) -> ValidationFailed:
     # Said for a person (api.messages): no pydantic wording, no regular expressions.
@@ -87,7 +133,7 @@ async def body(request: web.Request, model: type[M]) -> M:
         return model()
     if request.content_type != JSON:
         raise UnsupportedMediaType(f"the body must be {JSON}")
-    raw = await request.read()
+    raw = await _read(request)
     try:
         data = _decode(raw)
     except _HugeInteger as huge:
@@ -95,14 +141,41 @@ async def body(request: web.Request, model: type[M]) -> M:
             "field": "body",
             "message": f"a number of {huge.digits:,} digits: no amount, position or limit has "
                        f"more than {MAX_INTEGER_DIGITS}"}]) from None
-    except ValueError as error:  # also UnicodeDecodeError and JSONDecodeError
+    except json.JSONDecodeError as error:
+        raise MalformedJson(_json_words(error)) from None
+    except UnicodeDecodeError:
+        raise MalformedJson("the body is not valid JSON: it is not text in UTF-8 (nor UTF-16 "
+                            "or UTF-32)") from None
+    except _NotJson as error:
         raise MalformedJson(f"the body is not valid JSON: {error}") from None
+    except ValueError:  # no other is known: still not the decoder's words
+        raise MalformedJson("the body is not valid JSON") from None
     except RecursionError:  # [[[[...]]]]: 64 KiB nest far deeper than the parser's stack
         raise MalformedJson("the body nests arrays or objects too deeply") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
         raise _invalid(error, model) from None
+
+
+async def _read(request: web.Request) -> bytes:
+    """The whole body: refused by its declared size before any of it is read, and only then
+    ``100 Continue`` when the client waits for it. Marked as being read, so the deadline
+    passing meanwhile is the client's (408, ``api.limits``)."""
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        raise _too_large(request, declared)
+    if (request.version == HttpVersion11
+            and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own: the answer has not begun
+    request[READING_BODY] = True  # left so when the deadline cancels the read
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # no Content-Length, or a coding that expands
+        raise _too_large(request, None) from None
+    request[READING_BODY] = False
+    return raw
 
 
 def query(request: web.Request, model: type[M]) -> M:

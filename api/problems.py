@@ -19,7 +19,12 @@ The API's own refusals (before the ledger is asked anything)::
     ├── ValidationFailed       422 validation_error (with errors)
     ├── Overloaded             503 busy (the request's lane, or its role's share of it, is full)
     ├── DeadlineExceeded       503 deadline_exceeded (no answer within the request deadline)
+    ├── BodyTimeout            408 bad_request (the body was still arriving at the deadline)
+    ├── BodyTooLarge           413 too_large (a body over the limit, refused before it is read)
     └── BadContentEncoding     400 bad_content_encoding (a body that is not what its coding says)
+
+The two body refusals (408, 413) close the connection (``Connection: close``): the rest of the
+body is never read.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ class ApiError(Exception):
         self.errors = list(errors)[:MAX_ERRORS]
         self.headers = dict(headers or {})
 
+    closes = False  # the answer closes the connection (a body left unread)
+
 
 class MalformedJson(ApiError):
     code = "malformed_json"
@@ -111,6 +118,22 @@ class DeadlineExceeded(ApiError):
     code = "deadline_exceeded"
 
 
+class BodyTimeout(ApiError):
+    """The request deadline passed while the body was still arriving (RFC 9110 408). Its code
+    is the one of every request refused for how it was sent, not what it says."""
+
+    code = "bad_request"
+    closes = True
+
+
+class BodyTooLarge(ApiError):
+    """A body over the app's ``client_max_size``: refused by its Content-Length before it is
+    read (and before ``100 Continue``), or once more than that has arrived."""
+
+    code = "too_large"
+    closes = True
+
+
 class BadContentEncoding(ApiError):
     """The body is not what its ``Content-Encoding`` says (``api.edge``)."""
 
@@ -126,6 +149,8 @@ STATUS_BY_CLASS: Mapping[type[Exception], int] = {
     ValidationFailed: 422,
     Overloaded: 503,
     DeadlineExceeded: 503,
+    BodyTimeout: 408,
+    BodyTooLarge: 413,
     InvalidInput: 422,
     NotFound: 404,
     Conflict: 409,
@@ -218,10 +243,13 @@ def problem(
 
 def _from_error(error: Exception, status: int, request_id: str | None) -> web.Response:
     if isinstance(error, ApiError):
-        return problem(
+        answer = problem(
             status, error.code, error.detail, request_id=request_id, headers=error.headers,
             errors=error.errors or None,
         )
+        if error.closes:
+            answer.force_close()
+        return answer
     if not isinstance(error, LedgerError):  # the store's own errors
         log.warning("the store did not answer (request %s): %s", request_id, error)
         return problem(status, STORE_UNAVAILABLE,

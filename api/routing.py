@@ -82,18 +82,28 @@ class Route:
         return self.method == "POST"
 
 
+async def _continue_later(request: web.Request) -> None:
+    """aiohttp's own answers ``Expect: 100-continue`` with ``100 Continue`` before any
+    middleware, so a client without a token, or with a body over the limit, would send it
+    anyway. ``api.parsing.body`` answers it once the request is let through. Another
+    expectation is ignored (RFC 9110 10.1.1 lets a server do so)."""
+
+
 def register(app: web.Application, routes: Sequence[Route]) -> None:
+    """Every route of the table, and HEAD beside every GET (RFC 9110 9.3.2: the GET's answer
+    without its body), under the same roles and in the same lane as the GET."""
     names = [route.name for route in routes]
     if len(set(names)) != len(names):
         raise ValueError("two routes share a handler name")
     for route in routes:
-        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+        app.router.add_route(route.method, route.path, route.handler, name=route.name,
+                             expect_handler=_continue_later)
     app[ROUTE_ROLES] = {route.name: route.roles for route in routes}
     app[ROUTE_LANES] = {route.name: route.lane for route in routes}
-    # The open GETs (the probes) answer HEAD too, as load balancers ask.
     for route in routes:
-        if route.method == "GET" and route.roles is None:
+        if route.method == "GET":
             name = f"{route.name}{HEAD_SUFFIX}"
-            app.router.add_route("HEAD", route.path, route.handler, name=name)
-            app[ROUTE_ROLES][name] = None
+            app.router.add_route("HEAD", route.path, route.handler, name=name,
+                                 expect_handler=_continue_later)
+            app[ROUTE_ROLES][name] = route.roles
             app[ROUTE_LANES][name] = route.lane

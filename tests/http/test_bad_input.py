@@ -206,4 +206,24 @@ async def test_an_unknown_route_is_not_found(api: Api) -> None:
 async def test_a_method_a_route_does_not_serve_is_not_allowed(api: Api) -> None:
     reply = await api.call("DELETE", "/v1/accounts/someone")
     assert_problem(reply, 405, "method_not_allowed")
-    assert reply.headers["Allow"] == "GET"
+    assert {m.strip() for m in reply.headers["Allow"].split(",")} == {"GET", "HEAD"}
+
+
+async def test_head_is_answered_as_get_is_without_a_body(api: Api) -> None:
+    username = await api.funded_account(1_000)
+    for path, role in [(f"/v1/accounts/{username}", "system"),
+                       (f"/v1/accounts/{username}/history?limit=5", "cs"),
+                       ("/v1/events?limit=2", "auditor")]:
+        got = await api.get(path, role=role)
+        head = await api.call("HEAD", path, role=role)
+        assert (head.status, head.text) == (200, ""), path
+        assert head.content_type == got.content_type == "application/json"
+        for name in ("Content-Length", "Content-Encoding"):  # a kept page may come gzipped
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+
+
+async def test_head_needs_the_same_token_and_role_as_get(api: Api) -> None:
+    username = await api.open_account()
+    assert (await api.call("HEAD", f"/v1/accounts/{username}", role=None)).status == 401
+    assert (await api.call("HEAD", "/v1/events", role="system")).status == 403  # books: no
+    assert (await api.call("HEAD", "/v1/nothing-here")).status == 404

@@ -4,6 +4,7 @@
   and so are those that wait too long in it; no request is answered later than the request
   deadline (503 ``deadline_exceeded``), and a write handed to the store by then still
   completes: the same request with the same ``Idempotency-Key`` tells the client its outcome.
+  A client whose body is still arriving at the deadline is answered 408, and nothing was done.
   (How lanes and roles share the workers: ``test_lanes.py``.)
 - A hot account under a server with tiny retry and lock bounds answers only 201, 422 and 503
   with ``Retry-After``, never 500, each request within the stated deadline, and the money
@@ -22,6 +23,7 @@ the deadline is answered while its job still holds its slot. The hot account run
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
 import time
@@ -183,6 +185,45 @@ async def test_no_request_is_answered_later_than_its_deadline_and_its_job_still_
     await until(lambda: admission.holding(Lane.READ) == 0, "the abandoned job freed its slot")
     status, body, _ = await _answer(client, "/v1/accounts/after")
     assert status == 200, body
+
+
+async def test_a_client_that_stalls_its_body_is_answered_408_and_nothing_is_done(
+    tmp_path: Path,
+) -> None:
+    app = create_app(store_settings(f"sqlite:///{tmp_path}/ledger.db"),
+                     Tokens.parse(tokens_env()),
+                     limits=Limits(request_deadline_s=1.0, queue_wait_s=0.5))
+    async with TestClient(TestServer(app)) as client:
+        username = f"stall-{uuid.uuid4().hex[:8]}"
+        opened = await client.post("/v1/accounts", headers=SYSTEM,
+                                   json={"username": username, "currency": "USD"})
+        assert opened.status == 201, await opened.text()
+        # Given a deposit whose headers promise 40 bytes of body, and only 5 of them sent...
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(
+            f"POST /v1/accounts/{username}/deposits HTTP/1.1\r\nHost: ledger\r\n"
+            f"Authorization: {SYSTEM['Authorization']}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 40\r\n\r\n".encode() + b'{"amo')
+        await writer.drain()
+        try:
+            # ...when the request deadline (1 s) passes with the rest never sent...
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BLOCK_S)).decode()
+            lines = head.split("\r\n")
+            length = next(int(line.split(":")[1]) for line in lines
+                          if line.lower().startswith("content-length:"))
+            problem = json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+        # ...then the client is told it took too long to send (RFC 9110 408), not that the
+        # service was unavailable (503), and the connection is not kept for its unread body...
+        assert lines[0] == "HTTP/1.1 408 Request Timeout", head
+        assert "Connection: close" in lines, head
+        assert "Content-Type: application/problem+json" in lines, head
+        assert (problem["status"], problem["code"]) == (408, "bad_request")
+        assert "the body did not arrive within 1 s" in problem["detail"]
+        # ...and nothing was deposited.
+        account = await client.get(f"/v1/accounts/{username}", headers=SYSTEM)
+        assert (await account.json())["posted"] == 0
 
 
 async def test_a_write_cut_off_by_its_deadline_is_learnt_by_sending_it_again_with_its_key(

@@ -388,6 +388,47 @@ async def test_a_case_that_does_not_exist_is_not_found(api: Api) -> None:
     assert_problem(reply, 404, "not_found")
 
 
+@pytest.mark.parametrize(("field", "day"), [
+    ("shipped_on", "0001-01-01"), ("shipped_on", "1999-12-31"),
+    ("guarantee_until", "0001-01-01"),
+])
+async def test_a_date_before_2000_is_refused_in_words_and_opens_nothing(
+    api: Api, field: str, day: str
+) -> None:
+    username = await api.customer_with_order()
+    reply = await api.post("/v1/return-cases", case_body(username, **{field: day}), role="cs")
+    problem = assert_problem(reply, 422, "validation_error")
+    assert problem["errors"] == [{
+        "field": field,
+        "message": f"{field} must be 2000-01-01 or later: no earlier date is one of the shop's"}]
+    listed = await api.get(f"/v1/return-cases?username={username}", role="cs")
+    assert listed.json["items"] == []
+
+
+async def test_a_case_shipped_on_the_first_day_of_2000_opens(api: Api) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username, shipped_on="2000-01-01")
+    assert case["shipped_on"] == "2000-01-01"
+
+
+async def test_a_postmark_before_2000_is_refused_and_the_case_stays_where_it_was(
+    api: Api,
+) -> None:
+    username = await api.customer_with_order()
+    case = await api.open_case(username)
+    await api.walk(case["id"], "goods_in_transit")
+    reply = await api.post(f"/v1/return-cases/{case['id']}/receive",
+                           {"postmark_date": "0001-01-01", "goods": True,
+                            "original_packaging": True, "acceptance_copy": True}, role="cs")
+    problem = assert_problem(reply, 422, "validation_error")
+    # Said by the edge's rule for every date, before the domain's (no postmark before shipping)
+    assert problem["errors"] == [{
+        "field": "postmark_date",
+        "message": "postmark_date must be 2000-01-01 or later: no earlier date is one of the "
+                   "shop's"}]
+    assert (await api.case(case["id"]))["state"] == "goods_in_transit"
+
+
 @pytest.mark.parametrize(
     ("step", "body"),
     [

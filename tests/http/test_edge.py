@@ -360,3 +360,71 @@ async def test_a_case_takes_a_bounded_number_of_notes(api: Api) -> None:
     # The default view is a bounded page; the rest follows with steps_next
     view = await api.case(case["id"])
     assert len(view["steps"]) == 100 and view["steps_next"] == "100"
+
+
+# -- Expect: 100-continue ------------------------------------------------------------------------
+
+
+def expect_continue(server: Server, path: str, length: int, token: str | None,
+                    body: bytes = b"") -> tuple[list[str], bytes]:
+    """Headers with ``Expect: 100-continue``, then the server's answer: every status line it
+    sent, and the final answer's body. ``body`` is sent only once the server said ``100
+    Continue``; a server waiting for the body before answering leaves ``recv`` to time out."""
+    auth = "" if token is None else f"Authorization: Bearer {token}\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: ledger\r\nContent-Type: application/json\r\n"
+            f"{auth}Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n").encode()
+    statuses: list[str] = []
+    with socket.create_connection(("127.0.0.1", port_of(server)), timeout=5) as connection:
+        connection.sendall(head)
+        received = b""
+        while True:
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                assert chunk, f"the server closed before answering: {received!r}"
+                received += chunk
+            answer_head, received = received.split(b"\r\n\r\n", 1)
+            lines = answer_head.decode().split("\r\n")
+            statuses.append(lines[0])
+            if lines[0] != "HTTP/1.1 100 Continue":
+                break
+            connection.sendall(body)
+        size = next(int(line.split(":")[1]) for line in lines
+                    if line.lower().startswith("content-length:"))
+        while len(received) < size:
+            received += connection.recv(65536)
+    return statuses, received
+
+
+async def test_an_expected_body_over_the_limit_is_refused_413_before_it_is_sent(
+    api: Api, server: Server
+) -> None:
+    username = await api.funded_account(1_000)
+    before = await api.state(username)
+    statuses, body = expect_continue(server, f"/v1/accounts/{username}/deposits",
+                                     10 * 1024 * 1024, TOKENS["system"])
+    # No 100 Continue: the client is told at once, and never sends the 10 MiB.
+    assert statuses == ["HTTP/1.1 413 Request Entity Too Large"]
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (413, "too_large")
+    assert problem["detail"] == ("the body is 10,485,760 bytes: the most a request may send is "
+                                 "65,536 bytes (64 KiB)")
+    assert await api.state(username) == before
+
+
+async def test_an_expected_body_without_a_token_is_refused_before_it_is_sent(
+    api: Api, server: Server
+) -> None:
+    username = await api.open_account()
+    statuses, _ = expect_continue(server, f"/v1/accounts/{username}/deposits", 40, None)
+    assert statuses == ["HTTP/1.1 401 Unauthorized"]
+
+
+async def test_an_expected_body_the_service_takes_is_asked_for_with_100_continue(
+    api: Api, server: Server
+) -> None:
+    username = await api.open_account()
+    body = json.dumps({"amount": 250, "reference": "expect-1"}).encode()
+    statuses, _ = expect_continue(server, f"/v1/accounts/{username}/deposits", len(body),
+                                  TOKENS["system"], body)
+    assert statuses == ["HTTP/1.1 100 Continue", "HTTP/1.1 201 Created"]
+    assert (await api.account(username))["posted"] == 250

@@ -80,17 +80,96 @@ async def test_a_deposit_out_of_bounds_names_the_field_and_its_bound(
 
 
 @pytest.mark.parametrize(("query", "field", "words"), [
-    ("limit=ten", "limit", "limit must be a whole number"),
+    ("limit=ten", "limit", "limit must be a whole number written with the digits 0-9 only"),
+    ("limit=" + "9" * 5000, "limit", "limit must be a whole number of fewer digits: see its "
+                                     "bound"),
     ("limit=0", "limit", "limit must be 1 or more"),
     ("limit=1001", "limit", "limit must be 1000 or less"),
     ("idle_days=5000", "idle_days", "idle_days must be 3650 or less"),
-], ids=["a-word", "zero", "past-the-page", "past-ten-years"])
+], ids=["a-word", "five-thousand-digits", "zero", "past-the-page", "past-ten-years"])
 async def test_a_query_out_of_bounds_names_the_parameter_and_its_bound(
     api: Api, query: str, field: str, words: str
 ) -> None:
     reply = await api.get(f"/v1/reconciliation/unmatched?{query}", role="finance")
     errors = said_plainly(assert_problem(reply, 422, "validation_error"))
     assert errors == [{"field": field, "message": words}]
+
+
+@pytest.mark.parametrize(("query", "words"), [
+    ("overdue=yes", "overdue must be true or false"),
+    ("state=lost", "state must be one of 'opened', 'supplier_review', 'accepted', 'rejected', "
+                   "'goods_in_transit', 'received', 'late', 'expired', 'with_supplier', "
+                   "'resolved', 'closed', 'cancelled', 'refused' or 'open'"),
+], ids=["not-a-truth-value", "not-a-state"])
+async def test_a_query_value_of_the_wrong_kind_names_the_parameter(
+    api: Api, query: str, words: str
+) -> None:
+    reply = await api.get(f"/v1/return-cases?{query}", role="cs")
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": query.split("=")[0], "message": words}]
+
+
+async def test_a_time_without_its_offset_names_the_parameter(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.get(f"/v1/accounts/{username}/balance?as_of=2026-01-01T00:00:00")
+    errors = said_plainly(assert_problem(reply, 422, "validation_error"))
+    assert errors == [{"field": "as_of", "message": "as_of must be an RFC 3339 time with its "
+                                                    "offset, e.g. 2026-11-26T09:00:00Z"}]
+
+
+# What the JSON decoder finds, said in words: never "Expecting value: line 1 column 1 (char 0)".
+DECODER_WORDS = ("Expecting", "line 1", "column", "(char", "codec", "Unterminated",
+                 "Extra data", "Invalid control")
+
+
+@pytest.mark.parametrize(("raw", "words"), [
+    (b'{"amount": 5,, "reference": "x"}',
+     "the body is not valid JSON: a key must be text in double quotes, and no comma may come "
+     "before a closing brace (at character 14 of 32)"),
+    (b'{"amount": 5, "reference": "x"',
+     "the body is not valid JSON: a comma or a closing bracket is missing (where the body "
+     "ends)"),
+    (b'{"amount": 5 "reference": "x"}',
+     "the body is not valid JSON: a comma or a closing bracket is missing (at character 14 "
+     "of 30)"),
+    (b'{"amount": five}',
+     "the body is not valid JSON: a value is missing, or is not one JSON has (text in double "
+     "quotes, a number, true, false, null, an object or a list) (at character 12 of 16)"),
+    (b'{"amount": 5, "reference": "x} ',
+     "the body is not valid JSON: a text is not closed by a double quote (at character 28 of "
+     "31)"),
+    (b'{"amount": 5, "reference": "x"} {}',
+     "the body is not valid JSON: something follows the JSON value (at character 33 of 34)"),
+    (b"", "the body holds no JSON value: send a JSON object"),
+    (b"\xff\xfe\xfd", "the body is not valid JSON: it is not text in UTF-8 (nor UTF-16 or "
+                      "UTF-32)"),
+    (b'{"amount": NaN, "reference": "x"}', "the body is not valid JSON: NaN is not a JSON "
+                                            "value"),
+    (b'{"amount": 5, "amount": 6, "reference": "x"}',
+     "the body is not valid JSON: a key appears twice in one object"),
+], ids=["two-commas", "cut-short", "no-comma", "a-bare-word", "open-text", "two-values",
+        "empty", "not-utf8", "nan", "a-key-twice"])
+async def test_a_body_that_is_not_json_is_told_where_and_what_in_words(
+    api: Api, raw: bytes, words: str
+) -> None:
+    username = await api.funded_account(500)
+    before = await api.state(username)
+    reply = await api.call("POST", f"/v1/accounts/{username}/deposits", data=raw,
+                           headers={"Content-Type": "application/json"})
+    problem = assert_problem(reply, 400, "malformed_json")
+    assert problem["detail"] == words
+    for library in DECODER_WORDS:
+        assert library not in problem["detail"]
+    assert await api.state(username) == before
+
+
+async def test_a_body_over_the_limit_is_told_the_limit_in_words(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.post(f"/v1/accounts/{username}/deposits",
+                           {"amount": 5, "reference": "x", "note": "x" * 70_000})
+    problem = assert_problem(reply, 413, "too_large")
+    assert problem["detail"] == ("the body is 70,043 bytes: the most a request may send is "
+                                 "65,536 bytes (64 KiB)")
 
 
 async def test_a_reason_too_long_says_how_long_it_may_be(api: Api) -> None:

@@ -7,8 +7,12 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from aiohttp import web
 from openapi_spec_validator import validate
 
+from api.keys import ROUTE_LANES, ROUTE_ROLES
+from api.routes import ROUTES
+from api.routing import HEAD_SUFFIX, register
 from tests.http.conftest import Api, Reply, assert_problem, case_body, days_from_today
 
 # API.md's paths, and those this service adds.
@@ -133,10 +137,20 @@ async def test_every_documented_path_serves_exactly_its_documented_methods(
         reply = await api.call("PATCH", path, role="auditor")
         assert_problem(reply, 405, "method_not_allowed")
         allowed = {m.strip().lower() for m in reply.headers["Allow"].split(",")}
-        # What is served without a token answers HEAD too: the probes (api/README.md,
-        # "Probes"), as load balancers ask, and the console's files.
-        head = {"head"} if template in OPEN_PATHS else set()
+        # Every GET answers HEAD too (RFC 9110 9.3.2): the document names the GET only.
+        head = {"head"} if "get" in operations else set()
         assert allowed == set(operations) | head, template
+
+
+def test_head_waits_in_its_get_s_lane_and_admits_its_get_s_roles_only() -> None:
+    app = web.Application()
+    register(app, ROUTES)
+    gets = [route for route in ROUTES if route.method == "GET"]
+    assert gets
+    for route in gets:
+        head = f"{route.name}{HEAD_SUFFIX}"
+        assert app[ROUTE_ROLES][head] == route.roles, route.path
+        assert app[ROUTE_LANES][head] == route.lane, route.path
 
 
 async def test_every_answer_of_a_full_tour_is_documented(api: Api, spec: dict[str, Any]) -> None:

@@ -110,6 +110,29 @@ async def test_a_bad_page_query_is_refused(api: Api, query: str) -> None:
     assert_problem(reply, 422, "validation_error")
 
 
+@pytest.mark.parametrize(
+    "written", ["1_0", "%2B5", "%205", "5%20", "%D9%A3", "5.0", "0x5", "%EF%BC%95"],
+    ids=["underscore", "plus", "leading-space", "trailing-space", "arabic-indic-three",
+         "fraction", "hexadecimal", "fullwidth-five"],
+)
+async def test_a_query_number_is_taken_only_as_plain_ascii_digits(api: Api, written: str
+                                                                  ) -> None:
+    username = await api.funded_account(500)
+    for path, name in [("history", "limit"), ("balance", "at_position")]:
+        reply = await api.get(f"/v1/accounts/{username}/{path}?{name}={written}")
+        problem = assert_problem(reply, 422, "validation_error")
+        assert problem["errors"] == [{
+            "field": name,
+            "message": f"{name} must be a whole number written with the digits 0-9 only"}]
+
+
+async def test_a_query_number_with_leading_zeros_is_still_its_digits(api: Api) -> None:
+    username = await api.funded_account(500)
+    reply = await api.get(f"/v1/accounts/{username}/history?limit=001")
+    assert reply.status == 200, reply.text
+    assert len(reply.json["items"]) == 1
+
+
 async def test_a_page_of_the_largest_size_is_served(api: Api) -> None:
     username = await api.open_account()
     reply = await api.get(f"/v1/accounts/{username}/orders?limit=1000")
