@@ -1,7 +1,8 @@
 """The journal as a Beancount file, for plain-text accounting tools (written here: Beancount
 itself is GPL and only a test dependency, to check what this writes).
 
-- an ``open`` for every account, on the day it is first used (customers with their currency);
+- an ``open`` for every account, on the earliest day it is used (customers with their
+  currency);
 - one transaction per money event: the customer as payee, what happened in words as narration,
   its event id, log position, event type, order number, payment and payout references, case
   refund request and actor (who did it) as metadata;
@@ -81,15 +82,13 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
     lines = [f"option {_quoted('title')} {_quoted(title)}", ""]
     body: list[str] = []
     opened: dict[str, tuple[date, str | None]] = {}
-    balances: dict[str, int] = defaultdict(int)
-    currency_of: dict[str, str] = {}
     usernames: dict[str, str] = {}
-    day_moves: dict[date, set[str]] = defaultdict(set)
+    closings = _Closings()
     last_day: date | None = None
     for entry in entries:
         day = date.fromisoformat(entry["at"][:10])
         if last_day is not None and day != last_day:
-            body += _assertions(last_day, day_moves.pop(last_day, set()), balances, currency_of)
+            closings.leave(last_day, len(body))
         last_day = day
         currency = entry["currency"]
         # payee: the customer; narration: what happened, in words (issue 10)
@@ -104,18 +103,20 @@ def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") 
                 body.append(f"  {key}: {_quoted(str(entry[key]))}")
         for posting in entry["postings"]:
             name = account_name(posting["account"])
-            if name not in opened:
+            # opened on the earliest day it is used, which need not be its first use in the
+            # log: commands on two accounts may land in the other order than decided (and
+            # dated), so around midnight a clearing account's next entry can be a day earlier
+            if name not in opened or day < opened[name][0]:
                 is_customer = name.startswith("Liabilities:Customers:")
                 opened[name] = (day, currency if is_customer else None)
             if name.startswith("Liabilities:Customers:"):
                 usernames[name] = entry["username"]
-                balances[name] += posting["amount"]
-                currency_of[name] = currency
-                day_moves[day].add(name)
+                closings.post(day, name, posting["amount"], currency)
             body.append(f"  {name}  {decimal_text(posting['amount'], currency)} {currency}")
         body.append("")
     if last_day is not None:
-        body += _assertions(last_day, day_moves.pop(last_day, set()), balances, currency_of)
+        closings.leave(last_day, len(body))
+    closings.assert_in(body)
     for name, (day, currency) in sorted(opened.items(), key=lambda item: (item[1][0], item[0])):
         lines.append(f"{day.isoformat()} open {name}" + (f" {currency}" if currency else ""))
         if name in usernames:
@@ -128,13 +129,39 @@ def _narration(entry: dict[str, Any]) -> str:
     return f"{words}, order {entry['order_no']}" if entry.get("order_no") else words
 
 
-def _assertions(
-    day: date, moved: set[str], balances: dict[str, int], currency_of: dict[str, str]
-) -> list[str]:
-    end_of_day = (day + timedelta(days=1)).isoformat()
-    lines = [
-        f"{end_of_day} balance {name}  {decimal_text(balances[name], currency_of[name])} "
-        f"{currency_of[name]}"
-        for name in sorted(moved)
-    ]
-    return [*lines, ""] if lines else []
+class _Closings:
+    """Each customer's balance at the end of each day they moved money, asserted where the log
+    first leaves that day. The log may come back to a day (commands on two accounts can land in
+    the other order than decided, and dated) but a customer's own entries never go back a day,
+    so the balance after their last entry of a day is that day's closing balance: the figures
+    are filled in once every entry is read."""
+
+    def __init__(self) -> None:
+        self.balances: dict[str, int] = defaultdict(int)
+        self.currency_of: dict[str, str] = {}
+        self.closing: dict[tuple[date, str], int] = {}
+        self.moved: dict[date, set[str]] = defaultdict(set)
+        self.asserted: set[tuple[date, str]] = set()
+        self.places: list[tuple[int, date, list[str]]] = []  # (line of the body, day, accounts)
+
+    def post(self, day: date, name: str, amount: int, currency: str) -> None:
+        self.balances[name] += amount
+        self.currency_of[name] = currency
+        self.closing[day, name] = self.balances[name]
+        self.moved[day].add(name)
+
+    def leave(self, day: date, line: int) -> None:
+        names = sorted(n for n in self.moved.pop(day, set()) if (day, n) not in self.asserted)
+        self.asserted.update((day, name) for name in names)
+        if names:
+            self.places.append((line, day, names))
+
+    def assert_in(self, body: list[str]) -> None:
+        for line, day, names in reversed(self.places):  # from the end: lines stay where they are
+            end_of_day = (day + timedelta(days=1)).isoformat()
+            body[line:line] = [
+                *(f"{end_of_day} balance {name}  "
+                  f"{decimal_text(self.closing[day, name], self.currency_of[name])} "
+                  f"{self.currency_of[name]}" for name in names),
+                "",
+            ]

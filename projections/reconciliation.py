@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from projections.paging import MAX_POSITION
 from projections.views import ReadModelView
 
 # kind of money event -> how it moves the customers' balances
@@ -164,11 +165,17 @@ def currencies_in_use(accounts: ReadModelView, position: int) -> list[str]:
 
 
 def position_as_of(accounts: ReadModelView, moment: str) -> int:
-    """The last position of an account event recorded at or before ``moment`` (RFC 3339 text,
-    as stored): every money event and hold is an account event, so reconciling there is
-    reconciling as of that moment. 0 before the first."""
+    """The last position of an account event before the first one recorded after ``moment``
+    (RFC 3339 text, as stored): every money event and hold is an account event, so reconciling
+    there is reconciling as of that moment. 0 before the first.
+
+    An event's time is when its command was decided, and commands on two accounts may land in
+    the log in the other order (two threads, two servers): the last event at or before the
+    moment may come after one recorded later, which was no history yet at that moment."""
     row = accounts.query(
-        "SELECT MAX(position) AS position FROM rm_account_history WHERE at <= %(at)s",
-        {"at": moment},
+        "SELECT MAX(position) AS position FROM rm_account_history WHERE position <"
+        " COALESCE((SELECT MIN(position) FROM rm_account_history WHERE at > %(at)s),"
+        " %(end)s)",
+        {"at": moment, "end": MAX_POSITION},
     )[0]
     return 0 if row["position"] is None else int(row["position"])

@@ -218,3 +218,31 @@ def test_a_customer_whose_name_starts_with_a_dash_is_exported_in_a_file_bean_che
     checked = bean_check(export(ledger.read_models.journal_entries()), tmp_path)
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_entry_landing_after_another_account_s_of_the_next_day_passes_bean_check(
+    tmp_path: Path,
+) -> None:
+    # given commands decided just before midnight that landed in the log after one decided
+    # just after it (two threads, two servers): the log goes back a day, twice
+    def deposit(position: int, username: str, at: str, amount: int) -> dict[str, object]:
+        return {"position": position, "type": "deposit_received", "event_id": f"e/{position}",
+                "username": username, "currency": "USD", "at": at, "actor": "system:x",
+                "postings": [{"account": journal.DEPOSITS, "amount": amount},
+                             {"account": journal.customer(username), "amount": -amount}]}
+
+    entries = [deposit(1, "bob", "2026-03-02T00:00:00.000001Z", 200),
+               deposit(2, "ann", "2026-03-01T23:59:59.999990Z", 100),
+               deposit(3, "bob", "2026-03-02T00:00:00.000002Z", 10),
+               deposit(4, "ann", "2026-03-01T23:59:59.999999Z", 50)]
+
+    # when they are exported
+    text = export(entries)
+
+    # then bean-check accepts it: the clearing account is open on the earlier day, and ann's
+    # end of the day is asserted once, with both her deposits of that day
+    checked = bean_check(text, tmp_path)
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+    assert re.findall(r"^2026-03-02 balance Liabilities:Customers:Ann .*$", text,
+                      re.MULTILINE) == ["2026-03-02 balance Liabilities:Customers:Ann  -1.50 USD"]
+    assert "2026-03-01 open Assets:Clearing:Deposits" in text
