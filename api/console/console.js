@@ -42,33 +42,48 @@ function fill(node, ...children) {
     (c) => c !== null && c !== undefined && c !== false));
 }
 
+// Digits of each currency's minor unit where they are not 2: the ledger's own table
+// (ledger/money.py, MINOR_UNIT_DIGITS; a test keeps the two the same). Not the browser's
+// currency data, which disagrees for some (HUF, IDR, IQD, ...): amounts would be shown and
+// taken at a wrong scale.
+const MINOR_DIGITS = Object.freeze({
+  BHD: 3, BIF: 0, CLP: 0, DJF: 0, GNF: 0, IQD: 3, ISK: 0, JOD: 3, JPY: 0, KMF: 0, KRW: 0,
+  KWD: 3, LYD: 3, OMR: 3, PYG: 0, RWF: 0, TND: 3, UGX: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0,
+  XPF: 0,
+});
+
 function digits(currency) {
-  try {
-    return new Intl.NumberFormat("en", { style: "currency", currency })
-      .resolvedOptions().maximumFractionDigits;
-  } catch (e) {
-    return 2;
-  }
+  return MINOR_DIGITS[currency] ?? 2;
 }
 
-// Minor units shown in major units with the currency: USD 12.34, JPY 1,200.
+// Minor units shown in major units with the currency: USD 12.34, JPY 1,200, BHD 1.234. Integer
+// digits, never a division in floating point.
 function money(minor, currency) {
   const d = digits(currency);
-  const major = Number(minor) / 10 ** d;
-  const text = new Intl.NumberFormat("en-US", {
-    minimumFractionDigits: d, maximumFractionDigits: d,
-  }).format(major);
-  return `${currency} ${text}`;
+  const units = BigInt(minor);
+  const negative = units < 0n;
+  const text = (negative ? -units : units).toString().padStart(d + 1, "0");
+  const whole = text.slice(0, text.length - d).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  return `${currency} ${negative ? "-" : ""}${whole}${d ? "." + text.slice(-d) : ""}`;
 }
 
-// Major units typed by a person, as minor units (blank: null).
+// Major units typed by a person, as minor units (blank: null): digits, a point and at most the
+// currency's decimals, read as text (no rounding: 5.555 USD is refused, never 5.56). A
+// refusal is shown as the server's are (a Problem), in words.
 function toMinor(text, currency) {
   const trimmed = String(text || "").replace(/,/g, "").trim();
   if (!trimmed) return null;
   const d = digits(currency);
-  const value = Math.round(Number(trimmed) * 10 ** d);
-  if (!Number.isFinite(value)) throw new Error(`${text} is not an amount`);
-  return value;
+  const found = /^([0-9]+)(?:\.([0-9]*))?$/.exec(trimmed);
+  if (!found) throw new Problem(`${text} is not an amount: write it like 12.50`);
+  const fraction = found[2] || "";
+  if (fraction.length > d) {
+    throw new Problem(d ? `${text} has more than the ${d} decimals ${currency} has`
+      : `${text}: ${currency} has no decimals`);
+  }
+  const minor = BigInt(found[1] + fraction.padEnd(d, "0"));
+  if (minor > BigInt(Number.MAX_SAFE_INTEGER)) throw new Problem(`${text} is too large an amount`);
+  return Number(minor);
 }
 
 // A page's query: its size and, after the first, the previous page's `next`.

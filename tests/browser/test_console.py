@@ -115,6 +115,40 @@ def test_amounts_are_in_major_units_with_their_currency(page: Page, console_serv
     expect(page.get_by_label("Posted")).to_have_text("JPY 1,200")
 
 
+@pytest.mark.parametrize(("currency", "posted"), [
+    ("HUF", "HUF 12.00"),  # the ledger's 2 digits, where the browser's data says 0
+    ("IQD", "IQD 1.200"),  # 3, where the browser's says 0
+    ("BHD", "BHD 1.200"),
+])
+def test_amounts_are_shown_at_the_ledger_s_scale_of_each_currency(
+    page: Page, console_server: Server, currency: str, posted: str
+) -> None:
+    username = customer(console_server, currency=currency, deposit=1_500, paid=300)
+    sign_in(page, console_server, console_server.people["carl"])
+    find(page, username)
+    expect(page.get_by_label("Posted")).to_have_text(posted)
+
+
+def test_an_amount_is_taken_at_the_ledger_s_scale_and_never_rounded(
+    page: Page, console_server: Server
+) -> None:
+    username = customer(console_server, currency="HUF", deposit=2_000, paid=1_000)
+    sign_in(page, console_server, console_server.people["carl"])
+    find(page, username)
+    page.get_by_label("Reason", exact=True).fill("moving abroad")
+    # More decimals than the currency has: refused in words, nothing asked for
+    page.get_by_label("Amount (HUF)").fill("5.555")
+    page.get_by_role("button", name="Request refund").click()
+    expect(page.get_by_role("alert")).to_have_text("5.555 has more than the 2 decimals HUF has")
+    expect(page.get_by_label("Held")).to_have_text("HUF 0.00")
+    # 5.50 forints are 550 minor units (the browser's own data would have taken 6)
+    page.get_by_label("Amount (HUF)").fill("5.50")
+    page.get_by_role("button", name="Request refund").click()
+    expect(page.get_by_label("Held")).to_have_text("HUF 5.50")
+    held = call(console_server, "GET", f"/v1/accounts/{username}", "cs")["held"]
+    assert held == 550
+
+
 def test_a_customer_service_agent_asks_for_a_balance_refund(page: Page, console_server: Server
                                                             ) -> None:
     username = customer(console_server)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
+import api
 from ledger import money
 from ledger.errors import InvalidInput, LedgerError
 
@@ -83,3 +86,13 @@ def test_anything_but_an_active_iso_4217_code_is_refused_as_a_currency(code: str
 def test_every_listed_currency_is_three_upper_case_letters() -> None:
     assert money.ISO_4217
     assert all(len(code) == 3 and code.isascii() and code.isupper() for code in money.ISO_4217)
+
+
+def test_the_console_scales_amounts_by_the_ledger_s_own_digits_of_each_currency() -> None:
+    """The console (api/console/console.js) shows and takes amounts in major units by a copy of
+    the ledger's table, not the browser's currency data (which differs for HUF, IQD, ...)."""
+    script = (Path(api.__file__).parent / "console" / "console.js").read_text()
+    table = re.search(r"const MINOR_DIGITS = Object\.freeze\(\{(.*?)\}\);", script, re.S)
+    assert table is not None, "console.js has no MINOR_DIGITS table"
+    copied = {code: int(d) for code, d in re.findall(r"\b([A-Z]{3}): (\d)\b", table.group(1))}
+    assert copied == money.MINOR_UNIT_DIGITS
