@@ -84,7 +84,7 @@ def check_privilege(settings: StoreSettings, *, required: bool) -> None:
 
 
 def register(main: click.Group) -> None:
-    from api.cli import _application, _config, _refuse, _settings
+    from api.cli import _application, _config, _refuse, _settings, store_settings
 
     @main.command()
     @click.option("--grant-to", "role", default=None,
@@ -94,15 +94,13 @@ def register(main: click.Group) -> None:
         with --grant-to ROLE, grant ROLE only SELECT and INSERT on history's tables."""
         from api import preflight
         from ledger.errors import InvalidInput
-        from ledger.settings import StoreSettings
         from projections.privileges import grant_to
         from projections.readmodels import prepare_read_models
         from projections.store import open_application
 
         config = _config("migrate")
         try:
-            settings = StoreSettings.from_url(config.database_url, pool_size=2,
-                                              chain_key_file=config.chain_key_file)
+            settings = store_settings(config, pool_size=2)
         except InvalidInput as error:
             _refuse("migrate", error.detail)
         unreachable = preflight.reachable(settings)
@@ -131,12 +129,20 @@ def register(main: click.Group) -> None:
             key_file, origin, checkpoint_file = signing_settings(
                 config.signing_key_file, config.origin, config.checkpoint_file)
             signer = load_or_create_signer(key_file, origin, may_create=True)
+            appendable(checkpoint_file)  # said before a checkpoint is signed and stored
         except NoteError as error:
             _refuse("checkpoint", str(error))
+        except OSError as error:  # a new key's folder or file cannot be made
+            _refuse("checkpoint", f"cannot make a signing key at {key_file} "
+                    f"(LEDGER_SIGNING_KEY_FILE): {error.strerror}")
         with _application(settings, "checkpoint") as app:
             guard_notary(app.recorder)
             notary = Notary(app.recorder, signer, checkpoint_file)
-            notary.round(force_checkpoint=True)
+            try:
+                notary.round(force_checkpoint=True)
+            except OSError as error:  # the file went away since ``appendable``
+                _refuse("checkpoint", f"a checkpoint was signed and stored but not appended to "
+                        f"{checkpoint_file}: {error.strerror}", exit_code=1)
             if notary.damage is not None:
                 _refuse("checkpoint", f"history damaged at {notary.damage.describe()}: "
                         "no checkpoint signed", exit_code=1)
@@ -160,6 +166,20 @@ def register(main: click.Group) -> None:
             click.echo(read_signer(key_file, origin).verifier.text())
         except NoteError as error:
             _refuse("keys", str(error))
+
+
+def appendable(path: Path) -> None:
+    """NoteError, in one line, unless checkpoints can be appended to ``path`` (made, with its
+    folder, when missing), as ``projections.notes.append_checkpoint`` will."""
+    from projections.notes import NoteError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+    except OSError as error:
+        raise NoteError(f"cannot append checkpoints to {path} (LEDGER_CHECKPOINT_FILE): "
+                        f"{error.strerror}") from None
 
 
 def write_events(app: LedgerApplication) -> None:

@@ -21,6 +21,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -153,7 +154,6 @@ def serve(host: str, port: int) -> None:
     from api.app import create_app
     from api.auth import TokenConfigError
     from ledger.errors import InvalidInput
-    from ledger.settings import StoreSettings
     from projections.seal import ChainKeyError
 
     # Threads hand work to each other on every write (handler → committer → handler): with
@@ -163,8 +163,7 @@ def serve(host: str, port: int) -> None:
     config = _config("serve")
     try:
         logs.configure(*logs.settings_of(config))
-        settings = StoreSettings.from_url(config.database_url,
-                                          chain_key_file=config.chain_key_file)
+        settings = store_settings(config)
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
             raise ValueError(unreachable)
@@ -208,16 +207,31 @@ def _refuse(command: str, message: str, *, exit_code: int = 2) -> NoReturn:
     sys.exit(exit_code)
 
 
-def _settings(command: str) -> StoreSettings:
-    from api import preflight
+def store_settings(config: Config, **options: Any) -> StoreSettings:
+    """The store ``LEDGER_DATABASE_URL`` names; InvalidInput when it cannot be read, in words
+    that never repeat it: the URL parser's own may quote its password (``postgresql://u:pw/db``
+    reads ``pw`` as the port, and says so)."""
     from ledger.errors import InvalidInput
     from ledger.settings import StoreSettings
 
+    try:
+        return StoreSettings.from_url(config.database_url, chain_key_file=config.chain_key_file,
+                                      **options)
+    except InvalidInput:
+        raise
+    except ValueError:
+        raise InvalidInput("LEDGER_DATABASE_URL cannot be read as a URL (like "
+                           "postgresql://USER:PASSWORD@HOST:PORT/DB)",
+                           field="LEDGER_DATABASE_URL") from None
+
+
+def _settings(command: str) -> StoreSettings:
+    from api import preflight
+    from ledger.errors import InvalidInput
+
     config = _config(command)
     try:
-        settings = StoreSettings.from_url(
-            config.database_url, pool_size=COMMAND_POOL_SIZE, chain_key_file=config.chain_key_file
-        )
+        settings = store_settings(config, pool_size=COMMAND_POOL_SIZE)
     except InvalidInput as error:
         _refuse(command, error.detail)
     if settings.sqlite_path is not None and not settings.sqlite_path.exists():
@@ -373,11 +387,14 @@ def digest(output: Path | None) -> None:
         _refuse("digest", "the chain seals no event yet", exit_code=1)
     if output is None:
         click.echo(head.to_json())
-    else:
+        return
+    try:
         with output.open("a") as file:
             file.write(head.to_json() + "\n")
             file.flush()
             os.fsync(file.fileno())
+    except OSError as error:
+        _refuse("digest", f"cannot append to {output}: {error.strerror}")
 
 
 def beancount_text(app: LedgerApplication, currency: str | None) -> str:
@@ -433,8 +450,12 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
         click.echo(text, nl=False)
         return
     partial = output.with_name(f".{output.name}.partial")
-    partial.write_text(text)
-    partial.replace(output)  # a failed export never leaves half a file
+    try:
+        partial.write_text(text)
+        partial.replace(output)  # a failed export never leaves half a file
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        _refuse("export", f"cannot write {output}: {error.strerror}")
 
 
 # -- named staff (issue 11) ----------------------------------------------------------------------
@@ -451,10 +472,19 @@ def _staff_app(command: str) -> AbstractContextManager[LedgerApplication]:
     return _application(_settings(f"staff {command}"), f"staff {command}")
 
 
-def _operator(by: str | None) -> Any:
+# Who changed the staff, as the history records it and `staff list` shows it: one word, so no
+# tab, newline or control character can forge a line of the list.
+_OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+def _operator(command: str, by: str | None) -> Any:
     from ledger.identity import Actor
 
     who = (by or _login_name()).strip() or "operator"
+    if not _OPERATOR.fullmatch(who):
+        _refuse(f"staff {command}", "--by is 1-64 letters, digits, '.', '_', '@', '+' or '-', "
+                "starting with a letter or digit" if by else
+                "your login name cannot be recorded as who did this: give --by NAME")
     return Actor.of_person(who, "system", f"cli-staff-{os.getpid()}")
 
 
@@ -488,8 +518,8 @@ def staff_add(name: str, role: str, by: str | None) -> None:
     """Add NAME with ROLE; prints their token once (it is not kept: only its hash is)."""
     from ledger import staff as people
 
-    token = _staff_do("add", lambda load, save: people.add(load, save, name, role,
-                                                            actor=_operator(by)))
+    actor = _operator("add", by)
+    token = _staff_do("add", lambda load, save: people.add(load, save, name, role, actor=actor))
     click.echo(token)
 
 
@@ -500,8 +530,9 @@ def staff_rotate(name: str, by: str | None) -> None:
     """A new token for NAME (printed once); the old one stops working."""
     from ledger import staff as people
 
+    actor = _operator("rotate", by)
     click.echo(_staff_do("rotate", lambda load, save: people.rotate(load, save, name,
-                                                                    actor=_operator(by))))
+                                                                    actor=actor)))
 
 
 @staff.command("revoke")
@@ -511,7 +542,8 @@ def staff_revoke(name: str, by: str | None) -> None:
     """NAME's token stops working, on every server within a second or two."""
     from ledger import staff as people
 
-    _staff_do("revoke", lambda load, save: people.revoke(load, save, name, actor=_operator(by)))
+    actor = _operator("revoke", by)
+    _staff_do("revoke", lambda load, save: people.revoke(load, save, name, actor=actor))
     click.echo(f"revoked {name.strip().lower()}")
 
 

@@ -22,7 +22,10 @@ it is parked ``failed`` saying so, counted and named in an ERROR line.
 
 Order: per subscriber, a customer's message is sent only once every earlier one of theirs is
 delivered or parked (log order per customer); different customers' messages go out together, at
-most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time. At least once: a delivery is marked after its
+most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time, and at most ``MAX_IN_FLIGHT_PER_SUBSCRIBER`` begun
+per subscriber (the others wait in the outbox, not in memory). Every POST ends within
+``LEDGER_WEBHOOK_TIMEOUT_S``, answer included (at most 64 KiB of it is read); a redirect is
+an answer like any other, never followed. At least once: a delivery is marked after its
 answer, so a crash in between sends it again, with the same ``Ledger-Delivery-Id``.
 """
 
@@ -75,6 +78,11 @@ SIGNATURE_TOLERANCE_S = 300
 # taken in turn by name across rounds: a round's work is bounded however many wait, and one
 # customer's backlog holds back no other customer.
 CUSTOMERS_PER_ROUND = 200
+# Deliveries begun per subscriber and not yet landed (posting, or waiting their turn among the
+# LEDGER_WEBHOOK_CONCURRENCY posts): a receiver that hangs holds this many messages in memory,
+# not one per waiting customer. As many as the most posts at once, so one subscriber can use
+# them all.
+MAX_IN_FLIGHT_PER_SUBSCRIBER = 256
 # The longest subscriber URL taken.
 MAX_URL_CHARS = 2000
 # A URL's host and port as written (an IPv6 address in brackets), and a host name (DNS labels
@@ -296,9 +304,7 @@ class Deliverer:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for task in list(self._in_flight.values()):
-            task.cancel()
-        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        await self._cancel_in_flight()
         if self._view is not None:
             await self._db(self._view.datastore.close)
         self._executor.shutdown(wait=True)
@@ -307,19 +313,30 @@ class Deliverer:
         timeout = aiohttp.ClientTimeout(total=self.hooks.timeout_s)
         connector = aiohttp.TCPConnector(limit=self.hooks.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            gate = asyncio.Semaphore(self.hooks.concurrency)
-            while not self._stopping.is_set():
-                busy = False
+            try:
+                await self._rounds(session)
+            finally:  # before the session closes under them (each would log its failure)
+                await self._cancel_in_flight()
+
+    async def _cancel_in_flight(self) -> None:
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    async def _rounds(self, session: aiohttp.ClientSession) -> None:
+        gate = asyncio.Semaphore(self.hooks.concurrency)
+        while not self._stopping.is_set():
+            busy = False
+            try:
+                if self.is_leader():
+                    busy = await self.round(session, gate)
+            except Exception:  # never left dead: logged, and tried again
+                log.exception("webhook delivery failed; trying again")
+            if not busy:
                 try:
-                    if self.is_leader():
-                        busy = await self.round(session, gate)
-                except Exception:  # never left dead: logged, and tried again
-                    log.exception("webhook delivery failed; trying again")
-                if not busy:
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), self.hooks.poll_s)
-                    except TimeoutError:
-                        pass
+                    await asyncio.wait_for(self._stopping.wait(), self.hooks.poll_s)
+                except TimeoutError:
+                    pass
 
     async def subscribers(self) -> list[tuple[str, int]]:
         view = await self._db(self._open)
@@ -340,30 +357,55 @@ class Deliverer:
         """Start sending each customer's first undelivered message that is due, to each
         subscriber, unless one of theirs is in flight there; True if any was started. A round
         never waits for the answers: a slow receiver holds its own deliveries only. At most
-        ``CUSTOMERS_PER_ROUND`` customers per subscriber, the next ones in turn."""
+        ``CUSTOMERS_PER_ROUND`` customers per subscriber, the next ones in turn, and at most
+        ``MAX_IN_FLIGHT_PER_SUBSCRIBER`` deliveries of a subscriber begun and not landed."""
         view = await self._db(self._open)
         now = time.time()
         started = 0
         subscribers = await self.subscribers()
         for url, since in subscribers:
+            room = MAX_IN_FLIGHT_PER_SUBSCRIBER - self.in_flight(url)
+            if room <= 0:  # its turn stays where it was
+                continue
             rows = await self._db(outbox.pending, view, url, since=since, now=now,
                                   limit=CUSTOMERS_PER_ROUND,
                                   after_customer=self._turn.get(url, ""))
-            self._turn[url] = rows[-1]["username"] if len(rows) == CUSTOMERS_PER_ROUND else ""
-            for row in rows:  # one per customer: their first not yet delivered, due now
-                key = (url, row["username"])
-                if key in self._in_flight:
-                    continue
-                task = asyncio.get_running_loop().create_task(
-                    self._deliver(session, gate, view, url, row))
-                self._in_flight[key] = task
-                task.add_done_callback(functools.partial(self._landed, key))
-                started += 1
+            looked, begun = self._begin(session, gate, view, url, rows, room)
+            started += begun
+            # a full page, or one cut short by ``room``: the next round starts after the last
+            # customer looked at; else from the first again
+            cut = looked < len(rows) or len(rows) == CUSTOMERS_PER_ROUND
+            self._turn[url] = rows[looked - 1]["username"] if cut and looked else ""
         backlog = await self._db(outbox.backlog, view, subscribers)
         self.waiting.set(backlog["waiting"])
         oldest = backlog["oldest"]
         self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))
         return started > 0
+
+    def _begin(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
+               view: ReadModelView, url: str, rows: list[dict[str, Any]], room: int
+               ) -> tuple[int, int]:
+        """Begin delivering ``rows`` (one per customer: their first not yet delivered, due now)
+        to ``url``, but none of a customer with one in flight there, and at most ``room``;
+        answers (rows looked at, deliveries begun)."""
+        looked = started = 0
+        for row in rows:
+            if started == room:
+                break
+            looked += 1
+            key = (url, row["username"])
+            if key in self._in_flight:
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._deliver(session, gate, view, url, row))
+            self._in_flight[key] = task
+            task.add_done_callback(functools.partial(self._landed, key))
+            started += 1
+        return looked, started
+
+    def in_flight(self, url: str) -> int:
+        """Deliveries to ``url`` begun and not landed (at most MAX_IN_FLIGHT_PER_SUBSCRIBER)."""
+        return sum(1 for each, _ in self._in_flight if each == url)
 
     def _landed(self, key: tuple[str, str], _: asyncio.Task[None]) -> None:
         self._in_flight.pop(key, None)

@@ -1,0 +1,118 @@
+"""An operator's mistakes at the command line: a store URL that cannot be read, a file that
+cannot be written, a name that could forge a line. Each is said in one line, in words, with a
+non-zero exit and no traceback, and the URL's password is never repeated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger.identity import Actor
+from projections.store import open_application
+from tests.conftest import store_settings
+from tests.http.conftest import cli_workdir, ledger_command
+
+TIMEOUT_S = 120
+PASSWORD = "pw-7f3a9c"
+ACTOR = Actor("cs:cli-mistakes", "test-cli-mistakes")
+
+
+def ledger(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ledger_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+        cwd=cli_workdir(),
+        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": database_url,
+             "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"],
+             "LEDGER_TOKENS": "cs:cli-mistakes-token", **env},
+    )
+
+
+def refused(result: subprocess.CompletedProcess[str], exit_code: int = 2) -> str:
+    """The one line a refused command said."""
+    assert result.returncode == exit_code, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An SQLite ledger holding a customer's deposit."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli-mistakes')}/ledger.db"
+    app = open_application(store_settings(url, pool_size=1))
+    try:
+        app.open_account("alice", "USD", actor=ACTOR)
+        app.deposit("alice", 1_000, "PAY-1", actor=ACTOR)
+    finally:
+        app.close()
+    yield url
+
+
+UNREADABLE_URLS = [
+    f"postgresql://ledger:{PASSWORD}/ledger",  # no host: the password is read as the port
+    f"postgresql://ledger:{PASSWORD}@127.0.0.1:port/ledger",
+    f"postgresql://ledger:{PASSWORD}@[::1/ledger",
+]
+
+
+@pytest.mark.parametrize("url", UNREADABLE_URLS)
+@pytest.mark.parametrize("command", [["digest"], ["verify"], ["migrate"],
+                                     ["serve", "--port", "1"]])
+def test_a_store_url_that_cannot_be_read_is_refused_without_repeating_its_password(
+    url: str, command: list[str],
+) -> None:
+    line = refused(ledger(url, *command))
+    assert "LEDGER_DATABASE_URL cannot be read as a URL" in line
+    assert PASSWORD not in line
+
+
+@pytest.mark.parametrize("command", [["digest", "-o"], ["export", "--format", "events", "-o"]])
+def test_an_output_file_in_a_folder_that_does_not_exist_is_refused_in_one_line(
+    store: str, tmp_path: Path, command: list[str],
+) -> None:
+    target = tmp_path / "no-such-folder" / "out.txt"
+    line = refused(ledger(store, *command, str(target)))
+    assert f"{target}: No such file or directory" in line
+    assert not target.parent.exists()
+
+
+def test_a_checkpoint_file_that_cannot_be_written_is_said_before_anything_is_signed(
+    store: str, tmp_path: Path,
+) -> None:
+    key = tmp_path / "signing.key"
+    line = refused(ledger(store, "checkpoint", LEDGER_SIGNING_KEY_FILE=str(key),
+                          LEDGER_CHECKPOINT_FILE=str(tmp_path)))  # a folder
+    assert f"cannot append checkpoints to {tmp_path} (LEDGER_CHECKPOINT_FILE)" in line
+    # and a writable file afterwards gets the first checkpoint (none was stored unseen)
+    kept = tmp_path / "checkpoints.txt"
+    signed = ledger(store, "checkpoint", LEDGER_SIGNING_KEY_FILE=str(key),
+                    LEDGER_CHECKPOINT_FILE=str(kept))
+    assert signed.returncode == 0, signed.stderr
+    assert kept.read_text().strip() == signed.stdout.strip()
+
+
+def test_a_signing_key_that_cannot_be_made_is_refused_in_one_line(store: str) -> None:
+    line = refused(ledger(store, "checkpoint",
+                          LEDGER_SIGNING_KEY_FILE="/proc/self/no-such-folder/signing.key"))
+    assert "cannot make a signing key at /proc/self/no-such-folder/signing.key" in line
+
+
+@pytest.mark.parametrize("by", ["evil\nmallory\tfinance\tactive", "two words", "x" * 65])
+def test_staff_changed_by_a_name_that_could_forge_a_line_is_refused(store: str, by: str) -> None:
+    line = refused(ledger(store, "staff", "add", "carol", "--role", "cs", "--by", by))
+    assert line.startswith("ledger staff add: --by is 1-64 letters")
+    listed = ledger(store, "staff", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "carol" not in listed.stdout and "mallory" not in listed.stdout
+
+
+def test_staff_changed_by_an_email_like_name_is_recorded(store: str) -> None:
+    added = ledger(store, "staff", "add", "dana", "--role", "cs", "--by", "ann.lee@corp")
+    assert added.returncode == 0, added.stderr
+    listed = ledger(store, "staff", "list").stdout
+    assert "by system:ann.lee@corp" in listed

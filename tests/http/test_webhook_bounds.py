@@ -1,0 +1,229 @@
+"""The deliverer against receivers that misbehave on purpose (raw sockets on 127.0.0.1): each
+stays bounded however many customers wait, no answer but a 2xx counts, a redirect is never
+followed, and a stop leaves no delivery failing against a closed session.
+
+The store is SQLite (what is checked is the deliverer's, not the store's), its outbox replayed
+from customers' deposits; each test has a receiver (a URL) of its own. The tests drive the
+deliverer's rounds themselves, or wait on its state with a bound, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from api.webhooks import MAX_IN_FLIGHT_PER_SUBSCRIBER, Deliverer, WebhookSettings
+from ledger.identity import Actor
+from projections import outbox, replay
+from projections.outbox import OutboxProjection
+from projections.readmodels import open_view
+from projections.store import open_application
+from projections.views import ReadModelView
+from tests.conftest import store_settings
+
+ACTOR = Actor("cs:webhook-bounds", "test-webhook-bounds")
+# More customers than deliveries may be in flight to one receiver.
+CUSTOMERS = MAX_IN_FLIGHT_PER_SUBSCRIBER + 44
+CONCURRENCY = 4
+TIMEOUT_S = 0.5
+WAIT_S = 30.0
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Store:
+    settings: Any
+    view: ReadModelView
+    key: Any
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A store whose outbox holds a message for each of ``CUSTOMERS`` customers' deposits."""
+    folder = tmp_path_factory.mktemp("webhook-bounds")
+    settings = store_settings(f"sqlite:///{folder}/ledger.db", pool_size=2)
+    app = open_application(settings)
+    view = open_view(settings, OutboxProjection, pool_size=2)
+    try:
+        for n in range(CUSTOMERS):
+            app.open_account(f"cust{n:04d}", "USD", actor=ACTOR)
+            app.deposit(f"cust{n:04d}", 100, "PAY-1", actor=ACTOR)
+        replay.replay(app, [(OutboxProjection, view)])
+        outbox.create_delivery_tables(view)
+        yield Store(settings, view, app.recorder.chain_key)  # type: ignore[attr-defined]
+    finally:
+        view.datastore.close()
+        app.close()
+
+
+@dataclass
+class Receiver:
+    """A raw-socket receiver: what each request was (head, body), how many connections are
+    open now."""
+
+    answer: Handler | None = None
+    requests: list[tuple[bytes, bytes]] = field(default_factory=list)
+    open: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            self.requests.append((head, await reader.readexactly(length)))
+            if self.answer is not None:
+                await self.answer(reader, writer)
+            else:  # accepts, reads, never answers
+                await asyncio.Event().wait()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    got = Receiver()
+    server = await asyncio.start_server(got.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield got, f"http://127.0.0.1:{port}/hook"
+    finally:
+        server.close()
+
+
+def answering(text: bytes) -> Handler:
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(text)
+        await writer.drain()
+
+    return answer
+
+
+def deliverer(store: Store, url: str) -> Deliverer:
+    hooks = WebhookSettings(urls=(url,), secret="whsec-bounds", timeout_s=TIMEOUT_S,
+                            concurrency=CONCURRENCY, backoff_base_s=0.01, backoff_max_s=0.01)
+    return Deliverer(store.settings, hooks, lambda: True,
+                     SimpleNamespace(registry=CollectorRegistry()), store.key)
+
+
+def deliveries(store: Store, url: str) -> list[dict[str, Any]]:
+    return store.view.query("SELECT status, attempts, last_error FROM ob_deliveries"
+                            " WHERE subscriber = %(s)s", {"s": url})
+
+
+async def until(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened within {WAIT_S:g} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_receiver_that_never_answers_holds_a_bounded_number_of_deliveries(
+    filled: Store, receiver: tuple[Receiver, str],
+) -> None:
+    got, url = receiver
+    sender = deliverer(filled, url)
+    gate = asyncio.Semaphore(CONCURRENCY)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
+        try:
+            # given every customer waiting and a receiver that answers none of them
+            for _ in range(CUSTOMERS // 100 + 3):  # more rounds than it takes to see them all
+                await sender.round(session, gate)
+            # then no more deliveries are begun than the bound, and posts are the concurrency
+            assert sender.in_flight(url) == MAX_IN_FLIGHT_PER_SUBSCRIBER
+            await until(lambda: got.open == CONCURRENCY, "every post slot taken")
+            # when it answers again, every customer gets their message in a few rounds
+            got.answer = answering(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+            async def delivered() -> int:
+                await sender.round(session, gate)
+                return sum(row["status"] == outbox.DELIVERED
+                           for row in deliveries(filled, url))
+
+            deadline = time.monotonic() + WAIT_S
+            while await delivered() < CUSTOMERS:
+                assert time.monotonic() < deadline, "not every customer was delivered to"
+                await asyncio.sleep(0.02)
+        finally:
+            await sender.stop()
+
+
+async def test_stopping_while_deliveries_wait_logs_no_failed_delivery(
+    filled: Store, receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, url = receiver
+    sender = deliverer(filled, url)
+    sender.start()
+    await until(lambda: sender.in_flight(url) > CONCURRENCY, "deliveries waiting for a slot")
+    with caplog.at_level(logging.WARNING, logger="api.webhooks"):
+        await sender.stop()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_to_an_internal_address_is_not_followed_nor_counted_delivered(
+    filled: Store, receiver: tuple[Receiver, str], status: int,
+) -> None:
+    got, url = receiver
+    internal = Receiver(answer=answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    server = await asyncio.start_server(internal.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    got.answer = answering(f"HTTP/1.1 {status} Moved\r\nLocation: http://127.0.0.1:{port}/"
+                           "admin\r\nContent-Length: 0\r\n\r\n".encode())
+    sender = deliverer(filled, url)
+    try:
+        await sending_one(sender, filled, url)
+        assert internal.requests == []
+        row = deliveries(filled, url)[0]
+        assert (row["status"], row["last_error"]) == (outbox.WAITING, f"answered {status}")
+    finally:
+        server.close()
+        await sender.stop()
+
+
+async def trickle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 4000:
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_receiver_trickling_its_answer_is_given_up_at_the_timeout(
+    filled: Store, receiver: tuple[Receiver, str],
+) -> None:
+    got, url = receiver
+    got.answer = trickle
+    sender = deliverer(filled, url)
+    try:
+        took_s = await sending_one(sender, filled, url)
+        assert took_s < TIMEOUT_S + 1.0
+        row = deliveries(filled, url)[0]
+        assert (row["status"], row["last_error"]) == (outbox.WAITING,
+                                                      f"no answer within {TIMEOUT_S:g} s")
+    finally:
+        await sender.stop()
+
+
+async def sending_one(sender: Deliverer, store: Store, url: str) -> float:
+    """Send the first waiting message to ``url`` once; how long it took, in seconds."""
+    rows = outbox.pending(store.view, url, since=0, now=time.time(), limit=1)
+    timeout = aiohttp.ClientTimeout(total=sender.hooks.timeout_s)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await sender._send(session, asyncio.Semaphore(1), store.view, url, rows[0])
+    return time.monotonic() - started
+
