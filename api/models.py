@@ -341,8 +341,11 @@ def _plain_digits(value: Any) -> Any:
     return value
 
 
-# An integer of a query string.
+# An integer of a query string, and one that may be left out. (The optional one is not
+# ``QueryInt | None``: pydantic then writes its bounds into the document as "ge" and "le",
+# which no client reads, rather than "minimum" and "maximum".)
 QueryInt = Annotated[int, BeforeValidator(_plain_digits)]
+OptionalQueryInt = Annotated[int | None, BeforeValidator(_plain_digits)]
 
 
 class PageQuery(Query):
@@ -397,7 +400,7 @@ class BalanceQuery(Query):
     as_of: Moment | None = Field(
         default=None, description="RFC 3339 time: the balances as they stood then."
     )
-    at_position: QueryInt | None = Field(
+    at_position: OptionalQueryInt = Field(
         default=None, ge=0, le=MAX_POSITION, description="The balances after this log position."
     )
 
@@ -506,7 +509,7 @@ class ReconciliationQuery(Query):
     currency: Currency | None = Field(
         default=None, description="An ISO 4217 code, e.g. USD (default: every currency in use)."
     )
-    at_position: QueryInt | None = Field(
+    at_position: OptionalQueryInt = Field(
         default=None, ge=0, le=MAX_POSITION,
         description="Reconcile as the log stood after this position (default: now).",
     )
@@ -527,7 +530,7 @@ class UnmatchedQuery(Query):
         description="Only this currency's (default: every currency; a section's sums are then "
         "null, and by_currency gives each currency's).",
     )
-    idle_days: QueryInt | None = Field(
+    idle_days: OptionalQueryInt = Field(
         default=None, ge=1, le=3650,
         description="A balance is idle when its account's last event is older than this many "
         "days on the shop's clock (default 90). Not with idle_before.",
@@ -1170,7 +1173,7 @@ RefundRequestDetail.model_rebuild()
 
 class ProofQuery(Query):
     position: QueryInt = Field(ge=1, le=2**62, description="The event's log position.")
-    tree_size: QueryInt | None = Field(
+    tree_size: OptionalQueryInt = Field(
         default=None, ge=1, le=2**62,
         description="The size of the tree to prove it in (default: the latest checkpoint's).")
 

@@ -78,6 +78,25 @@ def test_the_document_states_the_request_deadline(document: dict[str, Any]) -> N
     assert "within 2.5 s" in tighter["info"]["description"]
 
 
+def test_every_bound_is_stated_in_json_schema_s_words(document: dict[str, Any]) -> None:
+    """A client's generator or validator reads "minimum", never pydantic's "ge": a bound the
+    document states under another name is a bound no client keeps (an optional query number's,
+    say, which then looked valid at -2206)."""
+    foreign: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            foreign.extend(f"{where}/{key}" for key in ("ge", "gt", "le", "lt") if key in node)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    walk(document, "")
+    assert foreign == []
+
+
 def test_every_write_links_to_what_it_enables(document: dict[str, Any]) -> None:
     purchase = document["paths"]["/v1/accounts/{username}/purchases"]["post"]
     links = purchase["responses"]["201"]["links"]
