@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import stat
@@ -34,6 +33,7 @@ from api.keys import ACTOR, REQUEST_ID, ROUTE_ROLES, TOKENS
 from api.people import identify_person
 from api.problems import Forbidden, Unauthorized
 from ledger.identity import Actor
+from projections.seal import write_secret
 
 SYSTEM, CS, FINANCE, AUDITOR = "system", "cs", "finance", "auditor"
 ROLES = (SYSTEM, CS, FINANCE, AUDITOR)
@@ -104,13 +104,9 @@ def load_or_create(path: Path = DEFAULT_TOKENS_FILE) -> tuple[Tokens, Mapping[st
     Returns the tokens, the role -> token pairs to show the operator, and whether they are new.
     A file others may read is refused, as ssh refuses a private key."""
     created = False
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():  # made whole or not at all (a crash leaves no half a file)
         text = "".join(f"{role}:{secrets.token_urlsafe(32)}\n" for role in ROLES)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        created = True
+        created = write_secret(path, text)
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise TokenConfigError(f"{path} is readable by others: chmod 600 it")

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from projections.seal import write_secret
+
 DEFAULT_SIGNING_KEY_FILE = Path("var/ledger-signing.key")
 DEFAULT_ORIGIN = "ledger.local/log"
 ED25519 = b"\x01"
@@ -185,22 +187,8 @@ def read_signer(path: Path, name: str) -> Signer:
 def load_or_create_signer(path: Path, name: str, *, may_create: bool) -> Signer:
     """The signing key at ``path``; made there (mode 0600, whole or not at all) when missing and
     ``may_create``."""
-    if path.exists() or not may_create:
-        return read_signer(path, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_bytes(32).hex() + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(draft, path)  # never replaces a key another process made first
-        except FileExistsError:
-            pass
-    finally:
-        draft.unlink(missing_ok=True)
+    if not path.exists() and may_create:  # another process's, made first, is kept
+        write_secret(path, secrets.token_bytes(32).hex() + "\n")
     return read_signer(path, name)
 
 

@@ -223,22 +223,32 @@ def read_key(path: Path) -> ChainKey:
 def create_key(path: Path) -> ChainKey:
     """Make a new key file (mode 0600), whole or not at all; if another process made it
     first, read theirs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = ChainKey(secrets.token_bytes(KEY_BYTES))
+    return key if write_secret(path, key.secret.hex() + "\n") else read_key(path)
+
+
+def write_secret(path: Path, text: str) -> bool:
+    """A new file of secrets at ``path`` (mode 0600, its folder made), whole or not at all: a
+    draft is written, synced and linked into place, so no crash leaves half a file and no one
+    else can read it meanwhile. False, and nothing written, when ``path`` was there already
+    (another process made it first): it is never replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(descriptor, "w") as file:
-            file.write(key.secret.hex() + "\n")
+            file.write(text)
             file.flush()
             os.fsync(file.fileno())
         try:
-            os.link(draft, path)  # atomic, and refuses to replace a key that exists
+            os.link(draft, path)  # atomic, and refuses to replace a file that exists
         except FileExistsError:
-            return read_key(path)
+            return False
     finally:
         draft.unlink(missing_ok=True)
-    return key
+    return True
 
 
-__all__ = ["GENESIS", "ChainKey", "ChainKeyError", "create_key", "read_key", "seal_text"]
+__all__ = [
+    "GENESIS", "ChainKey", "ChainKeyError", "create_key", "read_key", "seal_text", "write_secret",
+]
