@@ -214,12 +214,24 @@ async def test_head_is_answered_as_get_is_without_a_body(api: Api) -> None:
     for path, role in [(f"/v1/accounts/{username}", "system"),
                        (f"/v1/accounts/{username}/history?limit=5", "cs"),
                        ("/v1/events?limit=2", "auditor")]:
-        got = await api.get(path, role=role)
-        head = await api.call("HEAD", path, role=role)
+        # A page of the log changes once the notary places its events (their leaf indexes),
+        # and is then kept gzipped: compared once the GET's answer stands still around the HEAD
+        for _ in range(100):
+            got = await api.get(path, role=role)
+            head = await api.call("HEAD", path, role=role)
+            again = await api.get(path, role=role)
+            if framing(got) == framing(again):
+                break
+        else:
+            pytest.fail(f"GET {path} kept changing")
         assert (head.status, head.text) == (200, ""), path
         assert head.content_type == got.content_type == "application/json"
-        for name in ("Content-Length", "Content-Encoding"):  # a kept page may come gzipped
-            assert head.headers.get(name) == got.headers.get(name), (path, name)
+        assert framing(head) == framing(got), path
+
+
+def framing(reply: Any) -> tuple[str | None, ...]:
+    """What says how a body comes: its length and its coding."""
+    return tuple(reply.headers.get(name) for name in ("Content-Length", "Content-Encoding"))
 
 
 async def test_head_needs_the_same_token_and_role_as_get(api: Api) -> None:
