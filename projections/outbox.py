@@ -203,7 +203,6 @@ class OutboxProjection(ReadModelProjection):
         self.rows.add("ob_seals", {"message_id": message["id"], "position": position,
                                    "seal": seal_of(self.key, message)})
 
-
     def _put_stream(self, facts: Row) -> Row:
         """A stream's row as it now stands, with its seal."""
         assert self.key is not None, "the outbox seals its streams: give it the chain key"
