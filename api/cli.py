@@ -208,21 +208,12 @@ def _refuse(command: str, message: str, *, exit_code: int = 2) -> NoReturn:
 
 
 def store_settings(config: Config, **options: Any) -> StoreSettings:
-    """The store ``LEDGER_DATABASE_URL`` names; InvalidInput when it cannot be read, in words
-    that never repeat it: the URL parser's own may quote its password (``postgresql://u:pw/db``
-    reads ``pw`` as the port, and says so)."""
-    from ledger.errors import InvalidInput
+    """The store ``LEDGER_DATABASE_URL`` names, sealed with ``LEDGER_CHAIN_KEY_FILE``'s key;
+    InvalidInput, in words that never repeat the URL, when it cannot be read."""
     from ledger.settings import StoreSettings
 
-    try:
-        return StoreSettings.from_url(config.database_url, chain_key_file=config.chain_key_file,
-                                      **options)
-    except InvalidInput:
-        raise
-    except ValueError:
-        raise InvalidInput("LEDGER_DATABASE_URL cannot be read as a URL (like "
-                           "postgresql://USER:PASSWORD@HOST:PORT/DB)",
-                           field="LEDGER_DATABASE_URL") from None
+    return StoreSettings.from_url(config.database_url, chain_key_file=config.chain_key_file,
+                                  **options)
 
 
 def _settings(command: str) -> StoreSettings:

@@ -115,9 +115,9 @@ def _json_words(error: json.JSONDecodeError) -> str:
 
 def _too_large(request: web.Request, size: int | None) -> BodyTooLarge:
     limit = request.client_max_size
-    given = "" if size is None else f" is {size:,} bytes:"
-    return BodyTooLarge(f"the body{given or ' is too large:'} the most a request may send is "
-                        f"{limit:,} bytes ({limit // 1024} KiB)")
+    given = "is too large" if size is None else f"is {size:,} bytes"
+    return BodyTooLarge(f"the body {given}: the most a request may send is {limit:,} bytes "
+                        f"({limit // 1024} KiB)")
 
 
 def _invalid(error: ValidationError, model: type[BaseModel], *, where: str = "body",

@@ -55,7 +55,14 @@ class StoreSettings:
         ``chain_key_file``; the service's configuration (``api.config``) gives both."""
         url = url or DEFAULT_DATABASE_URL
         key_file = chain_key_file
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (read to check it: the parser's refusal quotes the text)
+        except ValueError:
+            # Never the parser's words: "postgresql://u:pw/db" reads pw as the port, and says so
+            raise InvalidInput("LEDGER_DATABASE_URL cannot be read as a URL (like "
+                               "postgresql://USER:PASSWORD@HOST:PORT/DB)",
+                               field="LEDGER_DATABASE_URL") from None
         if parts.scheme == "sqlite":
             # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
             path = parts.path[1:] if parts.path.startswith("/") else parts.path

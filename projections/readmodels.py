@@ -638,7 +638,7 @@ class ReadModelKeeper:
                 # the batch began), or a row broke one of a table's rules.
                 log.warning("a batch of read-model rows was refused (%s); starting again", refused)
             except BrokenReadModel as broken:  # a damaged row: the same words at each try
-                log.error("the read models stop before an event they cannot apply: %s", broken)
+                _say_stopped(broken)
             except Exception:
                 log.exception("read-model keeper failed; starting again")
             finally:
@@ -778,11 +778,16 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     try:
         keeper._apply_until_stopped(lambda: None)
     except BrokenReadModel as broken:
-        log.error("the read models stop before an event they cannot apply: %s", broken)
+        _say_stopped(broken)
         raise SystemExit(1) from None
     except Exception:
         log.exception("the read-model keeper's process failed")
         raise SystemExit(1) from None
+
+
+def _say_stopped(broken: BrokenReadModel) -> None:
+    """One ERROR line, no traceback: the keeper tries again and says it again."""
+    log.error("the read models stop before an event they cannot apply: %s", broken)
 
 
 def close_views(views: dict[str, ReadModelView]) -> None:

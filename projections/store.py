@@ -996,12 +996,19 @@ def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> Chai
     if not events:
         return _adopt_on_empty_store(recorder, path, fingerprints, may_create=may_create)
     sealed = _first_sealed_events(recorder)
+    if not sealed:
+        # No event carries a seal (an earlier version's store, or every link removed): only
+        # the record can be checked, as on an empty store; the missing seals are damage, named
+        # where the events are read (loading, ``verify``).
+        if not fingerprints:
+            raise ChainKeyError(
+                f"the store holds {events} events but no chain key's fingerprint and no "
+                "event's seal: it was written by an earlier version that did not seal events; "
+                "start with an empty store")
+        return _key_the_record_names(path, fingerprints)
     if not path.exists():
-        raise ChainKeyError(_no_key_file(path, fingerprints, events, sealed=bool(sealed)))
+        raise ChainKeyError(_no_key_file(path, fingerprints, events))
     key = read_key(path)
-    if not sealed:  # no event carries a seal: only the record can be checked
-        _check_record_alone(key, path, fingerprints, events)
-        return key
     holds = next((row for row in sealed if key.holds(
         row["hash"], row["previous"], int(row["position"]), row["originator_id"],
         int(row["originator_version"]), row["topic"], row["state"],
@@ -1023,22 +1030,26 @@ def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> Chai
 def _adopt_on_empty_store(
     recorder: Recorder, path: Path, fingerprints: set[str], *, may_create: bool,
 ) -> ChainKey:
-    if not fingerprints:
-        key = create_key(path) if may_create and not path.exists() else read_key(path)
-        run_sql(
-            recorder,
-            [(
-                "INSERT INTO ledger_chain_key (fingerprint, adopted_at) VALUES (%(f)s, %(at)s)",
-                {"f": key.fingerprint, "at": _instant(datetime.now(UTC))},
-            )],
-            commit=True,
-        )
-        return key
+    if fingerprints:
+        return _key_the_record_names(path, fingerprints)
+    key = create_key(path) if may_create and not path.exists() else read_key(path)
+    run_sql(
+        recorder,
+        [(
+            "INSERT INTO ledger_chain_key (fingerprint, adopted_at) VALUES (%(f)s, %(at)s)",
+            {"f": key.fingerprint, "at": _instant(datetime.now(UTC))},
+        )],
+        commit=True,
+    )
+    return key
+
+
+def _key_the_record_names(path: Path, fingerprints: set[str]) -> ChainKey:
+    """The key at ``path``, when the store's record of its fingerprint (``fingerprints``, not
+    empty) names it: the check of a store with no seal to test the key against."""
+    assert fingerprints
     if not path.exists():
-        raise ChainKeyError(
-            f"this store is sealed with chain key {sorted(fingerprints)[0]}, and there is no "
-            f"key at {path}: point LEDGER_CHAIN_KEY_FILE at that key"
-        )
+        raise ChainKeyError(_no_key_for_record(path, fingerprints))
     key = read_key(path)
     if key.fingerprint not in fingerprints:
         raise ChainKeyError(
@@ -1061,35 +1072,17 @@ def _first_sealed_events(recorder: Recorder) -> list[dict[str, Any]]:
     )], commit=False)
 
 
-def _no_key_file(path: Path, fingerprints: set[str], events: int, *, sealed: bool) -> str:
+def _no_key_for_record(path: Path, fingerprints: set[str]) -> str:
+    return (f"this store is sealed with chain key {sorted(fingerprints)[0]}, and there is no "
+            f"key at {path}: point LEDGER_CHAIN_KEY_FILE at that key")
+
+
+def _no_key_file(path: Path, fingerprints: set[str], events: int) -> str:
     if fingerprints:
-        return (f"this store is sealed with chain key {sorted(fingerprints)[0]}, and there is "
-                f"no key at {path}: point LEDGER_CHAIN_KEY_FILE at that key")
-    if not sealed:
-        return _unsealed_store(events)
+        return _no_key_for_record(path, fingerprints)
     return (f"this store holds {events} sealed events, and there is no chain key at {path}: "
             "point LEDGER_CHAIN_KEY_FILE at the key that sealed them (the store's record of "
             "that key's fingerprint is missing too: it was removed behind the service's back)")
-
-
-def _unsealed_store(events: int) -> str:
-    return (f"the store holds {events} events but no chain key's fingerprint and no event's "
-            "seal: it was written by an earlier version that did not seal events; start with "
-            "an empty store")
-
-
-def _check_record_alone(key: ChainKey, path: Path, fingerprints: set[str], events: int) -> None:
-    """A store with events of which none has a link (an earlier version's, or every link
-    removed): the key is checked against the record of its fingerprint, as on an empty store;
-    the missing seals are damage, named where the events are read (loading, ``verify``)."""
-    if not fingerprints:
-        raise ChainKeyError(_unsealed_store(events))
-    if key.fingerprint not in fingerprints:
-        raise ChainKeyError(
-            f"the chain key at {path} (fingerprint {key.fingerprint}) is not the key this store "
-            f"is sealed with ({sorted(fingerprints)[0]}; no event of the store has a seal to "
-            "test the key against): point LEDGER_CHAIN_KEY_FILE at that key"
-        )
 
 
 def _not_the_key(

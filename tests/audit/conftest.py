@@ -232,9 +232,9 @@ class Intruder:
         transaction: each event now stands at the other's position, carrying its own seal."""
         columns = "originator_id, originator_version, topic, state"
         rows = {p: self.select(f"SELECT {columns} FROM {self.events} WHERE {self.key} = %s",
-                                (p,))[0] for p in (first, second)}
+                               (p,))[0] for p in (first, second)}
         links = {p: self.select("SELECT hash, previous FROM ledger_chain WHERE position = %s",
-                                 (p,))[0] for p in (first, second)}
+                                (p,))[0] for p in (first, second)}
         park = f"UPDATE {self.events} SET originator_version = %s WHERE {self.key} = %s"
         place = (f"UPDATE {self.events} SET originator_id = %s, originator_version = %s,"
                  f" topic = %s, state = %s WHERE {self.key} = %s")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 
 import psycopg
 import pytest
+from eventsourcing.persistence import Notification
 
 from ledger.application import LedgerApplication
 from ledger.settings import StoreSettings
@@ -45,6 +46,11 @@ def read_models(settings: StoreSettings, app: LedgerApplication) -> Iterator[Rea
     finally:
         keeper.stop()
         models.close()
+
+
+def log(app: LedgerApplication) -> Sequence[Notification]:
+    """The log's first 1,000 events (a test's whole log)."""
+    return app.recorder.select_notifications(0, 1000, inclusive_of_start=False)
 
 
 @contextmanager

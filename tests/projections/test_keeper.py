@@ -29,7 +29,7 @@ from projections.readmodels import (
 from projections.store import _SCHEMA_LOCK_KEY
 from projections.wakeup import NUDGE, PostgresDoorbell
 from tests.conftest import pg_url
-from tests.projections.conftest import WAIT_S, applier, read_model_sql, wait_until
+from tests.projections.conftest import WAIT_S, applier, log, read_model_sql, wait_until
 
 
 @contextmanager
@@ -39,10 +39,6 @@ def read_models(settings: StoreSettings, app: LedgerApplication) -> Iterator[Rea
         yield models
     finally:
         models.close()
-
-
-def log(app: LedgerApplication) -> Sequence[Notification]:
-    return app.recorder.select_notifications(0, 1000, inclusive_of_start=False)
 
 
 def test_a_batch_applied_a_second_time_is_refused_and_changes_nothing(

@@ -6,10 +6,7 @@ customer. A store made before the streams were sealed gets its outbox made again
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
-from eventsourcing.persistence import Notification
 
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
@@ -17,13 +14,9 @@ from ledger.settings import StoreSettings
 from projections import outbox, readmodels
 from projections.readmodels import PROJECTIONS, ReadModelKeeper, ReadModels, prepare_read_models
 from projections.views import BrokenReadModel
-from tests.projections.conftest import WAIT_S, applier, read_model_sql, wait_until
+from tests.projections.conftest import WAIT_S, applier, log, read_model_sql, wait_until
 
 DERIVED = ("ob_messages", "ob_seals", "ob_streams")
-
-
-def log(app: LedgerApplication) -> Sequence[Notification]:
-    return app.recorder.select_notifications(0, 1000, inclusive_of_start=False)
 
 
 def outbox_rows(settings: StoreSettings, app: LedgerApplication) -> dict[str, list[dict]]:
@@ -118,7 +111,11 @@ def test_a_store_made_before_streams_were_sealed_gets_its_outbox_made_again_from
         batches.apply(log(app))
 
     assert outbox_rows(settings, app) == before
-    assert not outbox.seal_streams(ReadModels(settings, app, pool_size=1).views["outbox"])
+    models = ReadModels(settings, app, pool_size=1)
+    try:
+        assert not outbox.seal_streams(models.views["outbox"])  # done once, not at each start
+    finally:
+        models.close()
 
 
 def test_a_running_keeper_says_which_stream_it_stops_at_and_goes_on_once_it_is_put_back(
