@@ -20,6 +20,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger import money
 from ledger.errors import FourEyes, InvalidInput, InvalidTransition
 from ledger.identity import Actor
 
@@ -167,6 +168,14 @@ class RefundRequest(Aggregate):
         self.decision_reason = reason
 
     def pay(self, payout_reference: str, *, actor: Actor) -> None:
+        if self.status == "requested" and self.approvers:
+            # One of two approvals given: "requested" alone would read as never approved.
+            raise InvalidTransition(
+                "cannot pay a refund request that is requested: it has the first of its two "
+                f"approvals (by {', '.join(self.approvers)}) and needs a second approval, "
+                "from another person, before it is paid",
+                status=self.status,
+            )
         self._require("pay", {"approved"})
         if actor.person in self.approvers:
             raise FourEyes(
@@ -202,17 +211,34 @@ class RefundRequest(Aggregate):
 
 def second_approval_thresholds(text: str | None) -> dict[str, int]:
     """``LEDGER_SECOND_APPROVAL_ABOVE``: ``USD=100000,EUR=90000`` (minor units per currency);
-    empty or unset: no request needs a second approval."""
+    empty or unset: no request needs a second approval.
+
+    A code that is no ISO 4217 currency (``UDS``), or a currency named twice, is refused: read
+    as given, it would leave the meant currency's large refunds to one person, silently."""
     thresholds: dict[str, int] = {}
     for item in (text or "").split(","):
         if not item.strip():
             continue
         currency, sep, amount = item.strip().partition("=")
         currency = currency.strip().upper()
-        if not sep or len(currency) != 3 or not currency.isalpha() or not amount.strip().isdigit():
+        amount = amount.strip()
+        if not sep or len(currency) != 3 or not currency.isalpha() or not (
+            amount.isascii() and amount.isdigit()
+        ):
             raise InvalidInput(
                 "LEDGER_SECOND_APPROVAL_ABOVE is CURRENCY=minor units, comma separated"
                 " (USD=100000,EUR=90000)",
+                field="LEDGER_SECOND_APPROVAL_ABOVE",
+            )
+        if currency not in money.ISO_4217:
+            raise InvalidInput(
+                f"LEDGER_SECOND_APPROVAL_ABOVE names {currency}, which is not an ISO 4217 "
+                "currency code (USD=100000,EUR=90000)",
+                field="LEDGER_SECOND_APPROVAL_ABOVE",
+            )
+        if currency in thresholds:
+            raise InvalidInput(
+                f"LEDGER_SECOND_APPROVAL_ABOVE gives {currency} two thresholds: give it one",
                 field="LEDGER_SECOND_APPROVAL_ABOVE",
             )
         thresholds[currency] = int(amount)
