@@ -327,9 +327,19 @@ class Account(Aggregate):
     def charge_freight(self, case_id: str, order_no: str, amount: int, *, actor: Actor) -> None:
         amount = money.amount(amount, field="freight_amount")
         if amount > self.available:
+            # A refund resolution credits before it charges, and is refused whole: name the
+            # balance the customer has and the refund apart, not their sum as "available".
+            refund = self._refund_pending_for(case_id)
+            had = self.available - refund
+            weighed = (
+                f"available {had} and this case's refund of {refund} do"
+                if refund
+                else f"available {had} does"
+            )
             raise InsufficientFunds(
-                f"available {self.available} does not cover freight of {amount}",
-                available=self.available,
+                f"{weighed} not cover freight of {amount}: charge less, or waive the freight "
+                "(freight_waiver_reason)",
+                available=had,
             )
         self._charge_freight(case_id, order_no, amount, actor.name, actor.request_id)
 
@@ -351,10 +361,19 @@ class Account(Aggregate):
         for name in ("holds", "deposits", "open_request_by_order"):
             state[name] = state[name].copy()
         state["orders"] = {order_no: list(sums) for order_no, sums in self.orders.items()}
+        if "order_versions" in state:  # a dict a purchase adds to: the copy's own
+            state["order_versions"] = state["order_versions"].copy()
         state["_pending_events"] = [deepcopy(e, memo) for e in self._pending_events]
         copy.__dict__.update(state)
         return copy
 
+    def _refund_pending_for(self, case_id: str) -> int:
+        """What this command has credited for the case so far (not yet recorded)."""
+        return sum(
+            e.amount
+            for e in self._pending_events
+            if isinstance(e, Account.ReturnRefundCredited) and e.case_id == case_id
+        )
 
     def _order(self, order_no: str) -> list[int]:
         try:

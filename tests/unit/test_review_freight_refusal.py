@@ -1,0 +1,54 @@
+"""Review: freight the customer cannot cover, as customer service reads the refusal.
+
+When a case is resolved by refund, the refund is credited before the freight is charged, in one
+decision that is refused whole. The refusal must not tell CS an "available" balance the customer
+never had: it names what is available now, the refund the freight was weighed against, and that
+the freight may be waived instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.account import Account
+from ledger.errors import InsufficientFunds
+from ledger.identity import Actor
+
+
+@pytest.fixture
+def paid(account: Account, system: Actor) -> Account:
+    """Alice deposited 2,000 and paid 1,500 for ORD-1: 500 available."""
+    account.receive_deposit(2_000, "PAY-1", actor=system)
+    account.pay_purchase("ORD-1", 1_500, actor=system)
+    account.collect_events()
+    return account
+
+
+def test_freight_beyond_a_refund_and_the_balance_names_both_not_their_sum_as_available(
+    paid: Account, cs: Actor
+) -> None:
+    # Given a refund resolution that credits 1,500 on top of the 500 available
+    paid.credit_return_refund("case-1", "ORD-1", None, actor=cs)
+
+    # When its freight is more than both together
+    with pytest.raises(InsufficientFunds) as refused:
+        paid.charge_freight("case-1", "ORD-1", 2_001, actor=cs)
+
+    # Then the words name the balance the customer has and the refund, apart
+    detail = refused.value.detail
+    assert "available 500" in detail
+    assert "refund of 1500" in detail
+    assert "2001" in detail
+    assert "available 2000" not in detail
+    assert "waive" in detail
+
+
+def test_freight_beyond_the_balance_of_an_exchange_says_it_may_be_waived(
+    paid: Account, cs: Actor
+) -> None:
+    with pytest.raises(InsufficientFunds) as refused:
+        paid.charge_freight("case-2", "ORD-1", 501, actor=cs)
+
+    assert "available 500" in refused.value.detail
+    assert "waive" in refused.value.detail
+    assert refused.value.context == {"available": 500}
