@@ -29,16 +29,29 @@ log = logging.getLogger("api.people")
 
 def identify_person(app: web.Application, token: str) -> tuple[str, tuple[str, ...]] | None:
     """The person a token names and the roles they hold: a member of staff (by the token's
-    digest) or the subject of an identity provider's JWT; None when neither knows it."""
+    digest) or the subject of an identity provider's JWT; None when neither knows it.
+
+    A person is one person whichever credential names them (four eyes counts them so): a JWT
+    whose ``sub`` is a staff member's name in another case (``Amy``; ``ledger staff add Amy``
+    adds amy) is that member, under the staff's spelling; and a JWT naming a member of staff
+    who was revoked (``ledger staff revoke``) lets no one in: revoking a person ends every way
+    in the ledger knows of."""
     directory = app.get(STAFF)
     if directory is not None:
         person = directory.identify(hashlib.sha256(token.encode()).hexdigest())
         if person is not None:
             return person.name, (person.role,)
     signin = app.get(SIGNIN)
-    if signin is not None and token.count(".") == 2:
-        return signin.verify(token)
-    return None
+    if signin is None or token.count(".") != 2:
+        return None
+    signed_in = signin.verify(token)
+    if signed_in is None or directory is None:
+        return signed_in
+    sub, held = signed_in
+    name = sub.lower()
+    if directory.is_revoked(name):
+        return None
+    return (name, held) if directory.knows(name) else signed_in
 
 
 async def staff_directory(app: web.Application) -> AsyncIterator[None]:

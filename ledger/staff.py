@@ -24,6 +24,8 @@ from ledger.identity import Actor
 
 STAFF_ROLES = ("system", "cs", "finance", "auditor")
 _NAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
+# What a shared role token's actor shows after its role (``cs:1f2e3d4c``, ``api.auth``).
+_FINGERPRINT = re.compile(r"[0-9a-f]{8}")
 _STAFF_NAMESPACE = uuid5(NAMESPACE_URL, "ledger:staff")
 
 
@@ -130,8 +132,16 @@ Save = Callable[["Staff"], None]
 
 def add(load: Load, save: Save, name: str, role: str, *, actor: Actor,
         token: str | None = None) -> str:
-    """Adds a person; answers their new token (shown once: only its digest is kept)."""
+    """Adds a person; answers their new token (shown once: only its digest is kept).
+
+    A new name may not be eight hex digits: ``cs:deadbeef`` would read, in every event and
+    log line, as the shared cs token whose fingerprint is deadbeef. (Checked here, not in
+    ``staff_name``: someone added so before can still be rotated and revoked.)"""
     name, role = staff_name(name), staff_role(role)
+    if _FINGERPRINT.fullmatch(name):
+        raise InvalidInput(
+            "a name may not be 8 hex digits: it would read as a shared role token's "
+            "fingerprint (cs:1f2e3d4c)", field="name")
     if load(staff_id(name)) is not None:
         raise InvalidInput(f"{name} is already on the staff", field="name")
     token = token or new_token()

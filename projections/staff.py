@@ -18,6 +18,12 @@ staff from the events whose seals hold), ``damage`` names the first damaged posi
 service. Events at position 0 or below are no part of the log, and no staff's: ``ledger
 verify`` and the notary name them.
 
+A directory that has not been refreshed for ``STALE_S`` (the store does not answer, or an
+event cannot be read: each refresh fails) lets no member of staff in either, until a refresh
+holds again: a person revoked meanwhile would otherwise keep their way in for as long as the
+refreshes fail, with nothing but a WARNING a line (the role tokens of the configuration still
+work, as above).
+
 Reading the whole log at every start would cost a long log dearly (a row and an HMAC, some
 5-10 µs, an event). So the directory leaves marks beside the log (``ledger_staff_marks``): a
 mark says "up to position P, whose link is L, every event's seal held and followed the one
@@ -41,7 +47,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -55,6 +61,7 @@ from projections.seal import GENESIS, ChainKey, seal_text
 from projections.store import read_log, run_sql
 
 REFRESH_S = 0.5
+STALE_S = 30.0  # not refreshed for this long: no member of staff is let in (fails closed)
 PAGE = 1000
 MARK_EVERY = 10_000  # events read past the newest mark before a directory leaves another
 MARKS_READ = 8  # the newest marks looked at, at a start, for one whose seal holds
@@ -95,13 +102,18 @@ class StaffDirectory:
     """The staff as their events left them; ``refresh`` reads what is new."""
 
     def __init__(self, app: Application[Any], refresh_s: float = REFRESH_S, *,
-                 mark_every: int = MARK_EVERY) -> None:
+                 mark_every: int = MARK_EVERY, stale_s: float = STALE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         assert mark_every > 0
+        assert stale_s > refresh_s, "a directory refreshed on time is never stale"
         self.app = app
         self.refresh_s = refresh_s
+        self.stale_s = stale_s
+        self._clock = clock
         self.mark_every = mark_every
         self._people: dict[str, Person] = {}
         self._by_hash: dict[str, Person] = {}
+        self._revoked: frozenset[str] = frozenset()  # the names of the people revoked
         self._names: dict[UUID, str] = {}
         self._staff: list[int] = []  # the positions of the staff's events read, in order
         self._at: tuple[int, str] | None = None  # the last position read, and its link
@@ -129,15 +141,32 @@ class StaffDirectory:
             self._mark()
             self._by_hash = {} if self.damage is not None else {
                 p.token_hash: p for p in self._people.values() if not p.revoked}
-            self._checked = time.monotonic()
+            self._revoked = frozenset(p.name for p in self._people.values() if p.revoked)
+            self._checked = self._clock()
 
     def refresh_if_due(self) -> None:
-        if time.monotonic() - self._checked >= self.refresh_s:
+        if self._clock() - self._checked >= self.refresh_s:
             self.refresh()
 
     def identify(self, digest: str) -> Person | None:
-        """The active person whose token has this SHA-256 hex digest, or None."""
+        """The active person whose token has this SHA-256 hex digest, or None (also when the
+        directory has not been refreshed for ``stale_s``: it may no longer know who is
+        revoked)."""
+        if self._clock() - self._checked > self.stale_s:
+            return None
         return self._by_hash.get(digest)
+
+    def is_revoked(self, name: str) -> bool:
+        """Whether ``name`` (as ``staff_name`` spells it: lower case) is a person revoked: no
+        credential naming them lets them in, a token of the identity provider's neither. A
+        stale directory (``stale_s``) counts everyone on the staff as revoked."""
+        if self._clock() - self._checked > self.stale_s:
+            return name in self._people
+        return name in self._revoked
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` (lower case) is on the staff, active or revoked."""
+        return name in self._people
 
     def people(self) -> list[Person]:
         return sorted(self._people.values(), key=lambda p: p.name)
