@@ -6,7 +6,11 @@ makes all of their lines JSON too, and there is no second logging system to conf
 
 - ``LEDGER_LOG_FORMAT``: ``json`` (default; one object per line: ``time``, ``level``,
   ``logger``, ``message`` and the line's own fields) or ``text`` (for a person at a terminal:
-  the fields as ``key=value`` after the message).
+  the fields as ``key=value`` after the message). Either way a record is one line (but an
+  exception's stack after it): in text, a control character of the message or of a field (a
+  newline or a terminal's escape a request carried: a decoded path, a header) is written as
+  its Python escape (``\n``, ``\x1b``), and a field's value holding a space, ``=`` or ``"``
+  is quoted, so no value forges a line or a field of its own.
 - ``LEDGER_LOG_LEVEL``: ``DEBUG``, ``INFO`` (default), ``WARNING``, ``ERROR``.
 - The access line (logger ``ledger.access``), one per answered request: ``request_id``,
   ``person`` (who called: the role and the first 8 hex of the token's sha256, as events record
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -38,6 +43,9 @@ ACCESS_LOGGER = "ledger.access"
 FIELDS = "fields"  # the attribute of a record holding its own fields (``extra={FIELDS: {...}}``)
 _PROBLEM_JSON = "application/problem+json"
 _MAX_PROBLEM_BODY = 64 * 1024
+# C0 and C1 controls, DEL, and the line and paragraph separators some readers split lines at.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_QUOTED = re.compile(r'[\s="]')
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,16 +68,35 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(line, default=str)
 
 
+def _escaped(text: str) -> str:
+    """``text`` with its control characters written as Python escapes (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+def _field(value: Any) -> str:
+    text = _escaped(str(value))
+    return json.dumps(text) if _QUOTED.search(text) else text
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The record's line, its message escaped; the exception's stack follows it as it is.
+        message = record.message
+        record.message = _escaped(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields: Mapping[str, Any] = getattr(record, FIELDS, None) or {}
         if fields:
             first, newline, rest = text.partition("\n")
-            pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+            pairs = " ".join(f"{key}={_field(value)}" for key, value in fields.items())
             text = f"{first} {pairs}{newline}{rest}"
         return text
 
@@ -104,7 +131,9 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(level)
 
 
-def _route(request: BaseRequest) -> str:
+def route_of(request: BaseRequest) -> str:
+    """The route's template (``/v1/accounts/{username}``), never the path: a path carries
+    customers' names and whatever a caller sends."""
     # A request aiohttp refused before routing has no match info (its property asserts).
     match_info = getattr(request, "_match_info", None) if isinstance(request, web.Request) \
         else None
@@ -136,7 +165,7 @@ class AccessLogger(AbstractAccessLogger):
             "person": person,
             "role": None if person is None else person.split(":", 1)[0],
             "method": request.method,
-            "route": _route(request),
+            "route": route_of(request),
             "status": response.status,
             "problem": _problem_code(response),
             "duration_ms": round(time * 1000, 3),

@@ -41,6 +41,7 @@ from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from api.keys import REQUEST_ID
+from api.logs import route_of
 from ledger.errors import (
     CaseRefused,
     Conflict,
@@ -291,7 +292,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if status is not None:
             return _from_error(error, status, request_id)
         log.exception("unexpected error in %s %s (request %s)", request.method,
-                      request.path, request_id)
+                      route_of(request), request_id)
         return problem(
             500, INTERNAL_ERROR,
             "an unexpected error occurred; it was logged with this request id",

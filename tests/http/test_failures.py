@@ -80,6 +80,18 @@ async def test_an_unexpected_error_is_a_logged_500_without_its_stack_trace(
     assert "secret internals" in caplog.text  # the log has what the answer leaves out
 
 
+async def test_an_unexpected_error_is_logged_under_its_route_not_its_path(
+    aiohttp_client: ClientMaker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The path carries a customer's name (and whatever a caller sends); logs name routes only.
+    client = await _client(aiohttp_client, tmp_path, RuntimeError("boom"))
+    reply = await client.get("/v1/accounts/maria.lopez", headers=AUTH)
+    assert reply.status == 500
+    line = next(r for r in caplog.records if r.getMessage().startswith("unexpected error"))
+    assert line.getMessage().startswith("unexpected error in GET /v1/accounts/{username} ")
+    assert "maria.lopez" not in caplog.text
+
+
 async def test_read_models_that_cannot_catch_up_answer_503_not_ready(
     aiohttp_client: ClientMaker, tmp_path: Path
 ) -> None:
