@@ -45,7 +45,9 @@ and back (two thread wake-ups, the largest part of a lone write's latency).
   When the store cannot tell within its bounded retries, the batch's commands hear
   ``CommitUnconfirmed`` (the store not answering: send it again, under its key).
 - Every wait is bounded: a full queue refuses at once (``Contention``), a handler waits at most
-  ``lock_timeout_s`` for its account's lock and ``ANSWER_TIMEOUT_S`` for its answer.
+  ``lock_timeout_s`` for its account's lock and ``ANSWER_TIMEOUT_S`` for its answer. A
+  command still queued when its handler gives up is withdrawn (never written after its
+  caller heard it was not); one already being written stays unknown (a retry under its key).
 
 On the event loop (a server on PostgreSQL): the committer is a ``LoopCommitter``, a task of
 the event loop that records its batches through an async connection. A command on an account
@@ -110,8 +112,10 @@ MAX_LOOP_WAITS = 8
 MAX_BATCH = 256
 MAX_QUEUED = 4096
 ANSWER_TIMEOUT_S = 60.0
+NOT_WRITTEN = ("the ledger had too many writes waiting to write this one in time: nothing was "
+               "written; send it again")
 IDLE_WAIT_S = 0.2
-# Housekeeping (pruning idempotency keys past their lifetime) runs when idle, this often.
+# Housekeeping (pruning idempotency keys past their lifetime) runs this often, between batches.
 HOUSEKEEPING_EVERY_S = 300.0
 
 log = logging.getLogger(__name__)
@@ -214,8 +218,15 @@ class Committer:
         try:
             return decided.answer.result(timeout=ANSWER_TIMEOUT_S)
         except FutureTimeout:
-            # Still queued or being written: its outcome is unknown to this handler, which is
-            # what a lost answer is to a client (it retries with its key).
+            if decided.answer.cancel():
+                # Still queued: withdrawn, so the committer never writes it (it takes a
+                # command into a batch only if it was not withdrawn first). A 503 the client
+                # may send again with or without a key; it never lands after its answer.
+                raise Contention(NOT_WRITTEN) from None
+            if decided.answer.done():  # answered meanwhile
+                return decided.answer.result()
+            # Being written: its outcome is unknown to this handler, which is what a lost
+            # answer is to a client (it retries with its key).
             raise Contention("the write was not confirmed in time; send it again") from None
 
     def _ensure_started(self) -> None:
@@ -254,6 +265,9 @@ class Committer:
                     except queue.Empty:
                         break
                 self._write(batch)
+            # When due, busy or not: a committer that always finds a command waiting never
+            # times out on its queue, and would never prune the keys past their lifetime.
+            self._keep_house()
 
     def _write(self, batch: list[_Decided]) -> None:
         assert self._writing.locked()
@@ -279,6 +293,8 @@ class Committer:
         touched: set[UUID] = set()
         ready: list[_Decided] = []
         for decided in batch:
+            if not decided.answer.set_running_or_notify_cancel():
+                continue  # withdrawn by its handler, which gave up waiting: never written
             ids = {aggregate.id for aggregate in decided.aggregates}
             if ids & touched:
                 decided.answer.set_exception(Conflicted())
@@ -419,11 +435,35 @@ class LoopCommitter:
         self._waiting.append(decided)
         if self._writer is None:
             self._writer = self.loop.create_task(self._write())
-        timer = self.loop.call_later(ANSWER_TIMEOUT_S, _not_confirmed, decided.answer)
+        timer = self.loop.call_later(ANSWER_TIMEOUT_S, self._not_confirmed, decided)
         try:
             return await decided.answer
+        except asyncio.CancelledError:
+            # Its waiter gave up (a thread's handler timed out): still queued, it is withdrawn,
+            # so that it never lands after its handler answered that it was not confirmed.
+            self._withdraw(decided)
+            raise
         finally:
             timer.cancel()
+
+    def _withdraw(self, decided: _DecidedOnLoop) -> bool:
+        """Take ``decided`` out of the queue if it is still there (not yet in a batch)."""
+        for index, waiting in enumerate(self._waiting):
+            if waiting is decided:
+                del self._waiting[index]
+                return True
+        return False
+
+    def _not_confirmed(self, decided: _DecidedOnLoop) -> None:
+        if decided.answer.done():
+            return
+        if self._withdraw(decided):  # still queued: never written
+            decided.answer.set_exception(Contention(NOT_WRITTEN))
+            return
+        # Being written: its outcome is unknown to its handler, which is what a lost answer
+        # is to a client (it retries with its key).
+        decided.answer.set_exception(
+            Contention("the write was not confirmed in time; send it again"))
 
     def commit_from_thread(self, aggregates: Sequence[Aggregate], key: KeyWrite | None
                            ) -> Committed:
@@ -510,13 +550,6 @@ class LoopCommitter:
         _evict(self.app, decided.aggregates)
         if not decided.answer.done():
             decided.answer.set_exception(_as_refusal(error))
-
-
-def _not_confirmed(answer: asyncio.Future[Committed]) -> None:
-    # Still queued or being written: its outcome is unknown to its handler, which is what a
-    # lost answer is to a client (it retries with its key).
-    if not answer.done():
-        answer.set_exception(Contention("the write was not confirmed in time; send it again"))
 
 
 def _answer(answer: asyncio.Future[Committed], committed: Committed) -> None:
@@ -704,6 +737,11 @@ class Pipeline:
             except TimeoutError:
                 raise Contention("the account is busy; try again shortly") from None
         return False
+
+    def replay(self, command: Command, *, actor: Actor, key: str) -> Outcome | None:
+        """The first response ``key`` recorded for this very request (raised again when it
+        was a refusal; ``IdempotencyKeyReused`` when the key answered another), or None."""
+        return KeyGuard(self.ledger, actor, key, command.fingerprint()).replay()
 
     def run(
         self,
