@@ -156,8 +156,19 @@ class LedgerApplication(Application[UUID]):
     def execute(
         self, command: Command, *, actor: Actor, idempotency_key: str | None = None
     ) -> Outcome:
-        """Carry out ``command`` for ``actor``: answers its outcome, or raises its refusal."""
-        command.check_on(self.today())
+        """Carry out ``command`` for ``actor``: answers its outcome, or raises its refusal.
+
+        A date the shop's day now rules out is refused, unless ``idempotency_key`` already
+        answered this very request (sent before midnight, say): then its first response."""
+        try:
+            command.check_on(self.today())
+        except InvalidInput:
+            if idempotency_key is None:
+                raise
+            replay = self.pipeline.replay(command, actor=actor, key=idempotency_key)
+            if replay is None:
+                raise
+            return replay
         use_case = _USE_CASES[type(command)]
         return self.pipeline.run(
             command,
@@ -176,7 +187,12 @@ class LedgerApplication(Application[UUID]):
         of a refund request or of a case looks its owner up."""
         if command.lock_key is None:
             return None
-        command.check_on(self.today())
+        try:
+            command.check_on(self.today())
+        except InvalidInput:
+            if idempotency_key is None:
+                raise
+            return None  # its key may answer it: looked up on a thread (``execute``)
         use_case = _USE_CASES[type(command)]
         return await self.pipeline.run_on_loop(
             command,
@@ -430,6 +446,12 @@ class LedgerApplication(Application[UUID]):
         if charged:
             account.charge_freight(str(case.id), case.order_no, charged, actor=actor)
         case.resolve(c.outcome, credited, charged, c.outbound_tracking, actor=actor, on=today)
+        saved: tuple[Aggregate, ...] = (account, case)
+        if not account.pending_events:
+            # Nothing recorded on the account (an exchange or a repair, no freight charged): its
+            # version is not checked at the commit, so the answer (and what a key replays)
+            # reads it as the store has it, not as this process last cached it.
+            account, saved = self._as_stored(account), (case,)
         answer = {
             **case.snapshot(),
             "refund_amount": credited,
@@ -437,7 +459,7 @@ class LedgerApplication(Application[UUID]):
             "freight_waived": c.freight_amount - charged,
             "account": account.snapshot(),
         }
-        return Decision((account, case), answer, "ok")
+        return Decision(saved, answer, "ok")
 
     @_decides(CloseReturnCase)
     def _close_return_case(self, c: CloseReturnCase, actor: Actor) -> Decision:
@@ -516,6 +538,15 @@ class LedgerApplication(Application[UUID]):
         if reads is not None:
             reads.add(aggregate_id)
         stored: Aggregate = self.repository.get(aggregate_id)
+        return stored
+
+    def _as_stored(self, account: Account) -> Account:
+        """The account as the store has it now (never on the event loop: ``NotCached``)."""
+        if self.pipeline.cache_only():
+            raise NotCached(account.id)
+        self.forget({account.id})
+        stored: object = self.repository.get(account.id)
+        assert isinstance(stored, Account)
         return stored
 
     def _cached(self, aggregate_id: UUID) -> Aggregate:
