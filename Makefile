@@ -59,10 +59,14 @@ clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
 # A shop's month on the embedded SQLite store (api/demo.py), built afresh, then served on
-# 127.0.0.1:8080 with the demo's tokens (README.md, "A day with the demo").
+# 127.0.0.1:8080 with the demo's tokens (README.md, "A day with the demo"). Its keys and its
+# checkpoint file sit beside it (var/demo.*, removed by --replace): a month built afresh is
+# another log, which the checkpoints of an earlier one would name as cut.
 DEMO_DB ?= var/demo.db
 demo: install
 	$(BIN)/python -m api.demo $(DEMO_DB) --replace
 	LEDGER_DATABASE_URL=sqlite:///$(DEMO_DB) LEDGER_CHAIN_KEY_FILE=$(basename $(DEMO_DB)).chain-key \
+		LEDGER_SIGNING_KEY_FILE=$(basename $(DEMO_DB)).signing-key \
+		LEDGER_CHECKPOINT_FILE=$(basename $(DEMO_DB)).checkpoints \
 		LEDGER_TOKENS=$$($(BIN)/python -c 'from api.demo import demo_tokens_env; print(demo_tokens_env())') \
 		LEDGER_LOG_FORMAT=text $(BIN)/ledger serve

@@ -107,8 +107,10 @@ def create_app(
     timestamps. ValueError when it cannot be had."""
     config = Config.of({}) if config is None else config
     if verifier is None:  # audit.verify, the checkpoints checked with the notary's key
-        key_file, origin, _ = signing_settings(config.signing_key_file, config.origin)
-        verifier = functools.partial(default_verifier, signing_key=(key_file, origin))
+        key_file, origin, checkpoint_file = signing_settings(
+            config.signing_key_file, config.origin, config.checkpoint_file)
+        verifier = functools.partial(default_verifier, signing_key=(key_file, origin),
+                                     checkpoint_file=checkpoint_file)
     webhook_settings = webhooks.WebhookSettings.from_config(config)
     second_approval = second_approval_thresholds(config.second_approval_above)
     signin = SignIn.from_config(config)  # reads the JWKS file: unusable, no start

@@ -70,6 +70,18 @@ def checkpoint_key(config: Config, given: str | None = None) -> Verifier | None:
     return verifier_of(key_file, origin)
 
 
+def service_checkpoint_file(config: Config) -> Path | None:
+    """The file the service appends each checkpoint it signs to (``LEDGER_CHECKPOINT_FILE``,
+    default beside the signing key); None when the settings cannot name one."""
+    from projections.notes import NoteError, signing_settings
+
+    try:
+        return signing_settings(config.signing_key_file, config.origin,
+                                config.checkpoint_file)[2]
+    except NoteError:
+        return None
+
+
 def check_privilege(settings: StoreSettings, *, required: bool) -> None:
     """Say at start when the service's login could rewrite history; refuse to start then
     (ValueError) when least privilege is ``required`` (``LEDGER_REQUIRE_LEAST_PRIVILEGE=1``)."""

@@ -339,12 +339,16 @@ def verify(digest_files: tuple[Path, ...], as_json: bool,
     Exits 0 only when all hold; otherwise 1, with the first bad position. Checkpoint
     signatures are checked with --key, else with the signing key's public half; with neither,
     checkpoint files (--checkpoint) are refused (exit 2: their signatures are the point), and
-    the stored checkpoints' roots are checked but the report says their signatures were not."""
+    the stored checkpoints' roots are checked but the report says their signatures were not.
+    The last checkpoints of the service's own file (LEDGER_CHECKPOINT_FILE, outside the
+    database) that the key signed are checked too: a tail cut with its checkpoint rows, or an
+    older backup restored, is named."""
     from api import preflight
     from projections import audit
 
     settings = _settings("verify")
-    checkpoint_key = auditcli.checkpoint_key(_config("verify"), verifier_key)
+    config = _config("verify")
+    checkpoint_key = auditcli.checkpoint_key(config, verifier_key)
     if checkpoint_key is None and checkpoint_files:
         _refuse("verify", "no verifier key to check the signatures of the checkpoints given "
                 "with --checkpoint: give --key (what `ledger keys public` prints)")
@@ -355,7 +359,8 @@ def verify(digest_files: tuple[Path, ...], as_json: bool,
     with _application(settings, "verify") as app:
         report = audit.verify(settings, app, digests,
                               checkpoint_notes=auditcli.notes_of(checkpoint_files),
-                              checkpoint_key=checkpoint_key)
+                              checkpoint_key=checkpoint_key,
+                              checkpoint_file=auditcli.service_checkpoint_file(config))
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:

@@ -181,11 +181,14 @@ async def export_beancount(request: web.Request) -> web.Response:
 
 
 def default_verifier(settings: StoreSettings, app: LedgerApplication, *,
-                     signing_key: tuple[Path, str] | None = None) -> dict[str, Any]:
+                     signing_key: tuple[Path, str] | None = None,
+                     checkpoint_file: Path | None = None) -> dict[str, Any]:
     """``audit.verify``; the checkpoints checked against the signing key's verifier, read at
-    each call (``signing_key``: its file and origin; the notary makes it on the first start)."""
+    each call (``signing_key``: its file and origin; the notary makes it on the first start),
+    the last ones of the service's ``checkpoint_file`` (kept outside the database) among them."""
     checkpoint_key = None if signing_key is None else verifier_of(*signing_key)
-    return audit.verify(settings, app, checkpoint_key=checkpoint_key).as_dict()
+    return audit.verify(settings, app, checkpoint_key=checkpoint_key,
+                        checkpoint_file=checkpoint_file).as_dict()
 
 
 async def audit_verify(request: web.Request) -> web.Response:

@@ -14,7 +14,8 @@
    (so each is consistent with the next), each stored one's tree size and root columns are its
    signed note's, and every stored leaf hash matches its event. With no
    verifier key the roots are still checked, and ``unchecked_signatures`` counts the checkpoints
-   whose signature was not.
+   whose signature was not; and, given the service's checkpoint file, the notes at its end
+   (``projections.checkpoints.kept_notes``).
 
 The report names the first bad position of the log (1 and 2) and the read models that differ (3).
 """
@@ -25,6 +26,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +36,7 @@ from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged
 from ledger.settings import StoreSettings
 from projections.chain import Chain, Digest, all_notifications, below_the_log, check_chain
-from projections.checkpoints import checkpoint_damage
+from projections.checkpoints import checkpoint_damage, kept_notes
 from projections.notes import Verifier
 from projections.readmodels import PROJECTIONS, open_view
 from projections.replay import differences, replay, scratch_views, tables_of
@@ -71,11 +73,17 @@ def verify(
     read_models: bool = True,
     checkpoint_notes: Sequence[str] = (),
     checkpoint_key: Verifier | None = None,
+    checkpoint_file: Path | None = None,
 ) -> VerifyReport:
     """Re-derive history and check it: every seal against the chain key and ``digests``, the
     stored checkpoints and ``checkpoint_notes`` against the tree (signed by ``checkpoint_key``,
     when there is one), every invariant at every position, and the read models against a
-    fresh replay."""
+    fresh replay. ``checkpoint_file``: the service's own checkpoint file (kept outside the
+    database); the notes at its end that ``checkpoint_key`` signed are checked too, so a
+    rollback of the log's tail together with its checkpoint rows is named."""
+    if checkpoint_key is not None:
+        checkpoint_notes = [*checkpoint_notes, *kept_notes(checkpoint_file, checkpoint_key,
+                                                            checkpoint_key.name)]
     key = app.recorder.chain_key  # type: ignore[attr-defined]
     # The events at position 0 or below first: no reader of the log sees them, but loading their
     # aggregate does, and none carries a seal of the writer's (it never places one there).

@@ -13,7 +13,11 @@ Every ``ledger serve`` process runs one, in a thread of its own. Each round it:
    service's verifier key, the row's tree size and root against its signed note's, and its root
    against the tree of its size (so each is consistent with every earlier one); and that no
    event is stored at position 0 or below (one index look: the writer never places one there,
-   no reader of the log sees it, and it breaks the aggregate it names);
+   no reader of the log sees it, and it breaks the aggregate it names); and the largest
+   checkpoint this key signed at the end of ``LEDGER_CHECKPOINT_FILE`` (read at the first round:
+   the file is outside the database, so a rollback of the log's tail with its seals, leaves and
+   checkpoint rows, or a restore of an older backup, leaves it there) against the tree: a log
+   shorter than it, or whose first events are not the ones it signed, is damage to the log;
 4. when ``interval_s`` has passed since the last checkpoint and the tree grew past every
    checkpoint whose signed note it checked, signs a checkpoint of the whole tree, stores it in
    ``ledger_checkpoints`` and appends it to ``LEDGER_CHECKPOINT_FILE``.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 from array import array
@@ -159,6 +164,27 @@ class StoredCheckpoint:
     note: str
 
 
+def _as_read(recorder: Recorder, *columns: str) -> str:
+    """The select list of these columns (fixed names, never input). SQLite keeps whatever is
+    written into a column, bytes that are no UTF-8 among them, and fails the whole read of a
+    TEXT value that does not decode: read as bytes there, so that such a row forged behind the
+    service's back is named (``_text``) rather than stopping every check that reads it."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        return ", ".join(f"CAST({c} AS BLOB) AS {c}" if c in _TEXT_COLUMNS else c
+                         for c in columns)
+    return ", ".join(columns)
+
+
+_TEXT_COLUMNS = frozenset({"root", "note", "hash"})
+
+
+def _text(value: Any) -> Any:
+    """A column read as bytes (``_as_read``) as text, what does not decode replaced."""
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return value
+
+
 def _stored(row: dict[str, Any]) -> StoredCheckpoint:
     # A row written behind the service's back may hold anything its columns' types let it (on
     # SQLite, any type): what does not parse is kept as what no note says, and named as such.
@@ -167,30 +193,35 @@ def _stored(row: dict[str, Any]) -> StoredCheckpoint:
     except (TypeError, ValueError):
         size = -1
     try:
-        root = bytes.fromhex(row["root"])
+        root = bytes.fromhex(_text(row["root"]))
     except (TypeError, ValueError):
         root = b""
-    return StoredCheckpoint(size, root, str(row["note"]))
+    return StoredCheckpoint(size, root, str(_text(row["note"])))
 
 
 def stored_checkpoints(recorder: Recorder, after_size: int = 0,
                        limit: int = ALL_ROWS) -> list[StoredCheckpoint]:
     """The stored checkpoints filed above ``after_size``, in size order (at most ``limit``)."""
     with _transaction(recorder, lock=False) as run:
-        rows = run("SELECT tree_size, root, note FROM ledger_checkpoints WHERE tree_size > %s"
+        rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+                   " FROM ledger_checkpoints WHERE tree_size > %s"
                    " ORDER BY tree_size LIMIT %s", (after_size, limit))
     return [_stored(r) for r in rows]
 
 
-def latest_checkpoint(recorder: Recorder) -> StoredCheckpoint | None:
-    """The stored checkpoint of the largest tree whose row says what its note says (its
-    signature is the reader's to check); rows filed under another size or root than their note's
-    are passed over (at most ``ROWS_LOOKED_AT`` rows are looked at)."""
+def latest_checkpoint(recorder: Recorder,
+                      verifier: Verifier | None = None) -> StoredCheckpoint | None:
+    """The stored checkpoint of the largest tree whose row says what its note says and, given
+    the service's ``verifier``, whose signature holds; other rows (filed under another size or
+    root than their note's, or INSERTed with a signature no one with the signing key made) are
+    passed over: the service serves only what it signed (at most ``ROWS_LOOKED_AT`` rows are
+    looked at). Without a verifier the signature is the reader's to check."""
     with _transaction(recorder, lock=False) as run:
-        rows = run("SELECT tree_size, root, note FROM ledger_checkpoints"
-                   " ORDER BY tree_size DESC LIMIT %s", (ROWS_LOOKED_AT,))
+        rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+                   " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s",
+                   (ROWS_LOOKED_AT,))
     return next((stored for stored in map(_stored, rows)
-                 if signed_checkpoint(None, stored)[1] is None), None)
+                 if signed_checkpoint(verifier, stored)[1] is None), None)
 
 
 def _covers(stored: StoredCheckpoint) -> int:
@@ -233,17 +264,38 @@ def filed_otherwise(stored: StoredCheckpoint, signed: Checkpoint) -> str | None:
 
 
 def stored_leaves(recorder: Recorder, after_index: int = -1) -> Iterator[tuple[int, int, bytes]]:
-    """(leaf index, position, leaf hash) from the leaves' table, in order."""
+    """(leaf index, position, leaf hash) from the leaves' table, in order. A row written behind
+    the service's back may hold anything its columns' types let it (the CHECK counts characters,
+    not hex digits; on SQLite any type): what does not parse is answered as no hash (``b""``,
+    which matches no leaf) or index and position -1, to be named, not to crash the reader."""
     while True:
         with _transaction(recorder, lock=False) as run:
-            rows = run("SELECT leaf_index, position, hash FROM ledger_merkle_leaves"
-                       " WHERE leaf_index > %s ORDER BY leaf_index LIMIT %s",
+            rows = run(f"SELECT {_as_read(recorder, 'leaf_index', 'position', 'hash')}"  # noqa: S608
+                       " FROM ledger_merkle_leaves WHERE leaf_index > %s"
+                       " ORDER BY leaf_index LIMIT %s",
                        (after_index, READ_BATCH))
         for row in rows:
-            yield int(row["leaf_index"]), int(row["position"]), bytes.fromhex(row["hash"])
+            yield _int_or(row["leaf_index"]), _int_or(row["position"]), _hash_or_none(row["hash"])
         if len(rows) < READ_BATCH:
             return
-        after_index = int(rows[-1]["leaf_index"])
+        after_index = _int_or(rows[-1]["leaf_index"])
+        if after_index < 0:
+            return  # a forged index that is no number: the order past it is the store's own
+
+
+def _int_or(value: Any, default: int = -1) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _hash_or_none(value: Any) -> bytes:
+    try:
+        raw = bytes.fromhex(_text(value))
+    except (TypeError, ValueError):
+        return b""
+    return raw if len(raw) == 32 else b""
 
 
 def notification_leaf(notification: Notification) -> bytes:
@@ -282,6 +334,10 @@ class Notary:
         self._checked_size = 0  # the largest stored checkpoint checked: its note and its root
         self._last_made_s = 0.0
         self._stored_leaves = 0
+        # The largest checkpoint of this key kept in the checkpoint file (outside the database),
+        # read at the first round and checked against the tree until it holds (``_check_kept``).
+        self._kept: Checkpoint | None = None
+        self._kept_read = False
         self._lock = threading.RLock()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -297,7 +353,7 @@ class Notary:
         return i, self.positions[i:i + count].tolist()
 
     def latest(self) -> StoredCheckpoint | None:
-        return latest_checkpoint(self.recorder)
+        return latest_checkpoint(self.recorder, self.verifier)
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -309,6 +365,7 @@ class Notary:
             self._check_tail()
             self._check_below_the_log()
             self._check_checkpoints()
+            self._check_kept()
             due = time.monotonic() - self._last_made_s >= self.interval_s
             if (due or force_checkpoint) and self._signing_stopped is None:
                 return self._checkpoint()
@@ -409,6 +466,33 @@ class Notary:
                 return
             self._checked_size = signed.tree_size
 
+    def _check_kept(self) -> None:
+        """The largest checkpoint this key signed that the checkpoint file keeps (outside the
+        database: a rollback of the log's tail, with its seals, leaves and checkpoint rows,
+        leaves it there), against the tree: its root, once the tree has grown to it; a log that
+        holds fewer events than it was cut (or replaced by another) under the service. Either
+        is damage to the log: nothing is signed over it."""
+        if not self._kept_read:
+            self._kept_read = True
+            self._kept = kept_checkpoint(self.checkpoint_file, self.verifier, self.origin)
+        kept = self._kept
+        if kept is None:
+            return
+        where = f"the checkpoint file {self.checkpoint_file} keeps a checkpoint of " \
+                f"{kept.tree_size} events signed by this key"
+        if kept.tree_size > len(self.tree):
+            end = self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+            if kept.tree_size > end:
+                self._found(Damage(end, "checkpoint"), f"{where}, beyond the log's {end}: events"
+                            " were cut off (or the store is not the one it signed)")
+            return  # else not yet grown that far: checked in a later round
+        if self.tree.root(kept.tree_size) != kept.root:
+            self._found(Damage(self._last_covered(kept.tree_size), "checkpoint"),
+                        f"{where}, whose root does not match the log's first {kept.tree_size}"
+                        " events (they were rewritten, or the store is not the one it signed)")
+            return
+        self._kept = None  # holds: the tree only grows from here, and the tail is watched
+
     def _last_covered(self, size: int) -> int:
         """The position of the last event a checkpoint of ``size`` covers, where the tree
         reaches it; beyond (or for a size that is none), the size itself, which stays put."""
@@ -423,8 +507,8 @@ class Notary:
         with _transaction(self.recorder, lock=True) as run:
             # Signed already by another process, as far as the signed notes of the rows say
             # (a row's own columns are not signed: a forged one frees no one from signing).
-            rows = run("SELECT tree_size, root, note FROM ledger_checkpoints"
-                       " WHERE tree_size >= %s ORDER BY tree_size LIMIT %s",
+            rows = run(f"SELECT {_as_read(self.recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+                       " FROM ledger_checkpoints WHERE tree_size >= %s ORDER BY tree_size LIMIT %s",
                        (size, ROWS_LOOKED_AT))
             taken = any(signed_checkpoint(self.verifier, _stored(row))[0] is not None
                         for row in rows)
@@ -474,6 +558,46 @@ class Notary:
         return {"from": old, "to": new, "path": [b64(p) for p in path]}
 
 
+KEPT_TAIL_BYTES = 64 * 1024  # how much of the checkpoint file's end is read: ~400 notes
+_KEPT_NOTE = re.compile(r"^([^\n]+)\n([0-9]+)\n([A-Za-z0-9+/=]+)\n\n((?:\u2014 [^\n]+\n)+)",
+                        re.MULTILINE)
+
+
+def kept_notes(path: Path | None, verifier: Verifier, origin: str) -> list[str]:
+    """The notes at the end of the checkpoint file (its last ``KEPT_TAIL_BYTES``: the file only
+    grows, and the service appends each note it signs) whose origin is ``origin`` and whose
+    signature by ``verifier`` holds; none when there is no file. A note another key signed (a
+    key since replaced) is passed over: the file is the service's, kept outside the database,
+    and no one without the key can add one that verifies."""
+    if path is None:
+        return []
+    try:
+        with path.open("rb") as file:
+            file.seek(0, 2)
+            file.seek(max(0, file.tell() - KEPT_TAIL_BYTES))
+            text = file.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        log.warning("cannot read the checkpoint file %s: %s", path, error.strerror)
+        return []
+    notes = []
+    for match in _KEPT_NOTE.finditer(text):
+        try:
+            checkpoint = read_note(verifier, match.group(0))
+        except NoteError:
+            continue
+        if checkpoint.origin == origin:
+            notes.append(match.group(0))
+    return notes
+
+
+def kept_checkpoint(path: Path | None, verifier: Verifier, origin: str) -> Checkpoint | None:
+    """The checkpoint of the largest tree among ``kept_notes``; None when there is none."""
+    kept = [read_note(verifier, note) for note in kept_notes(path, verifier, origin)]
+    return max(kept, key=lambda c: c.tree_size, default=None)
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
@@ -495,11 +619,14 @@ def checkpoint_problem(verifier: Verifier | None, tree: Tree, note: str) -> str 
 
 
 __all__ = [
+    "KEPT_TAIL_BYTES",
     "Notary",
     "StoredCheckpoint",
     "checkpoint_damage",
     "checkpoint_problem",
     "guard_notary",
+    "kept_checkpoint",
+    "kept_notes",
     "latest_checkpoint",
     "notification_leaf",
     "read_note",
@@ -542,7 +669,8 @@ def checkpoint_damage(
 
     found: list[tuple[Damage, str]] = []
     for index, position, stored in stored_leaves(recorder):
-        if index >= len(tree) or positions[index] != position or tree.leaf(index) != stored:
+        if (not 0 <= index < len(tree) or positions[index] != position
+                or tree.leaf(index) != stored):
             found.append((Damage(position, "leaf"), f"stored leaf {index} differs"))
     rows = stored_checkpoints(recorder)
     for row in rows:
