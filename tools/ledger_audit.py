@@ -101,8 +101,10 @@ def open_note(key: tuple[str, bytes, bytes], note: str) -> tuple[str, int, bytes
     raise ValueError(f"no signature of {name}")
 
 
-def audit(key_text: str, checkpoint_texts: list[str], event_lines: list[str]) -> list[str]:
-    """Every problem found; empty when everything holds."""
+def audit(key_text: str, checkpoint_texts: list[str], event_lines: list[str]
+          ) -> tuple[list[str], int]:
+    """Every problem found (empty when everything holds), and how many of the first events the
+    largest checkpoint verified covers: the events after it are bound by no signature."""
     problems: list[str] = []
     key = parse_key(key_text)
     events = [json.loads(line) for line in event_lines if line.strip()]
@@ -137,7 +139,18 @@ def audit(key_text: str, checkpoint_texts: list[str], event_lines: list[str]) ->
                                 f"{events[size - 1]['position']})")
     if not sizes:
         problems.append("no checkpoint verified")
-    return problems
+    return problems, min(max(sizes, default=0), len(events))
+
+
+def ok_line(events: int, covered: int) -> str:
+    """What holds, and how far: a seal's order alone is no proof (anyone holding the database
+    can make links that follow each other), so events past the last checkpoint are named."""
+    if covered >= events:
+        return (f"ok: {events} events; every checkpoint's signature, root and the seals' order"
+                " hold")
+    return (f"ok: {events} events; the first {covered} are covered by a signed checkpoint; the"
+            f" last {events - covered} are NOT (only their seals' order was checked, which"
+            " anyone holding the database can remake): check them against a later checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         key_text = Path(args.key).read_text() if Path(args.key).is_file() else args.key
         checkpoints = [path.read_text() for path in args.checkpoints]
         lines = args.events.read_text().splitlines()
-        problems = audit(key_text, checkpoints, lines)
+        problems, covered = audit(key_text, checkpoints, lines)
     except (OSError, ValueError, KeyError) as error:
         print(f"ledger_audit: cannot read the input: {error}", file=sys.stderr)
         return 2
@@ -159,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"NOT OK: {problem}")
     if problems:
         return 1
-    print(f"ok: {len(lines)} events; every checkpoint's signature, root and the seals' order hold")
+    print(ok_line(sum(1 for line in lines if line.strip()), covered))
     return 0
 
 

@@ -193,7 +193,26 @@ def test_the_offline_verifier_accepts_the_history_signed(
 ) -> None:
     done = offline_audit(tmp_path, *signed_export)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok: 20 events")
+    assert done.stdout.startswith("ok: 20 events; every checkpoint's signature")
+
+
+def test_the_offline_verifier_says_which_events_no_checkpoint_covers(
+    tmp_path: Path, signed_export: tuple[str, Path, list[str]]
+) -> None:
+    # Given an export that grew past the checkpoint of its first 20 events, and the last event
+    # changed with its leaf hash made again (as anyone holding the database can)
+    key, checkpoints, lines = signed_export
+    last = json.loads(lines[-1])
+    changed = json.dumps({"amount": 1_000_000}).encode()
+    leaf = event_leaf_hash(21, uuid.UUID(last["stream"]), 21, "ledger:Deposited", changed)
+    lines = [*lines, json.dumps({
+        "position": 21, "stream": last["stream"], "version": 21, "type": "ledger:Deposited",
+        "state": base64.b64encode(changed).decode(), "leaf_hash": base64.b64encode(leaf).decode(),
+        "link": "1" * 64, "previous": last["link"]})]
+    # Then the verifier does not call all 21 checked: it names the one no signature covers
+    done = offline_audit(tmp_path, key, checkpoints, lines)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the first 20 are covered by a signed checkpoint; the last 1 are NOT" in done.stdout
 
 
 def test_the_offline_verifier_names_an_edited_event(
