@@ -1,8 +1,8 @@
-"""An adversarial review of what auditors rely on: an intruder who can write to the database (but
-holds neither the chain key file nor the signing key) changes checkpoints, leaves and the log's
-tail, and each change is named (by ``ledger verify``'s ``projections.audit.verify``, by the
-notary, or by the checkpoint file kept outside the database), never served as the service's own
-and never crashing the check that should name it.
+"""An intruder who can write to the database (but holds neither the chain key file nor the
+signing key) changes checkpoints, leaves and the log's tail: each change is named (by ``ledger
+verify``'s ``projections.audit.verify``, by the notary, or by the checkpoint file kept outside
+the database), never served as the service's own, and never crashes the check that should name
+it.
 """
 
 from __future__ import annotations

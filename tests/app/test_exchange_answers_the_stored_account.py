@@ -1,4 +1,4 @@
-"""Review: a resolution that changes nothing on the account (an exchange, its freight waived or
+"""A resolution that changes nothing on the account (an exchange, its freight waived or
 none) still answers the account as it stands, not as this process last cached it: another
 process's deposit in between is in the answer (and in what its key replays)."""
 

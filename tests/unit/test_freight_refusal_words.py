@@ -1,4 +1,4 @@
-"""Review: freight the customer cannot cover, as customer service reads the refusal.
+"""Freight the customer cannot cover, as customer service reads the refusal.
 
 When a case is resolved by refund, the refund is credited before the freight is charged, in one
 decision that is refused whole. The refusal must not tell CS an "available" balance the customer

@@ -1,4 +1,4 @@
-"""Review of staff names (ledger.staff): a person's actor never reads as a shared role token's."""
+"""Staff names (ledger.staff): a person's actor never reads as a shared role token's."""
 
 from __future__ import annotations
 

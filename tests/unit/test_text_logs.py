@@ -1,4 +1,4 @@
-"""Review of the text log format (api.logs): a value a request carried forges no line, no field."""
+"""The text log format (api.logs): a value a request carried forges no line, no field."""
 
 from __future__ import annotations
 

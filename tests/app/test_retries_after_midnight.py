@@ -1,4 +1,4 @@
-"""Review: an Idempotency-Key answers its first response even when the shop's day moved on
+"""An Idempotency-Key answers its first response even when the shop's day moved on
 (API.md, Conventions: same caller, key and body within 24 h → the first response again).
 
 A check of a date against the shop's day (``Command.check_on``) is made before the command is

@@ -1,4 +1,4 @@
-"""Review: a command whose handler gave up waiting for its answer (``ANSWER_TIMEOUT_S``, or its
+"""A command whose handler gave up waiting for its answer (``ANSWER_TIMEOUT_S``, or its
 waiter cancelled) while it was still queued is withdrawn, never written after its caller was
 told it was not: a 503 a client without a key sends again must not land twice. (A command
 already being written when its handler gives up is unknown, and stays so: see

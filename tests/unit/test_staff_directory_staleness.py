@@ -1,4 +1,4 @@
-"""Review of the staff directory (projections.staff): how long a revoked person's token can
+"""The staff directory (projections.staff): how long a revoked person's token can
 still be accepted when the directory stops being refreshed (the store does not answer, or an
 event cannot be read: every refresh fails)."""
 

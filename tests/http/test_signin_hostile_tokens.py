@@ -1,4 +1,4 @@
-"""Review of sign-in (api.signin, api.people): what an identity provider's JWT may and may not do.
+"""Sign-in (api.signin, api.people): what an identity provider's JWT may and may not do.
 
 One server on SQLite with the test identity provider of ``test_people`` (an RSA and an Ed25519
 key in its JWKS file, both with a ``kid``).

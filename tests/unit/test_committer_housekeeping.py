@@ -1,4 +1,4 @@
-"""Review: the committer keeps house (prunes idempotency keys past their lifetime) when it is
+"""The committer keeps house (prunes idempotency keys past their lifetime) when it is
 due, busy or not: a ledger whose committer always finds a command waiting must still prune."""
 
 from __future__ import annotations

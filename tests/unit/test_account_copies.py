@@ -1,4 +1,4 @@
-"""Review: the copy of an account a command is handed shares nothing that command can change,
+"""The copy of an account a command is handed shares nothing that command can change,
 the versions of its purchases included (they answer a purchase retried by its order number)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review: the second approval of large balance refunds, as finance meets it.
+"""The second approval of large balance refunds, as finance meets it.
 
 The threshold per currency (``LEDGER_SECOND_APPROVAL_ABOVE``) guards four eyes on large
 refunds: a setting that names no real currency, or names one twice, must stop the service at
