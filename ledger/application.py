@@ -55,7 +55,7 @@ from ledger.commands import (
     StartSupplierReview,
 )
 from ledger.errors import AccountExists, CaseRefused, InvalidInput, InvalidTransition, NotFound
-from ledger.idempotency import KEY_LIFETIME, KeyBook, KeyRecord
+from ledger.idempotency import KEY_LIFETIME, PRUNE_BATCH, KeyBook, KeyRecord
 from ledger.identity import Actor
 from ledger.pipeline import (
     DEFAULT_LOCK_TIMEOUT_S,
@@ -113,7 +113,7 @@ class _UnwiredKeys:
     def get(self, record_id: str) -> KeyRecord | None:
         raise RuntimeError("LedgerApplication.keys was not wired to the event store")
 
-    def prune(self, up_to: datetime) -> int:
+    def prune(self, up_to: datetime, limit: int = PRUNE_BATCH) -> int:
         raise RuntimeError("LedgerApplication.keys was not wired to the event store")
 
 
@@ -134,7 +134,7 @@ class LedgerApplication(Application[UUID]):
         self.positions: EventPositions = positions or _UnwiredPositions()
         self.keys: KeyBook = _UnwiredKeys()
         self.clock = clock
-        self.committer = Committer(self, housekeeping=self.prune_keys)
+        self.committer = Committer(self, housekeeping=self._prune_some_keys)
         self.pipeline = Pipeline(self, max_attempts=max_attempts, lock_timeout_s=lock_timeout_s)
         # Per currency, the amount (minor units) above which a refund needs two approvals
         # (``second_approval_thresholds`` of the configuration's text; none: never).
@@ -144,11 +144,17 @@ class LedgerApplication(Application[UUID]):
         self.committer.stop()
         super().close()
 
-    def prune_keys(self) -> int:
-        """Forget idempotency keys past their lifetime on the shop's clock; answers how many."""
+    def prune_keys(self, limit: int = PRUNE_BATCH) -> int:
+        """Forget idempotency keys past their lifetime on the shop's clock, the oldest first and
+        at most ``limit``; answers how many."""
+        assert limit > 0
         if isinstance(self.keys, _UnwiredKeys):
             return 0
-        return self.keys.prune(up_to=self.clock() - KEY_LIFETIME)
+        return self.keys.prune(up_to=self.clock() - KEY_LIFETIME, limit=limit)
+
+    def _prune_some_keys(self) -> bool:
+        """The committer's housekeeping: one bounded prune; True when more may be due."""
+        return self.prune_keys() == PRUNE_BATCH
 
     def today(self) -> date:
         return self.clock().date()

@@ -21,6 +21,10 @@ from typing import Any, Protocol
 from uuid import NAMESPACE_URL, uuid5
 
 KEY_LIFETIME = timedelta(hours=24)
+# Keys forgotten by one prune, the oldest first: the committer prunes between batches, holding
+# its writer, so a day of keys past their lifetime (a ledger down for a while, or a busy one)
+# goes in bounded steps rather than in one statement that stalls the writes.
+PRUNE_BATCH = 5_000
 IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.import-express/idempotency")
 
 
@@ -72,6 +76,7 @@ class KeyBook(Protocol):
 
     def get(self, record_id: str) -> KeyRecord | None: ...
 
-    def prune(self, up_to: datetime) -> int:
-        """Forget the keys recorded at or before ``up_to``; answers how many."""
+    def prune(self, up_to: datetime, limit: int = PRUNE_BATCH) -> int:
+        """Forget the oldest keys recorded at or before ``up_to``, at most ``limit``; answers
+        how many."""
         ...

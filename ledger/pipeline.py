@@ -285,9 +285,12 @@ class Committer:
         self._housekept_at = time.monotonic()
         try:
             with self._writing:
-                self.housekeeping()
+                more = self.housekeeping()
         except Exception:  # housekeeping never stops the committer; it runs again later
             log.exception("committer housekeeping failed")
+            return
+        if more:  # one bounded step done: the next one between the next batches
+            self._housekept_at = 0.0
 
     def _commit_batch(self, batch: list[_Decided]) -> None:
         touched: set[UUID] = set()

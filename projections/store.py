@@ -61,7 +61,7 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged, NotReady
-from ledger.idempotency import KeyRecord, KeyWrite
+from ledger.idempotency import PRUNE_BATCH, KeyRecord, KeyWrite
 from ledger.pipeline import CommitUnconfirmed
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
@@ -1145,12 +1145,15 @@ class StoreKeyBook:
             recorded_at=datetime.fromisoformat(row["recorded_at"]),
         )
 
-    def prune(self, up_to: datetime) -> int:
+    def prune(self, up_to: datetime, limit: int = PRUNE_BATCH) -> int:
+        assert limit > 0
         rows = run_sql(
             self.recorder,
             [(
-                "DELETE FROM ledger_keys WHERE recorded_at <= %(up_to)s RETURNING id",
-                {"up_to": _instant(up_to)},
+                "DELETE FROM ledger_keys WHERE id IN (SELECT id FROM ledger_keys"
+                " WHERE recorded_at <= %(up_to)s ORDER BY recorded_at LIMIT %(limit)s)"
+                " RETURNING id",
+                {"up_to": _instant(up_to), "limit": limit},
             )],
             commit=True,
         )

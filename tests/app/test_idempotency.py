@@ -235,6 +235,22 @@ def test_keys_past_their_lifetime_are_pruned_and_live_ones_kept(
     assert shop.keys.get(record_id(cs.role, "new-key")) is not None
 
 
+def test_keys_past_their_lifetime_are_pruned_oldest_first_a_bounded_number_at_a_time(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    for minute, key in enumerate(("first", "second", "third")):
+        clock.at = T0 + timedelta(minutes=minute)
+        credit(shop, cs, key)
+    clock.at = T0 + KEY_LIFETIME + timedelta(hours=1)  # all three past their lifetime
+
+    assert shop.prune_keys(limit=2) == 2
+    assert shop.keys.get(record_id(cs.role, "first")) is None
+    assert shop.keys.get(record_id(cs.role, "second")) is None
+    assert shop.keys.get(record_id(cs.role, "third")) is not None
+    assert shop.prune_keys(limit=2) == 1
+    assert shop.prune_keys(limit=2) == 0
+
+
 def test_concurrent_duplicates_with_one_key_take_effect_once(
     shop: LedgerApplication, cs: Actor,
 ) -> None:

@@ -1,8 +1,11 @@
 """The committer keeps house (prunes idempotency keys past their lifetime) when it is
-due, busy or not: a ledger whose committer always finds a command waiting must still prune."""
+due, busy or not: a ledger whose committer always finds a command waiting must still prune. A
+step that says more is due (a bounded prune that was full) is followed by the next at once,
+not after the interval."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -59,3 +62,27 @@ def test_a_committer_that_always_finds_a_command_waiting_still_keeps_house() -> 
 
     # housekeeping came between the busy batch and the next, not only once the queue emptied
     assert store.log.index("housekeeping") < store.log.index("batch more"), store.log
+
+
+def test_a_housekeeping_step_that_leaves_more_is_followed_by_the_next_without_the_interval(
+) -> None:
+    # Given housekeeping that is due, and whose first two steps each leave more to do
+    steps: list[int] = []
+    third = threading.Event()
+
+    def prune_some() -> bool:
+        steps.append(len(steps) + 1)
+        if len(steps) == 3:
+            third.set()
+        return len(steps) < 3
+
+    committer = Committer(Store(),  # type: ignore[arg-type]  # what it calls of a store
+                          housekeeping=prune_some)
+    committer._housekept_at = time.monotonic() - 1e6  # due
+    try:
+        committer._ensure_started()
+        # Then the steps follow each other on the idle committer, and stop once none is left
+        assert third.wait(WAIT_S), steps
+    finally:
+        committer.stop()
+    assert steps == [1, 2, 3]
