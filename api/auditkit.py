@@ -19,8 +19,8 @@ from aiohttp import web
 
 from api import models, parsing
 from api.context import ReadSide, in_executor, read, run
-from api.handlers import json_response
-from api.keys import CONFIG, EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS, STAFF
+from api.handlers import history_damage, json_response
+from api.keys import CONFIG, EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
 from ledger import money
 from ledger.errors import HistoryDamaged, NotFound
 from projections import hledger
@@ -89,12 +89,10 @@ def check_history(app: web.Application) -> dict[str, str]:
     """For ``/ready``: HistoryDamaged when the notary or the staff directory found damage (the
     first position named); otherwise what ``/ready`` adds (``privilege``: said when the login
     could rewrite history)."""
-    watches = (app.get(NOTARY), app.get(STAFF))
-    found = [w.damage for w in watches if w is not None and w.damage is not None]
-    if not found:
+    damage = history_damage(app)
+    if damage is None:
         excess = app.get(EXCESS_PRIVILEGE)
         return {} if not excess else {"privilege": excess}
-    damage = min(found, key=lambda d: d.position)
     log.error("not ready: history damaged at %s", damage.describe())
     raise HistoryDamaged(
         f"the history is damaged at position {damage.position} ({damage.what}): "

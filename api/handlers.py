@@ -18,7 +18,7 @@ from aiohttp import web
 
 from api import models, parsing
 from api.context import Page, ReadSide, read, read_current, run_first_on_loop
-from api.keys import ACTOR, KEEPER, LEDGER
+from api.keys import ACTOR, KEEPER, LEDGER, NOTARY, STAFF
 from ledger import identity, money
 from ledger.commands import (
     ApproveRefund,
@@ -32,9 +32,10 @@ from ledger.commands import (
     RejectRefund,
     RequestRefund,
 )
-from ledger.errors import NotFound
+from ledger.errors import HistoryDamaged, NotFound
 from ledger.pipeline import Outcome
 from projections.accounts import account_query, balance_query
+from projections.chain import Damage
 
 P = ParamSpec("P")
 
@@ -61,11 +62,31 @@ def json_bytes_response(body: bytes, *, status: int = 200,
                         charset="utf-8", headers=headers)
 
 
+def refuse_writes_on_damage(app: web.Application) -> None:
+    """Before any write: HistoryDamaged while the notary or the staff directory names damage.
+    A log cut under the service (a tail rolled back with its rows) loads every account without
+    a broken seal, so only this stops money paid out in the lost events being spent again."""
+    damage = history_damage(app)
+    if damage is not None:
+        raise HistoryDamaged(
+            f"the history is damaged at position {damage.position} ({damage.what}): no write is "
+            "taken until an operator restores the store (`ledger verify` names every damaged "
+            "position)", position=damage.position)
+
+
+def history_damage(app: web.Application) -> Damage | None:
+    """The first damage the running service's watches (the notary, the staff directory) name."""
+    watches = (app.get(NOTARY), app.get(STAFF))
+    found = [w.damage for w in watches if w is not None and w.damage is not None]
+    return min(found, key=lambda d: d.position, default=None)
+
+
 async def command(request: web.Request, make: Callable[P, Command], *args: P.args,
                   **kwargs: P.kwargs) -> web.Response:
     """Build the command (``make(*args, **kwargs)``), have the ledger execute it, answer."""
     ledger, actor = request.app[LEDGER], request[ACTOR]
     key = parsing.idempotency_key(request)
+    refuse_writes_on_damage(request.app)
     built: list[Command] = []
 
     async def on_loop() -> Outcome | None:

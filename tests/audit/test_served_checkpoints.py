@@ -106,6 +106,12 @@ async def test_a_service_restarted_on_a_log_rolled_back_under_it_names_the_cut(
             assert f"position {cut - 1}" in reply.json["detail"], reply.json
             assert f"checkpoint of {size} events" in again.log()
             assert (await api.get("/v1/audit/checkpoint", role="auditor")).status == 404
+            # And no write is taken: money the lost events paid out is not spent again
+            refused = await api.post("/v1/accounts", {"username": "after-the-cut",
+                                                      "currency": "USD"})
+            assert refused.status == 503, refused.text
+            assert refused.json["code"] == "not_ready"
+            assert "no write is taken" in refused.json["detail"]
             # And the auditors' verify, over HTTP, reads the service's checkpoint file too
             verified = await api.get("/v1/audit/verify", role="auditor")
             assert verified.status == 200, verified.text
