@@ -54,7 +54,7 @@ from ledger.commands import (
     ShipBack,
     StartSupplierReview,
 )
-from ledger.errors import AccountExists, CaseRefused, InvalidInput, InvalidTransition, NotFound
+from ledger.errors import AccountExists, CaseRefused, InvalidInput, NotFound
 from ledger.idempotency import KEY_LIFETIME, PRUNE_BATCH, KeyBook, KeyRecord
 from ledger.identity import Actor
 from ledger.pipeline import (
@@ -416,17 +416,7 @@ class LedgerApplication(Application[UUID]):
     @_decides(ExpireReturnCase)
     def _expire_return_case(self, c: ExpireReturnCase, actor: Actor) -> Decision:
         """No goods by return_by: the supplier's commitment period has run out."""
-
-        def expire(case: ReturnCase, on: str) -> None:
-            if case.return_by is not None and date.fromisoformat(on) <= date.fromisoformat(
-                case.return_by
-            ):
-                raise InvalidTransition(
-                    f"the case is not past its return_by {case.return_by}", state=case.state
-                )
-            case.expire(c.note, actor=actor, on=on)
-
-        return self._case_step(c.case_id, expire)
+        return self._case_step(c.case_id, lambda case, on: case.expire(c.note, actor=actor, on=on))
 
     @_decides(ForwardToSupplier)
     def _forward_to_supplier(self, c: ForwardToSupplier, actor: Actor) -> Decision:

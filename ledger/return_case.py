@@ -18,6 +18,7 @@ refund resolution (the credit and the freight) is recorded on the Account in the
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -376,6 +377,13 @@ class ReturnCase(Aggregate):
         self.state = "late" if late else "received"
 
     def expire(self, note: str, *, actor: Actor, on: str) -> None:
+        """No goods by ``return_by``: only once that day has passed (``on``, the shop's day)."""
+        if self.return_by is not None and date.fromisoformat(on) <= date.fromisoformat(
+            self.return_by
+        ):
+            raise InvalidTransition(
+                f"the case is not past its return_by {self.return_by}", state=self.state
+            )
         self._require("expire", STEP_FROM["expire"])
         self._expire(note, actor.name, actor.request_id, on)
 
