@@ -12,6 +12,9 @@ cases and the idempotency keys their commands carried.
 
 Order of the checks, as the application makes them (a refusal names the first that fails):
 1. the input itself (``InvalidInput``) and the refund request or case stepped on (``NotFound``);
+   but a date the shop's day rules out (``dated``: a case's ``return_by`` before today, a
+   shipping or postmark date after it) is weighed only after a live key record of the same
+   request, which answers first (a step sent before midnight and retried after it);
 2. the idempotency key: a live record of the same request answers it again (its answer, or its
    refusal), of another request refuses it (``IdempotencyKeyReused``); an expired record is
    renewed by the new request;
@@ -130,6 +133,7 @@ class Prediction:
 
     refusal: type[LedgerError] | None = None
     early: bool = False
+    dated: bool = False  # early, for a date the shop's day rules out: a live key answers first
     reason: str | None = None
     outcome: str = "ok"
     events: tuple[str, ...] = ()
@@ -137,9 +141,9 @@ class Prediction:
     original_position: int | None = None  # a natural duplicate answers where the original is
 
     @classmethod
-    def refused(cls, error: type[LedgerError], *, early: bool = False, reason: str | None = None
-                ) -> Prediction:
-        return cls(refusal=error, early=early, reason=reason)
+    def refused(cls, error: type[LedgerError], *, early: bool = False, reason: str | None = None,
+                dated: bool = False) -> Prediction:
+        return cls(refusal=error, early=early or dated, reason=reason, dated=dated)
 
 
 # -- the state ---------------------------------------------------------------------------------
@@ -448,8 +452,10 @@ class LedgerModel:
     # return cases
 
     def _open_return_case(self, case: CaseApplication) -> Prediction:
-        if case.kind not in KINDS or case.shipped_on > self.today:
+        if case.kind not in KINDS:
             return Prediction.refused(InvalidInput, early=True)
+        if case.shipped_on > self.today:
+            return Prediction.refused(InvalidInput, dated=True)
         account = self._account(case.username)
         if account is None:
             return Prediction.refused(NotFound)
@@ -533,8 +539,10 @@ class LedgerModel:
     def _accept_return_case(
         self, case_id: UUID, return_by: date, return_address: str, instructions: str
     ) -> Prediction:
-        if not return_address.strip() or return_by < self.today:
+        if not return_address.strip():
             return Prediction.refused(InvalidInput, early=True)
+        if return_by < self.today:
+            return Prediction.refused(InvalidInput, dated=True)
 
         def change(case: CaseModel) -> None:
             case.return_by = return_by
@@ -557,7 +565,7 @@ class LedgerModel:
         acceptance_copy: bool,
     ) -> Prediction:
         if postmark_date > self.today:
-            return Prediction.refused(InvalidInput, early=True)
+            return Prediction.refused(InvalidInput, dated=True)
         case = self.cases.get(case_id)
         late = (case is not None and case.return_by is not None
                 and postmark_date > case.return_by)
@@ -648,7 +656,9 @@ class LedgerModel:
         """The whole prediction: a refusal, the first answer again (a live key of the same
         request), or the command's effect."""
         prediction = self.predict(command)
-        if prediction.refusal is not None and prediction.early:
+        if prediction.refusal is not None and prediction.early and not (
+            prediction.dated and self.live_key(command) is not None
+        ):
             return prediction
         record = self.live_key(command)
         if record is not None:
