@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.keys import ACTOR, LEDGER, SIGNIN, STAFF
-from ledger.errors import NotFound
+from ledger.errors import NotFound, NotReady
 from projections.staff import REFRESH_S, StaffDirectory
 
 log = logging.getLogger("api.people")
@@ -43,15 +43,28 @@ def identify_person(app: web.Application, token: str) -> tuple[str, tuple[str, .
             return person.name, (person.role,)
     signin = app.get(SIGNIN)
     if signin is None or token.count(".") != 2:
+        _refuse_while_stale(directory)
         return None
     signed_in = signin.verify(token)
     if signed_in is None or directory is None:
         return signed_in
     sub, held = signed_in
     name = sub.lower()
+    if directory.knows(name):
+        _refuse_while_stale(directory)
     if directory.is_revoked(name):
         return None
     return (name, held) if directory.knows(name) else signed_in
+
+
+def _refuse_while_stale(directory: StaffDirectory | None) -> None:
+    """NotReady (503) for a credential only the staff directory could know while it is stale:
+    it lets no member of staff in then, and the person should hear that sign-in is paused and
+    try again, not that their token is wrong."""
+    if directory is not None and directory.stale:
+        raise NotReady(
+            "the staff directory could not be read for a while, so no member of staff is let in "
+            "until it is; try again shortly")
 
 
 async def staff_directory(app: web.Application) -> AsyncIterator[None]:

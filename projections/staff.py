@@ -152,7 +152,7 @@ class StaffDirectory:
         """The active person whose token has this SHA-256 hex digest, or None (also when the
         directory has not been refreshed for ``stale_s``: it may no longer know who is
         revoked)."""
-        if self._stale():
+        if self.stale:
             return None
         return self._by_hash.get(digest)
 
@@ -160,11 +160,12 @@ class StaffDirectory:
         """Whether ``name`` (as ``staff_name`` spells it: lower case) is a person revoked: no
         credential naming them lets them in, a token of the identity provider's neither. A
         stale directory (``stale_s``) counts everyone on the staff as revoked."""
-        if self._stale():
+        if self.stale:
             return name in self._people
         return name in self._revoked
 
-    def _stale(self) -> bool:
+    @property
+    def stale(self) -> bool:
         """Not refreshed for longer than ``stale_s``: it may no longer know who is revoked."""
         return self._clock() - self._checked > self.stale_s
 
