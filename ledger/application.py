@@ -166,14 +166,12 @@ class LedgerApplication(Application[UUID]):
 
         A date the shop's day now rules out is refused, unless ``idempotency_key`` already
         answered this very request (sent before midnight, say): then its first response."""
-        try:
-            command.check_on(self.today())
-        except InvalidInput:
-            if idempotency_key is None:
-                raise
+        refusal = self._refused_today(command, idempotency_key)
+        if refusal is not None:
+            assert idempotency_key is not None  # raised at once without one
             replay = self.pipeline.replay(command, actor=actor, key=idempotency_key)
             if replay is None:
-                raise
+                raise refusal
             return replay
         use_case = _USE_CASES[type(command)]
         return self.pipeline.run(
@@ -193,11 +191,7 @@ class LedgerApplication(Application[UUID]):
         of a refund request or of a case looks its owner up."""
         if command.lock_key is None:
             return None
-        try:
-            command.check_on(self.today())
-        except InvalidInput:
-            if idempotency_key is None:
-                raise
+        if self._refused_today(command, idempotency_key) is not None:
             return None  # its key may answer it: looked up on a thread (``execute``)
         use_case = _USE_CASES[type(command)]
         return await self.pipeline.run_on_loop(
@@ -207,6 +201,17 @@ class LedgerApplication(Application[UUID]):
             key=idempotency_key,
             lock=command.lock_key,
         )
+
+    def _refused_today(self, command: Command, idempotency_key: str | None) -> InvalidInput | None:
+        """The refusal of a date the shop's day now rules out, for the caller to try the key
+        first; raised at once when there is no key that could answer it."""
+        try:
+            command.check_on(self.today())
+        except InvalidInput as refusal:
+            if idempotency_key is None:
+                raise
+            return refusal
+        return None
 
     @property
     def writes_on_loop(self) -> bool:
