@@ -25,13 +25,17 @@ delivered or parked (log order per customer); different customers' messages go o
 most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time, and at most ``MAX_IN_FLIGHT_PER_SUBSCRIBER`` begun
 per subscriber (the others wait in the outbox, not in memory). Every POST ends within
 ``LEDGER_WEBHOOK_TIMEOUT_S``, answer included (at most 64 KiB of it is read); a redirect is
-an answer like any other, never followed. At least once: a delivery is marked after its
+an answer like any other, never followed; no cookie an answer sets is kept. No POST goes to an
+address no receiver has (link-local, where cloud metadata services answer; unspecified;
+multicast: ``address_problem``), whether the URL names it or a host name resolves to it at
+the connection. At least once: a delivery is marked after its
 answer, so a crash in between sends it again, with the same ``Ledger-Delivery-Id``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import hashlib
 import hmac
@@ -41,11 +45,12 @@ import logging
 import math
 import random
 import re
+import socket
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -95,12 +100,26 @@ _WITH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 MAX_ERROR_CHARS = 500
 # Why a message was parked failed without being sent (the outbox listing shows it).
 UNSEALED = "not sent: its seal does not hold (written behind the service's back)"
+# Addresses no webhook receiver has, refused in a URL (``url_problem``) and again at each
+# connection (``_connectable``: a host name may resolve to one, or be made to between the two,
+# as DNS rebinding does): link-local ones (169.254.169.254 is most clouds' metadata service,
+# which hands out their credentials), the metadata services outside that range (AWS's over
+# IPv6, Alibaba Cloud's), and addresses of no one host (unspecified, which reaches this one;
+# multicast; IPv4's reserved range and broadcast). An IPv6 address carrying an IPv4 one
+# (IPv4-mapped or -compatible, 6to4, NAT64) is judged by that one too. Loopback and private
+# addresses are taken: a receiver beside the service or on the shop's own network is the usual
+# case (api/README.md, "Webhooks").
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254",
+                                                                 "100.100.100.200"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True)
 class WebhookSettings:
     urls: tuple[str, ...] = ()
-    secret: str | None = None
+    # Not in the repr: the settings may be shown (a log line, an assertion, a debugger), the
+    # secret never is (``api.config`` keeps it a SecretStr until here).
+    secret: str | None = field(default=None, repr=False)
     max_age_s: float = 24 * 3600.0
     timeout_s: float = 10.0
     concurrency: int = 8
@@ -182,7 +201,64 @@ def url_problem(url: str) -> str | None:
     found = _HOST_AND_PORT.fullmatch(parts.netloc.rpartition("@")[2])
     if found is None or not _is_host(host, bracketed=found.group(1).startswith("[")):
         return "its host is neither a host name nor an IP address (IPv6 goes in brackets)"
+    refused = address_problem(host) or address_problem(_legacy_ipv4(host) or "")
+    if refused is not None:
+        return f"its host is {refused}, never a webhook receiver"
     return None
+
+
+def address_problem(address: str) -> str | None:
+    """Why no webhook is sent to the IP address ``address`` (``METADATA_ADDRESSES`` and the
+    comment above it), in words that do not repeat it; None when one may be, or when
+    ``address`` is not an IP address (a host name: judged by what it resolves to)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    for each in _carried(ip):
+        if each in METADATA_ADDRESSES:
+            return "a cloud metadata service's address"
+        if each.is_link_local:
+            return "a link-local address (where cloud metadata services answer)"
+        if each.is_unspecified:
+            return "the unspecified address (it reaches this host)"
+        if each.is_multicast:
+            return "a multicast address"
+        if isinstance(each, ipaddress.IPv4Address) and each.is_reserved:  # 240/4, broadcast
+            return "a reserved address"
+    return None
+
+
+def _carried(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+             ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """``ip``, and the IPv4 address an IPv6 one carries, if any."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return [ip]
+    inner = ip.ipv4_mapped or ip.sixtofour
+    if inner is None and (ip in _NAT64 or 1 < int(ip) < 2**32):  # NAT64, IPv4-compatible
+        inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return [ip] if inner is None else [ip, inner]
+
+
+def _legacy_ipv4(host: str) -> str | None:
+    """The IPv4 address a host name in a legacy numeric form stands for (``0xa9.0xfe.0xa9.0xfe``,
+    ``2852039166``: the system's resolver reads them so); None for any other name."""
+    try:
+        return str(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except (OSError, ValueError):
+        return None
+
+
+def _connectable(addr_info: tuple[Any, ...]) -> socket.socket:
+    """The HTTP client's socket for each address it connects to, once the name is resolved:
+    none for an address ``address_problem`` refuses (an OSError saying so instead)."""
+    family, kind, proto, _, address = addr_info
+    refused = address_problem(str(address[0]))
+    if refused is not None:
+        # With an errno: the HTTP client's error shows the words (its strerror), not "None".
+        raise OSError(errno.EACCES,
+                      f"not connected to {address[0]}: {refused}, never a webhook receiver")
+    return socket.socket(family=family, type=kind, proto=proto)
 
 
 def _is_host(host: str, *, bracketed: bool) -> bool:
@@ -311,8 +387,12 @@ class Deliverer:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.hooks.timeout_s)
-        connector = aiohttp.TCPConnector(limit=self.hooks.concurrency)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        connector = aiohttp.TCPConnector(limit=self.hooks.concurrency,
+                                         socket_factory=_connectable)
+        # No cookie jar: nothing a receiver sets is kept, nor sent back to it or to another
+        # receiver on the same host (cookies ignore ports).
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                         cookie_jar=aiohttp.DummyCookieJar()) as session:
             try:
                 await self._rounds(session)
             finally:  # before the session closes under them (each would log its failure)
