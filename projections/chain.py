@@ -10,6 +10,8 @@ side and names every damaged position and what is wrong there:
   link changed);
 - ``order``: a link that does not follow the one before it (events removed or moved before it);
 - ``missing``: a link whose event is gone (deleted behind the service's back);
+- ``text``: an event or its link whose text is no UTF-8 (SQLite keeps whatever is written; the
+  writer never writes such bytes);
 - ``digest``: a digest kept outside the database that the chain no longer holds.
 
 A digest (a position and its link) exported and kept outside the database still catches a
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,16 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from projections.seal import GENESIS, ChainKey, WrittenHere
-from projections.store import count_events, events_table, qualified_events_table, run_sql
+from projections.store import (
+    SQLITE_EVENT_COLUMNS,
+    UndecodedNotification,
+    count_events,
+    events_table,
+    qualified_events_table,
+    run_sql,
+    sqlite_notification,
+    text_of,
+)
 
 BATCH = 1000
 
@@ -51,12 +62,13 @@ class Link:
     position: int
     previous: str
     hash: str
+    undecoded: tuple[str, ...] = ()  # its columns whose bytes are no UTF-8 (``_link``)
 
 
 @dataclass(frozen=True)
 class Damage:
     position: int
-    what: str  # unsealed, content, order, missing, digest, checkpoint, leaf
+    what: str  # unsealed, content, order, missing, text, digest, checkpoint, leaf
 
     def describe(self) -> str:
         return f"position {self.position}: {_WHAT[self.what]}"
@@ -67,6 +79,8 @@ _WHAT = {
     "content": "the seal does not match the event (the event or its seal was changed)",
     "order": "the seal does not follow the one before it (events removed or moved)",
     "missing": "a sealed event is gone",
+    "text": "the row is not valid text (bytes that are no UTF-8, written behind the service's "
+            "back)",
     "digest": "a digest kept outside the database does not match the chain",
     "checkpoint": "a signed checkpoint does not match the log up to here",
     "leaf": "the stored leaf hash does not match the event",
@@ -82,19 +96,37 @@ def read_digests(path: Path) -> list[Digest]:
     return digests
 
 
+def _link_columns(recorder: Recorder) -> str:
+    """The select list of a link's columns. On SQLite its text is read as bytes: a TEXT value
+    that is no UTF-8 fails the whole read (``projections.store.SQLITE_EVENT_COLUMNS``)."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        return "position, CAST(previous AS BLOB) AS previous, CAST(hash AS BLOB) AS hash"
+    return "position, previous, hash"
+
+
+def _link(row: dict[str, Any]) -> Link:
+    previous, previous_decodes = text_of(row["previous"])
+    link, link_decodes = text_of(row["hash"])
+    undecoded = tuple(column for column, decodes in (("previous", previous_decodes),
+                                                     ("hash", link_decodes)) if not decodes)
+    return Link(int(row["position"]), previous, link, undecoded)
+
+
 class Chain:
     """The stored chain of one event store."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
+        self._columns = _link_columns(recorder)
 
     def head(self) -> Digest:
         rows = run_sql(
             self.recorder,
-            [("SELECT position, hash FROM ledger_chain ORDER BY position DESC LIMIT 1", {})],
+            [(f"SELECT {self._columns} FROM ledger_chain ORDER BY position DESC LIMIT 1", {})],  # noqa: S608
             commit=False,
         )
-        return Digest(0, GENESIS) if not rows else Digest(int(rows[0]["position"]), rows[0]["hash"])
+        return Digest(0, GENESIS) if not rows else Digest(int(rows[0]["position"]),
+                                                          _link(rows[0]).hash)
 
     def links(
         self, after: int = 0, upto: int | None = None, batch_size: int = BATCH
@@ -104,7 +136,7 @@ class Chain:
             rows = run_sql(
                 self.recorder,
                 [(
-                    "SELECT position, previous, hash FROM ledger_chain"
+                    f"SELECT {self._columns} FROM ledger_chain"  # noqa: S608
                     " WHERE position > %(after)s AND position <= %(upto)s"
                     " ORDER BY position LIMIT %(limit)s",
                     {"after": after, "upto": 2**63 - 1 if upto is None else upto,
@@ -113,7 +145,7 @@ class Chain:
                 commit=False,
             )
             for row in rows:
-                yield Link(int(row["position"]), row["previous"], row["hash"])
+                yield _link(row)
             if len(rows) < batch_size:
                 return
             after = int(rows[-1]["position"])
@@ -129,13 +161,12 @@ class Chain:
         rows = run_sql(
             self.recorder,
             [(
-                f"SELECT position, previous, hash FROM ledger_chain WHERE position IN ({marks})",  # noqa: S608
+                f"SELECT {self._columns} FROM ledger_chain WHERE position IN ({marks})",  # noqa: S608
                 {f"p{n}": position for n, position in enumerate(wanted)},
             )],
             commit=False,
         )
-        return {int(row["position"]): Link(int(row["position"]), row["previous"], row["hash"])
-                for row in rows}
+        return {int(row["position"]): _link(row) for row in rows}
 
     def link_at(self, position: int) -> str:
         """The link at ``position`` (the genesis link at 0); KeyError if there is none."""
@@ -143,12 +174,13 @@ class Chain:
             return GENESIS
         rows = run_sql(
             self.recorder,
-            [("SELECT hash FROM ledger_chain WHERE position = %(p)s", {"p": position})],
+            [(f"SELECT {self._columns} FROM ledger_chain WHERE position = %(p)s",  # noqa: S608
+              {"p": position})],
             commit=False,
         )
         if not rows:
             raise KeyError(position)
-        return str(rows[0]["hash"])
+        return str(_link(rows[0]).hash)
 
     def first_gap(self, after: int, upto: int) -> int | None:
         """The first position after ``after``, up to ``upto``, with no stored event; None when
@@ -178,32 +210,25 @@ def events_at(recorder: Recorder, positions: Iterable[int]) -> dict[int, Notific
     assert len(wanted) <= BATCH, "events_at reads one batch"
     if not wanted:
         return {}
-    if isinstance(recorder, SQLiteApplicationRecorder):
-        table, column = events_table(recorder), "rowid"
-        convert: Callable[[Any], Any] = recorder.convert_originator_id
-    else:
-        assert isinstance(recorder, PostgresApplicationRecorder)
-        table = qualified_events_table(recorder).as_string(None)
-        column, convert = "notification_id", _same
     marks = ", ".join(f"%(p{n})s" for n in range(len(wanted)))
-    rows = run_sql(
-        recorder,
-        [(
-            f"SELECT {column} AS position, originator_id, originator_version, topic, state"  # noqa: S608
-            f" FROM {table} WHERE {column} IN ({marks})",
-            {f"p{n}": position for n, position in enumerate(wanted)},
-        )],
-        commit=False,
-    )
+    params = {f"p{n}": position for n, position in enumerate(wanted)}
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        rows = run_sql(recorder, [(
+            f"SELECT {SQLITE_EVENT_COLUMNS} FROM {events_table(recorder)}"  # noqa: S608
+            f" WHERE rowid IN ({marks})", params,
+        )], commit=False)
+        return {int(row["position"]): sqlite_notification(recorder, row) for row in rows}
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    rows = run_sql(recorder, [(
+        "SELECT notification_id AS position, originator_id, originator_version, topic, state"  # noqa: S608
+        f" FROM {qualified_events_table(recorder).as_string(None)}"
+        f" WHERE notification_id IN ({marks})", params,
+    )], commit=False)
     return {int(row["position"]): Notification(
-        id=int(row["position"]), originator_id=convert(row["originator_id"]),
+        id=int(row["position"]), originator_id=row["originator_id"],
         originator_version=row["originator_version"], topic=row["topic"],
         state=bytes(row["state"]),
     ) for row in rows}
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def below_the_log(recorder: Recorder, limit: int = BATCH) -> list[Notification]:
@@ -246,6 +271,8 @@ def seal_damage(
     key: ChainKey, previous: str, notification: Notification, link: Link | None
 ) -> str | None:
     """What is wrong with one event's seal, given the link before it; None when it holds."""
+    if isinstance(notification, UndecodedNotification) or (link is not None and link.undecoded):
+        return "text"  # first: no seal of the writer's covers bytes it never writes
     if link is None:
         return "unsealed"
     if not key.holds(

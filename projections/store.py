@@ -10,6 +10,10 @@ application.
   knows the log's last position and link from its own last commit, else under the writers'
   lock (``SealingPostgresRecorder``); SQLite writes one at a time anyway. Loading an aggregate
   checks each event's seal: an event without a valid one is ``HistoryDamaged``.
+- Reading the log from SQLite, which keeps whatever is written into a column, an event whose
+  TEXT columns hold bytes that are no UTF-8 (written behind the service's back) is answered,
+  not a failed read of its whole batch: its text with what does not decode replaced, marked
+  (``UndecodedNotification``) for the seal check to name it (``projections.chain``).
 - A PostgreSQL commit whose acknowledgement is lost (its connection failed after it was sent)
   is never recorded again blindly: the writer first asks whether the store holds the batch as
   it was sent (its events at their versions, with the very state sent; its keys), and answers
@@ -32,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -727,6 +732,85 @@ class SealingSQLiteRecorder(_Sealer, SQLiteApplicationRecorder):
                 state=row["state"],
             ))
         return events
+
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """eventsourcing's, each event's text read as bytes (``sqlite_notification``)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            where.append("rowid >= ?" if inclusive_of_start else "rowid > ?")
+            params.append(start)
+        if stop is not None:
+            where.append("rowid <= ?")
+            params.append(stop)
+        if topics:
+            where.append(f"topic IN ({', '.join('?' * len(topics))})")
+            params += list(topics)
+        statement = (f"SELECT {SQLITE_EVENT_COLUMNS} FROM {self.events_table_name}"  # noqa: S608
+                     + (f" WHERE {' AND '.join(where)}" if where else "")
+                     + " ORDER BY rowid LIMIT ?")
+        params.append(limit)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            return [sqlite_notification(self, row) for row in c.fetchall()]
+
+
+# -- text that is no UTF-8 (SQLite) --------------------------------------------------------------
+
+# SQLite keeps whatever is written into a column, bytes that are no UTF-8 among them, and
+# Python's sqlite3 fails the whole read of a TEXT value that does not decode: the readers of
+# history read its TEXT columns as bytes, and decode them here.
+SQLITE_EVENT_COLUMNS = ("rowid AS position, CAST(originator_id AS BLOB) AS originator_id,"
+                        " originator_version, CAST(topic AS BLOB) AS topic, state")
+
+
+@dataclass(frozen=True)
+class UndecodedNotification(Notification):
+    """A stored event whose ``undecoded`` columns hold bytes that are no UTF-8: the writer never
+    writes such bytes, so the row was written behind the service's back. Its text is what
+    decodes, the rest replaced (U+FFFD), so that every reader goes on and the seal check names
+    the row (``projections.chain.seal_damage``)."""
+
+    undecoded: tuple[str, ...] = ()
+
+
+def text_of(value: Any) -> tuple[Any, bool]:
+    """A TEXT column read as bytes as text, and whether its bytes are UTF-8 (what does not
+    decode replaced); any other value (NULL) as it is."""
+    if not isinstance(value, bytes):
+        return value, True
+    try:
+        return value.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return value.decode("utf-8", errors="replace"), False
+
+
+def sqlite_notification(recorder: SQLiteApplicationRecorder, row: Any) -> Notification:
+    """A row of ``SQLITE_EVENT_COLUMNS`` as its notification; an ``UndecodedNotification`` when
+    its text is no UTF-8."""
+    stream, stream_decodes = text_of(row["originator_id"])
+    topic, topic_decodes = text_of(row["topic"])
+    fields: dict[str, Any] = {
+        "id": int(row["position"]),
+        "originator_id": recorder.convert_originator_id(stream) if stream_decodes else stream,
+        "originator_version": row["originator_version"],
+        "topic": topic,
+        "state": row["state"],
+    }
+    if stream_decodes and topic_decodes:
+        return Notification(**fields)
+    undecoded = tuple(column for column, decodes in (("originator_id", stream_decodes),
+                                                     ("topic", topic_decodes)) if not decodes)
+    return UndecodedNotification(**fields, undecoded=undecoded)
 
 
 SQLITE_RECORDER_TOPIC = "projections.store:SealingSQLiteRecorder"
