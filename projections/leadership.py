@@ -7,6 +7,14 @@ dies. ``ledger rebuild`` takes the same lock when it is free (no ``ledger serve`
 models) and keeps them itself meanwhile; when a keeper holds it, the rebuild builds beside the live
 read models and swaps them in under their tables' locks (``projections.replay``). Two rebuilds never
 run at once: each holds ``rebuilding`` (a lock of its own, the same way).
+
+``SwapFence``: the keeper remembers rows between batches (``projections.views.Rows``), and a
+swap replaces them without moving the tracking records its batches compare. So a keeper applies
+each batch inside the fence (shared) and learns the read models' generation there; a swap holds
+the fence alone and makes a new generation; a keeper that finds one forgets what it remembers
+before it reads a row. PostgreSQL: an advisory lock (shared by keepers, taken alone inside the
+swap's transaction), the generation the tracking table's oid (the swap puts a new table in its
+place). SQLite: ``flock`` on a file beside the database, which holds the generation.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,10 +34,26 @@ from ledger.settings import StoreSettings
 # Any constant every process agrees on.
 LEADER_LOCK_KEY = 0x1ED6E5
 REBUILD_LOCK_KEY = 0x1ED6E6
+SWAP_FENCE_KEY = 0x1ED6E7
+# The table whose oid is the read models' generation on PostgreSQL (any the swap replaces).
+GENERATION_TABLE = "accounts_tracking"
 
 
 class LeadershipBusy(RuntimeError):
     """Another process keeps the read models (a running ``ledger serve``)."""
+
+
+def _connect(settings: StoreSettings) -> psycopg.Connection[Any]:
+    pg = settings.postgres
+    return psycopg.connect(
+        dbname=pg["POSTGRES_DBNAME"],
+        host=pg["POSTGRES_HOST"],
+        port=pg["POSTGRES_PORT"],
+        user=pg["POSTGRES_USER"],
+        password=pg["POSTGRES_PASSWORD"],
+        autocommit=True,
+        connect_timeout=5,
+    )
 
 
 class LeaderLock:
@@ -45,16 +70,7 @@ class LeaderLock:
         if self.settings.kind == "sqlite":
             return self._try_flock()
         if self._connection is None:
-            pg = self.settings.postgres
-            self._connection = psycopg.connect(
-                dbname=pg["POSTGRES_DBNAME"],
-                host=pg["POSTGRES_HOST"],
-                port=pg["POSTGRES_PORT"],
-                user=pg["POSTGRES_USER"],
-                password=pg["POSTGRES_PASSWORD"],
-                autocommit=True,
-                connect_timeout=5,
-            )
+            self._connection = _connect(self.settings)
         row = self._connection.execute(
             "SELECT pg_try_advisory_lock(%s)", (self.key,)
         ).fetchone()
@@ -126,3 +142,86 @@ def rebuilding(settings: StoreSettings, *, timeout_s: float = 5.0) -> Iterator[L
         yield lock
     finally:
         lock.release()
+
+
+class SwapFence:
+    """A keeper's side of the fence between its batches and a rebuild's swap (see the module
+    docstring); one per keeper, used by one thread."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self._connection: psycopg.Connection[Any] | None = None
+        self._fd: int | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[object]:
+        """Hold the fence (shared) while a batch is read, applied and committed: no swap
+        happens meanwhile. Gives the read models' generation."""
+        if self.settings.kind == "sqlite":
+            if self._fd is None:
+                self._fd = _open_fence(self.settings)
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            try:
+                yield os.pread(self._fd, 32, 0)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            return
+        if self._connection is None:
+            self._connection = _connect(self.settings)
+        row = self._connection.execute(
+            "SELECT pg_advisory_lock_shared(%s), to_regclass(%s)::oid",
+            (SWAP_FENCE_KEY, GENERATION_TABLE),
+        ).fetchone()
+        try:
+            yield None if row is None else row[1]
+        finally:
+            self._connection.execute("SELECT pg_advisory_unlock_shared(%s)", (SWAP_FENCE_KEY,))
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()  # ending the session lets go of the fence
+            finally:
+                self._connection = None
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            finally:
+                self._fd = None
+
+
+def fence_swap_postgres(connection: psycopg.Connection[Any]) -> None:
+    """In a swap's transaction, before it locks any table: the fence alone, until it commits
+    (its ``lock_timeout`` bounds the wait for a keeper's batch to end)."""
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (SWAP_FENCE_KEY,))
+
+
+@contextmanager
+def fenced_swap_sqlite(settings: StoreSettings, *, deadline: float) -> Iterator[None]:
+    """Hold the fence alone around a swap (SQLite), with a new generation; waits for a keeper's
+    batch to end until ``deadline`` (``time.monotonic``), else ``LeadershipBusy``."""
+    fd = _open_fence(settings)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LeadershipBusy("a keeper's batch held the read models: the rebuild "
+                                         "could not swap its fresh read models in; try again"
+                                         ) from None
+                time.sleep(0.01)
+        generation = int(os.pread(fd, 32, 0) or b"0") + 1
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(generation).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # lets go of the fence
+
+
+def _open_fence(settings: StoreSettings) -> int:
+    assert settings.sqlite_path is not None
+    path: Path = settings.sqlite_path.with_name(settings.sqlite_path.name + ".swap-fence")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

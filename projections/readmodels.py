@@ -65,7 +65,7 @@ from projections.chain import Damage, SealWatch, look_after
 from projections.checkpoints import b64, notification_leaf
 from projections.events import own_fields
 from projections.journal import JournalProjection
-from projections.leadership import LeaderLock
+from projections.leadership import LeaderLock, SwapFence
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
@@ -89,6 +89,11 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     OutboxProjection,
 )
 APP_NAME = LedgerApplication.name
+# PostgreSQL: the longest one statement of a read waits for a read model's table while another
+# holds it (a rebuild's swap holds every one of them while it applies its last events): the
+# reads' bound (API.md), past which it is refused (503), as a read the keeper is late for is.
+READ_LOCK_WAIT_S = 5.0
+MAX_READ_LOCK_WAIT_S = 60.0
 # wait_caught_up's pauses between looks: from half a millisecond, doubling, to 10 ms.
 CAUGHT_UP_FIRST_PAUSE_S = 0.0005
 CAUGHT_UP_MAX_PAUSE_S = 0.01
@@ -117,9 +122,12 @@ def open_view(
     return factory.tracking_recorder(cls)
 
 
-def open_views(settings: StoreSettings, *, pool_size: int) -> dict[str, ReadModelView]:
+def open_views(
+    settings: StoreSettings, *, pool_size: int, lock_wait_s: float | None = None
+) -> dict[str, ReadModelView]:
     """Every read model's view. On PostgreSQL they share one pool of at most ``pool_size``
-    connections (one idle); on SQLite each has its file."""
+    connections (one idle), whose statements wait at most ``lock_wait_s`` for a table's lock
+    (None: as long as it is held); on SQLite each has its file (WAL: readers wait for none)."""
     if settings.kind != "postgres":
         return {p.name: open_view(settings, p, pool_size=pool_size) for p in PROJECTIONS}
     env = settings.env_for(None)
@@ -128,6 +136,9 @@ def open_views(settings: StoreSettings, *, pool_size: int) -> dict[str, ReadMode
     )
     factory: Any = InfrastructureFactory[ReadModelView].construct(Environment("read_models", env))
     datastore = factory.datastore
+    if lock_wait_s is not None:  # set before the pool opens its first connection
+        assert 0 < lock_wait_s <= MAX_READ_LOCK_WAIT_S
+        datastore.pool.kwargs["options"] = f"-c lock_timeout={round(lock_wait_s * 1000)}"
     return {
         p.name: view_class(settings.kind, p.name, p.ddl)(  # type: ignore[call-arg]
             datastore=datastore, tracking_table_name=f"{p.name}_tracking"
@@ -154,11 +165,14 @@ class ReadModels:
         *,
         pool_size: int = 8,
         unresolved_after_days: int = policy.DEFAULT_UNRESOLVED_AFTER_DAYS,
+        lock_wait_s: float = READ_LOCK_WAIT_S,
     ) -> None:
         self.app = app
         self.unresolved_after_days = unresolved_after_days
         prepare_read_models(settings)
-        self.views = open_views(settings, pool_size=pool_size)
+        # A read behind a read model's table held (a rebuild's swap, an operator's DDL) is
+        # refused (503) once it has waited ``lock_wait_s``, not held for as long as the lock is.
+        self.views = open_views(settings, pool_size=pool_size, lock_wait_s=lock_wait_s)
         self._tracked_sql: str | None = None
         self._positions_sql: str | None = None
         if settings.kind == "postgres":
@@ -603,6 +617,8 @@ class ReadModelKeeper:
         self._thread: threading.Thread | None = None
         self._watch: SealWatch | None = None
         self._child_stop = _Wakeup() if in_child_process else None
+        self._fence = SwapFence(settings)
+        self._generation: object = None  # the read models' generation its rows are from
 
     def start(self) -> None:
         assert self._thread is None, "started twice"
@@ -690,6 +706,7 @@ class ReadModelKeeper:
             app = LedgerApplication(env)
         views = open_views(self.settings, pool_size=KEEPER_POOL_SIZE)
         self._watch = SealWatch(app.recorder, read_key(self.settings.chain_key_file))
+        self._fence, self._generation = SwapFence(self.settings), None
         try:
             with self._doorbell.listening(getattr(app.recorder, "channel_name", "")):
                 applier = BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
@@ -706,17 +723,24 @@ class ReadModelKeeper:
                         check()
                         checked = time.monotonic()
         finally:
+            self._fence.close()
             app.close()
             close_views(views)
 
     def catch_up(self, app: LedgerApplication, applier: BatchApplier) -> bool:
         """Apply the next batch of events to every read model, in one transaction per
-        datastore; True if the batch was full (more may be waiting)."""
-        notifications = app.recorder.select_notifications(
-            applier.position, self.batch_size, inclusive_of_start=False
-        )
-        admitted = self._admit(applier.position, notifications)
-        applier.apply(admitted)
+        datastore; True if the batch was full (more may be waiting). Inside the swap's fence
+        (``projections.leadership.SwapFence``): after a rebuild swapped fresh read models in,
+        the rows remembered from the old ones are forgotten before the batch reads any."""
+        with self._fence.batch() as generation:
+            if generation != self._generation:
+                applier.forget()
+                self._generation = generation
+            notifications = app.recorder.select_notifications(
+                applier.position, self.batch_size, inclusive_of_start=False
+            )
+            admitted = self._admit(applier.position, notifications)
+            applier.apply(admitted)
         return len(admitted) == self.batch_size
 
     def _admit(self, after: int, notifications: Sequence[Notification]) -> Sequence[Notification]:

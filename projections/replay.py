@@ -40,7 +40,13 @@ from ledger.errors import HistoryDamaged
 from ledger.settings import StoreSettings
 from projections.batches import BatchApplier, Projections
 from projections.chain import SealWatch
-from projections.leadership import LeaderLock, LeadershipBusy, rebuilding
+from projections.leadership import (
+    LeaderLock,
+    LeadershipBusy,
+    fence_swap_postgres,
+    fenced_swap_sqlite,
+    rebuilding,
+)
 from projections.readmodels import (
     APP_NAME,
     PROJECTIONS,
@@ -372,6 +378,9 @@ class _PostgresShadow(_Shadow):
                         connection.execute(
                             f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'"
                         )
+                        # No keeper's batch meanwhile, and its rows remembered from the old
+                        # tables forgotten after (``projections.leadership.SwapFence``).
+                        fence_swap_postgres(connection)
                         connection.execute(
                             "LOCK TABLE " + ", ".join(f"{live}.{t}" for t in tables)
                             + " IN ACCESS EXCLUSIVE MODE"
@@ -442,7 +451,8 @@ class _SQLiteShadow(_Shadow):
     """A file of its own beside each live read model's. The swap, per read model (each has its
     file, and the keeper commits them one by one too), in one transaction that holds the live
     file's write lock: apply the last events to the fresh one, then replace the live tables'
-    rows and tracking record with the fresh ones'. Readers (WAL) read the old rows meanwhile."""
+    rows and tracking record with the fresh ones'. Readers (WAL) read the old rows meanwhile.
+    All of it inside the swap's fence, held alone (``projections.leadership.SwapFence``)."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
@@ -462,6 +472,19 @@ class _SQLiteShadow(_Shadow):
         }
 
     def swap(
+        self,
+        app: LedgerApplication,
+        projections: Sequence[tuple[type[ReadModelProjection], ReadModelView]],
+        *,
+        leading: bool,
+        deadline: float,
+        on_batch: Callable[[int], None],
+    ) -> tuple[int, float]:
+        with fenced_swap_sqlite(self.settings, deadline=deadline):
+            return self._swap_each(app, projections, leading=leading, deadline=deadline,
+                                   on_batch=on_batch)
+
+    def _swap_each(
         self,
         app: LedgerApplication,
         projections: Sequence[tuple[type[ReadModelProjection], ReadModelView]],
