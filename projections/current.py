@@ -205,6 +205,8 @@ class CurrentReader:
     async def fetch(self, query: Query, *, timeout_s: float) -> Any:
         """``query``'s answer once the read models reflect every write acknowledged before
         now; ``NotReady`` when they have not within ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         key = _key(query)
         kept = None if key is None else self._kept.get(key)
         if kept is not None and kept.head < self._seen_head:
@@ -218,7 +220,12 @@ class CurrentReader:
         target: int | None = None
         if kept is not None:
             try:
-                head, reached = await self.heads.after_now()
+                # Bounded: a look waits behind a lock on a read model's table (a rebuild's swap
+                # holds them all while it applies its last events) for as long as it is held.
+                async with asyncio.timeout_at(deadline):
+                    head, reached = await self.heads.after_now()
+            except TimeoutError:
+                raise NotReady(_LATE) from None
             except _LOOK_FAILURES:
                 head = reached = -1  # read in full below, which says what is wrong
             self._seen_head = max(self._seen_head, head)
@@ -233,13 +240,14 @@ class CurrentReader:
             if head >= 0:
                 target = head
         statement = self.statement(query.sql)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
         pause_s = FIRST_PAUSE_S
         while True:
             try:
-                async with self._pool.connection() as connection:
+                # Bounded as the look is: the statement is cancelled at the deadline.
+                async with asyncio.timeout_at(deadline), self._pool.connection() as connection:
                     rows = await _rows(connection, statement, query.params)
+            except TimeoutError:
+                raise NotReady(_LATE) from None
             except TooManyRequests:
                 raise Contention("too many reads wait for the store; try again shortly") from None
             except PoolTimeout as error:
@@ -292,6 +300,7 @@ def _key(query: Query) -> Hashable | None:
 
 
 _MARKERS = frozenset({"head_", "reached_", "found_"})
+_LATE = "the read models did not answer in time (a table of theirs is held)"
 
 
 async def _rows(
