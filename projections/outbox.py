@@ -22,7 +22,6 @@ the deliverer's (``pending``, ``settle``, ``redeliver``, subscriptions).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 import uuid
@@ -36,7 +35,7 @@ from ledger.refund_request import RefundRequest
 from ledger.return_case import ReturnCase
 from projections.events import json_text, moment_text
 from projections.paging import Page, cursor, page_size, paged
-from projections.seal import ChainKey, seal_text
+from projections.seal import ChainKey, same_seal, seal_text
 from projections.views import (
     APP_NAME,
     BrokenReadModel,
@@ -215,7 +214,7 @@ class OutboxProjection(ReadModelProjection):
         stops before the event that needs it (``BrokenReadModel``), and says what to do."""
         assert self.key is not None
         seal = stream.get("seal")
-        if seal is None or not hmac.compare_digest(seal, stream_seal(self.key, stream)):
+        if seal is None or not same_seal(stream_seal(self.key, stream), str(seal)):
             raise BrokenReadModel(
                 f"the outbox's facts of stream {stream['id']} (table ob_streams) do not hold "
                 "their seal: they were changed behind the service's back, so no message is "
@@ -246,7 +245,7 @@ def seal_of(key: ChainKey, message: Mapping[str, Any]) -> str:
 def sealed(key: ChainKey, message: Mapping[str, Any]) -> bool:
     """Whether the message (a row of ``pending``, its ``seal`` with it) is one the keeper made."""
     seal = message.get("seal")
-    return seal is not None and hmac.compare_digest(seal, seal_of(key, message))
+    return seal is not None and same_seal(seal_of(key, message), str(seal))
 
 
 def _message(event: Any, stream: Row) -> Said | None:

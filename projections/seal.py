@@ -41,6 +41,13 @@ class ChainKeyError(RuntimeError):
     """The chain key is missing, unreadable, or not the key this store was sealed with."""
 
 
+def same_seal(expected: str, stored: str) -> bool:
+    """Whether ``stored`` (text read back from the database) is the seal ``expected``, in
+    constant time. As bytes: ``hmac.compare_digest`` raises on text that is not ASCII, and
+    whoever holds the database's password chooses what is stored."""
+    return hmac.compare_digest(expected.encode(), stored.encode())
+
+
 @dataclass(frozen=True)
 class ChainKey:
     secret: bytes
@@ -117,7 +124,7 @@ class ChainKey:
         if link is None or previous is None:
             return False
         expected = self.link(previous, position, originator_id, version, topic, state)
-        return hmac.compare_digest(expected, link)
+        return same_seal(expected, link)
 
 
 # Events a process remembers having sealed, until its notary has placed them (``WrittenHere``).

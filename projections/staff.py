@@ -57,7 +57,7 @@ from eventsourcing.persistence import Notification, PersistenceError
 
 from ledger.staff import Staff
 from projections.chain import BATCH, Chain, Damage, Link, events_at, seal_damage
-from projections.seal import GENESIS, ChainKey, seal_text
+from projections.seal import GENESIS, ChainKey, same_seal, seal_text
 from projections.store import read_log, run_sql
 
 REFRESH_S = 0.5
@@ -314,7 +314,7 @@ class StaffDirectory:
         if not (isinstance(staff, list) and all(type(p) is int for p in staff)):
             return None
         expected = self._mark_seal(position, str(row["link"]), staff)
-        if not hmac.compare_digest(expected, str(row["seal"])):
+        if not same_seal(expected, str(row["seal"])):
             return None
         return Mark(position, str(row["link"]), tuple(staff))
 

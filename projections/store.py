@@ -26,7 +26,6 @@ application.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import random
@@ -79,6 +78,7 @@ from projections.seal import (
     WrittenHere,
     create_key,
     read_key,
+    same_seal,
     seal_text,
 )
 
@@ -175,7 +175,7 @@ def _key_record_seal(key: ChainKey, row: dict[str, Any]) -> str:
 
 def _key_record_sealed(key: ChainKey, row: dict[str, Any]) -> bool:
     seal = row["seal"]
-    return seal is not None and hmac.compare_digest(str(seal), _key_record_seal(key, row))
+    return seal is not None and same_seal(_key_record_seal(key, row), str(seal))
 
 
 def _instant(at: datetime) -> str:
