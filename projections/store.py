@@ -701,9 +701,12 @@ class SealingSQLiteRecorder(_Sealer, SQLiteApplicationRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
+        # Text read as bytes (``text_of``): bytes that are no UTF-8 then fail the seal check,
+        # naming the row, where sqlite3 failed the whole read.
         statement = (
-            f"SELECT e.rowid AS position, e.originator_id, e.originator_version, e.topic,"  # noqa: S608
-            f" e.state, c.previous, c.hash FROM {self.events_table_name} e"
+            "SELECT e.rowid AS position, e.originator_id, e.originator_version,"  # noqa: S608
+            " CAST(e.topic AS BLOB) AS topic, e.state, CAST(c.previous AS BLOB) AS previous,"
+            f" CAST(c.hash AS BLOB) AS hash FROM {self.events_table_name} e"
             " LEFT JOIN ledger_chain c ON c.position = e.rowid WHERE e.originator_id = ? "
         )
         params: list[Any] = [
@@ -723,7 +726,8 @@ class SealingSQLiteRecorder(_Sealer, SQLiteApplicationRecorder):
             c.execute(statement, params)
             rows = c.fetchall()
         events = []
-        for row in rows:
+        for stored in rows:
+            row = {**stored, **{c: text_of(stored[c])[0] for c in ("topic", "previous", "hash")}}
             self._check_seal(row, int(row["position"]), row["originator_id"])
             events.append(StoredEvent(
                 originator_id=self.convert_originator_id(row["originator_id"]),

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import UUID
 
 import aiohttp
 import pytest
@@ -170,3 +171,23 @@ async def test_ledger_verify_and_the_verify_route_name_a_row_that_is_no_utf8_not
     await until(lambda: f"position {forged}: {NOT_TEXT}" in server.log(),
                 "the server's log names the row")
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_loading_an_account_with_an_event_whose_text_is_no_utf8_is_refused_as_damaged_history(
+    ledger: Ledger, intruder: Intruder
+) -> None:
+    # Given a history, and an event INSERTed into an account's stream with a topic that is no
+    # UTF-8
+    History(ledger.app, RandomChooser(seed=43)).run(8)
+    ledger.settle()
+    like = intruder.positions_of(DEPOSIT)[0]
+    ((stream,),) = intruder.select("SELECT originator_id FROM stored_events WHERE rowid = %s",
+                                   (like,))
+    forged = forge_not_text(intruder, like, "topic")
+
+    # When the account's events are read to load it, then the read is refused as damaged
+    # history naming the forged position (503 not_ready), not a failed read of the store
+    with pytest.raises(HistoryDamaged) as told:
+        ledger.app.recorder.select_events(UUID(stream))
+    assert told.value.position == forged
