@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 from uuid import UUID
@@ -45,6 +46,8 @@ class ReadSide(Protocol):
     """The queries of ``projections.readmodels.ReadModels`` the API makes."""
 
     def wait_current(self, timeout_s: float = 5.0) -> int: ...
+
+    def one_snapshot(self) -> AbstractContextManager[None]: ...
 
     def account(self, username: str) -> dict[str, Any] | None: ...
 
@@ -183,13 +186,15 @@ async def read(request: web.Request, query: Callable[[ReadSide], T]) -> T:
 async def read_at(request: web.Request, query: Callable[[ReadSide, int], T]) -> T:
     """``read``, telling ``query`` the log position every read model has reached: a query that
     reads several read models pins itself there, so a write landing meanwhile cannot show in
-    one and not in another."""
+    one and not in another. Its queries see one snapshot of the read models (PostgreSQL):
+    the parts of one answer (a balance and its orders, a list and its totals) agree."""
     read_models = request.app[READ_MODELS]
     timeout_s = request.app[READ_WAIT_S]
 
     def current() -> T:
         position = read_models.wait_current(timeout_s)
-        return query(read_models, position)
+        with read_models.one_snapshot():
+            return query(read_models, position)
 
     return await run(request, current)
 

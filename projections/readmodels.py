@@ -75,7 +75,13 @@ from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
 from projections.seal import read_key
 from projections.store import application_env, qualified_events_table, schema_lock
-from projections.views import BrokenReadModel, ReadModelProjection, ReadModelView, view_class
+from projections.views import (
+    BrokenReadModel,
+    ReadModelProjection,
+    ReadModelView,
+    one_snapshot,
+    view_class,
+)
 from projections.wakeup import NUDGE, READERS_GONE_S, Doorbell, PostgresDoorbell
 
 log = logging.getLogger(__name__)
@@ -201,6 +207,14 @@ class ReadModels:
 
     def close(self) -> None:
         close_views(self.views)
+
+    def one_snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Meanwhile, this thread's queries of the read models see them at one moment
+        (PostgreSQL: ``projections.views.one_snapshot``; SQLite: each read model's file as it
+        stands at each query, the keeper committing them in turn)."""
+        if self._tracked_sql is None:
+            return contextlib.nullcontext()
+        return one_snapshot(next(iter(self.views.values())).datastore)
 
     # -- currency -----------------------------------------------------------------------------
 

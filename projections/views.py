@@ -27,7 +27,9 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -247,7 +249,10 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         # One statement sees one snapshot: on the pool's autocommit connection it needs no
         # BEGIN and ROLLBACK around it (one round trip, not three), as eventsourcing's own
-        # max_notification_id does.
+        # max_notification_id does. Within ``one_snapshot``, this thread's snapshot's.
+        snapshot: _Snapshot | None = getattr(_snapshots, "current", None)
+        if snapshot is not None and snapshot.datastore is self.datastore:
+            return snapshot.query(sql, params or {})
         with self.datastore.get_connection() as connection, connection.cursor() as curs:
             curs.execute(sql, params or {})
             return [dict(row) for row in curs.fetchall()]
@@ -264,6 +269,47 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
             row = curs.fetchone()
             position = (row["max"] if row else None) or 0
             return position, _dump(curs, tables, position)
+
+
+# -- one read, one snapshot (PostgreSQL) ----------------------------------------------------------
+
+_snapshots = threading.local()
+
+
+class _Snapshot:
+    """One connection of a datastore's pool, in a read-only REPEATABLE READ transaction begun
+    with its first query (in the same round trip): every query of it sees the read models as
+    they stood at that query."""
+
+    def __init__(self, datastore: Any, connection: Any) -> None:
+        self.datastore = datastore
+        self.connection = connection
+        self.begun = False
+
+    def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.connection.pipeline(), self.connection.cursor() as curs:
+            if not self.begun:
+                self.connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                self.begun = True
+            curs.execute(sql, params)
+            return [dict(row) for row in curs.fetchall()]
+
+
+@contextmanager
+def one_snapshot(datastore: Any) -> Iterator[None]:
+    """Meanwhile, every query this thread makes of ``datastore``'s read models sees one
+    snapshot of them (the keeper commits a batch of all of them in one transaction): a read of
+    several answers as of one moment. Costs one round trip, the ROLLBACK."""
+    assert getattr(_snapshots, "current", None) is None, "snapshots do not nest"
+    with datastore.get_connection() as connection:
+        snapshot = _Snapshot(datastore, connection)
+        _snapshots.current = snapshot
+        try:
+            yield
+        finally:
+            _snapshots.current = None
+            if snapshot.begun:
+                connection.execute("ROLLBACK")
 
 
 def _many(rows: Sequence[Row]) -> bool:

@@ -23,6 +23,7 @@ the deadline is answered while its job still holds its slot. The hot account run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import threading
@@ -71,6 +72,9 @@ class BlockingReadSide:
 
     def wait_current(self, timeout_s: float = 5.0) -> int:
         return 0
+
+    def one_snapshot(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def account(self, username: str) -> dict[str, Any]:
         self.entered.release()
