@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from ledger.settings import StoreSettings
+from projections.pgpool import connect
 
 # Any constant every process agrees on.
 LEADER_LOCK_KEY = 0x1ED6E5
@@ -41,19 +42,6 @@ GENERATION_TABLE = "accounts_tracking"
 
 class LeadershipBusy(RuntimeError):
     """Another process keeps the read models (a running ``ledger serve``)."""
-
-
-def _connect(settings: StoreSettings) -> psycopg.Connection[Any]:
-    pg = settings.postgres
-    return psycopg.connect(
-        dbname=pg["POSTGRES_DBNAME"],
-        host=pg["POSTGRES_HOST"],
-        port=pg["POSTGRES_PORT"],
-        user=pg["POSTGRES_USER"],
-        password=pg["POSTGRES_PASSWORD"],
-        autocommit=True,
-        connect_timeout=5,
-    )
 
 
 class LeaderLock:
@@ -70,7 +58,7 @@ class LeaderLock:
         if self.settings.kind == "sqlite":
             return self._try_flock()
         if self._connection is None:
-            self._connection = _connect(self.settings)
+            self._connection = connect(self.settings)
         row = self._connection.execute(
             "SELECT pg_try_advisory_lock(%s)", (self.key,)
         ).fetchone()
@@ -167,7 +155,7 @@ class SwapFence:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             return
         if self._connection is None:
-            self._connection = _connect(self.settings)
+            self._connection = connect(self.settings)
         row = self._connection.execute(
             "SELECT pg_advisory_lock_shared(%s), to_regclass(%s)::oid",
             (SWAP_FENCE_KEY, GENERATION_TABLE),

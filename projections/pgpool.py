@@ -15,6 +15,8 @@ again on another connection.
 and twice as it ends, each sync a round trip of its own (five for one commit of events, seen
 with strace). Sending BEGIN and COMMIT as statements of the pipeline makes it two: the first
 sync (whose results the block reads) carries BEGIN, and the pipeline's end carries COMMIT.
+
+``connect``: a connection of its own, outside any pool (an advisory lock, LISTEN, a swap).
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Pipeline
 from psycopg.pq import TransactionStatus
+
+from ledger.settings import StoreSettings
+
+CONNECT_TIMEOUT_S = 5
+
+
+def connect(settings: StoreSettings, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection to the store of ``settings`` (PostgreSQL) of its own, outside any pool:
+    for a session's advisory lock, LISTEN, or a transaction that must not share one."""
+    pg = settings.postgres
+    return psycopg.connect(
+        dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
+        user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"] or None,
+        autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
+    )
 
 
 def check_if_disturbed(connection: Any) -> None:

@@ -11,21 +11,13 @@ SELECT. Tables are made by the owner (``ledger migrate``), never by ROLE.
 
 from __future__ import annotations
 
-import psycopg
 from psycopg.sql import SQL, Identifier
 
 from ledger.settings import StoreSettings
+from projections.pgpool import connect
 
 HISTORY_TABLES = ("ledger_events", "ledger_chain", "ledger_chain_key",
                   "ledger_merkle_leaves", "ledger_checkpoints")
-
-
-def _connect(settings: StoreSettings) -> psycopg.Connection:
-    pg = settings.postgres
-    return psycopg.connect(
-        dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
-        user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"], autocommit=True,
-        connect_timeout=5)
 
 
 def excess_privilege(settings: StoreSettings) -> str | None:
@@ -34,7 +26,7 @@ def excess_privilege(settings: StoreSettings) -> str | None:
     owner)."""
     if settings.kind != "postgres":
         return None
-    with _connect(settings) as connection:
+    with connect(settings) as connection:
         row = connection.execute(
             "SELECT current_user, r.rolsuper,"
             " (SELECT pg_get_userbyid(c.relowner) FROM pg_class c"
@@ -54,7 +46,7 @@ def grant_to(settings: StoreSettings, role: str) -> list[str]:
     """Grant ``role`` what the service needs on the schema's tables and no more; the grants
     made, in words."""
     done = []
-    with _connect(settings) as connection:
+    with connect(settings) as connection:
         schema = connection.execute("SELECT current_schema()").fetchone()
         assert schema is not None
         names = {"schema": Identifier(schema[0]), "role": Identifier(role)}
@@ -85,7 +77,7 @@ def may_make_tables(settings: StoreSettings) -> bool:
         return True
     if _MAKES_TABLES.get(settings.url):  # once a maker, always (a login's rights only grow)
         return True
-    with _connect(settings) as connection:
+    with connect(settings) as connection:
         row = connection.execute(
             "SELECT r.rolsuper OR c.oid IS NULL OR pg_get_userbyid(c.relowner) = current_user"
             " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('ledger_events')"

@@ -47,6 +47,7 @@ from projections.leadership import (
     fenced_swap_sqlite,
     rebuilding,
 )
+from projections.pgpool import connect
 from projections.readmodels import (
     APP_NAME,
     PROJECTIONS,
@@ -326,11 +327,7 @@ class _PostgresShadow(_Shadow):
         self.settings = settings
 
     def _connect(self) -> psycopg.Connection[Any]:
-        pg = self.settings.postgres
-        return psycopg.connect(
-            dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
-            user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"], connect_timeout=5,
-        )
+        return connect(self.settings, autocommit=False)
 
     def create(self) -> dict[str, ReadModelView]:
         with self._connect() as connection:  # a failed rebuild's leftovers go first

@@ -70,7 +70,7 @@ from ledger.pipeline import CommitUnconfirmed
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
 from projections.pgarrays import array
-from projections.pgpool import pipelined_transaction
+from projections.pgpool import connect, pipelined_transaction
 from projections.seal import (
     GENESIS,
     ChainKey,
@@ -1268,16 +1268,7 @@ def schema_lock(settings: StoreSettings) -> Iterator[None]:
     if settings.kind != "postgres":
         yield
         return
-    pg = settings.postgres
-    with psycopg.connect(
-        dbname=pg["POSTGRES_DBNAME"],
-        host=pg["POSTGRES_HOST"],
-        port=pg["POSTGRES_PORT"],
-        user=pg["POSTGRES_USER"],
-        password=pg["POSTGRES_PASSWORD"],
-        autocommit=True,
-        connect_timeout=5,
-    ) as connection:
+    with connect(settings) as connection:
         connection.execute("SET lock_timeout = '30s'")
         connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK_KEY,))
         try:

@@ -28,8 +28,8 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from ledger.settings import StoreSettings
+from projections.pgpool import connect
 
-CONNECT_TIMEOUT_S = 5
 # The channel a reader NOTIFYs when it finds the read models behind the log (one per database:
 # a keeper of another schema woken by it only looks).
 WANTED_CHANNEL = "ledger_read_models_wanted"
@@ -75,16 +75,7 @@ class PostgresDoorbell(Doorbell):
 
     @contextmanager
     def listening(self, channel: str) -> Iterator[None]:
-        pg = self.settings.postgres
-        with psycopg.connect(
-            dbname=pg["POSTGRES_DBNAME"],
-            host=pg["POSTGRES_HOST"],
-            port=pg["POSTGRES_PORT"],
-            user=pg["POSTGRES_USER"],
-            password=pg["POSTGRES_PASSWORD"],
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-        ) as connection:
+        with connect(self.settings) as connection:
             # Listening before the keeper first reads: whatever commits after that read rings.
             connection.execute(SQL("LISTEN {}").format(Identifier(channel)))
             connection.execute(SQL("LISTEN {}").format(Identifier(WANTED_CHANNEL)))
