@@ -1,11 +1,18 @@
 """The staff directory (projections.staff): how long a revoked person's token can
 still be accepted when the directory stops being refreshed (the store does not answer, or an
-event cannot be read: every refresh fails)."""
+event cannot be read: every refresh fails); and what a member of staff signing in meanwhile
+is told (503 ``not_ready``, try again shortly; not 401, as if their token were wrong)."""
 
 from __future__ import annotations
 
+import pytest
+from aiohttp import web
+
+from api.keys import STAFF
+from api.people import identify_person
 from ledger import staff
 from ledger.application import LedgerApplication
+from ledger.errors import NotReady
 from ledger.identity import Actor
 from projections.staff import StaffDirectory
 from tests.conftest import load_or_none as load
@@ -58,3 +65,23 @@ def test_a_refreshed_directory_lets_the_active_in_and_knows_the_revoked(
         assert found is not None and found.name == "wes"
         assert directory.is_revoked("xia") and not directory.is_revoked("wes")
         assert not directory.is_revoked("nobody")
+
+
+def test_a_staff_token_is_answered_not_ready_once_the_directory_is_stale(
+    app: LedgerApplication,
+) -> None:
+    clock = Clock()
+    directory = StaffDirectory(app, stale_s=30.0, clock=clock)
+    token = staff.add(load(app), app.save, "yan", "cs", actor=BOSS)
+    directory.refresh()
+    web_app = web.Application()
+    web_app[STAFF] = directory
+    assert identify_person(web_app, token) == ("yan", ("cs",))
+    assert identify_person(web_app, "not-a-token-anyone-holds") is None
+
+    clock.now += 31.0  # no refresh held for longer than stale_s
+    with pytest.raises(NotReady, match="try again shortly"):
+        identify_person(web_app, token)
+
+    directory.refresh()  # the store answers again
+    assert identify_person(web_app, token) == ("yan", ("cs",))
