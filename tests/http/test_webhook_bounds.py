@@ -22,15 +22,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from api.webhooks import MAX_IN_FLIGHT_PER_SUBSCRIBER, Deliverer, WebhookSettings
-from ledger.identity import Actor
-from projections import outbox, replay
-from projections.outbox import OutboxProjection
-from projections.readmodels import open_view
-from projections.store import open_application
-from projections.views import ReadModelView
-from tests.conftest import store_settings
+from projections import outbox
+from tests.http.outboxes import Store, outbox_of
 
-ACTOR = Actor("cs:webhook-bounds", "test-webhook-bounds")
 # More customers than deliveries may be in flight to one receiver.
 CUSTOMERS = MAX_IN_FLIGHT_PER_SUBSCRIBER + 44
 CONCURRENCY = 4
@@ -40,30 +34,12 @@ WAIT_S = 30.0
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-@dataclass
-class Store:
-    settings: Any
-    view: ReadModelView
-    key: Any
-
-
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A store whose outbox holds a message for each of ``CUSTOMERS`` customers' deposits."""
-    folder = tmp_path_factory.mktemp("webhook-bounds")
-    settings = store_settings(f"sqlite:///{folder}/ledger.db", pool_size=2)
-    app = open_application(settings)
-    view = open_view(settings, OutboxProjection, pool_size=2)
-    try:
-        for n in range(CUSTOMERS):
-            app.open_account(f"cust{n:04d}", "USD", actor=ACTOR)
-            app.deposit(f"cust{n:04d}", 100, "PAY-1", actor=ACTOR)
-        replay.replay(app, [(OutboxProjection, view)])
-        outbox.create_delivery_tables(view)
-        yield Store(settings, view, app.recorder.chain_key)  # type: ignore[attr-defined]
-    finally:
-        view.datastore.close()
-        app.close()
+    with outbox_of(tmp_path_factory.mktemp("webhook-bounds"),
+                   [(f"cust{n:04d}", 100, "PAY-1") for n in range(CUSTOMERS)]) as store:
+        yield store
 
 
 @dataclass

@@ -25,15 +25,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from api.webhooks import Deliverer, WebhookSettings, check_url
-from ledger.identity import Actor
-from projections import outbox, replay
-from projections.outbox import OutboxProjection
-from projections.readmodels import open_view
-from projections.store import open_application
-from projections.views import ReadModelView
-from tests.conftest import store_settings
+from projections import outbox
+from tests.http.outboxes import Store, outbox_of
 
-ACTOR = Actor("cs:webhook-addresses", "test-webhook-addresses")
 WAIT_S = 30.0
 
 # The metadata service's address, and what it is refused as, in the spellings that reach it.
@@ -74,29 +68,11 @@ def test_loopback_private_and_public_receivers_are_still_taken(host: str) -> Non
 # -- the deliverer -------------------------------------------------------------------------------
 
 
-@dataclass
-class Store:
-    settings: Any
-    view: ReadModelView
-    key: Any
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A store whose outbox holds one message: a customer's deposit."""
-    folder = tmp_path_factory.mktemp("webhook-addresses")
-    settings = store_settings(f"sqlite:///{folder}/ledger.db", pool_size=2)
-    app = open_application(settings)
-    view = open_view(settings, OutboxProjection, pool_size=2)
-    try:
-        app.open_account("ada", "USD", actor=ACTOR)
-        app.deposit("ada", 100, "PAY-1", actor=ACTOR)
-        replay.replay(app, [(OutboxProjection, view)])
-        outbox.create_delivery_tables(view)
-        yield Store(settings, view, app.recorder.chain_key)  # type: ignore[attr-defined]
-    finally:
-        view.datastore.close()
-        app.close()
+    with outbox_of(tmp_path_factory.mktemp("webhook-addresses"), [("ada", 100, "PAY-1")]) as made:
+        yield made
 
 
 @dataclass

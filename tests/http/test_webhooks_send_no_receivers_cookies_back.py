@@ -19,14 +19,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from api.webhooks import Deliverer, WebhookSettings
-from ledger.identity import Actor
-from projections import outbox, replay
-from projections.outbox import OutboxProjection
-from projections.readmodels import open_view
-from projections.store import open_application
-from tests.conftest import store_settings
+from projections import outbox
+from tests.http.outboxes import Store, outbox_of
 
-ACTOR = Actor("cs:webhook-cookies", "test-webhook-cookies")
 WAIT_S = 30.0
 
 
@@ -64,21 +59,10 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, Any]]:
-    folder = tmp_path_factory.mktemp("webhook-cookies")
-    settings = store_settings(f"sqlite:///{folder}/ledger.db", pool_size=2)
-    app = open_application(settings)
-    view = open_view(settings, OutboxProjection, pool_size=2)
-    try:
-        app.open_account("ada", "USD", actor=ACTOR)
-        app.deposit("ada", 100, "PAY-1", actor=ACTOR)
-        app.deposit("ada", 200, "PAY-2", actor=ACTOR)
-        replay.replay(app, [(OutboxProjection, view)])
-        outbox.create_delivery_tables(view)
-        yield settings, view, app.recorder.chain_key  # type: ignore[attr-defined]
-    finally:
-        view.datastore.close()
-        app.close()
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with outbox_of(tmp_path_factory.mktemp("webhook-cookies"),
+                   [("ada", 100, "PAY-1"), ("ada", 200, "PAY-2")]) as made:
+        yield made
 
 
 async def until(condition: Callable[[], Any], what: str) -> None:
@@ -94,9 +78,9 @@ def carries_a_cookie(head: bytes) -> bool:
 
 
 async def test_a_cookie_a_receiver_sets_is_sent_back_to_no_receiver(
-    store: tuple[Any, Any, Any]
+    store: Store
 ) -> None:
-    settings, view, key = store
+    settings, view, key = store.settings, store.view, store.key
     # Given a receiver that sets a cookie in each answer, and another on the same host
     setter = Receiver(answer_headers=b"Set-Cookie: session=chosen-by-the-setter; Path=/\r\n")
     other = Receiver()
