@@ -16,6 +16,15 @@ def account(system: Actor) -> Account:
     return opened
 
 
+@pytest.fixture
+def paid(account: Account, system: Actor) -> Account:
+    """Alice deposited 2,000 and paid 1,500 for ORD-1: 500 available."""
+    account.receive_deposit(2_000, "PAY-1", actor=system)
+    account.pay_purchase("ORD-1", 1_500, actor=system)
+    account.collect_events()
+    return account
+
+
 def balances(account: Account) -> tuple[int, int, int, int]:
     return account.posted, account.held, account.available, account.refundable
 

@@ -282,15 +282,6 @@ def test_a_purchase_of_an_invalid_amount_is_refused_and_changes_nothing(
 # -- failed purchases --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def paid(account: Account, system: Actor) -> Account:
-    """Alice deposited 2,000 and paid 1,500 for ORD-1."""
-    deposited(account, 2_000, system)
-    account.pay_purchase("ORD-1", 1_500, actor=system)
-    account.collect_events()
-    return account
-
-
 def test_a_failed_purchase_credits_back_all_that_is_still_uncredited_by_default(
     paid: Account, cs: Actor,
 ) -> None:

@@ -11,15 +11,6 @@ from ledger.identity import Actor
 from tests.unit.conftest import balances
 
 
-@pytest.fixture
-def paid(account: Account, system: Actor) -> Account:
-    """Alice deposited 2,000 and paid 1,500 for ORD-1: 500 available."""
-    account.receive_deposit(2_000, "PAY-1", actor=system)
-    account.pay_purchase("ORD-1", 1_500, actor=system)
-    account.collect_events()
-    return account
-
-
 def test_freight_of_exactly_the_available_balance_is_charged_and_leaves_nothing(
     paid: Account, cs: Actor
 ) -> None:

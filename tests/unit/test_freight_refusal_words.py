@@ -15,15 +15,6 @@ from ledger.errors import InsufficientFunds
 from ledger.identity import Actor
 
 
-@pytest.fixture
-def paid(account: Account, system: Actor) -> Account:
-    """Alice deposited 2,000 and paid 1,500 for ORD-1: 500 available."""
-    account.receive_deposit(2_000, "PAY-1", actor=system)
-    account.pay_purchase("ORD-1", 1_500, actor=system)
-    account.collect_events()
-    return account
-
-
 def test_freight_beyond_a_refund_and_the_balance_names_both_not_their_sum_as_available(
     paid: Account, cs: Actor
 ) -> None:
