@@ -43,12 +43,13 @@ bench: install
 
 # The long chaos run (tests/chaos/README.md) on a PostgreSQL cluster of its own (15/chaos on port
 # 5433, made if missing: the run crash-restarts it). CHAOS_ARGS adds or overrides options.
-# Then the model-based state machine at 5,000 examples per store, and contract fuzzing at 100
+# Then the model-based state machine at 5,000 examples per kind of store, in two shards each run
+# side by side (pytest-xdist: one example keeps about one core busy), and contract fuzzing at 100
 # examples per operation with a fresh seed.
 chaos: install
 	$(BIN)/python -m tests.chaos.run --operations 10000 --servers 3 --kills 3 --pg-restarts 2 \
 		--terminations 2 --history var/chaos-history.json $(CHAOS_ARGS)
-	LEDGER_MODEL_EXAMPLES=5000 $(BIN)/pytest -q tests/model
+	LEDGER_MODEL_EXAMPLES=5000 LEDGER_MODEL_SHARDS=2 $(BIN)/pytest -q -n 2 tests/model
 	LEDGER_FUZZ_EXAMPLES=100 LEDGER_FUZZ_SEED=random $(BIN)/pytest -q tests/contract
 
 lint: install

@@ -164,6 +164,7 @@ class Harness:
     """The stores of one kind for a whole run: a generation at a time."""
 
     kind: str
+    examples_wanted: int = 200  # the search's (hypothesis's max_examples)
     clock: ShopClock = field(default_factory=ShopClock)
     generation: Generation | None = None
     examples: int = 0
@@ -239,17 +240,38 @@ def example_differences(generation: Generation, start: int, prefix: str) -> list
         view.record(Tracking(APP_NAME, start), [])
     replay(generation.app, views, upto=position)
     params = {"start": start, "prefix": f"{prefix}%"}
+    queries = {
+        table: (projection.name, f"SELECT * FROM {table} WHERE {_EXAMPLE_ROWS[table]}")
+        for projection, _ in views for table in tables_of(projection)
+    }
+    live = _live_rows(generation, queries, params)
     for projection, fresh in views:
-        live = generation.read_models.views[projection.name]
         fresh_at = fresh.max_tracking_id(APP_NAME)
         if fresh_at != position:
             problems.append(f"{projection.name}: replay reached {fresh_at}, live {position}")
         for table in tables_of(projection):
-            sql = f"SELECT * FROM {table} WHERE {_EXAMPLE_ROWS[table]}"
-            live_rows, fresh_rows = _rows(live, sql, params), _rows(fresh, sql, params)
-            if live_rows != fresh_rows:
-                problems.append(_difference(table, live_rows, fresh_rows))
+            fresh_rows = _rows(fresh, queries[table][1], params)
+            if live[table] != fresh_rows:
+                problems.append(_difference(table, live[table], fresh_rows))
     return problems
+
+
+def _live_rows(
+    generation: Generation, queries: dict[str, tuple[str, str]], params: dict[str, Any]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Each table's rows by its (read model, query): on PostgreSQL, where the read models
+    share one pool, every query in one round trip (a pipeline on one connection)."""
+    read_models = generation.read_models
+    if generation.kind != "postgres":
+        return {table: _rows(read_models.views[name], sql, params)
+                for table, (name, sql) in queries.items()}
+    datastore: Any = next(iter(read_models.views.values())).datastore
+    with datastore.get_connection() as connection, connection.pipeline():
+        cursors = {table: connection.cursor() for table in queries}
+        for table, (_, sql) in queries.items():
+            cursors[table].execute(sql, params)
+        return {table: sorted(tuple(row.values()) for row in cursor.fetchall())
+                for table, cursor in cursors.items()}
 
 
 def _empty(view: ReadModelView, projection: Any) -> None:

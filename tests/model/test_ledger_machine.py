@@ -35,8 +35,11 @@ the example's events into empty read models. Once per store (every ``EXAMPLES_PE
 examples, and at the end): ``ledger verify`` of the whole store — hash chain, the invariants at
 every position, every read model against a fresh replay of the whole log.
 
-``LEDGER_MODEL_EXAMPLES`` (default 200) examples per store, ``LEDGER_MODEL_STEPS`` (default 16)
-steps per example.
+``LEDGER_MODEL_EXAMPLES`` (default 200) examples per kind of store, ``LEDGER_MODEL_STEPS``
+(default 16) steps per example. ``LEDGER_MODEL_SHARDS`` (default 1) splits each kind's examples
+between that many tests, each with stores and a search of its own, for ``pytest -n``
+(pytest-xdist) to run side by side: one example is a chain of round trips between this process,
+the keeper's and the database's, which keeps about one core busy (``make chaos`` uses two).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ T = TypeVar("T")
 
 EXAMPLES = int(os.environ.get("LEDGER_MODEL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("LEDGER_MODEL_STEPS", "16"))
+SHARDS = int(os.environ.get("LEDGER_MODEL_SHARDS", "1"))
+assert 1 <= SHARDS <= 16 and SHARDS <= EXAMPLES, "1..16 shards, and no more than the examples"
 
 SYSTEM = Actor("system:0a1b2c3d", "req-system")
 CS = Actor("cs:4e5f6a7b", "req-cs")
@@ -842,9 +847,20 @@ def quick_thread_switches() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shards(kind: str, *marks: pytest.MarkDecorator) -> list[Any]:
+    """The tests a kind of store's examples are split between: (kind, their examples)."""
+    share, more = divmod(EXAMPLES, SHARDS)
+    return [
+        pytest.param((kind, share + (shard < more)), marks=marks,
+                     id=kind if SHARDS == 1 else f"{kind}-{shard + 1}of{SHARDS}")
+        for shard in range(SHARDS)
+    ]
+
+
+@pytest.fixture(params=[*shards("sqlite"), *shards("postgres", pytest.mark.postgres)])
 def harness(request: pytest.FixtureRequest, quick_thread_switches: None) -> Iterator[Harness]:
-    harness = Harness(request.param)
+    kind, examples = request.param
+    harness = Harness(kind, examples_wanted=examples)
     harness.open()
     try:
         yield harness
@@ -854,7 +870,9 @@ def harness(request: pytest.FixtureRequest, quick_thread_switches: None) -> Iter
 
 def test_the_ledger_does_what_its_model_says_over_any_history(harness: Harness) -> None:
     machine = type(f"LedgerMachineOn{harness.kind.title()}", (LedgerMachine,), {"harness": harness})
-    run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
+    run_state_machine_as_test(
+        machine, settings=settings(MACHINE_SETTINGS, max_examples=harness.examples_wanted)
+    )
     print(harness.report())  # shown with -rP: what the examples got to do
     problems = harness.close()  # ledger verify of the whole store
     assert not problems, "\n".join(problems)
