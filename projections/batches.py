@@ -25,7 +25,7 @@ from typing import Any
 from eventsourcing.persistence import Mapper, Notification
 
 from projections.seal import ChainKey
-from projections.views import Changes, ReadModelProjection, ReadModelView, Rows
+from projections.views import Changes, Guard, ReadModelProjection, ReadModelView, Rows
 
 Projections = Sequence[tuple[type[ReadModelProjection], ReadModelView]]
 # Rows the read models remember between batches, all together; past it they forget them all
@@ -51,8 +51,10 @@ class BatchApplier:
         *,
         key: ChainKey,
         max_remembered_rows: int = MAX_REMEMBERED_ROWS,
+        guard: Guard | None = None,
     ) -> None:
         self.mapper = mapper
+        self.guard = guard  # run in every batch's write transaction (the keeper's swap fence)
         self.max_remembered_rows = max_remembered_rows
         self.models: list[tuple[ReadModelProjection, Rows]] = []
         for cls, view in projections:
@@ -100,7 +102,7 @@ class BatchApplier:
             by_datastore.setdefault(id(part[0].view.datastore), []).append(part)
         for group in by_datastore.values():
             parts = [(rows.view, start, changes) for rows, start, changes in group]
-            parts[0][0].write_batch(parts, batch.end)
+            parts[0][0].write_batch(parts, batch.end, self.guard)
             for rows, _, _ in group:
                 rows.committed(batch.end)
 

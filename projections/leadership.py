@@ -9,12 +9,18 @@ read models and swaps them in under their tables' locks (``projections.replay``)
 run at once: each holds ``rebuilding`` (a lock of its own, the same way).
 
 ``SwapFence``: the keeper remembers rows between batches (``projections.views.Rows``), and a
-swap replaces them without moving the tracking records its batches compare. So a keeper applies
-each batch inside the fence (shared) and learns the read models' generation there; a swap holds
-the fence alone and makes a new generation; a keeper that finds one forgets what it remembers
-before it reads a row. PostgreSQL: an advisory lock (shared by keepers, taken alone inside the
-swap's transaction), the generation the tracking table's oid (the swap puts a new table in its
-place). SQLite: ``flock`` on a file beside the database, which holds the generation.
+swap replaces them without moving the tracking records its batches compare. So a swap holds the
+fence alone and makes a new generation of the read models, and a keeper never commits a batch
+built on rows of another generation than the one it learned:
+- PostgreSQL: the fence is an advisory lock, taken alone inside the swap's transaction, and the
+  generation the tracking table's oid (the swap puts a new table in its place). A keeper's batch
+  takes the fence, shared, inside its own write transaction, before its first write, and reads
+  the generation there, in the same round trip as its writes (``SwapFence.guard``). A
+  generation not the one the keeper learned rolls the batch back (``GenerationMoved``): the
+  keeper forgets what it remembers and applies the batch again, on the new read models.
+- SQLite: ``flock`` on a file beside the database, which holds the generation: held, shared,
+  around the keeper's whole batch (read, apply, commit); a keeper that finds a new generation
+  there forgets what it remembers before it reads a row.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from ledger.settings import StoreSettings
 from projections.pgpool import connect
@@ -132,19 +139,27 @@ def rebuilding(settings: StoreSettings, *, timeout_s: float = 5.0) -> Iterator[L
         lock.release()
 
 
+class GenerationMoved(Exception):
+    """A rebuild swapped fresh read models in since the keeper learned their generation: its
+    batch was rolled back, nothing of it written."""
+
+
 class SwapFence:
     """A keeper's side of the fence between its batches and a rebuild's swap (see the module
     docstring); one per keeper, used by one thread."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
-        self._connection: psycopg.Connection[Any] | None = None
         self._fd: int | None = None
+        self._generation: object = None  # PostgreSQL: as the keeper last learned it
+        self._learned = False
 
     @contextmanager
     def batch(self) -> Iterator[object]:
-        """Hold the fence (shared) while a batch is read, applied and committed: no swap
-        happens meanwhile. Gives the read models' generation."""
+        """Around a batch: gives the read models' generation the batch is to be built on.
+        SQLite: the fence, shared, held until the batch is committed (no swap meanwhile).
+        PostgreSQL: the generation last learned (asked once); ``guard`` checks it as the batch
+        commits."""
         if self.settings.kind == "sqlite":
             if self._fd is None:
                 self._fd = _open_fence(self.settings)
@@ -154,23 +169,40 @@ class SwapFence:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             return
-        if self._connection is None:
-            self._connection = connect(self.settings)
-        row = self._connection.execute(
-            "SELECT pg_advisory_lock_shared(%s), to_regclass(%s)::oid",
-            (SWAP_FENCE_KEY, GENERATION_TABLE),
-        ).fetchone()
-        try:
-            yield None if row is None else row[1]
-        finally:
-            self._connection.execute("SELECT pg_advisory_unlock_shared(%s)", (SWAP_FENCE_KEY,))
+        if not self._learned:
+            with connect(self.settings) as connection:
+                row = connection.execute(
+                    "SELECT to_regclass(%s)::oid", (GENERATION_TABLE,)
+                ).fetchone()
+            self._generation, self._learned = None if row is None else row[0], True
+        yield self._generation
+
+    @property
+    def guard(self) -> Callable[[Any], Callable[[], None]] | None:
+        """PostgreSQL: what a batch's write transaction runs first (``write_batch``)."""
+        return self._guard if self.settings.kind == "postgres" else None
+
+    def _guard(self, connection: Any) -> Callable[[], None]:
+        """In a batch's write transaction, before its first write: the fence, shared, until the
+        transaction ends (a swap waits for the commit), then the generation, read once the
+        fence is held. The check raises ``GenerationMoved`` (the batch rolls back) when it is
+        not the one the batch was built on, and learns the new one."""
+        expected = self._generation
+        connection.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWAP_FENCE_KEY,))
+        generation = connection.cursor(row_factory=tuple_row)
+        generation.execute("SELECT to_regclass(%s)::oid", (GENERATION_TABLE,))
+
+        def check() -> None:
+            row = generation.fetchone()
+            found = None if row is None else row[0]
+            if found != expected:
+                self._generation = found
+                raise GenerationMoved(f"the read models' generation moved from {expected} to "
+                                      f"{found}: a rebuild swapped fresh read models in")
+
+        return check
 
     def close(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()  # ending the session lets go of the fence
-            finally:
-                self._connection = None
         if self._fd is not None:
             try:
                 os.close(self._fd)

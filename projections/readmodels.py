@@ -65,7 +65,7 @@ from projections.chain import Damage, SealWatch, look_after
 from projections.checkpoints import b64, notification_leaf
 from projections.events import own_fields
 from projections.journal import JournalProjection
-from projections.leadership import LeaderLock, SwapFence
+from projections.leadership import GenerationMoved, LeaderLock, SwapFence
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
@@ -724,7 +724,7 @@ class ReadModelKeeper:
         try:
             with self._doorbell.listening(getattr(app.recorder, "channel_name", "")):
                 applier = BatchApplier(app.mapper, [(p, views[p.name]) for p in PROJECTIONS],
-                                       key=self._watch.key)
+                                       key=self._watch.key, guard=self._fence.guard)
                 checked = time.monotonic()
                 bell = self._doorbell
                 while not self._stopping.is_set():
@@ -743,9 +743,11 @@ class ReadModelKeeper:
 
     def catch_up(self, app: LedgerApplication, applier: BatchApplier) -> bool:
         """Apply the next batch of events to every read model, in one transaction per
-        datastore; True if the batch was full (more may be waiting). Inside the swap's fence
-        (``projections.leadership.SwapFence``): after a rebuild swapped fresh read models in,
-        the rows remembered from the old ones are forgotten before the batch reads any."""
+        datastore; True if the batch was full, or must be applied again (more may be waiting).
+        Behind the swap's fence (``projections.leadership.SwapFence``): after a rebuild swapped
+        fresh read models in (at the position the old ones stood), the rows remembered from the
+        old ones are forgotten before the batch reads any; a batch built on them meanwhile is
+        rolled back and applied again."""
         with self._fence.batch() as generation:
             if generation != self._generation:
                 applier.forget()
@@ -754,7 +756,12 @@ class ReadModelKeeper:
                 applier.position, self.batch_size, inclusive_of_start=False
             )
             admitted = self._admit(applier.position, notifications)
-            applier.apply(admitted)
+            try:
+                applier.apply(admitted)  # forgets every remembered row when it fails
+            except GenerationMoved as moved:
+                log.info("the read models were swapped during a batch: it is applied again (%s)",
+                         moved)
+                return True
         return len(admitted) == self.batch_size
 
     def _admit(self, after: int, notifications: Sequence[Notification]) -> Sequence[Notification]:

@@ -59,6 +59,12 @@ class BrokenReadModel(RuntimeError):
     the table's invariant): a bug or a damaged store, never an expected outcome."""
 
 
+# In a batch's write transaction, before its first write (PostgreSQL): statements of its own in
+# the same round trip; answers the check to call once their results are in, which raises to
+# roll the batch back (``projections.leadership.SwapFence.guard``).
+Guard = Callable[[Any], Callable[[], None]]
+
+
 @dataclass
 class Changes:
     """What a batch of events did to one read model's tables."""
@@ -78,10 +84,11 @@ class ReadModelView(TrackingRecorder):
     # whether one connection may write its rows while another reads them
     concurrent_writes: ClassVar[bool] = False
 
-    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+    def write_batch(self, parts: Sequence[Part], end: int, guard: Guard | None = None) -> None:
         """In one transaction of this view's datastore, for each read model of ``parts`` (all
         on this datastore): move its tracking record from where its part began to ``end``
-        (IntegrityError if it no longer stands there), and write its changes."""
+        (IntegrityError if it no longer stands there), and write its changes; on PostgreSQL,
+        ``guard``'s statements first and its check before the commit."""
         raise NotImplementedError
 
     def record(self, tracking: Tracking, statements: Sequence[Statement]) -> None:
@@ -103,7 +110,8 @@ class SQLiteReadModelView(SQLiteTrackingRecorder, ReadModelView):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.ddl]
 
-    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+    def write_batch(self, parts: Sequence[Part], end: int, guard: Guard | None = None) -> None:
+        # No guard: SQLite's swap fence is a file lock held around the keeper's whole batch.
         with self.datastore.transaction(commit=True) as cursor:
             for view, start, changes in parts:
                 assert isinstance(view, SQLiteReadModelView)
@@ -153,7 +161,7 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
         self.sql_create_statements.extend(SQL(statement).format() for statement in self.ddl)
         self._types: dict[str, dict[str, str]] = {}
 
-    def write_batch(self, parts: Sequence[Part], end: int) -> None:
+    def write_batch(self, parts: Sequence[Part], end: int, guard: Guard | None = None) -> None:
         views = [(_postgres(view), start, changes) for view, start, changes in parts]
         copying = any(_many(rows) for _, _, changes in views for rows in changes.added.values())
         with self.datastore.get_connection() as connection:
@@ -163,15 +171,21 @@ class PostgresReadModelView(PostgresTrackingRecorder, ReadModelView):
                 # The whole batch, BEGIN included, in one round trip, and the commit in one
                 # more; a failure raises as the pipeline syncs, and the transaction rolls back.
                 with pipelined_transaction(connection) as pipeline:
+                    guarded = guard(connection) if guard is not None else None
                     moved = self._put_all(connection, views, end)
                     pipeline.sync()
+                    if guarded is not None:
+                        guarded()
                     _check_moved(moved, views)
                 return
             with connection.transaction():
                 # Every tracking record, every keyed row and the new rows of tables with few
                 # of them, in one round trip; then COPY (not in a pipeline) the others.
                 with connection.pipeline():
+                    guarded = guard(connection) if guard is not None else None
                     moved = self._put_all(connection, views, end)
+                if guarded is not None:
+                    guarded()
                 _check_moved(moved, views)
                 for view, _, changes in views:
                     view._add(connection, changes)
