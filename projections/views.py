@@ -301,11 +301,16 @@ class _Snapshot:
         self.begun = False
 
     def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        with self.connection.pipeline(), self.connection.cursor() as curs:
-            if not self.begun:
-                self.connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                self.begun = True
-            curs.execute(sql, params)
+        with self.connection.cursor() as curs:
+            if self.begun:
+                curs.execute(sql, params)
+            else:
+                # BEGIN and the first query in one round trip: the pipeline's one sync, as it
+                # ends (a fetch inside it would sync once more)
+                with self.connection.pipeline():
+                    self.connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    self.begun = True
+                    curs.execute(sql, params)
             return [dict(row) for row in curs.fetchall()]
 
 
