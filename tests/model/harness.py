@@ -266,10 +266,11 @@ def _live_rows(
         return {table: _rows(read_models.views[name], sql, params)
                 for table, (name, sql) in queries.items()}
     datastore: Any = next(iter(read_models.views.values())).datastore
-    with datastore.get_connection() as connection, connection.pipeline():
+    with datastore.get_connection() as connection:
         cursors = {table: connection.cursor() for table in queries}
-        for table, (_, sql) in queries.items():
-            cursors[table].execute(sql, params)
+        with connection.pipeline():  # one sync, as it ends (a fetch inside would sync again)
+            for table, (_, sql) in queries.items():
+                cursors[table].execute(sql, params)
         return {table: sorted(tuple(row.values()) for row in cursor.fetchall())
                 for table, cursor in cursors.items()}
 

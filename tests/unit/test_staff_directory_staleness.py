@@ -28,11 +28,20 @@ class Clock:
         return self.now
 
 
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def directory(app: LedgerApplication, clock: Clock) -> StaffDirectory:
+    """A directory that counts as stale once 30 s pass on ``clock`` without a refresh."""
+    return StaffDirectory(app, stale_s=30.0, clock=clock)
+
+
 def test_a_directory_not_refreshed_for_stale_s_lets_no_member_of_staff_in(
-    app: LedgerApplication,
+    app: LedgerApplication, clock: Clock, directory: StaffDirectory
 ) -> None:
-    clock = Clock()
-    directory = StaffDirectory(app, stale_s=30.0, clock=clock)
     token = staff.add(load(app), app.save, "vic", "finance", actor=BOSS)
     directory.refresh()
     assert directory.identify(staff.token_hash(token)) is not None
@@ -51,10 +60,8 @@ def test_a_directory_not_refreshed_for_stale_s_lets_no_member_of_staff_in(
 
 
 def test_a_refreshed_directory_lets_the_active_in_and_knows_the_revoked(
-    app: LedgerApplication,
+    app: LedgerApplication, clock: Clock, directory: StaffDirectory
 ) -> None:
-    clock = Clock()
-    directory = StaffDirectory(app, stale_s=30.0, clock=clock)
     token = staff.add(load(app), app.save, "wes", "cs", actor=BOSS)
     staff.add(load(app), app.save, "xia", "cs", actor=BOSS)
     staff.revoke(load(app), app.save, "xia", actor=BOSS)
@@ -68,10 +75,8 @@ def test_a_refreshed_directory_lets_the_active_in_and_knows_the_revoked(
 
 
 def test_a_staff_token_is_answered_not_ready_once_the_directory_is_stale(
-    app: LedgerApplication,
+    app: LedgerApplication, clock: Clock, directory: StaffDirectory
 ) -> None:
-    clock = Clock()
-    directory = StaffDirectory(app, stale_s=30.0, clock=clock)
     token = staff.add(load(app), app.save, "yan", "cs", actor=BOSS)
     directory.refresh()
     web_app = web.Application()
