@@ -44,6 +44,11 @@ DDL = (
     " type TEXT NOT NULL, amount BIGINT NOT NULL, posted_after BIGINT NOT NULL,"
     " held_after BIGINT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,"
     " correlation_id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (account_id, position))",
+    # Finance's reconciliation asks for the lowest available balance any account ever had
+    # (``projections.reconciliation``): found at the head of this index, not by reading the
+    # whole history. Added after stores were made: IF NOT EXISTS builds it on the next start.
+    "CREATE INDEX IF NOT EXISTS rm_account_history_by_available"
+    " ON rm_account_history ((posted_after - held_after))",
 )
 
 
