@@ -7,6 +7,7 @@ they skip, except under ``CI=true``, where they must run and pass.
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+import psycopg_pool.base
 import pytest
 from eventsourcing.application import AggregateNotFoundError
 
@@ -32,6 +34,18 @@ os.environ.setdefault(
 )
 # The service's configuration as the servers the tests start read it (api.config), read once.
 CONFIG = load_config()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def pool_jitter_of_its_own() -> Iterator[None]:
+    """psycopg_pool spreads its connections' lifetimes with the ``random`` module's shared
+    generator, from its own threads. Hypothesis watches that generator while it draws, and a
+    pool's thread opening a connection meanwhile reads to it as a strategy using ``random``
+    (a HypothesisDeprecationWarning now, an error in a later hypothesis): the pools' jitter
+    draws from a generator of its own in the tests, the same spread."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg_pool.base, "random", random.Random().random)
+        yield
 
 
 def store_settings(url: str | None = None, **options: Any) -> StoreSettings:
