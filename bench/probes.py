@@ -18,7 +18,10 @@ CPU: what a run cost in processor time (user and system, from ``/proc``), of the
 process and of every PostgreSQL process on the machine, per 2xx answer. Unlike a rate, this
 does not move much with what else the machine is doing: it says where a shortfall comes from
 (the Python process, or the database's work per request). For the ledger's writes it is read
-once the read models have caught up, so the projection each write causes is counted.
+once the read models have caught up, so the projection each write causes is counted. And the
+whole machine's busy time (``/proc/stat``: every core, the load generator's included): where it
+keeps every core busy, a service's rate can be no more than the cores over its machine time
+per answer, whichever process spends it.
 """
 
 from __future__ import annotations
@@ -146,6 +149,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime, stime
 
 
+def _machine_busy_s() -> float:
+    """Every core's busy time so far, in seconds: the first line of /proc/stat, all but idle
+    and iowait (and guest time, which user time counts already)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    assert fields[0] == "cpu", "the first line of /proc/stat sums every core"
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS_PER_S
+
+
 def _postgres_pids() -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
@@ -164,6 +177,7 @@ class CpuReading:
     service: dict[int, float]  # by process: the service's and its children (the keeper's)
     postgres: dict[int, float]  # by PostgreSQL process (backends come and go)
     at_s: float = 0.0  # when it was read (time.monotonic)
+    machine_s: float = 0.0  # every core's busy time (``_machine_busy_s``)
 
     @property
     def service_s(self) -> float:
@@ -181,6 +195,11 @@ class CpuPerAnswer:
     # The service's own process's processor time over the wall time between the readings:
     # near 1.0 while one thread holding the GIL (the event loop) is what limits it.
     main_cores: float = 0.0
+    # The whole machine's busy time per answer (the load generator's and every other process's
+    # included), and the cores it kept busy: near all of them, the machine is what limits the
+    # rate, and a service's rate goes as the inverse of its machine time per answer.
+    machine_us: float = 0.0
+    machine_cores: float = 0.0
 
 
 class Cpu:
@@ -192,7 +211,8 @@ class Cpu:
 
     def read(self) -> CpuReading:
         return CpuReading({pid: _cpu_s(pid) for pid in _tree(self.pid)},
-                          {pid: _cpu_s(pid) for pid in _postgres_pids()}, time.monotonic())
+                          {pid: _cpu_s(pid) for pid in _postgres_pids()}, time.monotonic(),
+                          _machine_busy_s())
 
     def per_answer(self, before: CpuReading, answers: int) -> CpuPerAnswer:
         after = self.read()
@@ -200,10 +220,13 @@ class Cpu:
         service_s = _spent(before.service, after.service)
         main_s = after.service.get(self.pid, 0.0) - before.service.get(self.pid, 0.0)
         wall_s = after.at_s - before.at_s
+        machine_s = after.machine_s - before.machine_s
         return CpuPerAnswer(
             service_s / n * 1e6, _spent(before.postgres, after.postgres) / n * 1e6,
             main_us=main_s / n * 1e6, children_us=(service_s - main_s) / n * 1e6,
             main_cores=main_s / wall_s if wall_s > 0 else 0.0,
+            machine_us=machine_s / n * 1e6,
+            machine_cores=machine_s / wall_s if wall_s > 0 else 0.0,
         )
 
 

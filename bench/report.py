@@ -3,6 +3,7 @@ the goal its issue (9 or 14) sets for it (markdown, so it pastes into an issue a
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 
@@ -103,7 +104,8 @@ def _cpu_rows(http: HttpFigures) -> list[Row]:
         for part, label in (("service_us", "the service's processes"),
                             ("main_us", "the service's own process"),
                             ("children_us", "its children: the ledger's keeper"),
-                            ("postgres_us", "PostgreSQL")):
+                            ("postgres_us", "PostgreSQL"),
+                            ("machine_us", "the whole machine, load generator included")):
             mine = statistics.median(getattr(c, part) for c in ledger)
             base = statistics.median(getattr(c, part) for c in bare)
             rows.append(_ratio_row(f"CPU per {kind}, {label} (µs)", mine, base, " µs", "bare"))
@@ -111,6 +113,10 @@ def _cpu_rows(http: HttpFigures) -> list[Row]:
         base = statistics.median(c.main_cores for c in bare)
         rows.append(_ratio_row(f"cores the service's own process kept busy ({kind}s)", mine,
                                base, "", "bare", fmt=".2f"))
+        mine = statistics.median(c.machine_cores for c in ledger)
+        base = statistics.median(c.machine_cores for c in bare)
+        rows.append(_ratio_row(f"cores the whole machine kept busy ({kind}s; it has "
+                               f"{os.cpu_count()})", mine, base, "", "bare", fmt=".2f"))
     return rows
 
 

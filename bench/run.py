@@ -152,7 +152,8 @@ def metered(target: Target, mode: str, tag: str, options: Options,
     cpu_found = figures.cpu_per_write if mode == "deposit" else figures.cpu_per_read
     cpu_found.setdefault(target.name, []).append(used)
     line += (f"; CPU {used.main_us:,.0f} µs + children {used.children_us:,.0f} µs"
-             f" + PostgreSQL {used.postgres_us:,.0f} µs each; {used.main_cores:.2f} cores")
+             f" + PostgreSQL {used.postgres_us:,.0f} µs each; {used.main_cores:.2f} cores;"
+             f" machine {used.machine_us:,.0f} µs each, {used.machine_cores:.2f} cores")
     found = figures.commits_per_write if mode == "deposit" else figures.commits_per_read
     counts = found.setdefault(target.name, [])
 

@@ -111,3 +111,19 @@ def test_the_memory_of_a_service_counts_its_children() -> None:
     assert alone > 1  # a Python process holds more than a MiB
     assert with_child >= alone + 1  # and so does its child
     assert resident_mb(2**22 + 1) == 0  # gone: nothing
+
+
+def test_the_machine_s_time_counts_every_process_on_it() -> None:
+    """The whole machine's busy time includes a process the service did not start (the load
+    generator's, say): while a child spins, the machine is counted at least what this process
+    and that child spent, and never more cores than it has."""
+    cpu = Cpu(2**22 + 1)  # a service that is gone: none of the time below is its own
+    mine = Cpu(os.getpid())
+    before, mine_before = cpu.read(), mine.read()
+    with a_child_that_spun():
+        spent = mine.read().service_s - mine_before.service_s
+        used = cpu.per_answer(before, answers=1)
+
+    assert used.service_us == 0.0
+    assert used.machine_us >= spent * 1e6 * 0.9  # /proc/stat and /proc/PID count ticks apart
+    assert 0 < used.machine_cores <= os.cpu_count()  # type: ignore[operator]
