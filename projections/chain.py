@@ -31,7 +31,7 @@ from eventsourcing.persistence import Notification, Recorder
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from projections.seal import GENESIS, ChainKey, WrittenHere
+from projections.seal import GENESIS, ChainKey, Sealed, WrittenHere
 from projections.store import (
     SQLITE_EVENT_COLUMNS,
     UndecodedNotification,
@@ -337,6 +337,21 @@ def check_chain(
     return check
 
 
+def as_written(sealed: Sealed | None, previous: str, notification: Notification,
+               link: Link | None) -> bool:
+    """Whether the event and its stored link are exactly what this process sealed
+    (``sealed``, from ``WrittenHere``), after ``previous``: then ``seal_damage`` would find
+    nothing (the same key over the same bytes), and need not be asked. Any difference: False,
+    and the full check names it."""
+    return (sealed is not None and link is not None
+            and sealed.previous == previous == link.previous
+            and sealed.link == link.hash
+            and sealed.version == notification.originator_version
+            and sealed.topic == notification.topic
+            and sealed.state == notification.state
+            and sealed.originator_id == notification.originator_id)
+
+
 class SealWatch:
     """Follows the log as a reader of it goes (the read-model keeper): admits events only while
     each one's seal holds and follows the one before, and stops at the first that does not.
@@ -391,19 +406,9 @@ class SealWatch:
         return admitted
 
     def _as_written(self, previous: str, notification: Notification, link: Link | None) -> bool:
-        """Whether the event and its stored link are exactly what this process sealed, after
-        ``previous``: then ``seal_damage`` would find nothing (the same key over the same
-        bytes), and is not asked. Any difference: False, and the full check names it."""
         if self.written is None or link is None:
             return False
-        sealed = self.written.take(notification.id)
-        return (sealed is not None
-                and sealed.previous == previous == link.previous
-                and sealed.link == link.hash
-                and sealed.version == notification.originator_version
-                and sealed.topic == notification.topic
-                and sealed.state == notification.state
-                and sealed.originator_id == notification.originator_id)
+        return as_written(self.written.take(notification.id), previous, notification, link)
 
     def _stop(self, damage: Damage) -> None:
         if self.damage != damage and not self.quiet:

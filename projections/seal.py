@@ -145,10 +145,11 @@ class Sealed(NamedTuple):
 
 class WrittenHere:
     """The events this process committed, as it sealed them, kept until its notary reads them
-    back (``SealWatch``, with ``written=``): an event read back as exactly what was written,
-    with exactly the links written, is one whose seal holds, without the HMAC computed a second
-    time in the same process. Anything else read back (another process's event, a row or a link
-    changed since) is checked in full, as it always was.
+    back (``SealWatch``, with ``written=``; the staff directory looks at them before it, without
+    taking them): an event read back as exactly what was written, with exactly the links
+    written, is one whose seal holds, without the HMAC computed a second time in the same
+    process. Anything else read back (another process's event, a row or a link changed since)
+    is checked in full, as it always was.
 
     Bounded (``WRITTEN_HERE_BOUND`` events): the oldest are forgotten first, and a forgotten
     event is checked in full. Remembered only once committed: the writer calls ``remember``
@@ -177,6 +178,13 @@ class WrittenHere:
         (or no longer) remembered."""
         with self._lock:
             return self._events.pop(position, None)
+
+    def look(self, position: int) -> Sealed | None:
+        """What was sealed at ``position`` here, kept for the notary's ``take`` (the staff
+        directory reads the log more often than the notary); None if nothing (or no longer)
+        remembered."""
+        with self._lock:
+            return self._events.get(position)
 
     def __len__(self) -> int:
         return len(self._events)

@@ -135,6 +135,57 @@ def test_a_person_whose_addition_is_deleted_with_its_seal_lets_no_one_in(
     assert directory.damage is not None and directory.damage.position == bea_added
 
 
+def remembering(app: LedgerApplication) -> bool:
+    """The writer remembers what it seals from now on, as under a notary (``ledger serve``):
+    PostgreSQL's writer does; SQLite's has no such memory (False)."""
+    keep_written = getattr(app.recorder, "keep_written", None)
+    if keep_written is None:
+        return False
+    keep_written()
+    return True
+
+
+def test_events_written_here_are_read_without_their_seals_computed_again(
+    app: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a staff history written by this process, whose writer remembers what it sealed
+    # for its notary (on PostgreSQL)
+    remembers = remembering(app)
+    tokens = staff_history(app)
+    head = app.recorder.max_notification_id() or 0
+    # When a directory reads it
+    checked = seals_checked_here(monkeypatch)
+    directory = StaffDirectory(app)
+    directory.refresh()
+    # Then each event read back as written is vouched for by that memory, without an HMAC
+    # (SQLite's events are all checked in full), and the staff are as the events say
+    assert checked == ([] if remembers else list(range(1, head + 1)))
+    assert directory.damage is None
+    assert lets_in(directory, tokens.second) and lets_in(directory, tokens.bea)
+    assert not lets_in(directory, tokens.first) and not lets_in(directory, tokens.cy)
+    # and the memory is left whole for the notary, which takes each event as it places it
+    if remembers:
+        assert len(app.recorder.written) == head  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_an_event_written_here_and_changed_since_is_named_whatever_the_writer_remembers(
+    app: LedgerApplication, intruder: Intruder, tampering: str
+) -> None:
+    # Given a staff history written by this process, whose writer remembers what it sealed
+    remembering(app)
+    tokens = staff_history(app)
+    (revoked,) = intruder.positions_of(REVOKED)
+    # When an intruder changes cy's revocation behind the service's back
+    TAMPERINGS[tampering](intruder, revoked)
+    # Then what the writer remembers does not vouch for what is stored now: the directory
+    # names the position and lets no one named in
+    directory = StaffDirectory(app)
+    directory.refresh()
+    assert directory.damage is not None and directory.damage.position == revoked
+    assert not lets_in(directory, tokens.cy) and not lets_in(directory, tokens.bea)
+
+
 def test_a_directory_started_after_a_mark_checks_the_staff_events_and_the_log_after_it_only(
     app: LedgerApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -62,3 +62,13 @@ def test_what_was_written_here_is_answered_once_and_the_oldest_forgotten_past_th
     assert written.take(3) == Sealed("b" * 64, "c" * 64, UUID(int=3), 1, "t", b"3")
     assert written.take(3) is None  # answered once
     assert written.take(2) is not None and len(written) == 0
+
+
+def test_a_look_at_what_was_written_here_leaves_it_for_the_notary_to_take() -> None:
+    written = WrittenHere(bound=2)
+    written.remember([(1, GENESIS, "a" * 64)], [_stored(1)])
+
+    assert written.look(1) == Sealed(GENESIS, "a" * 64, UUID(int=1), 1, "t", b"1")
+    assert written.look(1) is not None and len(written) == 1  # the staff directory's look
+    assert written.take(1) is not None  # the notary's, after it
+    assert written.look(1) is None and written.look(2) is None
