@@ -37,6 +37,7 @@ from api.keys import (
     AUDIT_LOCK,
     CONFIG,
     CURRENT,
+    DEADLINES,
     EXECUTOR,
     KEEPER,
     LEDGER,
@@ -52,7 +53,7 @@ from api.keys import (
     VERIFIER,
     WRITER,
 )
-from api.limits import Admission, Lane, Limits, deadline_middleware
+from api.limits import Admission, Deadlines, Lane, Limits, deadline_middleware
 from api.log_pages import PageMaker
 from api.observability import Metrics, observe_middleware
 from api.people import staff_directory
@@ -138,6 +139,7 @@ def create_app(
     install_edge(app)
     sealed_pages.install(app)
     app[LIMITS] = limits
+    app[DEADLINES] = Deadlines(limits.request_deadline_s)
     app[SETTINGS] = settings
     app[CONFIG] = config
     if signin is not None:

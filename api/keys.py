@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from api.config import Config
     from api.context import Keeper, ReadSide, Verifier
     from api.edge import EdgeStats
-    from api.limits import Admission, Lane, Limits
+    from api.limits import Admission, Deadlines, Lane, Limits
     from api.log_pages import PageMaker
     from api.observability import Metrics
     from api.sealed_pages import SealedPages
@@ -66,6 +66,8 @@ PAGE_MAKER: web.AppKey[PageMaker] = web.AppKey("page_maker")
 # -- bounds, the route table's facts, the edge --------------------------------------------------
 
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
+# The requests' deadlines, LIMITS' request_deadline_s after each began (``api.limits``).
+DEADLINES: web.AppKey[Deadlines] = web.AppKey("deadlines")
 # Worker slots of EXECUTOR for requests, by lane and role (``api.limits``).
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 # Each route's lane, by route name (``api.routing.register``).

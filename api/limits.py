@@ -66,7 +66,7 @@ from typing import TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.keys import ACTOR, LIMITS, READING_BODY, ROUTE_LANES
+from api.keys import ACTOR, DEADLINES, READING_BODY, ROUTE_LANES
 from api.problems import BodyTimeout, DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
@@ -482,17 +482,80 @@ def _log_abandoned(future: asyncio.Future[T]) -> None:
                     type(error).__name__, error)
 
 
+class Deadlines:
+    """Every request's deadline, kept by one timer of the event loop rather than one each.
+
+    ``asyncio.timeout`` makes a timer per request, pushes it on the loop's heap, cancels it
+    when the request ends and leaves it there until the loop sweeps its heap: about 4.5 µs of
+    the event loop per request, which is the process's limit under load (a deposit costs it
+    about 360 µs in all). Every request here gets the same delay, so the deadlines come due in
+    the order the requests started: a dict (insertion-ordered) is the queue, and one timer, set
+    for its first deadline, cancels the requests still running then and sets itself for the
+    next. A request that ends takes its own entry out: about 0.3 µs.
+
+    The cancellation is the one ``asyncio.timeout`` makes, told apart the same way
+    (``Task.cancelling`` before, ``Task.uncancel`` after): ``deadline_middleware``."""
+
+    def __init__(self, delay_s: float) -> None:
+        assert delay_s > 0, "a deadline lies ahead"
+        self.delay_s = delay_s
+        self._due: dict[asyncio.Task[object], float] = {}
+        self._expired: set[asyncio.Task[object]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, task: asyncio.Task[object]) -> None:
+        """``task`` is cancelled if it is still running ``delay_s`` from now (unless ``end``)."""
+        assert task not in self._due, "one deadline at a time per task"
+        loop = task.get_loop()
+        when = loop.time() + self.delay_s
+        self._due[task] = when
+        if self._timer is None:
+            self._timer = loop.call_at(when, self._expire, loop)
+
+    def end(self, task: asyncio.Task[object]) -> bool:
+        """``task``'s deadline forgotten; True, once, when it had passed (and cancelled it)."""
+        self._due.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def pending(self) -> int:
+        """Deadlines not yet passed nor ended."""
+        return len(self._due)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        for _ in range(len(self._due)):  # each round ends one deadline, or stops
+            task, when = next(iter(self._due.items()))
+            if when > now:
+                self._timer = loop.call_at(when, self._expire, loop)
+                return
+            del self._due[task]
+            self._expired.add(task)
+            task.cancel()
+
+
 @web.middleware
 async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """503 ``deadline_exceeded`` when the handler has not answered within the deadline; 408
     when the client had not yet sent the whole body by then (nothing was done)."""
-    deadline_s = request.app[LIMITS].request_deadline_s
+    deadlines = request.app[DEADLINES]
+    task = asyncio.current_task()
+    assert task is not None, "a handler runs in a task"
+    cancelling = task.cancelling()
+    deadlines.start(task)
     try:
-        async with asyncio.timeout(deadline_s) as deadline:
-            return await handler(request)
-    except TimeoutError:
-        if not deadline.expired():
+        return await handler(request)
+    except asyncio.CancelledError:
+        # Ours when the deadline passed and no one else cancelled the request meanwhile.
+        if not deadlines.end(task) or task.uncancel() > cancelling:
             raise
+    finally:
+        if deadlines.end(task):  # passed, but the handler answered anyway: ours taken back
+            task.uncancel()
+    deadline_s = deadlines.delay_s
     if request.get(READING_BODY):
         raise BodyTimeout(
             f"the body did not arrive within {deadline_s:g} s: nothing was done; send the "
