@@ -68,6 +68,7 @@ from aiohttp.typedefs import Handler
 
 from api.keys import ACTOR, DEADLINES, READING_BODY, ROUTE_LANES
 from api.problems import BodyTimeout, DeadlineExceeded, Overloaded
+from ledger.timers import FixedDelayTimers
 
 T = TypeVar("T")
 
@@ -483,38 +484,24 @@ def _log_abandoned(future: asyncio.Future[T]) -> None:
 
 
 class Deadlines:
-    """Every request's deadline, kept by one timer of the event loop rather than one each.
-
-    ``asyncio.timeout`` makes a timer per request, pushes it on the loop's heap, cancels it
-    when the request ends and leaves it there until the loop sweeps its heap: about 4.5 µs of
-    the event loop per request, which is the process's limit under load (a deposit costs it
-    about 360 µs in all). Every request here gets the same delay, so the deadlines come due in
-    the order the requests started: a dict (insertion-ordered) is the queue, and one timer, set
-    for its first deadline, cancels the requests still running then and sets itself for the
-    next. A request that ends takes its own entry out: about 0.3 µs.
-
-    The cancellation is the one ``asyncio.timeout`` makes, told apart the same way
-    (``Task.cancelling`` before, ``Task.uncancel`` after): ``deadline_middleware``."""
+    """Every request's deadline, on one timer of the event loop (``ledger.timers``) rather than
+    ``asyncio.timeout``'s timer per request: that cost about 4.5 µs of the event loop per
+    request, the loop being the process's limit under load. The cancellation is the one
+    ``asyncio.timeout`` makes, told apart the same way (``Task.cancelling`` before,
+    ``Task.uncancel`` after): ``deadline_middleware``."""
 
     def __init__(self, delay_s: float) -> None:
-        assert delay_s > 0, "a deadline lies ahead"
         self.delay_s = delay_s
-        self._due: dict[asyncio.Task[object], float] = {}
+        self._timers: FixedDelayTimers[asyncio.Task[object]] = FixedDelayTimers(delay_s)
         self._expired: set[asyncio.Task[object]] = set()
-        self._timer: asyncio.TimerHandle | None = None
 
     def start(self, task: asyncio.Task[object]) -> None:
         """``task`` is cancelled if it is still running ``delay_s`` from now (unless ``end``)."""
-        assert task not in self._due, "one deadline at a time per task"
-        loop = task.get_loop()
-        when = loop.time() + self.delay_s
-        self._due[task] = when
-        if self._timer is None:
-            self._timer = loop.call_at(when, self._expire, loop)
+        self._timers.set(task, self._expire)
 
     def end(self, task: asyncio.Task[object]) -> bool:
         """``task``'s deadline forgotten; True, once, when it had passed (and cancelled it)."""
-        self._due.pop(task, None)
+        self._timers.cancel(task)
         if task in self._expired:
             self._expired.discard(task)
             return True
@@ -522,19 +509,11 @@ class Deadlines:
 
     def pending(self) -> int:
         """Deadlines not yet passed nor ended."""
-        return len(self._due)
+        return len(self._timers)
 
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time()
-        for _ in range(len(self._due)):  # each round ends one deadline, or stops
-            task, when = next(iter(self._due.items()))
-            if when > now:
-                self._timer = loop.call_at(when, self._expire, loop)
-                return
-            del self._due[task]
-            self._expired.add(task)
-            task.cancel()
+    def _expire(self, task: asyncio.Task[object]) -> None:
+        self._expired.add(task)
+        task.cancel()
 
 
 @web.middleware

@@ -99,6 +99,7 @@ from ledger.errors import (
 )
 from ledger.idempotency import KeyBook, KeyRecord, KeyWrite, record_id
 from ledger.identity import Actor
+from ledger.timers import FixedDelayTimers
 
 if TYPE_CHECKING:
     from ledger.commands import Command
@@ -379,7 +380,7 @@ def _as_refusal(error: Exception) -> Exception:
 RecordBatch = Callable[[list[StoredEvent], list[KeyWrite]], Awaitable[Sequence[int]]]
 
 
-@dataclass
+@dataclass(eq=False)  # each its own: a key of the answer timers
 class _DecidedOnLoop:
     aggregates: tuple[Aggregate, ...]
     stored: list[StoredEvent]
@@ -407,6 +408,8 @@ class LoopCommitter:
         self.max_queued = max_queued
         self._waiting: list[_DecidedOnLoop] = []
         self._writer: asyncio.Task[None] | None = None
+        # Each command's ANSWER_TIMEOUT_S, on one timer of the loop (ledger.timers).
+        self._answer_timers: FixedDelayTimers[_DecidedOnLoop] = FixedDelayTimers(ANSWER_TIMEOUT_S)
         self.batches = 0
         self.commands = 0
 
@@ -438,7 +441,7 @@ class LoopCommitter:
         self._waiting.append(decided)
         if self._writer is None:
             self._writer = self.loop.create_task(self._write())
-        timer = self.loop.call_later(ANSWER_TIMEOUT_S, self._not_confirmed, decided)
+        self._answer_timers.set(decided, self._not_confirmed)
         try:
             return await decided.answer
         except asyncio.CancelledError:
@@ -447,7 +450,7 @@ class LoopCommitter:
             self._withdraw(decided)
             raise
         finally:
-            timer.cancel()
+            self._answer_timers.cancel(decided)
 
     def _withdraw(self, decided: _DecidedOnLoop) -> bool:
         """Take ``decided`` out of the queue if it is still there (not yet in a batch)."""
