@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import threading
@@ -32,6 +31,8 @@ from typing import NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
+
+from projections.events import json_encoder
 
 GENESIS = "0" * 64
 KEY_BYTES = 32
@@ -192,11 +193,11 @@ class WrittenHere:
 
 def seal_text(values: list[object]) -> str:
     """What a message's or a key record's seal covers: its values, in their order, as compact
-    JSON (one encoder for every seal: ``json.dumps`` makes a new one at each call)."""
+    JSON, as ``json.JSONEncoder(separators=(",", ":")).encode`` writes it."""
     return _compact_json(values)
 
 
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+_compact_json = json_encoder(sort_keys=False, separators=(",", ":"))
 
 
 def _uuid_text(originator_id: UUID | str) -> str:
