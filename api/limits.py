@@ -491,9 +491,12 @@ class Deadlines:
     ``Task.uncancel`` after): ``deadline_middleware``."""
 
     def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
         self._timers: FixedDelayTimers[asyncio.Task[object]] = FixedDelayTimers(delay_s)
         self._expired: set[asyncio.Task[object]] = set()
+
+    @property
+    def delay_s(self) -> float:
+        return self._timers.delay_s
 
     def start(self, task: asyncio.Task[object]) -> None:
         """``task`` is cancelled if it is still running ``delay_s`` from now (unless ``end``)."""

@@ -23,9 +23,8 @@ def _run(scenario: Coroutine[object, object, None]) -> None:
     asyncio.run(asyncio.wait_for(scenario, BOUND_S))
 
 
-async def _until_cancelled(started: asyncio.Event) -> float:
+async def _until_cancelled() -> float:
     """Waits for ever; when cancelled, the loop's time then (as the result)."""
-    started.set()
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
@@ -40,7 +39,7 @@ async def _watched(deadlines: Deadlines) -> tuple[float, float, bool]:
     assert task is not None
     began = asyncio.get_running_loop().time()
     deadlines.start(task)
-    cancelled_at = await _until_cancelled(asyncio.Event())
+    cancelled_at = await _until_cancelled()
     return began, cancelled_at, deadlines.end(task)
 
 
@@ -100,7 +99,7 @@ def _request(deadlines: Deadlines) -> web.Request:
 
 def test_the_middleware_answers_a_deadline_passed_as_deadline_exceeded() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
-        await _until_cancelled(asyncio.Event())
+        await _until_cancelled()
         raise asyncio.CancelledError  # as a handler cut short at its await would
 
     async def scenario() -> None:
@@ -139,7 +138,7 @@ def test_a_handler_that_answers_despite_the_deadline_is_answered_and_the_task_un
     answer = web.Response(status=201)
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        await _until_cancelled(asyncio.Event())  # swallows the cancellation
+        await _until_cancelled()  # swallows the cancellation
         return answer
 
     async def scenario() -> None:
