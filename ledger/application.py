@@ -13,7 +13,7 @@ command and execute it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from datetime import date, datetime
 from typing import Any, Required, TypedDict, TypeVar, Unpack
@@ -95,6 +95,16 @@ def _decides(kind: type[C]) -> Callable[[UseCase[C]], UseCase[C]]:
         return use_case
 
     return register
+
+
+def _replay(aggregate: Aggregate | None, events: Iterable[Aggregate.Event]) -> Aggregate | None:
+    """An aggregate from its stored events: eventsourcing's ``project_aggregate`` without its
+    assert that each event can mutate (an isinstance of a runtime-checkable Protocol, about
+    10 µs an event on Python 3.11, more than applying one of ours): the mapper decodes only our
+    aggregates' events, each an ``Aggregate.Event``."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 class Caller(TypedDict, total=False):
@@ -538,7 +548,7 @@ class LedgerApplication(Application[UUID]):
             self.forget({aggregate_id})  # read from the store (and cached as it is there)
         if reads is not None:
             reads.add(aggregate_id)
-        stored: Aggregate = self.repository.get(aggregate_id)
+        stored: Aggregate = self.repository.get(aggregate_id, projector_func=_replay)
         return stored
 
     def _as_stored(self, account: Account) -> Account:
@@ -546,7 +556,7 @@ class LedgerApplication(Application[UUID]):
         if self.pipeline.cache_only():
             raise NotCached(account.id)
         self.forget({account.id})
-        stored: object = self.repository.get(account.id)
+        stored: object = self.repository.get(account.id, projector_func=_replay)
         assert isinstance(stored, Account)
         return stored
 
@@ -570,7 +580,7 @@ class LedgerApplication(Application[UUID]):
         """Whose request or case this is (to take the account's lock): that never changes, so
         the copy this process knows is as good as the store's."""
         try:
-            found: object = self.repository.get(aggregate_id)
+            found: object = self.repository.get(aggregate_id, projector_func=_replay)
         except AggregateNotFoundError:
             found = None
         if not isinstance(found, kind):
