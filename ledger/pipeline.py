@@ -762,10 +762,10 @@ class Pipeline:
         the lock named ``lock``; answers the outcome, or raises the refusal."""
         ledger = self.ledger
         guard = KeyGuard(ledger, actor, key, command.fingerprint()) if key else None
-        # The key is looked up only when it may matter: before a decision made again (a
-        # conflict may have been this very request, committed), and before any answer that
-        # records nothing. A first attempt that records goes straight to the commit, where a
-        # key already taken is a conflict like any other.
+        # The key is looked up only when it may matter, once a round: before a decision made
+        # again from the store (a conflict, a refusal or a duplicate may be this very request,
+        # committed). A first attempt goes straight to the commit, where a key already taken is
+        # a conflict like any other; so is a first try another process commits after the look.
         check_key, fresh, conflicts = False, False, 0
         # Bounded: each round either answers, or is the one decision made again from the store
         # (``fresh``, once), or is a conflict (at most ``max_attempts``).
@@ -789,8 +789,9 @@ class Pipeline:
                         continue
                     if guard is None:
                         raise
-                    if (replay := guard.replay()) is not None:
-                        return replay
+                    # Its key was looked up as this round began (``fresh`` rounds check it): a
+                    # first try committed since then takes the key, and this commit conflicts.
+                    assert check_key
                     decision, first_refusal = guard.refusal(refusal), refusal
                 finally:
                     self._reads.ids, self._reads.fresh = None, False
@@ -805,8 +806,7 @@ class Pipeline:
                     original = ledger.positions.position_of(*decision.original)
                     if guard is None:
                         return Outcome(decision.outcome, decision.body, original)
-                    if (replay := guard.replay()) is not None:
-                        return replay
+                    assert check_key  # looked up as this round began, as above
                 write = guard.record(decision, original) if guard is not None else None
                 try:
                     committed = ledger.committer.commit(decision.aggregates, write)

@@ -23,6 +23,7 @@ from ledger.clock import utc_now
 from ledger.errors import IdempotencyKeyReused, NotReady
 from ledger.idempotency import KEY_LIFETIME, record_id
 from ledger.identity import Actor
+from ledger.pipeline import KeyGuard
 from ledger.settings import StoreSettings
 from projections.store import open_application
 from tests.app.conftest import last_position, open_funded
@@ -287,6 +288,51 @@ def test_duplicates_with_one_key_sent_to_two_processes_take_effect_once(
     assert sum(not o.replayed for o in outcomes) == 1
     assert len({o.position for o in outcomes}) == 1
     assert credited_back(shop) == 100
+
+
+@pytest.mark.parametrize("request_", ["a credit refused the second time",
+                                      "a deposit met the second time as a duplicate"])
+def test_a_first_try_another_process_commits_after_the_retry_looked_its_key_up_is_answered(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor, system: Actor,
+    monkeypatch: pytest.MonkeyPatch, request_: str,
+) -> None:
+    def send(app: LedgerApplication) -> Outcome:
+        if request_.startswith("a credit"):  # all of ORD-1's 1,000: a second one is refused
+            return credit(app, cs, "key-late", amount=1_000)
+        return app.deposit("alice", 500, "PAY-9", actor=system, idempotency_key="key-late")
+
+    second = open_application(settings, clock=clock)
+    try:
+        # Given a retry in this process that must decide again from the store (another
+        # process moved the account it holds), and its first try in that other process,
+        # committed just after the retry looked its key up and found nothing
+        second.deposit("alice", 1, "PAY-ELSEWHERE", actor=system)
+        first: list[Outcome] = []
+        look = KeyGuard.replay
+
+        def first_try_lands_after_the_look(guard: KeyGuard) -> Outcome | None:
+            found = look(guard)
+            if not first:
+                first.append(send(second))
+            return found
+
+        monkeypatch.setattr(KeyGuard, "replay", first_try_lands_after_the_look)
+
+        # When the retry, decided again, meets what its first try did (a refusal, a duplicate)
+        retry = send(shop)
+    finally:
+        second.close()
+
+    # Then it answers the first try's response, replayed, and nothing took effect twice
+    assert first and not first[0].replayed
+    assert retry.replayed
+    assert (retry.outcome, retry.body, retry.position) == (
+        first[0].outcome, first[0].body, first[0].position,
+    )
+    assert credited_back(shop) == (1_000 if request_.startswith("a credit") else 0)
+    assert shop.account("alice").posted == 2_000 - 1_000 + 1 + (
+        1_000 if request_.startswith("a credit") else 500
+    )
 
 
 def test_a_key_whose_first_use_met_a_known_deposit_answers_that_response_again(
