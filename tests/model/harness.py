@@ -14,6 +14,7 @@ the position where an example began are exactly that example's.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -215,6 +216,10 @@ class Harness:
                 self.problems += generation.verify()
         finally:
             generation.close()
+            # The full collection the test holds back, once a store; what outlives it (the
+            # search's record, mostly) is frozen, so that the next looks only at what is newer.
+            gc.collect()
+            gc.freeze()
 
     def close(self) -> list[str]:
         """Verify the last store in full and drop it; answer what any full check found."""
