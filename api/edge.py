@@ -75,6 +75,8 @@ MAX_DEFAULT_CONNECTIONS = 10_000
 DECODED_CODINGS = frozenset({"gzip", "deflate", "identity", "x-gzip"})
 ACCEPT_ENCODING = "gzip, deflate"
 OPS_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# A young collection once this many more objects were made than freed (Python's default: 700).
+YOUNG_COLLECTION_AFTER = 7_000
 SECURITY_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -270,9 +272,18 @@ class EdgeRunner(web.AppRunner):
 def settle_heap() -> None:
     """What starting made (modules, schemas, pools, the application) lives as long as the
     process: moved out of the collector's reach, so its full passes scan only what came after
-    (each scanned all of it: ~30 ms with the event loop stopped, the reads' p99 at 5,000/s)."""
+    (each scanned all of it: ~30 ms with the event loop stopped, the reads' p99 at 5,000/s).
+
+    And the young objects are collected a tenth as often (``YOUNG_COLLECTION_AFTER``): each
+    collection moves every request then in flight into an older generation, where the next
+    passes walk it again until it dies; at Python's default (700) the collector took about a
+    tenth of the server's processor under 32 connections of deposits (2,161 young passes,
+    197 middle, 18 full in 15 s). Side by side, eight runs each: deposits 3 to 6 % faster,
+    every pair but one; balance reads alike."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, middle, old)
 
 
 def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
