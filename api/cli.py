@@ -17,7 +17,6 @@ create a store: an SQLite file that does not exist is refused.
 from __future__ import annotations
 
 import functools
-import gc
 import getpass
 import json
 import logging
@@ -49,8 +48,6 @@ SWITCH_INTERVAL_S = 0.0005
 # The one-off commands use a connection or two at a time.
 COMMAND_POOL_SIZE = 2
 DEFAULT_REBUILD_LOCK_TIMEOUT_S = 5.0
-# A full collection after this many collections of the middle generation: never, in a rebuild.
-FULL_COLLECTIONS_NEVER = 10**9
 log = logging.getLogger("api.cli")
 
 
@@ -269,12 +266,13 @@ def rebuild(lock_timeout_s: float) -> None:
     the swap do they wait (briefly) for the tables."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
+    from api.edge import full_collections_held_back
     from ledger.errors import HistoryDamaged
     from projections import replay
     from projections.leadership import LeadershipBusy
 
     settings = _settings("rebuild")
-    with _application(settings, "rebuild") as app, _full_collections_held_back():
+    with _application(settings, "rebuild") as app, full_collections_held_back():
         total = app.recorder.max_notification_id() or 0
         with tqdm(total=total, unit="event", desc="rebuild", file=sys.stderr) as bar:
             try:
@@ -291,24 +289,6 @@ def rebuild(lock_timeout_s: float) -> None:
     )
     click.echo(f"swapped in: the live read models were held {report.swap_seconds * 1000:.0f} ms "
                "(reads waited at most that long)")
-
-
-@contextmanager
-def _full_collections_held_back() -> Iterator[None]:
-    """Meanwhile (a command replaying the whole log: ``rebuild``), what came before is frozen
-    out of the cyclic collector's reach, and its full passes, which walked every row the read
-    models remember at each one (8 % of a rebuild's processor), do not run; the younger
-    generations' still do. A replay's batches and rows hold no reference cycles to speak of:
-    they are freed as they go, as before (the same peak memory over 100,000 events)."""
-    gc.collect()
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTIONS_NEVER)
-    try:
-        yield
-    finally:
-        gc.set_threshold(young, middle, old)
-        gc.unfreeze()
 
 
 def _digests(paths: tuple[Path, ...]) -> list[Digest]:

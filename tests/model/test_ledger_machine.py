@@ -44,7 +44,6 @@ the keeper's and the database's, which keeps about one core busy (``make chaos``
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import sys
@@ -67,6 +66,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from api.edge import full_collections_held_back
 from ledger.account import account_id
 from ledger.application import CaseApplication, Outcome
 from ledger.errors import LedgerError, NotReady
@@ -822,9 +822,6 @@ class LedgerMachine(RuleBasedStateMachine):
             self.seen(f"a refund request reached {status}")
 
 
-# A full collection after this many collections of the middle generation: never, in a run.
-FULL_COLLECTIONS_NEVER = 10**9
-
 MACHINE_SETTINGS = settings(
     max_examples=EXAMPLES,
     stateful_step_count=STEPS,
@@ -869,13 +866,8 @@ def full_collections_per_store() -> Iterator[None]:
     5 % of the test's processor. Here they run once per store instead (``Harness._retire``),
     which bounds what cyclic garbage waits for them to a store's examples, and each freezes
     what outlived it, so the next looks only at what is newer (5 in 1,200 examples: 1.2 s)."""
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTIONS_NEVER)
-    try:
+    with full_collections_held_back():
         yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(young, middle, old)
 
 
 @pytest.fixture(params=[*shards("sqlite"), *shards("postgres", pytest.mark.postgres)])
