@@ -271,10 +271,14 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         ).format(schema)
         # Writers that read the log's head queue on an advisory lock rather than LOCK TABLE …
         # EXCLUSIVE: a login granted only SELECT and INSERT on the events may take it (issue 10:
-        # least privilege).
+        # least privilege). Each waits for it at most the store's lock timeout, as for
+        # eventsourcing's own table lock: a writer stalled in its transaction in another process
+        # (paused, cut off) holds this one up that long, not until its connection is found dead.
         self.lock_table_statements = [
+            SQL("SET LOCAL lock_timeout = '{}s'").format(SQL(str(int(datastore.lock_timeout))))
+            .as_string(None),
             SQL("SELECT pg_advisory_xact_lock({key})").format(key=Literal(_WRITER_LOCK_KEY))
-            .as_string(None)
+            .as_string(None),
         ]
         # The indexes whose violation says a position was taken first (not a version or a key).
         self._positions_taken = {self.notification_id_index_name, "ledger_chain_pkey"}

@@ -4,6 +4,7 @@ happened), and replaces one the server hung up on."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +13,8 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
-from projections.store import open_application
+from ledger.pipeline import CommitUnconfirmed
+from projections.store import _WRITER_LOCK_KEY, open_application
 from tests.app.conftest import open_funded
 from tests.conftest import PG_ADMIN_URL, drop_pg_database, make_pg_database, pg_url, store_settings
 
@@ -73,3 +75,42 @@ def test_the_ledger_writes_and_reads_on_after_every_session_was_ended(
 
     app.deposit("alice", 250, "PAY-AFTER", actor=system)
     assert app.account("alice").posted == 750
+
+
+# Beyond the writer's bounded tries, each waiting the store's lock timeout (5 s) at most: only a
+# write that waits for the lock without end is still waiting then.
+STALLED_WRITER_BOUND_S = 90.0
+
+
+def test_a_writer_stalled_in_its_transaction_elsewhere_holds_a_write_up_only_for_a_while(
+    pg_app: tuple[LedgerApplication, str], system: Actor
+) -> None:
+    app, name = pg_app
+    open_funded(app, system, amount=500)
+    # Given another process's writer that took the writers' lock and stalled in its transaction
+    other = psycopg.connect(pg_url(name), autocommit=False)
+    answered: dict[str, object] = {}
+    try:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITER_LOCK_KEY,))
+        app.recorder._head = None  # type: ignore[attr-defined]  # the head is read under the lock
+
+        def deposit() -> None:
+            try:
+                answered["position"] = app.deposit("alice", 5, "PAY-STALLED", actor=system).position
+            except CommitUnconfirmed as error:  # 503: the store did not answer
+                answered["refusal"] = error
+
+        # When a deposit needs the lock
+        writer = threading.Thread(target=deposit, name="stalled-writer-test", daemon=True)
+        writer.start()
+        writer.join(STALLED_WRITER_BOUND_S)
+        # Then it is answered, as the store not answering (send it again), not left waiting
+        assert not writer.is_alive(), "the deposit still waits for the writers' lock"
+        assert "refusal" in answered, answered
+    finally:
+        other.rollback()
+        other.close()
+    # And nothing was recorded: sent again once the lock is free, it takes effect once
+    app.deposit("alice", 5, "PAY-STALLED", actor=system)
+    app.deposit("alice", 5, "PAY-STALLED", actor=system)
+    assert app.account("alice").posted == 505
