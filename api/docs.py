@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api.edge import FileAnswer
 from ledger.errors import NotFound
 
 STATIC_DIR = Path(str(resources.files("swagger_ui") / "static"))
@@ -61,11 +62,11 @@ async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=PAGE, content_type="text/html")
 
 
-async def docs_asset(request: web.Request) -> web.FileResponse:
+async def docs_asset(request: web.Request) -> FileAnswer:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise NotFound(f"no asset {name!r}")
-    return web.FileResponse(
+    return FileAnswer(
         STATIC_DIR / name,
         headers={"Cache-Control": f"private, max-age={CACHE_S}", "Content-Type": ASSETS[name]},
     )

@@ -6,6 +6,11 @@ every answer carries.
   (keep-alive), or it is closed: a client sending a header line now and then cannot hold a
   connection. (aiohttp's keep-alive timer does exactly this: it closes a connection whose
   handler is still waiting for a request once it fires; the deadline is that timer.)
+- **Answer deadline.** A client must take its answers: a connection whose answer has filled
+  the socket's buffers (the transport paused writing: the client read nothing for a while) and
+  stays so for ``LEDGER_HEADER_TIMEOUT_S`` is aborted, whatever it asked. So a client that sends
+  requests and never reads what comes back (a slow reader) holds a connection, and its
+  answers' memory, no longer than one that never ends its head.
 - **Connection cap.** At most ``LEDGER_MAX_CONNECTIONS`` open connections (default: what the
   process's descriptor limit leaves after the store, the files and a burst of accepts). A new
   connection past the cap evicts the oldest one that has no request in progress (a slow client
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web, web_protocol, web_server
-from aiohttp.abc import AbstractAccessLogger
+from aiohttp.abc import AbstractAccessLogger, AbstractStreamWriter
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_log import AccessLogger
@@ -168,7 +173,41 @@ class _BareResponse(web.Response):
 
 
 class EdgeProtocol(web_protocol.RequestHandler):
-    """aiohttp's connection handler, but for what it says about a malformed request."""
+    """aiohttp's connection handler, but for what it says about a malformed request, and with
+    the answer deadline: aborted once its writes stay paused for the header timeout."""
+
+    _stall: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self._loop.call_later(self._keepalive_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._end_stall()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._end_stall()
+        super().connection_lost(exc)
+
+    def _end_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        """The client took none of its answer for the whole deadline: drop the connection
+        and what is buffered for it (``abort``: ``close`` would wait to send it first)."""
+        self._stall = None
+        transport = self.transport
+        if transport is None:
+            return
+        peer = transport.get_extra_info("peername")
+        log.warning("closed a connection from %s: it took none of its answer for %g s",
+                    peer[0] if peer else "an unknown peer", self._keepalive_timeout)
+        self.force_close()
+        transport.abort()
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
@@ -197,6 +236,18 @@ class EdgeProtocol(web_protocol.RequestHandler):
                                  headers=answer.headers)
         response.force_close()
         return response
+
+
+class FileAnswer(web.FileResponse):
+    """A file answered a chunk at a time through the connection's transport, never by
+    ``sendfile``: the kernel's sendfile waits for the socket outside asyncio's flow control,
+    where the answer deadline (``EdgeProtocol``) cannot see a client that never reads."""
+
+    async def _sendfile(self, request: BaseRequest, fobj: Any, offset: int, count: int
+                        ) -> AbstractStreamWriter:
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        return await self._sendfile_fallback(writer, fobj, offset, count)
 
 
 class EdgeServer(web_server.Server):

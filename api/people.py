@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api.edge import FileAnswer
 from api.keys import ACTOR, LEDGER, SIGNIN, STAFF
 from ledger.errors import NotFound, NotReady
 from projections.staff import REFRESH_S, StaffDirectory
@@ -117,18 +118,18 @@ CONSOLE_HEADERS = {
 }
 
 
-async def console_page(request: web.Request) -> web.FileResponse:
+async def console_page(request: web.Request) -> FileAnswer:
     return _asset("index.html")
 
 
-async def console_asset(request: web.Request) -> web.FileResponse:
+async def console_asset(request: web.Request) -> FileAnswer:
     return _asset(request.match_info["name"])
 
 
-def _asset(name: str) -> web.FileResponse:
+def _asset(name: str) -> FileAnswer:
     if name not in CONSOLE_ASSETS:
         raise NotFound(f"no console file {name!r}")
-    return web.FileResponse(
+    return FileAnswer(
         CONSOLE_DIR / name,
         headers={"Content-Type": CONSOLE_ASSETS[name], **CONSOLE_HEADERS},
     )

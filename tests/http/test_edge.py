@@ -207,6 +207,62 @@ def test_a_client_dribbling_header_lines_is_closed_once_the_deadline_passed(
         assert HEADER_TIMEOUT_S - 0.1 <= closed_at - started <= HEADER_TIMEOUT_S + 2.0
 
 
+# A client that sends requests and never reads: its answers (the console's script, 34 KB, no
+# token needed) fill the socket's buffers, the server's included, within the first few.
+PIPELINED_ASKS = 200
+STALL_CAP = 4
+STALL_TIMEOUT_S = 2.0
+
+
+def slow_reader(port: int) -> socket.socket:
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.connect(("127.0.0.1", port))
+    connection.setblocking(False)
+    try:
+        connection.send(b"GET /console/console.js HTTP/1.1\r\nHost: ledger\r\n\r\n"
+                        * PIPELINED_ASKS)
+    except BlockingIOError:
+        pass  # what did not fit is never sent: the server has asks enough
+    return connection
+
+
+def test_clients_that_never_read_their_answers_are_closed_and_do_not_lock_health_out(
+    tmp_path: Path,
+) -> None:
+    server = launch(tmp_path, {"LEDGER_MAX_CONNECTIONS": str(STALL_CAP),
+                               "LEDGER_HEADER_TIMEOUT_S": str(STALL_TIMEOUT_S),
+                               "LEDGER_LOG_FORMAT": "text"})
+    readers: list[socket.socket] = []
+    try:
+        # Every place under the cap taken by a connection whose answers are not read.
+        readers = [slow_reader(port_of(server)) for _ in range(STALL_CAP)]
+        stalled = "took none of its answer for 2 s"
+        deadline = time.monotonic() + STALL_TIMEOUT_S + 20
+        while server.log().count(stalled) < STALL_CAP:
+            assert time.monotonic() < deadline, (
+                f"the slow readers were not closed at the answer deadline:\n{server.log()[-3000:]}")
+            time.sleep(0.1)
+        assert health_within(server, 1.0) == 200
+        for connection in readers:  # dropped by the server: no longer open at its end
+            connection.setblocking(True)
+            connection.settimeout(5)
+            taken = 0
+            try:
+                for _ in range(PIPELINED_ASKS * 10):  # bounded: each read takes >= 1 byte
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    taken += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert taken < PIPELINED_ASKS * 34_000, "a slow reader was sent every answer"
+    finally:
+        for connection in readers:
+            connection.close()
+        server.stop()
+
+
 def test_the_header_deadline_is_at_most_ten_seconds(tmp_path: Path) -> None:
     result = subprocess.run(
         [*ledger_command(), "serve", "--port", str(free_port())], cwd=tmp_path,
