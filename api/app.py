@@ -27,7 +27,7 @@ from api import logs, openapi, sealed_pages, webhooks
 from api.auditkit import notary_context
 from api.auth import Tokens, auth_middleware
 from api.config import Config
-from api.context import Keeper, ReadSide, Verifier, in_executor
+from api.context import Keeper, ReadSide, SharedLook, Verifier, in_executor
 from api.edge import edge_middleware
 from api.edge import install as install_edge
 from api.finance import default_verifier
@@ -43,10 +43,12 @@ from api.keys import (
     LEDGER,
     LIMITS,
     METRICS,
+    METRICS_LOOK,
     OPENAPI_JSON,
     PAGE_MAKER,
     READ_MODELS,
     READ_WAIT_S,
+    READY_LOOK,
     SETTINGS,
     SIGNIN,
     TOKENS,
@@ -148,6 +150,8 @@ def create_app(
     app[VERIFIER] = verifier
     app[READ_WAIT_S] = read_wait_s
     app[METRICS] = Metrics()
+    app[READY_LOOK] = SharedLook()
+    app[METRICS_LOOK] = SharedLook()
     register(app, ROUTES)
     app[OPENAPI_JSON] = json.dumps(
         openapi.build(ROUTES, request_deadline_s=limits.request_deadline_s,

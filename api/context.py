@@ -17,7 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from aiohttp import web
@@ -166,6 +166,32 @@ async def run(request: web.Request, fn: Callable[P, T], *args: P.args, **kwargs:
     app = request.app
     return await app[ADMISSION].run(request, app[EXECUTOR],
                                     functools.partial(fn, *args, **kwargs))
+
+
+class SharedLook(Generic[T]):
+    """One look at the store, shared by every request that asks for it while it is being made:
+    a crowd of probes (``/ready``, ``/metrics``: no token needed, all one role, ``anonymous``)
+    costs one job at a time in the read lane, not one each, and a probe of one kind never
+    waits in line behind a crowd of the other. Each answer is as new as a look begun no
+    earlier than the request before it was answered; nothing is kept after a look ends."""
+
+    def __init__(self) -> None:
+        self._making: asyncio.Future[T] | None = None
+        self.looks = 0  # made, for the tests
+
+    async def get(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()``'s answer, or that of the look under way (a failure too). A request that
+        gives up does not end the look for the others."""
+        if self._making is None:
+            self._making = asyncio.ensure_future(self._make(make))
+        return await asyncio.shield(self._making)
+
+    async def _make(self, make: Callable[[], Awaitable[T]]) -> T:
+        try:
+            self.looks += 1
+            return await make()
+        finally:
+            self._making = None
 
 
 async def run_first_on_loop(request: web.Request, first: Callable[[], Awaitable[T | None]] | None,

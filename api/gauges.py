@@ -6,7 +6,8 @@ seconds since the read models last had every event), whether this process keeps 
 models (leadership), the chain (damaged or not), the store's pool, how the writer recorded its
 batches (PostgreSQL), each admission lane's workers in use and line, the open connections, and
 the business: open refund requests (count and amount by currency) and overdue return cases.
-The reads go through the read lane like any request's; a store that does not answer sets
+The reads go through the read lane like any request's, one look shared by every scrape
+asked while it is made (``api.context.SharedLook``); a store that does not answer sets
 ``ledger_store_up`` to 0 and leaves the rest as they were.
 """
 
@@ -27,6 +28,7 @@ from api.keys import (
     KEEPER,
     LEDGER,
     METRICS,
+    METRICS_LOOK,
     PAGE_MAKER,
     READ_MODELS,
     SETTINGS,
@@ -123,7 +125,7 @@ async def refresh(request: web.Request) -> None:
         metrics.event_pages_made_by_child.set(maker.pages)
         metrics.event_page_maker_failures.set(maker.failures)
     try:
-        facts = await run(request, _facts, app[READ_MODELS])
+        facts = await app[METRICS_LOOK].get(lambda: run(request, _facts, app[READ_MODELS]))
     except Exception as error:  # any failure to reach the store: said by ledger_store_up
         log.warning("metrics: the store did not answer: %s", type(error).__name__)
         metrics.store_up.set(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -21,7 +21,7 @@ from ledger.settings import StoreSettings
 if TYPE_CHECKING:
     from api.auth import Tokens
     from api.config import Config
-    from api.context import Keeper, ReadSide, Verifier
+    from api.context import Keeper, ReadSide, SharedLook, Verifier
     from api.edge import EdgeStats
     from api.limits import Admission, Deadlines, Lane, Limits
     from api.log_pages import PageMaker
@@ -78,6 +78,10 @@ TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
 OPS_PORT = web.AppKey("ops_port", int)
 EDGE_STATS: web.AppKey[EdgeStats] = web.AppKey("edge_stats")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# The probes' looks at the store, each shared by the requests that ask meanwhile
+# (``api.operations``, ``api.gauges``).
+READY_LOOK: web.AppKey[SharedLook[dict[str, Any]]] = web.AppKey("ready_look")
+METRICS_LOOK: web.AppKey[SharedLook[dict[str, Any]]] = web.AppKey("metrics_look")
 OPENAPI_JSON = web.AppKey("openapi_json", bytes)
 
 # -- a request's --------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ MAX_WAIT_BOUND_S = 3600.0
 # events a second, a history of ten million in under four minutes.
 HEAVY_STARTS_PER_S = 50.0
 MAX_STARTS_PER_S_BOUND = 1_000_000.0
-# The role of a request served without a token (none of today's routes calls the store so).
+# The role of a request served without a token: /ready and /metrics, whose looks at the store
+# are each shared by the requests that ask meanwhile (``api.context.SharedLook``).
 ANONYMOUS = "anonymous"
 
 log = logging.getLogger("api.limits")

@@ -2,7 +2,9 @@
 
 ``/health`` says the process answers (no token, no database). ``/ready`` says the database
 answers and how far the read models lag; 503 ``not_ready`` when the database does not answer
-within ``READY_TIMEOUT_S``.
+within ``READY_TIMEOUT_S``. Neither needs a token: every ``/ready`` (and every ``/metrics``)
+asked while one is looking at the store shares that look (``api.context.SharedLook``), so a
+crowd of them holds one slot of the read lane, not its whole line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from api import gauges
 from api.auditkit import check_history, observe_notary
 from api.context import run
 from api.handlers import json_response
-from api.keys import METRICS, OPENAPI_JSON, READ_MODELS
+from api.keys import METRICS, OPENAPI_JSON, READ_MODELS, READY_LOOK
+from api.problems import Overloaded
 from ledger.errors import HistoryDamaged, NotReady
 
 READY_TIMEOUT_S = 5.0
@@ -30,10 +33,16 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    app = request.app
     try:
-        status = await asyncio.wait_for(
-            run(request, request.app[READ_MODELS].status), READY_TIMEOUT_S
-        )
+        status = dict(await asyncio.wait_for(
+            app[READY_LOOK].get(lambda: run(request, app[READ_MODELS].status)),
+            READY_TIMEOUT_S,
+        ))
+    except Overloaded as error:  # the read lane's line, not the store: said as it is
+        log.warning("not ready: %s", error)
+        raise NotReady("the service is too busy to look at the database: the read lane's "
+                       "line is full") from None
     except Exception as error:  # any failure to reach the store means: not ready
         log.warning("not ready: %s: %s", type(error).__name__, error)
         raise NotReady("the database does not answer") from None

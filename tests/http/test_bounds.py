@@ -32,6 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.auth import Tokens
 from api.keys import ADMISSION, LEDGER
-from api.limits import Admission, Lane, LaneLimits, Limits
+from api.limits import ANONYMOUS, Admission, Lane, LaneLimits, Limits
 from api.routes import ROUTES
 from ledger.settings import StoreSettings
 from tests.conftest import store_settings
@@ -189,6 +190,65 @@ async def test_no_request_is_answered_later_than_its_deadline_and_its_job_still_
     await until(lambda: admission.holding(Lane.READ) == 0, "the abandoned job freed its slot")
     status, body, _ = await _answer(client, "/v1/accounts/after")
     assert status == 200, body
+
+
+class SlowStatusReadSide(BlockingReadSide):
+    """A read side whose ``status`` (what /ready and /metrics look at) blocks until
+    ``release`` is set, counting the looks; the rest of /metrics' facts answer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    def status(self) -> dict[str, Any]:
+        self.looks += 1
+        self.entered.release()
+        self.release.wait(BLOCK_S)
+        return super().status()
+
+    def refund_request_totals(self, **filters: Any) -> list[dict[str, Any]]:
+        return []
+
+    def return_cases(self, **filters: Any) -> Any:
+        return SimpleNamespace(items=[], next=None)
+
+
+async def test_a_crowd_of_probes_without_a_token_shares_one_look_and_ready_still_answers(
+    tmp_path: Path,
+) -> None:
+    read_side = SlowStatusReadSide()
+    app = create_app(
+        store_settings(f"sqlite:///{tmp_path}/ledger.db"), Tokens.parse(tokens_env()),
+        executor_workers=4, limits=Limits(read=LaneLimits(workers=2)),
+        read_models=lambda settings, app: read_side, keeper=lambda settings: IdleKeeper(),
+    )
+    async with TestClient(TestServer(app)) as client:
+        admission = _admission(client)
+        try:
+            # Given a crowd of token-less scrapes and readiness probes while the store is slow
+            crowd = [asyncio.create_task(client.get(path))
+                     for _ in range(30) for path in ("/metrics", "/ready")]
+            assert await asyncio.to_thread(read_side.entered.acquire, True, BLOCK_S)
+            await until(lambda: admission.waiting(Lane.READ, ANONYMOUS) == 1,
+                        "the other probe's look is in line")
+            # then they hold one slot of the read lane, and one look waits for the next
+            # (one per kind of probe): not a line of sixty
+            assert admission.holding(Lane.READ, ANONYMOUS) == 1
+            assert admission.waiting(Lane.READ) == 1
+            # and once the store answers, every probe is answered from those two looks, none
+            # refused for want of a slot (/ready answers what the notary's watch says of this
+            # test's store, which the fake read side does not describe: not asked here)
+            read_side.release.set()
+            answers = [(path, await (await task).text(), (await task).status)
+                       for task, path in zip(crowd, ["/metrics", "/ready"] * 30, strict=True)]
+        finally:
+            read_side.release.set()
+        assert [status for path, _, status in answers if path == "/metrics"] == [200] * 30
+        for path, text, status in answers:
+            assert status == 200 or (path == "/ready" and "history is damaged" in text), text
+        assert read_side.looks == 2
+        assert (await client.get("/metrics")).status == 200
+        assert read_side.looks == 3  # a probe asked after the looks ended looks again
 
 
 async def test_a_client_that_stalls_its_body_is_answered_408_and_nothing_is_done(
