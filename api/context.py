@@ -172,8 +172,9 @@ class SharedLook(Generic[T]):
     """One look at the store, shared by every request that asks for it while it is being made:
     a crowd of probes (``/ready``, ``/metrics``: no token needed, all one role, ``anonymous``)
     costs one job at a time in the read lane, not one each, and a probe of one kind never
-    waits in line behind a crowd of the other. Each answer is as new as a look begun no
-    earlier than the request before it was answered; nothing is kept after a look ends."""
+    waits in line behind a crowd of the other. A request that joins a look under way gets an
+    answer begun before it came (older by at most one look's time); nothing is kept after a
+    look ends, so the next request looks again."""
 
     def __init__(self) -> None:
         self._making: asyncio.Future[T] | None = None
