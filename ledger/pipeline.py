@@ -131,6 +131,12 @@ class NotCached(Exception):
     on a thread instead, which may read the store."""
 
 
+class WritersLockBusy(OperationalError):
+    """The writers' lock was not had within the store's lock timeout: another writer holds it
+    (stalled in its transaction, in another process). The batch wrote nothing, surely: each of
+    its commands' callers hears it as the store not answering (503), to send it again."""
+
+
 class CommitUnconfirmed(OperationalError):
     """The store cannot tell whether a batch was committed: its acknowledgement was lost, and
     the store answered neither a try again nor the writer's look for it (bounded retries).

@@ -66,7 +66,7 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged, NotReady
 from ledger.idempotency import PRUNE_BATCH, KeyRecord, KeyWrite
-from ledger.pipeline import CommitUnconfirmed
+from ledger.pipeline import CommitUnconfirmed, WritersLockBusy
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
 from projections.pgarrays import array
@@ -234,6 +234,19 @@ class _Sealer:
         return rows
 
 
+def _lock_refused(error: BaseException) -> bool:
+    """Whether a store error is PostgreSQL's refusal of a lock wait (``lock_timeout``),
+    eventsourcing's wrapping of it included."""
+    cause: BaseException | None = error
+    for _ in range(4):  # the chain of causes is short: bounded all the same
+        if cause is None:
+            return False
+        if isinstance(cause, psycopg.errors.LockNotAvailable):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL recorder, sealing each event in the inserting transaction.
 
@@ -376,6 +389,12 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
             try:
                 return self._record_once_settled(stored_events, keys, in_doubt=in_doubt)
             except (InterfaceError, OperationalError) as error:
+                if not in_doubt and _lock_refused(error):
+                    # Refused before it wrote anything: nothing to find out, nor to wait for
+                    # again now (another writer holds the lock, stalled).
+                    raise WritersLockBusy(
+                        "another writer held the log's lock for the store's whole lock timeout: "
+                        "nothing was recorded; send it again") from error
                 log.warning("a commit's connection failed (%s: %s): whether it was committed "
                             "is found out before it is recorded again", type(error).__name__,
                             error)

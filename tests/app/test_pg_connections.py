@@ -13,7 +13,7 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
-from ledger.pipeline import CommitUnconfirmed
+from ledger.pipeline import WritersLockBusy
 from projections.store import _WRITER_LOCK_KEY, open_application
 from tests.app.conftest import open_funded
 from tests.conftest import PG_ADMIN_URL, drop_pg_database, make_pg_database, pg_url, store_settings
@@ -77,8 +77,8 @@ def test_the_ledger_writes_and_reads_on_after_every_session_was_ended(
     assert app.account("alice").posted == 750
 
 
-# Beyond the writer's bounded tries, each waiting the store's lock timeout (5 s) at most: only a
-# write that waits for the lock without end is still waiting then.
+# Far beyond the store's lock timeout (5 s): only a write that waits for the lock without end, or
+# tries again and again, is still waiting then.
 STALLED_WRITER_BOUND_S = 90.0
 
 
@@ -97,14 +97,15 @@ def test_a_writer_stalled_in_its_transaction_elsewhere_holds_a_write_up_only_for
         def deposit() -> None:
             try:
                 answered["position"] = app.deposit("alice", 5, "PAY-STALLED", actor=system).position
-            except CommitUnconfirmed as error:  # 503: the store did not answer
+            except WritersLockBusy as error:  # 503: the store did not answer
                 answered["refusal"] = error
 
         # When a deposit needs the lock
         writer = threading.Thread(target=deposit, name="stalled-writer-test", daemon=True)
         writer.start()
         writer.join(STALLED_WRITER_BOUND_S)
-        # Then it is answered, as the store not answering (send it again), not left waiting
+        # Then it is refused at the lock timeout, as the store not answering (send it again),
+        # not left waiting, nor tried again while the other still holds the lock
         assert not writer.is_alive(), "the deposit still waits for the writers' lock"
         assert "refusal" in answered, answered
     finally:
