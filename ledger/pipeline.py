@@ -131,6 +131,12 @@ class NotCached(Exception):
     on a thread instead, which may read the store."""
 
 
+class LoopUnbound(Exception):
+    """The event loop's committer has handed the commits back to the threads (the server is
+    stopping): a command that still reached it is committed on a thread instead, having
+    recorded nothing on the loop."""
+
+
 class WritersLockBusy(OperationalError):
     """The writers' lock was not had within the store's lock timeout: another writer holds it
     (stalled in its transaction, in another process). The batch wrote nothing, surely: each of
@@ -202,7 +208,10 @@ class Committer:
         what the store raised for this command alone."""
         on_loop = self.on_loop
         if on_loop is not None:
-            return on_loop.commit_from_thread(aggregates, key)
+            try:
+                return on_loop.commit_from_thread(aggregates, key)
+            except LoopUnbound:
+                pass  # handed back meanwhile: committed here, as after the loop's unbinding
         self._ensure_started()
         events: list[DomainEventProtocol[UUID]] = []
         for aggregate in aggregates:
@@ -418,6 +427,8 @@ class LoopCommitter:
         self._answer_timers: FixedDelayTimers[_DecidedOnLoop] = FixedDelayTimers(ANSWER_TIMEOUT_S)
         self.batches = 0
         self.commands = 0
+        # Set as the commits are handed back: nothing reaches the loop's recorder after it.
+        self.unbound = False
 
     def bind(self, committer: Committer) -> None:
         """Make this the committer of ``committer``'s process (its threads' commits too)."""
@@ -429,13 +440,17 @@ class LoopCommitter:
         """Hand the commits back to ``committer``'s threads, once what is queued is recorded."""
         assert committer.on_loop is self
         committer.on_loop = None
+        self.unbound = True  # a command that read ``on_loop`` just before is refused below
         if self._writer is not None:
             await asyncio.shield(self._writer)
 
     async def commit(self, aggregates: Sequence[Aggregate], key: KeyWrite | None) -> Committed:
         """On the event loop: record the new events of ``aggregates`` and ``key`` together;
         raises ``Conflicted`` (decide again), ``Contention`` (queue full), or what the store
-        raised for this command alone."""
+        raised for this command alone; ``LoopUnbound`` (before anything of the command was
+        taken) once the commits were handed back."""
+        if self.unbound:
+            raise LoopUnbound()
         if len(self._waiting) >= self.max_queued:
             raise Contention("the ledger has too many writes waiting; try again shortly")
         events: list[DomainEventProtocol[UUID]] = []
@@ -486,6 +501,8 @@ class LoopCommitter:
             running = None
         if running is self.loop:
             raise RuntimeError("a handler on the event loop awaits LoopCommitter.commit")
+        if self.unbound or self.loop.is_closed():
+            raise LoopUnbound()
         future = asyncio.run_coroutine_threadsafe(self.commit(aggregates, key), self.loop)
         try:
             return future.result(timeout=ANSWER_TIMEOUT_S + 1)
@@ -722,8 +739,8 @@ class Pipeline:
                 write = KeyGuard(ledger, actor, key, command.fingerprint()).record(decision, None)
             try:
                 committed = await on_loop.commit(decision.aggregates, write)
-            except Conflicted:  # lost a race, or its key was taken: the thread decides again
-                ledger.forget(reads)
+            except (Conflicted, LoopUnbound):  # lost a race, its key was taken, or the loop
+                ledger.forget(reads)  # handed the commits back: the thread decides again
                 return None
             assert committed.last is not None, "a recorded decision has a position"
             return Outcome(decision.outcome, decision.body, committed.last)

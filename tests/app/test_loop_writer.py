@@ -175,6 +175,26 @@ async def test_a_command_decided_on_a_thread_is_committed_by_the_loop_s_committe
     assert app.account("alice").posted == 2_100
 
 
+@on_postgres
+async def test_a_thread_s_command_late_for_the_loop_s_committer_is_committed_on_its_thread(
+    app: LedgerApplication, system: Actor,
+) -> None:
+    open_funded(app, system)
+    async with writing_on_loop(app) as writer:
+        assert writer is not None
+    # The loop handed the commits back and closed its recorder; a thread that read the loop's
+    # committer just before still holds it
+    app.committer.on_loop = writer.committer
+    try:
+        outcome = await on_a_thread(app, Deposit("alice", 100, "PAY-LATE"), system)
+    finally:
+        app.committer.on_loop = None
+    # It is committed on its thread, once, and nothing went through the loop's closed recorder
+    assert outcome.outcome == "created" and outcome.position == last_position(app)
+    assert (writer.committer.commands, writer.recorder.statements) == (0, 0)
+    assert app.account("alice").posted == 2_100
+
+
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 async def test_on_sqlite_nothing_is_committed_on_the_event_loop(
     app: LedgerApplication, system: Actor,
