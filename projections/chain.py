@@ -96,6 +96,14 @@ def read_digests(path: Path) -> list[Digest]:
     return digests
 
 
+def _max_position(recorder: Recorder) -> str:
+    """A subquery: the log's last position."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        return f"SELECT max(rowid) FROM {events_table(recorder)}"  # noqa: S608
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    return f"SELECT max(notification_id) FROM {qualified_events_table(recorder).as_string(None)}"  # noqa: S608
+
+
 def _link_columns(recorder: Recorder) -> str:
     """The select list of a link's columns. On SQLite its text is read as bytes: a TEXT value
     that is no UTF-8 fails the whole read (``projections.store.SQLITE_EVENT_COLUMNS``)."""
@@ -120,9 +128,12 @@ class Chain:
         self._columns = _link_columns(recorder)
 
     def head(self) -> Digest:
+        """The last link at or before the log's last event (a chain row past it is no event's:
+        not served)."""
         rows = run_sql(
             self.recorder,
-            [(f"SELECT {self._columns} FROM ledger_chain ORDER BY position DESC LIMIT 1", {})],  # noqa: S608
+            [(f"SELECT {self._columns} FROM ledger_chain WHERE position <="  # noqa: S608
+              f" ({_max_position(self.recorder)}) ORDER BY position DESC LIMIT 1", {})],
             commit=False,
         )
         return Digest(0, GENESIS) if not rows else Digest(int(rows[0]["position"]),

@@ -136,7 +136,9 @@ STORE_DDL = (
     " seal TEXT)",
     "CREATE INDEX IF NOT EXISTS ledger_keys_by_age ON ledger_keys (recorded_at)",
 )
-_HEAD_LINK = "SELECT hash FROM ledger_chain ORDER BY position DESC LIMIT 1"
+# The last link before a batch's first event (SQLite), not the highest row's, which may be no
+# event's (a row INSERTed by SQL past the log) and would poison every link sealed after it.
+_LINK_BEFORE = "SELECT hash FROM ledger_chain WHERE position < ? ORDER BY position DESC LIMIT 1"
 # How many times a writer reads the head under the lock and finds its position taken by one
 # that did not (another process recording after its own last commit) before it gives up.
 MAX_PLACEMENTS = 8
@@ -306,8 +308,11 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         # Composed again at every execute. The rows go as one array per column, each of a
         # named element type (``_record_params``, ``projections.pgarrays``).
         self._read_head = SQL(
-            "SELECT (SELECT max(notification_id) FROM {schema}.{table}) AS position,"
-            " (SELECT hash FROM {schema}.ledger_chain ORDER BY position DESC LIMIT 1) AS link"
+            # The last link at or before the log's last event: a chain row past it is no
+            # event's (a row INSERTed by SQL), and nothing is sealed after it.
+            "SELECT h.position, (SELECT c.hash FROM {schema}.ledger_chain c"
+            " WHERE c.position <= h.position ORDER BY c.position DESC LIMIT 1) AS link"
+            " FROM (SELECT max(notification_id) AS position FROM {schema}.{table}) h"
         ).format(schema=schema, table=table).as_string(None)
         record = SQL(
             "WITH events AS ("
@@ -694,7 +699,7 @@ class SealingSQLiteRecorder(_Sealer, SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs) or []
         if stored_events:
-            c.execute(_HEAD_LINK)
+            c.execute(_LINK_BEFORE, (ids[0],))
             head = c.fetchone()
             links = self._links(GENESIS if head is None else head[0], ids, stored_events)
             c.executemany(

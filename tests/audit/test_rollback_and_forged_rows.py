@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from projections.audit import verify
+from projections.chain import Chain, all_notifications, check_chain
 from projections.checkpoints import Notary, guard_notary, latest_checkpoint
 from projections.notes import Checkpoint, load_or_create_signer, read_checkpoints
 from projections.store import open_application
@@ -70,6 +71,36 @@ def test_a_checkpoint_row_with_a_forged_signature_is_never_served_as_the_latest(
                     checkpoint_key=notary.verifier)
     assert not report.ok
     assert any("does not verify" in p for p in report.problems), report.problems
+
+
+# -- a chain row that is no event's ---
+
+
+def test_a_chain_row_past_the_log_is_neither_served_as_its_head_nor_sealed_after(
+    ledger: Ledger, intruder: Intruder
+) -> None:
+    # Given a history
+    history = History(ledger.app, RandomChooser(seed=5))
+    history.run(6)
+    recorder = ledger.app.recorder
+    head = Chain(recorder).head()
+    # When a chain row is INSERTed by SQL past the log's last event (no guard refuses an INSERT,
+    # and a least-privileged login may make it)
+    intruder.run("INSERT INTO ledger_chain (position, previous, hash) VALUES (%s, %s, %s)",
+                 (10**6, "0" * 64, "f" * 64), unguarded=False)
+    # Then the head served to auditors (GET /v1/audit/digest, `ledger digest`) is the log's own
+    assert Chain(recorder).head() == head
+    # And the events written after it are sealed after the log's true last link, even when
+    # the head is read from the store (PostgreSQL: under the writers' lock, as after another
+    # process wrote)
+    if hasattr(recorder, "_head"):
+        recorder._head = None
+    history.run(3)
+    end = recorder.max_notification_id()
+    assert end is not None and end > head.position
+    checked = check_chain(recorder.chain_key, all_notifications(recorder),  # type: ignore[attr-defined]
+                          Chain(recorder).links(upto=end))
+    assert checked.damage == [], checked.damage
 
 
 # -- a stored leaf that is not a hash ---
