@@ -95,6 +95,10 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     OutboxProjection,
 )
 APP_NAME = LedgerApplication.name
+# PostgreSQL: the table a rebuild's swap locks first (``projections.replay``), and a read's
+# snapshot before its first query (``one_snapshot``): a read then either holds it before the swap
+# (which waits for the read) or waits until the swap has committed, and takes its snapshot after.
+SWAP_LOCKS_FIRST = f"{PROJECTIONS[0].name}_tracking"
 # PostgreSQL: the longest one statement of a read waits for a read model's table while another
 # holds it (a rebuild's swap holds every one of them while it applies its last events): the
 # reads' bound (API.md), past which it is refused (503), as a read the keeper is late for is.
@@ -214,7 +218,7 @@ class ReadModels:
         stands at each query, the keeper committing them in turn)."""
         if self._tracked_sql is None:
             return contextlib.nullcontext()
-        return one_snapshot(next(iter(self.views.values())).datastore)
+        return one_snapshot(next(iter(self.views.values())).datastore, SWAP_LOCKS_FIRST)
 
     # -- currency -----------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from projections.pgpool import connect
 from projections.readmodels import (
     APP_NAME,
     PROJECTIONS,
+    SWAP_LOCKS_FIRST,
     close_views,
     open_view,
     open_views,
@@ -363,6 +364,8 @@ class _PostgresShadow(_Shadow):
     ) -> tuple[int, float]:
         trackers = [f"{p.name}_tracking" for p in PROJECTIONS]
         tables = [*trackers, *(t for p in PROJECTIONS for t in tables_of(p))]
+        # Locked in this order: a read's snapshot locks the first one before it is taken.
+        assert tables[0] == SWAP_LOCKS_FIRST
         with self._connect() as connection:
             row = connection.execute("SELECT current_schema()").fetchone()
             connection.commit()

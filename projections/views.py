@@ -295,9 +295,10 @@ class _Snapshot:
     with its first query (in the same round trip): every query of it sees the read models as
     they stood at that query."""
 
-    def __init__(self, datastore: Any, connection: Any) -> None:
+    def __init__(self, datastore: Any, connection: Any, lock_first: str | None) -> None:
         self.datastore = datastore
         self.connection = connection
+        self.lock_first = lock_first
         self.begun = False
 
     def query(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -310,18 +311,26 @@ class _Snapshot:
                 with self.connection.pipeline():
                     self.connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     self.begun = True
+                    if self.lock_first is not None:
+                        # Before the snapshot is taken (a LOCK takes none): a rebuild's swap
+                        # holding the read models' tables is waited for here, not by the first
+                        # query, whose snapshot would be older than the tables it then reads.
+                        self.connection.execute(
+                            SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                                Identifier(self.lock_first)))
                     curs.execute(sql, params)
             return [dict(row) for row in curs.fetchall()]
 
 
 @contextmanager
-def one_snapshot(datastore: Any) -> Iterator[None]:
+def one_snapshot(datastore: Any, lock_first: str | None = None) -> Iterator[None]:
     """Meanwhile, every query this thread makes of ``datastore``'s read models sees one
     snapshot of them (the keeper commits a batch of all of them in one transaction): a read of
-    several answers as of one moment. Costs one round trip, the ROLLBACK."""
+    several answers as of one moment. Costs one round trip, the ROLLBACK. ``lock_first``: the
+    table a rebuild's swap locks first, locked (shared) before the snapshot is taken."""
     assert getattr(_snapshots, "current", None) is None, "snapshots do not nest"
     with datastore.get_connection() as connection:
-        snapshot = _Snapshot(datastore, connection)
+        snapshot = _Snapshot(datastore, connection, lock_first)
         _snapshots.current = snapshot
         try:
             yield

@@ -4,8 +4,11 @@ keeps them it swaps fresh ones in and the keeper goes on; and how fast it goes o
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -15,6 +18,7 @@ from ledger.application import LedgerApplication
 from ledger.identity import Actor
 from ledger.settings import StoreSettings
 from projections import accounts as accounts_module
+from projections import replay as replay_module
 from projections.accounts import AccountsProjection
 from projections.leadership import LeadershipBusy, RebuildBusy, rebuilding
 from projections.readmodels import PROJECTIONS, ReadModels, prepare_read_models
@@ -28,7 +32,8 @@ from projections.replay import (
 )
 from projections.views import _to_sqlite
 from tests.audit.conftest import Ledger, dump_read_models
-from tests.audit.history import History, RandomChooser
+from tests.audit.history import SYSTEM, History, RandomChooser
+from tests.conftest import pg_url
 
 
 def test_a_rebuild_after_a_random_history_reproduces_every_read_model_row_for_row(
@@ -218,6 +223,69 @@ def test_a_second_rebuild_at_once_is_refused_and_touches_nothing(ledger: Ledger)
         with pytest.raises(RebuildBusy):
             rebuild(ledger.settings, ledger.app, lock_timeout_s=0.3)
     assert dump_read_models(ledger.settings) == before
+
+
+# How long a step of the test waits for the next at most: far beyond each.
+BLOCK_S = 20.0
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_read_waiting_behind_the_swap_sees_every_write_acknowledged_before_it_began(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, read_models = ledger.app, ledger.read_models
+    app.open_account("ann", "USD", actor=SYSTEM)
+    for n in range(5):
+        app.deposit("ann", 100, f"PAY-{n}", actor=SYSTEM)
+    ledger.settle()
+    seen: dict[str, Any] = {}
+    asked, go = threading.Event(), threading.Event()
+
+    def read() -> None:  # as api.context.read_at: the position first, then one snapshot
+        seen["target"] = read_models.wait_current(5.0)
+        asked.set()
+        go.wait(BLOCK_S)
+        with read_models.one_snapshot():
+            seen["account"] = read_models.account("ann")
+
+    reader = threading.Thread(target=read, name="read-behind-the-swap", daemon=True)
+    real_schema_lock, real_catch_up = replay_module.schema_lock, replay_module.catch_up_to
+
+    @contextmanager
+    def a_write_then_a_read(settings: StoreSettings) -> Iterator[None]:
+        # Given a deposit acknowledged (and kept) after the rebuild's rounds, before its swap,
+        # and a read that began after it
+        app.deposit("ann", 7, "PAY-LATE", actor=SYSTEM)
+        ledger.settle()
+        reader.start()
+        assert asked.wait(BLOCK_S)
+        with real_schema_lock(settings):
+            yield
+
+    def once_the_read_waits(*args: Any, **kwargs: Any) -> int:
+        # When the read's snapshot comes while the swap holds the live tables
+        go.set()
+        with psycopg.connect(pg_url(ledger.settings.postgres["POSTGRES_DBNAME"]),
+                             autocommit=True) as watcher:
+            for _ in range(int(BLOCK_S / 0.01)):  # bounded: until the read waits for a lock
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()").fetchone()
+                if row is not None and row[0] > 0:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the read never waited for the swap's locks")
+        return int(real_catch_up(*args, **kwargs))
+
+    monkeypatch.setattr(replay_module, "schema_lock", a_write_then_a_read)
+    monkeypatch.setattr(replay_module, "catch_up_to", once_the_read_waits)
+    rebuild(ledger.settings, app, lock_timeout_s=30)
+    reader.join(BLOCK_S)
+    # Then the read answers every write acknowledged before it began: the late deposit too
+    assert not reader.is_alive()
+    assert seen["target"] == app.recorder.max_notification_id()
+    assert seen["account"] is not None and seen["account"]["posted"] == 507, seen
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
