@@ -828,8 +828,11 @@ def text_of(value: Any) -> tuple[Any, bool]:
 
 def sqlite_notification(recorder: SQLiteApplicationRecorder, row: Any) -> Notification:
     """A row of ``SQLITE_EVENT_COLUMNS`` as its notification; an ``UndecodedNotification`` when
-    its text is no UTF-8."""
+    its text is no UTF-8, or its stream is not spelled as the writer writes it (32 lower-case
+    hex digits: the same id in capitals or with hyphens hides the event from its aggregate,
+    whose events are found by that spelling, while reading as the same UUID)."""
     stream, stream_decodes = text_of(row["originator_id"])
+    stream_decodes = stream_decodes and _written_spelling(stream)
     topic, topic_decodes = text_of(row["topic"])
     fields: dict[str, Any] = {
         "id": int(row["position"]),
@@ -843,6 +846,14 @@ def sqlite_notification(recorder: SQLiteApplicationRecorder, row: Any) -> Notifi
     undecoded = tuple(column for column, decodes in (("originator_id", stream_decodes),
                                                      ("topic", topic_decodes)) if not decodes)
     return UndecodedNotification(**fields, undecoded=undecoded)
+
+
+def _written_spelling(stream: str) -> bool:
+    """Whether an SQLite row's stream id is spelled as the writer writes it (``UUID.hex``)."""
+    try:
+        return UUID(stream).hex == stream
+    except ValueError:
+        return False
 
 
 SQLITE_RECORDER_TOPIC = "projections.store:SealingSQLiteRecorder"

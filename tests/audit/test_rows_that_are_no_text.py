@@ -1,7 +1,8 @@
 """An intruder who can write to an SQLite store's file puts bytes that are no UTF-8 into a TEXT
 column of an event or of its seal (SQLite keeps whatever is written): ``ledger verify`` and
 ``/v1/audit/verify`` name the row at its position as not valid text, and the keeper and a
-rebuild stop before it, as before any other damaged row; no reader fails on it.
+rebuild stop before it, as before any other damaged row; no reader fails on it. So is an
+event whose stream id is respelled (capitals, hyphens): text the writer never writes.
 
 SQLite only: PostgreSQL refuses such bytes when they are written (``invalid byte sequence for
 encoding "UTF8"``, in a database of the UTF8 encoding, as every store of the service is), so no
@@ -87,6 +88,36 @@ def test_a_stored_row_whose_text_is_no_utf8_is_named_by_verify_at_its_position(
     assert report.first_bad_position == position
     assert {"position": position, "what": "text"} in report.damage
     assert f"chain damaged at position {position}: {NOT_TEXT}" in " ".join(report.problems)
+
+
+# An event's stream id spelled otherwise than the writer writes it (32 lower-case hex digits):
+# the same UUID read as text, but no longer its aggregate's (found by that spelling).
+RESPELLINGS = {
+    "in capitals": "upper(originator_id)",
+    "with hyphens": "substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-'"
+                    " || substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4)"
+                    " || '-' || substr(originator_id, 21)",
+}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("respelling", list(RESPELLINGS))
+def test_an_event_whose_stream_is_respelled_is_named_by_verify_at_its_position(
+    audited: Ledger, intruder: Intruder, respelling: str
+) -> None:
+    # Given a deposit whose stream id is respelled (guards off): its seal, made of the UUID,
+    # would still hold, while its account no longer finds it (its money spendable again)
+    position = intruder.positions_of(DEPOSIT)[1]
+    intruder.run(f"UPDATE stored_events SET originator_id = {RESPELLINGS[respelling]}"
+                 " WHERE rowid = %s", (position,), unguarded=True)
+
+    # When an auditor verifies the history
+    report = verify(audited.settings, audited.app)
+
+    # Then verify names the row at its position: text the writer never writes
+    assert not report.ok
+    assert report.first_bad_position == position
+    assert {"position": position, "what": "text"} in report.damage
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
