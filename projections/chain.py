@@ -79,8 +79,8 @@ _WHAT = {
     "content": "the seal does not match the event (the event or its seal was changed)",
     "order": "the seal does not follow the one before it (events removed or moved)",
     "missing": "a sealed event is gone",
-    "text": "the row is not valid text (bytes that are no UTF-8, written behind the service's "
-            "back)",
+    "text": "the row is not valid text (bytes that are no UTF-8, an id spelled or a state "
+            "typed otherwise than the writer writes it: written behind the service's back)",
     "digest": "a digest kept outside the database does not match the chain",
     "checkpoint": "a signed checkpoint does not match the log up to here",
     "leaf": "the stored leaf hash does not match the event",

@@ -834,18 +834,28 @@ def sqlite_notification(recorder: SQLiteApplicationRecorder, row: Any) -> Notifi
     stream, stream_decodes = text_of(row["originator_id"])
     stream_decodes = stream_decodes and _written_spelling(stream)
     topic, topic_decodes = text_of(row["topic"])
+    state = row["state"]
+    # The writer writes a state as a BLOB: one retyped as TEXT (whose bytes would still hold
+    # their seal) is no state of its, and no reader may take it for one.
+    state_is_blob = isinstance(state, bytes | memoryview)
     fields: dict[str, Any] = {
         "id": int(row["position"]),
         "originator_id": recorder.convert_originator_id(stream) if stream_decodes else stream,
         "originator_version": row["originator_version"],
         "topic": topic,
-        "state": row["state"],
+        "state": state if state_is_blob else _raw_state(state),
     }
-    if stream_decodes and topic_decodes:
+    if stream_decodes and topic_decodes and state_is_blob:
         return Notification(**fields)
     undecoded = tuple(column for column, decodes in (("originator_id", stream_decodes),
-                                                     ("topic", topic_decodes)) if not decodes)
+                                                     ("topic", topic_decodes),
+                                                     ("state", state_is_blob)) if not decodes)
     return UndecodedNotification(**fields, undecoded=undecoded)
+
+
+def _raw_state(state: object) -> bytes:
+    """A state column that is no BLOB, as bytes (for a damaged row's report)."""
+    return state.encode(errors="replace") if isinstance(state, str) else str(state).encode()
 
 
 def _written_spelling(stream: str) -> bool:

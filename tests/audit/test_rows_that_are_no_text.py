@@ -2,7 +2,8 @@
 column of an event or of its seal (SQLite keeps whatever is written): ``ledger verify`` and
 ``/v1/audit/verify`` name the row at its position as not valid text, and the keeper and a
 rebuild stop before it, as before any other damaged row; no reader fails on it. So is an
-event whose stream id is respelled (capitals, hyphens): text the writer never writes.
+event whose stream id is respelled (capitals, hyphens), or whose state is retyped as TEXT:
+what the writer never writes.
 
 SQLite only: PostgreSQL refuses such bytes when they are written (``invalid byte sequence for
 encoding "UTF8"``, in a database of the UTF8 encoding, as every store of the service is), so no
@@ -24,6 +25,8 @@ import pytest
 from ledger.errors import HistoryDamaged
 from projections.audit import verify
 from projections.chain import Damage, look_after
+from projections.checkpoints import Notary
+from projections.notes import load_or_create_signer
 from projections.replay import rebuild
 from tests.audit.conftest import Intruder, Ledger
 from tests.audit.history import History, RandomChooser
@@ -118,6 +121,28 @@ def test_an_event_whose_stream_is_respelled_is_named_by_verify_at_its_position(
     assert not report.ok
     assert report.first_bad_position == position
     assert {"position": position, "what": "text"} in report.damage
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_an_event_whose_state_is_retyped_as_text_is_named_at_its_position_by_verify_and_notary(
+    audited: Ledger, intruder: Intruder, tmp_path: Path
+) -> None:
+    # Given a deposit whose state (a BLOB) is retyped as TEXT (guards off): the same bytes, so
+    # its seal would still hold
+    position = intruder.positions_of(DEPOSIT)[1]
+    intruder.run("UPDATE stored_events SET state = CAST(state AS TEXT) WHERE rowid = %s",
+                 (position,), unguarded=True)
+
+    # When an auditor verifies the history, and a notary reads it
+    report = verify(audited.settings, audited.app)
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    notary = Notary(audited.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
+    notary.round()
+
+    # Then both name the row at its position, rather than failing on it
+    assert {"position": position, "what": "text"} in report.damage
+    assert report.first_bad_position == position
+    assert notary.damage == Damage(position, "text")
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
