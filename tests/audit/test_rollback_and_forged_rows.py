@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from projections import checkpoints
 from projections.audit import verify
-from projections.chain import Chain, all_notifications, check_chain
+from projections.chain import Chain, Damage, all_notifications, check_chain
 from projections.checkpoints import Notary, guard_notary, latest_checkpoint
 from projections.notes import Checkpoint, load_or_create_signer, read_checkpoints
 from projections.store import open_application
@@ -101,6 +102,35 @@ def test_a_chain_row_past_the_log_is_neither_served_as_its_head_nor_sealed_after
     checked = check_chain(recorder.chain_key, all_notifications(recorder),  # type: ignore[attr-defined]
                           Chain(recorder).links(upto=end))
     assert checked.damage == [], checked.damage
+
+
+# -- an event removed long after it became a leaf ---
+
+
+def test_an_event_removed_far_behind_the_log_s_tail_is_found_by_the_running_notary(
+    ledger: Ledger, tmp_path: Path, intruder: Intruder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a notary whose tail window (8 leaves here) the early events have long left, and
+    # which re-checks 5 leaves before it each round
+    monkeypatch.setattr(checkpoints, "TAIL_WINDOW", 8)
+    guard_notary(ledger.app.recorder)
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    notary = Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt",
+                    interval_s=3600, sweep_window=5)
+    History(ledger.app, RandomChooser(seed=23)).run(40)
+    notary.round()
+    assert notary.damage is None and len(notary.tree) > 8 + 5
+    # When an early event is DELETEd with its seal and its leaf (guards off), while it runs
+    position = notary.positions[2]
+    for table, column in ((intruder.events, intruder.key), ("ledger_chain", "position"),
+                          ("ledger_merkle_leaves", "position")):
+        intruder.run(f"DELETE FROM {table} WHERE {column} = %s", (position,), unguarded=True)
+    # Then a round of its sweep finds it gone, before the sweep has gone round the tree once
+    for _ in range(len(notary.tree) // 5 + 2):  # bounded: one turn of the sweep and a round
+        notary.round()
+        if notary.damage is not None:
+            break
+    assert notary.damage == Damage(position, "missing")
 
 
 # -- a stored leaf that is not a hash ---
