@@ -16,8 +16,10 @@ balance: rows only events change) are a function of the log up to the head they 
 The reader keeps them (at most ``MAX_KEPT_ANSWERS``, each of at most ``MAX_KEPT_ROWS`` rows,
 the least recently asked dropped first) with that head. Asked again, it only looks where the
 log and the read models stand (``HeadLooks``), and answers the kept rows when the head is the
-same and the read models have reached it: positions have no gaps and become visible in order
-(``projections.store``), so the same head is the same log, and the same rows. Any other look
+same, the read models have reached it and no rebuild has put them anew since (their generation:
+a rebuild may have put a damaged row right while the log stood still): positions have no gaps
+and become visible in order (``projections.store``), so the same head is the same log, and the
+same rows. Any other look
 (the log moved, the read models behind, the look failed) reads as above; and rows kept at a
 head older than one this reader has since seen are read again at once, without a look (while
 the log moves, a look would only tell so).
@@ -49,6 +51,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from ledger.errors import Contention, NotReady
 from ledger.settings import StoreSettings
+from projections.leadership import GENERATION_TABLE
 from projections.paging import Query
 from projections.wakeup import NUDGE
 
@@ -70,7 +73,12 @@ _LOOK_FAILURES = (psycopg.Error, PoolTimeout, TooManyRequests)
 @dataclass(frozen=True)
 class _Kept:
     head: int  # the log's head the rows were read at (the read models had reached it)
+    generation: int  # the read models' generation they were read from (a rebuild makes anew)
     rows: tuple[dict[str, Any], ...]
+
+
+# A look: the log's head, the position every read model has reached, their generation.
+Look = tuple[int, int, int]
 
 
 class HeadLooks:
@@ -78,15 +86,15 @@ class HeadLooks:
     at the same time. Each read gets a look that began after it asked: one arriving while a
     look is under way waits for the next, which begins as that one ends."""
 
-    def __init__(self, look: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+    def __init__(self, look: Callable[[], Awaitable[Look]]) -> None:
         self._look = look
-        self._next: asyncio.Future[tuple[int, int]] | None = None  # the look not yet begun
+        self._next: asyncio.Future[Look] | None = None  # the look not yet begun
         self._looking: asyncio.Task[None] | None = None
         self.looks = 0
 
-    async def after_now(self) -> tuple[int, int]:
-        """(the log's head, the position every read model has reached), from a statement sent
-        after this call began."""
+    async def after_now(self) -> Look:
+        """(the log's head, the position every read model has reached, their generation),
+        from a statement sent after this call began."""
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             self._next.add_done_callback(_retrieved)
@@ -164,9 +172,15 @@ class CurrentReader:
         head = "COALESCE((SELECT MAX(notification_id) FROM ledger_events), 0)"
         # A look that finds the read models behind asks the keeper for them, in the same
         # statement (``projections.wakeup``): a keeper pacing its batches applies at once.
+        # The generation: the oid of the table a rebuild's swap puts anew in its place, so rows
+        # kept from the read models before a rebuild (which may have put a row right) are not
+        # answered after it, though the log stood still.
+        generation = f"COALESCE(to_regclass('{GENERATION_TABLE}')::oid::bigint, 0)"
         self._head = (
-            f"SELECT head_, reached_, CASE WHEN reached_ < head_ THEN {NUDGE} END AS nudged_"  # noqa: S608
-            f" FROM (SELECT {head} AS head_, LEAST({reached}) AS reached_) AS p"
+            f"SELECT head_, reached_, generation_,"  # noqa: S608
+            f" CASE WHEN reached_ < head_ THEN {NUDGE} END AS nudged_"
+            f" FROM (SELECT {head} AS head_, LEAST({reached}) AS reached_,"
+            f" {generation} AS generation_) AS p"
         )
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
         self.heads = HeadLooks(self._look)
@@ -189,16 +203,16 @@ class CurrentReader:
         """How many answers are kept."""
         return len(self._kept)
 
-    async def _look(self) -> tuple[int, int]:
+    async def _look(self) -> Look:
         async with self._pool.connection() as connection:
             row = (await _rows(connection, self._head, {}))[0]
-        return row["head_"], row["reached_"]
+        return row["head_"], row["reached_"], row["generation_"]
 
     def statement(self, sql: str) -> str:
         """``sql`` with the log's head and the read models' position, in one snapshot: one row
         with ``found_`` NULL when ``sql`` finds none."""
         return (
-            f"SELECT h.head_, h.reached_, q.* FROM ({self._head}) h"  # noqa: S608
+            f"SELECT h.head_, h.reached_, h.generation_, q.* FROM ({self._head}) h"  # noqa: S608
             f" LEFT JOIN LATERAL (SELECT 1 AS found_, x.* FROM ({sql}) x) q ON true"
         )
 
@@ -223,14 +237,14 @@ class CurrentReader:
                 # Bounded: a look waits behind a lock on a read model's table (a rebuild's swap
                 # holds them all while it applies its last events) for as long as it is held.
                 async with asyncio.timeout_at(deadline):
-                    head, reached = await self.heads.after_now()
+                    head, reached, generation = await self.heads.after_now()
             except TimeoutError:
                 raise NotReady(_LATE) from None
             except _LOOK_FAILURES:
-                head = reached = -1  # read in full below, which says what is wrong
+                head = reached = generation = -1  # read in full below, which says what is wrong
             self._seen_head = max(self._seen_head, head)
             # Other reads ran while this one waited: they may have dropped or replaced it.
-            if head == kept.head and reached >= head:
+            if head == kept.head and reached >= head and generation == kept.generation:
                 if self._kept.get(key) is kept:
                     self._kept.move_to_end(key)
                 self.kept_answers += 1
@@ -272,7 +286,8 @@ class CurrentReader:
                 ]
                 # Kept only when they are the log's rows at its head (no event after them yet).
                 if key is not None and reached >= head and len(found) <= MAX_KEPT_ROWS:
-                    self._keep(key, _Kept(head, tuple(dict(row) for row in found)))
+                    self._keep(key, _Kept(head, rows[0]["generation_"],
+                                          tuple(dict(row) for row in found)))
                 return query.shape(found)
             if loop.time() + pause_s > deadline:
                 raise NotReady(f"the read models did not reach position {target} in time")
@@ -299,7 +314,7 @@ def _key(query: Query) -> Hashable | None:
     return key
 
 
-_MARKERS = frozenset({"head_", "reached_", "found_"})
+_MARKERS = frozenset({"head_", "reached_", "generation_", "found_"})
 _LATE = "the read models did not answer in time (a table of theirs is held)"
 
 

@@ -30,7 +30,7 @@ from projections.readmodels import (
     open_views,
     prepare_read_models,
 )
-from projections.replay import replay
+from projections.replay import rebuild, replay
 
 postgres = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 
@@ -180,6 +180,26 @@ async def test_a_write_acknowledged_before_a_read_is_in_its_answer_though_one_wa
     account = await reader.fetch(account_query("dan"), timeout_s=5)
 
     assert (balance["posted"], account["posted"]) == (750, 750)
+    assert reader.kept_answers == 0
+
+
+@postgres
+async def test_a_kept_answer_is_not_answered_once_a_rebuild_put_the_read_models_anew(
+    settings: StoreSettings, app: LedgerApplication, read_models: ReadModels,
+    reader: CurrentReader, system: Actor,
+) -> None:
+    # Given an account answered from a row changed behind the service's back, and kept
+    app.open_account("fay", "USD", actor=system)
+    app.deposit("fay", 400, "PAY-1", actor=system)
+    read_models.wait_caught_up()
+    view = read_models.views["accounts"]
+    with view.datastore.transaction(commit=True) as cursor:
+        cursor.execute("UPDATE rm_accounts SET posted = 1 WHERE username = 'fay'")
+    assert (await reader.fetch(account_query("fay"), timeout_s=5))["posted"] == 1
+    # When a rebuild puts the read models right, the log standing still
+    rebuild(settings, app, lock_timeout_s=30)
+    # Then the account is read again from them, not answered as kept
+    assert (await reader.fetch(account_query("fay"), timeout_s=5))["posted"] == 400
     assert reader.kept_answers == 0
 
 
