@@ -178,7 +178,6 @@ class SharedLook(Generic[T]):
 
     def __init__(self) -> None:
         self._making: asyncio.Future[T] | None = None
-        self.looks = 0  # made, for the tests
 
     async def get(self, make: Callable[[], Awaitable[T]]) -> T:
         """``make()``'s answer, or that of the look under way (a failure too). A request that
@@ -189,7 +188,6 @@ class SharedLook(Generic[T]):
 
     async def _make(self, make: Callable[[], Awaitable[T]]) -> T:
         try:
-            self.looks += 1
             return await make()
         finally:
             self._making = None

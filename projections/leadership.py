@@ -43,7 +43,10 @@ from projections.pgpool import connect
 LEADER_LOCK_KEY = 0x1ED6E5
 REBUILD_LOCK_KEY = 0x1ED6E6
 SWAP_FENCE_KEY = 0x1ED6E7
-# The table whose oid is the read models' generation on PostgreSQL (any the swap replaces).
+# The table whose oid is the read models' generation on PostgreSQL (any the swap replaces); the
+# first the swap locks (``projections.replay``), so a read's snapshot locks it before it is taken
+# (``projections.views.one_snapshot``): it holds it before the swap, which waits for the read,
+# or waits until the swap has committed and takes its snapshot after.
 GENERATION_TABLE = "accounts_tracking"
 
 

@@ -65,7 +65,7 @@ from projections.chain import Damage, SealWatch, look_after
 from projections.checkpoints import b64, notification_leaf
 from projections.events import own_fields
 from projections.journal import JournalProjection
-from projections.leadership import GenerationMoved, LeaderLock, SwapFence
+from projections.leadership import GENERATION_TABLE, GenerationMoved, LeaderLock, SwapFence
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
@@ -95,10 +95,6 @@ PROJECTIONS: tuple[type[ReadModelProjection], ...] = (
     OutboxProjection,
 )
 APP_NAME = LedgerApplication.name
-# PostgreSQL: the table a rebuild's swap locks first (``projections.replay``), and a read's
-# snapshot before its first query (``one_snapshot``): a read then either holds it before the swap
-# (which waits for the read) or waits until the swap has committed, and takes its snapshot after.
-SWAP_LOCKS_FIRST = f"{PROJECTIONS[0].name}_tracking"
 # PostgreSQL: the longest one statement of a read waits for a read model's table while another
 # holds it (a rebuild's swap holds every one of them while it applies its last events): the
 # reads' bound (API.md), past which it is refused (503), as a read the keeper is late for is.
@@ -218,7 +214,7 @@ class ReadModels:
         stands at each query, the keeper committing them in turn)."""
         if self._tracked_sql is None:
             return contextlib.nullcontext()
-        return one_snapshot(next(iter(self.views.values())).datastore, SWAP_LOCKS_FIRST)
+        return one_snapshot(next(iter(self.views.values())).datastore, GENERATION_TABLE)
 
     # -- currency -----------------------------------------------------------------------------
 

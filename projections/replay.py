@@ -41,6 +41,7 @@ from ledger.settings import StoreSettings
 from projections.batches import BatchApplier, Projections
 from projections.chain import SealWatch
 from projections.leadership import (
+    GENERATION_TABLE,
     LeaderLock,
     LeadershipBusy,
     fence_swap_postgres,
@@ -51,7 +52,6 @@ from projections.pgpool import connect
 from projections.readmodels import (
     APP_NAME,
     PROJECTIONS,
-    SWAP_LOCKS_FIRST,
     close_views,
     open_view,
     open_views,
@@ -365,7 +365,7 @@ class _PostgresShadow(_Shadow):
         trackers = [f"{p.name}_tracking" for p in PROJECTIONS]
         tables = [*trackers, *(t for p in PROJECTIONS for t in tables_of(p))]
         # Locked in this order: a read's snapshot locks the first one before it is taken.
-        assert tables[0] == SWAP_LOCKS_FIRST
+        assert tables[0] == GENERATION_TABLE
         with self._connect() as connection:
             row = connection.execute("SELECT current_schema()").fetchone()
             connection.commit()
