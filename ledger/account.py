@@ -30,6 +30,7 @@ from ledger.errors import (
     RequestOpenForOrder,
     UnknownOrder,
 )
+from ledger.idempotency import KeyMarked
 from ledger.identity import Actor
 
 ACCOUNT_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.import-express/accounts")
@@ -44,7 +45,7 @@ def account_id(username: str) -> UUID:
 class Account(Aggregate):
     TOPIC = "ledger:Account"
 
-    class Event(Aggregate.Event):
+    class Event(KeyMarked, Aggregate.Event):
         TOPIC = "ledger:Account.Event"
         actor: str
         correlation_id: str
@@ -363,6 +364,8 @@ class Account(Aggregate):
         state["orders"] = {order_no: list(sums) for order_no, sums in self.orders.items()}
         if "order_versions" in state:  # a dict a purchase adds to: the copy's own
             state["order_versions"] = state["order_versions"].copy()
+        if "_key_marks" in state:  # a dict a command under a key adds to: the copy's own
+            state["_key_marks"] = state["_key_marks"].copy()
         state["_pending_events"] = [deepcopy(e, memo) for e in self._pending_events]
         copy.__dict__.update(state)
         return copy

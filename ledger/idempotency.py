@@ -9,6 +9,13 @@ A key belongs to the caller (the person; a shared role token's person is its rol
 token it came with, so a retry sent with a rotated token is still the same request. A key is
 honoured for ``KEY_LIFETIME`` on the shop's clock; after that the same key starts afresh, and
 records older than that are pruned.
+
+A record can be deleted behind the service's back (by someone with the database's password);
+the log cannot. So each event recorded under a key carries the key's mark (``KEY_MARK``: the
+record's id and time), sealed with the event, and its aggregate remembers the marks of its
+events of the key's lifetime (``KeyMarked``). A command whose key has no record, yet whose
+aggregate already holds the key's live mark, took effect before: it is refused, not carried out
+again (``took_effect``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import NAMESPACE_URL, uuid5
+
+from eventsourcing.domain import Aggregate
 
 KEY_LIFETIME = timedelta(hours=24)
 # Keys forgotten by one prune, the oldest first: the committer prunes between batches, holding
@@ -80,3 +89,57 @@ class KeyBook(Protocol):
         """Forget the oldest keys recorded at or before ``up_to``, at most ``limit``; answers
         how many."""
         ...
+
+
+# The attribute of an event recorded under a key: ``{"id": <the record's id>, "at": <its time>}``
+# (not a field of the event's class: eventsourcing stores and restores every attribute).
+KEY_MARK = "under_key"
+# The attribute of an aggregate holding its events' live marks: record id -> record time, the
+# latest last.
+_MARKS = "_key_marks"
+
+
+def mark_events(aggregates: tuple[Aggregate, ...], record: KeyRecord) -> None:
+    """Mark the new events of ``aggregates`` as recorded under ``record``'s key (before they
+    are stored, so the mark is sealed with each), and have each aggregate remember it."""
+    mark = {"id": record.id, "at": record.recorded_at.isoformat()}
+    for aggregate in aggregates:
+        pending = aggregate.pending_events
+        if pending:
+            for event in pending:
+                object.__setattr__(event, KEY_MARK, mark)
+            _remember(aggregate, record.id, record.recorded_at)
+
+
+def took_effect(aggregates: tuple[Aggregate, ...], record_id: str, now: datetime) -> bool:
+    """Whether an event of one of ``aggregates`` was recorded under the key ``record_id``
+    within the key's lifetime, as of ``now`` (the shop's clock, which dates the records)."""
+    for aggregate in aggregates:
+        at = aggregate.__dict__.get(_MARKS, {}).get(record_id)
+        if at is not None and now - at < KEY_LIFETIME:
+            return True
+    return False
+
+
+def _remember(aggregate: Any, record_id: str, at: datetime) -> None:
+    marks: dict[str, datetime] = aggregate.__dict__.setdefault(_MARKS, {})
+    marks.pop(record_id, None)
+    marks[record_id] = at
+    # Bounded: the marks a lifetime older than this one are forgotten, the oldest first (they
+    # come in the order of their records' times), so an aggregate holds a day's at most.
+    for _ in range(len(marks) - 1):
+        oldest = next(iter(marks))
+        if at - marks[oldest] < KEY_LIFETIME:
+            break
+        del marks[oldest]
+
+
+class KeyMarked:
+    """For an aggregate's events: applying one recorded under a key remembers its mark."""
+
+    def mutate(self, aggregate: Any) -> Any:
+        aggregate = super().mutate(aggregate)  # type: ignore[misc]
+        mark = self.__dict__.get(KEY_MARK)
+        if mark is not None and aggregate is not None:
+            _remember(aggregate, mark["id"], datetime.fromisoformat(mark["at"]))
+        return aggregate

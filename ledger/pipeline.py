@@ -95,9 +95,17 @@ from ledger.errors import (
     IdempotencyKeyReused,
     LedgerError,
     NotFound,
+    NotReady,
     Refused,
 )
-from ledger.idempotency import KeyBook, KeyRecord, KeyWrite, record_id
+from ledger.idempotency import (
+    KeyBook,
+    KeyRecord,
+    KeyWrite,
+    mark_events,
+    record_id,
+    took_effect,
+)
 from ledger.identity import Actor
 from ledger.timers import FixedDelayTimers
 
@@ -736,7 +744,11 @@ class Pipeline:
                 return None  # a natural duplicate or a recorded refusal: the thread looks
             write = None
             if key is not None:
-                write = KeyGuard(ledger, actor, key, command.fingerprint()).record(decision, None)
+                guard = KeyGuard(ledger, actor, key, command.fingerprint())
+                if guard.took_effect(decision):
+                    return None  # a retry (or a record deleted): the thread looks its key up
+                write = guard.record(decision, None)
+                mark_events(decision.aggregates, write.record)
             try:
                 committed = await on_loop.commit(decision.aggregates, write)
             except (Conflicted, LoopUnbound):  # lost a race, its key was taken, or the loop
@@ -830,7 +842,19 @@ class Pipeline:
                     if guard is None:
                         return Outcome(decision.outcome, decision.body, original)
                     assert check_key  # looked up as this round began, as above
+                if guard is not None and guard.took_effect(decision):
+                    # The key's events are on an aggregate this decision changes: its record
+                    # answers them (a retry), is renewed (expired), or was deleted behind the
+                    # service's back; which, its look as the next round begins tells.
+                    if not check_key:
+                        ledger.forget(reads)
+                        check_key = fresh = True
+                        continue
+                    if guard.expired is None:
+                        raise guard.missing()
                 write = guard.record(decision, original) if guard is not None else None
+                if write is not None:
+                    mark_events(decision.aggregates, write.record)
                 try:
                     committed = ledger.committer.commit(decision.aggregates, write)
                 except Conflicted:
@@ -888,6 +912,25 @@ class KeyGuard:
             raise refusal_from(record.body)
         assert record.position is not None, "a key's recorded answer names its position"
         return Outcome(record.outcome, record.body, record.position, replayed=True)
+
+    def took_effect(self, decision: Decision) -> bool:
+        """Whether an aggregate ``decision`` changes holds an event recorded under this key
+        within its lifetime (``ledger.idempotency.took_effect``)."""
+        return took_effect(decision.aggregates, self.id, self.ledger.clock())
+
+    def missing(self) -> NotReady:
+        """The refusal of a request whose key took effect (its events hold its live mark) but
+        whose record is gone: deleted behind the service's back. Carried out again, a command
+        with no natural key (a partial failure credit, a refund request) would take effect
+        twice."""
+        log.error("the record of idempotency key %s is gone while events recorded under it "
+                  "are within its lifetime: it was deleted behind the service's back; its "
+                  "requests are refused until its lifetime is over", self.id)
+        return NotReady(
+            "the record of this Idempotency-Key was deleted behind the service's back, and the "
+            "log shows the request already took effect: it is not carried out again. The "
+            "event log shows what it did"
+        )
 
     def refusal(self, refusal: LedgerError) -> Decision:
         """A decision that records nothing but this key's refused first response."""

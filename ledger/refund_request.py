@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate, event
 
 from ledger import money
 from ledger.errors import FourEyes, InvalidInput, InvalidTransition
+from ledger.idempotency import KeyMarked
 from ledger.identity import Actor
 
 OPEN_STATUSES = frozenset({"requested", "approved"})
@@ -30,7 +31,7 @@ OPEN_STATUSES = frozenset({"requested", "approved"})
 class RefundRequest(Aggregate):
     TOPIC = "ledger:RefundRequest"
 
-    class Event(Aggregate.Event):
+    class Event(KeyMarked, Aggregate.Event):
         TOPIC = "ledger:RefundRequest.Event"
         actor: str
         correlation_id: str

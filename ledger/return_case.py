@@ -25,6 +25,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from ledger.errors import InvalidTransition, NotesFull
+from ledger.idempotency import KeyMarked
 from ledger.identity import Actor
 
 OPEN_STATES = frozenset(
@@ -70,7 +71,7 @@ def allowed_actions(state: str, *, return_by: str | None, today: str) -> list[st
 class ReturnCase(Aggregate):
     TOPIC = "ledger:ReturnCase"
 
-    class Event(Aggregate.Event):
+    class Event(KeyMarked, Aggregate.Event):
         TOPIC = "ledger:ReturnCase.Event"
         actor: str
         correlation_id: str

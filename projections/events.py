@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.clock import rfc3339
+from ledger.idempotency import KEY_MARK
 
 # Fields every event has; the rest are the event's own.
 _ENVELOPE = frozenset(
@@ -26,6 +27,7 @@ _ENVELOPE = frozenset(
         "originator_topic",
         "actor",
         "correlation_id",
+        KEY_MARK,  # the idempotency key it was recorded under (``ledger.idempotency``)
     }
 )
 

@@ -426,6 +426,76 @@ def test_a_key_record_changed_by_sql_is_refused_and_credits_nothing_twice(
     assert first.position == last_position(shop)
 
 
+@pytest.mark.parametrize("restarted", [False, True], ids=["same-process", "restarted"])
+def test_a_key_record_deleted_by_sql_is_refused_and_credits_nothing_twice(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor, restarted: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a credit under a key, whose record an intruder then deletes (the log keeps the
+    # credit, sealed: the key's mark with it)
+    credit(shop, cs, "key-1")
+    written = last_position(shop)
+    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
+                           (record_id(cs.person, "key-1"),), unguarded=False)
+    app = open_application(settings, clock=clock) if restarted else shop
+    try:
+        # When the caller retries, to this process (its account cached) or a restarted one
+        with pytest.raises(NotReady, match="deleted behind the service's back"):
+            credit(app, cs, "key-1")
+
+        # Then the credit is not made again, and the log says why
+        assert credited_back(app) == 100
+        assert last_position(app) == written
+        assert (f"the record of idempotency key {record_id(cs.person, 'key-1')} is gone"
+                in caplog.text)
+        # while another key of the caller's is carried out as ever
+        assert credit(app, cs, "key-2").replayed is False
+        assert credited_back(app) == 200
+    finally:
+        if restarted:
+            app.close()
+
+
+def test_a_deleted_key_record_starts_afresh_once_its_lifetime_is_over(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    # Given a credit under a key on the first day, whose record an intruder deletes
+    clock.at = T0
+    credit(shop, cs, "key-1")
+    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
+                           (record_id(cs.person, "key-1"),), unguarded=False)
+
+    # Then the key is refused until the last moment of its lifetime
+    clock.at = T0 + KEY_LIFETIME - timedelta(microseconds=1)
+    with pytest.raises(NotReady):
+        credit(shop, cs, "key-1")
+    assert credited_back(shop) == 100
+
+    # and once its 24 hours are over it starts afresh, as a pruned key does
+    clock.at = T0 + KEY_LIFETIME
+    assert credit(shop, cs, "key-1").replayed is False
+    assert credited_back(shop) == 200
+
+
+def test_a_key_renewed_after_its_lifetime_is_marked_anew(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    # Given a key used on the first day, and again (afresh) once its lifetime was over
+    clock.at = T0
+    credit(shop, cs, "key-1")
+    clock.at = T0 + KEY_LIFETIME
+    credit(shop, cs, "key-1")
+    assert credited_back(shop) == 200
+
+    # When the renewed record is deleted, a retry within the new lifetime is still refused
+    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
+                           (record_id(cs.person, "key-1"),), unguarded=False)
+    clock.at = T0 + KEY_LIFETIME + timedelta(hours=1)
+    with pytest.raises(NotReady, match="deleted behind the service's back"):
+        credit(shop, cs, "key-1")
+    assert credited_back(shop) == 200
+
+
 def test_records_left_unsealed_by_a_dropped_seal_column_are_refused_until_pruned(
     settings: StoreSettings, clock: Clock, cs: Actor, system: Actor,
     caplog: pytest.LogCaptureFixture,

@@ -257,3 +257,27 @@ def run_ledger(server: Server, cwd: Path, *args: str) -> subprocess.CompletedPro
              "LEDGER_CHAIN_KEY_FILE": os.environ["LEDGER_CHAIN_KEY_FILE"]},
         check=False,
     )
+
+
+async def test_a_key_record_deleted_by_sql_credits_nothing_twice(
+    served: tuple[Server, Api],
+) -> None:
+    server, api = served
+    # Given a partial failure credited under a key (it has no natural key of its own)
+    username = await api.funded_account(1_000)
+    await api.post(f"/v1/accounts/{username}/purchases", {"order_no": "F-1", "amount": 400})
+    credit = (f"/v1/accounts/{username}/purchases/F-1/failure",
+              {"amount": 150, "reason": "one item out of stock"})
+    key = {"Idempotency-Key": "failure-F-1-part-1"}
+    first = await api.post(*credit, headers=key)
+    assert first.status == 201, first.text
+
+    # When an intruder deletes the key's record, and the order system retries
+    Intruder(store_settings(server.database_url)).run("DELETE FROM ledger_keys", (),
+                                                     unguarded=False)
+    retry = await api.post(*credit, headers=key)
+
+    # Then the retry is refused, not carried out again: the log shows the credit made under it
+    problem = assert_problem(retry, 503, "not_ready")
+    assert "deleted behind the service's back" in problem["detail"]
+    assert (await api.account(username))["available"] == 750
