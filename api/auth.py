@@ -123,9 +123,11 @@ def _bearer(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    # Tokens are ASCII (ours, and a JWT's base64url): bytes that are no text are no token.
+    if scheme.lower() != "bearer" or not token or not token.isascii():
         return None
-    return token.strip()
+    return token
 
 
 @web.middleware
