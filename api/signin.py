@@ -119,6 +119,8 @@ def _person(claims: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
 
 def plain_name(sub: str) -> bool:
     """Whether ``sub`` may name a person (see the module's docstring)."""
-    return bool(SUB.fullmatch(sub)) and sub not in ROLES and not _FINGERPRINT.fullmatch(sub)
+    folded = sub.lower()  # a name is one name whatever its case (Finance is finance)
+    return (bool(SUB.fullmatch(sub)) and folded not in ROLES
+            and not _FINGERPRINT.fullmatch(folded))
 
 
