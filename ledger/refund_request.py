@@ -124,13 +124,19 @@ class RefundRequest(Aggregate):
         """The people who approved this request so far."""
         return list(getattr(self, "_approvers", []))
 
+    def _approved_by(self, actor: Actor) -> bool:
+        """Whether ``actor``'s person approved, in any case: a person's name is one name
+        whatever its case (an identity provider's ``Quin`` is the staff's ``quin``)."""
+        person = actor.person.casefold()
+        return any(person == approver.casefold() for approver in self.approvers)
+
     def approve(
         self, note: str, *, actor: Actor, second_approval_above: int | None = None
     ) -> None:
         """Approve; above ``second_approval_above`` (minor units) the first approval is one of
         two, and the second must come from another person."""
         self._require("approve", {"requested"})
-        if actor.person in self.approvers:
+        if self._approved_by(actor):
             raise FourEyes(
                 "the second approval must come from another person: you gave the first",
                 person=actor.person,
@@ -178,7 +184,7 @@ class RefundRequest(Aggregate):
                 status=self.status,
             )
         self._require("pay", {"approved"})
-        if actor.person in self.approvers:
+        if self._approved_by(actor):
             raise FourEyes(
                 f"{actor.person} approved this refund request, so another person must pay it",
                 person=actor.person,
