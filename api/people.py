@@ -36,7 +36,7 @@ def identify_person(app: web.Application, token: str) -> tuple[str, tuple[str, .
     whose ``sub`` is a staff member's name in another case (``Amy``; ``ledger staff add Amy``
     adds amy) is that member, under the staff's spelling; and a JWT naming a member of staff
     who was revoked (``ledger staff revoke``) lets no one in: revoking a person ends every way
-    in the ledger knows of."""
+    in the ledger knows of. While the staff's history is damaged, no JWT lets anyone in."""
     directory = app.get(STAFF)
     if directory is not None:
         person = directory.identify(hashlib.sha256(token.encode()).hexdigest())
@@ -49,6 +49,10 @@ def identify_person(app: web.Application, token: str) -> tuple[str, tuple[str, .
     signed_in = signin.verify(token)
     if signed_in is None or directory is None:
         return signed_in
+    if directory.damage is not None:
+        # The staff's history is damaged: any ``sub`` may name a member whose revocation (or
+        # whole record) was hidden, so no JWT is trusted until the store is restored.
+        return None
     sub, held = signed_in
     name = sub.lower()
     if directory.knows(name):
