@@ -8,12 +8,19 @@ starts after a mark reads the staff's events and the log after the mark, not the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import uuid4
 
+import jwt
 import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from api.keys import SIGNIN, STAFF
+from api.people import identify_person
+from api.signin import SignIn
 from ledger import staff
 from ledger.application import LedgerApplication
 from ledger.identity import Actor
@@ -264,3 +271,56 @@ def test_a_store_without_the_marks_table_is_read_whole_at_each_start(
     assert "keeps no marks on this store" in caplog.text
     assert not lets_in(directory, tokens.cy) and not lets_in(directory, tokens.bea)
     assert directory.damage is not None and directory.damage.position == revoked
+
+
+# -- a JWT naming a member of staff, once the staff's history is damaged ----------------------
+
+ISSUER, AUDIENCE = "https://id.example.test/", "ledger-console"
+
+
+class Console:
+    """What ``api.people.identify_person`` reads: an identity provider's key, a directory."""
+
+    def __init__(self) -> None:
+        self.key = ed25519.Ed25519PrivateKey.generate()
+        self.app = web.Application()
+        self.app[SIGNIN] = SignIn(ISSUER, AUDIENCE, ((None, self.key.public_key(), "EdDSA"),))
+
+    def lets_in(self, directory: StaffDirectory, sub: str) -> bool:
+        """Whether a JWT the identity provider signed for ``sub`` lets someone in."""
+        now = int(time.time())
+        token = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "roles": ["system"],
+                            "nbf": now - 5, "exp": now + 300}, self.key, algorithm="EdDSA")
+        directory.refresh()
+        self.app[STAFF] = directory
+        return identify_person(self.app, token) is not None
+
+
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_a_jwt_naming_a_revoked_member_lets_no_one_in_once_the_revocation_is_tampered_with(
+    app: LedgerApplication, intruder: Intruder, tampering: str,
+) -> None:
+    # Given cy revoked, whom the identity provider still signs tokens for
+    staff_history(app)
+    console = Console()
+    assert not console.lets_in(StaffDirectory(app), "cy")
+    assert console.lets_in(StaffDirectory(app), "dora")  # no member of staff: as signed
+    # When an intruder hides her revocation
+    (revoked,) = intruder.positions_of(REVOKED)
+    TAMPERINGS[tampering](intruder, revoked)
+    # Then no JWT lets anyone in while the staff's history is damaged: any name may be one
+    # whose revocation was hidden
+    assert not console.lets_in(StaffDirectory(app), "cy")
+    assert not console.lets_in(StaffDirectory(app), "dora")
+
+
+def test_a_jwt_naming_a_member_whose_every_staff_event_is_deleted_lets_no_one_in(
+    app: LedgerApplication, intruder: Intruder,
+) -> None:
+    staff_history(app)
+    added = [p for p in intruder.positions_of(ADDED) if b'"cy"' in intruder.state_at(p)]
+    for position in (*added, *intruder.positions_of(REVOKED)):
+        intruder.delete_with_seal(position)
+    directory = StaffDirectory(app)
+    assert not Console().lets_in(directory, "cy")
+    assert directory.damage is not None

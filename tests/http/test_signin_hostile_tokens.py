@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests.http.conftest import (
+    TOKENS,
     Api,
     Server,
     add_person,
@@ -89,7 +92,9 @@ async def test_a_jwt_without_exp_and_without_a_kid_is_401_never_a_500(api: Api,
     "eve\u2028x",  # a line separator for some readers
     "a" * 300,  # a person's name that fills every log line and event
     "finance",  # a role's name: the shared finance token's person
+    "Finance", "SYSTEM", "Cs",  # the same, in other cases
     "1f2e3d4c",  # the shape of a shared role token's fingerprint: cs:1f2e3d4c
+    "1F2E3D4C", "DeadBeef",  # the same, in capitals
     " hana",  # another spelling of hana
 ])
 async def test_a_jwt_whose_sub_is_no_plain_name_is_refused(api: Api, issuer: Issuer, sub: str
@@ -203,3 +208,55 @@ def test_tokens_of_the_classic_confusions_are_refused_as_before(signin_server: S
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(asked, timeout=5)
         assert refused.value.code == 401
+
+
+async def test_what_the_shared_finance_token_approved_is_not_paid_by_a_jwt_named_finance(
+    api: Api, issuer: Issuer,
+) -> None:
+    username, rid = await _approved_by(api, TOKENS["finance"])
+    before = await api.state(username)
+    paid = await api.post(f"/v1/refund-requests/{rid}/pay", {"payout_reference": "W-FIN"},
+                          token=issuer.token("Finance", ["finance"]))
+    assert_problem(paid, 401, "unauthorized")
+    assert await api.state(username) == before
+
+
+async def test_who_approved_by_jwt_cannot_pay_once_added_to_the_staff_under_the_same_name(
+    api: Api, signin_server: Server, issuer: Issuer,
+) -> None:
+    """Quin approved signing in as ``Quin``; then she is added to the staff (as quin, the
+    staff's spelling): she is one person, who may not pay what she approved."""
+    username, rid = await _approved_by(api, issuer.token("Quin", ["finance"]))
+    token = add_person(signin_server, "quin", "finance")
+    before = await api.state(username)
+
+    paid = await api.post(f"/v1/refund-requests/{rid}/pay", {"payout_reference": "W-QUIN"},
+                          token=token)
+
+    assert_problem(paid, 409, "four_eyes")
+    assert await api.state(username) == before
+
+
+def _raw_get(server: Server, path: str, authorization: bytes) -> bytes:
+    url = urllib.parse.urlparse(server.base_url)
+    assert url.hostname is not None and url.port is not None
+    with socket.create_connection((url.hostname, url.port), timeout=5) as connection:
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n"
+                           .encode() + b"Authorization: " + authorization + b"\r\n\r\n")
+        answer = b""
+        for _ in range(1_000):  # bounded: the answer is small, then the server closes
+            if not (chunk := connection.recv(65536)):
+                break
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("path", ["/v1/me", "/v1/accounts/nobody", "/no-such-route"])
+@pytest.mark.parametrize("token", [b"\xff\xfe" + b"a" * 30,
+                                   TOKENS["finance"].encode() + b"\xc3",
+                                   b"e30.e30.\xff"], ids=["latin", "a-token-and-a-byte", "jwt"])
+def test_a_bearer_token_that_is_no_text_is_401_never_a_500(signin_server: Server, path: str,
+                                                           token: bytes) -> None:
+    answer = _raw_get(signin_server, path, b"Bearer " + token)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"Traceback" not in signin_server.log().encode()
