@@ -22,8 +22,9 @@ it is parked ``failed`` saying so, counted and named in an ERROR line.
 
 Order: per subscriber, a customer's message is sent only once every earlier one of theirs is
 delivered or parked (log order per customer); different customers' messages go out together, at
-most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time, and at most ``MAX_IN_FLIGHT_PER_SUBSCRIBER`` begun
-per subscriber (the others wait in the outbox, not in memory). Every POST ends within
+most ``LEDGER_WEBHOOK_CONCURRENCY`` at a time to each subscriber (slots of its own: a receiver that
+never answers holds only its own), and at most ``MAX_IN_FLIGHT_PER_SUBSCRIBER`` begun per
+subscriber (the others wait in the outbox, not in memory). Every POST ends within
 ``LEDGER_WEBHOOK_TIMEOUT_S``, answer included (at most 64 KiB of it is read); a redirect is
 an answer like any other, never followed; no cookie an answer sets is kept. No POST goes to an
 address no receiver has (link-local, where cloud metadata services answer; unspecified;
@@ -83,10 +84,10 @@ SIGNATURE_TOLERANCE_S = 300
 # taken in turn by name across rounds: a round's work is bounded however many wait, and one
 # customer's backlog holds back no other customer.
 CUSTOMERS_PER_ROUND = 200
-# Deliveries begun per subscriber and not yet landed (posting, or waiting their turn among the
+# Deliveries begun per subscriber and not yet landed (posting, or waiting their turn among its
 # LEDGER_WEBHOOK_CONCURRENCY posts): a receiver that hangs holds this many messages in memory,
-# not one per waiting customer. As many as the most posts at once, so one subscriber can use
-# them all.
+# not one per waiting customer. As many as the most posts at once (LEDGER_WEBHOOK_CONCURRENCY's
+# bound).
 MAX_IN_FLIGHT_PER_SUBSCRIBER = 256
 # The longest subscriber URL taken.
 MAX_URL_CHARS = 2000
@@ -338,6 +339,9 @@ class Deliverer:
         self._in_flight: dict[tuple[str, str], asyncio.Task[None]] = {}
         # subscriber -> the last customer a round looked at: the next round starts after them
         self._turn: dict[str, str] = {}
+        # Each subscriber's sending slots (``LEDGER_WEBHOOK_CONCURRENCY``): one receiver that
+        # hangs until the timeout holds its own deliveries only, never another's.
+        self._gates: dict[str, asyncio.Semaphore] = {}
         # subscriptions whose URL cannot receive webhooks (``url_problem``), warned of once
         self._unusable: set[str] = set()
         registry = metrics.registry
@@ -387,8 +391,9 @@ class Deliverer:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.hooks.timeout_s)
-        connector = aiohttp.TCPConnector(limit=self.hooks.concurrency,
-                                         socket_factory=_connectable)
+        # No limit of the pool's own: each subscriber's slots bound its connections (a limit
+        # shared by all would put every receiver in line behind one that hangs).
+        connector = aiohttp.TCPConnector(limit=0, socket_factory=_connectable)
         # No cookie jar: nothing a receiver sets is kept, nor sent back to it or to another
         # receiver on the same host (cookies ignore ports).
         async with aiohttp.ClientSession(timeout=timeout, connector=connector,
@@ -404,12 +409,11 @@ class Deliverer:
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
     async def _rounds(self, session: aiohttp.ClientSession) -> None:
-        gate = asyncio.Semaphore(self.hooks.concurrency)
         while not self._stopping.is_set():
             busy = False
             try:
                 if self.is_leader():
-                    busy = await self.round(session, gate)
+                    busy = await self.round(session)
             except Exception:  # never left dead: logged, and tried again
                 log.exception("webhook delivery failed; trying again")
             if not busy:
@@ -433,7 +437,7 @@ class Deliverer:
                             "it)", outbox.shown_url(url), problem)
         return list(found.items())
 
-    async def round(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore) -> bool:
+    async def round(self, session: aiohttp.ClientSession) -> bool:
         """Start sending each customer's first undelivered message that is due, to each
         subscriber, unless one of theirs is in flight there; True if any was started. A round
         never waits for the answers: a slow receiver holds its own deliveries only. At most
@@ -443,6 +447,9 @@ class Deliverer:
         now = time.time()
         started = 0
         subscribers = await self.subscribers()
+        for gone in self._gates.keys() - {url for url, _ in subscribers}:
+            if not self.in_flight(gone):  # a subscriber removed: its slots go with it
+                del self._gates[gone]
         for url, since in subscribers:
             room = MAX_IN_FLIGHT_PER_SUBSCRIBER - self.in_flight(url)
             if room <= 0:  # its turn stays where it was
@@ -450,7 +457,7 @@ class Deliverer:
             rows = await self._db(outbox.pending, view, url, since=since, now=now,
                                   limit=CUSTOMERS_PER_ROUND,
                                   after_customer=self._turn.get(url, ""))
-            looked, begun = self._begin(session, gate, view, url, rows, room)
+            looked, begun = self._begin(session, view, url, rows, room)
             started += begun
             # a full page, or one cut short by ``room``: the next round starts after the last
             # customer looked at; else from the first again
@@ -462,13 +469,13 @@ class Deliverer:
         self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))
         return started > 0
 
-    def _begin(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
-               view: ReadModelView, url: str, rows: list[dict[str, Any]], room: int
-               ) -> tuple[int, int]:
+    def _begin(self, session: aiohttp.ClientSession, view: ReadModelView, url: str,
+               rows: list[dict[str, Any]], room: int) -> tuple[int, int]:
         """Begin delivering ``rows`` (one per customer: their first not yet delivered, due now)
         to ``url``, but none of a customer with one in flight there, and at most ``room``;
         answers (rows looked at, deliveries begun)."""
         looked = started = 0
+        gate = self._gates.setdefault(url, asyncio.Semaphore(self.hooks.concurrency))
         for row in rows:
             if started == room:
                 break

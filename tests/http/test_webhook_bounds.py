@@ -88,8 +88,8 @@ def answering(text: bytes) -> Handler:
     return answer
 
 
-def deliverer(store: Store, url: str) -> Deliverer:
-    hooks = WebhookSettings(urls=(url,), secret="whsec-bounds", timeout_s=TIMEOUT_S,
+def deliverer(store: Store, *urls: str, timeout_s: float = TIMEOUT_S) -> Deliverer:
+    hooks = WebhookSettings(urls=urls, secret="whsec-bounds", timeout_s=timeout_s,
                             concurrency=CONCURRENCY, backoff_base_s=0.01, backoff_max_s=0.01)
     return Deliverer(store.settings, hooks, lambda: True,
                      SimpleNamespace(registry=CollectorRegistry()), store.key)
@@ -113,12 +113,11 @@ async def test_a_receiver_that_never_answers_holds_a_bounded_number_of_deliverie
 ) -> None:
     got, url = receiver
     sender = deliverer(filled, url)
-    gate = asyncio.Semaphore(CONCURRENCY)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
         try:
             # given every customer waiting and a receiver that answers none of them
             for _ in range(CUSTOMERS // 100 + 3):  # more rounds than it takes to see them all
-                await sender.round(session, gate)
+                await sender.round(session)
             # then no more deliveries are begun than the bound, and posts are the concurrency
             assert sender.in_flight(url) == MAX_IN_FLIGHT_PER_SUBSCRIBER
             await until(lambda: got.open == CONCURRENCY, "every post slot taken")
@@ -126,7 +125,7 @@ async def test_a_receiver_that_never_answers_holds_a_bounded_number_of_deliverie
             got.answer = answering(b"HTTP/1.1 204 No Content\r\n\r\n")
 
             async def delivered() -> int:
-                await sender.round(session, gate)
+                await sender.round(session)
                 return sum(row["status"] == outbox.DELIVERED
                            for row in deliveries(filled, url))
 
@@ -136,6 +135,29 @@ async def test_a_receiver_that_never_answers_holds_a_bounded_number_of_deliverie
                 await asyncio.sleep(0.02)
         finally:
             await sender.stop()
+
+
+async def test_a_receiver_that_never_answers_holds_back_no_other_receiver(
+    filled: Store, receiver: tuple[Receiver, str],
+) -> None:
+    hanging, hanging_url = receiver
+    healthy = Receiver(answer=answering(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    server = await asyncio.start_server(healthy.handle, "127.0.0.1", 0)
+    healthy_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    # A timeout longer than the test waits: the hanging receiver's posts stay open throughout.
+    sender = deliverer(filled, hanging_url, healthy_url, timeout_s=10 * WAIT_S)
+    sender.start()
+    try:
+        # Given a receiver holding every post it was sent, unanswered
+        await until(lambda: hanging.open == CONCURRENCY, "the hanging receiver's posts taken")
+        # Then the other receiver gets every customer's message meanwhile
+        await until(lambda: sum(row["status"] == outbox.DELIVERED
+                                for row in deliveries(filled, healthy_url)) == CUSTOMERS,
+                    "every message delivered to the receiver that answers")
+        assert hanging.open == CONCURRENCY  # still held: it was never its turn that freed one
+    finally:
+        await sender.stop()
+        server.close()
 
 
 async def test_stopping_while_deliveries_wait_logs_no_failed_delivery(
