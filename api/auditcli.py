@@ -208,7 +208,7 @@ def notes_of(paths: tuple[Path, ...]) -> list[str]:
     for path in paths:
         try:
             notes += read_checkpoints(path.read_text())
-        except (OSError, NoteError) as error:
+        except (OSError, ValueError, NoteError) as error:  # ValueError: not UTF-8 text
             _refuse("verify", f"{path} is not a file of checkpoints: {error}")
     return notes
 

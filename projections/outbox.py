@@ -630,9 +630,12 @@ _SHOWN_SAFE = "/:@!$&'()*+,;=~%-._[]"
 def shown_url(url: str) -> str:
     """A subscriber's URL as shown: without credentials, query or fragment (they may hold
     secrets). Total: a URL that cannot be read (a port out of range, a malformed IPv6 host) is
-    shown as ``INVALID_URL_SHOWN``, never an error."""
+    shown as ``INVALID_URL_SHOWN``, never an error; so is one with no host (``user:pw@host/``
+    written without its scheme reads as scheme ``user`` and a path holding the password)."""
     try:
         parts = urlsplit(url)
+        if not parts.netloc:
+            return INVALID_URL_SHOWN
         host, port = parts.hostname or "", parts.port
         if ":" in host:  # an IPv6 address keeps its brackets
             host = f"[{host}]"

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.identity import Actor
+from projections.notes import Signer
 from projections.store import open_application
 from tests.conftest import store_settings
 from tests.http.conftest import cli_workdir, ledger_command
@@ -116,3 +118,18 @@ def test_staff_changed_by_an_email_like_name_is_recorded(store: str) -> None:
     assert added.returncode == 0, added.stderr
     listed = ledger(store, "staff", "list").stdout
     assert "by system:ann.lee@corp" in listed
+
+
+def test_a_checkpoint_file_that_is_not_text_is_refused_in_one_line(store: str,
+                                                                   tmp_path: Path) -> None:
+    key = Signer("ledger.mistakes", Ed25519PrivateKey.generate()).verifier.text()
+    binary = tmp_path / "checkpoints.bin"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x80\n\n")
+    line = refused(ledger(store, "verify", "--key", key, "--checkpoint", str(binary)))
+    assert f"{binary} is not a file of checkpoints" in line
+
+
+def test_a_url_to_remove_written_without_its_scheme_is_not_repeated(store: str) -> None:
+    line = refused(ledger(store, "webhooks", "remove", "hookuser:s3cr3t-pw@mailer.example/hooks"),
+                   exit_code=1)
+    assert "s3cr3t-pw" not in line and "is not subscribed" in line, line
