@@ -59,7 +59,9 @@ def test_an_invalid_amount_is_an_expected_refusal_not_a_crash() -> None:
         money.amount(-5)
 
 
-@pytest.mark.parametrize("code", ["USD", "EUR", "JPY", "CNY", "GBP", "HKD", "KWD", "ZWG", "XCG"])
+@pytest.mark.parametrize(
+    "code", ["USD", "EUR", "JPY", "CNY", "GBP", "HKD", "KWD", "ZWG", "XCG", "VED"]
+)
 def test_an_active_iso_4217_code_is_a_currency(code: str) -> None:
     assert money.currency(code) == code
 
