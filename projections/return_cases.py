@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from ledger import policy
-from ledger.return_case import OPEN_STATES, REFUSED, ReturnCase
+from ledger.return_case import ENDED_STATES, OPEN_STATES, REFUSED, ReturnCase
 from projections.events import json_text, moment_text, own_fields, snake
 from projections.paging import Page, cursor, page_size, paged
 from projections.views import ReadModelProjection, ReadModelView, Row
@@ -164,17 +164,22 @@ def _facts(event: Any) -> dict[str, Any]:
 
 
 def case_status(row: dict[str, Any], today: date, unresolved_after_days: int) -> dict[str, Any]:
-    """The figures of a case that change with the calendar, for the day asked."""
+    """The figures of a case that change with the calendar, for the day asked. A case's days
+    stop at the day it ended (``ended_on``: its step into a final state, or the day it was
+    refused): a case closed in March is 21 days open a year later, and the 30 days of a
+    case cancelled before any goods came back stop counting on that day."""
     shipped_on = date.fromisoformat(row["shipped_on"])
     return_by = _date(row["return_by"])
     postmark = _date(row["postmark_date"])
-    full_return = policy.thirty_day_full_return(shipped_on, postmark, today)
+    ended_on = _date(row.get("ended_on"))
+    until = today if ended_on is None else min(today, ended_on)
+    full_return = policy.thirty_day_full_return(shipped_on, postmark, until)
     past_return_by = policy.past_return_by(row["state"], return_by, today)
     unresolved = policy.unresolved_too_long(
         row["state"], _date(row["received_on"]), today, unresolved_after_days
     )
     return {
-        "days_open": (today - date.fromisoformat(row["opened_on"])).days,
+        "days_open": (until - date.fromisoformat(row["opened_on"])).days,
         "days_since_shipping": (today - shipped_on).days,
         "thirty_day_guarantee": {
             "holds": full_return.holds,
@@ -352,14 +357,24 @@ def briefs(view: ReadModelView, case_ids: list[str]) -> dict[str, dict[str, Any]
 
 
 def _case_item(row: dict[str, Any], today: date, unresolved_after_days: int) -> dict[str, Any]:
-    item = {k: row[k] for k in row if k not in ("items", "received_on")}
+    item = {k: row[k] for k in row if k not in ("items", "received_on", "ended_on")}
     item["items"] = json.loads(row["items"])
     item.update(case_status(row, today, unresolved_after_days))
     return item
 
 
+# The day a case ended: the first of its steps that led to a final state (its steps' key,
+# (id, version), finds them).
+# A case is open until it is closed, rejected, expired, late, cancelled or refused (a resolved
+# one is closed next: open until then).
+_FINAL_STATES = (ENDED_STATES - {"resolved"}) | {REFUSED}
+_ENDED_STATES_SQL = ", ".join(f"'{state}'" for state in sorted(_FINAL_STATES))
+_ENDED_ON = (
+    "(SELECT MIN(s.on_date) FROM rm_return_case_steps s"  # noqa: S608 (fixed texts)
+    f" WHERE s.id = rm_return_cases.id AND s.state IN ({_ENDED_STATES_SQL})) AS ended_on"
+)
 _CASE_COLUMNS = (
     "id, username, currency, order_no, kind, state, opened_at, opened_on, shipped_on,"
     " guarantee_until, return_by, postmark_date, received_on, outcome, refund_amount,"
-    " freight_amount, items, seq"
+    f" freight_amount, items, seq, {_ENDED_ON}"
 )

@@ -4,20 +4,27 @@ says, the ``overdue`` flag and filter agree, and the orders view lists each orde
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from uuid import UUID, uuid4
 
+import pytest
+
+from ledger.errors import CaseRefused
 from ledger.identity import Actor
 from projections.readmodels import ReadModels
 from tests.cases.conftest import (
     ACCEPTED_ON,
     CLOSED_ON,
     FORWARDED_ON,
+    LATE_POSTMARK,
+    LATE_RECEIVED_ON,
     OPENED_ON,
     ORDER_PAID,
+    POSTMARK,
     RECEIVED_ON,
     RESOLVED_ON,
     SHIPPED_BACK_ON,
+    SHIPPED_ON,
     CaseDesk,
 )
 
@@ -203,6 +210,44 @@ def test_the_overdue_flag_and_the_overdue_filter_agree_day_by_day(
             state=None, username=desk.customer, overdue=None, limit=50, after=None
         ).items:
             assert item["overdue"] is (item["id"] in overdue_ids)
+
+
+@pytest.mark.parametrize(("state", "ended_on", "last_day"), [
+    ("closed", CLOSED_ON, POSTMARK),  # the 30 days: to the postmark of the goods sent back
+    ("late", LATE_RECEIVED_ON, LATE_POSTMARK),
+    ("rejected", OPENED_ON, OPENED_ON),  # no goods sent back: to the day it ended
+    ("cancelled", OPENED_ON, OPENED_ON),
+])
+def test_a_case_s_days_stop_at_the_day_it_ended(
+    desk: CaseDesk, read_models: ReadModels, state: str, ended_on: date, last_day: date,
+) -> None:
+    # Given a case that ended (goods shipped 2028-01-31, the case opened 2028-02-10)
+    case_id = desk.reach("damaged", state)
+
+    # When it is read a year later
+    desk.clock.set(ended_on + timedelta(days=365))
+    case = view(read_models, case_id)
+    listed = read_models.return_cases(username=desk.customer, state=state, overdue=None,
+                                       limit=100, after=None).items
+
+    # Then its days open, and the 30 days of its full return, stopped when it ended
+    days_used = (last_day - SHIPPED_ON).days
+    for shown in (case, *(c for c in listed if c["id"] == str(case_id))):
+        assert shown["days_open"] == (ended_on - OPENED_ON).days
+        assert shown["thirty_day_guarantee"]["days_used"] == days_used
+        assert shown["thirty_day_guarantee"]["holds"] is (days_used <= 30)
+    # while its days since shipping go on: the goods' age, not the case's
+    assert case["days_since_shipping"] == (ended_on + timedelta(days=365) - SHIPPED_ON).days
+
+
+def test_a_case_refused_when_asked_for_was_open_no_day(
+    desk: CaseDesk, read_models: ReadModels,
+) -> None:
+    desk.clock.set(OPENED_ON)
+    with pytest.raises(CaseRefused) as refused:
+        desk.open("damaged", replaced_or_modified=True)
+    desk.clock.set(OPENED_ON + timedelta(days=40))
+    assert view(read_models, UUID(refused.value.case_id))["days_open"] == 0
 
 
 def test_the_overdue_reasons_name_the_deadline_passed(
