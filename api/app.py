@@ -53,6 +53,7 @@ from api.keys import (
     SIGNIN,
     TOKENS,
     VERIFIER,
+    WEBHOOK_URLS,
     WRITER,
 )
 from api.limits import Admission, Deadlines, Lane, Limits, deadline_middleware
@@ -141,6 +142,7 @@ def create_app(
     install_edge(app)
     sealed_pages.install(app)
     app[LIMITS] = limits
+    app[WEBHOOK_URLS] = webhook_settings.urls
     app[DEADLINES] = Deadlines(limits.request_deadline_s)
     app[SETTINGS] = settings
     app[CONFIG] = config

@@ -634,14 +634,25 @@ def webhooks_remove(url: str) -> None:
 @webhooks.command("redeliver")
 @click.argument("message_id", type=click.UUID)
 def webhooks_redeliver(message_id: Any) -> None:
-    """Send a message again, with the same id, to every subscriber that had it."""
+    """Send a message again, with the same id, to every receiver of now that had it."""
+    from api.webhooks import WebhookSettings
     from projections import outbox
 
+    config = _config("webhooks redeliver")
+    try:
+        configured = WebhookSettings.from_config(config).urls
+    except ValueError as error:
+        _refuse("webhooks redeliver", str(error))
     with _outbox("redeliver") as view:
-        count = outbox.redeliver(view, str(message_id))
+        count, others = outbox.redeliver(view, str(message_id), configured)
+    if count == 0 and others:
+        _refuse("webhooks redeliver", f"message {message_id} was sent only to {others} "
+                "receiver(s) that are no receivers now: removed, or not in LEDGER_WEBHOOK_URL "
+                "here (set it as the servers have it)", exit_code=1)
     if count == 0:
         _refuse("webhooks redeliver", f"no message {message_id} was sent yet", exit_code=1)
-    click.echo(f"message {message_id} will be sent again to {count} subscriber(s)")
+    also = f" (not to {others} that are no receivers now)" if others else ""
+    click.echo(f"message {message_id} will be sent again to {count} receiver(s){also}")
 
 
 auditcli.register(main)  # issue 10: checkpoint, keys

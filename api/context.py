@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
@@ -134,7 +134,8 @@ class ReadSide(Protocol):
 
     def close(self) -> None: ...
 
-    def outbox(self, *, status: str | None, limit: int, after: str | None) -> Page: ...
+    def outbox(self, *, status: str | None, limit: int, after: str | None,
+               configured: Sequence[str] = ()) -> Page: ...
 
 
 class Keeper(Protocol):

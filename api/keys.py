@@ -83,6 +83,8 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 READY_LOOK: web.AppKey[SharedLook[dict[str, Any]]] = web.AppKey("ready_look")
 METRICS_LOOK: web.AppKey[SharedLook[dict[str, Any]]] = web.AppKey("metrics_look")
 OPENAPI_JSON = web.AppKey("openapi_json", bytes)
+# The webhook receivers configured (LEDGER_WEBHOOK_URL): the outbox's page counts them.
+WEBHOOK_URLS: web.AppKey[tuple[str, ...]] = web.AppKey("webhook_urls")
 
 # -- a request's --------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ from api import models, parsing
 from api.config import Config
 from api.context import read
 from api.handlers import json_response
-from api.keys import KEEPER, LEDGER, METRICS, SETTINGS
+from api.keys import KEEPER, LEDGER, METRICS, SETTINGS, WEBHOOK_URLS
 from ledger.clock import rfc3339
 from ledger.settings import StoreSettings
 from projections import outbox
@@ -599,6 +599,7 @@ def delivery(hooks: WebhookSettings) -> Callable[[web.Application], AsyncIterato
 
 async def list_outbox(request: web.Request) -> web.Response:
     q = parsing.query(request, models.OutboxQuery)
+    configured = request.app[WEBHOOK_URLS]
     page = await read(request, lambda rm: rm.outbox(status=q.status, limit=q.limit,
-                                                    after=q.after))
+                                                    after=q.after, configured=configured))
     return json_response({"items": page.items, "next": page.next})

@@ -539,18 +539,31 @@ def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, a
              "s": subscriber})
 
 
-def redeliver(view: ReadModelView, message: str) -> int:
-    """Send a message again to every subscriber that had it (delivered or parked), with the same
-    id; answers how many deliveries were set waiting (0: no such message, or never tried)."""
+def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = ()
+              ) -> tuple[int, int]:
+    """Send a message again, with the same id, to every receiver of now (``receivers``) that
+    had it (delivered or parked). Answers how many deliveries were set waiting (0: no such
+    message, or never tried), and how many of its deliveries went to receivers that are not
+    receivers now (removed, or not configured where this runs): those are history, and none is
+    sent them again, so none is promised."""
     found = view.query("SELECT position FROM ob_messages WHERE id = %(m)s", {"m": message})
     if not found:
-        return 0
+        return 0, 0
     position = int(found[0]["position"])
-    changed = execute(view, "UPDATE ob_deliveries SET status = 'waiting', next_at = 0"
-                            " WHERE message_id = %(m)s", {"m": message})
+    now = {url for url, _ in receivers(view, configured)}
+    had = view.query("SELECT subscriber FROM ob_deliveries WHERE message_id = %(m)s",
+                     {"m": message})
+    others = sum(row["subscriber"] not in now for row in had)
+    if len(had) == others:
+        return 0, others
+    urls = {f"r{n}": url for n, url in enumerate(sorted(now))}
+    marks = ", ".join(f"%({name})s" for name in urls)
+    changed = execute(view, "UPDATE ob_deliveries SET status = 'waiting', next_at = 0"  # noqa: S608
+                            f" WHERE message_id = %(m)s AND subscriber IN ({marks})",
+                      {"m": message, **urls})
     execute(view, "UPDATE ob_cursors SET upto = %(before)s WHERE upto >= %(position)s",
             {"before": position - 1, "position": position})
-    return changed
+    return changed, others
 
 
 def backlog(view: ReadModelView, subscribers: list[tuple[str, int]]) -> dict[str, Any]:
@@ -695,23 +708,62 @@ def messages_of(view: ReadModelView, *, case_id: str | None = None,
     return _with_deliveries(view, rows[::-1])
 
 
-def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | None) -> Page:
-    """Messages in log order; ``status``: those with a delivery waiting, those with one parked
-    failed, or those every subscriber has had (delivered)."""
+def receivers(view: ReadModelView, configured: Sequence[str]) -> list[tuple[str, int]]:
+    """Who receives messages now, each with the position after which it does (``(url,
+    since)``): the URLs configured (``LEDGER_WEBHOOK_URL``, every message) and the
+    subscriptions (``ledger webhooks add``, the messages after it)."""
+    found = {url: 0 for url in configured}
+    for row in subscriptions(view):
+        found.setdefault(row["url"], int(row["since"]))
+    return list(found.items())
+
+
+def _receivers_condition(view: ReadModelView, status: str, receivers: list[tuple[str, int]],
+                         params: dict[str, Any]) -> str:
+    """The SQL condition of ``waiting`` or ``delivered`` over ``receivers`` (their URLs and
+    positions added to ``params``). Waiting is looked for only past each receiver's cursor
+    (every message up to it is delivered or parked there), so a page of the few waiting
+    among many done does not read the messages done."""
+    if not receivers:
+        return "1 = 0"  # no one to have a message: none waits, none was had by every one
+    cursors = {row["subscriber"]: int(row["upto"])
+               for row in view.query("SELECT subscriber, upto FROM ob_cursors")}
+    parts, starts = [], []
+    for n, (url, since) in enumerate(receivers):
+        start = max(since, cursors.get(url, 0)) if status == WAITING else since
+        params[f"r{n}"], params[f"from{n}"] = url, start
+        starts.append(start)
+        had = ("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id"  # noqa: S608
+               f" AND d.subscriber = %(r{n})s AND d.status ")
+        if status == WAITING:  # past its cursor, and neither delivered nor parked there
+            parts.append(f"(position > %(from{n})s AND NOT {had}<> 'waiting'))")
+        else:  # before it subscribed, or delivered there
+            parts.append(f"(position <= %(from{n})s OR {had}= 'delivered'))")
+    params["floor"] = min(starts)
+    joined = (" OR " if status == WAITING else " AND ").join(parts)
+    return f"position > %(floor)s AND ({joined})"
+
+
+def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | None,
+           configured: Sequence[str] = ()) -> Page:
+    """Messages in log order; ``status``: those a receiver of now has still to have (waiting:
+    neither delivered nor parked there, whether or not a delivery was begun), those with a
+    delivery parked failed, or those every receiver of now has had (delivered). Receivers are
+    ``receivers(view, configured)``; one removed since counts no more."""
     where = ["position > %(after)s"]
-    if status in (WAITING, FAILED):
-        # Driven by the deliveries' (status, position) index: a few waiting among many done
+    params: dict[str, Any] = {"after": cursor(after), "limit": page_size(limit) + 1,
+                              "status": status}
+    if status == FAILED:
+        # Driven by the deliveries' (status, position) index: a few parked among many done
         # are found without reading the messages done.
         where.append("id IN (SELECT d.message_id FROM ob_deliveries d"
                      " WHERE d.status = %(status)s AND d.position > %(after)s)")
-    elif status == DELIVERED:
-        where.append("EXISTS (SELECT 1 FROM ob_deliveries d WHERE d.message_id = ob_messages.id)"
-                     " AND NOT EXISTS (SELECT 1 FROM ob_deliveries d WHERE"
-                     " d.message_id = ob_messages.id AND d.status <> 'delivered')")
+    elif status in (WAITING, DELIVERED):
+        where.append(_receivers_condition(view, status, receivers(view, configured), params))
     rows = view.query(
         f"SELECT {_MESSAGE_COLUMNS} FROM ob_messages WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY position LIMIT %(limit)s",
-        {"after": cursor(after), "limit": page_size(limit) + 1, "status": status},
+        params,
     )
     page = paged(rows, limit, key="position")
     return Page(_with_deliveries(view, page.items), page.next)

@@ -479,9 +479,12 @@ class ReadModels:
             found["messages"] = outbox.messages_of(self._outbox, request_id=str(request_id))
         return found
 
-    def outbox(self, *, status: str | None, limit: int, after: str | None) -> Page:
-        """The outbox's messages with their deliveries (``projections.outbox``)."""
-        return outbox.outbox(self._outbox, status=status, limit=limit, after=after)
+    def outbox(self, *, status: str | None, limit: int, after: str | None,
+               configured: Sequence[str] = ()) -> Page:
+        """The outbox's messages with their deliveries (``projections.outbox``); ``configured``:
+        the receivers ``LEDGER_WEBHOOK_URL`` names."""
+        return outbox.outbox(self._outbox, status=status, limit=limit, after=after,
+                             configured=configured)
 
     # -- the log -------------------------------------------------------------------------------
 

@@ -462,6 +462,13 @@ async def test_a_message_sent_again_carries_the_same_id(api: Api, hooked: Hooked
     first = receiver.of(username)[0]
     # A crash between sending and marking: the operator (or the next leader) sends it again.
     env = {**os.environ, "LEDGER_DATABASE_URL": hooked.server.database_url}
+    # Run where its receiver is not configured, it promises nothing, and says why
+    unaware = subprocess.run([*ledger_command(), "webhooks", "redeliver", first.delivery_id],
+                             cwd=hooked.workdir, env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert unaware.returncode == 1
+    assert "not in LEDGER_WEBHOOK_URL here" in unaware.stderr
+    env["LEDGER_WEBHOOK_URL"] = receiver.url  # as the servers have it
     done = subprocess.run([*ledger_command(), "webhooks", "redeliver", first.delivery_id],
                           cwd=hooked.workdir, env=env, capture_output=True, text=True,
                           timeout=60, check=False)
