@@ -600,7 +600,11 @@ def webhooks_add(url: str) -> None:
         _refuse("webhooks add", str(error))
     with _outbox("add") as view:
         since = outbox.last_position(view)
-        added = outbox.subscribe(view, url, since=since, added_at=rfc3339(datetime.now(UTC)))
+        try:
+            added = outbox.subscribe(view, url, since=since,
+                                     added_at=rfc3339(datetime.now(UTC)))
+        except outbox.TooManySubscriptions as error:
+            _refuse("webhooks add", str(error))
     shown = outbox.shown_url(url)
     click.echo(f"subscribed {shown} to the messages after position {since}" if added
                else f"{shown} was subscribed already")

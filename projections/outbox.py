@@ -84,6 +84,9 @@ DELIVERY_DDL = (
     "CREATE TABLE IF NOT EXISTS ob_cursors (subscriber TEXT PRIMARY KEY, upto BIGINT NOT NULL)",
 )
 WAITING, DELIVERED, FAILED = "waiting", "delivered", "failed"
+# Subscriptions there may be (``ledger webhooks add``): each is a receiver the deliverer looks at
+# every round, and a part of the outbox page's status filter.
+MAX_SUBSCRIPTIONS = 100
 STATUSES = (WAITING, DELIVERED, FAILED)
 # Message ids: uuid5 in a namespace of the ledger's own, of the event's stream and version.
 NAMESPACE = uuid.UUID("5a0d7c1e-6b1f-4f3e-9d0a-0b7e2c1f4a14")
@@ -451,11 +454,26 @@ def subscriptions(view: ReadModelView) -> list[dict[str, Any]]:
     return view.query("SELECT url, since, added_at FROM ob_subscriptions ORDER BY url")
 
 
+class TooManySubscriptions(ValueError):
+    """``MAX_SUBSCRIPTIONS`` are there: one must be removed before another is added."""
+
+
 def subscribe(view: ReadModelView, url: str, *, since: int, added_at: str) -> bool:
-    """Subscribe ``url`` to the messages after log position ``since``; False if it was."""
-    return execute(view, "INSERT INTO ob_subscriptions (url, since, added_at) VALUES"
-                         " (%(url)s, %(since)s, %(added_at)s) ON CONFLICT (url) DO NOTHING",
-                   {"url": url, "since": since, "added_at": added_at}) == 1
+    """Subscribe ``url`` to the messages after log position ``since``; False if it was.
+    ``TooManySubscriptions`` when ``MAX_SUBSCRIPTIONS`` are there (an operator's bound, not
+    a lock: two added at the very same moment may both pass it)."""
+    added = execute(view, "INSERT INTO ob_subscriptions (url, since, added_at)"
+                          " SELECT %(url)s, %(since)s, %(added_at)s"
+                          " WHERE (SELECT COUNT(*) FROM ob_subscriptions) < %(most)s"
+                          " ON CONFLICT (url) DO NOTHING",
+                    {"url": url, "since": since, "added_at": added_at,
+                     "most": MAX_SUBSCRIPTIONS}) == 1
+    if not added and not view.query("SELECT 1 FROM ob_subscriptions WHERE url = %(url)s",
+                                    {"url": url}):
+        raise TooManySubscriptions(
+            f"{MAX_SUBSCRIPTIONS} receivers are subscribed, the most there may be: remove one "
+            "first (`ledger webhooks remove`)")
+    return added
 
 
 def unsubscribe(view: ReadModelView, url: str) -> bool:

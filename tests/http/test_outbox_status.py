@@ -104,3 +104,20 @@ def test_a_redelivery_is_not_promised_to_a_receiver_that_was_removed(two_deposit
     deliver_all(store, A)
     assert outbox.redeliver(store.view, first, ()) == (0, 2)
     assert listed(store, outbox.WAITING, configured=()) == []
+
+
+def test_subscriptions_are_bounded(two_deposits: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox, "MAX_SUBSCRIPTIONS", 2)
+    store = two_deposits
+    assert outbox.subscribe(store.view, A, since=0, added_at="2026-01-01T00:00:00Z")
+    assert outbox.subscribe(store.view, B, since=0, added_at="2026-01-01T00:00:00Z")
+    # one already there is said as such, full or not
+    assert not outbox.subscribe(store.view, A, since=0, added_at="2026-01-01T00:00:00Z")
+    with pytest.raises(outbox.TooManySubscriptions, match="2 receivers are subscribed"):
+        outbox.subscribe(store.view, "http://127.0.0.1:9/c", since=0,
+                         added_at="2026-01-01T00:00:00Z")
+    assert [row["url"] for row in outbox.subscriptions(store.view)] == [A, B]
+    # and room is made by removing one
+    assert outbox.unsubscribe(store.view, A)
+    assert outbox.subscribe(store.view, "http://127.0.0.1:9/c", since=0,
+                            added_at="2026-01-01T00:00:00Z")
