@@ -844,14 +844,17 @@ class Pipeline:
                     assert check_key  # looked up as this round began, as above
                 if guard is not None and guard.took_effect(decision):
                     # The key's events are on an aggregate this decision changes: its record
-                    # answers them (a retry), is renewed (expired), or was deleted behind the
-                    # service's back; which, its look as the next round begins tells.
+                    # answers them (a retry, perhaps its first try committed by another process
+                    # since this round looked), or was deleted behind the service's back. An
+                    # expired record is not theirs (a live mark's own record is live): an
+                    # older one of the same key, put back.
                     if not check_key:
                         ledger.forget(reads)
                         check_key = fresh = True
                         continue
-                    if guard.expired is None:
-                        raise guard.missing()
+                    if (replay := guard.replay()) is not None:
+                        return replay
+                    raise guard.missing()
                 write = guard.record(decision, original) if guard is not None else None
                 if write is not None:
                     mark_events(decision.aggregates, write.record)

@@ -291,7 +291,8 @@ def test_duplicates_with_one_key_sent_to_two_processes_take_effect_once(
 
 
 @pytest.mark.parametrize("request_", ["a credit refused the second time",
-                                      "a deposit met the second time as a duplicate"])
+                                      "a deposit met the second time as a duplicate",
+                                      "a partial credit its key's mark stops the second time"])
 def test_a_first_try_another_process_commits_after_the_retry_looked_its_key_up_is_answered(
     shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor, system: Actor,
     monkeypatch: pytest.MonkeyPatch, request_: str,
@@ -299,6 +300,8 @@ def test_a_first_try_another_process_commits_after_the_retry_looked_its_key_up_i
     def send(app: LedgerApplication) -> Outcome:
         if request_.startswith("a credit"):  # all of ORD-1's 1,000: a second one is refused
             return credit(app, cs, "key-late", amount=1_000)
+        if request_.startswith("a partial"):  # a second would be made: only its mark says no
+            return credit(app, cs, "key-late", amount=100)
         return app.deposit("alice", 500, "PAY-9", actor=system, idempotency_key="key-late")
 
     second = open_application(settings, clock=clock)
@@ -318,7 +321,8 @@ def test_a_first_try_another_process_commits_after_the_retry_looked_its_key_up_i
 
         monkeypatch.setattr(KeyGuard, "replay", first_try_lands_after_the_look)
 
-        # When the retry, decided again, meets what its first try did (a refusal, a duplicate)
+        # When the retry, decided again, meets what its first try did (a refusal, a duplicate,
+    # the key's mark on the account)
         retry = send(shop)
     finally:
         second.close()
@@ -329,10 +333,9 @@ def test_a_first_try_another_process_commits_after_the_retry_looked_its_key_up_i
     assert (retry.outcome, retry.body, retry.position) == (
         first[0].outcome, first[0].body, first[0].position,
     )
-    assert credited_back(shop) == (1_000 if request_.startswith("a credit") else 0)
-    assert shop.account("alice").posted == 2_000 - 1_000 + 1 + (
-        1_000 if request_.startswith("a credit") else 500
-    )
+    credited = {"a credit": 1_000, "a deposit": 0, "a partial": 100}[" ".join(request_.split()[:2])]
+    assert credited_back(shop) == credited
+    assert shop.account("alice").posted == 2_000 - 1_000 + 1 + (credited or 500)
 
 
 def test_a_key_whose_first_use_met_a_known_deposit_answers_that_response_again(
@@ -454,6 +457,32 @@ def test_a_key_record_deleted_by_sql_is_refused_and_credits_nothing_twice(
     finally:
         if restarted:
             app.close()
+
+
+def test_an_older_sealed_record_of_the_key_put_back_lets_no_retry_take_effect_twice(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    # Given a key used on the first day, and afresh a day later; the intruder saved the first
+    # day's record (sealed by the service), deletes the second's and puts the first back
+    columns = "id, caller, fingerprint, outcome, body, position, recorded_at, seal"
+    key = record_id(cs.person, "key-1")
+    intruder = Intruder(settings)
+    clock.at = T0
+    credit(shop, cs, "key-1")
+    (saved,) = intruder.select(f"SELECT {columns} FROM ledger_keys WHERE id = %s", (key,))
+    clock.at = T0 + KEY_LIFETIME + timedelta(hours=1)
+    credit(shop, cs, "key-1")
+    intruder.run("DELETE FROM ledger_keys WHERE id = %s", (key,), unguarded=False)
+    intruder.run(f"INSERT INTO ledger_keys ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 tuple(saved), unguarded=False)
+
+    # When the second day's request is retried, its record seemingly expired
+    clock.at += timedelta(minutes=5)
+    with pytest.raises(NotReady, match="deleted behind the service's back"):
+        credit(shop, cs, "key-1")
+
+    # Then it is not carried out again: the account holds the second day's mark
+    assert credited_back(shop) == 200
 
 
 def test_a_deleted_key_record_starts_afresh_once_its_lifetime_is_over(
