@@ -192,6 +192,11 @@ class RequestModel:
     steps: list[str] = field(default_factory=lambda: ["requested"])
 
 
+# The states a case ends in (DOMAIN.md's lifecycle: nothing but notes follows them; a resolved
+# case is closed next).
+FINAL_CASE_STATES = frozenset({"closed", "rejected", "expired", "late", "cancelled"})
+
+
 @dataclass
 class CaseModel:
     username: str
@@ -207,12 +212,15 @@ class CaseModel:
     refund_amount: int = 0
     freight_amount: int = 0
     steps: list[str] = field(default_factory=lambda: ["opened"])
+    ended_on: date | None = None  # the day it reached a final state
 
     def status(self, today: date, unresolved_after_days: int) -> dict[str, Any]:
         """What the case view shows for the day (DOMAIN.md, "Status views"): overdue is past a
         deadline — nothing sent back by ``return_by``, or goods received and the case not
         resolved within ``unresolved_after_days`` — and the 30-day full return counts from the
-        shipping day to the postmark of the goods coming back (to today until they do)."""
+        shipping day to the postmark of the goods coming back (to today until they do). A
+        case's days stop at the day it ended, the goods' age does not."""
+        until = today if self.ended_on is None else min(today, self.ended_on)
         past_return_by = (
             self.state == "accepted" and self.return_by is not None and today > self.return_by
         )
@@ -221,9 +229,9 @@ class CaseModel:
             and self.received_on is not None
             and (today - self.received_on).days > unresolved_after_days
         )
-        days_used = ((self.postmark or today) - self.shipped_on).days
+        days_used = ((self.postmark or until) - self.shipped_on).days
         return {
-            "days_open": (today - self.opened_on).days,
+            "days_open": (until - self.opened_on).days,
             "days_since_shipping": (today - self.shipped_on).days,
             "overdue": past_return_by or unresolved,
             "thirty_day_guarantee": (days_used <= 30, days_used),
@@ -472,7 +480,7 @@ class LedgerModel:
             state = "refused" if refused else "opened"
             self.cases[case_id] = CaseModel(
                 account.username, case.order_no, case.kind, case.shipped_on, self.today,
-                state=state, steps=[state],
+                state=state, steps=[state], ended_on=self.today if refused else None,
             )
             account.cases_by_order.setdefault(case.order_no, []).append(case_id)
 
@@ -526,6 +534,8 @@ class LedgerModel:
             change(case)
             if state is not None:
                 case.state = state
+            if case.state in FINAL_CASE_STATES and case.ended_on is None:
+                case.ended_on = self.today
             case.steps.append(step)
 
         topic = "ReturnCase." + "".join(part.title() for part in step.split("_"))
