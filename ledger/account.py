@@ -171,7 +171,8 @@ class Account(Aggregate):
         if seen is not None:
             if seen[0] != amount:
                 raise DuplicateReference(
-                    f"payment reference {reference!r} was received with amount {seen[0]}",
+                    f"payment reference {reference!r} was received with amount "
+                    f"{self.shown(seen[0])}",
                     reference=reference,
                 )
             return False
@@ -195,13 +196,13 @@ class Account(Aggregate):
             if self.orders[order_no][0] != amount:
                 raise DuplicateOrder(
                     f"order {order_no!r} was already paid with amount "
-                    f"{self.orders[order_no][0]}",
+                    f"{self.shown(self.orders[order_no][0])}",
                     order_no=order_no,
                 )
             return False
         if amount > self.available:
             raise InsufficientFunds(
-                f"available {self.available} is less than {amount}",
+                f"available {self.shown(self.available)} is less than {self.shown(amount)}",
                 available=self.available,
             )
         self._pay_purchase(order_no, amount, actor.name, actor.request_id)
@@ -226,7 +227,8 @@ class Account(Aggregate):
         credit = left if amount is None else money.amount(amount)
         if left == 0 or credit > left:
             raise OverRefundable(
-                f"order {order_no!r} has {left} left to credit back", refundable=left
+                f"order {order_no!r} has {self.shown(left)} left to credit back",
+                refundable=left,
             )
         self._fail_purchase(order_no, credit, reason, actor.name, actor.request_id)
         return credit
@@ -256,7 +258,8 @@ class Account(Aggregate):
             )
         if amount > self.refundable:
             raise InsufficientFunds(
-                f"refundable {self.refundable} is less than {amount}", available=self.available
+                f"refundable {self.shown(self.refundable)} is less than {self.shown(amount)}",
+                available=self.available,
             )
         self._hold(request_id, order_no, amount, reason, actor.name, actor.request_id)
 
@@ -313,7 +316,8 @@ class Account(Aggregate):
         credit = left if amount is None else money.amount(amount)
         if left == 0 or credit > left:
             raise OverRefundable(
-                f"order {order_no!r} has {left} left to credit back", refundable=left
+                f"order {order_no!r} has {self.shown(left)} left to credit back",
+                refundable=left,
             )
         self._credit_return_refund(case_id, order_no, credit, actor.name, actor.request_id)
         return credit
@@ -333,12 +337,13 @@ class Account(Aggregate):
             refund = self._refund_pending_for(case_id)
             had = self.available - refund
             weighed = (
-                f"available {had} and this case's refund of {refund} do"
+                f"available {self.shown(had)} and this case's refund of {self.shown(refund)} do"
                 if refund
-                else f"available {had} does"
+                else f"available {self.shown(had)} does"
             )
             raise InsufficientFunds(
-                f"{weighed} not cover freight of {amount}: charge less, or waive the freight "
+                f"{weighed} not cover freight of {self.shown(amount)}: charge less, or waive the "
+                "freight "
                 "(freight_waiver_reason)",
                 available=had,
             )
@@ -369,6 +374,11 @@ class Account(Aggregate):
         state["_pending_events"] = [deepcopy(e, memo) for e in self._pending_events]
         copy.__dict__.update(state)
         return copy
+
+    def shown(self, amount: int) -> str:
+        """An amount in this account's currency as people read it: ``USD 12.50`` (the
+        refusals' words; their context keeps minor units, for programs)."""
+        return f"{self.currency} {money.decimal_text(amount, self.currency)}"
 
     def _refund_pending_for(self, case_id: str) -> int:
         """What this command has credited for the case so far (not yet recorded)."""

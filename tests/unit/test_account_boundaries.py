@@ -35,7 +35,7 @@ def test_freight_refused_beside_another_case_s_refund_names_that_refund_as_avail
 
     # Then case-1's refund is part of what is available to case-2, not a refund of its own
     assert refused.value.context == {"available": 2_000}
-    assert "available 2000 does not cover" in refused.value.detail
+    assert "available USD 20.00 does not cover" in refused.value.detail
 
 
 def test_freight_refused_beside_an_unsaved_deposit_counts_the_deposit_as_available(

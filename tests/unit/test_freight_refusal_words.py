@@ -27,10 +27,10 @@ def test_freight_beyond_a_refund_and_the_balance_names_both_not_their_sum_as_ava
 
     # Then the words name the balance the customer has and the refund, apart
     detail = refused.value.detail
-    assert "available 500" in detail
-    assert "refund of 1500" in detail
-    assert "2001" in detail
-    assert "available 2000" not in detail
+    assert "available USD 5.00" in detail
+    assert "refund of USD 15.00" in detail
+    assert "freight of USD 20.01" in detail
+    assert "available USD 20.00" not in detail
     assert "waive" in detail
 
 
@@ -40,6 +40,19 @@ def test_freight_beyond_the_balance_of_an_exchange_says_it_may_be_waived(
     with pytest.raises(InsufficientFunds) as refused:
         paid.charge_freight("case-2", "ORD-1", 501, actor=cs)
 
-    assert "available 500" in refused.value.detail
+    assert "available USD 5.00" in refused.value.detail
     assert "waive" in refused.value.detail
     assert refused.value.context == {"available": 500}
+
+
+@pytest.mark.parametrize(("currency", "shown"), [("JPY", "JPY 119079"), ("KWD", "KWD 119.079"),
+                                                 ("USD", "USD 1190.79")])
+def test_a_refusal_names_amounts_as_people_read_them_in_the_account_s_currency(
+    system: Actor, currency: str, shown: str,
+) -> None:
+    account = Account.open("kuwait", currency, actor=system)
+    account.receive_deposit(119_079, "PAY-1", actor=system)
+    with pytest.raises(InsufficientFunds) as refused:
+        account.hold_for_refund_request("r-1", "PAY-1", 200_000, "moving", actor=system)
+    assert f"refundable {shown} is less than" in refused.value.detail
+    assert refused.value.context == {"available": 119_079}  # minor units, for programs
