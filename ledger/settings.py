@@ -63,6 +63,15 @@ class StoreSettings:
             raise InvalidInput("LEDGER_DATABASE_URL cannot be read as a URL (like "
                                "postgresql://USER:PASSWORD@HOST:PORT/DB)",
                                field="LEDGER_DATABASE_URL") from None
+        if parts.query or parts.fragment:
+            # Not read, so never dropped in silence: ?sslmode=verify-full would connect in
+            # plain text. libpq's own environment says it, and is read by every connection.
+            raise InvalidInput(
+                "LEDGER_DATABASE_URL has a query (?...) or a fragment (#...), which the ledger "
+                "does not read: give connection options in libpq's environment instead "
+                "(PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY...)",
+                field="LEDGER_DATABASE_URL",
+            )
         if parts.scheme == "sqlite":
             # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
             path = parts.path[1:] if parts.path.startswith("/") else parts.path

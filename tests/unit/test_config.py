@@ -18,6 +18,7 @@ from api.edge import EdgeSettings
 from api.limits import DEFAULT_STARTS_PER_S, Lane, Limits
 from api.logs import settings_of
 from api.webhooks import WebhookSettings
+from ledger.errors import InvalidInput
 from ledger.pipeline import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_MAX_ATTEMPTS
 from ledger.settings import DEFAULT_DATABASE_URL, StoreSettings
 from projections.checkpoints import DEFAULT_INTERVAL_S
@@ -182,3 +183,16 @@ def test_only_the_configuration_reads_the_environment() -> None:
 def test_the_environment_check_finds_a_reader() -> None:
     code = "import os\nfrom os import getenv\nx = os.environ.get('A')\ny = os.getenv('B')\n"
     assert sorted(_reads_environment(ast.parse(code))) == [2, 3, 4]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://ledger:pw@db.example:5432/ledger?sslmode=verify-full",
+    "postgresql://ledger@db.example/ledger#x",
+    "sqlite:///var/ledger.db?mode=ro",
+])
+def test_a_database_url_with_a_query_is_refused_not_read_without_it(url: str) -> None:
+    """Connection options in the URL would be dropped in silence (sslmode=verify-full then
+    connects in plain text): they are refused, pointing at libpq's environment."""
+    with pytest.raises(InvalidInput, match="PGSSLMODE") as refused:
+        StoreSettings.from_url(url)
+    assert "pw" not in refused.value.detail
