@@ -660,3 +660,7 @@ def webhooks_redeliver(message_id: Any) -> None:
 
 
 auditcli.register(main)  # issue 10: checkpoint, keys
+
+
+if __name__ == "__main__":  # python -m api.cli, as the ledger script
+    main()

@@ -24,6 +24,15 @@ def test_version_says_the_packages_version() -> None:
     assert result.stdout.strip() == f"ledger {importlib.metadata.version('ledger')}"
 
 
+def test_python_dash_m_api_cli_runs_the_command() -> None:
+    """``python -m api.cli checkpoint`` in a cron job must sign, not exit 0 having done
+    nothing."""
+    done = subprocess.run([sys.executable, "-m", "api.cli", "--version"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert importlib.metadata.version("ledger") in done.stdout
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["serve", "--help"],
                                   ["verify", "--help"]])
 def test_help_and_version_import_no_server_stack(argv: list[str]) -> None:
