@@ -24,7 +24,7 @@ from datetime import datetime
 from aiohttp import web
 
 from api import logs, openapi, sealed_pages, webhooks
-from api.auditkit import notary_context
+from api.auditkit import notary_context, notary_opened
 from api.auth import Tokens, auth_middleware
 from api.config import Config
 from api.context import Keeper, ReadSide, SharedLook, Verifier, in_executor
@@ -200,7 +200,7 @@ def create_app(
             await current.close()
         await in_executor(app, app[READ_MODELS].close)
 
-    app.cleanup_ctx.extend([executor, ledger, read_side])
+    app.cleanup_ctx.extend([executor, ledger, notary_opened, read_side])
     app.cleanup_ctx.append(staff_directory)  # named staff and sign-in (api.people)
     app.cleanup_ctx.append(webhooks.delivery(webhook_settings))  # after the keeper starts
     app.cleanup_ctx.append(notary_context)  # checkpoints and the watch (api.auditkit)

@@ -106,7 +106,7 @@ def register(main: click.Group) -> None:
         with --grant-to ROLE, grant ROLE only SELECT and INSERT on history's tables."""
         from api import preflight
         from ledger.errors import InvalidInput
-        from projections.privileges import grant_to
+        from projections.privileges import grant_to, may_make_tables, role_exists
         from projections.readmodels import prepare_read_models
         from projections.store import open_application
 
@@ -118,13 +118,20 @@ def register(main: click.Group) -> None:
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
             _refuse("migrate", unreachable)
+        if role is not None and settings.kind != "postgres":
+            _refuse("migrate", "--grant-to is for PostgreSQL (an SQLite file has no roles)")
+        if role is not None and not role_exists(settings, role):
+            _refuse("migrate", f"--grant-to {role}: there is no such role in this database's "
+                    "server (CREATE ROLE it first)")
+        if not may_make_tables(settings):  # it would add nothing, and say all is in place
+            _refuse("migrate", f"{settings.postgres['POSTGRES_USER']} does not own the "
+                    "ledger's tables, so it can neither make nor upgrade them: run ledger "
+                    "migrate with the tables' owner's LEDGER_DATABASE_URL")
         open_application(settings).close()
         prepare_read_models(settings)
         click.echo("the schema is in place")
         if role is None:
             return
-        if settings.kind != "postgres":
-            _refuse("migrate", "--grant-to is for PostgreSQL (an SQLite file has no roles)")
         for grant in grant_to(settings, role):
             click.echo(f"granted {role}: {grant}")
 
@@ -132,23 +139,26 @@ def register(main: click.Group) -> None:
     def checkpoint() -> None:
         """Sign a checkpoint of the whole log now (if it grew since the last one), store it and
         append it to LEDGER_CHECKPOINT_FILE; print the latest checkpoint."""
-        from projections.checkpoints import Notary, guard_notary
-        from projections.notes import NoteError, load_or_create_signer, signing_settings
+        from projections.checkpoints import Notary, adopt_signer, guard_notary
+        from projections.notes import NoteError, signing_settings
 
         settings = _settings("checkpoint")
         config = _config("checkpoint")
         try:
             key_file, origin, checkpoint_file = signing_settings(
                 config.signing_key_file, config.origin, config.checkpoint_file)
-            signer = load_or_create_signer(key_file, origin, may_create=True)
             appendable(checkpoint_file)  # said before a checkpoint is signed and stored
         except NoteError as error:
             _refuse("checkpoint", str(error))
-        except OSError as error:  # a new key's folder or file cannot be made
-            _refuse("checkpoint", f"cannot make a signing key at {key_file} "
-                    f"(LEDGER_SIGNING_KEY_FILE): {error.strerror}")
         with _application(settings, "checkpoint") as app:
             guard_notary(app.recorder)
+            try:  # the key the store's checkpoints are signed with
+                signer = adopt_signer(app.recorder, key_file, origin, may_create=True)
+            except NoteError as error:
+                _refuse("checkpoint", str(error))
+            except OSError as error:  # a new key's folder or file cannot be made
+                _refuse("checkpoint", f"cannot make a signing key at {key_file} "
+                        f"(LEDGER_SIGNING_KEY_FILE): {error.strerror}")
             notary = Notary(app.recorder, signer, checkpoint_file)
             try:
                 notary.round(force_checkpoint=True)

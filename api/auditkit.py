@@ -18,16 +18,25 @@ from typing import Any
 from aiohttp import web
 
 from api import models, parsing
+from api.auditcli import appendable
 from api.context import ReadSide, in_executor, read, run
 from api.handlers import history_damage, json_response
 from api.keys import CONFIG, EXCESS_PRIVILEGE, LEDGER, METRICS, NOTARY, SETTINGS
 from ledger import money
 from ledger.errors import HistoryDamaged, NotFound
 from projections import hledger
-from projections.checkpoints import DEFAULT_INTERVAL_S, Notary, guard_notary, latest_checkpoint
+from projections.checkpoints import (
+    DEFAULT_INTERVAL_S,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    Notary,
+    adopt_signer,
+    guard_notary,
+    latest_checkpoint,
+)
 from projections.exports import general_ledger_csv
 from projections.merkle import ProofError
-from projections.notes import load_or_create_signer, signing_settings
+from projections.notes import NoteError, signing_settings
 from projections.privileges import excess_privilege, may_make_tables
 
 # The notary's rounds come at least this often: each places the new events in the tree (a full
@@ -64,21 +73,34 @@ class NotaryThread:
 
 
 def open_notary(app: web.Application) -> Notary:
+    """The notary of the settings; NoteError (one line, naming the setting) when they cannot
+    be used: the interval out of bounds, or a signing key that is not the store's."""
     config = app[CONFIG]
     key_file, origin, checkpoint_file = signing_settings(
         config.signing_key_file, config.origin, config.checkpoint_file)
-    signer = load_or_create_signer(key_file, origin, may_create=True)
+    interval_s = config.checkpoint_interval_s
+    if interval_s is not None and not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+        raise NoteError(f"LEDGER_CHECKPOINT_INTERVAL_S is {MIN_INTERVAL_S}..{MAX_INTERVAL_S} s")
+    appendable(checkpoint_file)  # a copy kept outside the database that cannot grow, said now
     if may_make_tables(app[SETTINGS]):  # a least-privileged login makes no table
         guard_notary(app[LEDGER].recorder)
-    interval_s = config.checkpoint_interval_s
+    # the key the store's checkpoints are signed with (NoteError, said in one line, if not)
+    signer = adopt_signer(app[LEDGER].recorder, key_file, origin, may_create=True)
     return Notary(app[LEDGER].recorder, signer, checkpoint_file,
                   interval_s=DEFAULT_INTERVAL_S if interval_s is None else interval_s)
 
 
-async def notary_context(app: web.Application) -> AsyncIterator[None]:
-    """A cleanup context: opened after the ledger, closed before it."""
-    app[EXCESS_PRIVILEGE] = await in_executor(app, excess_privilege, app[SETTINGS])
+async def notary_opened(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context, right after the ledger's: settings the notary cannot use stop the
+    start before the keeper or any other task begins (``ledger serve`` says them in one
+    line)."""
     app[NOTARY] = await in_executor(app, open_notary, app)
+    yield
+
+
+async def notary_context(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context, the last: the notary's watch starts once all else runs."""
+    app[EXCESS_PRIVILEGE] = await in_executor(app, excess_privilege, app[SETTINGS])
     thread = NotaryThread(app[NOTARY])
     thread.start()
     yield

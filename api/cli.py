@@ -154,6 +154,7 @@ def serve(host: str, port: int) -> None:
     from api.app import create_app
     from api.auth import TokenConfigError
     from ledger.errors import InvalidInput
+    from projections.notes import NoteError
     from projections.seal import ChainKeyError
 
     # Threads hand work to each other on every write (handler → committer → handler): with
@@ -186,7 +187,7 @@ def serve(host: str, port: int) -> None:
             access_log_class=logs.AccessLogger,
             on_started=lambda names: log.info("serving on %s", ", ".join(names)),
         )
-    except ChainKeyError as error:  # found at start-up, before anything is served
+    except (ChainKeyError, NoteError) as error:  # found at start-up, before anything is served
         click.echo(f"ledger serve: {error}", err=True)
         sys.exit(2)
 

@@ -375,8 +375,10 @@ def serve(app: web.Application, *, host: str, port: int, edge: EdgeSettings,
             keepalive_timeout=edge.header_timeout_s, access_log=access_log,
             access_log_class=access_log_class,
         )
-        await runner.setup()
         try:
+            # Inside: a start that fails part way (a setting found unusable by a cleanup
+            # context) still closes the contexts already opened, in order.
+            await runner.setup()
             sites = [EdgeSite(runner, host, port)]
             if edge.ops_port is not None:
                 sites.append(EdgeSite(runner, host, edge.ops_port))

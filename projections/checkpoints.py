@@ -63,6 +63,8 @@ from projections.notes import (
     Signer,
     Verifier,
     append_checkpoint,
+    load_or_create_signer,
+    read_signer,
     split_note,
 )
 from projections.staff import MARKS_DDL
@@ -227,6 +229,44 @@ def latest_checkpoint(recorder: Recorder,
                    (ROWS_LOOKED_AT,))
     return next((stored for stored in map(_stored, rows)
                  if signed_checkpoint(verifier, stored)[1] is None), None)
+
+
+def adopt_signer(recorder: Recorder, path: Path, origin: str, *, may_create: bool) -> Signer:
+    """The signing key at ``path``, when it is the key the store's checkpoints are signed
+    with (one of its newest ``ROWS_LOOKED_AT`` rows verifies with it, under ``origin``).
+
+    A store with no checkpoint takes any key, made when missing and ``may_create``. One with
+    checkpoints never gets a new key (a second host started without the key file, or from
+    another folder): with it the history would read as damaged here, and the checkpoints this
+    process signed would make every other server's read so too. NoteError says which key the
+    store wants."""
+    with _transaction(recorder, lock=False) as run:
+        rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+                   " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s",
+                   (ROWS_LOOKED_AT,))
+    signed_with = sorted({_signed_by(_stored(row).note) for row in rows} - {""})
+    if not signed_with:
+        return load_or_create_signer(path, origin, may_create=may_create)
+    wanted = (f"this store's checkpoints are signed with the key {' or '.join(signed_with)}"
+              " (`ledger keys public` prints a key's; LEDGER_ORIGIN names it)")
+    if not path.exists():
+        raise NoteError(f"no signing key at {path} (LEDGER_SIGNING_KEY_FILE), and {wanted}: "
+                        "put that key there; a new one would read the whole history as damaged")
+    signer = read_signer(path, origin)
+    if latest_checkpoint(recorder, signer.verifier) is None:
+        raise NoteError(f"the signing key at {path} (LEDGER_SIGNING_KEY_FILE) is "
+                        f"{signer.verifier.text()}, and {wanted}")
+    return signer
+
+
+def _signed_by(note: str) -> str:
+    """Who signed a stored note, as ``origin+keyhash`` (what ``Verifier.text`` begins with);
+    empty when the note cannot be read."""
+    try:
+        _, signatures = split_note(note)
+    except NoteError:
+        return ""
+    return ", ".join(f"{name}+{signature[:4].hex()}" for name, signature in signatures)
 
 
 def _covers(stored: StoredCheckpoint) -> int:

@@ -17,6 +17,7 @@ from projections.notes import Signer
 from projections.store import open_application
 from tests.conftest import store_settings
 from tests.http.conftest import cli_workdir, ledger_command
+from tests.http.conftest import store as store_of
 
 TIMEOUT_S = 120
 PASSWORD = "pw-7f3a9c"
@@ -42,6 +43,13 @@ def refused(result: subprocess.CompletedProcess[str], exit_code: int = 2) -> str
     return lines[0]
 
 
+def refused_at_start(result: subprocess.CompletedProcess[str]) -> str:
+    """The line a refused command ended with (``serve`` may have warned first: a superuser)."""
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and '"level":"ERROR"' not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An SQLite ledger holding a customer's deposit."""
@@ -53,6 +61,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         app.close()
     yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A ledger of each kind holding one account, of the test's own."""
+    with store_of(request.param, tmp_path) as url:
+        app = open_application(store_settings(url, pool_size=1))
+        try:
+            app.open_account("alice", "USD", actor=ACTOR)
+        finally:
+            app.close()
+        yield url
 
 
 UNREADABLE_URLS = [
@@ -98,9 +118,12 @@ def test_a_checkpoint_file_that_cannot_be_written_is_said_before_anything_is_sig
     assert kept.read_text().strip() == signed.stdout.strip()
 
 
-def test_a_signing_key_that_cannot_be_made_is_refused_in_one_line(store: str) -> None:
-    line = refused(ledger(store, "checkpoint",
-                          LEDGER_SIGNING_KEY_FILE="/proc/self/no-such-folder/signing.key"))
+def test_a_signing_key_that_cannot_be_made_is_refused_in_one_line(any_store: str,
+                                                                  tmp_path: Path) -> None:
+    # (a store with no checkpoint yet: one with checkpoints takes only their key)
+    line = refused(ledger(any_store, "checkpoint",
+                          LEDGER_SIGNING_KEY_FILE="/proc/self/no-such-folder/signing.key",
+                          LEDGER_CHECKPOINT_FILE=str(tmp_path / "checkpoints.txt")))
     assert "cannot make a signing key at /proc/self/no-such-folder/signing.key" in line
 
 
@@ -133,3 +156,50 @@ def test_a_url_to_remove_written_without_its_scheme_is_not_repeated(store: str) 
     line = refused(ledger(store, "webhooks", "remove", "hookuser:s3cr3t-pw@mailer.example/hooks"),
                    exit_code=1)
     assert "s3cr3t-pw" not in line and "is not subscribed" in line, line
+
+
+def test_a_store_with_checkpoints_takes_no_other_signing_key(any_store: str, tmp_path: Path
+                                                             ) -> None:
+    """A second host started without the key file (or from another folder) made a new key:
+    the whole history then read as damaged there, and its checkpoints made every other server
+    refuse writes. The store's key is now required, and said."""
+    url = any_store
+    # Given a checkpoint signed with the store's key
+    key = tmp_path / "signing.key"
+    signed = ledger(url, "checkpoint", LEDGER_SIGNING_KEY_FILE=str(key))
+    assert signed.returncode == 0, signed.stderr
+    public = ledger(url, "keys", "public", LEDGER_SIGNING_KEY_FILE=str(key)).stdout.strip()
+    name_and_hash = "+".join(public.split("+")[:2])
+
+    other = tmp_path / "other.key"
+    other.write_text(Ed25519PrivateKey.generate().private_bytes_raw().hex() + "\n")
+    missing = tmp_path / "elsewhere" / "signing.key"
+    for command in (["checkpoint"], ["serve", "--port", "1"]):
+        # When a command is given another key, or none where the key should be
+        wrong = refused_at_start(ledger(url, *command, LEDGER_SIGNING_KEY_FILE=str(other)))
+        absent = refused_at_start(ledger(url, *command, LEDGER_SIGNING_KEY_FILE=str(missing)))
+        # Then it refuses in one line naming the key the store's checkpoints are signed with
+        assert f"the signing key at {other} (LEDGER_SIGNING_KEY_FILE) is" in wrong
+        assert f"no signing key at {missing}" in absent
+        for line in (wrong, absent):
+            assert f"signed with the key {name_and_hash}" in line
+        assert not missing.exists()  # and makes no key
+    assert ledger(url, "checkpoint", LEDGER_SIGNING_KEY_FILE=str(key)).returncode == 0
+
+
+def test_serve_refuses_a_checkpoint_file_it_cannot_append_to(store: str, tmp_path: Path) -> None:
+    """It started, and every checkpoint failed to be kept outside the database, each with a
+    traceback, while /ready said ready: the copy auditors trust silently stopped growing."""
+    line = refused_at_start(ledger(store, "serve", "--port", "1",
+                                   LEDGER_SIGNING_KEY_FILE=str(tmp_path / "signing.key"),
+                                   LEDGER_CHECKPOINT_FILE=str(tmp_path)))  # a folder
+    assert line == (f"ledger serve: cannot append checkpoints to {tmp_path} "
+                    "(LEDGER_CHECKPOINT_FILE): Is a directory")
+
+
+@pytest.mark.parametrize("interval", ["0", "-5", "nan", "3601"])
+def test_serve_refuses_a_checkpoint_interval_out_of_bounds_in_one_line(store: str,
+                                                                      interval: str) -> None:
+    line = refused_at_start(ledger(store, "serve", "--port", "1",
+                                   LEDGER_CHECKPOINT_INTERVAL_S=interval))
+    assert line == "ledger serve: LEDGER_CHECKPOINT_INTERVAL_S is 0.05..3600.0 s"
