@@ -67,7 +67,14 @@ def grant_to(settings: StoreSettings, role: str) -> list[str]:
     return done
 
 
-__all__ = ["HISTORY_TABLES", "excess_privilege", "grant_to"]
+def role_exists(settings: StoreSettings, role: str) -> bool:
+    """Whether the PostgreSQL server of ``settings`` knows ``role``."""
+    with connect(settings) as connection:
+        return connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                  (role,)).fetchone() is not None
+
+
+__all__ = ["HISTORY_TABLES", "excess_privilege", "grant_to", "role_exists"]
 
 
 def may_make_tables(settings: StoreSettings) -> bool:

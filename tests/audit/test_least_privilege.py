@@ -173,3 +173,31 @@ def test_serving_with_more_than_it_needs_is_said_at_start_and_in_ready(
     warnings = [json.loads(line) for line in server.log().splitlines()
                 if line.startswith("{") and '"WARNING"' in line]
     assert any(said in w["message"] for w in warnings), server.log()
+
+
+def test_migrate_run_as_the_granted_role_says_it_cannot_and_changes_nothing(
+    granted: tuple[str, str],
+) -> None:
+    """Run with the service's own URL, migrate used to say "the schema is in place" having
+    added nothing: an upgrade that looked done left the service half working."""
+    _, role_url = granted
+    migrated = subprocess.run(
+        [*ledger_command(), "migrate"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "LEDGER_DATABASE_URL": role_url})
+    assert migrated.returncode == 2, migrated.stdout + migrated.stderr
+    assert "in place" not in migrated.stdout
+    assert "does not own the ledger's tables" in migrated.stderr
+    assert "Traceback" not in migrated.stderr
+
+
+def test_migrate_grant_to_a_role_that_does_not_exist_is_refused_in_one_line(
+    granted: tuple[str, str],
+) -> None:
+    owner_url, _ = granted
+    migrated = subprocess.run(
+        [*ledger_command(), "migrate", "--grant-to", "no_such_role_here"], capture_output=True,
+        text=True, timeout=120, env={**os.environ, "LEDGER_DATABASE_URL": owner_url})
+    assert migrated.returncode == 2, migrated.stdout + migrated.stderr
+    assert migrated.stderr.strip() == ("ledger migrate: --grant-to no_such_role_here: there is "
+                                       "no such role in this database's server (CREATE ROLE it "
+                                       "first)")
