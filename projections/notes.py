@@ -177,6 +177,8 @@ def read_signer(path: Path, name: str) -> Signer:
         raw = bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         raise NoteError(f"no signing key at {path} (LEDGER_SIGNING_KEY_FILE)") from None
+    except UnicodeDecodeError:  # raw bytes: never repeat one of them
+        raise NoteError(f"{path} does not hold a signing key (64 hex digits)") from None
     except (OSError, ValueError) as error:
         raise NoteError(f"{path} does not hold a signing key (64 hex digits): {error}") from None
     if len(raw) != 32:

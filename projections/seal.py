@@ -227,6 +227,8 @@ def read_key(path: Path) -> ChainKey:
         raise ChainKeyError(f"no chain key at {path} (LEDGER_CHAIN_KEY_FILE)") from None
     except OSError as error:
         raise ChainKeyError(f"cannot read the chain key at {path}: {error.strerror}") from None
+    except UnicodeDecodeError:  # raw bytes (a secrets manager's): never repeat one of them
+        raise ChainKeyError(f"{path} does not hold a chain key (64 hex digits)") from None
     try:
         secret = bytes.fromhex(text)
     except ValueError:

@@ -153,3 +153,16 @@ def test_the_right_key_with_its_record_intact_starts(sealed_store: StoreSettings
             sealed_store.chain_key_file)
     finally:
         app.close()
+
+
+def test_a_key_file_of_raw_bytes_is_refused_in_words_that_repeat_none_of_them(
+    tmp_path: Path,
+) -> None:
+    """32 raw bytes from a secrets manager are no chain key (64 hex digits); the refusal is one
+    line that quotes no byte of the secret (a decoding error's words would)."""
+    raw = bytes(range(0xE0, 0x100))
+    path = tmp_path / "raw.key"
+    path.write_bytes(raw)
+    with pytest.raises(ChainKeyError) as refused:
+        read_key(path)
+    assert str(refused.value) == f"{path} does not hold a chain key (64 hex digits)"
