@@ -185,6 +185,10 @@ class SharedLook(Generic[T]):
         gives up does not end the look for the others."""
         if self._making is None:
             self._making = asyncio.ensure_future(self._make(make))
+            # Its failure is each waiter's to hear; when every waiter gave up first, it is no
+            # one's, and asyncio would log it as never retrieved (once a second while the
+            # store is down).
+            self._making.add_done_callback(_heard)
         return await asyncio.shield(self._making)
 
     async def _make(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -192,6 +196,11 @@ class SharedLook(Generic[T]):
             return await make()
         finally:
             self._making = None
+
+
+def _heard(look: asyncio.Future[Any]) -> None:
+    if not look.cancelled():
+        look.exception()
 
 
 async def run_first_on_loop(request: web.Request, first: Callable[[], Awaitable[T | None]] | None,
