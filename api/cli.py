@@ -137,7 +137,37 @@ def _keeper(settings: StoreSettings, config: Config) -> Callable[[StoreSettings]
                                                            *logs.settings_of(config)))
 
 
-@click.group()
+class _Commands(click.Group):
+    """The ledger's commands: one the database refuses for want of a privilege (the
+    least-privileged login running what only the tables' owner may: a rebuild, a first
+    checkpoint, webhooks' tables) is said in one line, not a driver's traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            refused = _privilege_refused(error)
+            if refused is None:
+                raise
+            _refuse(ctx.invoked_subcommand or "", f"the database refused it ({refused}): run "
+                    "it with the tables' owner's LEDGER_DATABASE_URL", exit_code=1)
+
+
+def _privilege_refused(error: BaseException) -> str | None:
+    """The database's words when ``error`` (or one it came from) is a refused privilege."""
+    from psycopg.errors import InsufficientPrivilege
+
+    seen: BaseException | None = error
+    for _ in range(8):  # a bounded walk of the cause chain
+        if seen is None:
+            return None
+        if isinstance(seen, InsufficientPrivilege):
+            return str(seen).strip().splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="ledger", prog_name="ledger",
                       message="%(prog)s %(version)s")
 def main() -> None:

@@ -201,3 +201,18 @@ def test_migrate_grant_to_a_role_that_does_not_exist_is_refused_in_one_line(
     assert migrated.stderr.strip() == ("ledger migrate: --grant-to no_such_role_here: there is "
                                        "no such role in this database's server (CREATE ROLE it "
                                        "first)")
+
+
+@pytest.mark.parametrize("command", [["rebuild"], ["webhooks", "list"], ["checkpoint"]])
+def test_what_only_the_owner_may_do_is_refused_to_the_granted_role_in_one_line(
+    granted: tuple[str, str], tmp_path: Path, command: list[str],
+) -> None:
+    _, role_url = granted
+    done = subprocess.run(
+        [*ledger_command(), *command], capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env={**os.environ, "LEDGER_DATABASE_URL": role_url})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"ledger {command[0]}: the database refused it (permission denied")
+    assert line.endswith("run it with the tables' owner's LEDGER_DATABASE_URL")
