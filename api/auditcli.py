@@ -96,7 +96,14 @@ def check_privilege(settings: StoreSettings, *, required: bool) -> None:
 
 
 def register(main: click.Group) -> None:
-    from api.cli import _application, _config, _refuse, _settings, store_settings
+    from api.cli import (
+        _application,
+        _config,
+        _refuse,
+        _settings,
+        bound_ddl_lock_waits,
+        store_settings,
+    )
 
     @main.command()
     @click.option("--grant-to", "role", default=None,
@@ -111,6 +118,7 @@ def register(main: click.Group) -> None:
         from projections.store import open_application
 
         config = _config("migrate")
+        bound_ddl_lock_waits()
         try:
             settings = store_settings(config, pool_size=2)
         except InvalidInput as error:
@@ -144,6 +152,7 @@ def register(main: click.Group) -> None:
 
         settings = _settings("checkpoint")
         config = _config("checkpoint")
+        bound_ddl_lock_waits()
         try:
             key_file, origin, checkpoint_file = signing_settings(
                 config.signing_key_file, config.origin, config.checkpoint_file)

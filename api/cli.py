@@ -146,25 +146,41 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as error:
-            refused = _privilege_refused(error)
-            if refused is None:
-                raise
-            _refuse(ctx.invoked_subcommand or "", f"the database refused it ({refused}): run "
-                    "it with the tables' owner's LEDGER_DATABASE_URL", exit_code=1)
+            from psycopg.errors import InsufficientPrivilege, LockNotAvailable
+
+            command = ctx.invoked_subcommand or ""
+            if (said := _refused_by(error, InsufficientPrivilege)) is not None:
+                _refuse(command, f"the database refused it ({said}): run it with the tables' "
+                        "owner's LEDGER_DATABASE_URL", exit_code=1)
+            if _refused_by(error, LockNotAvailable) is not None:
+                _refuse(command, f"the tables are in use: a lock was not given within "
+                        f"{DDL_LOCK_TIMEOUT_S} s (nothing was changed by the statement that "
+                        "waited); try again", exit_code=1)
+            raise
 
 
-def _privilege_refused(error: BaseException) -> str | None:
-    """The database's words when ``error`` (or one it came from) is a refused privilege."""
-    from psycopg.errors import InsufficientPrivilege
-
+def _refused_by(error: BaseException, kind: type[BaseException]) -> str | None:
+    """The database's words when ``error`` (or one it came from) is of ``kind``."""
     seen: BaseException | None = error
     for _ in range(8):  # a bounded walk of the cause chain
         if seen is None:
             return None
-        if isinstance(seen, InsufficientPrivilege):
+        if isinstance(seen, kind):
             return str(seen).strip().splitlines()[0]
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+# The longest a command that changes the schema (migrate, a first checkpoint) waits for a
+# table's lock: a CREATE INDEX queued behind a long transaction holds every writer behind it.
+DDL_LOCK_TIMEOUT_S = 5
+
+
+def bound_ddl_lock_waits() -> None:
+    """This process's PostgreSQL connections wait at most ``DDL_LOCK_TIMEOUT_S`` for a lock
+    (libpq's PGOPTIONS, read by every connection it opens, the pool's included)."""
+    options = os.environ.get("PGOPTIONS", "")
+    os.environ["PGOPTIONS"] = f"{options} -c lock_timeout={DDL_LOCK_TIMEOUT_S}s".strip()
 
 
 @click.group(cls=_Commands)

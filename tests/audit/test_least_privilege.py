@@ -216,3 +216,20 @@ def test_what_only_the_owner_may_do_is_refused_to_the_granted_role_in_one_line(
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith(f"ledger {command[0]}: the database refused it (permission denied")
     assert line.endswith("run it with the tables' owner's LEDGER_DATABASE_URL")
+
+
+def test_migrate_waits_a_bounded_time_for_tables_in_use(granted: tuple[str, str]) -> None:
+    """Its CREATE INDEX queued behind a long transaction waited as long as that did, holding
+    every writer in line behind it."""
+    owner_url, _ = granted
+    with psycopg.connect(owner_url) as holder:  # a writer's transaction that does not end
+        holder.execute("LOCK TABLE ledger_events IN ROW EXCLUSIVE MODE")
+        migrated = subprocess.run(
+            [*ledger_command(), "migrate"], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "LEDGER_DATABASE_URL": owner_url})
+        holder.rollback()
+    assert migrated.returncode == 1, migrated.stdout + migrated.stderr
+    assert "Traceback" not in migrated.stderr
+    assert migrated.stderr.strip().splitlines()[-1] == (
+        "ledger migrate: the tables are in use: a lock was not given within 5 s (nothing was "
+        "changed by the statement that waited); try again")
