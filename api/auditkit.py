@@ -85,7 +85,11 @@ def open_notary(app: web.Application) -> Notary:
     if may_make_tables(app[SETTINGS]):  # a least-privileged login makes no table
         guard_notary(app[LEDGER].recorder)
     # the key the store's checkpoints are signed with (NoteError, said in one line, if not)
-    signer = adopt_signer(app[LEDGER].recorder, key_file, origin, may_create=True)
+    try:
+        signer = adopt_signer(app[LEDGER].recorder, key_file, origin, may_create=True)
+    except OSError as error:  # a new key's folder or file cannot be made
+        raise NoteError(f"cannot make a signing key at {key_file} (LEDGER_SIGNING_KEY_FILE): "
+                        f"{error.strerror}") from None
     return Notary(app[LEDGER].recorder, signer, checkpoint_file,
                   interval_s=DEFAULT_INTERVAL_S if interval_s is None else interval_s)
 

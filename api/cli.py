@@ -16,6 +16,7 @@ create a store: an SQLite file that does not exist is refused.
 
 from __future__ import annotations
 
+import errno
 import functools
 import getpass
 import json
@@ -146,8 +147,11 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as error:
-            from psycopg.errors import InsufficientPrivilege, LockNotAvailable
-
+            found = sys.modules.get("psycopg.errors")  # not loaded: not the database's refusal
+            if found is None:  # (and --help and --version load no database driver)
+                raise
+            InsufficientPrivilege, LockNotAvailable = (
+                found.InsufficientPrivilege, found.LockNotAvailable)
             command = ctx.invoked_subcommand or ""
             if (said := _refused_by(error, InsufficientPrivilege)) is not None:
                 _refuse(command, f"the database refused it ({said}): run it with the tables' "
@@ -235,6 +239,13 @@ def serve(host: str, port: int) -> None:
         )
     except (ChainKeyError, NoteError) as error:  # found at start-up, before anything is served
         click.echo(f"ledger serve: {error}", err=True)
+        sys.exit(2)
+    except OSError as error:  # the port taken (LEDGER_OPS_PORT the same, another server)
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        click.echo(f"ledger serve: cannot listen on {host} port {port}"
+                   f"{'' if edge_settings.ops_port is None else f' and {edge_settings.ops_port}'}"
+                   f": {os.strerror(error.errno) if error.errno else error}", err=True)
         sys.exit(2)
 
 

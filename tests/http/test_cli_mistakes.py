@@ -5,6 +5,7 @@ non-zero exit and no traceback, and the URL's password is never repeated."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,13 @@ def test_serve_refuses_a_checkpoint_interval_out_of_bounds_in_one_line(store: st
     line = refused_at_start(ledger(store, "serve", "--port", "1",
                                    LEDGER_CHECKPOINT_INTERVAL_S=interval))
     assert line == "ledger serve: LEDGER_CHECKPOINT_INTERVAL_S is 0.05..3600.0 s"
+
+
+def test_serve_on_a_port_in_use_is_refused_in_one_line(any_store: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = refused_at_start(ledger(any_store, "serve", "--port", str(port),
+                                       LEDGER_SIGNING_KEY_FILE=str(tmp_path / "signing.key")))
+    assert line == f"ledger serve: cannot listen on 127.0.0.1 port {port}: Address already in use"
