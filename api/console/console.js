@@ -17,6 +17,12 @@ const DOWNLOAD_PAGE = CHOSEN_PAGE || API_MAX_PAGE; // events a download reads pe
 // A download reads at most this many pages (100,000 events at the API's page size), then
 // stops and says so: a longer log is for `ledger export --format events`.
 const MAX_DOWNLOAD_PAGES = 100;
+// A refund request may name a deposit's payment reference: the console reads at most this many
+// pages of a customer's history to offer them.
+const MAX_DEPOSIT_PAGES = 10;
+// A case holds at most 200 notes, 50 sendings of photos and its dozen lifecycle steps: the API's
+// most steps a view gives (1000) shows them all.
+const CASE_STEPS = 1000;
 
 // -- small helpers ---------------------------------------------------------------------------
 
@@ -104,8 +110,9 @@ function pager(label, after, next, go) {
   return h("nav", { class: "pager", "aria-label": `${label} pages` }, buttons);
 }
 
+// A time as the ledger gives it (RFC 3339, UTC), said so.
 function when(text) {
-  return text ? String(text).replace("T", " ").slice(0, 19) : "";
+  return text ? `${String(text).replace("T", " ").slice(0, 19)} UTC` : "";
 }
 
 function today(offsetDays = 0) {
@@ -137,29 +144,93 @@ function complain(message) {
   document.getElementById("problem").textContent = message;
 }
 
-class Problem extends Error {}
+// A refusal to show as it is said (the server's, or the console's own: status 0).
+class Problem extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.status = status;
+  }
+}
 
-async function api(method, path, body) {
+// A validation error's message, with the field it is about unless it names it already
+// ("amount must be more than 0", "items.0.description: must be text that is not blank").
+function fieldMessage(error) {
+  const name = String(error.field || "").split(".").pop();
+  return name && !error.message.startsWith(name) ? `${error.field}: ${error.message}`
+    : error.message;
+}
+
+// What a problem says, for a person: a validation error's own messages (its detail only says
+// "the request is not valid"), and a 503 as what it means to them, its detail after it.
+function problemWords(status, problem, fallback) {
+  const messages = (problem.errors || []).filter((e) => e.message).map(fieldMessage);
+  const detail = messages.length ? messages.join("; ")
+    : problem.detail || problem.title || fallback;
+  return status === 503
+    ? `The ledger is busy or catching up; try again in a moment. (${detail})` : detail;
+}
+
+// A write sends its Idempotency-Key (see writes()).
+async function api(method, path, body, key) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
   const options = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
+  if (key) headers["Idempotency-Key"] = key;
   const reply = await fetch(path, options);
   const type = reply.headers.get("Content-Type") || "";
   if (!reply.ok) {
-    let detail = `${reply.status} ${reply.statusText}`;
-    if (type.includes("json")) {
-      const problem = await reply.json();
-      detail = problem.detail || problem.title || detail;
-    }
+    const problem = type.includes("json") ? await reply.json() : {};
     // The token no longer holds (a wrong one, or revoked or rotated since): forget it and what
     // it showed, whichever call found out.
     if (reply.status === 401) signOut();
-    throw new Problem(detail);
+    throw new Problem(problemWords(reply.status, problem, `${reply.status} ${reply.statusText}`),
+      reply.status);
   }
   return type.includes("json") ? reply.json() : reply.text();
+}
+
+// An Idempotency-Key: 128 random bits in hex (crypto.randomUUID exists only in a secure
+// context, which a console served over plain http to another host is not).
+function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Makes a form (or a lone button) write safely. Its Idempotency-Key is made once per fill: a
+// double click, or sending again after an answer that never came (a 503, a dropped link),
+// is done once. A new key once the person changes the form (the same key with another body is
+// 422 idempotency_key_reused), once the write is done, and once the ledger refused it (nothing
+// was done: a later try is decided anew). Its button is off while the request is in flight.
+function writes(button, write, form) {
+  let key = newKey();
+  const send = () => {
+    if (button.disabled) return;
+    button.disabled = true;
+    attempt(async () => {
+      try {
+        await write(key);
+        key = newKey();
+      } catch (error) {
+        if (error instanceof Problem && error.status >= 400 && error.status < 500) key = newKey();
+        throw error;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  };
+  if (form) {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      send();
+    });
+    for (const type of ["input", "change"]) form.addEventListener(type, () => { key = newKey(); });
+    return form;
+  }
+  button.addEventListener("click", send);
+  return button;
 }
 
 async function attempt(action) {
@@ -185,8 +256,13 @@ async function signIn(token) {
     item.hidden = !item.dataset.roles.split(" ").includes(state.me.role);
   }
   document.getElementById("view").hidden = false;
-  const first = nav.querySelector("li:not([hidden]) a");
-  const wanted = location.hash && nav.querySelector(`li:not([hidden]) a[href="${location.hash}"]`);
+  const links = [...nav.querySelectorAll("li:not([hidden]) a")];
+  const first = links[0];
+  // A reload, a bookmark or a colleague's link: its section (#customers of
+  // #customers/ann/<case>) among this role's, compared as text (never put into a selector),
+  // then the whole address.
+  const section = location.hash.split("/")[0];
+  const wanted = section && links.find((link) => link.getAttribute("href") === section);
   if (wanted) route();
   else if (first) location.hash = first.getAttribute("href");
   else document.getElementById("view").replaceChildren(
@@ -208,6 +284,7 @@ function signOut() {
 
 const VIEWS = {
   "#customers": customersView,
+  "#cases": casesView,
   "#refunds": refundsView,
   "#reconciliation": reconciliationView,
   "#journal": journalView,
@@ -243,61 +320,147 @@ function show(title, ...children) {
 
 // -- customers (customer service; finance and auditors read) ---------------------------------
 
-async function customersView(username) {
+async function customersView(username, caseId) {
   const input = h("input", { id: "customer", name: "customer", required: true,
                              autocomplete: "off", value: username || "" });
   const form = h("form", { class: "inline", role: "search", onsubmit: (event) => {
     event.preventDefault();
-    location.hash = `#customers/${encodeURIComponent(input.value.trim().toLowerCase())}`;
-    if (input.value.trim().toLowerCase() === username) route();
+    const wanted = `#customers/${encodeURIComponent(input.value.trim().toLowerCase())}`;
+    if (location.hash === wanted) route();
+    else location.hash = wanted;
   } }, h("label", { for: "customer", text: "Customer" }), input,
      h("button", { type: "submit", text: "Find" }));
   const area = h("div", { id: "customer-area" });
   show("Customers", form, area);
   if (username) await showCustomer(username, area);
+  if (username && caseId) await openCase(caseId, area);
 }
 
 async function showCustomer(username, area) {
   const account = await api("GET", `/v1/accounts/${encodeURIComponent(username)}`);
-  const refundable = await api("GET",
-    `/v1/accounts/${encodeURIComponent(username)}/refundable?limit=200`);
   const c = account.currency;
   const amount = (id, label, value) => h("div", {},
     h("label", { for: id, text: label }), h("output", { id, text: money(value, c) }));
-  const parts = [
+  const [refundForm, offer] = state.me.role === "cs"
+    ? refundRequestForm(account, await depositReferences(username)) : [null, null];
+  const orders = h("section", { id: "orders", "aria-labelledby": "orders-title" });
+  const requests = h("section", { id: "refund-requests", "aria-labelledby": "requests-title" });
+  const history = h("section", { id: "history", "aria-labelledby": "history-title" });
+  await showOrders(username, c, null, orders, area, offer);
+  await showRefundRequests(username, null, requests, area);
+  await showHistory(username, c, null, history);
+  fill(area,
     h("h3", { text: `${account.username} (${c})` }),
     h("div", { class: "amounts", "aria-label": "Balance" },
       amount("posted", "Posted", account.posted), amount("held", "Held", account.held),
       amount("available", "Available", account.available),
       amount("refundable", "Refundable", account.refundable)),
-  ];
+    orders, refundForm, requests, history, h("div", { id: "case-area" }));
+}
 
-  const orders = refundable.orders;
-  parts.push(h("h3", { text: "Orders" }));
-  parts.push(orders.length === 0 ? h("p", { text: "No orders." }) : h("table", { "aria-label": "Orders" },
-    h("thead", {}, h("tr", {}, h("th", { text: "Order" }), h("th", { class: "money", text: "Paid" }),
-      h("th", { class: "money", text: "Credited back" }),
-      h("th", { class: "money", text: "Refundable" }), h("th", { text: "Cases" }),
-      h("th", { text: "Actions" }))),
-    h("tbody", {}, orders.map((o) => h("tr", {},
-      h("td", { text: o.order_no }), h("td", { class: "money", text: money(o.paid, c) }),
-      h("td", { class: "money", text: money(o.credited_back, c) }),
-      h("td", { class: "money", text: money(o.refundable, c) }),
-      h("td", {}, o.case_details.map((k) => h("div", {},
-        h("a", { href: `#customers/${encodeURIComponent(username)}`,
-                 onclick: (e) => { e.preventDefault(); attempt(() => openCase(k.id, area)); } },
-          `${k.kind.replace(/_/g, " ")} case: ${k.state.replace(/_/g, " ")}`)))),
+// The account's orders, a page at a time; the refund request form is offered the page's.
+async function showOrders(username, c, after, holder, area, offer) {
+  const page = await api("GET",
+    `/v1/accounts/${encodeURIComponent(username)}/refundable?${paged(VIEW_PAGE, after)}`);
+  const orders = page.orders;
+  fill(holder,
+    h("h3", { id: "orders-title", text: "Orders" }),
+    orders.length === 0 ? h("p", { text: "No orders." }) : h("table", { "aria-label": "Orders",
+                                                                        tabindex: "-1" },
+      h("thead", {}, h("tr", {}, h("th", { text: "Order" }), h("th", { class: "money", text: "Paid" }),
+        h("th", { class: "money", text: "Credited back" }),
+        h("th", { class: "money", text: "Refundable" }), h("th", { text: "Cases" }),
+        h("th", { text: "Actions" }))),
+      h("tbody", {}, orders.map((o) => h("tr", {},
+        h("td", { text: o.order_no }), h("td", { class: "money", text: money(o.paid, c) }),
+        h("td", { class: "money", text: money(o.credited_back, c) }),
+        h("td", { class: "money", text: money(o.refundable, c) }),
+        h("td", {}, o.case_details.map((k) => h("div", {},
+          h("a", { href: caseAddress(username, k.id),
+                   onclick: (e) => { e.preventDefault(); attempt(() => openCase(k.id, area)); } },
+            `${k.kind.replace(/_/g, " ")} case: ${k.state.replace(/_/g, " ")}`)))),
+        h("td", {}, state.me.role === "cs" ? h("button", { type: "button",
+          "aria-label": `Open a return case for ${o.order_no}`,
+          onclick: () => caseForm(username, o.order_no, area) }, "Open return case") : null))))),
+    pager("Orders", after, page.next, (cursor) => attempt(async () => {
+      await showOrders(username, c, cursor, holder, area, offer);
+      holder.querySelector("table").focus();
+      loaded(holder.querySelectorAll("tbody tr").length, "orders");
+    })));
+  if (offer) offer(orders);
+}
+
+// The payment references of the account's deposits, which a refund request may name (a
+// customer who only deposited has no order): from at most MAX_DEPOSIT_PAGES pages of history.
+async function depositReferences(username) {
+  const references = [];
+  let after = null;
+  for (let pages = 0; pages < MAX_DEPOSIT_PAGES; pages += 1) {
+    const page = await api("GET",
+      `/v1/accounts/${encodeURIComponent(username)}/history?${paged(DOWNLOAD_PAGE, after)}`);
+    for (const item of page.items) {
+      if (item.type === "deposit_received" && item.data.reference) {
+        references.push(item.data.reference);
+      }
+    }
+    after = page.next;
+    if (!after) break;
+  }
+  return references;
+}
+
+// Approvals: the steps that name an approving person (a first or a final approval).
+function approversOf(request) {
+  return request.steps.filter((s) => s.data
+    && ("person" in s.data || (s.status === "approved" && "note" in s.data)))
+    .map((s) => personOf(s.actor, s.data));
+}
+
+// The customer's open refund requests (requested or approved: money held), a page at a time;
+// customer service may cancel one for the customer.
+async function showRefundRequests(username, after, holder, area) {
+  const page = await api("GET", `/v1/refund-requests?status=open&username=`
+    + `${encodeURIComponent(username)}&${paged(QUEUE_PAGE, after)}`);
+  const details = await Promise.all(page.items.map((r) => api("GET", `/v1/refund-requests/${r.id}`)));
+  const rows = details.map((r) => {
+    const what = `${money(r.amount, r.currency)} for ${r.order_no}`;
+    const form = h("div", {});
+    return h("tr", { "data-id": r.id, "aria-label": `Refund request of ${what}` },
+      h("td", { text: r.order_no }), h("td", { class: "money", text: money(r.amount, r.currency) }),
+      h("td", { text: r.reason }), h("td", { text: r.status }),
+      h("td", { text: approversOf(r).join(", ") || "none" }),
+      h("td", { text: when(r.requested_at) }),
       h("td", {}, state.me.role === "cs" ? h("button", { type: "button",
-        "aria-label": `Open a return case for ${o.order_no}`,
-        onclick: () => caseForm(username, o.order_no, area) }, "Open return case") : null))))));
+        "aria-label": `Cancel refund request of ${what}`,
+        onclick: () => cancelRequestForm(r, form, area) }, "Cancel refund request") : null, form));
+  });
+  fill(holder,
+    h("h3", { id: "requests-title", tabindex: "-1", text: "Open refund requests" }),
+    rows.length === 0 ? h("p", { text: "No open refund requests." }) : h("table", {
+      "aria-label": "Open refund requests", tabindex: "-1" },
+      h("thead", {}, h("tr", {}, ["Order", "Amount", "Reason", "Status", "Approved by", "Requested",
+        "Actions"].map((t) => h("th", { class: t === "Amount" ? "money" : null, text: t })))),
+      h("tbody", {}, rows)),
+    pager("Open refund requests", after, page.next, (cursor) => attempt(async () => {
+      await showRefundRequests(username, cursor, holder, area);
+      holder.querySelector("table").focus();
+      loaded(holder.querySelectorAll("tbody tr").length, "refund requests");
+    })));
+}
 
-  if (state.me.role === "cs") parts.push(refundRequestForm(account, orders));
-
-  const history = h("section", { id: "history", "aria-labelledby": "history-title" });
-  parts.push(history);
-  parts.push(h("div", { id: "case-area" }));
-  await showHistory(username, c, null, history);
-  area.replaceChildren(...parts);
+function cancelRequestForm(request, holder, area) {
+  const id = `cancel-${request.id}`;
+  const input = h("input", { id, required: true });
+  const submit = h("button", { type: "submit", text: "Confirm cancellation" });
+  holder.replaceChildren(writes(submit, async (key) => {
+    await api("POST", `/v1/refund-requests/${request.id}/cancel`, { reason: input.value }, key);
+    await showCustomer(request.username, area);
+    say(`Cancelled the refund request of ${money(request.amount, request.currency)} for `
+      + `${request.username}.`);
+    document.getElementById("requests-title").focus();
+  }, h("form", { class: "inline", "aria-label": "Cancel refund request" },
+    h("label", { for: id, text: "Reason" }), input, submit)));
+  input.focus();
 }
 
 // The account's history, oldest first, a page at a time.
@@ -310,10 +473,12 @@ async function showHistory(username, c, after, holder) {
       h("thead", {}, h("tr", {}, h("th", { text: "Position" }), h("th", { text: "When" }),
         h("th", { text: "What" }), h("th", { class: "money", text: "Amount" }),
         h("th", { class: "money", text: "Available after" }), h("th", { text: "Who" }))),
+      // The amount as the event moved the posted balance; a hold and its release move only
+      // the available one (a hold down, a release up): that change, never the unsigned amount.
       h("tbody", {}, page.items.map((item) => h("tr", {},
         h("td", { text: item.position }),
         h("td", { text: when(item.at) }), h("td", { text: item.type.replace(/_/g, " ") }),
-        h("td", { class: "money", text: money(item.signed_amount || item.amount, c) }),
+        h("td", { class: "money", text: money(item.signed_amount || item.available_change, c) }),
         h("td", { class: "money", text: money(item.available_after, c) }),
         h("td", { text: item.actor }))))),
     pager("History", after, page.next,
@@ -324,29 +489,43 @@ async function showHistory(username, c, after, holder) {
   loaded(page.items.length, "history entries");
 }
 
-function refundRequestForm(account, orders) {
+// A refund request names one of the account's orders (those of the page the Orders table
+// shows) or one of its deposits' payment references.
+function refundRequestForm(account, deposits) {
   const c = account.currency;
-  const order = h("select", { id: "refund-order" },
-    orders.map((o) => h("option", { value: o.order_no, text: o.order_no })));
+  const orders = h("optgroup", { label: "Orders" });
+  const order = h("select", { id: "refund-order" }, orders,
+    deposits.length === 0 ? null : h("optgroup", { label: "Deposits" },
+      deposits.map((d) => h("option", { value: d, text: `Deposit ${d}` }))));
   const amount = h("input", { id: "refund-amount", inputmode: "decimal", required: true });
   const reason = h("input", { id: "refund-reason" });
-  return h("section", { "aria-labelledby": "refund-title" },
-    h("h3", { id: "refund-title", text: "Balance refund request" }),
-    h("form", { class: "inline", onsubmit: (event) => {
-      event.preventDefault();
-      attempt(async () => {
-        await api("POST", `/v1/accounts/${encodeURIComponent(account.username)}/refund-requests`,
-          { order_no: order.value, amount: toMinor(amount.value, c), reason: reason.value });
-        await showCustomer(account.username, document.getElementById("customer-area"));
-        say(`Requested a refund of ${money(toMinor(amount.value, c), c)} for ${account.username}.`);
-      });
-    } }, h("label", { for: "refund-order", text: "Order" }), order,
-       h("label", { for: "refund-amount", text: `Amount (${c})` }), amount,
-       h("label", { for: "refund-reason", text: "Reason" }), reason,
-       h("button", { type: "submit", text: "Request refund" })));
+  const submit = h("button", { type: "submit", text: "Request refund" });
+  const form = writes(submit, async (key) => {
+    const minor = toMinor(amount.value, c);
+    await api("POST", `/v1/accounts/${encodeURIComponent(account.username)}/refund-requests`,
+      { order_no: order.value, amount: minor, reason: reason.value }, key);
+    await showCustomer(account.username, document.getElementById("customer-area"));
+    say(`Requested a refund of ${money(minor, c)} for ${account.username}.`);
+  }, h("form", { class: "inline" }, h("label", { for: "refund-order", text: "Order" }), order,
+    h("label", { for: "refund-amount", text: `Amount (${c})` }), amount,
+    h("label", { for: "refund-reason", text: "Reason" }), reason, submit));
+  const offer = (page) => {
+    orders.replaceChildren(...page.map((o) => h("option", { value: o.order_no,
+                                                             text: `Order ${o.order_no}` })));
+    orders.hidden = page.length === 0;
+    // Another order chosen is another request: a new key (writes()).
+    order.dispatchEvent(new Event("change", { bubbles: true }));
+  };
+  return [h("section", { "aria-labelledby": "refund-title" },
+    h("h3", { id: "refund-title", text: "Balance refund request" }), form), offer];
 }
 
 // -- return cases ----------------------------------------------------------------------------
+
+// A case's own address: the customer's page with the case open (a link, a bookmark, a reload).
+function caseAddress(username, caseId) {
+  return `#customers/${encodeURIComponent(username)}/${encodeURIComponent(caseId)}`;
+}
 
 function caseForm(username, orderNo, area) {
   const target = document.getElementById("case-area");
@@ -360,38 +539,38 @@ function caseForm(username, orderNo, area) {
   const box = h("input", { id: "case-package-photo" });
   const qa = h("input", { id: "case-qa", type: "checkbox", checked: true });
   const note = h("input", { id: "case-note" });
+  const submit = h("button", { type: "submit", text: "Open case" });
   target.replaceChildren(h("section", { class: "case", "aria-labelledby": "new-case" },
     h("h3", { id: "new-case", text: `New return case for ${orderNo}` }),
-    h("form", { class: "inline", onsubmit: (event) => {
-      event.preventDefault();
-      attempt(async () => {
-        const opened = await api("POST", "/v1/return-cases", {
-          username, order_no: orderNo, kind: kind.value, shipped_on: shipped.value,
-          items: [{ description: item.value, quantity: Number(quantity.value) }],
-          evidence: { goods_photos: goods.value ? [goods.value] : [],
-                      package_photos: box.value ? [box.value] : [] },
-          conditions: { replaced_or_modified: false, parts_missing: false, opened_media: false,
-                        has_quality_assurance: qa.checked },
-          note: note.value,
-        });
-        say("The case is open.");
-        await showCustomer(username, area);
-        await openCase(opened.id, area);
-      });
-    } }, field("case-kind", "Kind", kind), field("case-shipped", "Shipped on", shipped),
-       field("case-item", "Item", item), field("case-quantity", "Quantity", quantity),
-       field("case-goods-photo", "Goods photo", goods),
-       field("case-package-photo", "Package photo", box),
-       field("case-qa", "Has quality assurance", qa), field("case-note", "Note", note),
-       h("button", { type: "submit", text: "Open case" }))));
+    writes(submit, async (key) => {
+      const opened = await api("POST", "/v1/return-cases", {
+        username, order_no: orderNo, kind: kind.value, shipped_on: shipped.value,
+        items: [{ description: item.value, quantity: Number(quantity.value) }],
+        evidence: { goods_photos: goods.value ? [goods.value] : [],
+                    package_photos: box.value ? [box.value] : [] },
+        conditions: { replaced_or_modified: false, parts_missing: false, opened_media: false,
+                      has_quality_assurance: qa.checked },
+        note: note.value,
+      }, key);
+      say("The case is open.");
+      await showCustomer(username, area);
+      await openCase(opened.id, area);
+    }, h("form", { class: "inline" },
+      field("case-kind", "Kind", kind), field("case-shipped", "Shipped on", shipped),
+      field("case-item", "Item", item), field("case-quantity", "Quantity", quantity),
+      field("case-goods-photo", "Goods photo", goods),
+      field("case-package-photo", "Package photo", box),
+      field("case-qa", "Has quality assurance", qa), field("case-note", "Note", note), submit))));
   item.focus();
 }
 
-// The steps of API.md, by action: the button's name and the fields the step asks for.
+// The steps of API.md (and api/README's evidence), by action: the button's name and the fields
+// the step asks for.
 const STEPS = {
   "supplier-review": { name: "Supplier review", fields: [["note", "Note", "text", ""]] },
   accept: { name: "Accept", fields: [["return_by", "Return by", "date", () => today(14)],
-                                     ["return_address", "Return address", "text", ""]] },
+                                     ["return_address", "Return address", "text", ""],
+                                     ["instructions", "Instructions", "text", ""]] },
   reject: { name: "Reject", fields: [["reason", "Reason", "text", ""]] },
   "ship-back": { name: "Ship back", fields: [["tracking", "Tracking", "text", ""]] },
   receive: { name: "Receive", fields: [["postmark_date", "Postmark date", "date", () => today()],
@@ -403,13 +582,40 @@ const STEPS = {
   resolve: { name: "Resolve", fields: [["outcome", "Outcome", "select", ["refund", "exchange", "repair"]],
                                        ["refund_amount", "Refund amount", "money", ""],
                                        ["freight_amount", "Freight", "money", "0"],
+                                       ["freight_waiver_reason", "Waive freight because", "text", ""],
                                        ["tracking", "Outbound tracking", "text", ""]] },
   close: { name: "Close", fields: [["note", "Note", "text", ""]] },
   cancel: { name: "Cancel", fields: [["reason", "Reason", "text", ""]] },
+  evidence: { name: "Add photos", fields: [["goods_photos", "Goods photo", "photo", ""],
+                                           ["package_photos", "Package photo", "photo", ""]] },
 };
 
+// Why a case is overdue (api/README: a deadline passed, never mere slowness), in words.
+const OVERDUE_WORDS = {
+  past_return_by: "the last postmark date has passed and nothing was posted back",
+  unresolved_after_receipt: "the goods came back over 60 days ago and the case is not resolved",
+};
+
+function overdueWords(found) {
+  return found.overdue_reasons.map((r) => OVERDUE_WORDS[r] || r.replace(/_/g, " ")).join("; ");
+}
+
+// A step as a line: when, what, who, and what it said (a note, a reason, or a refusal's words
+// rather than its code) and its tracking number.
+function stepLine(s) {
+  const d = s.data || {};
+  const said = [d.note, d.text, d.words || d.reason].filter(Boolean);
+  return `${when(s.at)} ${s.step.replace(/_/g, " ")} by ${s.actor}`
+    + (said.length ? `: ${said.join(" · ")}` : "")
+    + (d.tracking ? ` · tracking ${d.tracking}` : "");
+}
+
 async function openCase(caseId, area) {
-  const found = await api("GET", `/v1/return-cases/${caseId}`);
+  const found = await api("GET",
+    `/v1/return-cases/${encodeURIComponent(caseId)}?steps_limit=${CASE_STEPS}`);
+  if (location.hash.startsWith("#customers/")) {
+    history.replaceState(null, "", caseAddress(found.username, found.id));
+  }
   const target = document.getElementById("case-area") || area;
   const c = found.currency;
   const stepForm = h("div", { id: "step-form" });
@@ -418,29 +624,29 @@ async function openCase(caseId, area) {
       STEPS[action].name));
   const noteText = h("textarea", { id: "case-note-text", rows: "2", cols: "50" });
   const canNote = found.allowed_actions.includes("notes");
+  const refused = found.steps.find((s) => s.step === "refused");
+  const submit = h("button", { type: "submit", text: "Add note" });
   target.replaceChildren(h("section", { class: "case", "aria-labelledby": "case-title" },
     h("h3", { id: "case-title", tabindex: "-1",
               text: `Case for ${found.order_no}: ${found.state.replace(/_/g, " ")}` }),
     h("p", { class: "muted" }, `${found.kind.replace(/_/g, " ")} · opened ${found.opened_on}`
       + ` · shipped ${found.shipped_on}`
+      + ` · ${found.days_open} ${found.days_open === 1 ? "day" : "days"} open`
       + (found.return_by ? ` · return by ${found.return_by}` : "")
       + (found.refund_amount ? ` · refunded ${money(found.refund_amount, c)}` : "")),
+    found.overdue ? h("p", { class: "bad", text: `Overdue: ${overdueWords(found)}.` }) : null,
+    found.refusal_reason ? h("p", { class: "bad", text: "Refused: "
+      + ((refused && refused.data.words) || found.refusal_reason.replace(/_/g, " ")) }) : null,
     state.me.role === "cs" ? h("div", { role: "group", "aria-label": "Steps" }, buttons) : null,
     stepForm,
     h("h4", { text: "Steps" }),
-    h("ol", {}, found.steps.map((s) => h("li", {},
-      `${when(s.at)} ${s.step.replace(/_/g, " ")} by ${s.actor}`
-      + (s.data && s.data.note ? `: ${s.data.note}` : "")
-      + (s.data && s.data.text ? `: ${s.data.text}` : "")))),
-    state.me.role === "cs" && canNote ? h("form", { class: "inline", onsubmit: (event) => {
-      event.preventDefault();
-      attempt(async () => {
-        await api("POST", `/v1/return-cases/${caseId}/notes`, { text: noteText.value });
-        say("Note added.");
-        await openCase(caseId, area);
-      });
-    } }, h("label", { for: "case-note-text", text: "Note text" }), noteText,
-       h("button", { type: "submit", text: "Add note" })) : null));
+    h("ol", {}, found.steps.map((s) => h("li", { text: stepLine(s) }))),
+    state.me.role === "cs" && canNote ? writes(submit, async (key) => {
+      await api("POST", `/v1/return-cases/${found.id}/notes`, { text: noteText.value }, key);
+      say("Note added.");
+      await openCase(found.id, area);
+    }, h("form", { class: "inline" }, h("label", { for: "case-note-text", text: "Note text" }),
+      noteText, submit)) : null));
   document.getElementById("case-title").focus();
 }
 
@@ -462,27 +668,60 @@ function showStepForm(found, action, holder, area) {
     return [h("label", { for: id, text: kind === "money" ? `${label} (${found.currency})` : label }),
             input];
   });
-  holder.replaceChildren(h("form", { class: "inline", "aria-label": step.name,
-    onsubmit: (event) => {
-      event.preventDefault();
-      attempt(async () => {
-        const body = {};
-        for (const [name, [kind, input]] of Object.entries(inputs)) {
-          if (kind === "checkbox") body[name] = input.checked;
-          else if (kind === "money") {
-            const minor = toMinor(input.value, found.currency);
-            if (minor !== null) body[name] = minor;
-          } else if (input.value !== "") body[name] = input.value;
-        }
-        if (action === "resolve" && body.outcome !== "refund") delete body.refund_amount;
-        await api("POST", `/v1/return-cases/${found.id}/${action}`, body);
-        say(`${step.name}: done.`);
-        await showCustomer(found.username, area);
-        await openCase(found.id, area);
-      });
-    } }, fields, h("button", { type: "submit", text: `Confirm ${step.name.toLowerCase()}` })));
+  const submit = h("button", { type: "submit", text: `Confirm ${step.name.toLowerCase()}` });
+  holder.replaceChildren(writes(submit, async (key) => {
+    const body = {};
+    for (const [name, [kind, input]] of Object.entries(inputs)) {
+      if (kind === "checkbox") body[name] = input.checked;
+      else if (kind === "money") {
+        const minor = toMinor(input.value, found.currency);
+        if (minor !== null) body[name] = minor;
+      } else if (kind === "photo") {
+        if (input.value !== "") body[name] = [input.value];
+      } else if (input.value !== "") body[name] = input.value;
+    }
+    if (action === "resolve" && body.outcome !== "refund") delete body.refund_amount;
+    await api("POST", `/v1/return-cases/${found.id}/${action}`, body, key);
+    say(`${step.name}: done.`);
+    await showCustomer(found.username, area);
+    await openCase(found.id, area);
+  }, h("form", { class: "inline", "aria-label": step.name }, fields, submit)));
   const first = holder.querySelector("input, select");
   if (first) first.focus();
+}
+
+// -- customer service: the return case work queue -------------------------------------------
+
+// Every case still in progress (opened to with_supplier), or only those past a deadline.
+const CASE_QUEUES = { open: "state=open", overdue: "state=open&overdue=true" };
+
+async function casesView(queue, after) {
+  const chosen = CASE_QUEUES[queue] ? queue : "open";
+  const filter = h("select", { id: "case-queue", onchange: () => {
+    location.hash = `#cases/${filter.value}`;
+  } }, [["open", "Open"], ["overdue", "Overdue"]].map(([value, text]) =>
+    h("option", { value, text, selected: value === chosen })));
+  const page = await api("GET",
+    `/v1/return-cases?${CASE_QUEUES[chosen]}&${paged(VIEW_PAGE, after)}`);
+  show("Return cases",
+    h("form", { class: "inline", onsubmit: (e) => e.preventDefault() },
+      h("label", { for: "case-queue", text: "Queue" }), filter),
+    page.items.length === 0 ? h("p", { text: "No return cases." }) : h("table", {
+      "aria-label": `Return cases: ${chosen}` },
+      h("thead", {}, h("tr", {}, ["Order", "Customer", "Kind", "State", "Opened", "Days open",
+        "Overdue"].map((t) => h("th", { text: t })))),
+      h("tbody", {}, page.items.map((k) => h("tr", { "data-id": k.id },
+        h("td", {}, h("a", { href: caseAddress(k.username, k.id),
+                             "aria-label": `Case for ${k.order_no} of ${k.username}`,
+                             text: k.order_no })),
+        h("td", { text: k.username }), h("td", { text: k.kind.replace(/_/g, " ") }),
+        h("td", { text: k.state.replace(/_/g, " ") }), h("td", { text: k.opened_on }),
+        h("td", { text: k.days_open }),
+        h("td", { class: k.overdue ? "bad" : null, text: k.overdue ? overdueWords(k) : "no" }))))),
+    pager("Return cases", after, page.next, (cursor) => {
+      location.hash = `#cases/${chosen}` + (cursor ? `/${encodeURIComponent(cursor)}` : "");
+    }));
+  loaded(page.items.length, "return cases");
 }
 
 // -- finance: the refund queue ---------------------------------------------------------------
@@ -498,27 +737,28 @@ async function refundsView(status, after) {
   const details = await Promise.all(page.items.map((r) => api("GET", `/v1/refund-requests/${r.id}`)));
   const me = state.me;
   const rows = details.map((r) => {
-    // Approvals: the steps that name an approving person (a first or a final approval).
-    const approvers = r.steps.filter((s) => s.data
-      && ("person" in s.data || (s.status === "approved" && "note" in s.data)))
-      .map((s) => personOf(s.actor, s.data));
+    const approvers = approversOf(r);
     const actions = h("td", {});
     const form = h("div", {});
     if (me.role === "finance" && (r.status === "requested" || r.status === "approved")) {
       const iApproved = approvers.includes(me.person);
       const why = `why-${r.id}`;
-      const approve = h("button", { type: "button", disabled: r.status !== "requested" || iApproved,
-        "aria-describedby": iApproved && r.status === "requested" ? why : null,
-        onclick: () => attempt(async () => {
-          await api("POST", `/v1/refund-requests/${r.id}/approve`, { note: "" });
-          say(`Approved the refund for ${r.username}.`);
-          await refundsView(chosen, after);
-        }) }, "Approve");
-      const reject = h("button", { type: "button",
+      // Each button says whose request it decides (a screen reader's list of buttons).
+      const whose = `${r.username} ${money(r.amount, r.currency)}`;
+      const approve = writes(h("button", { type: "button",
+        disabled: r.status !== "requested" || iApproved, "aria-label": `Approve ${whose}`,
+        "aria-describedby": iApproved && r.status === "requested" ? why : null }, "Approve"),
+      async (key) => {
+        await api("POST", `/v1/refund-requests/${r.id}/approve`, { note: "" }, key);
+        say(`Approved the refund for ${r.username}.`);
+        await refundsView(chosen, after);
+        focusRequest(r.id);
+      });
+      const reject = h("button", { type: "button", "aria-label": `Reject ${whose}`,
         onclick: () => decisionForm(r, "reject", form, chosen, after) },
         "Reject");
       const pay = h("button", { type: "button", disabled: r.status !== "approved" || iApproved,
-        "aria-describedby": iApproved ? why : null,
+        "aria-label": `Pay ${whose}`, "aria-describedby": iApproved ? why : null,
         onclick: () => decisionForm(r, "pay", form, chosen, after) }, "Pay");
       actions.append(approve, reject, pay);
       if (iApproved) {
@@ -549,42 +789,74 @@ async function refundsView(status, after) {
   loaded(rows.length, "refund requests");
 }
 
+// After a decision the queue is drawn anew: the keyboard stays on the same request (its first
+// button still enabled) or, once the request has left the list, on the view's title.
+function focusRequest(id) {
+  const row = [...document.querySelectorAll("#view tbody tr")].find((tr) => tr.dataset.id === id);
+  const button = row && [...row.querySelectorAll("button")].find((b) => !b.disabled);
+  (button || document.getElementById("view-title")).focus();
+}
+
 function decisionForm(request, action, holder, chosen, after) {
   const id = `${action}-${request.id}`;
   const label = action === "pay" ? "Payout reference" : "Reason";
   const input = h("input", { id, required: true });
-  holder.replaceChildren(h("form", { class: "inline", onsubmit: (event) => {
-    event.preventDefault();
-    attempt(async () => {
-      const body = action === "pay" ? { payout_reference: input.value } : { reason: input.value };
-      await api("POST", `/v1/refund-requests/${request.id}/${action}`, body);
-      say(action === "pay" ? `Paid ${money(request.amount, request.currency)} to ${request.username}.`
-                           : `Rejected the refund for ${request.username}.`);
-      await refundsView(chosen, after);
-    });
-  } }, h("label", { for: id, text: label }), input,
-     h("button", { type: "submit", text: action === "pay" ? "Confirm payout" : "Confirm rejection" })));
+  const submit = h("button", { type: "submit",
+                               text: action === "pay" ? "Confirm payout" : "Confirm rejection" });
+  holder.replaceChildren(writes(submit, async (key) => {
+    const body = action === "pay" ? { payout_reference: input.value } : { reason: input.value };
+    await api("POST", `/v1/refund-requests/${request.id}/${action}`, body, key);
+    say(action === "pay" ? `Paid ${money(request.amount, request.currency)} to ${request.username}.`
+                         : `Rejected the refund for ${request.username}.`);
+    await refundsView(chosen, after);
+    focusRequest(request.id);
+  }, h("form", { class: "inline" }, h("label", { for: id, text: label }), input, submit)));
   input.focus();
 }
 
 // -- finance and audit: the books ------------------------------------------------------------
 
-async function reconciliationView() {
-  const report = await api("GET", "/v1/reconciliation");
+// A reconciliation now, or as the ledger stood at a moment (UTC) the address keeps
+// (#reconciliation/2026-12-04T09:30:00Z), so a reload or a link shows the same moment.
+async function reconciliationView(asOf) {
+  const input = h("input", { id: "as-of", type: "datetime-local", step: "1",
+                             value: asOf ? asOf.slice(0, 19) : null });
+  const form = h("form", { class: "inline", onsubmit: (event) => {
+    event.preventDefault();
+    // The input has no zone: its value is read as UTC, to the second.
+    const moment = input.value.length === 16 ? `${input.value}:00` : input.value.slice(0, 19);
+    const wanted = moment ? `#reconciliation/${encodeURIComponent(`${moment}Z`)}` : "#reconciliation";
+    if (location.hash === wanted) route();
+    else location.hash = wanted;
+  } }, h("label", { for: "as-of", text: "As of (UTC)" }), input,
+     h("button", { type: "submit", text: "Reconcile" }),
+     asOf ? h("button", { type: "button", class: "secondary",
+                          onclick: () => { location.hash = "#reconciliation"; } }, "Now") : null);
+  const report = await api("GET",
+    `/v1/reconciliation${asOf ? `?as_of=${encodeURIComponent(asOf)}` : ""}`);
   const all = report.currencies || [report];
-  show("Reconciliation",
+  const rows = (entries, currency) => entries.map(([k, v]) => h("tr", {},
+    h("th", { text: k.replace(/_/g, " ") }), h("td", { class: "money", text: money(v, currency) })));
+  show("Reconciliation", form,
     h("p", { class: report.ok ? "good" : "bad",
              text: report.ok ? "Every invariant holds." : "Something does not hold (highlighted)." }),
+    all.length === 0 ? h("p", { text: "No currency was in use then." }) : null,
     all.map((r) => h("section", { "aria-label": r.currency },
-      h("h3", { text: `${r.currency} at position ${r.position}` }),
+      h("h3", { text: `${r.currency} at position ${r.position}`
+        + (asOf ? `, as the ledger stood at ${when(asOf)}` : "") }),
       h("table", { "aria-label": `${r.currency} reconciliation` }, h("tbody", {},
-        Object.entries(r.totals).map(([k, v]) => h("tr", {}, h("th", { text: k.replace(/_/g, " ") }),
-          h("td", { class: "money", text: money(v, r.currency) }))),
+        rows(Object.entries(r.totals), r.currency),
         h("tr", { class: r.trial_balance === 0 ? null : "bad" }, h("th", { text: "trial balance" }),
           h("td", { class: "money", text: money(r.trial_balance, r.currency) })),
         Object.entries(r.invariants).map(([k, ok]) => h("tr", { class: ok ? null : "bad" },
           h("th", { text: k.replace(/_/g, " ") }),
-          h("td", { text: ok ? "holds" : "does not hold" }))))))));
+          h("td", { text: ok ? "holds" : "does not hold" }))))),
+      h("table", { "aria-label": `${r.currency} customer balances` },
+        h("caption", { text: "Customer balances, summed" }),
+        h("tbody", {}, rows(Object.entries(r.customer_balances), r.currency))),
+      h("table", { "aria-label": `${r.currency} chart balances` },
+        h("caption", { text: "Chart balances (debits positive)" }),
+        h("tbody", {}, rows(Object.entries(r.chart_balances), r.currency))))));
   loaded(all.length, all.length === 1 ? "currency" : "currencies");
 }
 
