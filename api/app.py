@@ -122,9 +122,9 @@ def create_app(
     if not 1 <= workers <= settings.pool_size:
         raise ValueError(f"executor_workers is 1..{settings.pool_size} (the pool size)")
     if not 1 <= max_attempts <= MAX_ATTEMPTS_BOUND:
-        raise ValueError(f"max_attempts is 1..{MAX_ATTEMPTS_BOUND}")
+        raise ValueError(f"LEDGER_MAX_ATTEMPTS is 1..{MAX_ATTEMPTS_BOUND}")
     if not 0 < lock_timeout_s <= MAX_LOCK_TIMEOUT_S:
-        raise ValueError(f"lock_timeout_s is in (0, {MAX_LOCK_TIMEOUT_S:g}]")
+        raise ValueError(f"LEDGER_LOCK_TIMEOUT_S is in (0, {MAX_LOCK_TIMEOUT_S:g}]")
     lanes = limits.lanes(workers)  # ValueError when the threads cannot give each lane its own
     threads = workers
     if limits.write.workers is None:

@@ -121,23 +121,28 @@ class LaneLimits:
     def checked(self, lane: Lane) -> None:
         if self.workers is not None:
             _check(1 <= self.workers <= MAX_WORKERS_BOUND,
-                   f"{lane} workers is 1..{MAX_WORKERS_BOUND}")
+                   f"{_var(lane, 'workers')} is 1..{MAX_WORKERS_BOUND}")
         if self.max_waiting is not None:
             _check(0 <= self.max_waiting <= MAX_WAITING_BOUND,
-                   f"{lane} max_waiting is 0..{MAX_WAITING_BOUND}")
+                   f"{_var(lane, 'max_waiting')} is 0..{MAX_WAITING_BOUND}")
         if self.queue_wait_s is not None:
             _check(0 < self.queue_wait_s <= MAX_WAIT_BOUND_S,
-                   f"{lane} queue_wait_s is in (0, {MAX_WAIT_BOUND_S:g}]")
+                   f"{_var(lane, 'queue_wait_s')} is in (0, {MAX_WAIT_BOUND_S:g}]")
         if self.role_workers is not None:
             _check(1 <= self.role_workers <= MAX_WORKERS_BOUND,
-                   f"{lane} role_workers is 1..{MAX_WORKERS_BOUND}")
+                   f"{_var(lane, 'role_workers')} is 1..{MAX_WORKERS_BOUND}")
         if self.role_waiting is not None:
             _check(0 <= self.role_waiting <= MAX_WAITING_BOUND,
-                   f"{lane} role_waiting is 0..{MAX_WAITING_BOUND}")
+                   f"{_var(lane, 'role_waiting')} is 0..{MAX_WAITING_BOUND}")
         if self.starts_per_s is not None:
             _check(self.starts_per_s >= 1 and (math.isinf(self.starts_per_s)
                                                or self.starts_per_s <= MAX_STARTS_PER_S_BOUND),
-                   f"{lane} starts_per_s is 1..{MAX_STARTS_PER_S_BOUND:g}, or unpaced")
+                   f"{_var(lane, 'starts_per_s')} is 1..{MAX_STARTS_PER_S_BOUND:g}, or unpaced")
+
+
+def _var(lane: Lane, name: str) -> str:
+    """The variable that sets one of a lane's bounds (``LEDGER_WRITE_WORKERS``)."""
+    return f"LEDGER_{lane.value.upper()}_{name.upper()}"
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,11 @@ class LaneBounds:
         _check(self.workers >= 1, f"the {self.lane} lane needs a worker")
         _check(self.starts_per_s >= 1, f"the {self.lane} lane starts at least 1 request a second")
         _check(1 <= self.role_workers <= self.workers,
-               f"{self.lane} role_workers is 1..{self.workers} (the lane's workers)")
+               f"{_var(self.lane, 'role_workers')} is 1..{self.workers} "
+               f"(the lane's, {_var(self.lane, 'workers')})")
         _check(0 <= self.role_waiting <= self.max_waiting,
-               f"{self.lane} role_waiting is 0..{self.max_waiting} (the lane's max_waiting)")
+               f"{_var(self.lane, 'role_waiting')} is 0..{self.max_waiting} "
+               f"(the lane's, {_var(self.lane, 'max_waiting')})")
 
 
 @dataclass(frozen=True)
@@ -175,17 +182,17 @@ class Limits:
 
     def __post_init__(self) -> None:
         _check(0 < self.request_deadline_s <= MAX_WAIT_BOUND_S,
-               f"request_deadline_s is in (0, {MAX_WAIT_BOUND_S:g}]")
+               f"LEDGER_REQUEST_DEADLINE_S is in (0, {MAX_WAIT_BOUND_S:g}]")
         _check(0 <= self.max_waiting <= MAX_WAITING_BOUND,
-               f"max_waiting is 0..{MAX_WAITING_BOUND}")
+               f"LEDGER_MAX_WAITING_REQUESTS is 0..{MAX_WAITING_BOUND}")
         _check(0 < self.queue_wait_s <= self.request_deadline_s,
-               "queue_wait_s is in (0, request_deadline_s]")
+               "LEDGER_QUEUE_WAIT_S is in (0, LEDGER_REQUEST_DEADLINE_S]")
         for lane in Lane:
             own = self.of(lane)
             own.checked(lane)
             if own.queue_wait_s is not None:
                 _check(own.queue_wait_s <= self.request_deadline_s,
-                       f"{lane} queue_wait_s is in (0, request_deadline_s]")
+                       f"{_var(lane, 'queue_wait_s')} is in (0, LEDGER_REQUEST_DEADLINE_S]")
 
     def of(self, lane: Lane) -> LaneLimits:
         own: LaneLimits = getattr(self, lane.value)

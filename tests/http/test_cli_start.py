@@ -140,3 +140,21 @@ def test_a_token_written_in_the_wrong_place_is_never_repeated(tmp_path: Path,
     assert "LEDGER_TOKENS" in result.stderr or "role" in result.stderr
     assert SECRET not in result.stdout + result.stderr
 
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("LEDGER_WRITE_ROLE_WORKERS", "0", "LEDGER_WRITE_ROLE_WORKERS is 1.."),
+    ("LEDGER_HEAVY_QUEUE_WAIT_S", "-1", "LEDGER_HEAVY_QUEUE_WAIT_S is in (0, "),
+    ("LEDGER_REQUEST_DEADLINE_S", "0", "LEDGER_REQUEST_DEADLINE_S is in (0, "),
+    ("LEDGER_MAX_ATTEMPTS", "0", "LEDGER_MAX_ATTEMPTS is 1.."),
+    ("LEDGER_LOCK_TIMEOUT_S", "0", "LEDGER_LOCK_TIMEOUT_S is in (0, "),
+])
+def test_a_bound_out_of_range_is_refused_naming_its_variable(
+    tmp_path: Path, name: str, value: str, says: str,
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db",
+           "LEDGER_TOKENS": tokens_env(), name: value}
+    result = subprocess.run([*ledger_command(), "serve", "--port", "1"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"ledger serve: {says}")
