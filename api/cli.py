@@ -205,6 +205,7 @@ def serve(host: str, port: int) -> None:
     from api.auth import TokenConfigError
     from ledger.errors import InvalidInput
     from projections.notes import NoteError
+    from projections.privileges import schema_behind
     from projections.seal import ChainKeyError
 
     # Threads hand work to each other on every write (handler → committer → handler): with
@@ -218,6 +219,9 @@ def serve(host: str, port: int) -> None:
         unreachable = preflight.reachable(settings)
         if unreachable is not None:
             raise ValueError(unreachable)
+        behind = schema_behind(settings)  # a least-privileged login makes no table
+        if behind is not None:
+            raise ValueError(behind)
         tokens = _tokens(config)
         edge_settings = edge.EdgeSettings.from_config(config)
         # issue 10: LEDGER_REQUIRE_LEAST_PRIVILEGE

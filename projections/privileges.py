@@ -18,6 +18,44 @@ from projections.pgpool import connect
 
 HISTORY_TABLES = ("ledger_events", "ledger_chain", "ledger_chain_key",
                   "ledger_merkle_leaves", "ledger_checkpoints")
+# The schema's version, which the owner records once it made every table (``mark_schema``):
+# a least-privileged login makes none, so it starts only on a schema of this version or newer
+# (``schema_behind``). Raise it with any change to the tables the owner makes.
+SCHEMA_VERSION = 1
+SCHEMA_DDL = "CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER PRIMARY KEY)"
+
+
+def mark_schema(settings: StoreSettings) -> None:
+    """Record that this store's schema is ``SCHEMA_VERSION`` (PostgreSQL; by the tables'
+    owner, once every table is made)."""
+    if settings.kind != "postgres":
+        return
+    with connect(settings) as connection:
+        connection.execute(SCHEMA_DDL)
+        connection.execute("INSERT INTO ledger_schema (version) VALUES (%s)"
+                           " ON CONFLICT (version) DO NOTHING", (SCHEMA_VERSION,))
+
+
+def schema_behind(settings: StoreSettings) -> str | None:
+    """Why a least-privileged login may not serve this store: its schema is older than this
+    ledger's (an upgrade the owner has not run: new tables and columns missing, and the
+    service would half work); None when it may (or when this login makes the tables itself)."""
+    if settings.kind != "postgres" or may_make_tables(settings):
+        return None
+    with connect(settings) as connection:
+        found = connection.execute(
+            "SELECT CASE WHEN to_regclass('ledger_schema') IS NULL THEN false"
+            " ELSE has_table_privilege('ledger_schema', 'SELECT') END").fetchone()
+        version = None
+        if found is not None and found[0]:
+            row = connection.execute("SELECT MAX(version) FROM ledger_schema").fetchone()
+            version = None if row is None else row[0]
+    if version is not None and version >= SCHEMA_VERSION:
+        return None
+    user = settings.postgres["POSTGRES_USER"]
+    return (f"the schema is older than this ledger's (version {version or 'unrecorded'}; it "
+            f"needs {SCHEMA_VERSION}), and {user} may not upgrade it: run ledger migrate "
+            f"--grant-to {user} with the tables' owner's LEDGER_DATABASE_URL")
 
 
 def excess_privilege(settings: StoreSettings) -> str | None:

@@ -69,7 +69,7 @@ from projections.leadership import GENERATION_TABLE, GenerationMoved, LeaderLock
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
-from projections.privileges import may_make_tables
+from projections.privileges import mark_schema, may_make_tables
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
 from projections.return_cases import ReturnCasesProjection
@@ -861,6 +861,7 @@ def prepare_read_models(settings: StoreSettings) -> None:
                             "again from the sealed log (its deliveries are kept)")
         finally:
             view.datastore.close()
+        mark_schema(settings)  # every table made: a least-privileged login may serve it
 
 
 __all__: Sequence[str] = (

@@ -233,3 +233,32 @@ def test_migrate_waits_a_bounded_time_for_tables_in_use(granted: tuple[str, str]
     assert migrated.stderr.strip().splitlines()[-1] == (
         "ledger migrate: the tables are in use: a lock was not given within 5 s (nothing was "
         "changed by the statement that waited); try again")
+
+
+@pytest.mark.parametrize("older", ["DROP TABLE ledger_schema", "DELETE FROM ledger_schema"])
+def test_the_granted_role_does_not_serve_a_schema_older_than_the_ledger(
+    granted: tuple[str, str], tmp_path: Path, older: str,
+) -> None:
+    """A store migrated by an older ledger (its schema unrecorded, or an older version): the
+    role cannot add what is missing, and served it half working (every keyed write 500, the
+    keeper failing) while /ready said ready. It now refuses to start, saying who must act."""
+    owner_url, role_url = granted
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        owner.execute(older)
+    served = subprocess.run(
+        [*ledger_command(), "serve", "--port", "1"], capture_output=True, text=True,
+        timeout=60, cwd=tmp_path, env={**os.environ, "LEDGER_DATABASE_URL": role_url,
+                                       "LEDGER_TOKENS": "auditor:a-token-for-the-test-0123"})
+    assert served.returncode == 2, served.stdout + served.stderr
+    role = role_url.split("://", 1)[1].split("@", 1)[0]
+    assert served.stderr.strip().splitlines()[-1] == (
+        "ledger serve: the schema is older than this ledger's (version unrecorded; it needs "
+        f"1), and {role} may not upgrade it: run ledger migrate --grant-to {role} with the "
+        "tables' owner's LEDGER_DATABASE_URL")
+    # and the owner's migrate, granting the role again, lets it serve
+    migrated = subprocess.run(
+        [*ledger_command(), "migrate", "--grant-to", role], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "LEDGER_DATABASE_URL": owner_url})
+    assert migrated.returncode == 0, migrated.stderr
+    server = start_server(role_url, tmp_path, env={"LEDGER_REQUIRE_LEAST_PRIVILEGE": "1"})
+    server.stop()
