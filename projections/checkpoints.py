@@ -233,7 +233,8 @@ def latest_checkpoint(recorder: Recorder,
 
 def adopt_signer(recorder: Recorder, path: Path, origin: str, *, may_create: bool) -> Signer:
     """The signing key at ``path``, when it is the key the store's checkpoints are signed
-    with (one of its newest ``ROWS_LOOKED_AT`` rows verifies with it, under ``origin``).
+    with, under ``origin``: one of them verifies with it, or the newest (``ROWS_LOOKED_AT``)
+    name no other key.
 
     A store with no checkpoint takes any key, made when missing and ``may_create``. One with
     checkpoints never gets a new key (a second host started without the key file, or from
@@ -253,10 +254,37 @@ def adopt_signer(recorder: Recorder, path: Path, origin: str, *, may_create: boo
         raise NoteError(f"no signing key at {path} (LEDGER_SIGNING_KEY_FILE), and {wanted}: "
                         "put that key there; a new one would read the whole history as damaged")
     signer = read_signer(path, origin)
-    if latest_checkpoint(recorder, signer.verifier) is None:
-        raise NoteError(f"the signing key at {path} (LEDGER_SIGNING_KEY_FILE) is "
-                        f"{signer.verifier.text()}, and {wanted}")
+    # Rows that name only this key are its own, or forged in its name (the notary names those):
+    # no reason to refuse it. Rows of another key: it must have signed one of the rows too.
+    if set(signed_with) - {_key_named(signer.verifier)}:
+        with _transaction(recorder, lock=False) as run:
+            if not _signed_a_row(recorder, run, signer.verifier):
+                raise NoteError(f"the signing key at {path} (LEDGER_SIGNING_KEY_FILE) is "
+                                f"{signer.verifier.text()}, and {wanted}")
     return signer
+
+
+def _key_named(verifier: Verifier) -> str:
+    """How a note's signature line names the key (``origin+keyhash``)."""
+    return f"{verifier.name}+{verifier.hash.hex()}"
+
+
+def _signed_a_row(recorder: Recorder, run: Any, verifier: Verifier) -> bool:
+    """Whether a stored checkpoint verifies with ``verifier`` (read with ``run``, a
+    transaction's): looked for from the newest, a bounded page at a time (forged rows on top
+    hide none below them)."""
+    below = ALL_ROWS
+    while below > 0:
+        rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+                   " FROM ledger_checkpoints WHERE tree_size < %s"
+                   " ORDER BY tree_size DESC LIMIT %s", (below, CHECKPOINTS_PER_ROUND))
+        stored = [_stored(row) for row in rows]
+        if any(signed_checkpoint(verifier, each)[1] is None for each in stored):
+            return True
+        if len(rows) < CHECKPOINTS_PER_ROUND:
+            return False
+        below = min(each.tree_size for each in stored)
+    return False
 
 
 def _signed_by(note: str) -> str:
@@ -375,6 +403,8 @@ class Notary:
         self._named: set[tuple[Damage, str | None]] = set()  # what was logged (bounded)
         self._signing_stopped: Damage | None = None  # the log's damage: no checkpoint of it
         self.checkpoints_made = 0
+        self._signs_here = False  # once a stored checkpoint is this key's (_another_key_signs)
+        self._said_not_signing = False
         # Events this process writes from now on come back as written: the writer's memory of
         # them vouches for their seals (``WrittenHere``; PostgreSQL's writer keeps one).
         keep_written = getattr(recorder, "keep_written", None)
@@ -571,6 +601,8 @@ class Notary:
         root = self.tree.root(size)
         note = self.signer.sign(Checkpoint(self.origin, size, root).body())
         with _transaction(self.recorder, lock=True) as run:
+            if self._another_key_signs(run):
+                return None
             # Signed already by another process, as far as the signed notes of the rows say
             # (a row's own columns are not signed: a forged one frees no one from signing).
             rows = run(f"SELECT {_as_read(self.recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
@@ -592,6 +624,28 @@ class Notary:
         if self.checkpoint_file is not None:
             append_checkpoint(self.checkpoint_file, note)
         return note
+
+    def _another_key_signs(self, run: Any) -> bool:
+        """Whether the store's checkpoints are another key's and none this one's: two hosts
+        started at once on a store with no checkpoint, each with a key of its own, both passed
+        ``adopt_signer``; the first to sign (under the notary's lock) keeps the store, the
+        other signs nothing and says why (its own checks name the first's rows as not its own).
+        Rows forged in another key's name stop signing only until this key signed one."""
+        if self._signs_here:
+            return False
+        newest = [_stored(row) for row in run(
+            f"SELECT {_as_read(self.recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+            " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s", (ROWS_LOOKED_AT,))]
+        others = {_signed_by(row.note) for row in newest} - {"", _key_named(self.verifier)}
+        if not others or _signed_a_row(self.recorder, run, self.verifier):
+            self._signs_here = True
+            return False
+        if not self._said_not_signing:
+            self._said_not_signing = True
+            log.error("the store's checkpoints are signed with the key %s, not this process's "
+                      "(%s): it signs none; restart it with the store's LEDGER_SIGNING_KEY_FILE",
+                      " or ".join(sorted(others)), self.verifier.text())
+        return True
 
     def _found(self, damage: Damage, detail: str | None = None, *,
                stops_signing: bool = True) -> None:

@@ -19,8 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ledger.commands import OpenAccount
 from projections.audit import verify
 from projections.chain import Damage
-from projections.checkpoints import Notary, guard_notary, latest_checkpoint, stored_checkpoints
-from projections.notes import load_or_create_signer, read_checkpoints
+from projections.checkpoints import (
+    ROWS_LOOKED_AT,
+    Notary,
+    _signed_by,
+    adopt_signer,
+    guard_notary,
+    latest_checkpoint,
+    stored_checkpoints,
+)
+from projections.notes import Checkpoint, NoteError, load_or_create_signer, read_checkpoints
 from projections.store import open_application
 from tests.audit.conftest import Intruder, Ledger, seals_checked_here
 from tests.audit.history import SYSTEM, History, RandomChooser
@@ -483,3 +491,77 @@ def _size_of(note: str) -> int:
 def _last_of(note: str, notary: Notary) -> int:
     """The position of the last event a checkpoint note covers."""
     return notary.positions[_size_of(note) - 1]
+
+
+# -- the signing key a store takes (``adopt_signer``) --------------------------------------------
+
+ORIGIN = "ledger.test/log"
+
+
+def _note_in_the_name_of(key_hash: bytes, size: int, root: bytes) -> str:
+    """A note forged by SQL: it names a key, with no signature that key made."""
+    body = Checkpoint(ORIGIN, size, root).body()
+    signature = base64.b64encode(key_hash + bytes(64)).decode()
+    return f"{body}\n\u2014 {ORIGIN} {signature}\n"
+
+
+def _insert(intruder: Intruder, size: int, note: str) -> None:
+    intruder.run("INSERT INTO ledger_checkpoints (tree_size, root, note, made_at)"
+                 " VALUES (%s, %s, %s, %s)", (size, (b"\x01" * 32).hex(), note, "then"),
+                 unguarded=False)
+
+
+def test_rows_forged_on_top_of_the_real_checkpoints_keep_no_key_from_starting(
+    ledger: Ledger, intruder: Intruder, tmp_path: Path,
+) -> None:
+    # Given checkpoints signed with the store's key, and on top of them rows INSERTed by SQL,
+    # more than a start looks at, in the name of the store's key and of another
+    key = tmp_path / "signing.key"
+    guard_notary(ledger.app.recorder)
+    signer = adopt_signer(ledger.app.recorder, key, ORIGIN, may_create=True)
+    notary = Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
+    History(ledger.app, RandomChooser(seed=5)).run(10)
+    assert notary.round(force_checkpoint=True) is not None
+    for n in range(ROWS_LOOKED_AT):
+        _insert(intruder, 10**6 + 2 * n, _note_in_the_name_of(signer.verifier.hash, 1, b"x" * 32))
+        _insert(intruder, 10**6 + 2 * n + 1, _note_in_the_name_of(b"\x0b" * 4, 1, b"x" * 32))
+    # Then the store's key still starts (the forged rows are the notary's to name)
+    assert adopt_signer(ledger.app.recorder, key, ORIGIN, may_create=True).verifier == (
+        signer.verifier)
+
+
+def test_a_fresh_store_whose_only_row_is_forged_in_its_key_s_name_takes_that_key(
+    ledger: Ledger, intruder: Intruder, tmp_path: Path,
+) -> None:
+    key = tmp_path / "signing.key"
+    guard_notary(ledger.app.recorder)
+    signer = adopt_signer(ledger.app.recorder, key, ORIGIN, may_create=True)
+    _insert(intruder, 5, _note_in_the_name_of(signer.verifier.hash, 5, b"\x01" * 32))
+    assert adopt_signer(ledger.app.recorder, key, ORIGIN, may_create=True).verifier == (
+        signer.verifier)
+
+
+def test_two_hosts_started_at_once_with_keys_of_their_own_leave_the_store_one_signer(
+    ledger: Ledger, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given two hosts that both found no checkpoint at start, each with a key of its own
+    guard_notary(ledger.app.recorder)
+    first = adopt_signer(ledger.app.recorder, tmp_path / "a.key", ORIGIN, may_create=True)
+    second = adopt_signer(ledger.app.recorder, tmp_path / "b.key", ORIGIN, may_create=True)
+    notary_a = Notary(ledger.app.recorder, first, tmp_path / "a.txt", interval_s=3600)
+    notary_b = Notary(ledger.app.recorder, second, tmp_path / "b.txt", interval_s=3600)
+    history = History(ledger.app, RandomChooser(seed=6))
+    history.run(10)
+    # When the first signs, and then the second would
+    assert notary_a.round(force_checkpoint=True) is not None
+    history.run(5)
+    with caplog.at_level(logging.ERROR, logger="projections.checkpoints"):
+        assert notary_b.round(force_checkpoint=True) is None
+    # Then the second signs none and says why; the first goes on, its history undamaged
+    assert "signs none; restart it with the store's LEDGER_SIGNING_KEY_FILE" in caplog.text
+    assert notary_a.round(force_checkpoint=True) is not None and notary_a.damage is None
+    assert {_signed_by(c.note) for c in stored_checkpoints(ledger.app.recorder)} == {
+        f"{ORIGIN}+{first.verifier.hash.hex()}"}
+    # and a restart of the second is refused
+    with pytest.raises(NoteError, match="signed with the key"):
+        adopt_signer(ledger.app.recorder, tmp_path / "b.key", ORIGIN, may_create=True)
