@@ -701,7 +701,7 @@ def webhooks_remove(url: str) -> None:
 @click.argument("message_id", type=click.UUID)
 def webhooks_redeliver(message_id: Any) -> None:
     """Send a message again, with the same id, to every receiver of now that had it."""
-    from api.webhooks import WebhookSettings
+    from api.webhooks import WebhookSettings, sent_to
     from projections import outbox
 
     config = _config("webhooks redeliver")
@@ -710,7 +710,7 @@ def webhooks_redeliver(message_id: Any) -> None:
     except ValueError as error:
         _refuse("webhooks redeliver", str(error))
     with _outbox("redeliver") as view:
-        count, others = outbox.redeliver(view, str(message_id), configured)
+        count, others = outbox.redeliver(view, str(message_id), configured, sent_to)
     if count == 0 and others:
         _refuse("webhooks redeliver", f"message {message_id} was sent only to {others} "
                 "receiver(s) that are no receivers now: removed, or not in LEDGER_WEBHOOK_URL "

@@ -135,7 +135,8 @@ class ReadSide(Protocol):
     def close(self) -> None: ...
 
     def outbox(self, *, status: str | None, limit: int, after: str | None,
-               configured: Sequence[str] = ()) -> Page: ...
+               configured: Sequence[str] = (),
+               usable: Callable[[str], bool] = lambda url: True) -> Page: ...
 
 
 class Keeper(Protocol):

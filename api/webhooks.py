@@ -161,6 +161,11 @@ class WebhookSettings:
         return made
 
 
+def sent_to(url: str) -> bool:
+    """Whether the deliverer sends to a subscription's URL (``Deliverer.subscribers``)."""
+    return url_problem(url) is None
+
+
 def check_url(url: str, name: str) -> str:
     """``url``, when webhooks can be sent to it (``url_problem``); otherwise ValueError saying
     why, naming ``name`` and the URL as ``outbox.shown_url`` shows it: never its credentials
@@ -429,6 +434,7 @@ class Deliverer:
         for row in subscribed:
             url = row["url"]
             problem = url_problem(url)  # a row made before the check, or by SQL: not sent to
+            # (``sent_to``: the outbox's page counts the same receivers)
             if problem is None:
                 found.setdefault(url, int(row["since"]))
             elif url not in self._unusable:
@@ -601,5 +607,6 @@ async def list_outbox(request: web.Request) -> web.Response:
     q = parsing.query(request, models.OutboxQuery)
     configured = request.app[WEBHOOK_URLS]
     page = await read(request, lambda rm: rm.outbox(status=q.status, limit=q.limit,
-                                                    after=q.after, configured=configured))
+                                                    after=q.after, configured=configured,
+                                                    usable=sent_to))
     return json_response({"items": page.items, "next": page.next})

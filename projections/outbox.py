@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
@@ -557,8 +557,8 @@ def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, a
              "s": subscriber})
 
 
-def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = ()
-              ) -> tuple[int, int]:
+def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = (),
+              usable: Callable[[str], bool] = lambda url: True) -> tuple[int, int]:
     """Send a message again, with the same id, to every receiver of now (``receivers``) that
     had it (delivered or parked). Answers how many deliveries were set waiting (0: no such
     message, or never tried), and how many of its deliveries went to receivers that are not
@@ -568,7 +568,7 @@ def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = ()
     if not found:
         return 0, 0
     position = int(found[0]["position"])
-    now = {url for url, _ in receivers(view, configured)}
+    now = {url for url, _ in receivers(view, configured, usable)}
     had = view.query("SELECT subscriber FROM ob_deliveries WHERE message_id = %(m)s",
                      {"m": message})
     others = sum(row["subscriber"] not in now for row in had)
@@ -726,13 +726,17 @@ def messages_of(view: ReadModelView, *, case_id: str | None = None,
     return _with_deliveries(view, rows[::-1])
 
 
-def receivers(view: ReadModelView, configured: Sequence[str]) -> list[tuple[str, int]]:
+def receivers(view: ReadModelView, configured: Sequence[str],
+              usable: Callable[[str], bool] = lambda url: True) -> list[tuple[str, int]]:
     """Who receives messages now, each with the position after which it does (``(url,
     since)``): the URLs configured (``LEDGER_WEBHOOK_URL``, every message) and the
-    subscriptions (``ledger webhooks add``, the messages after it)."""
+    subscriptions (``ledger webhooks add``, the messages after it) that are ``usable`` (the
+    deliverer sends to no subscription stored before URLs were checked that fails the check:
+    ``api.webhooks.url_problem``)."""
     found = {url: 0 for url in configured}
     for row in subscriptions(view):
-        found.setdefault(row["url"], int(row["since"]))
+        if usable(row["url"]):
+            found.setdefault(row["url"], int(row["since"]))
     return list(found.items())
 
 
@@ -763,7 +767,8 @@ def _receivers_condition(view: ReadModelView, status: str, receivers: list[tuple
 
 
 def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | None,
-           configured: Sequence[str] = ()) -> Page:
+           configured: Sequence[str] = (), usable: Callable[[str], bool] = lambda url: True
+           ) -> Page:
     """Messages in log order; ``status``: those a receiver of now has still to have (waiting:
     neither delivered nor parked there, whether or not a delivery was begun), those with a
     delivery parked failed, or those every receiver of now has had (delivered). Receivers are
@@ -777,7 +782,8 @@ def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | 
         where.append("id IN (SELECT d.message_id FROM ob_deliveries d"
                      " WHERE d.status = %(status)s AND d.position > %(after)s)")
     elif status in (WAITING, DELIVERED):
-        where.append(_receivers_condition(view, status, receivers(view, configured), params))
+        where.append(_receivers_condition(view, status, receivers(view, configured, usable),
+                                          params))
     rows = view.query(
         f"SELECT {_MESSAGE_COLUMNS} FROM ob_messages WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY position LIMIT %(limit)s",

@@ -480,11 +480,12 @@ class ReadModels:
         return found
 
     def outbox(self, *, status: str | None, limit: int, after: str | None,
-               configured: Sequence[str] = ()) -> Page:
+               configured: Sequence[str] = (),
+               usable: Callable[[str], bool] = lambda url: True) -> Page:
         """The outbox's messages with their deliveries (``projections.outbox``); ``configured``:
-        the receivers ``LEDGER_WEBHOOK_URL`` names."""
+        the receivers ``LEDGER_WEBHOOK_URL`` names; ``usable``: the subscriptions sent to."""
         return outbox.outbox(self._outbox, status=status, limit=limit, after=after,
-                             configured=configured)
+                             configured=configured, usable=usable)
 
     # -- the log -------------------------------------------------------------------------------
 

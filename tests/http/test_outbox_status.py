@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from api.webhooks import sent_to
 from projections import outbox
 from tests.http.outboxes import Store, outbox_of
 
@@ -121,3 +122,22 @@ def test_subscriptions_are_bounded(two_deposits: Store, monkeypatch: pytest.Monk
     assert outbox.unsubscribe(store.view, A)
     assert outbox.subscribe(store.view, "http://127.0.0.1:9/c", since=0,
                             added_at="2026-01-01T00:00:00Z")
+
+
+def test_a_subscription_the_deliverer_never_sends_to_is_no_receiver_of_now(
+    two_deposits: Store,
+) -> None:
+    """One stored before URLs were checked (or by SQL) that fails the check is skipped by the
+    deliverer: counted here, every message read waiting for ever while the deliverer's own
+    count said none."""
+    store = two_deposits
+    unusable = "hookuser:pw@mailer.example/hooks"  # no scheme: never sent to
+    assert not sent_to(unusable)
+    outbox.subscribe(store.view, unusable, since=0, added_at="2026-01-01T00:00:00Z")
+    deliver_all(store, A)
+    page = outbox.outbox(store.view, status=outbox.WAITING, limit=10, after=None,
+                         configured=(A,), usable=sent_to)
+    assert page.items == []
+    done = outbox.outbox(store.view, status=outbox.DELIVERED, limit=10, after=None,
+                         configured=(A,), usable=sent_to)
+    assert [m["id"] for m in done.items] == listed(store, None)
