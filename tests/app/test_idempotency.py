@@ -68,6 +68,12 @@ def credited_back(app: LedgerApplication) -> int:
     return app.account("alice").orders["ORD-1"][1]
 
 
+def delete_record(settings: StoreSettings, caller: Actor, key: str) -> None:
+    """An intruder's DELETE of a key's record, behind the service's back."""
+    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
+                           (record_id(caller.person, key),), unguarded=False)
+
+
 def test_a_retry_with_the_same_key_answers_the_first_response_and_takes_effect_once(
     shop: LedgerApplication, cs: Actor,
 ) -> None:
@@ -438,8 +444,7 @@ def test_a_key_record_deleted_by_sql_is_refused_and_credits_nothing_twice(
     # credit, sealed: the key's mark with it)
     credit(shop, cs, "key-1")
     written = last_position(shop)
-    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
-                           (record_id(cs.person, "key-1"),), unguarded=False)
+    delete_record(settings, cs, "key-1")
     app = open_application(settings, clock=clock) if restarted else shop
     try:
         # When the caller retries, to this process (its account cached) or a restarted one
@@ -491,8 +496,7 @@ def test_a_deleted_key_record_starts_afresh_once_its_lifetime_is_over(
     # Given a credit under a key on the first day, whose record an intruder deletes
     clock.at = T0
     credit(shop, cs, "key-1")
-    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
-                           (record_id(cs.person, "key-1"),), unguarded=False)
+    delete_record(settings, cs, "key-1")
 
     # Then the key is refused until the last moment of its lifetime
     clock.at = T0 + KEY_LIFETIME - timedelta(microseconds=1)
@@ -517,8 +521,7 @@ def test_a_key_renewed_after_its_lifetime_is_marked_anew(
     assert credited_back(shop) == 200
 
     # When the renewed record is deleted, a retry within the new lifetime is still refused
-    Intruder(settings).run("DELETE FROM ledger_keys WHERE id = %s",
-                           (record_id(cs.person, "key-1"),), unguarded=False)
+    delete_record(settings, cs, "key-1")
     clock.at = T0 + KEY_LIFETIME + timedelta(hours=1)
     with pytest.raises(NotReady, match="deleted behind the service's back"):
         credit(shop, cs, "key-1")
