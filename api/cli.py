@@ -141,7 +141,8 @@ def _keeper(settings: StoreSettings, config: Config) -> Callable[[StoreSettings]
 class _Commands(click.Group):
     """The ledger's commands: one the database refuses for want of a privilege (the
     least-privileged login running what only the tables' owner may: a rebuild, a first
-    checkpoint, webhooks' tables) is said in one line, not a driver's traceback."""
+    checkpoint, webhooks' tables), or whose lock wait it cut short (``bound_ddl_lock_waits``),
+    is said in one line, not a driver's traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

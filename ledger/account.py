@@ -343,8 +343,7 @@ class Account(Aggregate):
             )
             raise InsufficientFunds(
                 f"{weighed} not cover freight of {self.shown(amount)}: charge less, or waive the "
-                "freight "
-                "(freight_waiver_reason)",
+                "freight (freight_waiver_reason)",
                 available=had,
             )
         self._charge_freight(case_id, order_no, amount, actor.name, actor.request_id)
