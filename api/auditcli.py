@@ -118,9 +118,8 @@ def register(main: click.Group) -> None:
         from projections.store import open_application
 
         config = _config("migrate")
-        bound_ddl_lock_waits()
         try:
-            settings = store_settings(config, pool_size=2)
+            settings = bound_ddl_lock_waits(store_settings(config, pool_size=2))
         except InvalidInput as error:
             _refuse("migrate", error.detail)
         unreachable = preflight.reachable(settings)
@@ -150,9 +149,8 @@ def register(main: click.Group) -> None:
         from projections.checkpoints import Notary, adopt_signer, guard_notary
         from projections.notes import NoteError, signing_settings
 
-        settings = _settings("checkpoint")
+        settings = bound_ddl_lock_waits(_settings("checkpoint"))
         config = _config("checkpoint")
-        bound_ddl_lock_waits()
         try:
             key_file, origin, checkpoint_file = signing_settings(
                 config.signing_key_file, config.origin, config.checkpoint_file)

@@ -16,6 +16,7 @@ create a store: an SQLite file that does not exist is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import getpass
@@ -181,11 +182,10 @@ def _refused_by(error: BaseException, kind: type[BaseException]) -> str | None:
 DDL_LOCK_TIMEOUT_S = 5
 
 
-def bound_ddl_lock_waits() -> None:
-    """This process's PostgreSQL connections wait at most ``DDL_LOCK_TIMEOUT_S`` for a lock
-    (libpq's PGOPTIONS, read by every connection it opens, the pool's included)."""
-    options = os.environ.get("PGOPTIONS", "")
-    os.environ["PGOPTIONS"] = f"{options} -c lock_timeout={DDL_LOCK_TIMEOUT_S}s".strip()
+def bound_ddl_lock_waits(settings: StoreSettings) -> StoreSettings:
+    """``settings`` whose PostgreSQL connections wait at most ``DDL_LOCK_TIMEOUT_S`` for a
+    lock (the pools' included)."""
+    return dataclasses.replace(settings, lock_wait_s=DDL_LOCK_TIMEOUT_S)
 
 
 @click.group(cls=_Commands)

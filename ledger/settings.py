@@ -18,6 +18,8 @@ DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
 # Bounded pool: the executor never has more threads than connections to give them. A few are
 # kept open; the rest open under load and close when idle, so several processes share a server.
 DEFAULT_POOL_SIZE = 8
+# The event store's setting (projections.pgpool) that bounds its connections' lock waits.
+LOCK_WAIT_OPTION = "LEDGER_LOCK_WAIT_S"
 IDLE_CONNECTIONS = 2
 DEFAULT_LOCK_TIMEOUT_S = 5
 DEFAULT_CONNECT_TIMEOUT_S = 5
@@ -45,6 +47,9 @@ class StoreSettings:
     pool_size: int = DEFAULT_POOL_SIZE  # the most connections the event store's pool opens
     # The key that seals the events (projections.seal); outside the database on purpose.
     chain_key_file: Path = DEFAULT_CHAIN_KEY_FILE
+    # PostgreSQL: the longest any statement waits for a lock, in seconds (None: as each
+    # transaction says); the commands that change the schema bound theirs (api.cli).
+    lock_wait_s: int | None = None
 
     @classmethod
     def from_url(
@@ -107,6 +112,10 @@ class StoreSettings:
         """The event store's settings."""
         return self.env_for(None)
 
+    def pg_options(self) -> str | None:
+        """The ``options`` of this store's PostgreSQL connections (libpq's)."""
+        return None if self.lock_wait_s is None else f"-c lock_timeout={self.lock_wait_s}s"
+
     def env_for(self, read_model: str | None) -> dict[str, str]:
         """Settings for the event store (``None``) or one read model's view."""
         if self.kind == "sqlite":
@@ -137,4 +146,5 @@ class StoreSettings:
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             "CREATE_TABLE": "y",
             **CACHE,
+            **({} if self.lock_wait_s is None else {LOCK_WAIT_OPTION: str(self.lock_wait_s)}),
         }

@@ -32,7 +32,7 @@ from eventsourcing.utils import Environment, EnvType
 from psycopg import Pipeline
 from psycopg.pq import TransactionStatus
 
-from ledger.settings import StoreSettings
+from ledger.settings import LOCK_WAIT_OPTION, StoreSettings
 
 CONNECT_TIMEOUT_S = 5
 
@@ -45,6 +45,7 @@ def connect(settings: StoreSettings, *, autocommit: bool = True) -> psycopg.Conn
         dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
         user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"] or None,
         autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
+        options=settings.pg_options() or "",
     )
 
 
@@ -64,6 +65,10 @@ class CheckedPostgresFactory(PostgresFactory):
         super().__init__(env)
         # The pool is made closed (eventsourcing opens it at first use): set its check now.
         self.datastore.pool._check = check_if_disturbed
+        lock_wait_s = self.env.get(LOCK_WAIT_OPTION)
+        if lock_wait_s:  # every connection's lock waits bounded (StoreSettings.lock_wait_s)
+            kwargs: Any = self.datastore.pool.kwargs
+            kwargs["options"] = f"-c lock_timeout={int(lock_wait_s)}s"
 
 
 @contextmanager
