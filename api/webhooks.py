@@ -428,20 +428,19 @@ class Deliverer:
                     pass
 
     async def subscribers(self) -> list[tuple[str, int]]:
+        """The receivers of now, as the outbox's page counts them (``outbox.receivers``)."""
         view = await self._db(self._open)
-        subscribed = await self._db(outbox.subscriptions, view)
-        found = {url: 0 for url in self.hooks.urls}
-        for row in subscribed:
-            url = row["url"]
-            problem = url_problem(url)  # a row made before the check, or by SQL: not sent to
-            # (``sent_to``: the outbox's page counts the same receivers)
-            if problem is None:
-                found.setdefault(url, int(row["since"]))
-            elif url not in self._unusable:
-                self._unusable.add(url)
-                log.warning("the subscription %s is not sent to: %s (`ledger webhooks remove` "
-                            "it)", outbox.shown_url(url), problem)
-        return list(found.items())
+        return await self._db(outbox.receivers, view, self.hooks.urls, self._sent_to)
+
+    def _sent_to(self, url: str) -> bool:
+        """``sent_to``, a subscription not sent to said once (a row made before URLs were
+        checked, or by SQL)."""
+        problem = url_problem(url)
+        if problem is not None and url not in self._unusable:
+            self._unusable.add(url)
+            log.warning("the subscription %s is not sent to: %s (`ledger webhooks remove` it)",
+                        outbox.shown_url(url), problem)
+        return problem is None
 
     async def round(self, session: aiohttp.ClientSession) -> bool:
         """Start sending each customer's first undelivered message that is due, to each

@@ -224,11 +224,16 @@ def latest_checkpoint(recorder: Recorder,
     passed over: the service serves only what it signed (at most ``ROWS_LOOKED_AT`` rows are
     looked at). Without a verifier the signature is the reader's to check."""
     with _transaction(recorder, lock=False) as run:
-        rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
-                   " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s",
-                   (ROWS_LOOKED_AT,))
-    return next((stored for stored in map(_stored, rows)
+        newest = _newest(recorder, run)
+    return next((stored for stored in newest
                  if signed_checkpoint(verifier, stored)[1] is None), None)
+
+
+def _newest(recorder: Recorder, run: Any) -> list[StoredCheckpoint]:
+    """The stored checkpoints of the largest trees (``ROWS_LOOKED_AT``), largest first."""
+    rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
+               " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s", (ROWS_LOOKED_AT,))
+    return [_stored(row) for row in rows]
 
 
 def adopt_signer(recorder: Recorder, path: Path, origin: str, *, may_create: bool) -> Signer:
@@ -242,31 +247,34 @@ def adopt_signer(recorder: Recorder, path: Path, origin: str, *, may_create: boo
     process signed would make every other server's read so too. NoteError says which key the
     store wants."""
     with _transaction(recorder, lock=False) as run:
-        rows = run(f"SELECT {_as_read(recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
-                   " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s",
-                   (ROWS_LOOKED_AT,))
-    signed_with = sorted({_signed_by(_stored(row).note) for row in rows} - {""})
-    if not signed_with:
-        return load_or_create_signer(path, origin, may_create=may_create)
-    wanted = (f"this store's checkpoints are signed with the key {' or '.join(signed_with)}"
-              " (`ledger keys public` prints a key's; LEDGER_ORIGIN names it)")
-    if not path.exists():
-        raise NoteError(f"no signing key at {path} (LEDGER_SIGNING_KEY_FILE), and {wanted}: "
-                        "put that key there; a new one would read the whole history as damaged")
-    signer = read_signer(path, origin)
-    # Rows that name only this key are its own, or forged in its name (the notary names those):
-    # no reason to refuse it. Rows of another key: it must have signed one of the rows too.
-    if set(signed_with) - {_key_named(signer.verifier)}:
-        with _transaction(recorder, lock=False) as run:
-            if not _signed_a_row(recorder, run, signer.verifier):
-                raise NoteError(f"the signing key at {path} (LEDGER_SIGNING_KEY_FILE) is "
-                                f"{signer.verifier.text()}, and {wanted}")
+        named = _keys_named(_newest(recorder, run))
+        if not named:
+            return load_or_create_signer(path, origin, may_create=may_create)
+        wanted = (f"this store's checkpoints are signed with the key {' or '.join(sorted(named))}"
+                  " (`ledger keys public` prints a key's; LEDGER_ORIGIN names it)")
+        if not path.exists():
+            raise NoteError(f"no signing key at {path} (LEDGER_SIGNING_KEY_FILE), and {wanted}: "
+                            "put that key there; a new one would read the whole history as "
+                            "damaged")
+        signer = read_signer(path, origin)
+        if _others_only(recorder, run, named, signer.verifier):
+            raise NoteError(f"the signing key at {path} (LEDGER_SIGNING_KEY_FILE) is "
+                            f"{signer.verifier.text()}, and {wanted}")
     return signer
 
 
-def _key_named(verifier: Verifier) -> str:
-    """How a note's signature line names the key (``origin+keyhash``)."""
-    return f"{verifier.name}+{verifier.hash.hex()}"
+def _keys_named(stored: list[StoredCheckpoint]) -> set[str]:
+    """The keys the rows' signatures name (``origin+keyhash``), a row that cannot be read
+    naming none."""
+    return {_signed_by(row.note) for row in stored} - {""}
+
+
+def _others_only(recorder: Recorder, run: Any, named: set[str], verifier: Verifier) -> bool:
+    """Whether the store's checkpoints are another key's and none ``verifier``'s: ``named``
+    (the newest rows' keys) names another, and no row verifies with it. Rows that name only
+    this key are its own, or forged in its name (the notary names those)."""
+    own = f"{verifier.name}+{verifier.hash.hex()}"
+    return bool(named - {own}) and not _signed_a_row(recorder, run, verifier)
 
 
 def _signed_a_row(recorder: Recorder, run: Any, verifier: Verifier) -> bool:
@@ -633,18 +641,15 @@ class Notary:
         Rows forged in another key's name stop signing only until this key signed one."""
         if self._signs_here:
             return False
-        newest = [_stored(row) for row in run(
-            f"SELECT {_as_read(self.recorder, 'tree_size', 'root', 'note')}"  # noqa: S608
-            " FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT %s", (ROWS_LOOKED_AT,))]
-        others = {_signed_by(row.note) for row in newest} - {"", _key_named(self.verifier)}
-        if not others or _signed_a_row(self.recorder, run, self.verifier):
+        named = _keys_named(_newest(self.recorder, run))
+        if not _others_only(self.recorder, run, named, self.verifier):
             self._signs_here = True
             return False
         if not self._said_not_signing:
             self._said_not_signing = True
             log.error("the store's checkpoints are signed with the key %s, not this process's "
                       "(%s): it signs none; restart it with the store's LEDGER_SIGNING_KEY_FILE",
-                      " or ".join(sorted(others)), self.verifier.text())
+                      " or ".join(sorted(named)), self.verifier.text())
         return True
 
     def _found(self, damage: Damage, detail: str | None = None, *,
