@@ -261,7 +261,7 @@ async function signIn(token) {
   // A reload, a bookmark or a colleague's link: its section (#customers of
   // #customers/ann/<case>) among this role's, compared as text (never put into a selector),
   // then the whole address.
-  const section = location.hash.split("/")[0];
+  const section = location.hash.split(/[/?]/)[0];
   const wanted = section && links.find((link) => link.getAttribute("href") === section);
   if (wanted) route();
   else if (first) location.hash = first.getAttribute("href");
@@ -282,6 +282,30 @@ function signOut() {
 
 // -- routing ---------------------------------------------------------------------------------
 
+// A place's filters, after "?" in its address (#journal?account=customer%3Aann, or
+// #journal/<cursor>?...): the API's own query parameters, so a reload or a link shows the same
+// list. Only the names a view offers are read.
+function placeFilters(fields) {
+  const query = new URLSearchParams(location.hash.split("?")[1] || "");
+  const filters = new URLSearchParams();
+  for (const { name } of fields) {
+    const value = (query.get(name) || "").trim();
+    if (value) filters.set(name, value);
+  }
+  return filters;
+}
+
+// A place's address: its section, a page's cursor, its filters.
+function placeAddress(section, cursor, filters) {
+  const query = filters && filters.toString();
+  return section + (cursor ? `/${encodeURIComponent(cursor)}` : "") + (query ? `?${query}` : "");
+}
+
+function go(address) {
+  if (location.hash === address) route();
+  else location.hash = address;
+}
+
 const VIEWS = {
   "#customers": customersView,
   "#cases": casesView,
@@ -295,7 +319,7 @@ const VIEWS = {
 
 function route() {
   if (!state.me) return;
-  const [name, ...args] = location.hash.split("/");
+  const [name, ...args] = location.hash.split("?")[0].split("/");
   const view = VIEWS[name];
   if (!view) return;
   for (const link of document.querySelectorAll("#nav a")) {
@@ -330,10 +354,51 @@ async function customersView(username, caseId) {
     else location.hash = wanted;
   } }, h("label", { for: "customer", text: "Customer" }), input,
      h("button", { type: "submit", text: "Find" }));
+  const browsing = placeFilters(BROWSE_FILTERS);
+  const prefix = h("input", { id: "name-prefix", required: true, autocomplete: "off",
+                              value: browsing.get("prefix") });
+  const browse = h("form", { class: "inline", role: "search", "aria-label": "Browse customers",
+                             onsubmit: (event) => {
+    event.preventDefault();
+    go(placeAddress("#customers", null, new URLSearchParams({ prefix: prefix.value.trim() })));
+  } }, h("label", { for: "name-prefix", text: "Name begins with" }), prefix,
+     h("button", { type: "submit", text: "Browse" }));
   const area = h("div", { id: "customer-area" });
-  show("Customers", form, area);
+  show("Customers", form, browse, area);
   if (username) await showCustomer(username, area);
+  else if (browsing.has("prefix")) await showCustomerList(browsing, area);
   if (username && caseId) await openCase(caseId, area);
+}
+
+// Customers whose user name begins with a prefix (any case), in user-name order, a page at a
+// time (#customers?prefix=an; the API's next is the last name shown).
+const BROWSE_FILTERS = [{ name: "prefix" }, { name: "after" }];
+
+async function showCustomerList(browsing, area) {
+  const prefix = browsing.get("prefix");
+  const after = browsing.get("after");
+  const page = await api("GET", `/v1/accounts?prefix=${encodeURIComponent(prefix)}&`
+    + paged(VIEW_PAGE, after));
+  const address = (cursor) => placeAddress("#customers", null,
+    new URLSearchParams(cursor ? { prefix, after: cursor } : { prefix }));
+  fill(area,
+    h("h3", { id: "browse-title", text: `Customers whose names begin with ${prefix}` }),
+    page.items.length === 0 ? h("p", { text: `No customer's name begins with ${prefix}.` })
+      : h("table", { "aria-labelledby": "browse-title" },
+        h("thead", {}, h("tr", {}, h("th", { text: "Customer" }), h("th", { text: "Currency" }),
+          ["Posted", "Held", "Available"].map((t) => h("th", { class: "money", text: t })))),
+        h("tbody", {}, page.items.map((a) => h("tr", {},
+          h("td", {}, h("a", { href: `#customers/${encodeURIComponent(a.username)}`,
+                               text: a.username })),
+          h("td", { text: a.currency }),
+          [a.posted, a.held, a.available].map((v) => h("td", { class: "money",
+                                                               text: money(v, a.currency) })))))),
+    pager("Customers", after, page.next, (cursor) => go(address(cursor))));
+  const [first, last] = [page.items[0], page.items[page.items.length - 1]];
+  document.getElementById("loaded").textContent = `Loaded ${page.items.length} `
+    + (first === last ? "customer whose name begins" : "customers whose names begin")
+    + ` with ${prefix}` + (!first ? "" : first === last ? `: ${first.username}`
+      : `: ${first.username} to ${last.username}`) + ".";
 }
 
 async function showCustomer(username, area) {
@@ -726,6 +791,34 @@ async function casesView(queue, after) {
 
 // -- finance: the refund queue ---------------------------------------------------------------
 
+// What the queue's totals are, by the status shown.
+const TOTAL_WORDS = {
+  open: "Waiting (requested or approved)", requested: "Waiting for approval",
+  approved: "Approved, waiting to be paid", paid: "Paid", rejected: "Rejected",
+  cancelled: "Cancelled",
+};
+
+// A request's age: whole days since it was requested, on the shop's clock (the API's age_days).
+function ageWords(days) {
+  if (!Number.isInteger(days)) return "";
+  return days === 0 ? "today" : days === 1 ? "1 day" : `${days} days`;
+}
+
+// The API's totals of the queue, per currency over every page the status keeps (summed by the
+// ledger in integer minor units; the page shown may hold only some of them), in words.
+function totalWords(total) {
+  return `${money(total.amount, total.currency)} in ${total.count} `
+    + `${total.count === 1 ? "request" : "requests"}, the oldest requested `
+    + when(total.oldest_requested_at);
+}
+
+function queueTotals(chosen, totals) {
+  return h("section", { "aria-labelledby": "totals-title" },
+    h("h3", { id: "totals-title", text: `${TOTAL_WORDS[chosen] || chosen}, by currency` }),
+    totals.length === 0 ? h("p", { text: "None." }) : h("ul", { "aria-label": "Totals by currency" },
+      totals.map((t) => h("li", { text: totalWords(t) }))));
+}
+
 async function refundsView(status, after) {
   const chosen = status || "open";
   const filter = h("select", { id: "refund-status", onchange: () => {
@@ -735,6 +828,8 @@ async function refundsView(status, after) {
   const page = await api("GET",
     `/v1/refund-requests?status=${encodeURIComponent(chosen)}&${paged(QUEUE_PAGE, after)}`);
   const details = await Promise.all(page.items.map((r) => api("GET", `/v1/refund-requests/${r.id}`)));
+  const ages = new Map(page.items.map((r) => [r.id, r.age_days]));
+  const totals = page.totals || [];
   const me = state.me;
   const rows = details.map((r) => {
     const approvers = approversOf(r);
@@ -773,20 +868,25 @@ async function refundsView(status, after) {
       h("td", { class: "money", text: money(r.amount, r.currency) }),
       h("td", { text: r.order_no }), h("td", { text: r.reason }),
       h("td", { text: r.status }), h("td", { text: approvers.join(", ") || "none" }),
-      h("td", { text: when(r.requested_at) }), actions);
+      h("td", { text: when(r.requested_at) }), h("td", { text: ageWords(ages.get(r.id)) }),
+      actions);
   });
   show("Refund requests",
     h("form", { class: "inline", onsubmit: (e) => e.preventDefault() },
       h("label", { for: "refund-status", text: "Status" }), filter),
+    queueTotals(chosen, totals),
     rows.length === 0 ? h("p", { text: "No refund requests." }) : h("table", {
       "aria-label": `Refund requests: ${chosen}` },
       h("thead", {}, h("tr", {}, ["Customer", "Amount", "Order", "Reason", "Status", "Approved by",
-        "Requested", "Actions"].map((t) => h("th", { text: t })))),
+        "Requested", "Age", "Actions"].map((t) => h("th", { text: t })))),
       h("tbody", {}, rows)),
     pager("Refund requests", after, page.next, (cursor) => {
       location.hash = `#refunds/${chosen}` + (cursor ? `/${cursor}` : "");
     }));
-  loaded(rows.length, "refund requests");
+  document.getElementById("loaded").textContent = `Loaded ${rows.length} refund `
+    + `${rows.length === 1 ? "request" : "requests"}`
+    + (totals.length ? `; ${TOTAL_WORDS[chosen].toLowerCase()}: `
+      + totals.map((t) => money(t.amount, t.currency)).join(", ") : "") + ".";
 }
 
 // After a decision the queue is drawn anew: the keyboard stays on the same request (its first
@@ -860,36 +960,221 @@ async function reconciliationView(asOf) {
   loaded(all.length, all.length === 1 ? "currency" : "currencies");
 }
 
+// -- the journal and the event log: filters, and each event's data ---------------------------
+
+// A moment typed in a datetime-local input (it has no zone: read as UTC, to the second), as
+// RFC 3339; blank: "".
+function utcMoment(value) {
+  if (!value) return "";
+  return `${value.length === 16 ? `${value}:00` : value.slice(0, 19)}Z`;
+}
+
+// The filters each list offers: only the query parameters the API takes (api/README:
+// /v1/journal takes account, currency, since and until; /v1/events stream, type, since and
+// until). Times are typed in UTC.
+const CHART_ACCOUNTS = ["clearing:deposits", "clearing:payouts", "orders:paid",
+  "suppliers:receivable", "revenue:freight"];
+const SINCE = { name: "since", label: "Since (UTC)", moment: true };
+const UNTIL = { name: "until", label: "Until (UTC)", moment: true };
+const JOURNAL_FILTERS = [
+  { name: "account", label: "Account", hint: "e.g. customer:ann",
+    list: CHART_ACCOUNTS },
+  { name: "currency", label: "Currency", hint: "e.g. USD" },
+  SINCE, UNTIL,
+];
+const EVENT_FILTERS = [
+  { name: "stream", label: "Stream", hint: "a user name or a stream's id" },
+  { name: "type", label: "Event type", hint: "e.g. deposit_received" },
+  SINCE, UNTIL,
+];
+
+// A list's filter form: sending it goes to the list's first page with the filters chosen (in
+// the address); "Clear filters" back to the whole list.
+function filterForm(section, fields, filters) {
+  const inputs = fields.map((field) => {
+    const id = `filter-${field.name}`;
+    const value = filters.get(field.name);
+    const input = field.moment
+      ? h("input", { id, type: "datetime-local", step: "1", value: value ? value.slice(0, 19) : null })
+      : h("input", { id, autocomplete: "off", placeholder: field.hint, value,
+                     list: field.list ? `${id}-list` : null });
+    return [field, input, h("label", { for: id, text: field.label }), input,
+      field.list ? h("datalist", { id: `${id}-list` },
+        field.list.map((option) => h("option", { value: option }))) : null];
+  });
+  return h("form", { class: "inline", role: "search", "aria-label": "Filters",
+                     onsubmit: (event) => {
+    event.preventDefault();
+    const chosen = new URLSearchParams();
+    for (const [field, input] of inputs) {
+      const value = field.moment ? utcMoment(input.value) : input.value.trim();
+      if (value) chosen.set(field.name, field.name === "currency" ? value.toUpperCase() : value);
+    }
+    go(placeAddress(section, null, chosen));
+  } }, inputs.map(([, , ...parts]) => parts), h("button", { type: "submit", text: "Apply filters" }),
+  filters.toString() ? h("button", { type: "button", class: "secondary",
+                                     onclick: () => go(section) }, "Clear filters") : null);
+}
+
+// The filters in words: "account customer:ann, since 2026-12-04 09:30:00 UTC".
+function filterWords(fields, filters) {
+  return fields.filter((field) => filters.has(field.name)).map((field) =>
+    `${field.label.replace(" (UTC)", "").toLowerCase()} `
+    + (field.moment ? when(filters.get(field.name)) : filters.get(field.name))).join(", ");
+}
+
+// Said when a page of the journal or the log has loaded: how many, matching what, and which
+// positions, so that the next page is not heard as the same words again.
+function loadedPage(items, one, many, fields, filters) {
+  const words = filterWords(fields, filters);
+  const [first, last] = [items[0], items[items.length - 1]];
+  const positions = !first ? "" : first === last ? `, position ${first.position}`
+    : `, positions ${first.position} to ${last.position}`;
+  document.getElementById("loaded").textContent = `Loaded ${items.length} `
+    + `${items.length === 1 ? one : many}${words ? ` matching ${words}` : ""}${positions}.`;
+}
+
+// A list read with its form's filters: a refusal (a filter the API does not take as typed) is
+// said, and the form stays there to correct it.
+async function readList(title, form, path) {
+  try {
+    return await api("GET", path);
+  } catch (error) {
+    if (state.me) show(title, form);
+    throw error;
+  }
+}
+
+function withFilters(filters) {
+  const query = filters.toString();
+  return query ? `&${query}` : "";
+}
+
 async function journalView(after) {
-  const page = await api("GET", `/v1/journal?${paged(VIEW_PAGE, after)}`);
-  show("Journal", h("table", { "aria-label": "Journal" },
-    h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Who", "Account",
-      "Amount"].map((t) => h("th", { text: t })))),
-    h("tbody", {}, page.items.flatMap((e) => e.postings.map((p, i) => h("tr", {},
-      h("td", { text: i === 0 ? e.position : "" }), h("td", { text: i === 0 ? when(e.at) : "" }),
-      h("td", { text: i === 0 ? e.type.replace(/_/g, " ") : "" }),
-      h("td", { text: i === 0 ? e.username : "" }), h("td", { text: i === 0 ? e.order_no || "" : "" }),
-      h("td", { text: i === 0 ? e.actor || "" : "" }),
-      h("td", { text: p.account }), h("td", { class: "money", text: money(p.amount, e.currency) })))))),
-  pager("Journal", after, page.next, (cursor) => {
-    location.hash = cursor ? `#journal/${cursor}` : "#journal";
-  }));
-  loaded(page.items.length, "journal entries");
+  const filters = placeFilters(JOURNAL_FILTERS);
+  const form = filterForm("#journal", JOURNAL_FILTERS, filters);
+  const page = await readList("Journal", form,
+    `/v1/journal?${paged(VIEW_PAGE, after)}${withFilters(filters)}`);
+  show("Journal", form, page.items.length === 0 ? h("p", { text: filters.toString()
+    ? "No journal entries match these filters." : "The journal has no entries yet." })
+    : h("table", { "aria-label": "Journal" },
+      h("thead", {}, h("tr", {}, ["Position", "When", "What", "Customer", "Order", "Who",
+        "Account", "Amount"].map((t) => h("th", { text: t })))),
+      h("tbody", {}, page.items.flatMap((e) => e.postings.map((p, i) => h("tr", {},
+        h("td", { text: i === 0 ? e.position : "" }), h("td", { text: i === 0 ? when(e.at) : "" }),
+        h("td", { text: i === 0 ? e.type.replace(/_/g, " ") : "" }),
+        h("td", { text: i === 0 ? e.username : "" }),
+        h("td", { text: i === 0 ? e.order_no || "" : "" }),
+        h("td", { text: i === 0 ? e.actor || "" : "" }), h("td", { text: p.account }),
+        h("td", { class: "money", text: money(p.amount, e.currency) })))))),
+  pager("Journal", after, page.next, (cursor) => go(placeAddress("#journal", cursor, filters))));
+  loadedPage(page.items, "journal entry", "journal entries", JOURNAL_FILTERS, filters);
+}
+
+// What each stream's money is in, as learned from what this tab has read: an account's events
+// name no currency (its opening does, and so do the journal's entries for it); a refund
+// request's and a case's opening name theirs. At most MAX_KNOWN_STREAMS kept.
+const STREAM_CURRENCIES = new Map();
+const MAX_KNOWN_STREAMS = 10000;
+const AMOUNT_FIELD = /^(?:.+_)?amount$/; // amount, refund_amount, freight_amount
+
+function learnCurrency(stream, currency) {
+  if (!stream || !currency || STREAM_CURRENCIES.get(stream) === currency) return;
+  if (STREAM_CURRENCIES.size >= MAX_KNOWN_STREAMS) STREAM_CURRENCIES.clear();
+  STREAM_CURRENCIES.set(stream, currency);
+}
+
+function currencyOf(event, byPosition) {
+  const d = event.data || {};
+  return d.currency || byPosition.get(event.position) || STREAM_CURRENCIES.get(event.stream)
+    || STREAM_CURRENCIES.get(d.request_id) || STREAM_CURRENCIES.get(d.case_id) || null;
+}
+
+function hasAmount(event) {
+  return Object.entries(event.data || {}).some(([key, value]) =>
+    AMOUNT_FIELD.test(key) && Number.isInteger(value));
+}
+
+// The currencies of a page of the log, by position: from the events themselves and, for an
+// amount whose currency they do not say, from the journal's entries at the same positions (one
+// read of at most the page's span of positions). Without the journal (busy, catching up) such
+// an amount is shown in minor units, said so.
+async function eventCurrencies(items) {
+  const byPosition = new Map();
+  for (const e of items) learnCurrency(e.stream, e.data && e.data.currency);
+  const unknown = items.filter((e) => hasAmount(e) && !currencyOf(e, byPosition));
+  if (unknown.length) {
+    const [first, last] = [unknown[0].position, unknown[unknown.length - 1].position];
+    try {
+      const journal = await api("GET",
+        `/v1/journal?${paged(Math.min(API_MAX_PAGE, last - first + 1), String(first - 1))}`);
+      for (const entry of journal.items.filter((j) => j.position <= last)) {
+        byPosition.set(entry.position, entry.currency);
+        learnCurrency(String(entry.event_id).split("/")[0], entry.currency);
+      }
+    } catch (error) {
+      if (!(error instanceof Problem) || error.status === 401) throw error;
+    }
+  }
+  const found = new Map();
+  for (const e of items) {
+    const currency = currencyOf(e, byPosition);
+    learnCurrency(e.stream, currency);
+    if (currency) found.set(e.position, currency);
+  }
+  return found;
+}
+
+// A value of an event's data in words: an amount in major units with its currency (in minor
+// units, said so, where the currency is not known), yes or no, none, lists and nested fields
+// spelt out.
+function dataWords(key, value, currency) {
+  if (AMOUNT_FIELD.test(key) && Number.isInteger(value)) {
+    return currency ? money(value, currency) : `${value} minor units`;
+  }
+  if (value === null || value === undefined) return "none";
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) {
+    return value.length ? value.map((v) => dataWords("", v, currency)).join("; ") : "none";
+  }
+  if (typeof value === "object") {
+    return Object.entries(value).map(([k, v]) =>
+      `${k.replace(/_/g, " ")}: ${dataWords(k, v, currency)}`).join(", ");
+  }
+  return String(value);
+}
+
+// An event's data, field by field (as text, never as HTML).
+function eventData(event, currency) {
+  const fields = Object.entries(event.data || {});
+  return fields.length === 0 ? null : h("dl", { class: "data" }, fields.map(([key, value]) => [
+    h("dt", { text: key.replace(/_/g, " ") }), h("dd", { text: dataWords(key, value, currency) })]));
 }
 
 async function eventsView(after) {
-  const page = await api("GET", `/v1/events?${paged(VIEW_PAGE, after)}`);
-  show("Event log", h("table", { "aria-label": "Event log" },
-    h("thead", {}, h("tr", {}, ["Position", "When", "Event", "Stream", "Who"].map((t) =>
-      h("th", { text: t })))),
-    h("tbody", {}, page.items.map((e) => h("tr", {},
-      h("td", { text: e.position }), h("td", { text: when(e.at) }),
-      h("td", { text: `${e.aggregate}: ${e.name.replace(/_/g, " ")}` }),
-      h("td", { class: "muted", text: e.stream }), h("td", { text: e.actor || "" }))))),
-  pager("Event log", after, page.next, (cursor) => {
-    location.hash = cursor ? `#events/${cursor}` : "#events";
-  }));
-  loaded(page.items.length, "events");
+  const filters = placeFilters(EVENT_FILTERS);
+  const form = filterForm("#events", EVENT_FILTERS, filters);
+  const page = await readList("Event log", form,
+    `/v1/events?${paged(VIEW_PAGE, after)}${withFilters(filters)}`);
+  const currencies = await eventCurrencies(page.items);
+  // A filtered page reads a bounded stretch of the log: it may match nothing and still have a
+  // next page.
+  const none = page.next ? "None of the events this page read match; Next page reads on."
+    : filters.toString() ? "No events match these filters." : "The log has no events yet.";
+  show("Event log", form, page.items.length === 0 ? h("p", { text: none })
+    : h("table", { "aria-label": "Event log" },
+      h("thead", {}, h("tr", {}, ["Position", "When", "Event", "Stream", "Who", "Data"].map((t) =>
+        h("th", { text: t })))),
+      h("tbody", {}, page.items.map((e) => h("tr", { "data-position": e.position },
+        h("td", { text: e.position }), h("td", { text: when(e.at) }),
+        h("td", { text: `${e.aggregate}: ${e.name.replace(/_/g, " ")}` }),
+        h("td", { class: "muted" }, h("a", {
+          href: placeAddress("#events", null, new URLSearchParams({ stream: e.stream })),
+          "aria-label": `Events of stream ${e.stream}`, text: e.stream })),
+        h("td", { text: e.actor || "" }),
+        h("td", {}, eventData(e, currencies.get(e.position))))))),
+  pager("Event log", after, page.next, (cursor) => go(placeAddress("#events", cursor, filters))));
+  loadedPage(page.items, "event", "events", EVENT_FILTERS, filters);
 }
 
 // The whole event log, page after page, at most MAX_DOWNLOAD_PAGES of them: an API page of
