@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from api.keys import ACTOR, REQUEST_ID, ROUTE_ROLES, TOKENS
 from api.people import identify_person
 from api.problems import Forbidden, Unauthorized
 from ledger.identity import Actor
-from projections.seal import write_secret
+from projections.seal import open_to_others, write_secret
 
 SYSTEM, CS, FINANCE, AUDITOR = "system", "cs", "finance", "auditor"
 ROLES = (SYSTEM, CS, FINANCE, AUDITOR)
@@ -107,9 +106,8 @@ def load_or_create(path: Path = DEFAULT_TOKENS_FILE) -> tuple[Tokens, Mapping[st
     if not path.exists():  # made whole or not at all (a crash leaves no half a file)
         text = "".join(f"{role}:{secrets.token_urlsafe(32)}\n" for role in ROLES)
         created = write_secret(path, text)
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TokenConfigError(f"{path} is readable by others: chmod 600 it")
+    if (shared := open_to_others(path)) is not None:
+        raise TokenConfigError(shared)
     text = path.read_text()
     shown = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     return Tokens.parse(text), shown, created

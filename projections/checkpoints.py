@@ -64,7 +64,7 @@ from projections.notes import (
     Verifier,
     append_checkpoint,
     load_or_create_signer,
-    read_signer,
+    signer_to_sign_with,
     split_note,
 )
 from projections.staff import MARKS_DDL
@@ -256,7 +256,7 @@ def adopt_signer(recorder: Recorder, path: Path, origin: str, *, may_create: boo
             raise NoteError(f"no signing key at {path} (LEDGER_SIGNING_KEY_FILE), and {wanted}: "
                             "put that key there; a new one would read the whole history as "
                             "damaged")
-        signer = read_signer(path, origin)
+        signer = signer_to_sign_with(path, origin)
         if _others_only(recorder, run, named, signer.verifier):
             raise NoteError(f"the signing key at {path} (LEDGER_SIGNING_KEY_FILE) is "
                             f"{signer.verifier.text()}, and {wanted}")

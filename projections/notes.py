@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from projections.seal import write_secret
+from projections.seal import open_to_others, write_secret
 
 DEFAULT_SIGNING_KEY_FILE = Path("var/ledger-signing.key")
 DEFAULT_ORIGIN = "ledger.local/log"
@@ -186,12 +186,22 @@ def read_signer(path: Path, name: str) -> Signer:
     return Signer(name, Ed25519PrivateKey.from_private_bytes(raw))
 
 
+def signer_to_sign_with(path: Path, name: str) -> Signer:
+    """``read_signer``, for signing: refused when others may read or write the file (whoever
+    reads it can sign checkpoints in the service's name). Its public half alone (a verifier,
+    ``ledger keys public``) is read from any file."""
+    signer = read_signer(path, name)
+    if (shared := open_to_others(path)) is not None:
+        raise NoteError(shared)
+    return signer
+
+
 def load_or_create_signer(path: Path, name: str, *, may_create: bool) -> Signer:
     """The signing key at ``path``; made there (mode 0600, whole or not at all) when missing and
     ``may_create``."""
     if not path.exists() and may_create:  # another process's, made first, is kept
         write_secret(path, secrets.token_bytes(32).hex() + "\n")
-    return read_signer(path, name)
+    return signer_to_sign_with(path, name)
 
 
 def verifier_of(key_file: Path, origin: str) -> Verifier | None:
@@ -225,6 +235,7 @@ __all__ = [
     "load_or_create_signer",
     "read_checkpoints",
     "read_signer",
+    "signer_to_sign_with",
     "signing_settings",
     "split_note",
     "verifier_of",

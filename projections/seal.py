@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -229,6 +230,8 @@ def read_key(path: Path) -> ChainKey:
         raise ChainKeyError(f"cannot read the chain key at {path}: {error.strerror}") from None
     except UnicodeDecodeError:  # raw bytes (a secrets manager's): never repeat one of them
         raise ChainKeyError(f"{path} does not hold a chain key (64 hex digits)") from None
+    if (shared := open_to_others(path)) is not None:
+        raise ChainKeyError(shared)
     try:
         secret = bytes.fromhex(text)
     except ValueError:
@@ -243,6 +246,19 @@ def create_key(path: Path) -> ChainKey:
     first, read theirs."""
     key = ChainKey(secrets.token_bytes(KEY_BYTES))
     return key if write_secret(path, key.secret.hex() + "\n") else read_key(path)
+
+
+def open_to_others(path: Path) -> str | None:
+    """Why the file of secrets at ``path`` is refused as it stands: its group or other users
+    may read or write it (as ssh refuses such a private key: whoever reads the chain key can
+    forge history, whoever reads a token can act as its role). None when only its owner may."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # reading it says why
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path} is open to other users (mode {stat.S_IMODE(mode):o}): chmod 600 it"
+    return None
 
 
 def write_secret(path: Path, text: str) -> bool:
@@ -268,5 +284,6 @@ def write_secret(path: Path, text: str) -> bool:
 
 
 __all__ = [
-    "GENESIS", "ChainKey", "ChainKeyError", "create_key", "read_key", "seal_text", "write_secret",
+    "GENESIS", "ChainKey", "ChainKeyError", "create_key", "open_to_others", "read_key",
+    "seal_text", "write_secret",
 ]

@@ -36,6 +36,7 @@ def sealed_store(settings: StoreSettings, system: Actor) -> StoreSettings:
 def other_key(tmp_path: Path) -> Path:
     path = tmp_path / "other.key"
     path.write_text(OTHER_SECRET + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -163,6 +164,7 @@ def test_a_key_file_of_raw_bytes_is_refused_in_words_that_repeat_none_of_them(
     raw = bytes(range(0xE0, 0x100))
     path = tmp_path / "raw.key"
     path.write_bytes(raw)
+    path.chmod(0o600)
     with pytest.raises(ChainKeyError) as refused:
         read_key(path)
     assert str(refused.value) == f"{path} does not hold a chain key (64 hex digits)"

@@ -38,6 +38,7 @@ def test_a_first_start_makes_the_key_and_another_key_is_refused_at_start(
         # When a process starts with another key, or with none where the key should be
         other = tmp_path / "other.key"
         other.write_text("ab" * 32 + "\n")
+        other.chmod(0o600)
         for given, says in ((other, "is not the key this store is sealed with"),
                             (tmp_path / "missing.key", "there is no key")):
             started = time.monotonic()

@@ -174,6 +174,7 @@ def test_a_store_with_checkpoints_takes_no_other_signing_key(any_store: str, tmp
 
     other = tmp_path / "other.key"
     other.write_text(Ed25519PrivateKey.generate().private_bytes_raw().hex() + "\n")
+    other.chmod(0o600)
     missing = tmp_path / "elsewhere" / "signing.key"
     for command in (["checkpoint"], ["serve", "--port", "1"]):
         # When a command is given another key, or none where the key should be

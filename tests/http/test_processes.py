@@ -15,6 +15,7 @@ import pytest
 
 from tests.http.conftest import (
     Api,
+    free_port,
     ledger_command,
     metric,
     start_server,
@@ -131,20 +132,54 @@ def test_a_keeper_setting_that_cannot_be_had_refuses_to_start(
     assert "Traceback" not in result.stderr
 
 
-def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
-    tokens_file = tmp_path / "var" / "tokens"
-    tokens_file.parent.mkdir()
+SECRET_FILES = {
+    # the file, what it holds (a secret of the right form), where it is named
+    "tokens": ("var/tokens", "system:{hex}\n", None),
+    "chain key": ("keys/chain.key", "{hex}{hex}\n", "LEDGER_CHAIN_KEY_FILE"),
+    "signing key": ("keys/signing.key", "{hex}{hex}\n", "LEDGER_SIGNING_KEY_FILE"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SECRET_FILES))
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o602])
+def test_a_file_of_secrets_others_may_read_or_write_is_refused_at_start(
+    tmp_path: Path, kind: str, mode: int
+) -> None:
+    """As ssh refuses a private key others can read: whoever reads the tokens acts as their
+    roles, whoever reads the chain key can forge history, whoever reads the signing key can
+    sign checkpoints in the service's name. The service refuses to start in one line naming
+    the file, its mode and what to do, and never repeats the secret."""
+    relative, form, variable = SECRET_FILES[kind]
+    secret_file = tmp_path / relative
+    secret_file.parent.mkdir()
     secret = uuid.uuid4().hex
-    tokens_file.write_text(f"system:{secret}\n")
-    tokens_file.chmod(0o644)
+    secret_file.write_text(form.format(hex=secret))
+    secret_file.chmod(mode)
+    env = {"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"}
+    if variable is not None:
+        env[variable] = str(secret_file)
     result = subprocess.run(
-        [*ledger_command(), "serve", "--port", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "LEDGER_DATABASE_URL": f"sqlite:///{tmp_path}/l.db"},
+        [*ledger_command(), "serve", "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
     )
-    assert result.returncode == 2
-    assert "readable by others" in result.stderr
+    assert result.returncode == 2, result.stderr
+    named = str(secret_file) if variable is not None else relative  # as configured
+    assert f"{named} is open to other users (mode {mode:o}): chmod 600 it" in result.stderr
+    assert "Traceback" not in result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def test_the_public_half_of_a_signing_key_is_read_from_any_file(tmp_path: Path) -> None:
+    """Printing a signing key's public half (to give auditors) signs nothing: a key file others
+    may read is refused for signing (above), not for that."""
+    key = tmp_path / "signing.key"
+    key.write_text(uuid.uuid4().hex * 2 + "\n")
+    key.chmod(0o644)
+    env = {"PATH": "/usr/bin:/bin", "LEDGER_SIGNING_KEY_FILE": str(key)}
+    printed = subprocess.run([*ledger_command(), "keys", "public"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("ledger.local/log+")
 
 
 def spawned_by(pid: int) -> set[int]:
