@@ -108,6 +108,7 @@ CONSOLE_ASSETS = {
     "index.html": "text/html",
     "console.js": "text/javascript",
     "console.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 # The console runs only its own script and style and talks only to this server; no page may
 # frame it (clickjacking); a form the script did not take over is never sent (its token would

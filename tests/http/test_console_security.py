@@ -15,7 +15,7 @@ import pytest
 from tests.http.conftest import TOKENS, Server, start_server, store
 
 CONSOLE_FILES = ["/console/", "/console/index.html", "/console/console.js",
-                 "/console/console.css"]
+                 "/console/console.css", "/console/favicon.svg"]
 EVIL_ORIGIN = "https://evil.example"
 
 
@@ -73,6 +73,19 @@ def test_the_console_page_has_no_inline_script_style_or_handler_the_policy_would
     scripts = re.findall(r"<script\b[^>]*>", page)
     assert scripts and all(re.search(r'\bsrc="/console/', tag) for tag in scripts)
     assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", page)
+
+
+def test_the_console_has_an_icon_of_its_own_the_policy_lets_the_browser_show(
+    console_server: Server,
+) -> None:
+    """A tab among many is found by its icon: one the console serves itself ('self', as the
+    policy's img-src allows), and an SVG that runs nothing."""
+    _, _, page = fetch(console_server, "GET", "/console/")
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', page)
+    assert icon is not None and icon.group(1).startswith("/console/")
+    status, headers, svg = fetch(console_server, "GET", icon.group(1))
+    assert status == 200 and headers["Content-Type"] == "image/svg+xml"
+    assert svg.startswith("<svg") and not re.search(r"<script|\son[a-z]+=|href=", svg)
 
 
 @pytest.mark.parametrize("content_type", [
