@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -230,16 +230,15 @@ def notes_of(paths: tuple[Path, ...]) -> list[str]:
     return notes
 
 
-def csv_text(app: LedgerApplication, currency: str | None, fmt: str = "csv") -> str:
-    """The general-ledger CSV (or the hledger journal), replayed from the log into a scratch
-    journal (as the Beancount export is: exact up to where the log stood, nothing written to
-    the store)."""
+def write_journal(app: LedgerApplication, currency: str | None, fmt: str, out: TextIO) -> None:
+    """The general-ledger CSV (``fmt`` ``csv``) or the hledger journal, written to ``out`` as it
+    is made: replayed from the log into a scratch journal (as the Beancount export is: exact up
+    to where the log stood, nothing written to the store)."""
     from ledger.settings import StoreSettings
     from projections import hledger, replay
     from projections.exports import general_ledger_csv
     from projections.journal import JournalProjection
     from projections.readmodels import ReadModels
-
 
     with tempfile.TemporaryDirectory(prefix="ledger-export-") as folder:
         scratch = StoreSettings.from_url(f"sqlite:///{folder}/export.db")
@@ -247,6 +246,9 @@ def csv_text(app: LedgerApplication, currency: str | None, fmt: str = "csv") -> 
         try:
             replay.replay(app, [(JournalProjection, read_models.views[JournalProjection.name])])
             entries = read_models.journal_entries(currency=currency)
-            return general_ledger_csv(entries) if fmt == "csv" else hledger.export(entries)
+            if fmt == "csv":
+                general_ledger_csv(entries, out)
+            else:
+                hledger.export(entries, out)
         finally:
             read_models.close()

@@ -10,12 +10,18 @@ default 60; the history is re-checked as often, at least every ``MAX_WATCH_S``).
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import tempfile
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any, TextIO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 from api import models, parsing
 from api.auditcli import appendable
@@ -37,6 +43,7 @@ from projections.checkpoints import (
 from projections.exports import general_ledger_csv
 from projections.merkle import ProofError
 from projections.notes import NoteError, signing_settings
+from projections.pgpool import refused_in_outage
 from projections.privileges import excess_privilege, may_make_tables
 
 # The notary's rounds come at least this often: each places the new events in the tree (a full
@@ -67,8 +74,9 @@ class NotaryThread:
         while not self._stopping.is_set():
             try:
                 self.notary.round()
-            except Exception:
-                log.exception("the notary's round failed; trying again")
+            except Exception as error:
+                if not refused_in_outage(error):  # else the outage's own line says it
+                    log.exception("the notary's round failed; trying again")
             self._stopping.wait(pause_s)
 
 
@@ -183,16 +191,90 @@ def observe_notary(app: web.Application) -> None:
         metrics.checkpoint_tree_size.set(len(notary.tree))
 
 
+# -- the exports ---------------------------------------------------------------------------------
+
+# An export is made whole before it is answered (in the heavy lane, within the request deadline,
+# as any read), into a spool that keeps this much in memory and the rest in an unnamed temporary
+# file; it is answered this much at a time.
+EXPORT_MEMORY_BYTES = 1 << 20
+EXPORT_CHUNK_BYTES = 1 << 16
+
+
+class SpooledBody(Payload):
+    """An export's UTF-8 bytes, answered from their spool (``tempfile.SpooledTemporaryFile``)
+    a chunk at a time, each read off the event loop. The spool is closed (its disk given back)
+    once the answer is written or the client has gone; an answer never sent (its request gave up
+    while the export was being made, or the client left before the headers) closes it when it is
+    dropped."""
+
+    def __init__(self, spool: IO[bytes], size: int) -> None:
+        super().__init__(spool)
+        self._size = self._length = size
+        self._close_spool = weakref.finalize(self, spool.close)
+
+    @classmethod
+    def written(cls, write: Callable[[TextIO], None]) -> SpooledBody:
+        """What ``write`` writes, spooled. On a worker's thread: it does file work."""
+        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_MEMORY_BYTES, mode="w+b")
+        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        try:
+            write(text)
+            text.flush()
+        except BaseException:
+            text.close()  # and the spool with it
+            raise
+        text.detach()  # the spool stays open for the answer
+        size = spool.tell()
+        spool.seek(0)
+        return cls(spool, size)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter,
+                                content_length: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        left = self._length if content_length is None else min(self._length, content_length)
+        while left > 0:
+            # aiohttp's own file answers read on the loop's default executor too
+            chunk = await loop.run_in_executor(None, self._value.read,
+                                               min(EXPORT_CHUNK_BYTES, left))
+            if not chunk:
+                raise RuntimeError(f"the export's spool ended {left} bytes short")
+            await writer.write(chunk)
+            left -= len(chunk)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("an export is answered a chunk at a time, never read whole")
+
+    async def close(self) -> None:
+        # not awaited (aiohttp's rule for close); off the loop, since closing a large file
+        # frees its blocks
+        if self._close_spool.alive:
+            asyncio.get_running_loop().run_in_executor(None, self._close_spool)
+
+
+async def export_answer(request: web.Request, export: Callable[[ReadSide, TextIO], None], *,
+                        content_type: str) -> web.Response:
+    """``export`` made whole by a worker of the request's lane, like any read (``read``: its
+    deadline and its 503s), into a spool rather than memory, then answered from it."""
+
+    def spooled(rm: ReadSide) -> SpooledBody:
+        return SpooledBody.written(lambda out: export(rm, out))
+
+    body = await read(request, spooled)
+    return web.Response(body=body, content_type=content_type, charset="utf-8")
+
+
 async def export_csv(request: web.Request) -> web.Response:
     """The journal as a general-ledger CSV (``projections.exports``)."""
     q = parsing.query(request, models.ExportQuery)
     currency = None if q.currency is None else money.currency(q.currency)
 
-    def export(rm: ReadSide) -> str:
-        return general_ledger_csv(rm.journal_entries(currency=currency))
+    def export(rm: ReadSide, out: TextIO) -> None:
+        general_ledger_csv(rm.journal_entries(currency=currency), out)
 
-    text = await read(request, export)
-    return web.Response(text=text, content_type="text/csv", charset="utf-8")
+    return await export_answer(request, export, content_type="text/csv")
 
 
 async def export_hledger(request: web.Request) -> web.Response:
@@ -200,8 +282,7 @@ async def export_hledger(request: web.Request) -> web.Response:
     q = parsing.query(request, models.ExportQuery)
     currency = None if q.currency is None else money.currency(q.currency)
 
-    def export(rm: ReadSide) -> str:
-        return hledger.export(rm.journal_entries(currency=currency))
+    def export(rm: ReadSide, out: TextIO) -> None:
+        hledger.export(rm.journal_entries(currency=currency), out)
 
-    text = await read(request, export)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    return await export_answer(request, export, content_type="text/plain")

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -457,10 +457,11 @@ def digest(output: Path | None) -> None:
         _refuse("digest", f"cannot append to {output}: {error.strerror}")
 
 
-def beancount_text(app: LedgerApplication, currency: str | None) -> str:
-    """The journal as Beancount text, replayed from the log into a scratch journal (a temporary
-    SQLite file): exact up to where the log stood, whether or not a ``ledger serve`` keeps the
-    live read models current, and nothing is written to the store."""
+def write_beancount(app: LedgerApplication, currency: str | None, out: TextIO) -> None:
+    """The journal as Beancount text, written to ``out`` as it is made: replayed from the log
+    into a scratch journal (a temporary SQLite file), so exact up to where the log stood,
+    whether or not a ``ledger serve`` keeps the live read models current, and nothing is
+    written to the store."""
     from ledger.settings import StoreSettings
     from projections import beancount, replay
     from projections.journal import JournalProjection
@@ -473,7 +474,7 @@ def beancount_text(app: LedgerApplication, currency: str | None) -> str:
             journal = read_models.views[JournalProjection.name]
             replay.replay(app, [(JournalProjection, journal)])
             title = "Ledger journal" if currency is None else f"Ledger journal ({currency})"
-            return beancount.export(read_models.journal_entries(currency=currency), title=title)
+            beancount.export(read_models.journal_entries(currency=currency), out, title=title)
         finally:
             read_models.close()
 
@@ -497,25 +498,40 @@ def export(fmt: str, currency: str | None, output: Path | None) -> None:
             _refuse("export", error.detail)
     settings = _settings("export")
     with _application(settings, "export") as app:
-        try:
+
+        def write(out: TextIO) -> None:  # as it is made: the export is never held whole
             if fmt == "events":  # issue 10: what tools/ledger_audit.py reads
-                text = "".join(line + "\n" for line in auditcli.event_lines(app))
+                for line in auditcli.event_lines(app):
+                    out.write(line + "\n")
             elif fmt in ("csv", "hledger"):  # issue 10: the general ledger, the hledger journal
-                text = auditcli.csv_text(app, currency, fmt)
+                auditcli.write_journal(app, currency, fmt, out)
             else:
-                text = beancount_text(app, currency)
+                write_beancount(app, currency, out)
+
+        try:
+            if output is None:
+                write(sys.stdout)
+                sys.stdout.flush()
+            else:
+                _write_whole(output, write)
         except HistoryDamaged as error:  # the journal is replayed only from sealed events
             _refuse("export", str(error), exit_code=1)
-    if output is None:
-        click.echo(text, nl=False)
-        return
+
+
+def _write_whole(output: Path, write: Callable[[TextIO], None]) -> None:
+    """``write`` into ``output`` through a file beside it, put in its place once whole: a
+    failed export never leaves half a file."""
     partial = output.with_name(f".{output.name}.partial")
     try:
-        partial.write_text(text)
-        partial.replace(output)  # a failed export never leaves half a file
+        with partial.open("w", encoding="utf-8", newline="") as file:
+            write(file)
+        partial.replace(output)
     except OSError as error:
         partial.unlink(missing_ok=True)
         _refuse("export", f"cannot write {output}: {error.strerror}")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 # -- named staff (issue 11) ----------------------------------------------------------------------

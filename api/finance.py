@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from uuid import UUID
 
 from aiohttp import web
 
 from api import models, parsing, sealed_pages
-from api.auditkit import with_leaves
+from api.auditkit import export_answer, with_leaves
 from api.context import ReadSide, read, read_at, run
 from api.handlers import json_body, json_bytes_response, json_response, page
 from api.keys import (
@@ -173,11 +173,10 @@ async def export_beancount(request: web.Request) -> web.Response:
     currency = None if q.currency is None else money.currency(q.currency)
     title = "Ledger journal" if currency is None else f"Ledger journal ({currency})"
 
-    def export(rm: ReadSide) -> str:
-        return beancount.export(rm.journal_entries(currency=currency), title=title)
+    def export(rm: ReadSide, out: TextIO) -> None:
+        beancount.export(rm.journal_entries(currency=currency), out, title=title)
 
-    text = await read(request, export)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    return await export_answer(request, export, content_type="text/plain")
 
 
 def default_verifier(settings: StoreSettings, app: LedgerApplication, *,

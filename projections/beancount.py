@@ -9,6 +9,20 @@ itself is GPL and only a test dependency, to check what this writes).
 - a ``balance`` assertion per customer at the end of every day they moved money (Beancount
   asserts a balance at the *start* of its date, so the end of day D is asserted on D + 1).
 
+The file is written as the entries are read, a transaction at a time, and its size is not held:
+what ``export`` keeps is one line per account (the day it is opened, and for a customer their
+running balance and the last day they moved money), so its memory grows with the number of
+accounts, never with the number of entries or days. Beancount sorts directives by date
+whatever their order in the file, and that order is what lets it stream:
+
+- a customer's own entries never go back a day (the log may: commands on two accounts can land
+  in the other order than decided, and dated), so their balance is final for a day once they
+  move money on a later one: that day's assertion is written there, before the transaction
+  that moved on, and the last day's of each customer after the last transaction;
+- the ``open`` directives come last: an account is opened on the earliest day it is used,
+  which need not be its first use in the log (around midnight a clearing account's next entry
+  can be a day earlier), so it is known only once every entry is read.
+
 Chart accounts map to Beancount's five roots; a customer's account is their user name, first
 letter capital (Beancount's rule), with ``.`` written ``-Dot-`` and ``_`` written ``-Us-``
 (``bob.smith_1`` → ``Liabilities:Customers:Bob-Dot-smith-Us-1``, ``dora-k`` → ``Dora-k``):
@@ -19,10 +33,10 @@ the user name as metadata too.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from ledger import journal
 from ledger.money import decimal_text
@@ -77,51 +91,39 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def export(entries: Iterable[dict[str, Any]], *, title: str = "Ledger journal") -> str:
-    """Beancount text of journal entries (``ReadModels.journal`` items, in log order)."""
-    lines = [f"option {_quoted('title')} {_quoted(title)}", ""]
-    body: list[str] = []
-    opened: dict[str, tuple[date, str | None]] = {}
-    usernames: dict[str, str] = {}
-    closings = _Closings()
-    last_day: date | None = None
+def export(entries: Iterable[dict[str, Any]], out: TextIO, *,
+           title: str = "Ledger journal") -> None:
+    """Write the Beancount file of journal entries (``ReadModels.journal_entries`` items, in log
+    order) to ``out``, a transaction at a time."""
+    out.write(f"option {_quoted('title')} {_quoted(title)}\n\n")
+    accounts = _Accounts()
     for entry in entries:
         day = date.fromisoformat(entry["at"][:10])
-        if last_day is not None and day != last_day:
-            closings.leave(last_day, len(body))
-        last_day = day
         currency = entry["currency"]
         # payee: the customer; narration: what happened, in words (issue 10)
-        body.append(f"{day.isoformat()} * {_quoted(entry['username'])} "
-                    f"{_quoted(_narration(entry))}")
-        body.append(f"  event_id: {_quoted(entry['event_id'])}")
-        body.append(f"  position: {entry['position']}")
-        body.append(f"  event_type: {_quoted(entry['type'])}")
+        lines = [f"{day.isoformat()} * {_quoted(entry['username'])} "
+                 f"{_quoted(_narration(entry))}",
+                 f"  event_id: {_quoted(entry['event_id'])}",
+                 f"  position: {entry['position']}",
+                 f"  event_type: {_quoted(entry['type'])}"]
         for key in ("order_no", "payment_reference", "payout_reference", "case_id",
                     "request_id", "actor"):  # what matches it to a bank statement, a payout, a case
             if entry.get(key):
-                body.append(f"  {key}: {_quoted(str(entry[key]))}")
+                lines.append(f"  {key}: {_quoted(str(entry[key]))}")
+        closed: list[str] = []
         for posting in entry["postings"]:
             name = account_name(posting["account"])
-            # opened on the earliest day it is used, which need not be its first use in the
-            # log: commands on two accounts may land in the other order than decided (and
-            # dated), so around midnight a clearing account's next entry can be a day earlier
-            if name not in opened or day < opened[name][0]:
-                is_customer = name.startswith("Liabilities:Customers:")
-                opened[name] = (day, currency if is_customer else None)
-            if name.startswith("Liabilities:Customers:"):
-                usernames[name] = entry["username"]
-                closings.post(day, name, posting["amount"], currency)
-            body.append(f"  {name}  {decimal_text(posting['amount'], currency)} {currency}")
-        body.append("")
-    if last_day is not None:
-        closings.leave(last_day, len(body))
-    closings.assert_in(body)
-    for name, (day, currency) in sorted(opened.items(), key=lambda item: (item[1][0], item[0])):
-        lines.append(f"{day.isoformat()} open {name}" + (f" {currency}" if currency else ""))
-        if name in usernames:
-            lines.append(f"  username: {_quoted(usernames[name])}")
-    return "\n".join([*lines, "", *body]) + "\n"
+            closed += accounts.post(day, name, posting["amount"], currency, entry["username"])
+            lines.append(f"  {name}  {decimal_text(posting['amount'], currency)} {currency}")
+        if closed:
+            out.write("\n".join(closed) + "\n\n")
+        out.write("\n".join(lines) + "\n\n")
+    for line in accounts.last_closings():
+        out.write(line + "\n")
+    if accounts.customers:
+        out.write("\n")
+    for line in accounts.opens():
+        out.write(line + "\n")
 
 
 def _narration(entry: dict[str, Any]) -> str:
@@ -129,39 +131,63 @@ def _narration(entry: dict[str, Any]) -> str:
     return f"{words}, order {entry['order_no']}" if entry.get("order_no") else words
 
 
-class _Closings:
-    """Each customer's balance at the end of each day they moved money, asserted where the log
-    first leaves that day. The log may come back to a day (commands on two accounts can land in
-    the other order than decided, and dated) but a customer's own entries never go back a day,
-    so the balance after their last entry of a day is that day's closing balance: the figures
-    are filled in once every entry is read."""
+@dataclass
+class _Customer:
+    """A customer's account as the file has it so far: their balance after their latest entry,
+    and that entry's day."""
+
+    name: str
+    username: str
+    currency: str
+    day: date
+    balance: int = 0
+
+    def closing(self) -> str:
+        """The balance assertion of the end of ``day`` (at the start of the next)."""
+        return (f"{(self.day + timedelta(days=1)).isoformat()} balance {self.name}  "
+                f"{decimal_text(self.balance, self.currency)} {self.currency}")
+
+
+class _Accounts:
+    """Every account's earliest day, and each customer's running balance: one item per
+    account, whatever the number of entries."""
 
     def __init__(self) -> None:
-        self.balances: dict[str, int] = defaultdict(int)
-        self.currency_of: dict[str, str] = {}
-        self.closing: dict[tuple[date, str], int] = {}
-        self.moved: dict[date, set[str]] = defaultdict(set)
-        self.asserted: set[tuple[date, str]] = set()
-        self.places: list[tuple[int, date, list[str]]] = []  # (line of the body, day, accounts)
+        self.opened: dict[str, date] = {}
+        self.customers: dict[str, _Customer] = {}
 
-    def post(self, day: date, name: str, amount: int, currency: str) -> None:
-        self.balances[name] += amount
-        self.currency_of[name] = currency
-        self.closing[day, name] = self.balances[name]
-        self.moved[day].add(name)
+    def post(self, day: date, name: str, amount: int, currency: str,
+             username: str) -> list[str]:
+        """Count a posting of ``day``; the balance assertion it makes final, if any (the
+        customer's previous day, once they move money on a later one)."""
+        # opened on the earliest day it is used, which need not be its first use in the log
+        if name not in self.opened or day < self.opened[name]:
+            self.opened[name] = day
+        if not name.startswith(CUSTOMERS):
+            return []
+        customer = self.customers.get(name)
+        if customer is None:
+            self.customers[name] = _Customer(name, username, currency, day, amount)
+            return []
+        # Their entries never go back a day (were one to, an assertion written before it would
+        # fail in bean-check: the history's days would not be its order)
+        closed = [customer.closing()] if day > customer.day else []
+        customer.day = max(customer.day, day)
+        customer.balance += amount
+        return closed
 
-    def leave(self, day: date, line: int) -> None:
-        names = sorted(n for n in self.moved.pop(day, set()) if (day, n) not in self.asserted)
-        self.asserted.update((day, name) for name in names)
-        if names:
-            self.places.append((line, day, names))
+    def last_closings(self) -> Iterator[str]:
+        """Each customer's last day's balance assertion, by day and account."""
+        for customer in sorted(self.customers.values(), key=lambda c: (c.day, c.name)):
+            yield customer.closing()
 
-    def assert_in(self, body: list[str]) -> None:
-        for line, day, names in reversed(self.places):  # from the end: lines stay where they are
-            end_of_day = (day + timedelta(days=1)).isoformat()
-            body[line:line] = [
-                *(f"{end_of_day} balance {name}  "
-                  f"{decimal_text(self.closing[day, name], self.currency_of[name])} "
-                  f"{self.currency_of[name]}" for name in names),
-                "",
-            ]
+    def opens(self) -> Iterator[str]:
+        """The ``open`` directives' lines, by day and account (a customer's in their currency,
+        with their user name)."""
+        for name, day in sorted(self.opened.items(), key=lambda item: (item[1], item[0])):
+            customer = self.customers.get(name)
+            if customer is None:
+                yield f"{day.isoformat()} open {name}"
+            else:
+                yield f"{day.isoformat()} open {name} {customer.currency}"
+                yield f"  username: {_quoted(customer.username)}"

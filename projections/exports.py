@@ -20,9 +20,8 @@ ends a row for a spreadsheet.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from ledger.money import decimal_text
 from projections.event_log import event_name
@@ -46,9 +45,9 @@ def cell_text(cell: str) -> str:
     return cell.removeprefix(NEUTRAL)
 
 
-def general_ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
-    """CSV text of journal entries (``ReadModels.journal_entries`` items, in log order)."""
-    out = io.StringIO()
+def general_ledger_csv(entries: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """Write the CSV of journal entries (``ReadModels.journal_entries`` items, in log order) to
+    ``out``, a row at a time: nothing is held from one entry to the next."""
     writer = csv.writer(out, lineterminator="\n")
     # csv quotes a cell holding the line terminator ("\n") but not a bare "\r"
     quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
@@ -68,7 +67,6 @@ def general_ledger_csv(entries: Iterable[dict[str, Any]]) -> str:
             ]
             cells = [_cell(text) for text in row]
             (quoted if any("\r" in c for c in cells) else writer).writerow(cells)
-    return out.getvalue()
 
 
 __all__ = ["COLUMNS", "cell_text", "general_ledger_csv"]

@@ -7,13 +7,15 @@
   distinct since user names are unique and hledger names keep ``.``, ``_`` and ``-``);
 - after each day's transactions, a balance assertion for every customer account that moved
   that day (``= <balance>``), so ``hledger check`` checks each day's closing balances.
+
+It is written as the entries are read (``export``), never held whole.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from ledger import journal
 from ledger.money import decimal_text
@@ -41,22 +43,25 @@ def _tag_value(text: str) -> str:
     return " ".join(text.replace(",", ";").split())
 
 
-def export(entries: Iterable[dict[str, Any]]) -> str:
-    lines: list[str] = []
+def export(entries: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """Write the hledger journal of journal entries (``ReadModels.journal_entries`` items, in
+    log order) to ``out``, a transaction at a time. What it holds meanwhile is each account's
+    balance and the customers who moved money on the day being written: its memory grows with
+    the number of accounts, never with the number of entries."""
     balances: dict[str, int] = defaultdict(int)
     currency_of: dict[str, str] = {}
-    moved: list[str] = []
+    moved: dict[str, None] = {}  # the day's customers, in the order they first moved money
     day: str | None = None
 
     def assert_day() -> None:
         if day is None or not moved:
             return
-        lines.append(f"{day} * balances at the end of the day")
-        for name in dict.fromkeys(moved):
+        out.write(f"{day} * balances at the end of the day\n")
+        for name in moved:
             currency = currency_of[name]
-            lines.append(f"    {name}  0 {currency} = "
-                         f"{decimal_text(balances[name], currency)} {currency}")
-        lines.append("")
+            out.write(f"    {name}  0 {currency} = "
+                      f"{decimal_text(balances[name], currency)} {currency}\n")
+        out.write("\n")
         moved.clear()
 
     for entry in entries:
@@ -71,17 +76,16 @@ def export(entries: Iterable[dict[str, Any]]) -> str:
                           ("request_id", "refund_request"), ("actor", "actor")):
             if entry.get(name):
                 tags.append(f"{tag}:{_tag_value(str(entry[name]))}")
-        lines.append(f"{day} * {entry['username']} | {words}  ; {', '.join(tags)}")
+        lines = [f"{day} * {entry['username']} | {words}  ; {', '.join(tags)}"]
         for posting in entry["postings"]:
             name = account_name(posting["account"])
             balances[name] += posting["amount"]
             currency_of[name] = currency
             if name.startswith("liabilities:customers:"):
-                moved.append(name)
+                moved[name] = None
             lines.append(f"    {name}  {decimal_text(posting['amount'], currency)} {currency}")
-        lines.append("")
+        out.write("\n".join(lines) + "\n\n")
     assert_day()
-    return "\n".join(lines) + ("\n" if lines else "")
 
 
 __all__ = ["account_name", "export"]

@@ -25,6 +25,7 @@ from ledger.money import MINOR_UNIT_DIGITS
 from projections.beancount import account_name, export, user_name
 from tests.audit.conftest import Ledger
 from tests.audit.history import CS, FINANCE, PAYER, SYSTEM, Customer, History, RandomChooser
+from tests.written import written
 
 # What the store adds is covered on both by the tests above: the rest need one.
 ONE_STORE = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -93,7 +94,7 @@ def minor_units(amount: Decimal, currency: str) -> int:
 @pytest.fixture
 def exported(ledger: Ledger) -> tuple[Ledger, str]:
     mixed_history(ledger)
-    return ledger, export(ledger.read_models.journal_entries())
+    return ledger, written(export, ledger.read_models.journal_entries())
 
 
 def test_the_export_of_a_mixed_history_passes_bean_check(
@@ -133,7 +134,7 @@ def test_an_export_of_one_currency_holds_only_its_customers_and_passes_bean_chec
 ) -> None:
     ledger, _ = exported
 
-    text = export(ledger.read_models.journal_entries(currency="JPY"))
+    text = written(export, ledger.read_models.journal_entries(currency="JPY"))
 
     assert bean_check(text, tmp_path).returncode == 0
     currencies = {c for b in beancount_balances(text).values() for c in b}
@@ -154,7 +155,7 @@ def test_end_of_day_balance_assertions_over_several_days_pass_and_catch_a_missin
         entry["at"] = day.isoformat() + entry["at"][10:]
 
     # when it is exported
-    text = export(entries)
+    text = written(export, entries)
 
     # then every day's closing balances are asserted and hold
     assert bean_check(text, tmp_path).returncode == 0
@@ -215,7 +216,7 @@ def test_a_customer_whose_name_starts_with_a_dash_is_exported_in_a_file_bean_che
     ledger.app.deposit("-dash.k", 100, "PAY-1", actor=Actor("system:x", "r"))
     ledger.read_models.wait_caught_up()
 
-    checked = bean_check(export(ledger.read_models.journal_entries()), tmp_path)
+    checked = bean_check(written(export, ledger.read_models.journal_entries()), tmp_path)
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -237,7 +238,7 @@ def test_an_entry_landing_after_another_account_s_of_the_next_day_passes_bean_ch
                deposit(4, "ann", "2026-03-01T23:59:59.999999Z", 50)]
 
     # when they are exported
-    text = export(entries)
+    text = written(export, entries)
 
     # then bean-check accepts it: the clearing account is open on the earlier day, and ann's
     # end of the day is asserted once, with both her deposits of that day

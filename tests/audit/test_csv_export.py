@@ -13,6 +13,7 @@ from ledger.money import MINOR_UNIT_DIGITS
 from projections.exports import COLUMNS, general_ledger_csv
 from tests.audit.conftest import Ledger
 from tests.audit.test_beancount_export import CUSTOMERS, mixed_history
+from tests.written import written
 
 
 def test_the_general_ledger_balances_per_currency_and_matches_every_customer(
@@ -21,7 +22,7 @@ def test_the_general_ledger_balances_per_currency_and_matches_every_customer(
     mixed_history(ledger)
     ledger.settle()
 
-    text = general_ledger_csv(ledger.read_models.journal_entries())
+    text = written(general_ledger_csv, ledger.read_models.journal_entries())
 
     rows = list(csv.DictReader(io.StringIO(text)))
     assert tuple(rows[0]) == COLUMNS and len(rows) > 20

@@ -16,6 +16,7 @@ from projections.hledger import account_name, export
 from tests.audit.conftest import Ledger
 from tests.audit.test_beancount_export import CUSTOMERS, mixed_history
 from tests.conftest import IN_CI
+from tests.written import written
 
 HLEDGER = shutil.which("hledger")
 
@@ -29,7 +30,7 @@ def test_hledger_checks_the_export_and_its_balances_are_the_ledgers(
     mixed_history(ledger)
     ledger.settle()
     path = tmp_path / "ledger.journal"
-    path.write_text(export(ledger.read_models.journal_entries()))
+    path.write_text(written(export, ledger.read_models.journal_entries()))
 
     checked = subprocess.run([HLEDGER, "-f", str(path), "check"], capture_output=True,
                              text=True, timeout=60)

@@ -27,6 +27,7 @@ from ledger import journal
 from ledger.money import MAX_AMOUNT_MINOR, MINOR_UNIT_DIGITS, decimal_text
 from projections import beancount, exports, hledger
 from tests.conftest import IN_CI
+from tests.written import written
 
 HLEDGER = shutil.which("hledger")
 EXPORTS = settings(max_examples=30, deadline=None,
@@ -114,7 +115,7 @@ def nonzero(balances: dict[tuple[str, str], Decimal]) -> dict[tuple[str, str], D
 def test_the_csv_has_two_exact_rows_per_event_and_no_cell_a_spreadsheet_runs(
     entries: list[dict[str, Any]],
 ) -> None:
-    rows = list(csv.DictReader(io.StringIO(exports.general_ledger_csv(entries))))
+    rows = list(csv.DictReader(io.StringIO(written(exports.general_ledger_csv, entries))))
 
     assert len(rows) == 2 * len(entries)  # no text ever made a row of its own
     balances: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
@@ -148,7 +149,7 @@ def test_hledger_reads_the_export_s_balances_as_the_ledger_s_to_the_minor_unit(
     assert HLEDGER is not None, "hledger is required under CI=true and is not installed"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ledger.journal"
-        path.write_text(hledger.export(entries))
+        path.write_text(written(hledger.export, entries))
         checked = subprocess.run([HLEDGER, "-f", str(path), "check"], capture_output=True,
                                  text=True, timeout=60, check=False)
         assert checked.returncode == 0, checked.stderr
@@ -171,7 +172,7 @@ def test_hledger_reads_the_export_s_balances_as_the_ledger_s_to_the_minor_unit(
 def test_beancount_reads_one_transaction_per_event_and_the_ledger_s_balances(
     entries: list[dict[str, Any]],
 ) -> None:
-    found, errors, _ = loader.load_string(beancount.export(entries))
+    found, errors, _ = loader.load_string(written(beancount.export, entries))
 
     assert errors == []
     transactions = sorted((e for e in found if isinstance(e, bean.Transaction)),
