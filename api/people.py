@@ -23,6 +23,7 @@ from aiohttp import web
 from api.edge import FileAnswer
 from api.keys import ACTOR, LEDGER, SIGNIN, STAFF
 from ledger.errors import NotFound, NotReady
+from projections.pgpool import refused_in_outage
 from projections.staff import REFRESH_S, StaffDirectory
 
 log = logging.getLogger("api.people")
@@ -84,8 +85,9 @@ async def staff_directory(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(REFRESH_S)
             try:
                 await loop.run_in_executor(None, directory.refresh)
-            except Exception:  # the store is away: keep the last directory, try again
-                log.warning("the staff directory could not be refreshed", exc_info=True)
+            except Exception as error:  # the store is away: keep the last directory, try again
+                if not refused_in_outage(error):  # else the outage's own line says it
+                    log.warning("the staff directory could not be refreshed", exc_info=True)
 
     task = asyncio.create_task(keep_current())
     yield

@@ -53,6 +53,7 @@ from ledger.errors import Contention, NotReady
 from ledger.settings import StoreSettings
 from projections.leadership import GENERATION_TABLE
 from projections.paging import Query
+from projections.pgpool import StoreOutage, outage_of
 from projections.wakeup import NUDGE
 
 APP_NAME = "ledger"
@@ -137,6 +138,29 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class _WatchedPool(AsyncConnectionPool):
+    """The reads' pool, its connection attempts told to the store's outage record, and a
+    connection asked for while the store refuses them refused at once
+    (``projections.pgpool.StoreOutage``)."""
+
+    def __init__(self, outage: StoreOutage, **kwargs: Any) -> None:
+        self.outage = outage
+        super().__init__(**kwargs)
+
+    async def _connect(self, timeout: float | None = None) -> Any:
+        try:
+            connection = await super()._connect(timeout)
+        except Exception as error:
+            self.outage.failed(error)
+            raise
+        self.outage.answered()
+        return connection
+
+    async def getconn(self, timeout: float | None = None) -> Any:
+        return await super().getconn(self.outage.admit(self.timeout if timeout is None
+                                                       else timeout))
+
+
 class CurrentReader:
     """The async pool and the one statement of a current read (see the module docstring)."""
 
@@ -145,7 +169,8 @@ class CurrentReader:
     ) -> None:
         assert settings.kind == "postgres" and trackers and 1 <= pool_size <= 64
         pg = settings.postgres
-        self._pool = AsyncConnectionPool(
+        self._pool = _WatchedPool(
+            outage_of(pg["POSTGRES_HOST"], pg["POSTGRES_PORT"], pg["POSTGRES_DBNAME"]),
             kwargs={
                 "dbname": pg["POSTGRES_DBNAME"],
                 "host": pg["POSTGRES_HOST"],

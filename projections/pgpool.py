@@ -17,36 +17,165 @@ with strace). Sending BEGIN and COMMIT as statements of the pipeline makes it tw
 sync (whose results the block reads) carries BEGIN, and the pipeline's end carries COMMIT.
 
 ``connect``: a connection of its own, outside any pool (an advisory lock, LISTEN, a swap).
+
+``StoreOutage``: while the store refuses connections (it is down, restarting, or out of
+connection slots), a pool waits its whole timeout for a connection that cannot come, and a
+write retried within its bound waited the request's whole deadline (30 s) to answer 503
+``deadline_exceeded``, holding its account's lock so the next write to it answered ``busy``
+10 s later. Each pool's connection attempts (its own, in the background, and those a request
+waits for) say whether the store answers; while the last one failed, a request for a
+connection is refused at once (``StoreRefusesConnections``: 503 ``store_unavailable``), but one
+a second still waits as before, so the pool keeps trying and the first connection made ends
+the outage. One ERROR line says when it began, one WARNING when it ended; nothing per request.
 """
 
 from __future__ import annotations
 
+import logging
 import select
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Pipeline
 from psycopg.pq import TransactionStatus
+from psycopg_pool import PoolTimeout
 
 from ledger.settings import LOCK_WAIT_OPTION, StoreSettings
 
 CONNECT_TIMEOUT_S = 5
+# While the store refuses connections, one request a while still waits for one (so the pool
+# tries again); the others are refused at once.
+TRY_AGAIN_EVERY_S = 1.0
+TRY_WAIT_S = 1.0  # how long that one waits (a store that is back connects in milliseconds)
+
+log = logging.getLogger(__name__)
+
+
+class StoreRefusesConnections(PoolTimeout):
+    """A connection asked for while the store is known to refuse them: refused at once."""
+
+
+class StoreOutage:
+    """Whether the store at one address refuses connections, as this process's pools last
+    found it (see the module docstring). Shared by every pool of the address."""
+
+    def __init__(self, address: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.address = address
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.down_since: float | None = None  # when the first failed attempt of this outage was
+        self._reason = ""
+        self._next_try = 0.0
+
+    def failed(self, error: BaseException) -> None:
+        """A connection attempt failed."""
+        with self._lock:
+            self._reason = " ".join(str(error).split())[:300] or type(error).__name__
+            if self.down_since is not None:
+                return
+            self.down_since = self._next_try = self._clock()
+        log.error("the store at %s refuses connections (%s): requests needing it answer 503 "
+                  "store_unavailable at once until it answers again", self.address, self._reason)
+
+    def answered(self) -> None:
+        """A connection attempt succeeded."""
+        with self._lock:
+            if self.down_since is None:
+                return
+            lasted, self.down_since = self._clock() - self.down_since, None
+        log.warning("the store at %s answers again, after refusing connections for %.1f s",
+                    self.address, lasted)
+
+    def admit(self, wait_s: float) -> float:
+        """How long a caller may wait for a connection (``wait_s`` unless the store refuses
+        them). While it does, raises ``StoreRefusesConnections``, except for one caller every
+        ``TRY_AGAIN_EVERY_S``, who may wait ``TRY_WAIT_S``."""
+        with self._lock:
+            if self.down_since is None:
+                return wait_s
+            now = self._clock()
+            if now >= self._next_try:
+                self._next_try = now + TRY_AGAIN_EVERY_S
+                return min(wait_s, TRY_WAIT_S)
+            since, reason = now - self.down_since, self._reason
+        raise StoreRefusesConnections(
+            f"the store has refused connections for {since:.0f} s ({reason})")
+
+
+_OUTAGES: dict[str, StoreOutage] = {}
+_OUTAGES_LOCK = threading.Lock()
+
+
+def outage_of(host: str, port: str | int, dbname: str) -> StoreOutage:
+    """The outage record of the store at this address, shared by this process's pools."""
+    address = f"{host}:{port}/{dbname}"
+    with _OUTAGES_LOCK:
+        return _OUTAGES.setdefault(address, StoreOutage(address))
+
+
+def refused_in_outage(error: BaseException) -> bool:
+    """Whether ``error`` is (or was caused by) a failure to reach the store while this process
+    knows it refuses connections: the outage's own ERROR line has said so, so a background
+    loop trying again each second need not repeat it with a traceback."""
+    with _OUTAGES_LOCK:
+        if all(outage.down_since is None for outage in _OUTAGES.values()):
+            return False
+    seen: BaseException | None = error
+    for _ in range(8):  # a chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, psycopg.OperationalError | PersistenceOperationalError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def watch_outages(pool: Any, outage: StoreOutage) -> None:
+    """Let a pool of eventsourcing's (made by it, not by us) tell ``outage`` what its
+    connection attempts find, and refuse at once while the store refuses them: its own
+    ``_connect`` (every attempt, the background's and a request's) and ``getconn`` (what
+    ``connection()`` calls) wrapped on the instance."""
+    connect, getconn = pool._connect, pool.getconn
+
+    def _connect(timeout: float | None = None) -> Any:
+        try:
+            connection = connect(timeout)
+        except Exception as error:
+            outage.failed(error)
+            raise
+        outage.answered()
+        return connection
+
+    def _getconn(timeout: float | None = None) -> Any:
+        return getconn(outage.admit(pool.timeout if timeout is None else timeout))
+
+    pool._connect, pool.getconn = _connect, _getconn
 
 
 def connect(settings: StoreSettings, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection to the store of ``settings`` (PostgreSQL) of its own, outside any pool:
     for a session's advisory lock, LISTEN, or a transaction that must not share one."""
     pg = settings.postgres
-    return psycopg.connect(
-        dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
-        user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"] or None,
-        autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
-        options=settings.pg_options() or "",
-    )
+    outage = outage_of(pg["POSTGRES_HOST"], pg["POSTGRES_PORT"], pg["POSTGRES_DBNAME"])
+    try:
+        connection = psycopg.connect(
+            dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
+            user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"] or None,
+            autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
+            options=settings.pg_options() or "",
+        )
+    except psycopg.OperationalError as error:  # the keeper's try each second is the outage's
+        outage.failed(error)
+        raise
+    outage.answered()
+    return connection
 
 
 def check_if_disturbed(connection: Any) -> None:
@@ -65,6 +194,8 @@ class CheckedPostgresFactory(PostgresFactory):
         super().__init__(env)
         # The pool is made closed (eventsourcing opens it at first use): set its check now.
         self.datastore.pool._check = check_if_disturbed
+        pg: Any = self.datastore.pool.kwargs
+        watch_outages(self.datastore.pool, outage_of(pg["host"], pg["port"], pg["dbname"]))
         lock_wait_s = self.env.get(LOCK_WAIT_OPTION)
         if lock_wait_s:  # every connection's lock waits bounded (StoreSettings.lock_wait_s)
             kwargs: Any = self.datastore.pool.kwargs

@@ -69,6 +69,7 @@ from projections.leadership import GENERATION_TABLE, GenerationMoved, LeaderLock
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
+from projections.pgpool import refused_in_outage
 from projections.privileges import mark_schema, may_make_tables
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
@@ -673,8 +674,9 @@ class ReadModelKeeper:
                 log.warning("a batch of read-model rows was refused (%s); starting again", refused)
             except BrokenReadModel as broken:  # a damaged row: the same words at each try
                 _say_stopped(broken)
-            except Exception:
-                log.exception("read-model keeper failed; starting again")
+            except Exception as error:
+                if not refused_in_outage(error):  # else the outage's own line says it
+                    log.exception("read-model keeper failed; starting again")
             finally:
                 self.is_leader.clear()
                 lock.release()

@@ -26,6 +26,7 @@ application.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -33,12 +34,12 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -59,7 +60,6 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
     SQLiteFactory,
 )
-from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
@@ -70,7 +70,7 @@ from ledger.pipeline import CommitUnconfirmed, WritersLockBusy
 from ledger.settings import StoreSettings
 from projections.paging import MAX_POSITION
 from projections.pgarrays import array
-from projections.pgpool import connect, pipelined_transaction
+from projections.pgpool import StoreRefusesConnections, connect, pipelined_transaction
 from projections.seal import (
     GENESIS,
     ChainKey,
@@ -146,6 +146,31 @@ MAX_PLACEMENTS = 8
 # (eventsourcing's own retry of ``insert_events``: about two seconds in all).
 RECORD_ATTEMPTS = 10
 RECORD_RETRY_WAIT_S = 0.2
+
+
+T = TypeVar("T")
+
+
+def _retried_while_connections_fail(read: Callable[..., T]) -> Callable[..., T]:
+    """eventsourcing's ``retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)``
+    of a read, which gives up at once when no connection was to be had because the store is
+    known to refuse them (``projections.pgpool.StoreOutage``): ten tries of two seconds in all
+    would each be refused the same way."""
+
+    @functools.wraps(read)
+    def retried(*args: Any, **kwargs: Any) -> T:
+        for attempt in range(RECORD_ATTEMPTS):
+            if attempt:
+                time.sleep(RECORD_RETRY_WAIT_S * random.uniform(0.9, 1.1))  # noqa: S311
+            try:
+                return read(*args, **kwargs)
+            except (InterfaceError, OperationalError) as error:
+                if (isinstance(error.__cause__, StoreRefusesConnections)
+                        or attempt == RECORD_ATTEMPTS - 1):
+                    raise
+        raise AssertionError("unreachable: the last try raises")
+
+    return retried
 
 
 class NoFreePosition(IntegrityError):
@@ -400,6 +425,8 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     raise WritersLockBusy(
                         "another writer held the log's lock for the store's whole lock timeout: "
                         "nothing was recorded; send it again") from error
+                if not in_doubt and isinstance(error.__cause__, StoreRefusesConnections):
+                    raise  # no connection, nothing sent: nothing to find out, nor to wait for
                 log.warning("a commit's connection failed (%s: %s): whether it was committed "
                             "is found out before it is recorded again", type(error).__name__,
                             error)
@@ -652,7 +679,7 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
         self._delete_expired_keys(curs, keys)
         curs.execute(self._insert_keys, self._key_columns(keys, ids))
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @_retried_while_connections_fail
     def select_events(
         self,
         originator_id: UUID | str,

@@ -9,6 +9,9 @@ must run and pass.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,3 +33,21 @@ def chaos_cluster() -> Cluster:
             pytest.fail(f"the chaos cluster is required under CI=true: {error}")
         pytest.skip(f"no PostgreSQL cluster for chaos: {error}")
     return cluster
+
+
+@pytest.fixture
+def scratch_cluster() -> Iterator[Cluster]:
+    """A cluster of the test's own name and port (never ``chaos`` or ``main``), removed at the
+    end: for a test that stops or breaks it."""
+    if shutil.which("pg_createcluster") is None or os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI=true needs pg_createcluster, run as root")
+        pytest.skip("cluster tests need pg_createcluster, run as root")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    cluster = Cluster(f"scratch{os.getpid()}", port)
+    try:
+        yield cluster
+    finally:
+        cluster.remove()

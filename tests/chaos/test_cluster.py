@@ -7,35 +7,11 @@ root) the tests skip, except under ``CI=true``.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-from collections.abc import Iterator
 
 import pytest
 
 from tests.chaos.cluster import Cluster, ClusterError
-from tests.conftest import IN_CI
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def scratch_cluster() -> Iterator[Cluster]:
-    if shutil.which("pg_createcluster") is None or os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("CI=true needs pg_createcluster, run as root")
-        pytest.skip("cluster tests need pg_createcluster, run as root")
-    cluster = Cluster(f"scratch{os.getpid()}", _free_port())
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 def _settings(cluster: Cluster) -> dict[str, str]:
