@@ -31,6 +31,14 @@ address no receiver has (link-local, where cloud metadata services answer; unspe
 multicast: ``address_problem``), whether the URL names it or a host name resolves to it at
 the connection. At least once: a delivery is marked after its
 answer, so a crash in between sends it again, with the same ``Ledger-Delivery-Id``.
+
+A receiver that is down is not asked after every round: once ``DOWN_AFTER_FAILURES`` of its
+deliveries in a row failed, the deliverer looks for its messages again only when the soonest
+of those deliveries is due again (its back-off), not every ``LEDGER_WEBHOOK_POLL_S``. Finding
+each customer's first waiting message reads every message the receiver has not had, so with a
+day's messages waiting (a million) each look cost the database over a second, five times a
+second, for as long as the receiver was down. The first delivery that lands ends the rest.
+The backlog's gauges are counted at most once every ``BACKLOG_EVERY_S`` for the same reason.
 """
 
 from __future__ import annotations
@@ -327,6 +335,11 @@ def backoff_s(attempts: int, base_s: float, max_s: float,
 # -- delivery ------------------------------------------------------------------------------------
 
 
+# Deliveries to one receiver failed in a row before it is taken for down (see the docstring).
+DOWN_AFTER_FAILURES = 3
+BACKLOG_EVERY_S = 1.0
+
+
 class Deliverer:
     """Sends the outbox's messages while ``is_leader()`` (see the module docstring)."""
 
@@ -349,6 +362,11 @@ class Deliverer:
         self._gates: dict[str, asyncio.Semaphore] = {}
         # subscriptions whose URL cannot receive webhooks (``url_problem``), warned of once
         self._unusable: set[str] = set()
+        # subscriber -> its deliveries failed in a row; and, once it is taken for down, the
+        # time (``time.time()``) before which its messages are not looked for
+        self._failed_in_a_row: dict[str, int] = {}
+        self._resting_until: dict[str, float] = {}
+        self._backlog_at = 0.0  # when the backlog's gauges are next counted
         registry = metrics.registry
         self.waiting = Gauge("ledger_webhook_messages_waiting",
                              "Outbox messages not yet delivered nor parked, summed over the "
@@ -457,7 +475,7 @@ class Deliverer:
                 del self._gates[gone]
         for url, since in subscribers:
             room = MAX_IN_FLIGHT_PER_SUBSCRIBER - self.in_flight(url)
-            if room <= 0:  # its turn stays where it was
+            if room <= 0 or self.resting(url, now):  # its turn stays where it was
                 continue
             rows = await self._db(outbox.pending, view, url, since=since, now=now,
                                   limit=CUSTOMERS_PER_ROUND,
@@ -468,11 +486,34 @@ class Deliverer:
             # customer looked at; else from the first again
             cut = looked < len(rows) or len(rows) == CUSTOMERS_PER_ROUND
             self._turn[url] = rows[looked - 1]["username"] if cut and looked else ""
-        backlog = await self._db(outbox.backlog, view, subscribers)
-        self.waiting.set(backlog["waiting"])
-        oldest = backlog["oldest"]
-        self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))
+        if now >= self._backlog_at:
+            self._backlog_at = now + BACKLOG_EVERY_S
+            backlog = await self._db(outbox.backlog, view, subscribers)
+            self.waiting.set(backlog["waiting"])
+            oldest = backlog["oldest"]
+            self.oldest.set(0 if oldest is None else max(0.0, now - _unix(oldest)))
         return started > 0
+
+    def resting(self, url: str, now: float) -> bool:
+        """Whether ``url`` is taken for down and none of its failed deliveries is due yet."""
+        return self._resting_until.get(url, 0.0) > now
+
+    def _heard(self, url: str, *, failed: bool, next_at: float) -> None:
+        """What a delivery to ``url`` came to: a success ends its failures in a row (and its
+        rest); a failure past ``DOWN_AFTER_FAILURES`` in a row rests it until the soonest of its
+        failed deliveries is due again."""
+        if not failed:
+            self._failed_in_a_row.pop(url, None)
+            self._resting_until.pop(url, None)
+            return
+        self._failed_in_a_row[url] = self._failed_in_a_row.get(url, 0) + 1
+        if self._failed_in_a_row[url] < DOWN_AFTER_FAILURES:
+            return
+        until = self._resting_until.get(url)
+        if until is None or until <= time.time():  # a new rest: from this failure's back-off
+            self._resting_until[url] = next_at
+        else:  # resting already: until the soonest due
+            self._resting_until[url] = min(until, next_at)
 
     def _begin(self, session: aiohttp.ClientSession, view: ReadModelView, url: str,
                rows: list[dict[str, Any]], room: int) -> tuple[int, int]:
@@ -548,6 +589,9 @@ class Deliverer:
         now = time.time()
         attempts = int(row["attempts"]) + 1
         self.attempts.labels("delivered" if error is None else "failed").inc()
+        wait = 0.0 if error is None else backoff_s(attempts, self.hooks.backoff_base_s,
+                                                   self.hooks.backoff_max_s)
+        self._heard(url, failed=error is not None, next_at=now + wait)
         if error is None:
             await self._db(outbox.settle, view, row["id"], url, status=outbox.DELIVERED,
                            attempts=attempts, next_at=now, delivered_at=rfc3339(_now()),
@@ -560,7 +604,6 @@ class Deliverer:
             await self._db(outbox.settle, view, row["id"], url, status=outbox.FAILED,
                            attempts=attempts, next_at=now, delivered_at=None, last_error=error)
             return
-        wait = backoff_s(attempts, self.hooks.backoff_base_s, self.hooks.backoff_max_s)
         await self._db(outbox.settle, view, row["id"], url, status=outbox.WAITING,
                        attempts=attempts, next_at=now + wait, delivered_at=None,
                        last_error=error)

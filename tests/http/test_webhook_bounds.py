@@ -21,7 +21,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.webhooks import MAX_IN_FLIGHT_PER_SUBSCRIBER, Deliverer, WebhookSettings
+from api.webhooks import (
+    DOWN_AFTER_FAILURES,
+    MAX_IN_FLIGHT_PER_SUBSCRIBER,
+    Deliverer,
+    WebhookSettings,
+)
 from projections import outbox
 from tests.http.outboxes import Store, outbox_of
 
@@ -88,9 +93,11 @@ def answering(text: bytes) -> Handler:
     return answer
 
 
-def deliverer(store: Store, *urls: str, timeout_s: float = TIMEOUT_S) -> Deliverer:
+def deliverer(store: Store, *urls: str, timeout_s: float = TIMEOUT_S,
+              backoff_s: float = 0.01) -> Deliverer:
     hooks = WebhookSettings(urls=urls, secret="whsec-bounds", timeout_s=timeout_s,
-                            concurrency=CONCURRENCY, backoff_base_s=0.01, backoff_max_s=0.01)
+                            concurrency=CONCURRENCY, backoff_base_s=backoff_s,
+                            backoff_max_s=backoff_s)
     return Deliverer(store.settings, hooks, lambda: True,
                      SimpleNamespace(registry=CollectorRegistry()), store.key)
 
@@ -133,6 +140,46 @@ async def test_a_receiver_that_never_answers_holds_a_bounded_number_of_deliverie
             while await delivered() < CUSTOMERS:
                 assert time.monotonic() < deadline, "not every customer was delivered to"
                 await asyncio.sleep(0.02)
+        finally:
+            await sender.stop()
+
+
+async def test_a_receiver_that_is_down_is_looked_for_again_only_when_its_deliveries_are_due(
+    filled: Store, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding each customer's first waiting message reads every message the receiver has
+    not had: with a day's backlog, over a second of the database's time. A receiver that is
+    down (its deliveries failing in a row) is not looked for again at every round (five a
+    second), only once one of its failed deliveries is due again."""
+    got, url = receiver
+    got.answer = answering(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    looks: list[str] = []
+    pending = outbox.pending
+
+    def looked(view: Any, subscriber: str, **kwargs: Any) -> list[dict[str, Any]]:
+        looks.append(subscriber)
+        return pending(view, subscriber, **kwargs)
+
+    monkeypatch.setattr(outbox, "pending", looked)
+    # An hour's back-off: no failed delivery is due again during the test
+    sender = deliverer(filled, url, backoff_s=3600.0)
+    failed = sender.attempts.labels("failed")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
+        try:
+            # Given a receiver whose deliveries failed, enough of them in a row
+            await sender.round(session)
+            await until(lambda: failed._value.get() >= DOWN_AFTER_FAILURES
+                        and sender.in_flight(url) == 0, "the first deliveries failed")
+            posted = len(got.requests)
+            # When rounds go on
+            looked_before = looks.count(url)
+            for _ in range(20):
+                await sender.round(session)
+            # Then its messages are not looked for (nor posted) until one of them is due
+            assert looks.count(url) == looked_before
+            assert len(got.requests) == posted
+            assert sender.resting(url, time.time())
+            assert not sender.resting(url, time.time() + 3601.0)
         finally:
             await sender.stop()
 
