@@ -34,11 +34,9 @@ answer, so a crash in between sends it again, with the same ``Ledger-Delivery-Id
 
 A receiver that is down is not asked after every round: once ``DOWN_AFTER_FAILURES`` of its
 deliveries in a row failed, the deliverer looks for its messages again only when the soonest
-of those deliveries is due again (its back-off), not every ``LEDGER_WEBHOOK_POLL_S``. Finding
-each customer's first waiting message reads every message the receiver has not had, so with a
-day's messages waiting (a million) each look cost the database over a second, five times a
-second, for as long as the receiver was down. The first delivery that lands ends the rest.
-The backlog's gauges are counted at most once every ``BACKLOG_EVERY_S`` for the same reason.
+of those deliveries is due again (its back-off), not every ``LEDGER_WEBHOOK_POLL_S`` (a new
+customer's first message would fail as theirs did). The first delivery that lands ends the
+rest. The backlog's gauges are counted at most once every ``BACKLOG_EVERY_S``.
 """
 
 from __future__ import annotations

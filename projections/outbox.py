@@ -11,9 +11,19 @@ currency) and ``customer_message``: words the shop's mailer can send as they are
 The messages (``ob_messages``) and the streams' facts the messages need (``ob_streams``) are the
 projection's tables, written with its tracking record like every read model's. What became of
 each delivery (``ob_deliveries``), the subscriptions made with ``ledger webhooks add``
-(``ob_subscriptions``) and how far each subscriber's deliveries are all settled
-(``ob_cursors``) are not derived from the log: they sit beside the read model in the same
-datastore, are made by ``create_delivery_tables`` and survive a rebuild.
+(``ob_subscriptions``), how far each subscriber's deliveries are all settled
+(``ob_cursors``) and how far its messages have been looked at (``ob_scans``) are not derived
+from the log: they sit beside the read model in the same datastore, are made by
+``create_delivery_tables`` and survive a rebuild.
+
+Per subscriber, each customer with a message still to send has exactly one delivery row
+``waiting`` (more only after ``redeliver``, the earliest going first): their first message not
+yet delivered nor parked, the customer's *head*. A message gets its row when it becomes the
+head: when it is first looked at (``pending`` looks only at the messages new since its last
+look, ``ob_scans``) and its customer has none, or when the head before it settles
+(``settle``). So a round reads the heads and the new messages, never every message waiting
+behind a head: one customer's message failing for a day (parked only at
+``LEDGER_WEBHOOK_MAX_AGE_S``) used to make every round read every message written since.
 
 Its tables, its projection, and its queries (``messages_of``, ``outbox`` a page at a time) and
 the deliverer's (``pending``, ``settle``, ``redeliver``, subscriptions).
@@ -57,6 +67,8 @@ DDL = (
     "CREATE UNIQUE INDEX IF NOT EXISTS ob_messages_by_position ON ob_messages (position)",
     "CREATE INDEX IF NOT EXISTS ob_messages_by_case ON ob_messages (case_id, position)",
     "CREATE INDEX IF NOT EXISTS ob_messages_by_request ON ob_messages (request_id, position)",
+    # a customer's next message once their head settles (``settle``)
+    "CREATE INDEX IF NOT EXISTS ob_messages_by_customer ON ob_messages (username, position)",
     # Each row sealed by the keeper (``stream_seal``): the facts of later messages (who, which
     # currency, which order, the last date to send goods back) are taken from it, so a row
     # changed by SQL stops the outbox rather than a message to the wrong customer being sealed.
@@ -82,7 +94,11 @@ DELIVERY_DDL = (
     "CREATE TABLE IF NOT EXISTS ob_subscriptions ("
     " url TEXT PRIMARY KEY, since BIGINT NOT NULL, added_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ob_cursors (subscriber TEXT PRIMARY KEY, upto BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ob_scans (subscriber TEXT PRIMARY KEY, upto BIGINT NOT NULL)",
 )
+# New messages a round looks at, at most (the rest at the next rounds): a deliverer catching up
+# on a long log makes heads a bounded batch at a time.
+SCAN_BATCH = 5_000
 WAITING, DELIVERED, FAILED = "waiting", "delivered", "failed"
 # Subscriptions there may be (``ledger webhooks add``): each is a receiver the deliverer looks at
 # every round, and a part of the outbox page's status filter.
@@ -483,6 +499,7 @@ def unsubscribe(view: ReadModelView, url: str) -> bool:
     execute(view, "DELETE FROM ob_deliveries WHERE subscriber = %(url)s AND status = 'waiting'",
             {"url": url})
     execute(view, "DELETE FROM ob_cursors WHERE subscriber = %(url)s", {"url": url})
+    execute(view, "DELETE FROM ob_scans WHERE subscriber = %(url)s", {"url": url})
     return removed == 1
 
 
@@ -494,48 +511,35 @@ def last_position(view: ReadModelView) -> int:
 def pending(view: ReadModelView, subscriber: str, *, since: int, now: float, limit: int,
             after_customer: str = "") -> list[dict[str, Any]]:
     """For each customer with a message the subscriber has not yet had (not delivered nor
-    parked), that first such message, if it is due (``next_at`` not after ``now``): one per
-    customer, so a customer's later message never goes before an earlier one (log order per
-    customer), and a customer whose first message keeps failing holds back only their own.
+    parked), that first such message (their head, see the module docstring), if it is due
+    (``next_at`` not after ``now``): one per customer, so a customer's later message never goes
+    before an earlier one (log order per customer), and a customer whose first message keeps
+    failing holds back only their own.
 
     At most ``limit`` customers, taken in turn by name: those after ``after_customer`` first,
     then from the start again; the caller passes the last name it was given, so every customer
     gets a turn within a few rounds however many are waiting. Each message comes with its
-    delivery's attempts and next try so far: delivery rows are made for those that had none, and
+    delivery's attempts and next try so far. First the messages new since the last look are
+    looked at (at most ``SCAN_BATCH``), a row made for each that is its customer's head; then
     the subscriber's cursor moves past every settled message."""
-    upto = view.query("SELECT upto FROM ob_cursors WHERE subscriber = %(s)s",
-                      {"s": subscriber})
-    after = max(since, int(upto[0]["upto"]) if upto else 0)
+    params: dict[str, Any] = {"s": subscriber, "now": now, "limit": limit,
+                              "turn": after_customer}
+    after, scanned = _marks(view, subscriber, since)
     top = last_position(view)
-    unsettled = (" FROM ob_messages m LEFT JOIN ob_deliveries d"
-                 " ON d.message_id = m.id AND d.subscriber = %(s)s"
-                 " WHERE m.position > %(after)s AND m.position <= %(top)s"
-                 " AND (d.status IS NULL OR d.status = 'waiting')")
-    params = {"s": subscriber, "after": after, "top": top, "now": now, "limit": limit,
-              "turn": after_customer}
+    scanned = _look_at_new(view, subscriber, scanned, top)
     rows = view.query(
-        "SELECT firsts.id, firsts.position, type, username, currency, amount, case_id,"  # noqa: S608
-        " request_id, order_no, customer_message, details, created_at, status, attempts,"
-        " next_at, s.seal FROM"
-        " (SELECT m.id, m.position, m.type, m.username, m.currency, m.amount, m.case_id,"
+        "SELECT m.id, m.position, m.type, m.username, m.currency, m.amount, m.case_id,"
         " m.request_id, m.order_no, m.customer_message, m.details, m.created_at,"
-        " d.status, d.attempts, d.next_at, ROW_NUMBER() OVER"
-        f" (PARTITION BY m.username ORDER BY m.position) AS nth{unsettled}) firsts"
-        " LEFT JOIN ob_seals s ON s.message_id = firsts.id"
-        " WHERE nth = 1 AND (next_at IS NULL OR next_at <= %(now)s)"
-        " ORDER BY CASE WHEN username > %(turn)s THEN 0 ELSE 1 END, username"
+        " h.status, h.attempts, h.next_at, sl.seal FROM"
+        " (SELECT d.message_id, d.status, d.attempts, d.next_at, ROW_NUMBER() OVER"
+        " (PARTITION BY d.username ORDER BY d.position) AS nth FROM ob_deliveries d"
+        " WHERE d.subscriber = %(s)s AND d.status = 'waiting') h"
+        " JOIN ob_messages m ON m.id = h.message_id"
+        " LEFT JOIN ob_seals sl ON sl.message_id = m.id"
+        " WHERE h.nth = 1 AND h.next_at <= %(now)s"
+        " ORDER BY CASE WHEN m.username > %(turn)s THEN 0 ELSE 1 END, m.username"
         " LIMIT %(limit)s", params)
-    new = [row for row in rows if row["status"] is None]
-    execute_many(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
-                       " username, status, attempts, next_at) VALUES (%(id)s, %(s)s,"
-                       " %(position)s, %(username)s, 'waiting', 0, 0)"
-                       " ON CONFLICT (message_id, subscriber) DO NOTHING",
-                 [{"id": row["id"], "s": subscriber, "position": row["position"],
-                   "username": row["username"]} for row in new])
-    for row in new:
-        row.update(status=WAITING, attempts=0, next_at=0.0)
-    first = view.query(f"SELECT MIN(m.position) AS p{unsettled}", params)
-    settled = int(first[0]["p"]) - 1 if first[0]["p"] is not None else top
+    settled = _first_unsettled(view, subscriber, scanned, top) - 1
     if settled > after:
         execute(view, "INSERT INTO ob_cursors (subscriber, upto) VALUES (%(s)s, %(upto)s)"
                       " ON CONFLICT (subscriber) DO UPDATE SET upto = excluded.upto",
@@ -543,10 +547,72 @@ def pending(view: ReadModelView, subscriber: str, *, since: int, now: float, lim
     return rows
 
 
+def _marks(view: ReadModelView, subscriber: str, since: int) -> tuple[int, int]:
+    """(the subscriber's cursor: every message up to it settled or before ``since``; how far
+    its messages have been looked at, never behind the cursor). A store from before
+    ``ob_scans`` looks from the cursor again once, making the heads it has not made."""
+    found = view.query(
+        "SELECT (SELECT upto FROM ob_cursors WHERE subscriber = %(s)s) AS upto,"
+        " (SELECT upto FROM ob_scans WHERE subscriber = %(s)s) AS scanned", {"s": subscriber})
+    after = max(since, int(found[0]["upto"] or 0))
+    return after, max(after, int(found[0]["scanned"] or 0))
+
+
+def _look_at_new(view: ReadModelView, subscriber: str, scanned: int, top: int) -> int:
+    """Make a row for each message after ``scanned`` (at most ``SCAN_BATCH`` of them, none
+    past ``top``) that is its customer's head (the customer has no row waiting); answers how
+    far it looked."""
+    if top <= scanned:
+        return scanned
+    params = {"s": subscriber, "scanned": scanned, "top": top, "batch": SCAN_BATCH}
+    new = view.query(
+        "SELECT m.id, m.position, m.username, d.status FROM ob_messages m"
+        " LEFT JOIN ob_deliveries d ON d.message_id = m.id AND d.subscriber = %(s)s"
+        " WHERE m.position > %(scanned)s AND m.position <= %(top)s"
+        " ORDER BY m.position LIMIT %(batch)s", params)
+    looked = int(new[-1]["position"]) if len(new) == SCAN_BATCH else top
+    if new:
+        with_head = {row["username"] for row in view.query(
+            "SELECT DISTINCT username FROM ob_deliveries"
+            " WHERE subscriber = %(s)s AND status = 'waiting'", params)}
+        heads = []
+        for row in new:  # a row there already: settled, or a head counted above
+            if row["status"] is None and row["username"] not in with_head:
+                with_head.add(row["username"])
+                heads.append(row)
+        _make_heads(view, subscriber, heads)
+    execute(view, "INSERT INTO ob_scans (subscriber, upto) VALUES (%(s)s, %(upto)s)"
+                  " ON CONFLICT (subscriber) DO UPDATE SET upto = excluded.upto",
+            {"s": subscriber, "upto": looked})
+    return looked
+
+
+def _make_heads(view: ReadModelView, subscriber: str, messages: Sequence[Mapping[str, Any]]
+                ) -> None:
+    execute_many(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
+                       " username, status, attempts, next_at) VALUES (%(id)s, %(s)s,"
+                       " %(position)s, %(username)s, 'waiting', 0, 0)"
+                       " ON CONFLICT (message_id, subscriber) DO NOTHING",
+                 [{"id": row["id"], "s": subscriber, "position": row["position"],
+                   "username": row["username"]} for row in messages])
+
+
+def _first_unsettled(view: ReadModelView, subscriber: str, scanned: int, top: int) -> int:
+    """The position of the subscriber's first message neither delivered nor parked (past
+    ``top`` when none): its earliest row waiting, or the first message not looked at. Every
+    message looked at without a row is behind its customer's waiting head, so later."""
+    found = view.query("SELECT MIN(position) AS p FROM ob_deliveries"
+                       " WHERE subscriber = %(s)s AND status = 'waiting'", {"s": subscriber})
+    first = top + 1 if scanned >= top else scanned + 1
+    waiting = found[0]["p"]
+    return first if waiting is None else min(first, int(waiting))
+
+
 def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, attempts: int,
            next_at: float, delivered_at: str | None, last_error: str | None) -> None:
     """What an attempt to deliver came to; ``last_error`` is kept without the subscriber's
-    credentials or query (``redacted``)."""
+    credentials or query (``redacted``). A delivery settled (delivered or parked) makes the
+    customer's next message looked at their head."""
     if last_error is not None:
         last_error = redacted(last_error, subscriber)
     execute(view, "UPDATE ob_deliveries SET status = %(status)s, attempts = %(attempts)s,"
@@ -555,6 +621,20 @@ def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, a
             {"status": status, "attempts": attempts, "next_at": next_at,
              "delivered_at": delivered_at, "last_error": last_error, "m": message,
              "s": subscriber})
+    if status == WAITING:
+        return
+    params = {"m": message, "s": subscriber}
+    following = view.query(
+        "SELECT m.id, m.position, m.username, d.status FROM ob_deliveries settled"
+        " JOIN ob_messages m ON m.username = settled.username"
+        " AND m.position > settled.position"
+        " AND m.position <= (SELECT upto FROM ob_scans WHERE subscriber = %(s)s)"
+        " LEFT JOIN ob_deliveries d ON d.message_id = m.id AND d.subscriber = %(s)s"
+        " WHERE settled.message_id = %(m)s AND settled.subscriber = %(s)s"
+        " AND (d.status IS NULL OR d.status = 'waiting')"
+        " ORDER BY m.position LIMIT 1", params)
+    if following and following[0]["status"] is None:
+        _make_heads(view, subscriber, following)
 
 
 def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = (),
@@ -587,17 +667,20 @@ def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = (),
 def backlog(view: ReadModelView, subscribers: list[tuple[str, int]]) -> dict[str, Any]:
     """Messages waiting for a subscriber (``(url, since)``): not yet delivered nor parked,
     whether or not a delivery was begun, summed over the subscribers; and the creation time of
-    the oldest of them. Every such message lies past its subscriber's cursor (``pending``)."""
+    the oldest of them. Counted as the messages past each subscriber's cursor less those
+    settled there, each by its index, never by reading the messages."""
     waiting, oldest = 0, None
+    top = last_position(view)
     for subscriber, since in subscribers:
-        upto = view.query("SELECT upto FROM ob_cursors WHERE subscriber = %(s)s",
-                          {"s": subscriber})
-        after = max(since, int(upto[0]["upto"]) if upto else 0)
+        after, scanned = _marks(view, subscriber, since)
+        params = {"s": subscriber, "after": after,
+                  "first": _first_unsettled(view, subscriber, scanned, top)}
         rows = view.query(
-            "SELECT COUNT(*) AS n, MIN(m.created_at) AS oldest FROM ob_messages m"
-            " LEFT JOIN ob_deliveries d ON d.message_id = m.id AND d.subscriber = %(s)s"
-            " WHERE m.position > %(after)s AND (d.status IS NULL OR d.status = 'waiting')",
-            {"s": subscriber, "after": after})
+            "SELECT (SELECT COUNT(*) FROM ob_messages WHERE position > %(after)s)"
+            " - (SELECT COUNT(*) FROM ob_deliveries WHERE subscriber = %(s)s"
+            " AND status <> 'waiting' AND position > %(after)s) AS n,"
+            " (SELECT created_at FROM ob_messages WHERE position >= %(first)s"
+            " ORDER BY position LIMIT 1) AS oldest", params)
         waiting += int(rows[0]["n"] or 0)
         first = rows[0]["oldest"]
         if first is not None and (oldest is None or first < oldest):

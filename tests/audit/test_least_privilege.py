@@ -19,7 +19,7 @@ import pytest
 
 from projections.checkpoints import Notary
 from projections.notes import load_or_create_signer
-from projections.privileges import excess_privilege
+from projections.privileges import SCHEMA_VERSION, excess_privilege
 from projections.store import open_application
 from tests.audit.history import History, RandomChooser
 from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
@@ -235,9 +235,16 @@ def test_migrate_waits_a_bounded_time_for_tables_in_use(granted: tuple[str, str]
         "changed by the statement that waited); try again")
 
 
-@pytest.mark.parametrize("older", ["DROP TABLE ledger_schema", "DELETE FROM ledger_schema"])
+@pytest.mark.parametrize(("older", "recorded"), [
+    ("DROP TABLE ledger_schema", "unrecorded"),
+    ("DELETE FROM ledger_schema", "unrecorded"),
+    # the version before the outbox's heads (ob_scans), which the role cannot make
+    (f"DELETE FROM ledger_schema WHERE version > {SCHEMA_VERSION - 1}; DROP TABLE ob_scans;"
+     f" INSERT INTO ledger_schema VALUES ({SCHEMA_VERSION - 1}) ON CONFLICT DO NOTHING",
+     str(SCHEMA_VERSION - 1)),
+])
 def test_the_granted_role_does_not_serve_a_schema_older_than_the_ledger(
-    granted: tuple[str, str], tmp_path: Path, older: str,
+    granted: tuple[str, str], tmp_path: Path, older: str, recorded: str,
 ) -> None:
     """A store migrated by an older ledger (its schema unrecorded, or an older version): the
     role cannot add what is missing, and served it half working (every keyed write 500, the
@@ -252,9 +259,9 @@ def test_the_granted_role_does_not_serve_a_schema_older_than_the_ledger(
     assert served.returncode == 2, served.stdout + served.stderr
     role = role_url.split("://", 1)[1].split("@", 1)[0]
     assert served.stderr.strip().splitlines()[-1] == (
-        "ledger serve: the schema is older than this ledger's (version unrecorded; it needs "
-        f"1), and {role} may not upgrade it: run ledger migrate --grant-to {role} with the "
-        "tables' owner's LEDGER_DATABASE_URL")
+        f"ledger serve: the schema is older than this ledger's (version {recorded}; it needs "
+        f"{SCHEMA_VERSION}), and {role} may not upgrade it: run ledger migrate --grant-to "
+        f"{role} with the tables' owner's LEDGER_DATABASE_URL")
     # and the owner's migrate, granting the role again, lets it serve
     migrated = subprocess.run(
         [*ledger_command(), "migrate", "--grant-to", role], capture_output=True, text=True,
