@@ -51,6 +51,7 @@ from ledger.errors import (
     Refused,
     Unavailable,
 )
+from projections.pgpool import refused_in_outage
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:ledger:problem:"
@@ -252,7 +253,8 @@ def _from_error(error: Exception, status: int, request_id: str | None) -> web.Re
             answer.force_close()
         return answer
     if not isinstance(error, LedgerError):  # the store's own errors
-        log.warning("the store did not answer (request %s): %s", request_id, error)
+        if not refused_in_outage(error):  # else the outage's own line has said it, once
+            log.warning("the store did not answer (request %s): %s", request_id, error)
         return problem(status, STORE_UNAVAILABLE,
                        "the store did not answer; try again shortly", request_id=request_id)
     errors = None

@@ -53,7 +53,7 @@ from ledger.errors import Contention, NotReady
 from ledger.settings import StoreSettings
 from projections.leadership import GENERATION_TABLE
 from projections.paging import Query
-from projections.pgpool import StoreOutage, outage_of
+from projections.pgpool import TRY_WAIT_S, StoreOutage, outage_of
 from projections.wakeup import NUDGE
 
 APP_NAME = "ledger"
@@ -157,8 +157,12 @@ class _WatchedPool(AsyncConnectionPool):
         return connection
 
     async def getconn(self, timeout: float | None = None) -> Any:
-        return await super().getconn(self.outage.admit(self.timeout if timeout is None
-                                                       else timeout))
+        if self.outage.admit(idle=bool(self._pool)):  # this caller's own try, bounded
+            try:
+                await (await self._connect(TRY_WAIT_S)).close()
+            except Exception as error:
+                raise self.outage.tried(error) from None
+        return await super().getconn(timeout)
 
 
 class CurrentReader:

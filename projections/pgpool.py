@@ -23,10 +23,13 @@ connection slots), a pool waits its whole timeout for a connection that cannot c
 write retried within its bound waited the request's whole deadline (30 s) to answer 503
 ``deadline_exceeded``, holding its account's lock so the next write to it answered ``busy``
 10 s later. Each pool's connection attempts (its own, in the background, and those a request
-waits for) say whether the store answers; while the last one failed, a request for a
-connection is refused at once (``StoreRefusesConnections``: 503 ``store_unavailable``), but one
-a second still waits as before, so the pool keeps trying and the first connection made ends
-the outage. One ERROR line says when it began, one WARNING when it ended; nothing per request.
+waits for) say whether the store answers; while the last one failed for want of a server (no
+answer, the connection refused or cut, the server shutting down or starting: not a full house
+nor a refused password, which a waiting request may outlive), a request for a connection is
+refused at once (``StoreRefusesConnections``: 503 ``store_unavailable``) unless its pool holds
+an idle one. One request a second first tries a connection of its own, and the first that is
+made ends the outage. One ERROR line says when it began, one WARNING when it ended; nothing per
+request.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Pipeline
@@ -53,13 +55,25 @@ CONNECT_TIMEOUT_S = 5
 # While the store refuses connections, one request a while still waits for one (so the pool
 # tries again); the others are refused at once.
 TRY_AGAIN_EVERY_S = 1.0
-TRY_WAIT_S = 1.0  # how long that one waits (a store that is back connects in milliseconds)
+TRY_WAIT_S = 1.0  # how long that one's try may take (a store that is back connects at once)
 
 log = logging.getLogger(__name__)
 
 
 class StoreRefusesConnections(PoolTimeout):
     """A connection asked for while the store is known to refuse them: refused at once."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether a failure to connect (or a connection's failure) says no server is there to
+    answer: no answer at all, a connection exception (SQLSTATE class 08), or the server going
+    or not yet ready (57P). A full house (53300) or a refused password (28) is an answer."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate
+    return state is None or state.startswith(("08", "57P"))
 
 
 class StoreOutage:
@@ -75,9 +89,11 @@ class StoreOutage:
         self._next_try = 0.0
 
     def failed(self, error: BaseException) -> None:
-        """A connection attempt failed."""
+        """A connection attempt failed (an outage only when ``unreachable``)."""
+        if not unreachable(error):
+            return
         with self._lock:
-            self._reason = " ".join(str(error).split())[:300] or type(error).__name__
+            self._reason = _said(error)
             if self.down_since is not None:
                 return
             self.down_since = self._next_try = self._clock()
@@ -93,20 +109,33 @@ class StoreOutage:
         log.warning("the store at %s answers again, after refusing connections for %.1f s",
                     self.address, lasted)
 
-    def admit(self, wait_s: float) -> float:
-        """How long a caller may wait for a connection (``wait_s`` unless the store refuses
-        them). While it does, raises ``StoreRefusesConnections``, except for one caller every
-        ``TRY_AGAIN_EVERY_S``, who may wait ``TRY_WAIT_S``."""
+    def admit(self, *, idle: bool) -> bool:
+        """Whether the caller, about to ask its pool for a connection, is to try one of its own
+        first: the one caller a ``TRY_AGAIN_EVERY_S`` while the store refuses connections. The
+        others are refused (``StoreRefusesConnections``), except a caller whose pool holds an
+        ``idle`` connection: a failed connect says nothing of the connections a pool has."""
         with self._lock:
-            if self.down_since is None:
-                return wait_s
+            if self.down_since is None or idle:
+                return False
             now = self._clock()
             if now >= self._next_try:
                 self._next_try = now + TRY_AGAIN_EVERY_S
-                return min(wait_s, TRY_WAIT_S)
+                return True
             since, reason = now - self.down_since, self._reason
         raise StoreRefusesConnections(
             f"the store has refused connections for {since:.0f} s ({reason})")
+
+    def tried(self, error: BaseException) -> StoreRefusesConnections:
+        """The refusal of the one caller whose own try (``admit``) failed."""
+        with self._lock:
+            since = 0.0 if self.down_since is None else self._clock() - self.down_since
+        return StoreRefusesConnections(
+            f"the store has refused connections for {since:.0f} s ({_said(error)})")
+
+
+def _said(error: BaseException) -> str:
+    """An error's words on one line, bounded (a server's message may run over lines)."""
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 _OUTAGES: dict[str, StoreOutage] = {}
@@ -121,9 +150,9 @@ def outage_of(host: str, port: str | int, dbname: str) -> StoreOutage:
 
 
 def refused_in_outage(error: BaseException) -> bool:
-    """Whether ``error`` is (or was caused by) a failure to reach the store while this process
-    knows it refuses connections: the outage's own ERROR line has said so, so a background
-    loop trying again each second need not repeat it with a traceback."""
+    """Whether ``error`` is (or was caused by) a failure to reach the store (``unreachable``)
+    while this process knows it refuses connections: the outage's own ERROR line has said so,
+    so a background loop trying again each second, or a refused request, need not repeat it."""
     with _OUTAGES_LOCK:
         if all(outage.down_since is None for outage in _OUTAGES.values()):
             return False
@@ -131,7 +160,7 @@ def refused_in_outage(error: BaseException) -> bool:
     for _ in range(8):  # a chain of causes, bounded
         if seen is None:
             return False
-        if isinstance(seen, psycopg.OperationalError | PersistenceOperationalError):
+        if unreachable(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -154,7 +183,12 @@ def watch_outages(pool: Any, outage: StoreOutage) -> None:
         return connection
 
     def _getconn(timeout: float | None = None) -> Any:
-        return getconn(outage.admit(pool.timeout if timeout is None else timeout))
+        if outage.admit(idle=bool(pool._pool)):  # this caller's own try, bounded
+            try:
+                _connect(TRY_WAIT_S).close()
+            except Exception as error:
+                raise outage.tried(error) from None
+        return getconn(timeout)
 
     pool._connect, pool.getconn = _connect, _getconn
 

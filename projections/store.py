@@ -62,6 +62,7 @@ from eventsourcing.sqlite import (
 )
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg_pool import PoolTimeout
 
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged, NotReady
@@ -425,8 +426,10 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     raise WritersLockBusy(
                         "another writer held the log's lock for the store's whole lock timeout: "
                         "nothing was recorded; send it again") from error
-                if not in_doubt and isinstance(error.__cause__, StoreRefusesConnections):
-                    raise  # no connection, nothing sent: nothing to find out, nor to wait for
+                if not in_doubt and isinstance(error.__cause__, PoolTimeout):
+                    # No connection (refused at once in an outage, or none within the pool's
+                    # wait): nothing was sent, so nothing to find out, nor to wait for again.
+                    raise
                 log.warning("a commit's connection failed (%s: %s): whether it was committed "
                             "is found out before it is recorded again", type(error).__name__,
                             error)

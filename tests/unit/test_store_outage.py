@@ -13,7 +13,6 @@ from eventsourcing.persistence import OperationalError
 
 from projections.pgpool import (
     TRY_AGAIN_EVERY_S,
-    TRY_WAIT_S,
     StoreOutage,
     StoreRefusesConnections,
     outage_of,
@@ -29,44 +28,58 @@ class Clock:
         return self.now
 
 
-def refused(outage: StoreOutage) -> bool:
+def refused(outage: StoreOutage, *, idle: bool = False) -> bool:
     try:
-        outage.admit(5.0)
+        outage.admit(idle=idle)
     except StoreRefusesConnections:
         return True
     return False
 
 
-def test_a_store_that_answers_lets_every_caller_wait_its_whole_timeout() -> None:
+class ServerSaid(psycopg.OperationalError):
+    """A connection failure with the server's SQLSTATE."""
+
+    def __init__(self, message: str, state: str) -> None:
+        self._state = state  # first: psycopg's own __init__ reads sqlstate
+        super().__init__(message)
+
+    @property
+    def sqlstate(self) -> str | None:  # type: ignore[override]
+        return self._state
+
+
+def test_a_store_that_answers_admits_every_caller_to_its_pool() -> None:
     outage = StoreOutage("db:5432/ledger", clock=Clock())
-    assert [outage.admit(5.0) for _ in range(3)] == [5.0, 5.0, 5.0]
+    assert [outage.admit(idle=False) for _ in range(3)] == [False, False, False]
 
 
-def test_while_the_store_refuses_one_caller_a_second_tries_briefly_and_the_rest_are_refused(
+def test_while_the_store_refuses_one_caller_a_second_tries_and_the_rest_are_refused(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = Clock()
     outage = StoreOutage("db:5432/ledger", clock=clock)
     caplog.set_level(logging.INFO, logger="projections.pgpool")
 
-    # When connection attempts fail, again and again
+    # When connection attempts fail for want of a server, again and again
     for _ in range(3):
         outage.failed(psycopg.OperationalError("connection refused"))
 
-    # Then one caller may try, briefly; the others are refused at once, in words
-    assert outage.admit(5.0) == TRY_WAIT_S
+    # Then one caller tries a connection of its own; the others are refused at once, in words
+    assert outage.admit(idle=False) is True
     with pytest.raises(StoreRefusesConnections, match="refused connections for 0 s"):
-        outage.admit(5.0)
+        outage.admit(idle=False)
     clock.now += TRY_AGAIN_EVERY_S / 2
     assert refused(outage)
     clock.now += TRY_AGAIN_EVERY_S / 2
-    assert outage.admit(5.0) == TRY_WAIT_S  # the next one a second on
+    assert outage.admit(idle=False) is True  # the next one a second on
     assert refused(outage)
+    # but never a caller whose pool holds an idle connection
+    assert not refused(outage, idle=True)
 
-    # And once a connection is made, every caller waits as usual again
+    # And once a connection is made, every caller goes to its pool again
     clock.now += 2.5
     outage.answered()
-    assert [outage.admit(5.0) for _ in range(3)] == [5.0, 5.0, 5.0]
+    assert [outage.admit(idle=False) for _ in range(3)] == [False, False, False]
 
     # The outage was said once as it began, once as it ended
     said = [(r.levelname, r.getMessage()) for r in caplog.records]
@@ -77,6 +90,24 @@ def test_while_the_store_refuses_one_caller_a_second_tries_briefly_and_the_rest_
         ("WARNING", "the store at db:5432/ledger answers again, after refusing connections "
                     "for 3.5 s"),
     ]
+
+
+@pytest.mark.parametrize(("error", "outage"), [
+    (psycopg.OperationalError("connection refused"), True),  # no server answered
+    (ServerSaid("the database system is shutting down", "57P03"), True),
+    (ServerSaid("terminating connection due to administrator command", "57P01"), True),
+    (ServerSaid("connection failure", "08006"), True),
+    (ServerSaid("too many connections for role", "53300"), False),  # a full house answers
+    (ServerSaid("password authentication failed", "28P01"), False),
+    (ServerSaid("canceling statement due to statement timeout", "57014"), False),
+    (RuntimeError("a bug"), False),
+])
+def test_only_a_store_that_is_not_there_makes_an_outage(error: Exception, outage: bool) -> None:
+    """A full house or a refused password is the server's answer: a request waiting for a
+    connection may outlive the one, and refusing at once would hide the other."""
+    record = StoreOutage("db:5432/ledger", clock=Clock())
+    record.failed(error)
+    assert (record.down_since is not None) is outage
 
 
 def test_background_failures_are_quiet_only_while_an_outage_has_said_them() -> None:
