@@ -249,15 +249,21 @@ def create_key(path: Path) -> ChainKey:
 
 
 def open_to_others(path: Path) -> str | None:
-    """Why the file of secrets at ``path`` is refused as it stands: its group or other users
-    may read or write it (as ssh refuses such a private key: whoever reads the chain key can
-    forge history, whoever reads a token can act as its role). None when only its owner may."""
+    """Why the file of secrets at ``path`` is refused as it stands: others may read or write it
+    (as ssh refuses such a private key: whoever reads the chain key can forge history, whoever
+    reads a token can act as its role). None when only its owner may; or, as PostgreSQL allows
+    for its server's key, when root owns it and lets this (other) user's group read it, no more
+    (mode 0640 or 0440: a secrets volume's group)."""
     try:
-        mode = path.stat().st_mode
+        found = path.stat()
     except OSError:
         return None  # reading it says why
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path} is open to other users (mode {stat.S_IMODE(mode):o}): chmod 600 it"
+    mode = stat.S_IMODE(found.st_mode)
+    group_reads = mode & stat.S_IRWXG == stat.S_IRGRP
+    lent_by_root = found.st_uid == 0 and os.geteuid() != 0 and group_reads
+    if mode & stat.S_IRWXO or (mode & stat.S_IRWXG and not lent_by_root):
+        return (f"{path} is open to other users (mode {mode:o}): chmod 600 it (or 640, owned "
+                "by root, for the service's group to read)")
     return None
 
 
