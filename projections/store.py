@@ -1157,6 +1157,13 @@ def adopt_chain_key(recorder: Recorder, path: Path, *, may_create: bool) -> Chai
     that key and no other. Either failing is refused, each named as what it is: a key file
     that is not this store's key, or a record changed or removed by SQL (which the service
     never rewrites: a store with events never gets a fingerprint written)."""
+    if not _chain_is_keyed(recorder):
+        raise ChainKeyError(
+            "the store's chain was made by an earlier version, whose links are plain SHA-256 "
+            "(ledger_chain has no 'previous' column): anyone who could write to the database "
+            "could have recomputed them, so this ledger cannot vouch for its history. Check it "
+            "with the version that made it (its ledger verify), and start this one on an "
+            "empty store")
     rows = run_sql(recorder, [("SELECT fingerprint FROM ledger_chain_key", {})], commit=False)
     fingerprints = {str(row["fingerprint"]) for row in rows}
     events = recorder.max_notification_id() or 0  # type: ignore[attr-defined]
@@ -1224,6 +1231,17 @@ def _key_the_record_names(path: Path, fingerprints: set[str]) -> ChainKey:
             f"is sealed with ({sorted(fingerprints)[0]}): point LEDGER_CHAIN_KEY_FILE at that key"
         )
     return key
+
+
+def _chain_is_keyed(recorder: Recorder) -> bool:
+    """Whether the store's chain table is this ledger's (each link beside the one before it),
+    not an earlier version's plain SHA-256 chain (which ``CREATE TABLE IF NOT EXISTS`` keeps)."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        sql = "SELECT 1 AS found FROM pragma_table_info('ledger_chain') WHERE name = 'previous'"
+    else:
+        sql = ("SELECT 1 AS found FROM information_schema.columns WHERE table_schema ="
+               " current_schema() AND table_name = 'ledger_chain' AND column_name = 'previous'")
+    return bool(run_sql(recorder, [(sql, {})], commit=False))
 
 
 def _first_sealed_events(recorder: Recorder) -> list[dict[str, Any]]:

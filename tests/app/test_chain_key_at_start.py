@@ -4,9 +4,11 @@ record changed or removed by SQL is named as such, and the start is refused eith
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ledger.identity import Actor
@@ -168,3 +170,26 @@ def test_a_key_file_of_raw_bytes_is_refused_in_words_that_repeat_none_of_them(
     with pytest.raises(ChainKeyError) as refused:
         read_key(path)
     assert str(refused.value) == f"{path} does not hold a chain key (64 hex digits)"
+
+
+def test_a_store_of_an_earlier_version_with_an_unkeyed_chain_is_refused_in_words(
+    settings: StoreSettings,
+) -> None:
+    """An earlier version chained its events with plain SHA-256 (``ledger_chain`` of
+    position and hash only), which anyone who can write to the database can recompute. This
+    ledger vouches for no such history: it refuses the store in one line saying why and what to
+    do, where it used to fail on a missing column with a traceback."""
+    earlier = ("CREATE TABLE ledger_chain (position BIGINT PRIMARY KEY, hash TEXT NOT NULL,"
+               " CHECK (length(hash) = 64))")
+    if settings.kind == "sqlite":
+        assert settings.sqlite_path is not None
+        with sqlite3.connect(settings.sqlite_path) as made:
+            made.execute(earlier)
+    else:
+        with psycopg.connect(settings.url, autocommit=True) as made:
+            made.execute(earlier)
+    with pytest.raises(ChainKeyError) as refused:
+        open_application(settings)
+    assert str(refused.value).startswith(
+        "the store's chain was made by an earlier version, whose links are plain SHA-256")
+    assert str(refused.value).endswith("start this one on an empty store")
