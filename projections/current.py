@@ -148,13 +148,8 @@ class _WatchedPool(AsyncConnectionPool):
         super().__init__(**kwargs)
 
     async def _connect(self, timeout: float | None = None) -> Any:
-        try:
-            connection = await super()._connect(timeout)
-        except Exception as error:
-            self.outage.failed(error)
-            raise
-        self.outage.answered()
-        return connection
+        with self.outage.attempt():
+            return await super()._connect(timeout)
 
     async def getconn(self, timeout: float | None = None) -> Any:
         if self.outage.admit(idle=bool(self._pool)):  # this caller's own try, bounded

@@ -87,12 +87,28 @@ class StoreOutage:
         self.down_since: float | None = None  # when the first failed attempt of this outage was
         self._reason = ""
         self._next_try = 0.0
+        self._answered_at = float("-inf")  # the last successful attempt's end
 
-    def failed(self, error: BaseException) -> None:
-        """A connection attempt failed (an outage only when ``unreachable``)."""
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Around a connection attempt: what it came to, told."""
+        started = self._clock()
+        try:
+            yield
+        except Exception as error:
+            self.failed(error, started=started)
+            raise
+        self.answered()
+
+    def failed(self, error: BaseException, *, started: float | None = None) -> None:
+        """A connection attempt (begun at ``started``) failed: an outage when ``unreachable``,
+        unless another attempt succeeded since it began (a slow one failing late says nothing
+        of the store now)."""
         if not unreachable(error):
             return
         with self._lock:
+            if started is not None and self._answered_at > started:
+                return
             self._reason = _said(error)
             if self.down_since is not None:
                 return
@@ -103,6 +119,7 @@ class StoreOutage:
     def answered(self) -> None:
         """A connection attempt succeeded."""
         with self._lock:
+            self._answered_at = self._clock()
             if self.down_since is None:
                 return
             lasted, self.down_since = self._clock() - self.down_since, None
@@ -174,13 +191,8 @@ def watch_outages(pool: Any, outage: StoreOutage) -> None:
     connect, getconn = pool._connect, pool.getconn
 
     def _connect(timeout: float | None = None) -> Any:
-        try:
-            connection = connect(timeout)
-        except Exception as error:
-            outage.failed(error)
-            raise
-        outage.answered()
-        return connection
+        with outage.attempt():
+            return connect(timeout)
 
     def _getconn(timeout: float | None = None) -> Any:
         if outage.admit(idle=bool(pool._pool)):  # this caller's own try, bounded
@@ -198,18 +210,13 @@ def connect(settings: StoreSettings, *, autocommit: bool = True) -> psycopg.Conn
     for a session's advisory lock, LISTEN, or a transaction that must not share one."""
     pg = settings.postgres
     outage = outage_of(pg["POSTGRES_HOST"], pg["POSTGRES_PORT"], pg["POSTGRES_DBNAME"])
-    try:
-        connection = psycopg.connect(
+    with outage.attempt():  # the keeper's try each second tells the outage too
+        return psycopg.connect(
             dbname=pg["POSTGRES_DBNAME"], host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"],
             user=pg["POSTGRES_USER"], password=pg["POSTGRES_PASSWORD"] or None,
             autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
             options=settings.pg_options() or "",
         )
-    except psycopg.OperationalError as error:  # the keeper's try each second is the outage's
-        outage.failed(error)
-        raise
-    outage.answered()
-    return connection
 
 
 def check_if_disturbed(connection: Any) -> None:

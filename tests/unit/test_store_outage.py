@@ -122,3 +122,23 @@ def test_background_failures_are_quiet_only_while_an_outage_has_said_them() -> N
         assert not refused_in_outage(bug)  # a bug is never an outage's
     finally:
         outage.answered()
+
+
+def test_a_slow_attempt_failing_after_another_succeeded_makes_no_outage() -> None:
+    """Of two attempts at once, one slow: when it fails after the other connected, it says
+    nothing of the store now."""
+    clock = Clock()
+    outage = StoreOutage("db:5432/ledger", clock=clock)
+    slow = outage.attempt()
+    slow.__enter__()  # begun first
+    clock.now += 0.5
+    with outage.attempt():  # another connects meanwhile
+        pass
+    clock.now += 4.5
+    late = psycopg.OperationalError("connection timeout expired")
+    assert slow.__exit__(type(late), late, None) is False  # the slow one fails after it
+    assert outage.down_since is None
+    # but a failure begun after the last success is one
+    with pytest.raises(psycopg.OperationalError), outage.attempt():
+        raise psycopg.OperationalError("connection refused")
+    assert outage.down_since == clock.now
