@@ -360,10 +360,12 @@ class Deliverer:
         self._gates: dict[str, asyncio.Semaphore] = {}
         # subscriptions whose URL cannot receive webhooks (``url_problem``), warned of once
         self._unusable: set[str] = set()
-        # subscriber -> its deliveries failed in a row; and, once it is taken for down, the
-        # time (``time.time()``) before which its messages are not looked for
+        # subscriber -> its deliveries failed in a row
         self._failed_in_a_row: dict[str, int] = {}
-        self._resting_until: dict[str, float] = {}
+        # subscriber -> message -> when that failed delivery is due again (``time.time()``),
+        # for the failures of the current run: a delivery that lands clears it, one parked
+        # leaves it. At most one message per customer waiting (their head) is failing at once.
+        self._due_again: dict[str, dict[str, float]] = {}
         self._backlog_at = 0.0  # when the backlog's gauges are next counted
         registry = metrics.registry
         self.waiting = Gauge("ledger_webhook_messages_waiting",
@@ -430,11 +432,17 @@ class Deliverer:
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
     async def _rounds(self, session: aiohttp.ClientSession) -> None:
+        leading = False
         while not self._stopping.is_set():
             busy = False
             try:
                 if self.is_leader():
+                    if not leading:  # begins: heads made elsewhere, or never, are looked for
+                        await self._db(outbox.look_again, await self._db(self._open))
+                        leading = True
                     busy = await self.round(session)
+                else:
+                    leading = False
             except Exception:  # never left dead: logged, and tried again
                 log.exception("webhook delivery failed; trying again")
             if not busy:
@@ -471,6 +479,8 @@ class Deliverer:
         for gone in self._gates.keys() - {url for url, _ in subscribers}:
             if not self.in_flight(gone):  # a subscriber removed: its slots go with it
                 del self._gates[gone]
+                self._failed_in_a_row.pop(gone, None)
+                self._due_again.pop(gone, None)
         for url, since in subscribers:
             room = MAX_IN_FLIGHT_PER_SUBSCRIBER - self.in_flight(url)
             if room <= 0 or self.resting(url, now):  # its turn stays where it was
@@ -494,24 +504,25 @@ class Deliverer:
 
     def resting(self, url: str, now: float) -> bool:
         """Whether ``url`` is taken for down and none of its failed deliveries is due yet."""
-        return self._resting_until.get(url, 0.0) > now
+        due = self._due_again.get(url) or {}
+        return (self._failed_in_a_row.get(url, 0) >= DOWN_AFTER_FAILURES and bool(due)
+                and min(due.values()) > now)
 
-    def _heard(self, url: str, *, failed: bool, next_at: float) -> None:
-        """What a delivery to ``url`` came to: a success ends its failures in a row (and its
-        rest); a failure past ``DOWN_AFTER_FAILURES`` in a row rests it until the soonest of its
-        failed deliveries is due again."""
+    def _heard(self, url: str, message: str, *, failed: bool, next_at: float | None) -> None:
+        """What the delivery of ``message`` to ``url`` came to: a success ends its failures in a
+        row (and its rest); a failure is due again at ``next_at`` (None: parked, never), and
+        past ``DOWN_AFTER_FAILURES`` in a row the receiver rests until the soonest of its
+        failed deliveries is due."""
         if not failed:
             self._failed_in_a_row.pop(url, None)
-            self._resting_until.pop(url, None)
+            self._due_again.pop(url, None)
             return
         self._failed_in_a_row[url] = self._failed_in_a_row.get(url, 0) + 1
-        if self._failed_in_a_row[url] < DOWN_AFTER_FAILURES:
-            return
-        until = self._resting_until.get(url)
-        if until is None or until <= time.time():  # a new rest: from this failure's back-off
-            self._resting_until[url] = next_at
-        else:  # resting already: until the soonest due
-            self._resting_until[url] = min(until, next_at)
+        due = self._due_again.setdefault(url, {})
+        if next_at is None:  # parked: never due again
+            due.pop(message, None)
+        else:
+            due[message] = next_at
 
     def _begin(self, session: aiohttp.ClientSession, view: ReadModelView, url: str,
                rows: list[dict[str, Any]], room: int) -> tuple[int, int]:
@@ -589,7 +600,9 @@ class Deliverer:
         self.attempts.labels("delivered" if error is None else "failed").inc()
         wait = 0.0 if error is None else backoff_s(attempts, self.hooks.backoff_base_s,
                                                    self.hooks.backoff_max_s)
-        self._heard(url, failed=error is not None, next_at=now + wait)
+        parked = error is not None and now - _unix(row["created_at"]) >= self.hooks.max_age_s
+        self._heard(url, row["id"], failed=error is not None,
+                    next_at=None if parked else now + wait)
         if error is None:
             await self._db(outbox.settle, view, row["id"], url, status=outbox.DELIVERED,
                            attempts=attempts, next_at=now, delivered_at=rfc3339(_now()),

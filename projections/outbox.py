@@ -23,7 +23,10 @@ head: when it is first looked at (``pending`` looks only at the messages new sin
 look, ``ob_scans``) and its customer has none, or when the head before it settles
 (``settle``). So a round reads the heads and the new messages, never every message waiting
 behind a head: one customer's message failing for a day (parked only at
-``LEDGER_WEBHOOK_MAX_AGE_S``) used to make every round read every message written since.
+``LEDGER_WEBHOOK_MAX_AGE_S``) used to make every round read every message written since. A
+deliverer that begins to lead looks again from the cursor (``look_again``), a ``SCAN_BATCH`` at
+a time: heads that a deliverer of an earlier version (which made none as a head settled) left
+unmade are made then.
 
 Its tables, its projection, and its queries (``messages_of``, ``outbox`` a page at a time) and
 the deliverer's (``pending``, ``settle``, ``redeliver``, subscriptions).
@@ -460,6 +463,7 @@ def seal_streams(view: ReadModelView) -> bool:
         cursor.execute("ALTER TABLE ob_streams ADD COLUMN seal TEXT")
         for table in ("ob_streams", "ob_messages", "ob_seals"):
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 (names from the code)
+        cursor.execute("DELETE FROM ob_scans")  # the messages are made again: looked at again
         tracking = "tracking" if sqlite else _postgres(view).tracking_table_name
         cursor.execute(f"UPDATE {tracking} SET notification_id = 0"  # noqa: S608
                        f" WHERE application_name = '{APP_NAME}'")
@@ -547,6 +551,13 @@ def pending(view: ReadModelView, subscriber: str, *, since: int, now: float, lim
     return rows
 
 
+def look_again(view: ReadModelView) -> None:
+    """Every subscriber's messages looked at again from its cursor (``ob_scans`` forgotten): a
+    deliverer that begins makes any head a deliverer of another version (or one that lost a
+    race with it) did not make. The look goes a ``SCAN_BATCH`` at a time, as any look."""
+    execute(view, "DELETE FROM ob_scans")
+
+
 def _marks(view: ReadModelView, subscriber: str, since: int) -> tuple[int, int]:
     """(the subscriber's cursor: every message up to it settled or before ``since``; how far
     its messages have been looked at, never behind the cursor). A store from before
@@ -628,7 +639,6 @@ def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, a
         "SELECT m.id, m.position, m.username, d.status FROM ob_deliveries settled"
         " JOIN ob_messages m ON m.username = settled.username"
         " AND m.position > settled.position"
-        " AND m.position <= (SELECT upto FROM ob_scans WHERE subscriber = %(s)s)"
         " LEFT JOIN ob_deliveries d ON d.message_id = m.id AND d.subscriber = %(s)s"
         " WHERE settled.message_id = %(m)s AND settled.subscriber = %(s)s"
         " AND (d.status IS NULL OR d.status = 'waiting')"

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from projections import outbox
-from projections.outbox import OutboxProjection
-from projections.readmodels import open_view
 from projections.views import ReadModelView
-from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
+from tests.http.outboxes import add_message as add
+from tests.http.outboxes import outbox_view
 
 CUSTOMERS = 100
 MESSAGES_EACH = 20
@@ -29,17 +29,24 @@ FAR = 9e12  # a next try no round reaches
 
 
 @pytest.fixture
-def view() -> Iterator[ReadModelView]:
-    name = make_pg_database()
-    try:
-        opened = open_view(store_settings(pg_url(name)), OutboxProjection)
-        try:
-            outbox.create_delivery_tables(opened)
-            yield opened
-        finally:
-            opened.datastore.close()
-    finally:
-        drop_pg_database(name)
+def view(tmp_path: Path) -> Iterator[ReadModelView]:
+    with outbox_view("postgres", tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_view(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModelView]:
+    with outbox_view(request.param, tmp_path) as opened:
+        yield opened
+
+
+def delivered(view: ReadModelView, message: str) -> None:
+    outbox.settle(view, message, RECEIVER, status=outbox.DELIVERED, attempts=1, next_at=0,
+                  delivered_at="2026-12-07T00:00:01Z", last_error=None)
+
+
+def sent_now(view: ReadModelView) -> list[str]:
+    return [row["id"] for row in outbox.pending(view, RECEIVER, since=0, now=FAR, limit=100)]
 
 
 def fill(view: ReadModelView) -> None:
@@ -109,3 +116,48 @@ def test_a_round_reads_the_heads_and_the_new_not_every_message_waiting_behind_a_
 
     # Then it read the stuck head, not the messages written since it
     assert sum(read) <= 2, read
+
+
+def test_a_head_settled_while_another_deliverer_looks_makes_the_next_message_its_head(
+    any_view: ReadModelView, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leadership change: the old leader's delivery lands while the new leader looks at the
+    new messages, between its read of who has a head and its mark of how far it looked. The
+    customer's next message is still made their head, and sent."""
+    add(any_view, 1, "ann")
+    [first] = outbox.pending(any_view, RECEIVER, since=0, now=FAR, limit=10)  # the old leader's
+    add(any_view, 2, "ann")  # ann's next message, new to the new leader's look
+
+    query = any_view.query
+
+    def landing_midway(sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        rows = query(sql, params)
+        if "SELECT DISTINCT username FROM ob_deliveries" in sql:  # who has a head: ann
+            delivered(any_view, first["id"])  # the old leader's POST lands now
+        return rows
+
+    monkeypatch.setattr(any_view, "query", landing_midway)
+    assert sent_now(any_view) == ["m2"]  # made ann's head as m1 landed
+    monkeypatch.setattr(any_view, "query", query)
+    delivered(any_view, "m2")
+    assert sent_now(any_view) == []
+    assert outbox.backlog(any_view, [(RECEIVER, 0)])["waiting"] == 0
+
+
+def test_a_deliverer_that_begins_looks_again_for_heads_another_did_not_make(
+    any_view: ReadModelView,
+) -> None:
+    """A deliverer of an earlier version settles without making the next head, and marks no
+    look: a deliverer that begins to lead looks again from the cursor (``look_again``), so no
+    message stays without its row."""
+    for position in (1, 2, 3):
+        add(any_view, position, "ann")
+    assert sent_now(any_view) == ["m1"]
+    # An earlier version's deliverer leads a while, and settles m1 as it did: no next head
+    outbox.execute(any_view, "UPDATE ob_deliveries SET status = 'delivered'"
+                             " WHERE message_id = 'm1'")
+    # This one leads again: it looks again before its first round
+    outbox.look_again(any_view)
+    assert sent_now(any_view) == ["m2"]
+    delivered(any_view, "m2")
+    assert sent_now(any_view) == ["m3"]

@@ -1,4 +1,5 @@
-"""A store whose outbox holds customers' deposits, for tests of the webhook deliverer."""
+"""Outboxes for tests of the webhook deliverer: a store whose outbox holds customers' deposits,
+or an empty outbox on either store with messages added by hand."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from projections.outbox import OutboxProjection
 from projections.readmodels import open_view
 from projections.store import open_application
 from projections.views import ReadModelView
-from tests.conftest import store_settings
+from tests.conftest import drop_pg_database, make_pg_database, pg_url, store_settings
 
 ACTOR = Actor("cs:webhooks", "test-webhooks")
 
@@ -47,3 +48,31 @@ def outbox_of(folder: Path, deposits: Sequence[tuple[str, int, str]]) -> Iterato
     finally:
         view.datastore.close()
         app.close()
+
+
+@contextmanager
+def outbox_view(kind: str, folder: Path) -> Iterator[ReadModelView]:
+    """An empty outbox with its delivery tables, on SQLite (in ``folder``) or PostgreSQL."""
+    name = make_pg_database() if kind == "postgres" else None
+    url = f"sqlite:///{folder}/ledger.db" if name is None else pg_url(name)
+    try:
+        opened = open_view(store_settings(url), OutboxProjection)
+        try:
+            outbox.create_delivery_tables(opened)
+            yield opened
+        finally:
+            opened.datastore.close()
+    finally:
+        if name is not None:
+            drop_pg_database(name)
+
+
+def add_message(view: ReadModelView, position: int, username: str) -> None:
+    """A message of ``username`` at ``position`` (id ``m<position>``), sealed."""
+    outbox.execute(view, "INSERT INTO ob_messages (id, position, type, username, currency,"
+                         " amount, case_id, request_id, order_no, customer_message, details,"
+                         " created_at) VALUES (%(id)s, %(p)s, 'deposit.recorded', %(u)s, 'EUR',"
+                         " 1, NULL, NULL, NULL, 'a payment', '{}', '2026-12-07T00:00:00Z')",
+                   {"id": f"m{position}", "p": position, "u": username})
+    outbox.execute(view, "INSERT INTO ob_seals (message_id, position, seal)"
+                         " VALUES (%(id)s, %(p)s, 'seal')", {"id": f"m{position}", "p": position})

@@ -184,6 +184,30 @@ async def test_a_receiver_that_is_down_is_looked_for_again_only_when_its_deliver
             await sender.stop()
 
 
+def test_a_receiver_taken_for_down_rests_until_the_soonest_of_its_failed_deliveries(
+    filled: Store,
+) -> None:
+    """Not until the back-off of whichever failure came third: two new customers' first
+    messages due again within a second are not held back by a third customer's message that
+    has failed for a while (due in five minutes)."""
+    url = "http://127.0.0.1:9/down"
+    sender = deliverer(filled, url)
+    now = time.time()
+    for message, due in (("m-new-1", now + 1.0), ("m-new-2", now + 1.5),
+                         ("m-old", now + 300.0)):
+        sender._heard(url, message, failed=True, next_at=due)
+    assert sender.resting(url, now)
+    assert not sender.resting(url, now + 1.1)  # the soonest is due: looked for again
+    # a failed delivery parked for good is never due again: it holds no rest short
+    sender._heard(url, "m-new-1", failed=True, next_at=None)
+    sender._heard(url, "m-new-2", failed=True, next_at=None)
+    assert sender.resting(url, now + 200.0)
+    assert not sender.resting(url, now + 300.1)
+    # and the first delivery that lands ends the rest
+    sender._heard(url, "m-other", failed=False, next_at=None)
+    assert not sender.resting(url, now)
+
+
 async def test_a_receiver_that_never_answers_holds_back_no_other_receiver(
     filled: Store, receiver: tuple[Receiver, str],
 ) -> None:
