@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
 
+from projections import pgpool
 from projections.pgpool import (
     TRY_AGAIN_EVERY_S,
     StoreOutage,
@@ -110,7 +111,12 @@ def test_only_a_store_that_is_not_there_makes_an_outage(error: Exception, outage
     assert (record.down_since is not None) is outage
 
 
-def test_background_failures_are_quiet_only_while_an_outage_has_said_them() -> None:
+def test_background_failures_are_quiet_only_while_an_outage_has_said_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This process's stores only (the registry is the process's: other tests in it may have
+    # left a store of theirs unreachable)
+    monkeypatch.setattr(pgpool, "_OUTAGES", {})
     outage = outage_of("outage-test", 1, "quiet")
     try:
         wrapped = OperationalError("couldn't get a connection")
