@@ -18,18 +18,17 @@ sync (whose results the block reads) carries BEGIN, and the pipeline's end carri
 
 ``connect``: a connection of its own, outside any pool (an advisory lock, LISTEN, a swap).
 
-``StoreOutage``: while the store refuses connections (it is down, restarting, or out of
-connection slots), a pool waits its whole timeout for a connection that cannot come, and a
-write retried within its bound waited the request's whole deadline (30 s) to answer 503
-``deadline_exceeded``, holding its account's lock so the next write to it answered ``busy``
-10 s later. Each pool's connection attempts (its own, in the background, and those a request
-waits for) say whether the store answers; while the last one failed for want of a server (no
-answer, the connection refused or cut, the server shutting down or starting: not a full house
-nor a refused password, which a waiting request may outlive), a request for a connection is
-refused at once (``StoreRefusesConnections``: 503 ``store_unavailable``) unless its pool holds
-an idle one. One request a second first tries a connection of its own, and the first that is
-made ends the outage. One ERROR line says when it began, one WARNING when it ended; nothing per
-request.
+``StoreOutage``: while no server answers (it is down or restarting), a pool waits its whole
+timeout for a connection that cannot come, and a write retried within its bound waited the
+request's whole deadline (30 s) to answer 503 ``deadline_exceeded``, holding its account's lock
+so the next write to it answered ``busy`` 10 s later. Each pool's connection attempts (its own,
+in the background, and those a request waits for) say whether the store answers; while the last
+one failed for want of a server (no answer, the connection refused or cut, the server shutting
+down or starting: not a full house nor a refused password, which a waiting request may outlive),
+a request for a connection is refused at once (``StoreRefusesConnections``: 503
+``store_unavailable``) unless its pool holds an idle one. One request a second first tries a
+connection of its own, and the first that is made ends the outage. One ERROR line says when it
+began, one WARNING when it ended; nothing per request.
 """
 
 from __future__ import annotations
@@ -52,8 +51,8 @@ from psycopg_pool import PoolTimeout
 from ledger.settings import LOCK_WAIT_OPTION, StoreSettings
 
 CONNECT_TIMEOUT_S = 5
-# While the store refuses connections, one request a while still waits for one (so the pool
-# tries again); the others are refused at once.
+# While the store refuses connections, one request a while first tries a connection of its own
+# (the first made ends the outage); the others are refused at once.
 TRY_AGAIN_EVERY_S = 1.0
 TRY_WAIT_S = 1.0  # how long that one's try may take (a store that is back connects at once)
 
