@@ -199,6 +199,10 @@ def watch_outages(pool: Any, outage: StoreOutage) -> None:
                 _connect(TRY_WAIT_S).close()
             except Exception as error:
                 raise outage.tried(error) from None
+        elif outage.down_since is not None:
+            # Let in for the pool's idle connections, which may be as gone as the server: when
+            # they are, a new one is waited for no longer than the one caller's own try.
+            timeout = TRY_WAIT_S if timeout is None else min(timeout, TRY_WAIT_S)
         return getconn(timeout)
 
     pool._connect, pool.getconn = _connect, _getconn

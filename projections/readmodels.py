@@ -69,7 +69,7 @@ from projections.leadership import GENERATION_TABLE, GenerationMoved, LeaderLock
 from projections.orders import OrdersProjection
 from projections.outbox import OutboxProjection
 from projections.paging import MAX_PAGE, Page, cursor, page_size, paged
-from projections.pgpool import refused_in_outage
+from projections.pgpool import StoreRefusesConnections, refused_in_outage
 from projections.privileges import mark_schema, may_make_tables
 from projections.reconciliation import reconcile
 from projections.refund_requests import RefundRequestsProjection
@@ -674,6 +674,9 @@ class ReadModelKeeper:
                 log.warning("a batch of read-model rows was refused (%s); starting again", refused)
             except BrokenReadModel as broken:  # a damaged row: the same words at each try
                 _say_stopped(broken)
+            except KeeperDied as died:  # its own log said why, with its traceback
+                if not refused_in_outage(died):
+                    log.error("%s; starting again", died)
             except Exception as error:
                 if not refused_in_outage(error):  # else the outage's own line says it
                     log.exception("read-model keeper failed; starting again")
@@ -704,7 +707,10 @@ class ReadModelKeeper:
             while not self._stopping.is_set():
                 self._child_stop.wait([child.sentinel], LOCK_CHECK_S)
                 if not child.is_alive():
-                    raise KeeperDied(f"the read-model keeper's process ended ({child.exitcode})")
+                    ended = KeeperDied(f"the read-model keeper's process ended ({child.exitcode})")
+                    if child.exitcode == UNREACHABLE_EXIT:  # it found the store gone, and said so
+                        raise ended from StoreRefusesConnections("it could not reach the store")
+                    raise ended
                 lock.check()
         finally:
             # Its pipe closed: the child's cue to stop after its batch.
@@ -784,6 +790,10 @@ class ReadModelKeeper:
         return None if self._watch is None else self._watch.damage
 
 
+# A keeper's child process that ended because the store could not be reached (EX_TEMPFAIL).
+UNREACHABLE_EXIT = 75
+
+
 class KeeperDied(RuntimeError):
     """The keeper's child process ended on its own (its log says why)."""
 
@@ -831,7 +841,9 @@ def keep_in_child(settings: StoreSettings, batch_size: int, poll_interval_s: flo
     except BrokenReadModel as broken:
         _say_stopped(broken)
         raise SystemExit(1) from None
-    except Exception:
+    except Exception as error:
+        if refused_in_outage(error):  # its outage's ERROR line said it, in this process
+            raise SystemExit(UNREACHABLE_EXIT) from None
         log.exception("the read-model keeper's process failed")
         raise SystemExit(1) from None
 

@@ -430,6 +430,13 @@ class SealingPostgresRecorder(_Sealer, PostgresApplicationRecorder):
                     # No connection (refused at once in an outage, or none within the pool's
                     # wait): nothing was sent, so nothing to find out, nor to wait for again.
                     raise
+                if in_doubt and isinstance(error.__cause__, StoreRefusesConnections):
+                    # The store is known to be gone: no look can be made for the earlier try
+                    # until it is back, and the caller should hear so now, not after every
+                    # remaining attempt was refused the same way.
+                    raise CommitUnconfirmed(
+                        f"the store cannot be asked whether a commit of {len(stored_events)} "
+                        "events was made: it refuses connections") from error
                 log.warning("a commit's connection failed (%s: %s): whether it was committed "
                             "is found out before it is recorded again", type(error).__name__,
                             error)
