@@ -7,6 +7,7 @@ attempt was refused the same way (CI saw a deposit answered after 6.8 s, in elev
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -90,6 +91,14 @@ def gone_but_for_idle_connections(name: str, settings: StoreSettings, pool: obje
         admin.execute(f'ALTER ROLE "{name}" CONNECTION LIMIT 0')
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                       " WHERE usename = %s", (name,))
+        for _ in range(600):  # ended, not only asked to end: each has said so to its socket
+            ended = admin.execute("SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = %s",
+                                  (name,)).fetchone()
+            if ended and ended[0]:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the terminated backends did not end in 30 s")
     pg = settings.postgres
     outage_of(pg["POSTGRES_HOST"], pg["POSTGRES_PORT"], pg["POSTGRES_DBNAME"]).failed(
         psycopg.OperationalError("connection refused"))
