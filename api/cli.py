@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ledger.settings import StoreSettings
     from projections import audit
     from projections.chain import Digest
+    from projections.seal import ChainKey
 
 SHUTDOWN_TIMEOUT_S = 15.0
 SWITCH_INTERVAL_S = 0.0005
@@ -649,16 +650,19 @@ def webhooks() -> None:
 
 
 @contextmanager
-def _outbox(command: str) -> Iterator[Any]:
-    """The outbox's view on an existing store, its delivery tables made if missing."""
+def _outbox(command: str) -> Iterator[tuple[Any, ChainKey]]:
+    """The outbox's view on an existing store, its delivery tables made if missing, and the
+    store's chain key (checked against it), which seals the subscriptions."""
     from projections import outbox
     from projections.readmodels import open_view
 
     settings = _settings(f"webhooks {command}")
+    with _application(settings, f"webhooks {command}") as app:
+        key: ChainKey = app.recorder.chain_key  # type: ignore[attr-defined]
     view = open_view(settings, outbox.OutboxProjection, pool_size=1)
     try:
         outbox.create_delivery_tables(view)
-        yield view
+        yield view, key
     finally:
         view.datastore.close()
 
@@ -677,11 +681,11 @@ def webhooks_add(url: str) -> None:
         check_url(url, "URL")
     except ValueError as error:
         _refuse("webhooks add", str(error))
-    with _outbox("add") as view:
+    with _outbox("add") as (view, key):
         since = outbox.last_position(view)
         try:
             added = outbox.subscribe(view, url, since=since,
-                                     added_at=rfc3339(datetime.now(UTC)))
+                                     added_at=rfc3339(datetime.now(UTC)), key=key)
         except outbox.TooManySubscriptions as error:
             _refuse("webhooks add", str(error))
     shown = outbox.shown_url(url)
@@ -694,11 +698,14 @@ def webhooks_list() -> None:
     """The subscriptions (LEDGER_WEBHOOK_URL's URLs are the server's own, not listed)."""
     from projections import outbox
 
-    with _outbox("list") as view:
+    with _outbox("list") as (view, key):
         rows = outbox.subscriptions(view)
     for row in rows:
+        sealed = "" if outbox.subscription_sealed(key, row) else (
+            "\tNOT SEALED: not made with the service's key (by SQL?), nothing is sent to it;"
+            " add it again if it is yours, else remove it")
         click.echo(f"{outbox.shown_url(row['url'])}\tsince {row['since']}\t"
-                   f"added {row['added_at']}")
+                   f"added {row['added_at']}{sealed}")
 
 
 @webhooks.command("remove")
@@ -707,7 +714,7 @@ def webhooks_remove(url: str) -> None:
     """Stop sending URL messages."""
     from projections import outbox
 
-    with _outbox("remove") as view:
+    with _outbox("remove") as (view, _):
         removed = outbox.unsubscribe(view, url)
     if not removed:
         _refuse("webhooks remove", f"{outbox.shown_url(url)} is not subscribed", exit_code=1)
@@ -726,8 +733,8 @@ def webhooks_redeliver(message_id: Any) -> None:
         configured = WebhookSettings.from_config(config).urls
     except ValueError as error:
         _refuse("webhooks redeliver", str(error))
-    with _outbox("redeliver") as view:
-        count, others = outbox.redeliver(view, str(message_id), configured, sent_to)
+    with _outbox("redeliver") as (view, key):
+        count, others = outbox.redeliver(view, str(message_id), configured, sent_to, key=key)
     if count == 0 and others:
         _refuse("webhooks redeliver", f"message {message_id} was sent only to {others} "
                 "receiver(s) that are no receivers now: removed, or not in LEDGER_WEBHOOK_URL "

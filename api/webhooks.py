@@ -360,6 +360,9 @@ class Deliverer:
         self._gates: dict[str, asyncio.Semaphore] = {}
         # subscriptions whose URL cannot receive webhooks (``url_problem``), warned of once
         self._unusable: set[str] = set()
+        # subscriptions whose seal the key does not hold (``outbox.subscription_sealed``),
+        # said once each (at most ``outbox.MAX_SUBSCRIPTIONS`` remembered: SQL may add more)
+        self._unsealed: set[str] = set()
         # subscriber -> its deliveries failed in a row
         self._failed_in_a_row: dict[str, int] = {}
         # subscriber -> message -> when that failed delivery is due again (``time.time()``),
@@ -454,7 +457,20 @@ class Deliverer:
     async def subscribers(self) -> list[tuple[str, int]]:
         """The receivers of now, as the outbox's page counts them (``outbox.receivers``)."""
         view = await self._db(self._open)
-        return await self._db(outbox.receivers, view, self.hooks.urls, self._sent_to)
+        return await self._db(outbox.receivers, view, self.hooks.urls, self._sent_to,
+                              key=self.key, unsealed=self._not_sealed)
+
+    def _not_sealed(self, url: str) -> None:
+        """A subscription the service's key did not make: sent nothing, said once (ERROR:
+        someone who can write to the database, but holds no key, tried to be sent every
+        customer's messages; or it was added before subscriptions were sealed)."""
+        if url in self._unsealed or len(self._unsealed) >= outbox.MAX_SUBSCRIPTIONS:
+            return
+        self._unsealed.add(url)
+        log.error("the subscription %s is not sealed with the service's key (added by SQL, "
+                  "or before subscriptions were sealed): nothing is sent to it. `ledger webhooks "
+                  "add` it again if it is yours, else `ledger webhooks remove` it",
+                  outbox.shown_url(url))
 
     def _sent_to(self, url: str) -> bool:
         """``sent_to``, a subscription not sent to said once (a row made before URLs were

@@ -94,8 +94,11 @@ DELIVERY_DDL = (
     " next_at DOUBLE PRECISION NOT NULL, delivered_at TEXT, last_error TEXT,"
     " PRIMARY KEY (message_id, subscriber))",
     "CREATE INDEX IF NOT EXISTS ob_deliveries_by_status ON ob_deliveries (status, position)",
+    # Each row sealed by whoever added it with the chain key (``subscription_seal``): a row
+    # INSERTed by SQL (someone with the database's password, not the service's key, sending
+    # every customer's messages, signed, to a URL of theirs) is never sent to.
     "CREATE TABLE IF NOT EXISTS ob_subscriptions ("
-    " url TEXT PRIMARY KEY, since BIGINT NOT NULL, added_at TEXT NOT NULL)",
+    " url TEXT PRIMARY KEY, since BIGINT NOT NULL, added_at TEXT NOT NULL, seal TEXT)",
     "CREATE TABLE IF NOT EXISTS ob_cursors (subscriber TEXT PRIMARY KEY, upto BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ob_scans (subscriber TEXT PRIMARY KEY, upto BIGINT NOT NULL)",
 )
@@ -439,6 +442,20 @@ def execute_many(view: ReadModelView, sql: str, rows: Sequence[dict[str, Any]]) 
 def create_delivery_tables(view: ReadModelView) -> None:
     for statement in DELIVERY_DDL:
         execute(view, statement)
+    if not _has_column(view, "ob_subscriptions", "seal"):
+        # Made before subscriptions were sealed: their rows stay, unsealed, and are not sent
+        # to until an operator adds them again (``subscribe``), with the key.
+        execute(view, "ALTER TABLE ob_subscriptions ADD COLUMN seal TEXT")
+
+
+def _has_column(view: ReadModelView, table: str, column: str) -> bool:
+    if isinstance(view, SQLiteReadModelView):
+        return bool(view.query(f"SELECT name FROM pragma_table_info('{table}')"  # noqa: S608
+                               " WHERE name = %(column)s", {"column": column}))
+    return bool(view.query(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = %(table)s AND column_name = %(column)s",
+        {"table": table, "column": column}))
 
 
 def seal_streams(view: ReadModelView) -> bool:
@@ -471,23 +488,48 @@ def seal_streams(view: ReadModelView) -> bool:
 
 
 def subscriptions(view: ReadModelView) -> list[dict[str, Any]]:
-    return view.query("SELECT url, since, added_at FROM ob_subscriptions ORDER BY url")
+    return view.query("SELECT url, since, added_at, seal FROM ob_subscriptions ORDER BY url")
+
+
+def subscription_seal(key: ChainKey, url: str, since: int, added_at: str) -> str:
+    """A subscription's seal: the chain key's seal of read-model rows, of its columns (the
+    table's name first: no other row's seal text is ever a subscription's)."""
+    return key.row_seal(seal_text(["ob_subscriptions", url, int(since), added_at]))
+
+
+def subscription_sealed(key: ChainKey, row: Mapping[str, Any]) -> bool:
+    """Whether a subscription's row is one the service's key made (``subscribe``)."""
+    seal = row.get("seal")
+    return seal is not None and same_seal(
+        subscription_seal(key, row["url"], row["since"], row["added_at"]), str(seal))
 
 
 class TooManySubscriptions(ValueError):
     """``MAX_SUBSCRIPTIONS`` are there: one must be removed before another is added."""
 
 
-def subscribe(view: ReadModelView, url: str, *, since: int, added_at: str) -> bool:
-    """Subscribe ``url`` to the messages after log position ``since``; False if it was.
+def subscribe(view: ReadModelView, url: str, *, since: int, added_at: str,
+              key: ChainKey) -> bool:
+    """Subscribe ``url`` to the messages after log position ``since``, sealed with ``key``;
+    False if it was. A row of ``url`` that its seal does not vouch for (added by SQL, or before
+    subscriptions were sealed) is replaced: whoever holds the key says it is theirs.
     ``TooManySubscriptions`` when ``MAX_SUBSCRIPTIONS`` are there (an operator's bound, not
     a lock: two added at the very same moment may both pass it)."""
-    added = execute(view, "INSERT INTO ob_subscriptions (url, since, added_at)"
-                          " SELECT %(url)s, %(since)s, %(added_at)s"
+    values = {"url": url, "since": since, "added_at": added_at,
+              "seal": subscription_seal(key, url, since, added_at), "most": MAX_SUBSCRIPTIONS}
+    found = view.query("SELECT url, since, added_at, seal FROM ob_subscriptions"
+                       " WHERE url = %(url)s", {"url": url})
+    if found:
+        if subscription_sealed(key, found[0]):
+            return False
+        return execute(view, "UPDATE ob_subscriptions SET since = %(since)s,"
+                             " added_at = %(added_at)s, seal = %(seal)s"
+                             " WHERE url = %(url)s AND seal IS NOT DISTINCT FROM %(was)s",
+                       {**values, "was": found[0]["seal"]}) == 1
+    added = execute(view, "INSERT INTO ob_subscriptions (url, since, added_at, seal)"
+                          " SELECT %(url)s, %(since)s, %(added_at)s, %(seal)s"
                           " WHERE (SELECT COUNT(*) FROM ob_subscriptions) < %(most)s"
-                          " ON CONFLICT (url) DO NOTHING",
-                    {"url": url, "since": since, "added_at": added_at,
-                     "most": MAX_SUBSCRIPTIONS}) == 1
+                          " ON CONFLICT (url) DO NOTHING", values) == 1
     if not added and not view.query("SELECT 1 FROM ob_subscriptions WHERE url = %(url)s",
                                     {"url": url}):
         raise TooManySubscriptions(
@@ -648,7 +690,8 @@ def settle(view: ReadModelView, message: str, subscriber: str, *, status: str, a
 
 
 def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = (),
-              usable: Callable[[str], bool] = lambda url: True) -> tuple[int, int]:
+              usable: Callable[[str], bool] = lambda url: True, *,
+              key: ChainKey) -> tuple[int, int]:
     """Send a message again, with the same id, to every receiver of now (``receivers``) that
     had it (delivered or parked). Answers how many deliveries were set waiting (0: no such
     message, or never tried), and how many of its deliveries went to receivers that are not
@@ -658,7 +701,7 @@ def redeliver(view: ReadModelView, message: str, configured: Sequence[str] = (),
     if not found:
         return 0, 0
     position = int(found[0]["position"])
-    now = {url for url, _ in receivers(view, configured, usable)}
+    now = {url for url, _ in receivers(view, configured, usable, key=key)}
     had = view.query("SELECT subscriber FROM ob_deliveries WHERE message_id = %(m)s",
                      {"m": message})
     others = sum(row["subscriber"] not in now for row in had)
@@ -820,15 +863,19 @@ def messages_of(view: ReadModelView, *, case_id: str | None = None,
 
 
 def receivers(view: ReadModelView, configured: Sequence[str],
-              usable: Callable[[str], bool] = lambda url: True) -> list[tuple[str, int]]:
+              usable: Callable[[str], bool] = lambda url: True, *, key: ChainKey,
+              unsealed: Callable[[str], None] = lambda url: None) -> list[tuple[str, int]]:
     """Who receives messages now, each with the position after which it does (``(url,
     since)``): the URLs configured (``LEDGER_WEBHOOK_URL``, every message) and the
-    subscriptions (``ledger webhooks add``, the messages after it) that are ``usable`` (the
-    deliverer sends to no subscription stored before URLs were checked that fails the check:
+    subscriptions (``ledger webhooks add``, the messages after it) whose seal ``key`` vouches
+    for (each other one told to ``unsealed``) and that are ``usable`` (the deliverer sends to
+    no subscription stored before URLs were checked that fails the check:
     ``api.webhooks.url_problem``)."""
     found = {url: 0 for url in configured}
     for row in subscriptions(view):
-        if usable(row["url"]):
+        if not subscription_sealed(key, row):
+            unsealed(row["url"])
+        elif usable(row["url"]):
             found.setdefault(row["url"], int(row["since"]))
     return list(found.items())
 
@@ -860,8 +907,8 @@ def _receivers_condition(view: ReadModelView, status: str, receivers: list[tuple
 
 
 def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | None,
-           configured: Sequence[str] = (), usable: Callable[[str], bool] = lambda url: True
-           ) -> Page:
+           key: ChainKey, configured: Sequence[str] = (),
+           usable: Callable[[str], bool] = lambda url: True) -> Page:
     """Messages in log order; ``status``: those a receiver of now has still to have (waiting:
     neither delivered nor parked there, whether or not a delivery was begun), those with a
     delivery parked failed, or those every receiver of now has had (delivered). Receivers are
@@ -875,8 +922,8 @@ def outbox(view: ReadModelView, *, status: str | None, limit: int, after: str | 
         where.append("id IN (SELECT d.message_id FROM ob_deliveries d"
                      " WHERE d.status = %(status)s AND d.position > %(after)s)")
     elif status in (WAITING, DELIVERED):
-        where.append(_receivers_condition(view, status, receivers(view, configured, usable),
-                                          params))
+        where.append(_receivers_condition(
+            view, status, receivers(view, configured, usable, key=key), params))
     rows = view.query(
         f"SELECT {_MESSAGE_COLUMNS} FROM ob_messages WHERE {' AND '.join(where)}"  # noqa: S608
         " ORDER BY position LIMIT %(limit)s",

@@ -21,7 +21,8 @@ HISTORY_TABLES = ("ledger_events", "ledger_chain", "ledger_chain_key",
 # The schema's version, which the owner records once it made every table (``mark_schema``):
 # a least-privileged login makes none, so it starts only on a schema of this version or newer
 # (``schema_behind``). Raise it with any change to the tables the owner makes.
-SCHEMA_VERSION = 2  # 2: ob_scans and ob_messages_by_customer (the outbox's heads)
+# 2: ob_scans and ob_messages_by_customer (the outbox's heads); 3: ob_subscriptions.seal
+SCHEMA_VERSION = 3
 SCHEMA_DDL = "CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER PRIMARY KEY)"
 
 

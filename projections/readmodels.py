@@ -486,6 +486,7 @@ class ReadModels:
         """The outbox's messages with their deliveries (``projections.outbox``); ``configured``:
         the receivers ``LEDGER_WEBHOOK_URL`` names; ``usable``: the subscriptions sent to."""
         return outbox.outbox(self._outbox, status=status, limit=limit, after=after,
+                             key=self.app.recorder.chain_key,  # type: ignore[attr-defined]
                              configured=configured, usable=usable)
 
     # -- the log -------------------------------------------------------------------------------

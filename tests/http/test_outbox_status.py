@@ -26,6 +26,12 @@ def two_deposits(tmp_path: pytest.TempPathFactory) -> Iterator[Store]:
         yield store
 
 
+def subscribe(store: Store, url: str, *, since: int) -> bool:
+    """``ledger webhooks add``, as the outbox has it: sealed with the store's key."""
+    return outbox.subscribe(store.view, url, since=since, added_at="2026-01-01T00:00:00Z",
+                            key=store.key)
+
+
 def settle(store: Store, message: str, url: str, status: str) -> None:
     outbox.settle(store.view, message, url, status=status, attempts=1,
                   next_at=time.time() + (3600 if status == outbox.WAITING else 0),
@@ -45,7 +51,7 @@ def deliver_all(store: Store, url: str) -> None:
 
 
 def listed(store: Store, status: str | None, configured: tuple[str, ...] = (A,)) -> list[str]:
-    page = outbox.outbox(store.view, status=status, limit=10, after=None,
+    page = outbox.outbox(store.view, status=status, limit=10, after=None, key=store.key,
                          configured=configured)
     return [message["id"] for message in page.items]
 
@@ -57,7 +63,7 @@ def test_a_message_one_receiver_has_not_had_is_waiting_not_delivered(two_deposit
     # Given receiver A (configured) had both of alice's messages, and receiver B (subscribed)
     # failed the first once (a retry waits), so was never sent the second (a customer's
     # messages go in order)
-    outbox.subscribe(store.view, B, since=0, added_at="2026-01-01T00:00:00Z")
+    subscribe(store, B, since=0)
     deliver_all(store, A)
     (row,) = outbox.pending(store.view, B, since=0, now=time.time(), limit=10)
     settle(store, row["id"], B, outbox.WAITING)
@@ -76,8 +82,9 @@ def test_a_receiver_subscribed_after_a_message_does_not_wait_for_it(two_deposits
                                                                    ) -> None:
     store = two_deposits
     first, second = listed(store, None)
-    position = outbox.outbox(store.view, status=None, limit=1, after=None).items[0]["position"]
-    outbox.subscribe(store.view, B, since=position, added_at="2026-01-01T00:00:00Z")
+    position = outbox.outbox(store.view, status=None, limit=1, after=None,
+                             key=store.key).items[0]["position"]
+    subscribe(store, B, since=position)
     deliver_all(store, A)
 
     assert listed(store, outbox.DELIVERED) == [first]  # B's since is past it
@@ -92,36 +99,34 @@ def test_with_no_receiver_no_message_waits_and_none_was_delivered(two_deposits: 
 def test_a_redelivery_is_not_promised_to_a_receiver_that_was_removed(two_deposits: Store
                                                                     ) -> None:
     store = two_deposits
-    outbox.subscribe(store.view, B, since=0, added_at="2026-01-01T00:00:00Z")
+    subscribe(store, B, since=0)
     deliver_all(store, B)
     deliver_all(store, A)
     first = listed(store, None)[0]
     assert outbox.unsubscribe(store.view, B)
 
     # A message sent again goes to A, the receiver of now, only
-    assert outbox.redeliver(store.view, first, (A,)) == (1, 1)
+    assert outbox.redeliver(store.view, first, (A,), key=store.key) == (1, 1)
     assert listed(store, outbox.WAITING) == [first]
     # and with A no longer configured either, to no one: nothing waits for ever
     deliver_all(store, A)
-    assert outbox.redeliver(store.view, first, ()) == (0, 2)
+    assert outbox.redeliver(store.view, first, (), key=store.key) == (0, 2)
     assert listed(store, outbox.WAITING, configured=()) == []
 
 
 def test_subscriptions_are_bounded(two_deposits: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outbox, "MAX_SUBSCRIPTIONS", 2)
     store = two_deposits
-    assert outbox.subscribe(store.view, A, since=0, added_at="2026-01-01T00:00:00Z")
-    assert outbox.subscribe(store.view, B, since=0, added_at="2026-01-01T00:00:00Z")
+    assert subscribe(store, A, since=0)
+    assert subscribe(store, B, since=0)
     # one already there is said as such, full or not
-    assert not outbox.subscribe(store.view, A, since=0, added_at="2026-01-01T00:00:00Z")
+    assert not subscribe(store, A, since=0)
     with pytest.raises(outbox.TooManySubscriptions, match="2 receivers are subscribed"):
-        outbox.subscribe(store.view, "http://127.0.0.1:9/c", since=0,
-                         added_at="2026-01-01T00:00:00Z")
+        subscribe(store, "http://127.0.0.1:9/c", since=0)
     assert [row["url"] for row in outbox.subscriptions(store.view)] == [A, B]
     # and room is made by removing one
     assert outbox.unsubscribe(store.view, A)
-    assert outbox.subscribe(store.view, "http://127.0.0.1:9/c", since=0,
-                            added_at="2026-01-01T00:00:00Z")
+    assert subscribe(store, "http://127.0.0.1:9/c", since=0)
 
 
 def test_a_subscription_the_deliverer_never_sends_to_is_no_receiver_of_now(
@@ -133,11 +138,11 @@ def test_a_subscription_the_deliverer_never_sends_to_is_no_receiver_of_now(
     store = two_deposits
     unusable = "hookuser:pw@mailer.example/hooks"  # no scheme: never sent to
     assert not sent_to(unusable)
-    outbox.subscribe(store.view, unusable, since=0, added_at="2026-01-01T00:00:00Z")
+    subscribe(store, unusable, since=0)
     deliver_all(store, A)
     page = outbox.outbox(store.view, status=outbox.WAITING, limit=10, after=None,
-                         configured=(A,), usable=sent_to)
+                         key=store.key, configured=(A,), usable=sent_to)
     assert page.items == []
     done = outbox.outbox(store.view, status=outbox.DELIVERED, limit=10, after=None,
-                         configured=(A,), usable=sent_to)
+                         key=store.key, configured=(A,), usable=sent_to)
     assert [m["id"] for m in done.items] == listed(store, None)

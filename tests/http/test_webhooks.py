@@ -31,6 +31,7 @@ from aiohttp import web
 from projections import outbox
 from projections.outbox import OutboxProjection
 from projections.readmodels import open_view
+from projections.seal import ChainKey, read_key
 from tests.conftest import store_settings
 from tests.http.conftest import (
     Api,
@@ -846,7 +847,7 @@ async def test_a_subscription_made_before_urls_were_checked_is_shown_without_sec
     view = open_view(store_settings(hooked.server.database_url), OutboxProjection, pool_size=1)
     try:
         outbox.subscribe(view, bad, since=outbox.last_position(view),
-                         added_at="2026-12-05T10:00:00Z")
+                         added_at="2026-12-05T10:00:00Z", key=session_key())
         outbox.execute(view, "INSERT INTO ob_deliveries (message_id, subscriber, position,"
                              " username, status, attempts, next_at, delivered_at, last_error)"
                              " VALUES (%(m)s, %(s)s, %(p)s, %(u)s, 'failed', 1, 0, NULL, %(e)s)",
@@ -872,6 +873,52 @@ async def test_a_subscription_made_before_urls_were_checked_is_shown_without_sec
     finally:
         outbox.unsubscribe(view, bad)
         view.datastore.close()
+
+
+def session_key() -> ChainKey:
+    """The chain key the tests' servers seal with (``LEDGER_CHAIN_KEY_FILE``)."""
+    return read_key(Path(os.environ["LEDGER_CHAIN_KEY_FILE"]))
+
+
+async def test_a_subscription_inserted_by_sql_is_sent_nothing_until_the_key_holder_adds_it(
+    api: Api, hooked: Hooked
+) -> None:
+    # Given someone with the database's password but not the service's key, who subscribes a
+    # receiver of theirs by SQL to every customer's messages since the beginning
+    thief = Receiver()
+    env = {**os.environ, "LEDGER_DATABASE_URL": hooked.server.database_url}
+
+    def ledger(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ledger_command(), "webhooks", *args], cwd=hooked.workdir,
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    view = open_view(store_settings(hooked.server.database_url), OutboxProjection, pool_size=1)
+    try:
+        outbox.execute(view, "INSERT INTO ob_subscriptions (url, since, added_at)"
+                             " VALUES (%(url)s, 0, '2026-12-05T10:00:00Z')", {"url": thief.url})
+        # When a customer is told something
+        username = await api.funded_account(700)
+        # Then the service's own receiver has it, the thief nothing; the log says why, once,
+        # and the operator's list marks the row
+        await until(lambda: hooked.receiver.of(username), "the message at the receiver")
+        await until(lambda: f"the subscription {thief.url} is not sealed" in hooked.server.log(),
+                    "the deliverer's ERROR line naming the unsealed subscription")
+        assert thief.got == []
+        listed = ledger("list")
+        assert listed.returncode == 0, listed.stderr
+        assert "NOT SEALED" in listed.stdout.split(thief.url)[1].splitlines()[0]
+        # and once the key's holder adds it (theirs after all), it is sent what comes next
+        added = ledger("add", thief.url)
+        assert added.returncode == 0, added.stderr
+        assert "NOT SEALED" not in ledger("list").stdout
+        later = await api.funded_account(800)
+        await until(lambda: thief.of(later), "the next message at the receiver now added")
+        assert thief.of(username) == []  # only the messages after it was added
+        assert hooked.server.log().count(f"the subscription {thief.url} is not sealed") == 1
+    finally:
+        outbox.unsubscribe(view, thief.url)
+        view.datastore.close()
+        thief.close()
 
 
 def test_a_url_that_cannot_be_read_is_shown_as_such_never_an_error() -> None:

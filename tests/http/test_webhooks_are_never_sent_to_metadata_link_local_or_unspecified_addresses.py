@@ -153,7 +153,7 @@ async def test_a_subscription_written_by_sql_to_such_an_address_is_not_sent_to(
     # Given a subscription INSERTed by someone with the database's password, to 0.0.0.0 (which
     # reaches this host's receiver; 169.254.169.254 is refused the same way)
     url = f"http://0.0.0.0:{receiver.port}/hook"
-    outbox.subscribe(store.view, url, since=0, added_at="2026-12-05T10:00:00Z")
+    outbox.subscribe(store.view, url, since=0, added_at="2026-12-05T10:00:00Z", key=store.key)
     sender = deliverer(store, ())
     try:
         with caplog.at_level(logging.WARNING, logger="api.webhooks"):

@@ -94,7 +94,7 @@ async def test_a_cookie_a_receiver_sets_is_sent_back_to_no_receiver(
         # When the setter has answered both of the customer's messages (the second sent after
         # the first answer), and the other receiver subscribes and gets them too
         await until(lambda: len(setter.heads) == 2, "both messages at the cookie setter")
-        outbox.subscribe(view, other.url, since=0, added_at="2026-12-05T10:00:00Z")
+        outbox.subscribe(view, other.url, since=0, added_at="2026-12-05T10:00:00Z", key=key)
         await until(lambda: len(other.heads) == 2, "both messages at the other receiver")
     finally:
         await sender.stop()

@@ -27,9 +27,11 @@ from hypothesis.stateful import (
 )
 
 from projections import outbox
+from projections.seal import ChainKey
 from tests.http.outboxes import add_message, outbox_view
 
 RECEIVER = "http://receiver.example/hook"
+KEY = ChainKey(bytes(range(32)))  # the receiver is configured: no subscription seal is read
 CUSTOMERS = ("ann", "bob", "cy")
 FAR = 1e12
 
@@ -93,7 +95,8 @@ def machine(kind: str) -> type[RuleBasedStateMachine]:
         @rule(data=st.data())
         def sent_again(self, data: st.DataObject) -> None:
             position = data.draw(st.sampled_from(sorted(self.had)))
-            changed, _ = outbox.redeliver(self.view, f"m{position}", configured=[RECEIVER])
+            changed, _ = outbox.redeliver(self.view, f"m{position}", configured=[RECEIVER],
+                                            key=KEY)
             if changed:
                 self.settled.discard(position)
 
@@ -106,7 +109,7 @@ def machine(kind: str) -> type[RuleBasedStateMachine]:
             assert not {p for p in waiting if p <= cursor}, (cursor, sorted(waiting))
             assert outbox.backlog(self.view, [(RECEIVER, 0)])["waiting"] == len(waiting)
             page = outbox.outbox(self.view, status=outbox.WAITING, limit=200, after=None,
-                                 configured=[RECEIVER])
+                                 key=KEY, configured=[RECEIVER])
             assert {int(m["position"]) for m in page.items} == waiting
 
         def teardown(self) -> None:
