@@ -263,8 +263,12 @@ def _from_error(error: Exception, status: int, request_id: str | None) -> web.Re
     reason = error.context.get("reason") if isinstance(error, Refused) else None
     # a case the policy refused is recorded: the answer names it
     case_id = error.context.get("case_id") if isinstance(error, CaseRefused) else None
-    # A refusal an Idempotency-Key answered again is marked like any replayed answer.
+    # A refusal an Idempotency-Key answered again is marked like any replayed answer, and its
+    # body is the first answer's: the request it names is the first one (X-Request-Id says
+    # this one).
     headers = {"Idempotent-Replayed": "true"} if error.replayed else None
+    if error.replayed and error.first_request_id is not None:
+        request_id = error.first_request_id
     return problem(
         status, error.code, error.detail, request_id=request_id, errors=errors, reason=reason,
         headers=headers, case_id=case_id,

@@ -34,6 +34,8 @@ class LedgerError(Exception):
     code = "ledger_error"
     # True when an Idempotency-Key answered it: the first response to that key, again
     replayed = False
+    # When replayed: the request that was first answered so (its answer named it)
+    first_request_id: str | None = None
 
     def __init__(self, detail: str, **context: object) -> None:
         super().__init__(detail)

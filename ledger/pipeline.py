@@ -895,6 +895,7 @@ class KeyGuard:
     def __init__(self, ledger: Ledger, actor: Actor, key: str, fingerprint: str) -> None:
         self.ledger = ledger
         self.caller = actor.person
+        self.request_id = actor.request_id
         self.id = record_id(self.caller, key)
         self.fingerprint = fingerprint
         self.expired: KeyRecord | None = None
@@ -942,12 +943,15 @@ class KeyGuard:
     def record(self, decision: Decision, original: int | None) -> KeyWrite:
         """The record of this key's first response; ``original`` is the position it names
         when it wrote nothing else (otherwise: its last event's)."""
+        body = decision.body
+        if decision.outcome == REFUSED:  # its answer names the request: the same when replayed
+            body = {**body, "request_id": self.request_id}
         record = KeyRecord(
             id=self.id,
             caller=self.caller,
             fingerprint=self.fingerprint,
             outcome=decision.outcome,
-            body=decision.body,
+            body=body,
             position=original,
             recorded_at=self.ledger.clock(),
         )
@@ -978,6 +982,7 @@ def refusal_from(body: dict[str, Any]) -> LedgerError:
     for name, value in body["context"].items():  # e.g. CaseRefused.reason, InvalidInput.field
         setattr(refusal, name, value)
     refusal.replayed = True
+    refusal.first_request_id = body.get("request_id")  # None in a record made before
     return refusal
 
 

@@ -86,6 +86,28 @@ async def test_the_same_key_with_another_body_is_refused_and_changes_nothing(api
     assert await api.state(username) == before
 
 
+async def test_a_refusal_answered_again_under_its_key_is_the_first_answer_whole(
+    api: Api,
+) -> None:
+    # Given a purchase refused for want of money, under a key
+    username = await api.open_account()
+    key = _key()
+    body = {"order_no": "O-BIG", "amount": 10_000}
+    first = await api.post(f"/v1/accounts/{username}/purchases", body, headers=key)
+    assert_problem(first, 422, "insufficient_funds")
+    # When it is sent again with the same key, after the money came
+    deposit = await api.post(f"/v1/accounts/{username}/deposits",
+                             {"amount": 20_000, "reference": "later"})
+    assert deposit.status == 201, deposit.text
+    again = await api.post(f"/v1/accounts/{username}/purchases", body, headers=key)
+    # Then it is the first response again, body and all (the request it names is the first;
+    # X-Request-Id names this one), marked replayed
+    assert again.status == 422
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    assert again.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+
+
 async def test_a_key_belongs_to_its_caller(api: Api) -> None:
     key = _key()
     system = await api.post("/v1/accounts", {"username": f"a-{uuid.uuid4().hex[:8]}",
