@@ -137,9 +137,12 @@ class BodyTooLarge(ApiError):
 
 
 class BadContentEncoding(ApiError):
-    """The body is not what its ``Content-Encoding`` says (``api.edge``)."""
+    """The body is not what its ``Content-Encoding`` says (``api.edge``). The answer closes the
+    connection: the rest of the body cannot be read past the fault (aiohttp, reading it to keep
+    the connection, logged each such request as an unhandled exception with its traceback)."""
 
     code = "bad_content_encoding"
+    closes = True
 
 
 # The one table: exception class -> HTTP status. Subclasses inherit their parent's status.

@@ -285,6 +285,27 @@ async def test_a_gzip_body_that_is_not_gzip_is_400(api: Api) -> None:
     assert_problem(reply, 400, "bad_content_encoding")
 
 
+def test_a_body_that_is_not_its_coding_is_answered_and_closed_not_logged_as_a_fault(
+    edge_server: Server,
+) -> None:
+    # Given a client sending a body that says gzip and is not
+    body = b'{"amount": 1, "reference": "not-gzip"}'
+    asked = (b"POST /v1/accounts/nobody/deposits HTTP/1.1\r\nHost: ledger\r\n"
+             b"Authorization: Bearer " + TOKENS["system"].encode() + b"\r\n"
+             b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    before = len(edge_server.log())
+    # When it is answered (the server closing the connection: the rest cannot be read)
+    answer = raw_exchange(edge_server, asked)
+    # Then 400 bad_content_encoding, and nothing in the log an operator must look at: anyone
+    # could fill the error log with tracebacks by sending it again and again
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b'"bad_content_encoding"' in answer
+    assert b"Connection: close" in answer
+    said = edge_server.log()[before:]
+    assert "Unhandled exception" not in said and "Traceback" not in said, said
+
+
 async def test_a_real_gzip_body_is_read(api: Api) -> None:
     username = await api.open_account()
     body = gzip.compress(json.dumps({"amount": 500, "reference": "gz-1"}).encode())
