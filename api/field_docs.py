@@ -25,8 +25,8 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "held": f"Money set aside for refund requests not yet paid, rejected or cancelled; in "
             f"{MONEY}.",
     "available": f"What the customer can spend or ask back: posted less held; in {MONEY}.",
-    "refundable": f"What the customer can still ask back as a balance refund: money from "
-                  f"deposits not spent and not already held or paid; in {MONEY}.",
+    "refundable": f"What a balance refund request may ask for now: the available money "
+                  f"(posted less held); in {MONEY}.",
     "available_after": f"The account's available money after this event, in {MONEY}.",
     "posted_after": f"The account's posted money after this event, in {MONEY}.",
     "opened_at": "When the account (or case) was opened (RFC 3339, UTC).",
@@ -134,7 +134,7 @@ EXAMPLE_VALUES: dict[str, Any] = {
     "posted": 12000,
     "held": 2500,
     "available": 9500,
-    "refundable": 4000,
+    "refundable": 9500,
     "available_after": 9500,
     "posted_after": 12000,
     "version": 3,

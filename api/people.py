@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api import models, parsing
 from api.edge import FileAnswer
 from api.keys import ACTOR, LEDGER, SIGNIN, STAFF
 from ledger.errors import NotFound, NotReady
@@ -98,6 +99,7 @@ async def staff_directory(app: web.Application) -> AsyncIterator[None]:
 
 async def get_me(request: web.Request) -> web.Response:
     """Who the bearer is: their person and the role they act in."""
+    parsing.query(request, models.NoQuery)  # as every read: an unknown parameter is 422
     actor = request[ACTOR]
     return web.json_response({"person": actor.person, "role": actor.role,
                               "actor": actor.name})

@@ -447,6 +447,10 @@ class ForwardToSupplier(_NotedCaseStep):
     name = "return_case.forward"
 
 
+# The outcomes that send goods, as a sentence begins with them
+_A_OUTCOME = {"exchange": "an exchange", "repair": "a repair"}
+
+
 @dataclass(frozen=True)
 class ResolveReturnCase(CaseStep):
     """Resolve by refund (``refund_amount`` None: all the order has left), exchange or repair
@@ -484,9 +488,11 @@ class ResolveReturnCase(CaseStep):
             self._normalise(tracking=self.tracking or "")
             return
         if self.refund_amount is not None:
-            raise InvalidInput(f"an {self.outcome} refunds nothing", field="refund_amount")
+            raise InvalidInput(f"{_A_OUTCOME[self.outcome]} refunds nothing",
+                               field="refund_amount")
         if not self.tracking:
-            raise InvalidInput(f"an {self.outcome} names the outbound tracking", field="tracking")
+            raise InvalidInput(f"{_A_OUTCOME[self.outcome]} names the outbound tracking",
+                               field="tracking")
         self._normalise(tracking=identity.reference(self.tracking, field="tracking"))
 
     @property

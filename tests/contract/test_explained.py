@@ -71,5 +71,5 @@ def test_the_money_fields_say_what_they_mean(document: dict[str, Any]) -> None:
     account = document["components"]["schemas"]["Account"]["properties"]
     assert "held" in account["available"]["description"]
     assert "refund requests" in account["held"]["description"]
-    assert "deposits" in account["refundable"]["description"]
+    assert "available money" in account["refundable"]["description"]  # DOMAIN: = available
     assert "minor units" in account["posted"]["description"]

@@ -440,6 +440,12 @@ async def test_a_page_over_1000_items_is_refused_on_every_paged_route(
     assert at_most.status != 422, at_most.text
 
 
+async def test_who_am_i_refuses_a_parameter_it_does_not_know_as_every_read_does(api: Api
+                                                                                ) -> None:
+    problem = assert_problem(await api.get("/v1/me?zzz=1", role="cs"), 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["zzz"]
+
+
 def test_every_list_of_the_contract_is_paged() -> None:
     assert {r.path for r in PAGED} >= {
         "/v1/accounts/{username}/history", "/v1/accounts/{username}/orders",
