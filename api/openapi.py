@@ -197,6 +197,11 @@ def _schemas(routes: Sequence[Route]) -> tuple[dict[type[BaseModel], JsonSchema]
     return refs, top.get("$defs", {})
 
 
+# The statuses of the refusals an Idempotency-Key's record keeps (``ledger.pipeline``): the
+# domain's own refusals, never a malformed request's nor the store's.
+_REPLAYED_REFUSALS = frozenset({404, 409, 422})
+
+
 def _problem_responses(statuses: Iterable[int]) -> JsonSchema:
     """One response per status: a Problem whose ``code`` (and so ``type``) is one of those the
     service answers with that status, with the headers that status always carries."""
@@ -207,6 +212,9 @@ def _problem_responses(statuses: Iterable[int]) -> JsonSchema:
         if status in _PROBLEM_HEADERS:
             name = _PROBLEM_HEADERS[status]
             headers[name] = {"$ref": f"#/components/headers/{name}"}
+        if status in _REPLAYED_REFUSALS:  # a write's refusal, answered again under its key
+            headers["Idempotent-Replayed"] = {
+                "$ref": "#/components/headers/Idempotent-Replayed"}
         schema = {"allOf": [
             {"$ref": REF.format(model="Problem")},
             {"properties": {

@@ -73,3 +73,13 @@ def test_the_money_fields_say_what_they_mean(document: dict[str, Any]) -> None:
     assert "refund requests" in account["held"]["description"]
     assert "available money" in account["refundable"]["description"]  # DOMAIN: = available
     assert "minor units" in account["posted"]["description"]
+
+
+def test_a_refusal_answered_again_under_its_key_is_documented_as_marked(
+    document: dict[str, Any],
+) -> None:
+    responses = document["components"]["responses"]
+    for status in (404, 409, 422):  # the refusals a key's record keeps
+        assert "Idempotent-Replayed" in responses[f"Problem{status}"]["headers"], status
+    for status in (400, 401, 503):  # never kept under a key
+        assert "Idempotent-Replayed" not in responses[f"Problem{status}"]["headers"], status
