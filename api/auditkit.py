@@ -5,7 +5,8 @@ Configuration, read at start: ``LEDGER_SIGNING_KEY_FILE`` (the Ed25519 key; made
 first start), ``LEDGER_ORIGIN`` (the checkpoints' origin line and the key's name),
 ``LEDGER_CHECKPOINT_FILE`` (where every checkpoint is appended) and
 ``LEDGER_CHECKPOINT_INTERVAL_S`` (at most this long between checkpoints while the log grows;
-default 60; the history is re-checked as often, at least every ``MAX_WATCH_S``).
+default 10; the history is re-checked as often, at least every ``MAX_WATCH_S``). A graceful stop
+signs a last checkpoint of what was written since the last one (``NotaryThread``).
 """
 
 from __future__ import annotations
@@ -50,15 +51,27 @@ from projections.privileges import excess_privilege, may_make_tables
 # page of /v1/events is kept as answered only once its events are placed, api.sealed_pages) and
 # re-checks the log's tail, so damage is found within seconds. A round reads only what is new.
 MAX_WATCH_S = 2.0
+# How long a stop waits for the notary's rounds to end, its last one included. A last round
+# still running then (a store that does not answer) is left to its daemon thread, and the
+# shutdown goes on: a stop never hangs on the notary.
+LAST_ROUND_WAIT_S = 10.0
 log = logging.getLogger(__name__)
 
 
 class NotaryThread:
-    """Runs the notary's rounds until stopped; a failed round is logged, and the next one
-    follows."""
+    """Runs the notary's rounds until stopped, then one last round that signs a checkpoint of
+    the events written since the last one (none when the log did not grow past it). The
+    checkpoint file outside the database then covers every write the stopped server
+    acknowledged: without it, the events of the last ``interval_s`` before a stop could be cut
+    from the database with their rows, and a restarted service would find the log whole. Only
+    a crash leaves such a window, of ``interval_s`` at most.
 
-    def __init__(self, notary: Notary) -> None:
+    A failed round is logged, and the next one follows; a failed last round is logged in one
+    line, and the stop goes on."""
+
+    def __init__(self, notary: Notary, *, last_round_wait_s: float = LAST_ROUND_WAIT_S) -> None:
         self.notary = notary
+        self.last_round_wait_s = last_round_wait_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="notary", daemon=True)
 
@@ -66,8 +79,14 @@ class NotaryThread:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the rounds with the last one, waiting for them at most ``last_round_wait_s``.
+        Called once the server takes no more writes, while the store is still open."""
         self._stopping.set()
-        self._thread.join(10.0)
+        self._thread.join(self.last_round_wait_s)
+        if self._thread.is_alive():
+            log.error("the notary's last round did not end within %g s: stopping without it, "
+                      "and the events since the last checkpoint may be signed by none",
+                      self.last_round_wait_s)
 
     def _run(self) -> None:
         pause_s = min(self.notary.interval_s, MAX_WATCH_S)
@@ -78,6 +97,13 @@ class NotaryThread:
                 if not refused_in_outage(error):  # else the outage's own line says it
                     log.exception("the notary's round failed; trying again")
             self._stopping.wait(pause_s)
+        try:
+            self.notary.round(force_checkpoint=True)
+        except Exception as error:
+            # one line, even in an outage: the operator learns the last events are unsigned
+            said = " ".join(str(error).split())[:300] or type(error).__name__
+            log.error("the notary's last round failed, so no checkpoint was signed at the stop:"
+                      " %s", said)
 
 
 def open_notary(app: web.Application) -> Notary:
@@ -111,7 +137,10 @@ async def notary_opened(app: web.Application) -> AsyncIterator[None]:
 
 
 async def notary_context(app: web.Application) -> AsyncIterator[None]:
-    """A cleanup context, the last: the notary's watch starts once all else runs."""
+    """A cleanup context, the last: the notary's watch starts once all else runs, and stops
+    first. aiohttp closes the contexts only after the server stopped taking requests and those
+    in flight finished, so the notary's last round (``NotaryThread``) covers the last write
+    acknowledged, with the store still open (the ledger's context closes after)."""
     app[EXCESS_PRIVILEGE] = await in_executor(app, excess_privilege, app[SETTINGS])
     thread = NotaryThread(app[NOTARY])
     thread.start()

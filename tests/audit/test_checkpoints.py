@@ -10,12 +10,15 @@ import base64
 import hashlib
 import itertools
 import logging
+import threading
 from contextlib import closing
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from api.auditkit import NotaryThread
 from ledger.commands import OpenAccount
 from projections.audit import verify
 from projections.chain import Damage
@@ -565,3 +568,101 @@ def test_two_hosts_started_at_once_with_keys_of_their_own_leave_the_store_one_si
     # and a restart of the second is refused
     with pytest.raises(NoteError, match="signed with the key"):
         adopt_signer(ledger.app.recorder, tmp_path / "b.key", ORIGIN, may_create=True)
+
+
+# -- when a checkpoint is signed ------------------------------------------------------------------
+
+
+def test_a_new_notary_signs_at_its_first_round_on_a_host_up_for_less_than_its_interval(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # Given a notary signing an hour apart, on a host up for 5 s (its monotonic clock's reading)
+    guard_notary(ledger.app.recorder)
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    now_s = [5.0]
+    notary = Notary(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600,
+                    clock=lambda: now_s[0])
+    history = History(ledger.app, RandomChooser(seed=9))
+    history.run(5)
+    # When its first round comes
+    first = notary.round()
+    # Then it signs the log at once, and the next an hour after
+    assert first is not None and _size_of(first) == len(notary.tree)
+    history.run(5)
+    assert notary.round() is None
+    now_s[0] += 3600
+    assert notary.round() is not None
+
+
+# -- the notary's thread stopped (``api.auditkit.NotaryThread``) ----------------------------------
+
+
+N = TypeVar("N", bound=Notary)
+
+
+class LastRoundFails(Notary):
+    """A notary whose store is gone by its last round, the one forced at a stop."""
+
+    def round(self, *, force_checkpoint: bool = False) -> str | None:
+        if force_checkpoint:
+            raise OSError("server closed the connection unexpectedly\n\tThis probably means"
+                          " the server terminated abnormally")
+        return super().round()
+
+
+class LastRoundHangs(Notary):
+    """A notary whose last round waits for a store that does not answer, until released."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.released = threading.Event()
+
+    def round(self, *, force_checkpoint: bool = False) -> str | None:
+        if force_checkpoint:
+            self.released.wait(60.0)  # bounded: the test releases it once its stop returned
+            return None
+        return super().round()
+
+
+def _made(kind: type[N], ledger: Ledger, tmp_path: Path) -> N:
+    guard_notary(ledger.app.recorder)
+    signer = load_or_create_signer(tmp_path / "signing.key", "ledger.test/log", may_create=True)
+    return kind(ledger.app.recorder, signer, tmp_path / "checkpoints.txt", interval_s=3600)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_last_round_that_fails_at_a_stop_is_said_in_one_line_and_the_stop_goes_on(
+    ledger: Ledger, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the notary's thread of a service whose store is gone by the time it stops
+    thread = NotaryThread(_made(LastRoundFails, ledger, tmp_path))
+    thread.start()
+    # When it is stopped
+    with caplog.at_level(logging.ERROR, logger="api.auditkit"):
+        thread.stop()
+    # Then its last round was tried, and its failure said in one line without a traceback
+    (said,) = [r for r in caplog.records if r.name == "api.auditkit"]
+    assert said.getMessage() == (
+        "the notary's last round failed, so no checkpoint was signed at the stop: server closed"
+        " the connection unexpectedly This probably means the server terminated abnormally")
+    assert said.exc_info is None
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_last_round_that_does_not_end_keeps_no_stop_waiting_past_its_bound(
+    ledger: Ledger, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the notary's thread of a service whose store does not answer its last round
+    notary = _made(LastRoundHangs, ledger, tmp_path)
+    thread = NotaryThread(notary, last_round_wait_s=0.1)
+    thread.start()
+    try:
+        # When it is stopped
+        with caplog.at_level(logging.ERROR, logger="api.auditkit"):
+            thread.stop()
+        # Then the stop returns, its last round still waiting, and says so in one line
+        assert [r.getMessage() for r in caplog.records if r.name == "api.auditkit"] == [
+            "the notary's last round did not end within 0.1 s: stopping without it, and the "
+            "events since the last checkpoint may be signed by none"]
+    finally:
+        notary.released.set()
