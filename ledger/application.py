@@ -55,7 +55,15 @@ from ledger.commands import (
     StartSupplierReview,
 )
 from ledger.errors import AccountExists, CaseRefused, InvalidInput, NotFound
-from ledger.idempotency import KEY_LIFETIME, PRUNE_BATCH, KeyBook, KeyRecord
+from ledger.idempotency import (
+    KEY_LIFETIME,
+    PRUNE_BATCH,
+    KeyBook,
+    KeyRecord,
+    created_ids,
+    record_id,
+    took_effect,
+)
 from ledger.identity import Actor
 from ledger.pipeline import (
     DEFAULT_LOCK_TIMEOUT_S,
@@ -83,18 +91,36 @@ __all__ = [
 
 C = TypeVar("C", bound=Command)
 UseCase = Callable[["LedgerApplication", C, Actor], Decision]
-_USE_CASES: dict[type[Command], UseCase[Any]] = {}
+# A use case told the record id of its command's key (None without one): one that creates an
+# aggregate no account holds names it by the key, so that a retry finds it (a retry's decision
+# on an account finds the key's mark on the account).
+KeyedUseCase = Callable[["LedgerApplication", C, Actor, str | None], Decision]
+_USE_CASES: dict[type[Command], KeyedUseCase[Any]] = {}
 
 
 def _decides(kind: type[C]) -> Callable[[UseCase[C]], UseCase[C]]:
     """Registers the decorated method as the use case of commands of ``kind``."""
 
     def register(use_case: UseCase[C]) -> UseCase[C]:
-        assert kind not in _USE_CASES, f"{kind.__name__} has a use case already"
-        _USE_CASES[kind] = use_case
+        _register(kind, lambda app, command, actor, under_key: use_case(app, command, actor))
         return use_case
 
     return register
+
+
+def _decides_under_key(kind: type[C]) -> Callable[[KeyedUseCase[C]], KeyedUseCase[C]]:
+    """Registers the decorated method as the use case of commands of ``kind``, told its key."""
+
+    def register(use_case: KeyedUseCase[C]) -> KeyedUseCase[C]:
+        _register(kind, use_case)
+        return use_case
+
+    return register
+
+
+def _register(kind: type[C], use_case: KeyedUseCase[C]) -> None:
+    assert kind not in _USE_CASES, f"{kind.__name__} has a use case already"
+    _USE_CASES[kind] = use_case
 
 
 def _replay(aggregate: Aggregate | None, events: Iterable[Aggregate.Event]) -> Aggregate | None:
@@ -105,6 +131,11 @@ def _replay(aggregate: Aggregate | None, events: Iterable[Aggregate.Event]) -> A
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
+
+
+def _record_id(actor: Actor, idempotency_key: str | None) -> str | None:
+    """The record id of the caller's key (the pipeline's ``KeyGuard`` names it alike)."""
+    return None if idempotency_key is None else record_id(actor.person, idempotency_key)
 
 
 class Caller(TypedDict, total=False):
@@ -183,10 +214,10 @@ class LedgerApplication(Application[UUID]):
             if replay is None:
                 raise refusal
             return replay
-        use_case = _USE_CASES[type(command)]
+        use_case, under_key = _USE_CASES[type(command)], _record_id(actor, idempotency_key)
         return self.pipeline.run(
             command,
-            lambda: use_case(self, command, actor),
+            lambda: use_case(self, command, actor, under_key),
             actor=actor,
             key=idempotency_key,
             lock=self._lock_of(command),
@@ -203,10 +234,10 @@ class LedgerApplication(Application[UUID]):
             return None
         if self._refused_today(command, idempotency_key) is not None:
             return None  # its key may answer it: looked up on a thread (``execute``)
-        use_case = _USE_CASES[type(command)]
+        use_case, under_key = _USE_CASES[type(command)], _record_id(actor, idempotency_key)
         return await self.pipeline.run_on_loop(
             command,
-            lambda: use_case(self, command, actor),
+            lambda: use_case(self, command, actor, under_key),
             actor=actor,
             key=idempotency_key,
             lock=command.lock_key,
@@ -329,19 +360,27 @@ class LedgerApplication(Application[UUID]):
 
     # -- return and exchange cases ----------------------------------------------------------
 
-    @_decides(OpenReturnCase)
-    def _open_return_case(self, c: OpenReturnCase, actor: Actor) -> Decision:
+    @_decides_under_key(OpenReturnCase)
+    def _open_return_case(
+        self, c: OpenReturnCase, actor: Actor, under_key: str | None
+    ) -> Decision:
         """Open a case for one of the customer's orders. A case the policy refuses is recorded
         as refused, with its reason, and the refusal answered (naming that case); an order
-        that is not the customer's is refused with nothing recorded (no order, no case)."""
+        that is not the customer's is refused with nothing recorded (no order, no case).
+
+        Opening changes no account, so under a key the case is named by the key, and the
+        decision holds the cases the key already opened within its lifetime: their mark
+        tells a retry, even one whose key's record was deleted, from a new request."""
         account = self.account(c.username)
         if c.order_no not in account.orders:
             raise CaseRefused(f"no order {c.order_no!r} on this account", reason="unknown_order")
-        today = self.today()
+        now = self.clock()
+        today = now.date()
+        opened_before, case_id = self._cases_under_key(under_key, now)
         application = c.policy_view()
         reason = policy.refusal_reason(application, today)
         facts: dict[str, Any] = {
-            "id": uuid4(),
+            "id": case_id,
             "username": c.username,
             "currency": account.currency,
             "order_no": c.order_no,
@@ -364,9 +403,26 @@ class LedgerApplication(Application[UUID]):
                 reason=reason,
                 case_id=str(refused.id),
             )
-            return Decision.recorded_refusal((refused,), refusal)
+            return Decision.recorded_refusal((*opened_before, refused), refusal)
         opened = ReturnCase.open(**facts)
-        return Decision((opened,), opened.snapshot())
+        return Decision((*opened_before, opened), opened.snapshot())
+
+    def _cases_under_key(
+        self, under_key: str | None, now: datetime
+    ) -> tuple[tuple[ReturnCase, ...], UUID]:
+        """The cases stored under the key ``under_key`` that hold its live mark (nothing is
+        recorded on them: with them in a decision, the pipeline finds the key took effect),
+        and the id of the case a command under it opens now (``idempotency.created_ids``; at
+        random without a key, or when that id is taken by a case of a lapsed key, the shop's
+        clock having gone back). On the event loop a case not held here is ``NotCached``: a
+        command under a key is decided on a thread, which reads the store."""
+        if under_key is None:
+            return (), uuid4()
+        ids = created_ids(under_key, now)
+        stored = [case for case in map(self._case_or_none, ids) if case is not None]
+        live = tuple(case for case in stored if took_effect((case,), under_key, now))
+        taken = any(case.id == ids[0] for case in stored)
+        return live, uuid4() if taken else ids[0]
 
     def _case_step(
         self, case_id: UUID, step: Callable[[ReturnCase, str], None], outcome: str = "ok"
@@ -523,6 +579,13 @@ class LedgerApplication(Application[UUID]):
         if not isinstance(case, ReturnCase):
             raise NotFound(f"no return case {case_id}", id=str(case_id))
         return case
+
+    def _case_or_none(self, case_id: UUID) -> ReturnCase | None:
+        try:
+            case: object = self._load(case_id)
+        except AggregateNotFoundError:
+            return None
+        return case if isinstance(case, ReturnCase) else None
 
     def refund_request(self, request_id: UUID) -> RefundRequest:
         try:

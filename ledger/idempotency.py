@@ -15,7 +15,8 @@ the log cannot. So each event recorded under a key carries the key's mark (``KEY
 record's id and time), sealed with the event, and its aggregate remembers the marks of its
 events of the key's lifetime (``KeyMarked``). A command whose key has no record, yet whose
 aggregate already holds the key's live mark, took effect before: it is refused, not carried out
-again (``took_effect``).
+again (``took_effect``). A command that creates an aggregate no account holds (a return case)
+names it by its key (``created_ids``), so a retry's decision finds it, and its mark, there.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from uuid import NAMESPACE_URL, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -35,11 +36,38 @@ KEY_LIFETIME = timedelta(hours=24)
 # goes in bounded steps rather than in one statement that stalls the writes.
 PRUNE_BATCH = 5_000
 IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.import-express/idempotency")
+# What a command under a key creates is named in a namespace of its own: no id of anything else
+# (an account's, a refund request's, a key record's) is ever one of these.
+CREATED_NAMESPACE = uuid5(NAMESPACE_URL, "https://ledger.import-express/idempotency/created")
+# A key's lifetimes are told apart by the window of KEY_LIFETIME a creation was decided in,
+# counted from here on the shop's clock.
+_WINDOWS_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+# How far a first try's time may lie from where a retry's decision looks for it: its mark is
+# dated a moment after its decision, and two processes' clocks may disagree a little.
+CLOCK_SLACK = timedelta(hours=1)
 
 
 def record_id(caller: str, key: str) -> str:
     """The stored name of one caller's key (the key itself is the caller's business)."""
     return uuid5(IDEMPOTENCY_NAMESPACE, f"{caller}\n{key}").hex
+
+
+def created_ids(record_id: str, now: datetime) -> tuple[UUID, ...]:
+    """The ids of what a command under the key ``record_id`` may have created, as of ``now``: the
+    first is the id of what a creation decided now creates; the others (one or two), those a
+    first try still within the key's lifetime may have given it, decided in a window before
+    (or, on a clock ahead by at most ``CLOCK_SLACK``, after). A key that starts afresh, its
+    lifetime over, decides in a later window than its first use: it creates anew. Derived from
+    the record's id, hence from the caller and the key: no one else can name them."""
+    decided = _window(now)
+    earliest = _window(now - KEY_LIFETIME - CLOCK_SLACK)
+    latest = _window(now + CLOCK_SLACK)
+    windows = [decided, *(w for w in range(latest, earliest - 1, -1) if w != decided)]
+    return tuple(uuid5(CREATED_NAMESPACE, f"{record_id}\n{window}") for window in windows)
+
+
+def _window(at: datetime) -> int:
+    return (at - _WINDOWS_FROM) // KEY_LIFETIME
 
 
 def fingerprint(command: str, params: dict[str, Any]) -> str:

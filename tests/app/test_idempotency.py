@@ -10,21 +10,26 @@ idempotency key stands between a retry and a second credit.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
 
-from ledger.application import LedgerApplication, Outcome
+from ledger.application import CaseApplication, LedgerApplication, Outcome
 from ledger.clock import utc_now
-from ledger.errors import IdempotencyKeyReused, NotReady
+from ledger.commands import OpenReturnCase
+from ledger.errors import CaseRefused, IdempotencyKeyReused, NotReady
 from ledger.idempotency import KEY_LIFETIME, record_id
 from ledger.identity import Actor
 from ledger.pipeline import KeyGuard
 from ledger.settings import StoreSettings
+from projections.loopwriter import writing_on_loop
 from projections.store import open_application
 from tests.app.conftest import last_position, open_funded
 from tests.audit.conftest import Intruder
@@ -573,3 +578,140 @@ def test_records_left_unsealed_by_a_dropped_seal_column_are_refused_until_pruned
         assert credited_back(restarted) == 200
     finally:
         restarted.close()
+
+
+# -- a case opened under a key: opening changes no account, so the case is named by the key ----
+
+
+CASE = CaseApplication(  # Alice's application for a case on ORD-1, damaged goods
+    "alice", "ORD-1", "damaged", T0.date() - timedelta(days=5),
+    [{"sku": "SKU-7", "description": "desk lamp", "quantity": 1}],
+    ["photo://goods-1"], ["photo://box-1"], False, False, False, True,
+)
+
+
+def open_case(app: LedgerApplication, actor: Actor, key: str | None) -> Outcome:
+    return app.open_return_case(CASE, actor=actor, idempotency_key=key)
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["same-process", "restarted"])
+def test_a_case_retried_after_its_key_record_is_deleted_is_not_opened_again(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor, restarted: bool,
+) -> None:
+    # Given a case opened under a key (its retry answered by the key's record), and a credit
+    # under another key, whose records an intruder then deletes
+    clock.at = T0
+    opened = open_case(shop, cs, "case-key")
+    assert open_case(shop, cs, "case-key").body == opened.body
+    credit(shop, cs, "credit-key")
+    written = last_position(shop)
+    delete_record(settings, cs, "case-key")
+    delete_record(settings, cs, "credit-key")
+    app = open_application(settings, clock=clock) if restarted else shop
+    try:
+        # When the caller retries both, the case just before its key's 24 hours are over
+        clock.at = T0 + JUST_UNDER
+        with pytest.raises(NotReady) as case_refused:
+            open_case(app, cs, "case-key")
+        with pytest.raises(NotReady) as credit_refused:
+            credit(app, cs, "credit-key")
+
+        # Then no second case is opened: the retry is answered as the credit's is
+        assert "deleted behind the service's back" in case_refused.value.detail
+        assert case_refused.value.detail == credit_refused.value.detail
+        assert last_position(app) == written
+        assert app.return_case(UUID(opened.body["id"])).state == "opened"
+    finally:
+        if restarted:
+            app.close()
+
+
+def test_a_refused_case_retried_after_its_key_record_is_deleted_is_not_recorded_again(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    # Given a case the policy refused (opened media), recorded under a key whose record an
+    # intruder then deletes
+    clock.at = T0
+    media = replace(CASE, opened_media=True)
+    with pytest.raises(CaseRefused):
+        shop.open_return_case(media, actor=cs, idempotency_key="case-key")
+    written = last_position(shop)
+    delete_record(settings, cs, "case-key")
+
+    # When the caller retries it, then no second refused case is recorded
+    with pytest.raises(NotReady, match="deleted behind the service's back"):
+        shop.open_return_case(media, actor=cs, idempotency_key="case-key")
+    assert last_position(shop) == written
+
+
+def test_a_case_key_whose_record_is_deleted_opens_a_new_case_once_its_lifetime_is_over(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    # Given a case opened under a key on the first day, whose record an intruder deletes
+    clock.at = T0
+    first = open_case(shop, cs, "case-key")
+    delete_record(settings, cs, "case-key")
+
+    # When the key is used again once its 24 hours are over, it starts afresh: a new case
+    clock.at = T0 + KEY_LIFETIME
+    renewed = open_case(shop, cs, "case-key")
+    assert renewed.replayed is False and renewed.body["id"] != first.body["id"]
+
+    # Then the renewed case is marked anew: its retry after its record is deleted opens none
+    delete_record(settings, cs, "case-key")
+    written = last_position(shop)
+    clock.at = T0 + KEY_LIFETIME + JUST_UNDER
+    with pytest.raises(NotReady, match="deleted behind the service's back"):
+        open_case(shop, cs, "case-key")
+    assert last_position(shop) == written
+
+
+def test_without_a_key_each_open_opens_a_case_of_its_own(
+    shop: LedgerApplication, clock: Clock, cs: Actor,
+) -> None:
+    clock.at = T0
+    before = last_position(shop)
+
+    first, second = open_case(shop, cs, None), open_case(shop, cs, None)
+
+    assert first.body["id"] != second.body["id"]
+    assert not first.replayed and not second.replayed
+    assert last_position(shop) == before + 2
+
+
+def test_the_same_case_key_from_two_callers_opens_two_cases(
+    shop: LedgerApplication, clock: Clock, cs: Actor, system: Actor,
+) -> None:
+    clock.at = T0
+    mine, theirs = open_case(shop, cs, "case-key"), open_case(shop, system, "case-key")
+
+    assert not mine.replayed and not theirs.replayed
+    assert mine.body["id"] != theirs.body["id"]
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+async def test_a_case_retried_on_the_event_loop_after_its_record_is_deleted_opens_none(
+    shop: LedgerApplication, settings: StoreSettings, clock: Clock, cs: Actor,
+) -> None:
+    # Given a case opened under a key, whose record an intruder deletes; Alice's account is
+    # held by this process, so a command on it may be decided on the event loop
+    clock.at = T0
+    loop = asyncio.get_running_loop()
+    opened = await loop.run_in_executor(None, functools.partial(open_case, shop, cs, "case-key"))
+    delete_record(settings, cs, "case-key")
+    written = last_position(shop)
+    command = OpenReturnCase.of(CASE)
+    retry = functools.partial(shop.execute, command, actor=cs, idempotency_key="case-key")
+
+    async with writing_on_loop(shop):
+        # When the caller retries it, to a server that writes on its event loop
+        on_loop = await shop.execute_on_loop(command, actor=cs, idempotency_key="case-key")
+
+        # Then the loop opens no case (the key's cases are looked for in the store, on a
+        # thread), and the thread refuses it as the key's
+        assert on_loop is None
+        assert last_position(shop) == written
+        with pytest.raises(NotReady, match="deleted behind the service's back"):
+            await loop.run_in_executor(None, retry)
+    assert last_position(shop) == written
+    assert shop.return_case(UUID(opened.body["id"])).state == "opened"

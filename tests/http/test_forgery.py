@@ -26,6 +26,7 @@ from tests.http.conftest import (
     Server,
     add_person,
     assert_problem,
+    case_body,
     ledger_command,
     me,
     start_server,
@@ -281,3 +282,25 @@ async def test_a_key_record_deleted_by_sql_credits_nothing_twice(
     problem = assert_problem(retry, 503, "not_ready")
     assert "deleted behind the service's back" in problem["detail"]
     assert (await api.account(username))["available"] == 750
+
+
+async def test_a_key_record_deleted_by_sql_opens_no_second_case(
+    served: tuple[Server, Api],
+) -> None:
+    server, api = served
+    # Given a case opened under a key (opening a case changes no account)
+    username = await api.customer_with_order()
+    key = {"Idempotency-Key": "case-ORD-1"}
+    first = await api.post("/v1/return-cases", case_body(username), role="cs", headers=key)
+    assert first.status == 201, first.text
+
+    # When an intruder deletes the key's record, and customer service sends it again
+    Intruder(store_settings(server.database_url)).run("DELETE FROM ledger_keys", (),
+                                                     unguarded=False)
+    retry = await api.post("/v1/return-cases", case_body(username), role="cs", headers=key)
+
+    # Then it is refused as a credit's retry is, and the order has its one case
+    problem = assert_problem(retry, 503, "not_ready")
+    assert "deleted behind the service's back" in problem["detail"]
+    listed = await api.get(f"/v1/return-cases?username={username}", role="cs")
+    assert [case["id"] for case in listed.json["items"]] == [first.json["id"]]
