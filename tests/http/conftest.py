@@ -183,6 +183,15 @@ def store(kind: str, workdir: Path) -> Iterator[str]:
         drop_pg_database(name)
 
 
+@pytest.fixture(autouse=True)
+def in_a_folder_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in a folder of its own, as each server it starts does: an app it makes in
+    its own process (``create_app``) keeps its files under ``./var/`` as ``ledger serve`` does
+    (the notary's checkpoint file and signing key), and one test's last checkpoint, signed as
+    its app stopped, would be the next test's store's log cut short."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Server]:
