@@ -35,6 +35,7 @@ from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.errors import HistoryDamaged
 from ledger.settings import StoreSettings
+from projections import outbox
 from projections.chain import Chain, Digest, all_notifications, below_the_log, check_chain
 from projections.checkpoints import checkpoint_damage, kept_notes
 from projections.notes import Verifier
@@ -110,7 +111,22 @@ def verify(
     report.first_bad_position = min((p for p in bad_positions if p is not None), default=None)
     if read_models and not report.problems:  # a bad log would replay into bad rows anyway
         report.problems += read_model_differences(settings, app)
+    report.problems += unsealed_subscriptions(settings, key)
     return report
+
+
+def unsealed_subscriptions(settings: StoreSettings, key: Any) -> list[str]:
+    """The webhook subscriptions whose seal the chain key does not hold: added by SQL (every
+    customer's messages asked for by someone without the key), or before subscriptions were
+    sealed. The deliverer sends them nothing; an auditor is told they are there."""
+    view = open_view(settings, outbox.OutboxProjection, pool_size=1)
+    try:
+        urls = outbox.unsealed_urls(view, key)
+    finally:
+        view.datastore.close()
+    return [f"webhook subscription {outbox.shown_url(url)} is not sealed with the service's key "
+            "(added by SQL, or before subscriptions were sealed): nothing is sent to it; "
+            "`ledger webhooks add` it again if it is yours, else remove it" for url in urls]
 
 
 def first_invariant_breach(app: LedgerApplication) -> tuple[int, str] | None:

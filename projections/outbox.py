@@ -442,13 +442,14 @@ def execute_many(view: ReadModelView, sql: str, rows: Sequence[dict[str, Any]]) 
 def create_delivery_tables(view: ReadModelView) -> None:
     for statement in DELIVERY_DDL:
         execute(view, statement)
-    if not _has_column(view, "ob_subscriptions", "seal"):
+    if not has_column(view, "ob_subscriptions", "seal"):
         # Made before subscriptions were sealed: their rows stay, unsealed, and are not sent
         # to until an operator adds them again (``subscribe``), with the key.
         execute(view, "ALTER TABLE ob_subscriptions ADD COLUMN seal TEXT")
 
 
-def _has_column(view: ReadModelView, table: str, column: str) -> bool:
+def has_column(view: ReadModelView, table: str, column: str) -> bool:
+    """Whether ``table`` of the view's datastore has ``column`` (False: no such table)."""
     if isinstance(view, SQLiteReadModelView):
         return bool(view.query(f"SELECT name FROM pragma_table_info('{table}')"  # noqa: S608
                                " WHERE name = %(column)s", {"column": column}))
@@ -489,6 +490,16 @@ def seal_streams(view: ReadModelView) -> bool:
 
 def subscriptions(view: ReadModelView) -> list[dict[str, Any]]:
     return view.query("SELECT url, since, added_at, seal FROM ob_subscriptions ORDER BY url")
+
+
+def unsealed_urls(view: ReadModelView, key: ChainKey) -> list[str]:
+    """The subscriptions' URLs whose seal ``key`` does not hold (``subscription_sealed``); on a
+    store whose table has no seals yet (schema before version 3), every one of them."""
+    if not has_column(view, "ob_subscriptions", "url"):
+        return []  # no table: its delivery tables were never made
+    if not has_column(view, "ob_subscriptions", "seal"):
+        return [row["url"] for row in view.query("SELECT url FROM ob_subscriptions ORDER BY url")]
+    return [row["url"] for row in subscriptions(view) if not subscription_sealed(key, row)]
 
 
 def subscription_seal(key: ChainKey, url: str, since: int, added_at: str) -> str:

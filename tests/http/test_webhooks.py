@@ -907,10 +907,18 @@ async def test_a_subscription_inserted_by_sql_is_sent_nothing_until_the_key_hold
         listed = ledger("list")
         assert listed.returncode == 0, listed.stderr
         assert "NOT SEALED" in listed.stdout.split(thief.url)[1].splitlines()[0]
+        # and the auditors' verify names it
+        named = f"webhook subscription {thief.url} is not sealed"
+        report = await api.get("/v1/audit/verify", role="auditor")
+        assert report.status == 200, report.text
+        assert report.json["ok"] is False
+        assert [p for p in report.json["problems"] if p.startswith(named)], report.json
         # and once the key's holder adds it (theirs after all), it is sent what comes next
         added = ledger("add", thief.url)
         assert added.returncode == 0, added.stderr
         assert "NOT SEALED" not in ledger("list").stdout
+        report = await api.get("/v1/audit/verify", role="auditor")
+        assert not [p for p in report.json["problems"] if p.startswith(named)], report.json
         later = await api.funded_account(800)
         await until(lambda: thief.of(later), "the next message at the receiver now added")
         assert thief.of(username) == []  # only the messages after it was added
