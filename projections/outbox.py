@@ -465,16 +465,9 @@ def seal_streams(view: ReadModelView) -> bool:
     (its messages, streams and seals emptied and its tracking set back to 0, in one
     transaction; the deliveries and subscriptions kept, as by ``ledger rebuild``). Nothing of
     an unsealed row is trusted. Answers whether it did so."""
-    sqlite = isinstance(view, SQLiteReadModelView)
-    if sqlite:
-        found = view.query(
-            "SELECT name FROM pragma_table_info('ob_streams') WHERE name = 'seal'")
-    else:
-        found = view.query(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-            " AND table_name = 'ob_streams' AND column_name = 'seal'")
-    if found:
+    if has_column(view, "ob_streams", "seal"):
         return False
+    sqlite = isinstance(view, SQLiteReadModelView)
     with view.datastore.transaction(commit=True) as cursor:
         if sqlite:
             cursor = cursor.sqlite_cursor
